@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"errors"
+	"time"
+)
+
+// MaxMembers is the largest cluster hagent forms, as FGCP: this node and
+// three peers.
+const MaxMembers = 4
+
+// Errors returned by Step. The event is dropped; nothing else changes.
+var (
+	// ErrClusterFull: a fifth member was heard; it is ignored.
+	ErrClusterFull = errors.New("cluster: already 4 members, ignoring another")
+	// ErrSameSerial: a peer advertises this node's own serial.
+	ErrSameSerial = errors.New("cluster: peer uses this node's serial")
+	// ErrBadEvent: the event is malformed (unknown type, empty serial, invalid role).
+	ErrBadEvent = errors.New("cluster: malformed event")
+	// ErrStopped: the machine has stopped after a shutdown.
+	ErrStopped = errors.New("cluster: stopped")
+)
+
+// Config is what the election needs to know about this node and the
+// cluster's timers. Durations are those of SPEC §2.
+type Config struct {
+	Name     string // node name, for reasons and status
+	Serial   string // unique member id and last tie-breaker
+	Priority uint8  // higher wins
+	Override bool   // priority before uptime
+
+	HBInterval       time.Duration // heartbeat interval
+	LostThreshold    int           // intervals without a heartbeat before a peer is lost
+	HelloHolddown    time.Duration // time in hello state before becoming primary alone
+	UptimeDiffMargin time.Duration // uptime differences up to this count as equal
+	FailoverHoldTime time.Duration // minimum time between two changes of primary
+	MonitorTotal     int           // number of monitored links configured
+}
+
+// LostAfter is how long a peer may stay silent before it is lost.
+func (c *Config) LostAfter() time.Duration {
+	return c.HBInterval * time.Duration(c.LostThreshold)
+}
+
+// Advert is what a member announces in each heartbeat: the inputs of the
+// election. The daemon converts heartbeat frames to Adverts and back.
+type Advert struct {
+	Name         string
+	Serial       string
+	Role         Role
+	Priority     uint8
+	Override     bool
+	FailoverSet  bool // operator said `ha failover set`: stay out of the election
+	Leaving      bool // graceful stop in progress: take over now
+	MonitorUp    int
+	MonitorTotal int
+	Uptime       time.Duration // HA uptime when the advert was made
+	Primary      string        // serial of the member the sender sees as primary, "" for none
+}
+
+// EventType says what an Event is. The zero value is invalid.
+type EventType uint8
+
+// Event types.
+const (
+	EventInvalid       EventType = iota
+	EventTick                    // time passed
+	EventHeartbeat               // Advert heard from a peer
+	EventMonitor                 // MonitorUp changed (link up/down)
+	EventFailoverSet             // operator: step down and stay out
+	EventFailoverUnset           // operator: back into the election
+	EventFault                   // Fault says whether this node can serve; Reason why
+	EventShutdown                // graceful stop: hand over, release, stop
+)
+
+// Event is one input to the machine. Time is the injected clock's now; it
+// must never go backwards.
+type Event struct {
+	Type      EventType
+	Time      time.Time
+	Advert    Advert // EventHeartbeat
+	MonitorUp int    // EventMonitor
+	Fault     bool   // EventFault
+	Reason    string // EventFault: what is wrong
+}
+
+// ActionType says what an Action asks the daemon to do.
+type ActionType uint8
+
+// Action types. The daemon performs them in the order given.
+const (
+	ActionInvalid    ActionType = iota
+	ActionRoleChange            // log and record in history: Role, Previous, Reason
+	ActionTakeover              // set the vMACs, add the addresses, send the first GARPs/NAs
+	ActionRelease               // remove the addresses, restore the permanent MACs
+	ActionAnnounce              // one more immediate GARP/NA round (a peer just released)
+	ActionHeartbeat             // send a heartbeat now (the advert changed)
+	ActionRunHook               // run the hook for Role, asynchronously
+	ActionStopped               // shutdown complete: the daemon may exit
+)
+
+// String names the action for logs and golden tests.
+func (t ActionType) String() string {
+	switch t {
+	case ActionRoleChange:
+		return "role-change"
+	case ActionTakeover:
+		return "takeover"
+	case ActionRelease:
+		return "release"
+	case ActionAnnounce:
+		return "announce"
+	case ActionHeartbeat:
+		return "heartbeat"
+	case ActionRunHook:
+		return "run-hook"
+	case ActionStopped:
+		return "stopped"
+	}
+	return "invalid"
+}
+
+// Action is one output of the machine.
+type Action struct {
+	Type     ActionType
+	Time     time.Time
+	Role     Role   // ActionRoleChange, ActionRunHook: the new role
+	Previous Role   // ActionRoleChange, ActionRunHook: the role before
+	Reason   string // why
+}
+
+// Ready holds the actions produced since the last call to Ready.
+type Ready struct {
+	Actions []Action
+}
+
+// Member is one member of the cluster as this node sees it.
+type Member struct {
+	Advert
+	Self      bool
+	LastHeard time.Time // zero for self
+	Alive     bool      // heard within the lost threshold (always true for self)
+}
+
+// Status is a snapshot of the machine for `agentctl ha status`.
+type Status struct {
+	Name         string
+	Serial       string
+	Role         Role
+	RoleSince    time.Time
+	Primary      string // serial of the primary ("" none)
+	PrimaryName  string
+	Reason       string // why the current primary was selected
+	Priority     uint8
+	Override     bool
+	Uptime       time.Duration
+	MonitorUp    int
+	MonitorTotal int
+	FailoverSet  bool
+	Fault        string // non-empty while faulted
+	Members      []Member
+}
