@@ -1,0 +1,151 @@
+// Command agentctl is the operator CLI of hagentd: `agentctl ha status`,
+// `ha failover set|unset|status`, `ha history`, `ha synchronize`,
+// `ha checksum`, `ha exposure`. It talks to the agent's unix socket.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hagent/hagent/control"
+)
+
+const usage = `usage: agentctl [-s SOCKET] ha COMMAND
+commands:
+  status [--json]              cluster status (FortiOS "get system ha status")
+  failover set|unset|status    step this node down and keep it out / back in
+  history [--json]             role changes with timestamps and reasons
+  synchronize                  force a full configuration sync now
+  checksum [--json]            configuration checksums per member
+  exposure [--json]            every socket and Ethertype the agent uses
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("agentctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("s", envOr("HAGENT_SOCKET", control.DefaultSocket), "control socket of hagentd")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) < 2 || rest[0] != "ha" {
+		fs.Usage()
+		return 2
+	}
+	cmd, opts := rest[1], rest[2:]
+	asJSON := false
+	var extra []string
+	for _, o := range opts {
+		if o == "--json" || o == "-json" {
+			asJSON = true
+		} else {
+			extra = append(extra, o)
+		}
+	}
+	call := func(c string, out any) bool {
+		if err := control.Call(*sock, c, out, *timeout); err != nil {
+			fmt.Fprintf(stderr, "agentctl: %v\n", err)
+			if errors.Is(err, control.ErrNotRunning) {
+				fmt.Fprintf(stderr, "agentctl: is hagentd running? (systemctl status hagent; or pass -s SOCKET)\n")
+			}
+			return false
+		}
+		return true
+	}
+	printJSON := func(v any) int {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
+			fmt.Fprintf(stderr, "agentctl: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	switch cmd {
+	case "status":
+		var st control.Status
+		if !call(control.CmdStatus, &st) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(&st)
+		}
+		control.FormatStatus(stdout, &st, time.Now())
+	case "failover":
+		if len(extra) != 1 {
+			fmt.Fprintln(stderr, "agentctl: ha failover set|unset|status")
+			return 2
+		}
+		c := map[string]string{"set": control.CmdFailoverSet, "unset": control.CmdFailoverUnset, "status": control.CmdFailoverStatus}[extra[0]]
+		if c == "" {
+			fmt.Fprintf(stderr, "agentctl: ha failover %s: want set, unset or status\n", extra[0])
+			return 2
+		}
+		var fs control.FailoverStatus
+		if !call(c, &fs) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(&fs)
+		}
+		state := "unset"
+		if fs.Set {
+			state = "set"
+		}
+		fmt.Fprintf(stdout, "ha failover: %s (role %s)\n", state, fs.Role)
+	case "history":
+		var h []control.Event
+		if !call(control.CmdHistory, &h) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(h)
+		}
+		control.FormatHistory(stdout, h)
+	case "synchronize":
+		var msg string
+		if !call(control.CmdSynchronize, &msg) {
+			return 1
+		}
+		fmt.Fprintln(stdout, msg)
+	case "checksum":
+		var c control.Checksums
+		if !call(control.CmdChecksum, &c) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(&c)
+		}
+		control.FormatChecksums(stdout, &c)
+	case "exposure":
+		var e control.Exposure
+		if !call(control.CmdExposure, &e) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(&e)
+		}
+		control.FormatExposure(stdout, &e)
+	default:
+		fmt.Fprintf(stderr, "agentctl: unknown command ha %s\n", cmd)
+		fs.Usage()
+		return 2
+	}
+	return 0
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,115 @@
+package control
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestServerRoundTripAndMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "hagent.sock")
+	srv, err := Listen(path, func(r Request) (any, error) {
+		switch r.Cmd {
+		case CmdFailoverStatus:
+			return FailoverStatus{Set: true, Role: "secondary"}, nil
+		}
+		return nil, errors.New("unknown command " + r.Cmd)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v, want 0600 socket", fi.Mode())
+	}
+	var fs FailoverStatus
+	if err := Call(path, CmdFailoverStatus, &fs, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !fs.Set || fs.Role != "secondary" {
+		t.Fatalf("got %+v", fs)
+	}
+	if err := Call(path, "nope", nil, time.Second); err == nil || !strings.Contains(err.Error(), "unknown command nope") {
+		t.Fatalf("error %v", err)
+	}
+	// A second agent on the same socket is refused.
+	if _, err := Listen(path, nil); err == nil || !strings.Contains(err.Error(), "another hagentd") {
+		t.Fatalf("second Listen: %v", err)
+	}
+}
+
+func TestNotRunning(t *testing.T) {
+	dir := t.TempDir()
+	err := Call(filepath.Join(dir, "none.sock"), CmdStatus, nil, time.Second)
+	if !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("missing socket: %v", err)
+	}
+	// A stale socket file (agent died) also reads as not running, and a new
+	// agent replaces it.
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if err := Call(stale, CmdStatus, nil, time.Second); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("stale socket: %v", err)
+	}
+	srv, err := Listen(stale, func(Request) (any, error) { return "ok", nil })
+	if err != nil {
+		t.Fatalf("replacing a stale socket: %v", err)
+	}
+	srv.Close()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatal("Close left the socket file behind")
+	}
+}
+
+func TestFormatStatus(t *testing.T) {
+	now := time.Now()
+	st := &Status{Node: "node-a", Serial: "SA", Role: "primary", GroupName: "lab", GroupID: 10, Mode: "a-p",
+		Override: true, Priority: 200, UptimeS: 3723, Reason: "node-a is selected as the primary because it has the largest value of override priority",
+		Members: []Member{
+			{Node: "node-b", Serial: "SB", Role: "secondary", Alive: true, ConfigInSync: false, MonitorUp: 1, MonitorTotal: 1, LastHeardMs: 120},
+			{Node: "node-a", Serial: "SA", Role: "primary", Self: true, Alive: true, ConfigInSync: true, MonitorUp: 1, MonitorTotal: 1},
+		},
+		HBDevs: []HBDev{{Name: "ha1", Up: true, RX: 5, TX: 6, BadAuth: 2}},
+	}
+	var b bytes.Buffer
+	FormatStatus(&b, st, now)
+	out := b.String()
+	for _, want := range []string{
+		"HA Health Status: OK",
+		"Group Name: lab, Group ID: 10",
+		"Primary selected using:",
+		"largest value of override priority",
+		"override: enable",
+		"node-b(SB): out-of-sync",
+		"node-a(SA): in-sync",
+		"ha1:", "rx-pkts=5", "bad_auth=2",
+		"Primary: node-a, SA, HA cluster index = 0",
+		"Secondary: node-b, SB, HA cluster index = 1",
+		"Cluster Uptime: 0 days 1:02:03",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	st.Members[0].Alive = false
+	b.Reset()
+	FormatStatus(&b, st, now)
+	if !strings.Contains(b.String(), "HA Health Status: ERROR") || !strings.Contains(b.String(), "node-b(SB) is lost") {
+		t.Errorf("lost member not reported:\n%s", b.String())
+	}
+}

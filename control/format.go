@@ -1,0 +1,218 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// FormatStatus writes the human form of `agentctl ha status`, laid out like
+// FortiOS `get system ha status`.
+func FormatStatus(w io.Writer, s *Status, now time.Time) {
+	health := "OK"
+	var problems []string
+	for _, m := range s.Members {
+		if !m.Alive && !m.Self {
+			problems = append(problems, fmt.Sprintf("%s(%s) is lost", m.Node, m.Serial))
+		}
+		if m.MonitorUp < m.MonitorTotal {
+			problems = append(problems, fmt.Sprintf("%s(%s) has %d of %d monitored links down", m.Node, m.Serial, m.MonitorTotal-m.MonitorUp, m.MonitorTotal))
+		}
+	}
+	for _, h := range s.HBDevs {
+		if !h.Up {
+			problems = append(problems, fmt.Sprintf("%s: hbdev %s down", s.Node, h.Name))
+		}
+	}
+	if s.Fault != "" {
+		problems = append(problems, s.Node+": "+s.Fault)
+	}
+	if len(problems) > 0 {
+		health = "ERROR"
+	}
+	fmt.Fprintf(w, "HA Health Status: %s\n", health)
+	for _, p := range problems {
+		fmt.Fprintf(w, "    %s\n", p)
+	}
+	fmt.Fprintf(w, "Model: hagent, Mode: HA %s\n", strings.ToUpper(s.Mode))
+	fmt.Fprintf(w, "Group Name: %s, Group ID: %d\n", s.GroupName, s.GroupID)
+	fmt.Fprintf(w, "This node: %s (%s), role %s since %s, priority %d, override %s\n",
+		s.Node, s.Serial, s.Role, s.RoleSince.Local().Format("2006-01-02 15:04:05"), s.Priority, enable(s.Override))
+	if s.FailoverSet {
+		fmt.Fprintf(w, "ha failover: set (this node stays secondary while another member is healthy)\n")
+	}
+	fmt.Fprintf(w, "Cluster Uptime: %s\n", days(time.Duration(s.UptimeS)*time.Second))
+	fmt.Fprintf(w, "Heartbeat: every %gms, lost after %d\n", s.HBIntervalM, s.LostThresh)
+	fmt.Fprintf(w, "Primary selected using:\n")
+	n := 0
+	for i := len(s.History) - 1; i >= 0 && n < 5; i-- {
+		e := s.History[i]
+		if e.Kind != "role" && e.Kind != "takeover" {
+			continue
+		}
+		fmt.Fprintf(w, "    <%s> %s\n", e.Time.Local().Format("2006/01/02 15:04:05.000"), e.Reason)
+		n++
+	}
+	if n == 0 && s.Reason != "" {
+		fmt.Fprintf(w, "    %s\n", s.Reason)
+	}
+	fmt.Fprintf(w, "override: %s\n", enable(s.Override))
+	fmt.Fprintf(w, "Configuration Status:\n")
+	for _, m := range s.Members {
+		state := "in-sync"
+		if !m.ConfigInSync {
+			state = "out-of-sync"
+		}
+		fmt.Fprintf(w, "    %s(%s): %s\n", m.Node, m.Serial, state)
+	}
+	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	for _, h := range s.HBDevs {
+		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d\n",
+			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay)
+	}
+	tw.Flush()
+	if len(s.Monitor) > 0 {
+		fmt.Fprintf(w, "MONDEV stats:\n    %s:\n", s.Node)
+		for _, l := range s.Monitor {
+			fmt.Fprintf(w, "        %s: %s\n", l.Name, updown(l.Up))
+		}
+	}
+	if len(s.Interfaces) > 0 {
+		fmt.Fprintf(w, "Virtual MACs:\n")
+		for _, i := range s.Interfaces {
+			own := "not held"
+			if i.Owned {
+				own = "held"
+			}
+			fmt.Fprintf(w, "    %s: %s (%s), permanent %s, %s\n", i.Name, i.VMAC, own, i.PermMAC, strings.Join(i.Addresses, " "))
+		}
+	}
+	members := append([]Member(nil), s.Members...)
+	sort.SliceStable(members, func(i, j int) bool {
+		return rank(members[i].Role) < rank(members[j].Role)
+	})
+	fmt.Fprintf(w, "Members:\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "    ROLE\tNODE\tSERIAL\tPRIO\tMONITOR\tUPTIME\tHEARD\n")
+	for _, m := range members {
+		heard := "self"
+		if !m.Self {
+			heard = fmt.Sprintf("%dms ago", m.LastHeardMs)
+			if !m.Alive {
+				heard += " (lost)"
+			}
+		}
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\t%d/%d\t%s\t%s\n", title(m.Role), m.Node, m.Serial, m.Priority,
+			m.MonitorUp, m.MonitorTotal, days(time.Duration(m.UptimeS)*time.Second), heard)
+	}
+	tw.Flush()
+	idx := 0
+	for _, m := range members {
+		if m.Role == "primary" || m.Role == "secondary" {
+			fmt.Fprintf(w, "%s: %s, %s, HA cluster index = %d\n", title(m.Role), m.Node, m.Serial, idx)
+			idx++
+		}
+	}
+}
+
+// FormatHistory writes `agentctl ha history`.
+func FormatHistory(w io.Writer, h []Event) {
+	if len(h) == 0 {
+		fmt.Fprintln(w, "no events")
+		return
+	}
+	for _, e := range h {
+		line := fmt.Sprintf("%s  %-8s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind)
+		if e.Role != "" {
+			line += fmt.Sprintf("  %s -> %s", e.Previous, e.Role)
+		}
+		line += "  " + e.Reason
+		if e.TakeoverUs > 0 {
+			line += fmt.Sprintf(" (first GARP %.3fms after the decision; MAC %.3fms, addresses %.3fms)",
+				float64(e.TakeoverUs)/1000, float64(e.MACSetUs)/1000, float64(e.AddrsUs)/1000)
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+// FormatChecksums writes `agentctl ha checksum`.
+func FormatChecksums(w io.Writer, c *Checksums) {
+	for _, m := range c.Members {
+		state := "in-sync"
+		if !m.InSync {
+			state = "out-of-sync"
+		}
+		fmt.Fprintf(w, "================== %s (%s) ==================\n", m.Node, m.Serial)
+		fmt.Fprintf(w, "all: %s  generation %d  %s\n", m.Tree, m.Generation, state)
+		paths := make([]string, 0, len(m.Paths))
+		for p := range m.Paths {
+			paths = append(paths, p)
+		}
+		sort.Strings(paths)
+		for _, p := range paths {
+			fmt.Fprintf(w, "    %s  %s\n", m.Paths[p], p)
+		}
+	}
+}
+
+// FormatExposure writes `agentctl ha exposure`.
+func FormatExposure(w io.Writer, e *Exposure) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "KIND\tADDRESS\tETHERTYPE\tDIRECTION\tPURPOSE\n")
+	for _, s := range e.Sockets {
+		et := s.EtherType
+		if et == "" {
+			et = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Kind, s.Address, et, s.Direction, s.Purpose)
+	}
+	tw.Flush()
+}
+
+func enable(b bool) string {
+	if b {
+		return "enable"
+	}
+	return "disable"
+}
+
+func updown(b bool) string {
+	if b {
+		return "up"
+	}
+	return "down"
+}
+
+func title(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+func rank(role string) int {
+	switch role {
+	case "primary":
+		return 0
+	case "secondary":
+		return 1
+	case "starting":
+		return 2
+	}
+	return 3
+}
+
+func days(d time.Duration) string {
+	d = d.Round(time.Second)
+	day := d / (24 * time.Hour)
+	d -= day * 24 * time.Hour
+	h := d / time.Hour
+	d -= h * time.Hour
+	m := d / time.Minute
+	d -= m * time.Minute
+	return fmt.Sprintf("%d days %d:%02d:%02d", day, h, m, d/time.Second)
+}

@@ -1,0 +1,137 @@
+package control
+
+import "time"
+
+// Status is the object printed by `agentctl ha status --json` (SPEC §1).
+type Status struct {
+	Node        string    `json:"node"`
+	Serial      string    `json:"serial"`
+	Role        string    `json:"role"` // primary|secondary|starting|fault
+	RoleSince   time.Time `json:"role_since"`
+	GroupID     int       `json:"group_id"`
+	GroupName   string    `json:"group_name"`
+	VCluster    int       `json:"vcluster"`
+	Mode        string    `json:"mode"`
+	Primary     string    `json:"primary"` // node name of the primary, "" none
+	Override    bool      `json:"override"`
+	Priority    int       `json:"priority"`
+	UptimeS     int64     `json:"uptime_s"`
+	Reason      string    `json:"reason"`
+	FailoverSet bool      `json:"failover_set"`
+	Fault       string    `json:"fault,omitempty"`
+	Members     []Member  `json:"members"`
+	HBDevs      []HBDev   `json:"hbdevs"`
+	Monitor     []Link    `json:"monitor"`
+	Interfaces  []VIface  `json:"interfaces"`
+	Config      Config    `json:"config"`
+	HBIntervalM float64   `json:"hb_interval_ms"`
+	LostThresh  int       `json:"hb_lost_threshold"`
+	StartedAt   time.Time `json:"started_at"`
+	History     []Event   `json:"history,omitempty"` // the last few, newest last
+}
+
+// Member is one cluster member as this node sees it.
+type Member struct {
+	Node         string `json:"node"`
+	Serial       string `json:"serial"`
+	Role         string `json:"role"`
+	Priority     int    `json:"priority"`
+	Override     bool   `json:"override"`
+	MonitorUp    int    `json:"monitor_up"`
+	MonitorTotal int    `json:"monitor_total"`
+	UptimeS      int64  `json:"uptime_s"`
+	LastHeardMs  int64  `json:"last_heard_ms"` // -1 for self
+	Alive        bool   `json:"alive"`
+	Self         bool   `json:"self"`
+	FailoverSet  bool   `json:"failover_set"`
+	ConfigInSync bool   `json:"config_in_sync"`
+	ConfigSum    string `json:"config_checksum"`
+}
+
+// HBDev is one heartbeat device's counters.
+type HBDev struct {
+	Name     string `json:"name"`
+	Priority int    `json:"priority"`
+	Up       bool   `json:"up"` // carrier up and a valid frame heard within the lost threshold
+	Carrier  bool   `json:"carrier"`
+	RX       uint64 `json:"rx"`
+	TX       uint64 `json:"tx"`
+	Dropped  uint64 `json:"dropped"`
+	BadAuth  uint64 `json:"bad_auth"`
+	Replay   uint64 `json:"replay"`
+	TXErrors uint64 `json:"tx_errors"`
+}
+
+// Link is a monitored link's state.
+type Link struct {
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
+}
+
+// VIface is a data interface with its virtual MAC.
+type VIface struct {
+	Name      string   `json:"name"`
+	VMAC      string   `json:"vmac"`
+	PermMAC   string   `json:"perm_mac"`
+	Owned     bool     `json:"owned"`
+	Addresses []string `json:"addresses"`
+}
+
+// Config is the configuration-sync summary of this node.
+type Config struct {
+	Checksum   string `json:"checksum"`
+	Generation uint64 `json:"generation"`
+	InSync     bool   `json:"in_sync"`
+	SyncOn     bool   `json:"sync_enabled"`
+	LastError  string `json:"last_error,omitempty"`
+}
+
+// Event is one entry of `agentctl ha history`.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Kind     string    `json:"kind"` // role, takeover, release, hook, sync, config, fault
+	Role     string    `json:"role,omitempty"`
+	Previous string    `json:"previous,omitempty"`
+	Primary  string    `json:"primary,omitempty"`
+	Reason   string    `json:"reason"`
+	// Takeover timings (kind takeover): from the decision to the first
+	// GARP on the wire, and the parts.
+	TakeoverUs int64 `json:"takeover_us,omitempty"`
+	MACSetUs   int64 `json:"mac_set_us,omitempty"`
+	AddrsUs    int64 `json:"addrs_us,omitempty"`
+}
+
+// FailoverStatus is the answer to `ha failover status`.
+type FailoverStatus struct {
+	Set  bool   `json:"set"`
+	Role string `json:"role"`
+}
+
+// Checksums is the answer to `ha checksum`.
+type Checksums struct {
+	Members []MemberChecksum `json:"members"`
+}
+
+// MemberChecksum is one member's configuration checksums.
+type MemberChecksum struct {
+	Node       string            `json:"node"`
+	Serial     string            `json:"serial"`
+	Tree       string            `json:"tree"`
+	Generation uint64            `json:"generation"`
+	InSync     bool              `json:"in_sync"`
+	Paths      map[string]string `json:"paths,omitempty"`
+}
+
+// Exposure lists everything the agent listens on or sends.
+type Exposure struct {
+	Sockets []Socket `json:"sockets"`
+}
+
+// Socket is one socket of the agent.
+type Socket struct {
+	Kind      string `json:"kind"`      // unix, packet
+	Address   string `json:"address"`   // path or interface
+	EtherType string `json:"ethertype"` // for packet sockets, e.g. 0x8890
+	Purpose   string `json:"purpose"`
+	Direction string `json:"direction"` // rx, tx, rx/tx
+}
