@@ -1,0 +1,44 @@
+//go:build !linux
+
+package vmac
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+)
+
+var errNotImplemented = fmt.Errorf("vmac: not implemented on %s (needs Linux netlink and AF_PACKET)", runtime.GOOS)
+
+// Manager owns the virtual MACs and cluster addresses of one vcluster's data
+// interfaces. It is only implemented on Linux.
+type Manager struct{}
+
+// NewManager returns an error: the Manager is only implemented on Linux.
+func NewManager(cfg Config) (*Manager, error) { return nil, errNotImplemented }
+
+// Take returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Take() (TakeReport, error) { return TakeReport{}, errNotImplemented }
+
+// Announce returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Announce() error { return errNotImplemented }
+
+// Release returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Release() error { return errNotImplemented }
+
+// Reset returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Reset() error { return errNotImplemented }
+
+// Owned reports false: the Manager is only implemented on Linux.
+func (m *Manager) Owned() bool { return false }
+
+// Status returns nothing: the Manager is only implemented on Linux.
+func (m *Manager) Status() []IfaceStatus { return nil }
+
+// Close returns nil; there is nothing to close.
+func (m *Manager) Close() error { return nil }
+
+// WatchLinks returns an error: link watching is only implemented on Linux.
+func WatchLinks(ctx context.Context, names []string, fn func(name string, up bool)) error {
+	return errNotImplemented
+}
