@@ -1,0 +1,667 @@
+// Package agent wires hagentd together: it drives the election state
+// machine of package cluster with a real clock, heartbeat links and the
+// virtual-MAC manager, runs hooks, keeps the history, and answers the
+// operator's control socket.
+//
+// One goroutine (run) owns the cluster.Machine. Around it: one receiver per
+// hbdev that authenticates frames and hands adverts to run; a dedicated
+// sender that transmits the current advert every hb_interval on every hbdev;
+// a link watcher; a hook runner; the control server. The takeover path runs
+// inline in run: MAC, addresses and the first gratuitous ARP happen before
+// anything else (heartbeat, hooks, logging).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/config"
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/vmac"
+)
+
+// Network is what the agent needs from the virtual-MAC manager (vmac.Manager
+// implements it); tests may substitute their own.
+type Network interface {
+	Take() (vmac.TakeReport, error)
+	Announce() error
+	Release() error
+	Reset() error
+	Owned() bool
+	Status() []vmac.IfaceStatus
+	Close() error
+}
+
+// Options configure an Agent. Zero fields get the real implementations.
+type Options struct {
+	Config *config.Config
+	Logger hclog.Logger
+	// Links are the hbdevs in config order; nil opens AF_PACKET links.
+	Links []heartbeat.Link
+	// Network manages the vMACs; nil builds a vmac.Manager (or a no-op one
+	// when no data interfaces are configured).
+	Network Network
+	// WatchLinks reports carrier changes; nil uses vmac.WatchLinks.
+	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+	// StateDir is where the vMAC manager keeps its state; "" default.
+	StateDir string
+}
+
+// Agent is one running hagentd.
+type Agent struct {
+	log   hclog.Logger
+	now   func() time.Time
+	codec *heartbeat.Codec
+	guard heartbeat.ReplayGuard
+	net   Network
+	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	epoch uint64
+
+	cfgMu sync.RWMutex
+	cfg   *config.Config
+
+	links []*hbLink
+
+	m *cluster.Machine // owned by run
+
+	rx     chan rxFrame
+	linkCh chan linkEvent
+	cmdCh  chan command
+
+	// snapshot for the sender goroutine
+	snap   atomic.Pointer[snapshot]
+	sendMu sync.Mutex
+	seq    uint64
+	txBuf  []byte
+
+	hist    *history
+	hooks   *hookRunner
+	started time.Time
+
+	monitor map[string]bool // monitored link carrier, owned by run
+	carrier sync.Map        // hbdev name → bool
+
+	sync Syncer // config sync (nil when disabled)
+}
+
+// hbLink is one hbdev with its counters.
+type hbLink struct {
+	heartbeat.Link
+	prio     int
+	rx       atomic.Uint64
+	tx       atomic.Uint64
+	txErr    atomic.Uint64
+	dropped  atomic.Uint64
+	badAuth  atomic.Uint64
+	replay   atomic.Uint64
+	lastRxNs atomic.Int64
+}
+
+type rxFrame struct {
+	link  int
+	at    time.Time
+	frame heartbeat.Frame
+}
+
+type linkEvent struct {
+	name string
+	up   bool
+}
+
+type command struct {
+	cmd   string
+	arg   any
+	reply chan any
+}
+
+// snapshot is what the sender transmits until the next change.
+type snapshot struct {
+	adv cluster.Advert
+	at  time.Time
+}
+
+// New builds an agent: it opens the hbdevs and the vMAC manager, makes sure
+// this node holds no vMAC left over from a crash, and prepares the machine.
+// Nothing is sent until Run.
+func New(o Options) (*Agent, error) {
+	cfg := o.Config
+	if cfg == nil {
+		return nil, errors.New("agent: no config")
+	}
+	log := o.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	a := &Agent{
+		log:     log.With("node", cfg.Node.Name),
+		now:     now,
+		cfg:     cfg,
+		rx:      make(chan rxFrame, 1024),
+		linkCh:  make(chan linkEvent, 64),
+		cmdCh:   make(chan command),
+		hist:    newHistory(256),
+		started: now(),
+		monitor: map[string]bool{},
+		watch:   o.WatchLinks,
+		txBuf:   make([]byte, 0, heartbeat.MaxFrameLen),
+	}
+	if a.watch == nil {
+		a.watch = vmac.WatchLinks
+	}
+	a.epoch = uint64(a.started.UnixNano())
+	pw, err := cfg.Cluster.Password()
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.Cluster.Auth {
+		a.log.Warn("HEARTBEAT AUTHENTICATION IS DISABLED (cluster.auth: false): anyone on the hb links can take over the cluster")
+	}
+	a.codec = heartbeat.NewCodec(pw, uint16(cfg.Cluster.GroupID))
+
+	links := o.Links
+	if links == nil {
+		for _, hb := range cfg.Cluster.HBDevs {
+			l, err := heartbeat.DialLink(hb.Name, cfg.Cluster.HeartbeatEtherType())
+			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
+				return nil, fmt.Errorf("hbdev %s: %w", hb.Name, err)
+			}
+			links = append(links, l)
+		}
+	}
+	for i, l := range links {
+		prio := 0
+		if i < len(cfg.Cluster.HBDevs) {
+			prio = cfg.Cluster.HBDevs[i].Priority
+		}
+		a.links = append(a.links, &hbLink{Link: l, prio: prio})
+	}
+
+	a.net = o.Network
+	if a.net == nil {
+		if len(cfg.Cluster.Interfaces) == 0 {
+			a.net = noNetwork{}
+		} else {
+			vc := vmac.Config{
+				GroupID: cfg.Cluster.GroupID, VCluster: cfg.Cluster.VCluster,
+				ARPs: cfg.Cluster.ARPs, ARPInterval: cfg.Cluster.ARPsInterval,
+				StateDir: o.StateDir, Logger: a.log.Named("vmac"),
+			}
+			for _, ifc := range cfg.Cluster.Interfaces {
+				vc.Interfaces = append(vc.Interfaces, vmac.Interface{Name: ifc.Name, Prefixes: ifc.Addresses})
+			}
+			mgr, err := vmac.NewManager(vc)
+			if err != nil {
+				a.closeLinks()
+				return nil, err
+			}
+			a.net = mgr
+		}
+	}
+	if err := a.net.Reset(); err != nil {
+		a.log.Warn("could not reset the data interfaces", "error", err)
+	}
+	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
+	a.m = cluster.New(machineConfig(cfg), a.started)
+	a.publish()
+	return a, nil
+}
+
+func machineConfig(cfg *config.Config) cluster.Config {
+	c := cfg.Cluster
+	return cluster.Config{
+		Name: cfg.Node.Name, Serial: cfg.Node.Serial,
+		Priority: uint8(cfg.Node.Priority), Override: cfg.Node.Override,
+		HBInterval: c.HBInterval, LostThreshold: c.HBLostThreshold,
+		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
+		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(c.Monitor),
+	}
+}
+
+func (a *Agent) config() *config.Config {
+	a.cfgMu.RLock()
+	defer a.cfgMu.RUnlock()
+	return a.cfg
+}
+
+func (a *Agent) closeLinks() {
+	for _, l := range a.links {
+		l.Close()
+	}
+}
+
+// Run runs the agent until ctx is done, then stops gracefully: it tells the
+// peers it is leaving, hands the vMAC over (make-before-break), releases
+// and returns nil. It returns an error only for a failure to run at all.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.config()
+	a.log.Info("starting", "serial", cfg.Node.Serial, "priority", cfg.Node.Priority, "override", cfg.Node.Override,
+		"group_id", cfg.Cluster.GroupID, "hb_interval", cfg.Cluster.HBInterval, "hb_lost_threshold", cfg.Cluster.HBLostThreshold,
+		"hbdevs", len(a.links))
+	a.hist.add(Event{Time: a.now(), Kind: "start", Role: cluster.RoleStarting.String(), Reason: "hagentd started"})
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, l := range a.links {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.receive(bg, i, l) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); a.sendLoop(bg) }()
+	watchNames := append([]string(nil), cfg.Cluster.Monitor...)
+	for _, l := range a.links {
+		watchNames = append(watchNames, l.Name())
+	}
+	if len(watchNames) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.watch(bg, watchNames, func(name string, up bool) {
+				select {
+				case a.linkCh <- linkEvent{name, up}:
+				case <-bg.Done():
+				}
+			}); err != nil && bg.Err() == nil {
+				a.log.Error("link watcher stopped", "error", err)
+			}
+		}()
+	}
+	if a.sync != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.runSync(bg) }()
+	}
+
+	err := a.run(ctx)
+
+	stopBG()
+	a.closeLinks()
+	wg.Wait()
+	a.hooks.close(5 * time.Second)
+	a.net.Close()
+	a.log.Info("stopped")
+	return err
+}
+
+// run is the single owner of the machine.
+func (a *Agent) run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	done := ctx.Done()
+	var hardStop <-chan time.Time
+	for {
+		select {
+		case r := <-a.rx:
+			if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
+				a.links[r.link].dropped.Add(1)
+				a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
+			}
+			if a.sync != nil {
+				a.sync.NotePeer(r.frame.Node, r.frame.Serial, r.frame.ConfigSum, r.frame.ConfigGen)
+			}
+		case ev := <-a.linkCh:
+			a.linkChanged(ev)
+		case c := <-a.cmdCh:
+			if c.cmd == cmdReload {
+				c.reply <- a.reload(c.arg.(*config.Config))
+			} else {
+				c.reply <- a.handle(c.cmd)
+			}
+		case <-timer.C:
+			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: a.now()})
+		case <-done:
+			done = nil
+			a.log.Info("graceful stop: handing over")
+			_ = a.m.Step(cluster.Event{Type: cluster.EventShutdown, Time: a.now()})
+			hardStop = time.After(5 * time.Second)
+		case <-hardStop:
+			a.log.Warn("hand-over did not finish in time; releasing")
+			if err := a.net.Release(); err != nil {
+				a.log.Error("release failed", "error", err)
+			}
+			return nil
+		}
+		a.process()
+		if a.m.Stopped() {
+			return nil
+		}
+		timer.Reset(a.nextWake())
+	}
+}
+
+// nextWake is the time until the machine's next deadline, at most one
+// heartbeat interval.
+func (a *Agent) nextWake() time.Duration {
+	now := a.now()
+	wait := a.config().Cluster.HBInterval
+	if d := a.m.NextDeadline(); !d.IsZero() {
+		if until := d.Sub(now); until < wait {
+			wait = until
+		}
+	}
+	if wait < 0 {
+		wait = 0
+	}
+	return wait
+}
+
+func (a *Agent) linkChanged(ev linkEvent) {
+	cfg := a.config()
+	isMon := false
+	for _, n := range cfg.Cluster.Monitor {
+		if n == ev.name {
+			isMon = true
+		}
+	}
+	for _, l := range a.links {
+		if l.Name() == ev.name {
+			if old, ok := a.carrier.Load(ev.name); !ok || old.(bool) != ev.up {
+				a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
+			}
+			a.carrier.Store(ev.name, ev.up)
+			if a.sync != nil {
+				a.sync.SetLinkUp(ev.name, ev.up)
+			}
+		}
+	}
+	if !isMon {
+		return
+	}
+	if old, ok := a.monitor[ev.name]; ok && old == ev.up {
+		return
+	}
+	a.monitor[ev.name] = ev.up
+	up := 0
+	for _, n := range cfg.Cluster.Monitor {
+		if v, ok := a.monitor[n]; !ok || v {
+			up++
+		}
+	}
+	a.log.Info("monitored link changed", "link", ev.name, "up", ev.up, "monitor_up", up, "monitor_total", len(cfg.Cluster.Monitor))
+	a.hist.add(Event{Time: a.now(), Kind: "link", Reason: fmt.Sprintf("monitored link %s %s (%d/%d up)", ev.name, updown(ev.up), up, len(cfg.Cluster.Monitor))})
+	_ = a.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: a.now(), MonitorUp: up})
+}
+
+// process performs the machine's actions in order. The takeover comes
+// first and inline; the heartbeat goes out once after all actions.
+func (a *Agent) process() {
+	if !a.m.HasReady() {
+		return
+	}
+	rd := a.m.Ready()
+	send := false
+	for _, act := range rd.Actions {
+		switch act.Type {
+		case cluster.ActionTakeover:
+			rep, err := a.net.Take()
+			if err != nil {
+				a.log.Error("takeover failed", "error", err)
+				a.hist.add(Event{Time: a.now(), Kind: "fault", Reason: "takeover failed: " + err.Error()})
+				_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: true, Reason: "takeover failed: " + err.Error()})
+				continue
+			}
+			// Publish at once: peers must hear the claim before anything slow.
+			a.publish()
+			a.sendHeartbeat()
+			ev := Event{Time: act.Time, Kind: "takeover", Role: "primary", Reason: "took the virtual MACs and addresses"}
+			if !rep.FirstGARP.IsZero() {
+				ev.TakeoverUs = rep.FirstGARP.Sub(act.Time).Microseconds()
+				ev.Reason = "took the virtual MACs and addresses, sent the first gratuitous ARP"
+			}
+			if !rep.MACSet.IsZero() {
+				ev.MACSetUs = rep.MACSet.Sub(rep.Start).Microseconds()
+			}
+			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
+				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
+			}
+			a.hist.add(ev)
+			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
+		case cluster.ActionRelease:
+			if err := a.net.Release(); err != nil {
+				a.log.Error("release failed", "error", err)
+			}
+			a.publish()
+			a.sendHeartbeat()
+			a.hist.add(Event{Time: a.now(), Kind: "release", Reason: act.Reason})
+		case cluster.ActionAnnounce:
+			if err := a.net.Announce(); err != nil && !errors.Is(err, vmac.ErrNotOwned) {
+				a.log.Warn("re-announce failed", "error", err)
+			}
+			a.log.Debug("re-announced the virtual MACs", "reason", act.Reason)
+		case cluster.ActionRoleChange:
+			st := a.m.Status()
+			a.log.Info("role change", "role", act.Role.String(), "previous", act.Previous.String(),
+				"primary", st.PrimaryName, "reason", act.Reason)
+			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
+				Primary: st.PrimaryName, Reason: act.Reason})
+			if a.sync != nil {
+				a.sync.SetRole(act.Role == cluster.RolePrimary)
+			}
+		case cluster.ActionHeartbeat:
+			send = true
+		case cluster.ActionRunHook:
+			cfg := a.config()
+			var cmd string
+			switch act.Role {
+			case cluster.RolePrimary:
+				cmd = cfg.Cluster.Hooks.Primary
+			case cluster.RoleSecondary:
+				cmd = cfg.Cluster.Hooks.Secondary
+			case cluster.RoleFault:
+				cmd = cfg.Cluster.Hooks.Fault
+			}
+			a.hooks.run(hookJob{cmd: cmd, role: act.Role.String(), previous: act.Previous.String(),
+				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout})
+		case cluster.ActionStopped:
+			a.hist.add(Event{Time: a.now(), Kind: "stop", Reason: act.Reason})
+		}
+	}
+	a.publish()
+	if send {
+		a.sendHeartbeat()
+	}
+	// Actions produced while performing these (a fault after a failed takeover).
+	if a.m.HasReady() {
+		a.process()
+	}
+}
+
+// publish makes the machine's current advert the one the sender transmits.
+func (a *Agent) publish() {
+	a.snap.Store(&snapshot{adv: a.m.Advert(), at: a.now()})
+}
+
+func advertOf(f *heartbeat.Frame) cluster.Advert {
+	return cluster.Advert{
+		Name: f.Node, Serial: f.Serial, Role: cluster.Role(f.Role), Priority: f.Priority,
+		Override:     f.Flags&heartbeat.FlagOverride != 0,
+		FailoverSet:  f.Flags&heartbeat.FlagFailoverSet != 0,
+		Leaving:      f.Flags&heartbeat.FlagLeaving != 0,
+		MonitorUp:    int(f.MonitorUp),
+		MonitorTotal: int(f.MonitorTotal),
+		Uptime:       time.Duration(f.Uptime) * time.Millisecond,
+		Primary:      f.Primary,
+	}
+}
+
+// sendLoop transmits the current advert every hb_interval, on a monotonic
+// ticker of its own so a busy run loop never delays a heartbeat.
+func (a *Agent) sendLoop(ctx context.Context) {
+	ival := a.config().Cluster.HBInterval
+	t := time.NewTicker(ival)
+	defer t.Stop()
+	a.sendHeartbeat()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.sendHeartbeat()
+			if n := a.config().Cluster.HBInterval; n != ival {
+				ival = n
+				t.Reset(ival)
+			}
+		}
+	}
+}
+
+// sendHeartbeat sends one frame with the current advert on every hbdev.
+// It allocates nothing in the steady state.
+func (a *Agent) sendHeartbeat() {
+	s := a.snap.Load()
+	if s == nil {
+		return
+	}
+	cfg := a.config()
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	a.seq++
+	adv := &s.adv
+	up := adv.Uptime + a.now().Sub(s.at)
+	f := heartbeat.Frame{
+		GroupID: uint16(cfg.Cluster.GroupID), VCluster: uint8(cfg.Cluster.VCluster),
+		Role: uint8(adv.Role), Priority: adv.Priority,
+		MonitorUp: uint8(adv.MonitorUp), MonitorTotal: uint8(adv.MonitorTotal),
+		Uptime: uint64(up / time.Millisecond), Epoch: a.epoch, Seq: a.seq,
+		Node: adv.Name, Serial: adv.Serial, Primary: adv.Primary,
+	}
+	if adv.Override {
+		f.Flags |= heartbeat.FlagOverride
+	}
+	if adv.FailoverSet {
+		f.Flags |= heartbeat.FlagFailoverSet
+	}
+	if adv.Leaving {
+		f.Flags |= heartbeat.FlagLeaving
+	}
+	if a.sync != nil {
+		f.ConfigSum, f.ConfigGen = a.sync.Checksum()
+	}
+	b, err := a.codec.Append(a.txBuf[:0], &f)
+	if err != nil {
+		a.log.Error("cannot encode heartbeat", "error", err)
+		return
+	}
+	a.txBuf = b
+	for _, l := range a.links {
+		if err := l.Send(b); err != nil {
+			l.txErr.Add(1)
+			continue
+		}
+		l.tx.Add(1)
+	}
+}
+
+// receive reads one hbdev: authenticates, checks replay, and hands new
+// adverts to run. Bad frames are counted and dropped, never fatal.
+func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
+	buf := make([]byte, 4096)
+	cfg := a.config()
+	vc := uint8(cfg.Cluster.VCluster)
+	for {
+		n, _, err := l.Recv(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, heartbeat.ErrClosed) || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			a.log.Warn("hbdev receive error", "hbdev", l.Name(), "error", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		at := a.now()
+		var f heartbeat.Frame
+		if err := a.codec.Decode(buf[:n], &f); err != nil {
+			if errors.Is(err, heartbeat.ErrBadAuth) {
+				l.badAuth.Add(1)
+			} else {
+				l.dropped.Add(1)
+			}
+			continue
+		}
+		if f.VCluster != vc || !cluster.Role(f.Role).Valid() {
+			l.dropped.Add(1)
+			continue
+		}
+		switch err := a.guard.Check(f.Serial, f.Epoch, f.Seq); {
+		case errors.Is(err, heartbeat.ErrDuplicate):
+			l.rx.Add(1)
+			l.lastRxNs.Store(at.UnixNano())
+			continue
+		case err != nil:
+			l.replay.Add(1)
+			continue
+		}
+		l.rx.Add(1)
+		l.lastRxNs.Store(at.UnixNano())
+		select {
+		case a.rx <- rxFrame{link: idx, at: at, frame: f}:
+		default:
+			l.dropped.Add(1)
+		}
+	}
+}
+
+// call runs a command in the run goroutine and returns its answer.
+func (a *Agent) call(ctx context.Context, cmd string) (any, error) {
+	c := command{cmd: cmd, reply: make(chan any, 1)}
+	select {
+	case a.cmdCh <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(5 * time.Second):
+		return nil, errors.New("agent busy")
+	}
+	select {
+	case r := <-c.reply:
+		if err, ok := r.(error); ok {
+			return nil, err
+		}
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// sortedMembers returns machine members with self first.
+func sortedMembers(ms []cluster.Member) []cluster.Member {
+	out := append([]cluster.Member(nil), ms...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Self && !out[j].Self })
+	return out
+}
+
+func updown(b bool) string {
+	if b {
+		return "up"
+	}
+	return "down"
+}
+
+// noNetwork is the Network of a cluster without data interfaces.
+type noNetwork struct{}
+
+func (noNetwork) Take() (vmac.TakeReport, error) {
+	t := time.Now()
+	return vmac.TakeReport{Start: t}, nil
+}
+func (noNetwork) Announce() error              { return nil }
+func (noNetwork) Release() error               { return nil }
+func (noNetwork) Reset() error                 { return nil }
+func (noNetwork) Owned() bool                  { return false }
+func (noNetwork) Status() []vmac.IfaceStatus   { return nil }
+func (noNetwork) Close() error                 { return nil }

@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/hagent/hagent/config"
+)
+
+const cmdReload = "reload"
+
+// Reload applies a new configuration (SIGHUP, or a synchronized cluster
+// section) where that is safe while running: node priority and override,
+// the election timers, hb_interval, hooks, arps. Changes that need new
+// sockets or a new vMAC (hbdevs, interfaces, group, Ethertypes, password,
+// vcluster, monitor list) are reported and wait for a restart. It returns
+// what was not applied.
+func (a *Agent) Reload(ctx context.Context, cfg *config.Config) ([]string, error) {
+	c := command{cmd: cmdReload, arg: cfg, reply: make(chan any, 1)}
+	select {
+	case a.cmdCh <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-c.reply:
+		return r.([]string), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// reload runs in the run goroutine.
+func (a *Agent) reload(newCfg *config.Config) []string {
+	old := a.config()
+	var pending []string
+	o, n := old.Cluster, newCfg.Cluster
+	need := func(what string, same bool) {
+		if !same {
+			pending = append(pending, what)
+		}
+	}
+	need("cluster.hbdev", reflect.DeepEqual(o.HBDevs, n.HBDevs))
+	need("cluster.interfaces", reflect.DeepEqual(o.Interfaces, n.Interfaces))
+	need("cluster.group_id", o.GroupID == n.GroupID)
+	need("cluster.vcluster", o.VCluster == n.VCluster)
+	need("cluster.eth_type", o.EthType == n.EthType && o.Transparent == n.Transparent)
+	need("cluster.password_file/auth", o.PasswordFile == n.PasswordFile && o.Auth == n.Auth)
+	need("cluster.monitor", slices.Equal(o.Monitor, n.Monitor))
+	need("cluster.sync", reflect.DeepEqual(o.Sync, n.Sync))
+	need("control_socket", old.ControlSocket == newCfg.ControlSocket)
+	need("node.name/serial", old.Node.Name == newCfg.Node.Name && old.Node.Serial == newCfg.Node.Serial)
+
+	// Keep what cannot change live, take the rest.
+	merged := *newCfg
+	merged.Cluster.HBDevs = o.HBDevs
+	merged.Cluster.Interfaces = o.Interfaces
+	merged.Cluster.GroupID = o.GroupID
+	merged.Cluster.VCluster = o.VCluster
+	merged.Cluster.EthType, merged.Cluster.Transparent = o.EthType, o.Transparent
+	merged.Cluster.PasswordFile, merged.Cluster.Auth = o.PasswordFile, o.Auth
+	merged.Cluster.Monitor = o.Monitor
+	merged.Cluster.Sync = o.Sync
+	merged.ControlSocket = old.ControlSocket
+	merged.Node.Name, merged.Node.Serial = old.Node.Name, old.Node.Serial
+
+	a.cfgMu.Lock()
+	a.cfg = &merged
+	a.cfgMu.Unlock()
+	a.m.UpdateConfig(machineConfig(&merged), a.now())
+	a.process()
+	reason := "configuration reloaded"
+	if len(pending) > 0 {
+		reason += fmt.Sprintf("; needs a restart to apply: %v", pending)
+		a.log.Warn("configuration reloaded; some changes need a restart", "keys", pending)
+	} else {
+		a.log.Info("configuration reloaded")
+	}
+	a.hist.add(Event{Time: a.now(), Kind: "config", Reason: reason})
+	return pending
+}

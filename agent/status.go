@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/control"
+)
+
+// Handle answers one control request; it is the control.Handler of the
+// agent. State is read in the run goroutine.
+func (a *Agent) Handle(req control.Request) (any, error) {
+	switch req.Cmd {
+	case control.CmdHistory:
+		return a.hist.list(), nil
+	case control.CmdExposure:
+		return a.exposure(), nil
+	}
+	return a.call(context.Background(), req.Cmd)
+}
+
+// handle runs in the run goroutine.
+func (a *Agent) handle(cmd string) any {
+	switch cmd {
+	case control.CmdStatus:
+		return a.status()
+	case control.CmdFailoverSet, control.CmdFailoverUnset:
+		typ, what := cluster.EventFailoverSet, "set"
+		if cmd == control.CmdFailoverUnset {
+			typ, what = cluster.EventFailoverUnset, "unset"
+		}
+		a.log.Info("operator: ha failover " + what)
+		a.hist.add(Event{Time: a.now(), Kind: "operator", Reason: "ha failover " + what})
+		_ = a.m.Step(cluster.Event{Type: typ, Time: a.now()})
+		a.process()
+		return control.FailoverStatus{Set: a.m.Status().FailoverSet, Role: a.m.Role().String()}
+	case control.CmdFailoverStatus:
+		st := a.m.Status()
+		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String()}
+	case control.CmdSynchronize:
+		if a.sync == nil {
+			return fmt.Errorf("configuration sync is disabled (cluster.sync.enabled: false)")
+		}
+		return a.sync.SyncNow()
+	case control.CmdChecksum:
+		if a.sync == nil {
+			return fmt.Errorf("configuration sync is disabled (cluster.sync.enabled: false)")
+		}
+		return a.sync.Checksums(a.m.Status())
+	}
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func (a *Agent) status() *control.Status {
+	cfg := a.config()
+	now := a.now()
+	st := a.m.Status()
+	out := &control.Status{
+		Node: cfg.Node.Name, Serial: cfg.Node.Serial, Role: st.Role.String(), RoleSince: st.RoleSince,
+		GroupID: cfg.Cluster.GroupID, GroupName: cfg.Cluster.GroupName, VCluster: cfg.Cluster.VCluster,
+		Mode: cfg.Cluster.Mode, Primary: st.PrimaryName, Override: cfg.Node.Override, Priority: cfg.Node.Priority,
+		UptimeS: int64(st.Uptime / time.Second), Reason: st.Reason, FailoverSet: st.FailoverSet, Fault: st.Fault,
+		HBIntervalM: float64(cfg.Cluster.HBInterval) / float64(time.Millisecond), LostThresh: cfg.Cluster.HBLostThreshold,
+		StartedAt: a.started, History: a.hist.last(10),
+	}
+	var sums map[string]syncPeer
+	if a.sync != nil {
+		sum, gen := a.sync.Checksum()
+		out.Config = control.Config{Checksum: hex.EncodeToString(sum[:]), Generation: gen, SyncOn: true, InSync: true, LastError: a.sync.LastError()}
+		sums = a.sync.Peers()
+	} else {
+		out.Config = control.Config{InSync: true}
+	}
+	for _, m := range sortedMembers(st.Members) {
+		mm := control.Member{
+			Node: m.Name, Serial: m.Serial, Role: m.Role.String(), Priority: int(m.Priority), Override: m.Override,
+			MonitorUp: m.MonitorUp, MonitorTotal: m.MonitorTotal, UptimeS: int64(m.Uptime / time.Second),
+			LastHeardMs: -1, Alive: m.Alive, Self: m.Self, FailoverSet: m.FailoverSet, ConfigInSync: true,
+		}
+		if !m.Self {
+			mm.LastHeardMs = now.Sub(m.LastHeard).Milliseconds()
+		}
+		if a.sync != nil {
+			if m.Self {
+				mm.ConfigSum = out.Config.Checksum
+			} else if p, ok := sums[m.Serial]; ok {
+				mm.ConfigSum = hex.EncodeToString(p.sum[:])
+				mm.ConfigInSync = p.inSync
+			} else {
+				mm.ConfigInSync = false
+			}
+			if !m.Self && !mm.ConfigInSync && m.Alive {
+				out.Config.InSync = false
+			}
+		}
+		out.Members = append(out.Members, mm)
+	}
+	if a.sync != nil && len(out.Members) > 0 {
+		out.Members[0].ConfigInSync = out.Config.InSync
+	}
+	lost := cfg.Cluster.HBInterval * time.Duration(cfg.Cluster.HBLostThreshold)
+	alone := len(st.Members) <= 1
+	for _, l := range a.links {
+		carrier := true
+		if v, ok := a.carrier.Load(l.Name()); ok {
+			carrier = v.(bool)
+		}
+		last := l.lastRxNs.Load()
+		heard := last != 0 && now.Sub(time.Unix(0, last)) < lost
+		out.HBDevs = append(out.HBDevs, control.HBDev{
+			Name: l.Name(), Priority: l.prio, Carrier: carrier, Up: carrier && (heard || alone),
+			RX: l.rx.Load(), TX: l.tx.Load(), Dropped: l.dropped.Load(), BadAuth: l.badAuth.Load(),
+			Replay: l.replay.Load(), TXErrors: l.txErr.Load(),
+		})
+	}
+	for _, n := range cfg.Cluster.Monitor {
+		up, ok := a.monitor[n]
+		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
+	}
+	for _, i := range a.net.Status() {
+		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
+		for _, p := range i.Addresses {
+			vi.Addresses = append(vi.Addresses, p.String())
+		}
+		out.Interfaces = append(out.Interfaces, vi)
+	}
+	return out
+}
+
+// exposure lists every socket and Ethertype the agent uses.
+func (a *Agent) exposure() *control.Exposure {
+	cfg := a.config()
+	e := &control.Exposure{}
+	e.Sockets = append(e.Sockets, control.Socket{Kind: "unix", Address: cfg.ControlSocket, Direction: "rx/tx", Purpose: "operator control (mode 0600)"})
+	et := fmt.Sprintf("0x%04x", cfg.Cluster.HeartbeatEtherType())
+	for _, l := range a.links {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: et, Direction: "rx/tx", Purpose: "heartbeat"})
+	}
+	if a.sync != nil {
+		for _, l := range a.links {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: fmt.Sprintf("0x%04x", cfg.Cluster.EthType.L2EP), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM)"})
+		}
+	}
+	for _, i := range cfg.Cluster.Interfaces {
+		v4, v6 := false, false
+		for _, p := range i.Addresses {
+			if p.Addr().Is4() {
+				v4 = true
+			} else {
+				v6 = true
+			}
+		}
+		if v4 {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: i.Name, EtherType: "0x0806", Direction: "tx", Purpose: "gratuitous ARP"})
+		}
+		if v6 {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: i.Name, EtherType: "0x86dd", Direction: "tx", Purpose: "unsolicited neighbour advertisement"})
+		}
+	}
+	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
+	return e
+}
