@@ -117,8 +117,8 @@ func NewManager(cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("vmac: data interface %q: %w", ic.Name, err)
 		}
 		attrs := link.Attrs()
-		if len(attrs.HardwareAddr) != 6 {
-			return nil, fmt.Errorf("vmac: data interface %q is not Ethernet (hardware address %q)", ic.Name, attrs.HardwareAddr)
+		if attrs.EncapType != "ether" || len(attrs.HardwareAddr) != 6 {
+			return nil, fmt.Errorf("vmac: data interface %q is not Ethernet (link type %s)", ic.Name, attrs.EncapType)
 		}
 		ifc := &iface{name: ic.Name, link: link, vmac: macs[ic.Name]}
 		ifc.perm = m.permMAC(ifc, attrs, known[ic.Name])
