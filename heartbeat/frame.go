@@ -1,0 +1,315 @@
+package heartbeat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ProtocolVersion is the major version of the heartbeat wire format that
+// this package writes and accepts. A frame of any other major version is
+// rejected with ErrVersion; compatible additions within a major version are
+// made with extension TLVs, which older receivers skip.
+const ProtocolVersion = 1
+
+// Ethertypes of heartbeat frames (SPEC §2 eth_type). The numeric values are
+// defaults of the configuration and part of the protocol.
+const (
+	// EtherTypeHA carries heartbeats in the normal (NAT/route) mode.
+	EtherTypeHA uint16 = 0x8890
+	// EtherTypeHC carries heartbeats when the cluster is transparent.
+	EtherTypeHC uint16 = 0x8891
+)
+
+// Flags are single-bit attributes of a Frame. The bit positions are part of
+// the protocol and append-only: new flags take the next free bit, and
+// receivers keep (and ignore) bits they do not know.
+type Flags uint8
+
+// Flag bits.
+const (
+	// FlagOverride is set when the sender has override enabled, which
+	// changes the order of the primary election (SPEC §4).
+	FlagOverride Flags = 1 << iota
+	// FlagFailoverSet is set while the operator has run `ha failover set`
+	// on the sender: it steps down and stays out while others are healthy.
+	FlagFailoverSet
+	// FlagLeaving is sent by a node that is stopping gracefully: the
+	// receivers take over at once instead of waiting for the lost threshold.
+	FlagLeaving
+	// FlagUnauthenticated marks a frame sent with authentication disabled.
+	// Its tag is all zero. Codec.Append sets or clears it according to the
+	// codec, whatever Frame.Flags says; Codec.Decode checks it.
+	FlagUnauthenticated
+)
+
+// Wire layout constants. See the Frame doc comment.
+const (
+	headerLen = 8                     // magic, version, flags, group id, length
+	fixedLen  = 80                    // header + fixed fields; strings start here
+	tagLen    = 32                    // HMAC-SHA256
+	minLen    = fixedLen + 1 + tagLen // shortest valid frame: 1-byte serial
+
+	// MaxStringLen is the longest Node, Serial or Primary string, in bytes.
+	MaxStringLen = 64
+	// MaxFrameLen is the longest frame that Append produces (no extensions):
+	// fixed part, three maximal strings and the tag.
+	MaxFrameLen = fixedLen + 3*MaxStringLen + tagLen
+)
+
+// magic are the first two bytes of every heartbeat frame ("HA").
+var magic = [2]byte{'H', 'A'}
+
+// Errors returned by Codec.Decode, Frame.UnmarshalBinary and ReplayGuard.
+// A short frame is reported as io.ErrUnexpectedEOF. Errors carrying more
+// detail wrap one of these; test them with errors.Is.
+var (
+	// ErrMalformed reports a frame that is not well formed: bad magic, bad
+	// lengths, invalid field values or broken extension TLVs.
+	ErrMalformed = errors.New("heartbeat: malformed frame")
+	// ErrVersion reports a frame of an unknown major protocol version.
+	ErrVersion = errors.New("heartbeat: unsupported protocol version")
+	// ErrBadAuth reports a frame whose tag does not verify, or whose
+	// authentication mode (authenticated or not) differs from the codec's.
+	ErrBadAuth = errors.New("heartbeat: authentication failed")
+	// ErrWrongGroup reports a frame of another HA group id.
+	ErrWrongGroup = errors.New("heartbeat: frame of another group")
+)
+
+// Detailed variants, allocated once so the receive path never allocates
+// while rejecting a flood of bad frames.
+var (
+	errBadMagic  = fmt.Errorf("%w: bad magic", ErrMalformed)
+	errBadLength = fmt.Errorf("%w: bad length field", ErrMalformed)
+	errStringLen = fmt.Errorf("%w: string longer than %d bytes", ErrMalformed, MaxStringLen)
+	errStrings   = fmt.Errorf("%w: strings overrun the frame", ErrMalformed)
+	errNoSerial  = fmt.Errorf("%w: empty serial", ErrMalformed)
+	errRole      = fmt.Errorf("%w: role 0 is invalid", ErrMalformed)
+	errExtension = fmt.Errorf("%w: broken extension TLV", ErrMalformed)
+)
+
+// A Frame is one heartbeat. Its wire format (version 1) is, with all
+// integers big endian:
+//
+//	 0                   1                   2                   3
+//	 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//	+---------------+---------------+---------------+---------------+
+//	|  Magic 'H'    |  Magic 'A'    |    Version    |     Flags     |  0
+//	+---------------+---------------+---------------+---------------+
+//	|           Group ID            |      Length (whole frame)     |  4
+//	+---------------+---------------+---------------+---------------+
+//	|   VCluster    |     Role      |   Priority    |   MonitorUp   |  8
+//	+---------------+---------------+---------------+---------------+
+//	| MonitorTotal  |   Node len    |  Serial len   |  Primary len  | 12
+//	+---------------+---------------+---------------+---------------+
+//	|                 Uptime (milliseconds, 64 bits)                | 16
+//	+---------------------------------------------------------------+
+//	|                  Epoch (unix nanoseconds, 64 bits)            | 24
+//	+---------------------------------------------------------------+
+//	|                        Seq (64 bits)                          | 32
+//	+---------------------------------------------------------------+
+//	|                     ConfigGen (64 bits)                       | 40
+//	+---------------------------------------------------------------+
+//	|                 ConfigSum (SHA-256, 32 bytes)                 | 48
+//	+---------------------------------------------------------------+
+//	|   Node (Node len bytes) | Serial (...) | Primary (...)        | 80
+//	+---------------------------------------------------------------+
+//	|   Extension TLVs: Type (1, non-zero) | Len (1) | Value (Len)  |
+//	|   ... zero or more, up to Length-32                           |
+//	+---------------------------------------------------------------+
+//	|          Tag: HMAC-SHA256 over bytes [0, Length-32)           |
+//	+---------------------------------------------------------------+
+//
+// Length counts every byte from the magic to the end of the tag; bytes
+// after it (link-layer padding) are ignored. Magic and Version keep their
+// offsets in every version; everything after them may change with the
+// major version. Receivers skip extension TLVs they do not know; the tag
+// covers them.
+//
+// Frame is comparable with ==. Use a Codec to send and receive frames;
+// MarshalBinary and UnmarshalBinary are unauthenticated helpers.
+type Frame struct {
+	// Version is the protocol major version. Append writes
+	// ProtocolVersion when it is 0; Decode sets it.
+	Version uint8
+	// GroupID is the HA group id (0-1023).
+	GroupID uint16
+	// VCluster is the virtual cluster (1 or 2).
+	VCluster uint8
+	// Role is the sender's role, one of the cluster.Role values 1..4
+	// (starting, secondary, primary, fault). 0 is invalid on the wire.
+	Role uint8
+	// Flags are the sender's flags. FlagUnauthenticated is managed by the
+	// Codec.
+	Flags Flags
+	// Priority is the sender's configured priority (0-255).
+	Priority uint8
+	// MonitorUp is the number of monitored interfaces that are up.
+	MonitorUp uint8
+	// MonitorTotal is the number of monitored interfaces.
+	MonitorTotal uint8
+	// Uptime is the sender's HA uptime in milliseconds.
+	Uptime uint64
+	// Epoch identifies one run of the sender (its start time, unix ns).
+	Epoch uint64
+	// Seq is the per-epoch sequence number, +1 per heartbeat. The same
+	// heartbeat carries the same Seq on every hbdev.
+	Seq uint64
+	// ConfigGen is the sender's configuration generation counter.
+	ConfigGen uint64
+	// ConfigSum is the sender's whole-tree configuration checksum.
+	ConfigSum [32]byte
+	// Node is the sender's node name, at most MaxStringLen bytes.
+	Node string
+	// Serial is the sender's serial, 1 to MaxStringLen bytes.
+	Serial string
+	// Primary is the node the sender thinks is primary ("" for none), at
+	// most MaxStringLen bytes.
+	Primary string
+}
+
+// encodedLen validates f for encoding and returns its wire length. The
+// checks mirror those of parseBody so that whatever decodes re-encodes.
+func (f *Frame) encodedLen() (int, error) {
+	if f.Version != 0 && f.Version != ProtocolVersion {
+		return 0, ErrVersion
+	}
+	if len(f.Node) > MaxStringLen || len(f.Serial) > MaxStringLen || len(f.Primary) > MaxStringLen {
+		return 0, errStringLen
+	}
+	if f.Serial == "" {
+		return 0, errNoSerial
+	}
+	if f.Role == 0 {
+		return 0, errRole
+	}
+	return fixedLen + len(f.Node) + len(f.Serial) + len(f.Primary) + tagLen, nil
+}
+
+// put writes the header, fixed fields and strings of f into b, which is
+// exactly n bytes long, leaving the tag (last tagLen bytes) untouched.
+func (f *Frame) put(b []byte, n int, flags Flags) {
+	_ = b[n-1]
+	b[0], b[1] = magic[0], magic[1]
+	b[2] = ProtocolVersion
+	b[3] = byte(flags)
+	binary.BigEndian.PutUint16(b[4:6], f.GroupID)
+	binary.BigEndian.PutUint16(b[6:8], uint16(n))
+	b[8] = f.VCluster
+	b[9] = f.Role
+	b[10] = f.Priority
+	b[11] = f.MonitorUp
+	b[12] = f.MonitorTotal
+	b[13] = uint8(len(f.Node))
+	b[14] = uint8(len(f.Serial))
+	b[15] = uint8(len(f.Primary))
+	binary.BigEndian.PutUint64(b[16:24], f.Uptime)
+	binary.BigEndian.PutUint64(b[24:32], f.Epoch)
+	binary.BigEndian.PutUint64(b[32:40], f.Seq)
+	binary.BigEndian.PutUint64(b[40:48], f.ConfigGen)
+	copy(b[48:80], f.ConfigSum[:])
+	o := fixedLen
+	o += copy(b[o:], f.Node)
+	o += copy(b[o:], f.Serial)
+	copy(b[o:], f.Primary)
+}
+
+// parseHeader checks the parts of b that can be checked without the key and
+// returns the frame, cut to its Length (tag included). It does not check the
+// group id.
+func parseHeader(b []byte) ([]byte, error) {
+	if len(b) < headerLen {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if b[0] != magic[0] || b[1] != magic[1] {
+		return nil, errBadMagic
+	}
+	if b[2] != ProtocolVersion {
+		return nil, ErrVersion
+	}
+	n := int(binary.BigEndian.Uint16(b[6:8]))
+	if n < minLen {
+		return nil, errBadLength
+	}
+	if len(b) < n {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return b[:n], nil
+}
+
+// parseBody decodes the fields of body, a frame without its tag whose
+// header was checked by parseHeader, into f. It validates the strings and
+// the extension TLVs, and returns the raw TLV bytes.
+func parseBody(body []byte, f *Frame) ([]byte, error) {
+	nl, sl, pl := int(body[13]), int(body[14]), int(body[15])
+	if nl > MaxStringLen || sl > MaxStringLen || pl > MaxStringLen {
+		return nil, errStringLen
+	}
+	if sl == 0 {
+		return nil, errNoSerial
+	}
+	if body[9] == 0 {
+		return nil, errRole
+	}
+	end := fixedLen + nl + sl + pl
+	if end > len(body) {
+		return nil, errStrings
+	}
+	ext := body[end:]
+	for e := ext; len(e) > 0; {
+		if len(e) < 2 || e[0] == 0 || len(e) < 2+int(e[1]) {
+			return nil, errExtension
+		}
+		e = e[2+int(e[1]):]
+	}
+
+	f.Version = body[2]
+	f.Flags = Flags(body[3])
+	f.GroupID = binary.BigEndian.Uint16(body[4:6])
+	f.VCluster = body[8]
+	f.Role = body[9]
+	f.Priority = body[10]
+	f.MonitorUp = body[11]
+	f.MonitorTotal = body[12]
+	f.Uptime = binary.BigEndian.Uint64(body[16:24])
+	f.Epoch = binary.BigEndian.Uint64(body[24:32])
+	f.Seq = binary.BigEndian.Uint64(body[32:40])
+	f.ConfigGen = binary.BigEndian.Uint64(body[40:48])
+	copy(f.ConfigSum[:], body[48:80])
+	o := fixedLen
+	setString(&f.Node, body[o:o+nl])
+	o += nl
+	setString(&f.Serial, body[o:o+sl])
+	o += sl
+	setString(&f.Primary, body[o:o+pl])
+	return ext, nil
+}
+
+// setString sets *s to b, reusing the current string when it is equal, so
+// that decoding a peer's heartbeats into the same Frame does not allocate.
+func setString(s *string, b []byte) {
+	if *s != string(b) {
+		*s = string(b)
+	}
+}
+
+// MarshalBinary implements encoding.BinaryMarshaler. It encodes f as an
+// unauthenticated frame (FlagUnauthenticated, zero tag) of group f.GroupID,
+// as NewCodec(nil, f.GroupID) would. Senders use Codec.Append.
+func (f *Frame) MarshalBinary() ([]byte, error) {
+	return NewCodec(nil, f.GroupID).Append(nil, f)
+}
+
+// UnmarshalBinary implements encoding.BinaryUnmarshaler. It decodes and
+// validates the structure of b into f WITHOUT verifying the tag or the
+// group id; it is meant for inspecting captured frames. Receivers use
+// Codec.Decode.
+func (f *Frame) UnmarshalBinary(b []byte) error {
+	fr, err := parseHeader(b)
+	if err != nil {
+		return err
+	}
+	_, err = parseBody(fr[:len(fr)-tagLen], f)
+	return err
+}
