@@ -10,7 +10,7 @@ all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./test/lab/cmd/...
 
 # make test: everything — formatting, vet, unit tests (with the race detector,
 # fuzz corpus seeds included), then the netns integration tests (root).

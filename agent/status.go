@@ -82,6 +82,9 @@ func (a *Agent) status() *control.Status {
 		}
 		if !m.Self {
 			mm.LastHeardMs = now.Sub(m.LastHeard).Milliseconds()
+			if !m.Alive {
+				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold
+			}
 		}
 		if a.sync != nil {
 			if m.Self {

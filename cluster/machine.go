@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -463,10 +464,39 @@ func (m *Machine) elect(cs []candidate) (candidate, string) {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].serial > cs[j].serial })
 	sort.SliceStable(cs, func(i, j int) bool { return m.better(cs[i], cs[j], override) })
 	if len(cs) == 1 {
-		return cs[0], "it is the only member"
+		return cs[0], m.onlyWhy(cs[0])
 	}
 	_, why := m.compare(cs[0], cs[1], override)
 	return cs[0], why
+}
+
+// onlyWhy explains a single candidate: alone, or the others lost, leaving,
+// faulted or stepping down.
+func (m *Machine) onlyWhy(c candidate) string {
+	var lost, out []string
+	for _, serial := range m.peerSerials() {
+		p := m.peers[serial]
+		if serial == c.serial {
+			continue
+		}
+		switch {
+		case !p.alive:
+			lost = append(lost, p.adv.Name)
+		case !p.candidate() || p.adv.FailoverSet:
+			out = append(out, p.adv.Name)
+		}
+	}
+	why := "it is the only member"
+	if len(lost)+len(out) > 0 {
+		why = "it is the only healthy member"
+	}
+	if len(lost) > 0 {
+		why += fmt.Sprintf(" (lost: %s, no heartbeat for %s)", strings.Join(lost, ", "), m.cfg.LostAfter())
+	}
+	if len(out) > 0 {
+		why += fmt.Sprintf(" (stepping down or faulted: %s)", strings.Join(out, ", "))
+	}
+	return why
 }
 
 func (m *Machine) better(a, b candidate, override bool) bool {

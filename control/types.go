@@ -34,7 +34,7 @@ type Status struct {
 type Member struct {
 	Node         string `json:"node"`
 	Serial       string `json:"serial"`
-	Role         string `json:"role"`
+	Role         string `json:"role"` // primary|secondary|starting|fault, or lost (no heartbeat within the threshold)
 	Priority     int    `json:"priority"`
 	Override     bool   `json:"override"`
 	MonitorUp    int    `json:"monitor_up"`

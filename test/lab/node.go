@@ -1,0 +1,352 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hagent/hagent/control"
+)
+
+// Node is one cluster member's namespace and, once started, its hagentd.
+type Node struct {
+	lab      *Lab
+	Name     string
+	NS       string
+	Index    int
+	Socket   string
+	StateDir string
+	Log      string // hagentd's log file
+
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Params are the knobs of a generated node configuration.
+type Params struct {
+	GroupID       int
+	Priority      int
+	Override      bool
+	HBInterval    time.Duration // default 200ms
+	LostThreshold int           // default 6
+	HelloHolddown time.Duration // default 1s
+	UptimeMargin  time.Duration // default 300s
+	HoldTime      time.Duration
+	Monitor       bool // monitor port1
+	ARPs          int  // default 3
+	ARPsInterval  time.Duration
+	Realtime      bool
+	NoIPv6        bool
+	Hooks         map[string]string // role → command
+	ClusterExtra  string            // YAML lines appended to the cluster section (indented 2)
+	Password      string            // default "lab-secret"
+}
+
+// Bin returns the path of a built binary (HAGENT_BIN or ./bin).
+func Bin(name string) string {
+	dir := os.Getenv("HAGENT_BIN")
+	if dir == "" {
+		if wd, err := os.Getwd(); err == nil {
+			for d := wd; d != "/"; d = filepath.Dir(d) {
+				if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+					dir = filepath.Join(d, "bin")
+					break
+				}
+			}
+		}
+	}
+	return filepath.Join(dir, name)
+}
+
+// Config renders the node's hagent.yaml for p.
+func (n *Node) Config(p Params) (string, error) {
+	if p.HBInterval == 0 {
+		p.HBInterval = 200 * time.Millisecond
+	}
+	if p.LostThreshold == 0 {
+		p.LostThreshold = 6
+	}
+	if p.HelloHolddown == 0 {
+		p.HelloHolddown = time.Second
+	}
+	if p.UptimeMargin == 0 {
+		p.UptimeMargin = 300 * time.Second
+	}
+	if p.ARPs == 0 {
+		p.ARPs = 3
+	}
+	if p.ARPsInterval == 0 {
+		p.ARPsInterval = time.Second
+	}
+	if p.Password == "" {
+		p.Password = "lab-secret"
+	}
+	if p.Priority == 0 {
+		p.Priority = 128
+	}
+	key := filepath.Join(n.lab.Dir, n.Name, "key")
+	if err := os.WriteFile(key, []byte(p.Password+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "control_socket: %s\nlog_level: debug\n", n.Socket)
+	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: FGVM%08d\n  priority: %d\n  override: %v\n  realtime: %v\n",
+		n.Name, 1000+n.Index, p.Priority, p.Override, p.Realtime)
+	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
+	b.WriteString("  hbdev:\n")
+	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+		fmt.Fprintf(&b, "    - {name: ha%d, priority: %d}\n", h, 100-h*10)
+	}
+	fmt.Fprintf(&b, "  hb_interval: %s\n  hb_lost_threshold: %d\n  hello_holddown: %s\n  uptime_diff_margin: %s\n  failover_hold_time: %s\n",
+		p.HBInterval, p.LostThreshold, p.HelloHolddown, p.UptimeMargin, p.HoldTime)
+	b.WriteString("  interfaces:\n")
+	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
+		if d == 1 {
+			if p.NoIPv6 {
+				fmt.Fprintf(&b, "    - {name: port1, addresses: [%s/24]}\n", ClusterIPv4)
+			} else {
+				fmt.Fprintf(&b, "    - {name: port1, addresses: [%s/24, \"%s/64\"]}\n", ClusterIPv4, ClusterIPv6)
+			}
+		} else {
+			fmt.Fprintf(&b, "    - {name: port%d, addresses: [10.9.%d.100/24]}\n", d, d)
+		}
+	}
+	if p.Monitor {
+		b.WriteString("  monitor: [port1]\n")
+	}
+	fmt.Fprintf(&b, "  arps: %d\n  arps_interval: %s\n", p.ARPs, p.ARPsInterval)
+	if len(p.Hooks) > 0 {
+		b.WriteString("  hooks:\n")
+		for role, cmd := range p.Hooks {
+			fmt.Fprintf(&b, "    %s: %q\n", role, cmd)
+		}
+	}
+	if p.ClusterExtra != "" {
+		for _, line := range strings.Split(strings.TrimRight(p.ClusterExtra, "\n"), "\n") {
+			b.WriteString("  " + line + "\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// Start writes the configuration and starts hagentd in the namespace, then
+// waits until its control socket answers.
+func (n *Node) Start(p Params) error {
+	cfg, err := n.Config(p)
+	if err != nil {
+		return err
+	}
+	return n.StartYAML(cfg)
+}
+
+// ConfigPath is where the node's configuration is written.
+func (n *Node) ConfigPath() string { return filepath.Join(n.lab.Dir, n.Name, "hagent.yaml") }
+
+// StartYAML starts hagentd with the given configuration text.
+func (n *Node) StartYAML(cfg string) error {
+	if n.cmd != nil {
+		return fmt.Errorf("%s already running", n.Name)
+	}
+	path := n.ConfigPath()
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	n.Log = filepath.Join(n.lab.Dir, n.Name, "hagentd.log")
+	logf, err := os.OpenFile(n.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.NS, Bin("hagentd"), "-c", path, "-state-dir", n.StateDir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	n.cmd = cmd
+	n.done = make(chan error, 1)
+	go func() { n.done <- cmd.Wait(); logf.Close() }()
+	err = Eventually(10*time.Second, func() error {
+		select {
+		case err := <-n.done:
+			n.done <- err
+			return fmt.Errorf("hagentd exited: %v\n%s", err, n.Tail(20))
+		default:
+		}
+		_, err := n.Status()
+		return err
+	})
+	return err
+}
+
+// Running reports whether hagentd runs.
+func (n *Node) Running() bool {
+	if n.cmd == nil {
+		return false
+	}
+	select {
+	case err := <-n.done:
+		n.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// Kill sends SIGKILL (a crash) and waits for the process to go.
+func (n *Node) Kill() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+	n.cmd = nil
+}
+
+// Signal sends sig to hagentd.
+func (n *Node) Signal(sig syscall.Signal) error {
+	if n.cmd == nil {
+		return errors.New("not running")
+	}
+	return n.cmd.Process.Signal(sig)
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit; it returns
+// the exit error (nil for exit 0).
+func (n *Node) Stop(timeout time.Duration) error {
+	if n.cmd == nil {
+		return nil
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-n.done:
+		n.cmd = nil
+		return err
+	case <-time.After(timeout):
+		n.Kill()
+		return fmt.Errorf("%s did not stop within %v", n.Name, timeout)
+	}
+}
+
+// Status asks hagentd for `ha status --json`.
+func (n *Node) Status() (*control.Status, error) {
+	var st control.Status
+	if err := control.Call(n.Socket, control.CmdStatus, &st, 2*time.Second); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Ctl runs agentctl against the node and returns its output.
+func (n *Node) Ctl(args ...string) (string, error) {
+	out, err := exec.Command(Bin("agentctl"), append([]string{"-s", n.Socket}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// Role returns the node's role ("" when it does not answer).
+func (n *Node) Role() string {
+	st, err := n.Status()
+	if err != nil {
+		return ""
+	}
+	return st.Role
+}
+
+// SetLink sets one of the node's interfaces up or down.
+func (n *Node) SetLink(ifname string, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return ip("-n", n.NS, "link", "set", ifname, state)
+}
+
+// Crash kills hagentd and downs every interface of the node: a dead box.
+func (n *Node) Crash() {
+	n.Kill()
+	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
+		_ = n.SetLink(fmt.Sprintf("port%d", d), false)
+	}
+	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+		_ = n.SetLink(fmt.Sprintf("ha%d", h), false)
+	}
+}
+
+// Revive brings every interface of the node back up (after Crash).
+func (n *Node) Revive() error {
+	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
+		if err := n.SetLink(fmt.Sprintf("port%d", d), true); err != nil {
+			return err
+		}
+	}
+	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+		if err := n.SetLink(fmt.Sprintf("ha%d", h), true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Tail returns the last lines of the node's log.
+func (n *Node) Tail(lines int) string {
+	b, err := os.ReadFile(n.Log)
+	if err != nil {
+		return ""
+	}
+	all := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// MAC returns the current MAC of an interface of the node.
+func (n *Node) MAC(ifname string) (net.HardwareAddr, error) {
+	var hw net.HardwareAddr
+	err := InNS(n.NS, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		hw = ifi.HardwareAddr
+		return nil
+	})
+	return hw, err
+}
+
+// Addrs returns the addresses of an interface of the node.
+func (n *Node) Addrs(ifname string) ([]string, error) {
+	var out []string
+	err := InNS(n.NS, func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		as, err := ifi.Addrs()
+		if err != nil {
+			return err
+		}
+		for _, a := range as {
+			out = append(out, a.String())
+		}
+		return nil
+	})
+	return out, err
+}
+
+// HasClusterAddr reports whether the node carries the cluster IPv4 address.
+func (n *Node) HasClusterAddr() bool {
+	as, _ := n.Addrs("port1")
+	for _, a := range as {
+		if strings.HasPrefix(a, ClusterIPv4+"/") {
+			return true
+		}
+	}
+	return false
+}

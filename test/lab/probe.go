@@ -1,0 +1,230 @@
+package lab
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StartEcho runs a UDP echo responder on EchoPort in every node namespace
+// (in this process; it answers only where the cluster address lives). It is
+// stopped by Close.
+func (l *Lab) StartEcho() error {
+	for _, n := range l.Nodes {
+		var c net.PacketConn
+		if err := InNS(n.NS, func() error {
+			var err error
+			c, err = net.ListenPacket("udp", fmt.Sprintf(":%d", EchoPort))
+			return err
+		}); err != nil {
+			return fmt.Errorf("echo on %s: %w", n.Name, err)
+		}
+		go func() {
+			buf := make([]byte, 256)
+			for {
+				k, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = c.WriteTo(buf[:k], from)
+			}
+		}()
+		l.echoes = append(l.echoes, func() { c.Close() })
+	}
+	return nil
+}
+
+// Probe sends a numbered UDP datagram to the cluster address every
+// interval from the client namespace and records which were answered.
+type Probe struct {
+	conn     net.PacketConn
+	target   *net.UDPAddr
+	interval time.Duration
+	start    time.Time
+
+	mu       sync.Mutex
+	sent     []time.Time
+	answered []bool
+	stop     chan struct{}
+	done     sync.WaitGroup
+}
+
+// Result is what a probe saw.
+type Result struct {
+	Sent, Answered int
+	// Outage is the longest stretch from the first unanswered probe to the
+	// next answered one (resolution: the probe interval). Zero: no loss.
+	Outage time.Duration
+	// OutageAt is when that stretch began.
+	OutageAt time.Time
+	// Recovered is false when the probe ended inside an outage.
+	Recovered bool
+	Lost      int
+	Interval  time.Duration
+}
+
+func (r Result) String() string {
+	s := fmt.Sprintf("sent %d, answered %d, lost %d, longest outage %s (probe every %s)",
+		r.Sent, r.Answered, r.Lost, r.Outage.Round(time.Millisecond/10), r.Interval)
+	if !r.Recovered {
+		s += ", NOT RECOVERED"
+	}
+	return s
+}
+
+// StartProbe starts probing target (ClusterIPv4 or ClusterIPv6) every
+// interval.
+func (l *Lab) StartProbe(target string, interval time.Duration) (*Probe, error) {
+	p := &Probe{interval: interval, stop: make(chan struct{}),
+		target: &net.UDPAddr{IP: net.ParseIP(target), Port: EchoPort}}
+	if err := InNS(l.Client, func() error {
+		var err error
+		p.conn, err = net.ListenPacket("udp", ":0")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	p.start = time.Now()
+	p.done.Add(2)
+	go p.send()
+	go p.recv()
+	return p, nil
+}
+
+func (p *Probe) send() {
+	defer p.done.Done()
+	buf := make([]byte, 16)
+	for i := 0; ; i++ {
+		next := p.start.Add(time.Duration(i) * p.interval)
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(d):
+			}
+		} else {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+		}
+		now := time.Now()
+		binary.BigEndian.PutUint64(buf, uint64(i))
+		binary.BigEndian.PutUint64(buf[8:], uint64(now.UnixNano()))
+		p.mu.Lock()
+		p.sent = append(p.sent, now)
+		p.answered = append(p.answered, false)
+		p.mu.Unlock()
+		_, _ = p.conn.WriteTo(buf, p.target)
+	}
+}
+
+func (p *Probe) recv() {
+	defer p.done.Done()
+	buf := make([]byte, 64)
+	for {
+		n, _, err := p.conn.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		if n < 16 {
+			continue
+		}
+		seq := int(binary.BigEndian.Uint64(buf))
+		sentAt := time.Unix(0, int64(binary.BigEndian.Uint64(buf[8:])))
+		if time.Since(sentAt) > time.Second {
+			continue // too late to count as an answer
+		}
+		p.mu.Lock()
+		if seq >= 0 && seq < len(p.answered) {
+			p.answered[seq] = true
+		}
+		p.mu.Unlock()
+	}
+}
+
+// Snapshot computes the result so far, ignoring the last 300 ms (whose
+// answers may still be in flight).
+func (p *Probe) Snapshot() Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cut := time.Now().Add(-300 * time.Millisecond)
+	n := len(p.sent)
+	for n > 0 && p.sent[n-1].After(cut) {
+		n--
+	}
+	return p.result(n)
+}
+
+// Stop ends the probe, waits for late answers, and returns the result.
+func (p *Probe) Stop() Result {
+	close(p.stop)
+	time.Sleep(200 * time.Millisecond)
+	p.conn.Close()
+	p.done.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.result(len(p.sent))
+}
+
+func (p *Probe) result(n int) Result {
+	r := Result{Sent: n, Recovered: true, Interval: p.interval}
+	first := -1
+	for i := 0; i < n; i++ {
+		if p.answered[i] {
+			r.Answered++
+			if first < 0 {
+				first = i
+			}
+		} else {
+			r.Lost++
+		}
+	}
+	if first < 0 {
+		r.Recovered = false
+		return r
+	}
+	// Runs of loss after the first answer.
+	for i := first; i < n; {
+		if p.answered[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < n && !p.answered[j] {
+			j++
+		}
+		var d time.Duration
+		if j < n {
+			d = p.sent[j].Sub(p.sent[i])
+		} else {
+			d = time.Since(p.sent[i])
+			r.Recovered = false
+		}
+		if d > r.Outage {
+			r.Outage, r.OutageAt = d, p.sent[i]
+		}
+		i = j
+	}
+	return r
+}
+
+// ClientNeighbor returns the MAC the client's neighbour table holds for ip.
+func (l *Lab) ClientNeighbor(ip string) (string, error) {
+	out, err := exec.Command("ip", "-n", l.Client, "neigh", "show", ip).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("ip neigh: %v: %s", err, out)
+	}
+	f := strings.Fields(string(out))
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1], nil
+		}
+	}
+	return "", fmt.Errorf("no neighbour entry for %s: %q", ip, strings.TrimSpace(string(out)))
+}
