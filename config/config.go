@@ -1,0 +1,332 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Defaults and limits. The numeric limits are enforced by validation; the
+// list lengths are also enforced while decoding so that hostile input
+// cannot make the parser do unbounded work.
+const (
+	DefaultControlSocket    = "/run/hagent/hagent.sock"
+	DefaultLogFormat        = "text"
+	DefaultLogLevel         = "info"
+	DefaultNodePriority     = 128
+	DefaultMode             = "a-p"
+	DefaultVCluster         = 1
+	DefaultHBInterval       = 200 * time.Millisecond
+	DefaultHBLostThreshold  = 6
+	DefaultHelloHolddown    = 20 * time.Second
+	DefaultUptimeDiffMargin = 300 * time.Second
+	DefaultFailoverHoldTime = time.Duration(0)
+	DefaultPingInterval     = time.Second
+	DefaultPingThreshold    = 5
+	DefaultARPs             = 5
+	DefaultARPsInterval     = 8 * time.Second
+	DefaultSyncPeriod       = 60 * time.Second
+	DefaultHookTimeout      = 30 * time.Second
+
+	DefaultEthTypeHA      uint16 = 0x8890
+	DefaultEthTypeHC      uint16 = 0x8891
+	DefaultEthTypeSession uint16 = 0x8892
+	DefaultEthTypeL2EP    uint16 = 0x8893
+
+	// MaxInterfaces is the number of data interfaces a vcluster can have:
+	// the virtual MAC has one hex digit for the interface index (SPEC §5).
+	MaxInterfaces = 16
+	// MaxHBDevs is the number of heartbeat devices accepted.
+	MaxHBDevs = 16
+	// MaxNameLen is the longest node name accepted, in bytes.
+	MaxNameLen = 64
+	// MaxSerialLen is the longest node serial accepted, in bytes.
+	MaxSerialLen = 32
+	// MaxGroupNameLen is the longest group name accepted, in bytes.
+	MaxGroupNameLen = 32
+	// MaxPasswordFileSize bounds what Password reads.
+	MaxPasswordFileSize = 64 << 10
+)
+
+// Config is a whole hagent configuration file.
+type Config struct {
+	// ControlSocket is the unix socket agentctl talks to (control_socket).
+	ControlSocket string
+	// LogFormat is "text" or "json" (log_format).
+	LogFormat string
+	// LogLevel is trace, debug, info, warn or error (log_level).
+	LogLevel string
+	// Node is the node-local section (node), never synchronized.
+	Node Node
+	// Cluster is the section synchronized from the primary (cluster).
+	Cluster Cluster
+	// Path is the file the configuration was loaded from; it is not a key.
+	Path string
+}
+
+// Node holds this node's identity and election settings.
+type Node struct {
+	// Name is the node name (name), default os.Hostname().
+	Name string
+	// Serial is the election tie-breaker (serial). The default is "HAGT"
+	// and the first 12 hex digits of /etc/machine-id, upper-cased, or of a
+	// SHA-256 of the hostname when the machine id is unavailable.
+	Serial string
+	// Priority is the election priority, 0-255 (priority), default 128.
+	Priority int
+	// Override ranks priority above uptime in the election (override).
+	Override bool
+	// Realtime runs the heartbeat path with SCHED_FIFO and mlockall
+	// (realtime), default false.
+	Realtime bool
+}
+
+// Cluster is the synchronized part of the configuration.
+type Cluster struct {
+	// GroupName is a free label shown in status (group_name), at most 32 bytes.
+	GroupName string
+	// GroupID is the HA group, 0-1023 (group_id); it selects the vMAC prefix.
+	GroupID int
+	// PasswordFile holds the group password (password_file), an absolute
+	// path; required when Auth is true.
+	PasswordFile string
+	// Auth enables heartbeat authentication (auth), default true.
+	Auth bool
+	// Mode is the cluster mode (mode); only "a-p" is supported.
+	Mode string
+	// VCluster is the virtual cluster, 1 or 2 (vcluster), default 1.
+	VCluster int
+	// HBDevs are the heartbeat devices (hbdev), at least one.
+	HBDevs []HBDev
+	// HBInterval is the heartbeat period (hb_interval), 10ms-60s, default 200ms.
+	HBInterval time.Duration
+	// HBLostThreshold is how many intervals without a frame lose a peer
+	// (hb_lost_threshold), 1-60, default 6.
+	HBLostThreshold int
+	// HelloHolddown is the time in hello state before a node may become
+	// primary alone (hello_holddown), 0-300s, default 20s.
+	HelloHolddown time.Duration
+	// UptimeDiffMargin is the uptime difference that counts in the
+	// election (uptime_diff_margin), 0-65535s, default 300s.
+	UptimeDiffMargin time.Duration
+	// FailoverHoldTime delays a new failover after one
+	// (failover_hold_time), 0-300s, default 0.
+	FailoverHoldTime time.Duration
+	// EthType holds the Ethertypes in use (eth_type).
+	EthType EthTypes
+	// Transparent makes heartbeats use EthType.HC (transparent).
+	Transparent bool
+	// Interfaces are the data interfaces that get the vMAC and the
+	// cluster addresses (interfaces), at most MaxInterfaces.
+	Interfaces []Interface
+	// Monitor lists the interfaces whose link state counts in the
+	// election (monitor).
+	Monitor []string
+	// PingServer configures remote link monitoring (pingserver).
+	PingServer PingServer
+	// ARPs is how many gratuitous ARPs / unsolicited NAs are sent per
+	// address on takeover (arps), 1-60, default 5.
+	ARPs int
+	// ARPsInterval is the gap between them (arps_interval), 1s-20s, default 8s.
+	ARPsInterval time.Duration
+	// Sync configures file synchronization (sync).
+	Sync Sync
+	// Hooks are commands run on role changes (hooks).
+	Hooks Hooks
+}
+
+// HBDev is one heartbeat device.
+type HBDev struct {
+	// Name is the interface name (name).
+	Name string
+	// Priority orders the devices for the sync channel, 0-255 (priority),
+	// default 0; higher is preferred.
+	Priority int
+}
+
+// Interface is a data interface with its cluster addresses.
+type Interface struct {
+	// Name is the interface name (name).
+	Name string
+	// Addresses are host addresses with their prefix length, as written
+	// (10.9.0.100/24), not masked (addresses).
+	Addresses []netip.Prefix
+}
+
+// EthTypes are the Ethertypes hagent sends and receives.
+type EthTypes struct {
+	// HA carries heartbeats (ha), default 0x8890.
+	HA uint16
+	// HC carries heartbeats in transparent mode (hc), default 0x8891.
+	HC uint16
+	// L2EP carries the configuration sync channel (l2ep), default 0x8893.
+	L2EP uint16
+	// Session is reserved for session sync (session), default 0x8892.
+	Session uint16
+}
+
+// PingServer monitors remote targets through some interfaces.
+type PingServer struct {
+	// Interfaces are the interfaces the targets are pinged through (interfaces).
+	Interfaces []string
+	// Targets are the addresses pinged (targets).
+	Targets []netip.Addr
+	// Interval is the ping period (interval), 100ms-60s, default 1s.
+	Interval time.Duration
+	// FailoverThreshold is how many lost pings mark the path down
+	// (failover_threshold), 1-100, default 5.
+	FailoverThreshold int
+}
+
+// Sync configures the synchronization of files from the primary.
+type Sync struct {
+	// Enabled turns synchronization on (enabled), default true.
+	Enabled bool
+	// Paths are absolute, cleaned files or directories kept identical
+	// (paths); none is inside another.
+	Paths []string
+	// Period is the checksum comparison period (period), 1s-24h, default 60s.
+	Period time.Duration
+	// OnChange maps a synchronized path (or a path under one) to the
+	// command run on a secondary after it changed (on_change).
+	OnChange map[string]string
+}
+
+// Hooks are shell commands run with /bin/sh -c on role changes.
+type Hooks struct {
+	// Primary runs on becoming primary (primary).
+	Primary string
+	// Secondary runs on becoming secondary or stopping (secondary).
+	Secondary string
+	// Fault runs on entering the fault state (fault).
+	Fault string
+	// Timeout bounds each run (timeout), 1s-1h, default 30s.
+	Timeout time.Duration
+}
+
+// Default returns a configuration with every default filled in, including
+// the node name and serial derived from this machine. The cluster part is
+// not valid by itself: it has no hbdev and no password file.
+func Default() Config {
+	c := Config{
+		ControlSocket: DefaultControlSocket,
+		LogFormat:     DefaultLogFormat,
+		LogLevel:      DefaultLogLevel,
+		Node:          Node{Priority: DefaultNodePriority},
+		Cluster:       DefaultCluster(),
+	}
+	c.Node.Name, c.Node.Serial = defaultIdentity()
+	return c
+}
+
+// DefaultCluster returns a cluster section with every default filled in.
+func DefaultCluster() Cluster {
+	return Cluster{
+		Auth:             true,
+		Mode:             DefaultMode,
+		VCluster:         DefaultVCluster,
+		HBInterval:       DefaultHBInterval,
+		HBLostThreshold:  DefaultHBLostThreshold,
+		HelloHolddown:    DefaultHelloHolddown,
+		UptimeDiffMargin: DefaultUptimeDiffMargin,
+		FailoverHoldTime: DefaultFailoverHoldTime,
+		EthType: EthTypes{
+			HA:      DefaultEthTypeHA,
+			HC:      DefaultEthTypeHC,
+			L2EP:    DefaultEthTypeL2EP,
+			Session: DefaultEthTypeSession,
+		},
+		PingServer: PingServer{
+			Interval:          DefaultPingInterval,
+			FailoverThreshold: DefaultPingThreshold,
+		},
+		ARPs:         DefaultARPs,
+		ARPsInterval: DefaultARPsInterval,
+		Sync:         Sync{Enabled: true, Period: DefaultSyncPeriod},
+		Hooks:        Hooks{Timeout: DefaultHookTimeout},
+	}
+}
+
+// Seams for tests.
+var (
+	hostname      = os.Hostname
+	machineIDFile = "/etc/machine-id"
+)
+
+// defaultIdentity returns the default node name and serial.
+func defaultIdentity() (name, serial string) {
+	name, err := hostname()
+	if err != nil || name == "" {
+		name = "localhost"
+	}
+	return name, deriveSerial(name)
+}
+
+// deriveSerial builds "HAGT" + 12 upper-case hex digits from the machine id,
+// or from a hash of the hostname when the machine id is missing or malformed.
+func deriveSerial(host string) string {
+	if b, err := os.ReadFile(machineIDFile); err == nil {
+		id := strings.TrimSpace(string(b))
+		if len(id) >= 12 {
+			if _, err := hex.DecodeString(id[:12]); err == nil {
+				return "HAGT" + strings.ToUpper(id[:12])
+			}
+		}
+	}
+	sum := sha256.Sum256([]byte(host))
+	return "HAGT" + strings.ToUpper(hex.EncodeToString(sum[:6]))
+}
+
+// HeartbeatEtherType returns the Ethertype heartbeats use: HC in
+// transparent mode, HA otherwise.
+func (c *Cluster) HeartbeatEtherType() uint16 {
+	if c.Transparent {
+		return c.EthType.HC
+	}
+	return c.EthType.HA
+}
+
+// Password reads the group password from PasswordFile, without its
+// trailing CR/LF characters. It returns nil, nil when Auth is false, and an
+// error when the file cannot be read, is empty or exceeds
+// MaxPasswordFileSize.
+func (c *Cluster) Password() ([]byte, error) {
+	if !c.Auth {
+		return nil, nil
+	}
+	if c.PasswordFile == "" {
+		return nil, fmt.Errorf("cluster.password_file is not set")
+	}
+	f, err := os.Open(c.PasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxPasswordFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", c.PasswordFile, err)
+	}
+	if len(b) > MaxPasswordFileSize {
+		return nil, fmt.Errorf("password file %s is larger than %d bytes", c.PasswordFile, MaxPasswordFileSize)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) == 0 {
+		return nil, fmt.Errorf("password file %s is empty", c.PasswordFile)
+	}
+	return b, nil
+}
+
+// HBDevsByPriority returns a copy of HBDevs sorted by priority, highest
+// first; devices of equal priority keep their configuration order.
+func (c *Cluster) HBDevsByPriority() []HBDev {
+	out := append([]HBDev(nil), c.HBDevs...)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Priority > out[j].Priority })
+	return out
+}

@@ -1,0 +1,25 @@
+// Package config loads, validates and serializes hagent's YAML configuration
+// (SPEC §2).
+//
+// A configuration file has three parts:
+//
+//   - top-level, node-local keys (control_socket, log_format, log_level);
+//   - node: identity and election weight of this node (name, serial,
+//     priority, override, realtime), never synchronized, as FGCP keeps the
+//     hostname, priority and override local;
+//   - cluster: everything the members must agree on. The primary
+//     synchronizes this section to the secondaries, so it can be serialized
+//     on its own with [MarshalCluster] and read back with [ParseCluster].
+//
+// Parsing is strict. The file is decoded into a yaml.Node tree, then walked
+// against a fixed schema: unknown keys, duplicate keys, values of the wrong
+// type and values out of range are all errors. Every error carries the file,
+// the line and the dotted key path (cluster.hbdev[1].priority), and all
+// errors found are reported together as [Errors] rather than stopping at the
+// first one. A key that is absent or null takes its default; [Default]
+// returns a configuration with every default filled in.
+//
+// Durations are Go duration strings ("200ms", "20s"); a bare number is
+// rejected because its unit would be a guess. Ethertypes are YAML integers
+// (0x8890 or 34960) or strings ("0x8890").
+package config

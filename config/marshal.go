@@ -1,0 +1,185 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MarshalCluster returns the canonical YAML of a cluster section: every key
+// in the order of SPEC §2, defaults included, durations as strings ("200ms",
+// "5m"), Ethertypes in hex (0x8890) and on_change sorted by path. Equal
+// values give identical bytes, so the result can be checksummed; it reads
+// back with ParseCluster. It fails only on values YAML cannot carry (an
+// invalid address).
+func MarshalCluster(c Cluster) ([]byte, error) {
+	root, err := clusterNode(c)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(root); err != nil {
+		return nil, fmt.Errorf("marshal cluster: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("marshal cluster: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func clusterNode(c Cluster) (*yaml.Node, error) {
+	hbdevs := seqNode(false)
+	for _, h := range c.HBDevs {
+		hbdevs.Content = append(hbdevs.Content, mapNode(true,
+			"name", strNode(h.Name),
+			"priority", intNode(h.Priority)))
+	}
+	ifaces := seqNode(false)
+	for _, ifc := range c.Interfaces {
+		addrs := seqNode(true)
+		for _, a := range ifc.Addresses {
+			if !a.IsValid() {
+				return nil, fmt.Errorf("marshal cluster: interface %s: invalid address", ifc.Name)
+			}
+			addrs.Content = append(addrs.Content, strNode(a.String()))
+		}
+		ifaces.Content = append(ifaces.Content, mapNode(false,
+			"name", strNode(ifc.Name),
+			"addresses", addrs))
+	}
+	targets := seqNode(true)
+	for _, a := range c.PingServer.Targets {
+		if !a.IsValid() {
+			return nil, fmt.Errorf("marshal cluster: pingserver: invalid target address")
+		}
+		targets.Content = append(targets.Content, strNode(a.String()))
+	}
+	onChange := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	paths := make([]string, 0, len(c.Sync.OnChange))
+	for p := range c.Sync.OnChange {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		onChange.Content = append(onChange.Content, strNode(p), strNode(c.Sync.OnChange[p]))
+	}
+	if len(paths) == 0 {
+		onChange.Style = yaml.FlowStyle
+	}
+
+	return mapNode(false,
+		"group_name", strNode(c.GroupName),
+		"group_id", intNode(c.GroupID),
+		"password_file", strNode(c.PasswordFile),
+		"auth", boolNode(c.Auth),
+		"mode", strNode(c.Mode),
+		"vcluster", intNode(c.VCluster),
+		"hbdev", hbdevs,
+		"hb_interval", durNode(c.HBInterval),
+		"hb_lost_threshold", intNode(c.HBLostThreshold),
+		"hello_holddown", durNode(c.HelloHolddown),
+		"uptime_diff_margin", durNode(c.UptimeDiffMargin),
+		"failover_hold_time", durNode(c.FailoverHoldTime),
+		"eth_type", mapNode(true,
+			"ha", hexNode(c.EthType.HA),
+			"hc", hexNode(c.EthType.HC),
+			"l2ep", hexNode(c.EthType.L2EP),
+			"session", hexNode(c.EthType.Session)),
+		"transparent", boolNode(c.Transparent),
+		"interfaces", ifaces,
+		"monitor", strSeq(c.Monitor),
+		"pingserver", mapNode(false,
+			"interfaces", strSeq(c.PingServer.Interfaces),
+			"targets", targets,
+			"interval", durNode(c.PingServer.Interval),
+			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"arps", intNode(c.ARPs),
+		"arps_interval", durNode(c.ARPsInterval),
+		"sync", mapNode(false,
+			"enabled", boolNode(c.Sync.Enabled),
+			"paths", strSeq(c.Sync.Paths),
+			"period", durNode(c.Sync.Period),
+			"on_change", onChange),
+		"hooks", mapNode(false,
+			"primary", strNode(c.Hooks.Primary),
+			"secondary", strNode(c.Hooks.Secondary),
+			"fault", strNode(c.Hooks.Fault),
+			"timeout", durNode(c.Hooks.Timeout)),
+	), nil
+}
+
+// mapNode builds a mapping from alternating key names and value nodes.
+func mapNode(flow bool, kv ...any) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	if flow {
+		n.Style = yaml.FlowStyle
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		n.Content = append(n.Content, strNode(kv[i].(string)), kv[i+1].(*yaml.Node))
+	}
+	return n
+}
+
+func seqNode(flow bool) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+	if flow {
+		n.Style = yaml.FlowStyle
+	}
+	return n
+}
+
+func strSeq(list []string) *yaml.Node {
+	n := seqNode(true)
+	for _, s := range list {
+		n.Content = append(n.Content, strNode(s))
+	}
+	return n
+}
+
+// strNode is a string scalar; the encoder quotes it when it would
+// otherwise read back as another type.
+func strNode(s string) *yaml.Node {
+	n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: s}
+	if s == "" {
+		n.Style = yaml.DoubleQuotedStyle
+	}
+	return n
+}
+
+func intNode(i int) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: strconv.Itoa(i)}
+}
+
+func hexNode(v uint16) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: fmt.Sprintf("0x%04x", v)}
+}
+
+func boolNode(b bool) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(b)}
+}
+
+func durNode(v time.Duration) *yaml.Node { return strNode(formatDuration(v)) }
+
+// formatDuration writes v in the largest unit that divides it exactly
+// ("200ms", "20s", "5m", "1h"), falling back to Go's format for mixed
+// values. The result always parses back with time.ParseDuration.
+func formatDuration(v time.Duration) string {
+	if v == 0 {
+		return "0s"
+	}
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}, {time.Millisecond, "ms"}, {time.Microsecond, "us"}} {
+		if v%u.d == 0 {
+			return strconv.FormatInt(int64(v/u.d), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(v), 10) + "ns"
+}

@@ -1,0 +1,455 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// wellKnownEtherTypes may not be used for hagent's frames.
+var wellKnownEtherTypes = map[uint16]string{
+	0x0800: "IPv4",
+	0x0806: "ARP",
+	0x86DD: "IPv6",
+	0x8100: "802.1Q VLAN",
+	0x88A8: "802.1ad QinQ",
+}
+
+// validate checks every value of a decoded configuration.
+func (d *decoder) validate(c *Config) {
+	switch {
+	case !filepath.IsAbs(c.ControlSocket):
+		d.errorf("control_socket", "%q is not an absolute path", c.ControlSocket)
+	case len(c.ControlSocket) > 107:
+		d.errorf("control_socket", "path is %d bytes long; a unix socket path is at most 107", len(c.ControlSocket))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		d.errorf("log_format", "%q is not a log format; want text or json", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		d.errorf("log_level", "%q is not a log level; want trace, debug, info, warn or error", c.LogLevel)
+	}
+
+	n := &c.Node
+	if msg := checkName(n.Name, MaxNameLen); msg != "" {
+		d.errorf("node.name", "%s", msg)
+	}
+	if msg := checkSerial(n.Serial); msg != "" {
+		d.errorf("node.serial", "%s", msg)
+	}
+	d.intRange("node.priority", n.Priority, 0, 255)
+
+	d.validateCluster("cluster", &c.Cluster)
+}
+
+// validateCluster checks a cluster section; path is its key ("cluster").
+func (d *decoder) validateCluster(path string, c *Cluster) {
+	k := func(key string) string { return joinKey(path, key) }
+
+	if msg := checkText(c.GroupName, MaxGroupNameLen); msg != "" {
+		d.errorf(k("group_name"), "%s", msg)
+	}
+	d.intRange(k("group_id"), c.GroupID, 0, 1023)
+	switch {
+	case c.PasswordFile == "" && c.Auth:
+		d.errorf(k("password_file"), "required when auth is true")
+	case c.PasswordFile != "" && !filepath.IsAbs(c.PasswordFile):
+		d.errorf(k("password_file"), "%q is not an absolute path", c.PasswordFile)
+	}
+	switch c.Mode {
+	case "a-p":
+	case "a-a":
+		d.errorf(k("mode"), "active-active mode \"a-a\" is not supported; want a-p")
+	default:
+		d.errorf(k("mode"), "%q is not a mode; want a-p", c.Mode)
+	}
+	if c.VCluster != 1 && c.VCluster != 2 {
+		d.errorf(k("vcluster"), "%d is not a vcluster; want 1 or 2", c.VCluster)
+	}
+
+	// Heartbeat devices.
+	if len(c.HBDevs) == 0 {
+		d.errorf(k("hbdev"), "at least one hbdev is required")
+	}
+	hbdevs := map[string]int{}
+	for i, h := range c.HBDevs {
+		p := indexKey(k("hbdev"), i)
+		d.ifName(p+".name", h.Name)
+		if first, dup := hbdevs[h.Name]; dup && h.Name != "" {
+			d.errorf(p+".name", "%s is already hbdev[%d]", h.Name, first)
+		} else {
+			hbdevs[h.Name] = i
+		}
+		d.intRange(p+".priority", h.Priority, 0, 255)
+	}
+
+	// Timers.
+	d.durRange(k("hb_interval"), c.HBInterval, 10*time.Millisecond, 60*time.Second)
+	d.intRange(k("hb_lost_threshold"), c.HBLostThreshold, 1, 60)
+	d.durRange(k("hello_holddown"), c.HelloHolddown, 0, 300*time.Second)
+	d.durRange(k("uptime_diff_margin"), c.UptimeDiffMargin, 0, 65535*time.Second)
+	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
+
+	// Ethertypes.
+	ets := []struct {
+		key string
+		v   uint16
+	}{{"ha", c.EthType.HA}, {"hc", c.EthType.HC}, {"l2ep", c.EthType.L2EP}, {"session", c.EthType.Session}}
+	used := map[uint16]string{}
+	for _, et := range ets {
+		p := k("eth_type." + et.key)
+		switch {
+		case d.isBad(p):
+			// Already reported; its default would only confuse.
+		case et.v < 0x0600:
+			d.errorf(p, "%#04x is out of range 0x0600-0xffff (below 0x0600 is a frame length)", et.v)
+		case wellKnownEtherTypes[et.v] != "":
+			d.errorf(p, "%#04x is the %s Ethertype", et.v, wellKnownEtherTypes[et.v])
+		case used[et.v] != "":
+			d.errorf(p, "%#04x is already used by eth_type.%s", et.v, used[et.v])
+		default:
+			used[et.v] = et.key
+		}
+	}
+
+	// Data interfaces and their addresses.
+	ifaces := map[string]int{}
+	addrs := map[netip.Addr]string{}
+	for i, ifc := range c.Interfaces {
+		p := indexKey(k("interfaces"), i)
+		d.ifName(p+".name", ifc.Name)
+		if first, dup := ifaces[ifc.Name]; dup && ifc.Name != "" {
+			d.errorf(p+".name", "%s is already interfaces[%d]", ifc.Name, first)
+		} else {
+			ifaces[ifc.Name] = i
+		}
+		if _, ok := hbdevs[ifc.Name]; ok && ifc.Name != "" {
+			d.errorf(p+".name", "%s is also an hbdev; a data interface cannot carry heartbeats", ifc.Name)
+		}
+		for j, a := range ifc.Addresses {
+			ap := indexKey(p+".addresses", j)
+			if msg := checkHostPrefix(a); msg != "" {
+				d.errorf(ap, "%s", msg)
+				continue
+			}
+			if first, dup := addrs[a.Addr()]; dup {
+				d.errorf(ap, "%s is already at %s", a.Addr(), first)
+				continue
+			}
+			addrs[a.Addr()] = strings.TrimPrefix(ap, path+".")
+		}
+	}
+
+	d.nameList(k("monitor"), c.Monitor)
+
+	// Ping servers.
+	ps := &c.PingServer
+	d.nameList(k("pingserver.interfaces"), ps.Interfaces)
+	targets := map[netip.Addr]int{}
+	for i, a := range ps.Targets {
+		p := indexKey(k("pingserver.targets"), i)
+		switch {
+		case !a.IsValid():
+			d.errorf(p, "not an IP address")
+		case a.Zone() != "":
+			d.errorf(p, "%s has a zone; the interface comes from pingserver.interfaces", a)
+		case a.Is4In6():
+			d.errorf(p, "%s is an IPv4-mapped IPv6 address; write %s", a, a.Unmap())
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+			d.errorf(p, "%s is not a unicast address of another host", a)
+		default:
+			if first, dup := targets[a]; dup {
+				d.errorf(p, "%s is already targets[%d]", a, first)
+			} else {
+				targets[a] = i
+			}
+		}
+	}
+	if len(ps.Targets) > 0 && len(ps.Interfaces) == 0 {
+		d.errorf(k("pingserver.interfaces"), "required when pingserver.targets is set")
+	}
+	if len(ps.Interfaces) > 0 && len(ps.Targets) == 0 {
+		d.errorf(k("pingserver.targets"), "required when pingserver.interfaces is set")
+	}
+	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
+	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
+
+	d.intRange(k("arps"), c.ARPs, 1, 60)
+	d.durRange(k("arps_interval"), c.ARPsInterval, time.Second, 20*time.Second)
+
+	d.validateSync(k("sync"), &c.Sync)
+
+	// Hooks.
+	for _, h := range []struct{ key, cmd string }{
+		{"primary", c.Hooks.Primary}, {"secondary", c.Hooks.Secondary}, {"fault", c.Hooks.Fault},
+	} {
+		if msg := checkCommand(h.cmd, true); msg != "" {
+			d.errorf(k("hooks."+h.key), "%s", msg)
+		}
+	}
+	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
+}
+
+// validateSync checks the sync section and cleans its paths in place.
+func (d *decoder) validateSync(path string, s *Sync) {
+	d.durRange(path+".period", s.Period, time.Second, 24*time.Hour)
+	seen := map[string]int{}
+	var ok []string // valid, unique, cleaned paths
+	for i, p := range s.Paths {
+		key := indexKey(path+".paths", i)
+		if msg := checkSyncPath(p); msg != "" {
+			d.errorf(key, "%s", msg)
+			continue
+		}
+		p = filepath.Clean(p)
+		s.Paths[i] = p
+		if first, dup := seen[p]; dup {
+			d.errorf(key, "%s is already paths[%d]", p, first)
+			continue
+		}
+		seen[p] = i
+		for _, q := range ok {
+			if under(p, q) || under(q, p) {
+				d.errorf(key, "%s and %s are nested; list only the outer one", p, q)
+			}
+		}
+		ok = append(ok, p)
+	}
+	if len(s.OnChange) == 0 {
+		return
+	}
+	keys := make([]string, 0, len(s.OnChange))
+	for p := range s.OnChange {
+		keys = append(keys, p)
+	}
+	sort.Strings(keys)
+	clean := make(map[string]string, len(s.OnChange))
+	for _, p := range keys {
+		cmd := s.OnChange[p]
+		key := path + ".on_change[" + strconv.Quote(p) + "]"
+		if msg := checkSyncPath(p); msg != "" {
+			d.errorf(key, "%s", msg)
+			continue
+		}
+		cp := filepath.Clean(p)
+		covered := false
+		for _, q := range ok {
+			if cp == q || under(cp, q) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			d.errorf(key, "%s is not one of sync.paths nor under one", cp)
+		}
+		if msg := checkCommand(cmd, false); msg != "" {
+			d.errorf(key, "%s", msg)
+		}
+		if _, dup := clean[cp]; dup {
+			d.errorf(key, "%s is listed twice once cleaned", cp)
+		}
+		clean[cp] = cmd
+	}
+	s.OnChange = clean
+}
+
+// under reports whether p is strictly inside directory dir (both clean).
+func under(p, dir string) bool {
+	if dir == "/" {
+		return p != "/"
+	}
+	return strings.HasPrefix(p, dir+string(os.PathSeparator))
+}
+
+func (d *decoder) intRange(key string, v, lo, hi int) {
+	if v < lo || v > hi {
+		d.errorf(key, "%d is out of range %d-%d", v, lo, hi)
+	}
+}
+
+func (d *decoder) durRange(key string, v, lo, hi time.Duration) {
+	if v < lo || v > hi {
+		d.errorf(key, "%s is out of range %s-%s", formatDuration(v), formatDuration(lo), formatDuration(hi))
+	}
+}
+
+// ifName checks one interface name.
+func (d *decoder) ifName(key, name string) {
+	if msg := checkIfName(name); msg != "" {
+		d.errorf(key, "%s", msg)
+	}
+}
+
+// nameList checks a list of interface names: valid and unique.
+func (d *decoder) nameList(key string, names []string) {
+	seen := map[string]int{}
+	for i, n := range names {
+		p := indexKey(key, i)
+		if msg := checkIfName(n); msg != "" {
+			d.errorf(p, "%s", msg)
+			continue
+		}
+		if first, dup := seen[n]; dup {
+			d.errorf(p, "%s is already %s[%d]", n, key[strings.LastIndexByte(key, '.')+1:], first)
+			continue
+		}
+		seen[n] = i
+	}
+}
+
+// checkIfName returns why name is not a valid Linux interface name, or "".
+func checkIfName(name string) string {
+	switch {
+	case name == "":
+		return "an interface name is required"
+	case len(name) > 15:
+		return fmt.Sprintf("interface name %q is longer than 15 bytes", name)
+	case name == "." || name == "..":
+		return fmt.Sprintf("%q is not a valid interface name", name)
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return fmt.Sprintf("interface name %q contains %q; '/', ':' and spaces are not allowed", name, r)
+		}
+	}
+	return ""
+}
+
+// checkName validates a node name: 1-max bytes of printable text without
+// spaces.
+func checkName(name string, max int) string {
+	if name == "" {
+		return "a name is required"
+	}
+	if len(name) > max {
+		return fmt.Sprintf("%q is longer than %d bytes", name, max)
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return fmt.Sprintf("%q contains %q; spaces and control characters are not allowed", name, r)
+		}
+	}
+	return ""
+}
+
+// checkSerial validates a serial: 1-32 of A-Z a-z 0-9 . _ -.
+func checkSerial(s string) string {
+	if s == "" {
+		return "a serial is required"
+	}
+	if len(s) > MaxSerialLen {
+		return fmt.Sprintf("%q is longer than %d bytes", s, MaxSerialLen)
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Sprintf("%q contains %q; want letters, digits, '.', '_' or '-'", s, r)
+		}
+	}
+	return ""
+}
+
+// checkText validates a free label of at most max bytes without control
+// characters; empty is allowed.
+func checkText(s string, max int) string {
+	if len(s) > max {
+		return fmt.Sprintf("%q is longer than %d bytes", s, max)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return fmt.Sprintf("%q contains the control character %q", s, r)
+		}
+	}
+	return ""
+}
+
+// checkCommand validates a shell command; empty is allowed when optional.
+func checkCommand(cmd string, optional bool) string {
+	switch {
+	case strings.TrimSpace(cmd) == "" && cmd != "":
+		return "the command is only blanks"
+	case cmd == "" && !optional:
+		return "a command is required"
+	case strings.IndexByte(cmd, 0) >= 0:
+		return "the command contains a NUL byte"
+	}
+	return ""
+}
+
+// checkSyncPath validates one synchronized path before cleaning.
+func checkSyncPath(p string) string {
+	switch {
+	case p == "":
+		return "a path is required"
+	case !filepath.IsAbs(p):
+		return fmt.Sprintf("%q is not an absolute path", p)
+	case filepath.Clean(p) == "/":
+		return "the root directory cannot be synchronized"
+	case strings.ContainsAny(p, "\x00\n"):
+		return fmt.Sprintf("%q contains a NUL or newline", p)
+	}
+	return ""
+}
+
+// checkHostPrefix validates a cluster address: a unicast host address with
+// its prefix length, not the network (or IPv4 broadcast) address of its
+// subnet.
+func checkHostPrefix(p netip.Prefix) string {
+	if !p.IsValid() {
+		return "not an address with a prefix length"
+	}
+	a := p.Addr()
+	switch {
+	case a.Is4In6():
+		return fmt.Sprintf("%s is an IPv4-mapped IPv6 address; write the IPv4 address", p)
+	case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+		return fmt.Sprintf("%s is not a unicast host address", p)
+	}
+	hostBits := a.BitLen() - p.Bits()
+	if hostBits >= 2 {
+		if a == p.Masked().Addr() {
+			return fmt.Sprintf("%s is the network address of its subnet; want a host address such as %s", p, p.Masked().Addr().Next())
+		}
+		if a.Is4() && a == lastAddr(p) {
+			return fmt.Sprintf("%s is the broadcast address of its subnet", p)
+		}
+	}
+	return ""
+}
+
+// lastAddr returns the highest address of p's subnet.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// checkPasswordFile verifies that the password file is a non-empty
+// regular file (Load only; the file is node-local state).
+func (d *decoder) checkPasswordFile(c *Cluster) {
+	if !c.Auth || c.PasswordFile == "" || !filepath.IsAbs(c.PasswordFile) {
+		return
+	}
+	key := "cluster.password_file"
+	fi, err := os.Stat(c.PasswordFile)
+	switch {
+	case err != nil:
+		d.errorf(key, "%s: %v", c.PasswordFile, unwrapPath(err))
+	case !fi.Mode().IsRegular():
+		d.errorf(key, "%s is not a regular file", c.PasswordFile)
+	default:
+		if _, err := c.Password(); err != nil {
+			d.errorf(key, "%v", err)
+		}
+	}
+}
