@@ -337,14 +337,18 @@ func TestValid(t *testing.T) {
 	}{
 		{"auth off without password", "cluster:\n  auth: false\n  hbdev: [{name: ha1}]\n", func(c *Config) bool { return !c.Cluster.Auth && c.Cluster.PasswordFile == "" }},
 		{"edges low", base + "  group_id: 0\n  hb_interval: 10ms\n  hb_lost_threshold: 1\n  hello_holddown: 0s\n  arps: 1\n  arps_interval: 1s\n  eth_type: {ha: 0x0600}\n",
-			func(c *Config) bool { return c.Cluster.HBInterval == 10*time.Millisecond && c.Cluster.EthType.HA == 0x600 }},
+			func(c *Config) bool {
+				return c.Cluster.HBInterval == 10*time.Millisecond && c.Cluster.EthType.HA == 0x600
+			}},
 		{"edges high", "node: {priority: 255}\n" + base + "  group_id: 1023\n  hb_interval: 60s\n  hb_lost_threshold: 60\n  hello_holddown: 300s\n  uptime_diff_margin: 65535s\n  failover_hold_time: 5m\n  arps: 60\n  arps_interval: 20s\n  vcluster: 2\n  eth_type: {ha: 0xffff}\n",
 			func(c *Config) bool {
 				return c.Node.Priority == 255 && c.Cluster.GroupID == 1023 && c.Cluster.VCluster == 2 && c.Cluster.UptimeDiffMargin == 65535*time.Second
 			}},
 		{"node priority zero", "node: {priority: 0}\n" + base, func(c *Config) bool { return c.Node.Priority == 0 }},
 		{"ethertype forms", base + "  eth_type: {ha: 36864, hc: \"0x9001\", l2ep: 0x9002, session: \"36867\"}\n",
-			func(c *Config) bool { return c.Cluster.EthType == EthTypes{HA: 0x9000, HC: 0x9001, L2EP: 0x9002, Session: 0x9003} }},
+			func(c *Config) bool {
+				return c.Cluster.EthType == EthTypes{HA: 0x9000, HC: 0x9001, L2EP: 0x9002, Session: 0x9003}
+			}},
 		{"point-to-point addresses", base + "  interfaces:\n    - name: p1\n      addresses: [10.0.0.0/31, 10.0.0.3/32, \"2001:db8::/127\", \"fe80::1/64\"]\n",
 			func(c *Config) bool { return len(c.Cluster.Interfaces[0].Addresses) == 4 }},
 		{"sync paths cleaned", base + "  sync:\n    paths: [/etc/a/, /etc//b]\n    on_change: {/etc/a/x/: cmd}\n",
@@ -566,7 +570,7 @@ func TestLoad(t *testing.T) {
 		{"password file missing", write("missing.yaml", cfg(filepath.Join(dir, "nope"))), ":3: cluster.password_file: " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{"password file empty", write("empty.yaml", cfg(empty)), ":3: cluster.password_file: password file " + empty + " is empty"},
 		{"password file is dir", write("dir.yaml", cfg(dir)), ":3: cluster.password_file: " + dir + " is not a regular file"},
-		{"auth off", write("noauth.yaml", "cluster:\n  auth: false\n  password_file: " + filepath.Join(dir, "nope") + "\n  hbdev: [{name: ha1}]\n"), ""},
+		{"auth off", write("noauth.yaml", "cluster:\n  auth: false\n  password_file: "+filepath.Join(dir, "nope")+"\n  hbdev: [{name: ha1}]\n"), ""},
 		{"no such config", filepath.Join(dir, "absent.yaml"), "absent.yaml: no such file or directory"},
 		{"too big", write("big.yaml", "#"+strings.Repeat("x", MaxFileSize)+"\n"), "big.yaml: file is larger than"},
 		{"all errors together", write("both.yaml", "log_level: loud\n"+cfg(empty)), "both.yaml:1: log_level"},

@@ -113,7 +113,7 @@ func unwrapPath(err error) error {
 type decoder struct {
 	file   string
 	errs   Errors
-	lines  map[string]pos // key path → place of the key (or list item)
+	lines  map[string]pos  // key path → place of the key (or list item)
 	bad    map[string]bool // key paths whose value did not decode
 	known  map[string]bool // every schema key path offered (for tests)
 	syntax bool            // the YAML did not parse
