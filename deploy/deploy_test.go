@@ -1,0 +1,70 @@
+// Package deploy holds hagent's deployment files: the systemd unit, an
+// example configuration, the netns lab script and a containerlab topology.
+// Its tests check that they stay valid.
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/hagent/hagent/config"
+)
+
+// TestContainerlabSchema validates the topology against containerlab's
+// schema, and checks that a broken topology fails (the check can fail).
+func TestContainerlabSchema(t *testing.T) {
+	c := jsonschema.NewCompiler()
+	sch, err := c.Compile("containerlab/clab.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(text []byte) any {
+		var v any
+		if err := yaml.Unmarshal(text, &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	topo, err := os.ReadFile("containerlab/hagent.clab.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(load(topo)); err != nil {
+		t.Fatalf("hagent.clab.yml: %v", err)
+	}
+	bad := strings.Replace(string(topo), "endpoints:", "endpoint:", 1)
+	if err := sch.Validate(load([]byte(bad))); err == nil {
+		t.Fatal("a topology with a misspelt key validated")
+	}
+}
+
+// TestConfigs checks the example and lab configurations with the real
+// loader (the password file pointed at a temporary key).
+func TestConfigs(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("containerlab/node-*.yaml")
+	files = append(files, "hagent.yaml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(b), "/etc/hagent/key", key)
+		cfg, err := config.Parse(f, []byte(text))
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(cfg.Cluster.HBDevs) == 0 || cfg.Node.Name == "" {
+			t.Errorf("%s: incomplete: %+v", f, cfg.Node)
+		}
+	}
+}
