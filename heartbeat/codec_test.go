@@ -43,15 +43,21 @@ func testFrame() Frame {
 	return f
 }
 
-// seal recomputes the length field and tag of a raw frame b for codec c,
-// so tests can craft authentic frames with arbitrary content.
+// seal recomputes the length field and tag of a raw frame b for codec c
+// keyed with testPassword, so tests can craft authentic frames with
+// arbitrary content.
 func seal(t testing.TB, c *Codec, b []byte) []byte {
 	t.Helper()
+	return sealWith(c, testPassword, b)
+}
+
+// sealWith is seal for codecs keyed with password.
+func sealWith(c *Codec, password, b []byte) []byte {
 	b = append([]byte(nil), b...)
 	binary.BigEndian.PutUint16(b[6:8], uint16(len(b)))
 	body := b[:len(b)-tagLen]
 	if c.auth {
-		mac := hmac.New(sha256.New, DeriveKey(testPassword, c.groupID))
+		mac := hmac.New(sha256.New, DeriveKey(password, c.groupID))
 		mac.Write(body)
 		copy(b[len(body):], mac.Sum(nil))
 	} else {
@@ -61,12 +67,16 @@ func seal(t testing.TB, c *Codec, b []byte) []byte {
 }
 
 // withExtension inserts raw extension bytes before the tag of frame b and
-// reseals it.
+// reseals it for c keyed with testPassword.
 func withExtension(t testing.TB, c *Codec, b, ext []byte) []byte {
 	t.Helper()
+	return withExtensionWith(c, testPassword, b, ext)
+}
+
+func withExtensionWith(c *Codec, password, b, ext []byte) []byte {
 	body := b[:len(b)-tagLen]
 	out := append(append(append([]byte(nil), body...), ext...), make([]byte, tagLen)...)
-	return seal(t, c, out)
+	return sealWith(c, password, out)
 }
 
 func mustAppend(t testing.TB, c *Codec, f Frame) []byte {
