@@ -44,7 +44,7 @@ func run(ival time.Duration, lost int, probeEvery time.Duration) error {
 
 	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
 	step("lab %s: switch, node-a and node-b (port1 on the switch, ha1 cable between them), client %s", l.Prefix, lab.ClientIPv4)
-	p := lab.Params{HBInterval: ival, LostThreshold: lost, Monitor: true, HelloHolddown: time.Second}
+	p := lab.Params{GroupID: 10, HBInterval: ival, LostThreshold: lost, Monitor: true, HelloHolddown: time.Second}
 	pa, pb := p, p
 	pa.Priority, pb.Priority = 200, 100
 	if err := a.Start(pa); err != nil {
