@@ -117,9 +117,11 @@ func (c *Codec) Append(dst []byte, f *Frame) ([]byte, error) {
 // Decode verifies the frame at the start of b and decodes it into f. The
 // checks run in this order and stop at the first failure:
 //
-//   - b shorter than the header or than the Length field: io.ErrUnexpectedEOF
-//   - bad magic or Length below the minimum: ErrMalformed
+//   - b shorter than the 8-byte header: io.ErrUnexpectedEOF
+//   - bad magic: ErrMalformed
 //   - major version other than ProtocolVersion: ErrVersion
+//   - Length below the minimum: ErrMalformed; b shorter than Length:
+//     io.ErrUnexpectedEOF
 //   - group id other than the codec's: ErrWrongGroup
 //   - tag (compared in constant time), or the authentication mode does not
 //     match the codec's: ErrBadAuth

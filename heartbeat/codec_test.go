@@ -5,9 +5,11 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -480,5 +482,33 @@ func TestCodecConcurrent(t *testing.T) {
 	rwg.Wait()
 	if got := len(seqs[0]) + len(seqs[1]); got != 2*n {
 		t.Errorf("decoded %d frames, want %d", got, 2*n)
+	}
+}
+
+// TestProtocolDocVector checks that the test vector in docs/protocol.md is
+// what the code produces, keeping the document and the wire format in step.
+func TestProtocolDocVector(t *testing.T) {
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Skipf("protocol document not found: %v", err)
+	}
+	key := DeriveKey([]byte("s3cret"), 10)
+	if !bytes.Contains(doc, []byte("key = "+hex.EncodeToString(key))) {
+		t.Errorf("docs/protocol.md lacks the key %x", key)
+	}
+	f := Frame{
+		GroupID: 10, VCluster: 1, Role: 3, Flags: FlagOverride, Priority: 200,
+		MonitorUp: 2, MonitorTotal: 2, Uptime: 3600000, Epoch: 1735689600000000000,
+		Seq: 42, ConfigGen: 7, Node: "node-a", Serial: "A0001", Primary: "node-a",
+	}
+	for i := range f.ConfigSum {
+		f.ConfigSum[i] = byte(i)
+	}
+	wire := mustAppend(t, NewCodec([]byte("s3cret"), 10), f)
+	if dump := hex.Dump(wire); !bytes.Contains(doc, []byte(dump)) {
+		t.Errorf("docs/protocol.md lacks the frame dump:\n%s", dump)
+	}
+	if !bytes.Contains(doc, []byte(fmt.Sprintf("%d bytes:", len(wire)))) {
+		t.Errorf("docs/protocol.md does not give the length %d", len(wire))
 	}
 }
