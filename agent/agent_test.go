@@ -165,7 +165,7 @@ func TestAgentsElectAndFailOver(t *testing.T) {
 	a := startNode(t, mem, testConfig(t, "a", 200, false))
 	b := startNode(t, mem, testConfig(t, "b", 100, false))
 	eventually(t, 3*time.Second, "a primary, b secondary", func() bool {
-		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
+		return a.status(t).Role == "primary" && b.status(t).Role == "secondary" && b.status(t).Primary == "a"
 	})
 	if owned, _, _, _ := a.net.counts(); !owned {
 		t.Fatal("primary does not hold the vMAC")
@@ -246,13 +246,16 @@ func TestAgentFailoverSetAndLinkFailover(t *testing.T) {
 	if _, err := a.a.Handle(control.Request{Cmd: control.CmdFailoverUnset}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "a primary again", func() bool { return a.status(t).Role == "primary" })
+	eventually(t, time.Second, "a primary again", func() bool {
+		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
+	})
 
 	// a's monitored link goes down: b takes over at once.
 	eventually(t, time.Second, "watcher", func() bool { return a.links.set("port1", false) })
-	eventually(t, time.Second, "b primary after link failure", func() bool { return b.status(t).Role == "primary" })
-	st := b.status(t)
-	for _, m := range st.Members {
+	eventually(t, time.Second, "b primary after link failure", func() bool {
+		return b.status(t).Role == "primary" && a.status(t).Role == "secondary"
+	})
+	for _, m := range b.status(t).Members {
 		if m.Node == "a" && (m.MonitorUp != 0 || m.MonitorTotal != 1) {
 			t.Fatalf("a's member entry: %+v", m)
 		}
