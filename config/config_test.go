@@ -522,7 +522,7 @@ func TestTooManyErrors(t *testing.T) {
 	if len(*es) != maxErrors+1 {
 		t.Fatalf("got %d errors, want %d", len(*es), maxErrors+1)
 	}
-	if last := (*es)[maxErrors]; !strings.Contains(last.Msg, "too many errors; 100 more not shown") {
+	if last := (*es)[maxErrors]; !strings.Contains(last.Msg, "too many errors; only the first 100 are shown") {
 		t.Errorf("last error = %v", last)
 	}
 }

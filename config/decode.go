@@ -112,7 +112,7 @@ func unwrapPath(err error) error {
 // the line of every key it meets.
 type decoder struct {
 	file   string
-	errs   Errors
+	errs   []*placedError
 	lines  map[string]pos  // key path → place of the key (or list item)
 	bad    map[string]bool // key paths whose value did not decode
 	known  map[string]bool // every schema key path offered (for tests)
@@ -135,27 +135,44 @@ func (d *decoder) result(c *Config) (*Config, error) {
 	return c, nil
 }
 
-// errorsOrNil returns the errors sorted by line as an *Errors, or a nil
+// errorsOrNil returns the errors sorted by place as an *Errors, or a nil
 // error (never a typed nil).
 func (d *decoder) errorsOrNil() error {
 	if len(d.errs) == 0 {
 		return nil
 	}
-	es := d.errs
-	es.sortByLine()
-	if len(es) > maxErrors {
-		es = append(es[:maxErrors:maxErrors], &Error{File: d.file, Line: es[maxErrors-1].Line,
-			Msg: fmt.Sprintf("too many errors; %d more not shown", len(d.errs)-maxErrors), col: 1 << 30})
+	sort.SliceStable(d.errs, func(i, j int) bool {
+		a, b := d.errs[i], d.errs[j]
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.col < b.col
+	})
+	es := make(Errors, 0, min(len(d.errs), maxErrors+1))
+	for _, e := range d.errs {
+		if len(es) == maxErrors {
+			es = append(es, &Error{File: d.file, Line: e.Line,
+				Msg: fmt.Sprintf("too many errors; only the first %d are shown", maxErrors)})
+			break
+		}
+		es = append(es, &e.Error)
 	}
 	return &es
 }
 
-// errAt records an error at an explicit line.
+// placedError is an error with the column it was found at, to order
+// errors found on one line.
+type placedError struct {
+	Error
+	col int
+}
+
+// errAt records an error at an explicit place.
 func (d *decoder) errAt(at pos, key, format string, args ...any) {
-	if len(d.errs) > 4*maxErrors {
+	if len(d.errs) > 2*maxErrors {
 		return
 	}
-	d.errs = append(d.errs, &Error{File: d.file, Line: at.line, Key: key, Msg: fmt.Sprintf(format, args...), col: at.col})
+	d.errs = append(d.errs, &placedError{Error{File: d.file, Line: at.line, Key: key, Msg: fmt.Sprintf(format, args...)}, at.col})
 }
 
 // errorf records a validation error about key, at the line of the key or
@@ -485,11 +502,10 @@ func (d *decoder) seq(path string, n *yaml.Node, max int, what string, item func
 	}
 	for i, v := range n.Content {
 		p := indexKey(path, i)
-		v = resolve(v)
-		if v == nil {
+		d.lines[p] = posOf(v) // where the item (or its alias) is written
+		if v = resolve(v); v == nil {
 			continue
 		}
-		d.lines[p] = posOf(v)
 		item(p, v)
 	}
 }

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"sort"
 	"strconv"
 	"strings"
 )
@@ -18,8 +17,6 @@ type Error struct {
 	Key string
 	// Msg says what is wrong.
 	Msg string
-
-	col int // column, to order errors on one line
 }
 
 // Error returns "FILE:LINE: KEY: MSG", leaving out the line when it is 0
@@ -71,15 +68,4 @@ func (es *Errors) As(target any) bool {
 		return true
 	}
 	return false
-}
-
-// sortByLine orders errors by line and column, keeping the discovery
-// order of errors at the same place.
-func (es Errors) sortByLine() {
-	sort.SliceStable(es, func(i, j int) bool {
-		if es[i].Line != es[j].Line {
-			return es[i].Line < es[j].Line
-		}
-		return es[i].col < es[j].col
-	})
 }
