@@ -13,7 +13,10 @@
 //
 // Parsing is strict. The file is decoded into a yaml.Node tree, then walked
 // against a fixed schema: unknown keys, duplicate keys, values of the wrong
-// type and values out of range are all errors. Every error carries the file,
+// type and values out of range are all errors. (Walking the tree rather
+// than decoding into structs with yaml.v3's KnownFields gives every error
+// its key path and line, and lets all of them be reported at once; the
+// walk also bounds list lengths so hostile input cannot make it work hard.) Every error carries the file,
 // the line and the dotted key path (cluster.hbdev[1].priority), and all
 // errors found are reported together as [Errors] rather than stopping at the
 // first one. A key that is absent or null takes its default; [Default]
