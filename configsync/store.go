@@ -1,0 +1,714 @@
+package configsync
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ClusterPath is the pseudo-path under which the cluster: section of the
+// configuration travels with the synchronized files.
+const ClusterPath = "cluster:"
+
+// tempPrefix starts the names of the temporary files of atomic writes;
+// scans ignore such files and CleanTemp removes leftovers.
+const tempPrefix = ".hagent-sync-"
+
+// Digest is a SHA-256 digest; it marshals as lower-case hex.
+type Digest [32]byte
+
+// String returns the hex form.
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Digest) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(d) {
+		return fmt.Errorf("configsync: digest must be %d hex digits", 2*len(d))
+	}
+	_, err := hex.Decode(d[:], b)
+	return err
+}
+
+// EntryKind is the type of a manifest entry. The numeric values are part of
+// the sync protocol: append only; zero is invalid.
+type EntryKind uint8
+
+// Entry kinds.
+const (
+	kindInvalid EntryKind = iota
+	// KindFile is a regular file; its digest covers the content.
+	KindFile
+	// KindDir is a directory; its digest is zero.
+	KindDir
+	// KindSymlink is a symbolic link; its digest covers the target.
+	KindSymlink
+	// KindCluster is the cluster: section (path ClusterPath).
+	KindCluster
+	kindEnd
+)
+
+var kindNames = [...]string{"invalid", "file", "dir", "symlink", "cluster"}
+
+// String returns the kind's name.
+func (k EntryKind) String() string {
+	if k < kindEnd {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (k EntryKind) MarshalText() ([]byte, error) {
+	if k == kindInvalid || k >= kindEnd {
+		return nil, fmt.Errorf("configsync: invalid entry kind %d", k)
+	}
+	return []byte(k.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (k *EntryKind) UnmarshalText(b []byte) error {
+	for i := KindFile; i < kindEnd; i++ {
+		if string(b) == kindNames[i] {
+			*k = i
+			return nil
+		}
+	}
+	return fmt.Errorf("configsync: unknown entry kind %q", b)
+}
+
+// Entry describes one synchronized path.
+type Entry struct {
+	// Path is absolute and clean, or ClusterPath.
+	Path string    `json:"path"`
+	Kind EntryKind `json:"kind"`
+	// Mode holds the Unix permission bits including setuid, setgid and
+	// sticky (07777); 0 for symlinks and the cluster section.
+	Mode uint32 `json:"mode"`
+	// UID and GID are the owner; -1 when unknown.
+	UID  int   `json:"uid"`
+	GID  int   `json:"gid"`
+	Size int64 `json:"size"`
+	// SHA256 covers the content (file), the target (symlink) or is zero
+	// (directory).
+	SHA256 Digest `json:"sha256"`
+}
+
+// Same reports whether e and o describe identical state (content, mode,
+// owner, kind).
+func (e Entry) Same(o Entry) bool {
+	return e.Path == o.Path && e.Kind == o.Kind && e.Mode == o.Mode && e.UID == o.UID &&
+		e.GID == o.GID && e.Size == o.Size && e.SHA256 == o.SHA256
+}
+
+// fileMode converts the Unix permission bits to an fs.FileMode.
+func fileMode(m uint32) fs.FileMode {
+	fm := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		fm |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= fs.ModeSticky
+	}
+	return fm
+}
+
+func unixMode(fm fs.FileMode) uint32 {
+	m := uint32(fm.Perm())
+	if fm&fs.ModeSetuid != 0 {
+		m |= 0o4000
+	}
+	if fm&fs.ModeSetgid != 0 {
+		m |= 0o2000
+	}
+	if fm&fs.ModeSticky != 0 {
+		m |= 0o1000
+	}
+	return m
+}
+
+// Manifest is the state of all synchronized paths, sorted by path.
+type Manifest struct {
+	Entries []Entry `json:"entries"`
+}
+
+// NewManifest sorts entries into a Manifest; a later duplicate path wins.
+func NewManifest(entries []Entry) Manifest {
+	es := slices.Clone(entries)
+	slices.SortStableFunc(es, func(a, b Entry) int { return strings.Compare(a.Path, b.Path) })
+	out := es[:0]
+	for _, e := range es {
+		if n := len(out); n > 0 && out[n-1].Path == e.Path {
+			out[n-1] = e
+			continue
+		}
+		out = append(out, e)
+	}
+	return Manifest{Entries: out}
+}
+
+// Get returns the entry of path.
+func (m Manifest) Get(path string) (Entry, bool) {
+	i, ok := slices.BinarySearchFunc(m.Entries, path, func(e Entry, p string) int { return strings.Compare(e.Path, p) })
+	if !ok {
+		return Entry{}, false
+	}
+	return m.Entries[i], true
+}
+
+// Checksum is the whole-tree checksum: SHA-256 over "hagent-tree-v1\n" and,
+// for every entry in path order, path, NUL, kind (1), mode (4), uid (4),
+// gid (4), size (8) and the content digest (32), integers big endian.
+func (m Manifest) Checksum() Digest {
+	h := sha256.New()
+	h.Write([]byte("hagent-tree-v1\n"))
+	var b []byte
+	for _, e := range m.Entries {
+		b = append(b[:0], e.Path...)
+		b = append(b, 0, byte(e.Kind))
+		b = binary.BigEndian.AppendUint32(b, e.Mode)
+		b = binary.BigEndian.AppendUint32(b, uint32(e.UID))
+		b = binary.BigEndian.AppendUint32(b, uint32(e.GID))
+		b = binary.BigEndian.AppendUint64(b, uint64(e.Size))
+		b = append(b, e.SHA256[:]...)
+		h.Write(b)
+	}
+	var d Digest
+	h.Sum(d[:0])
+	return d
+}
+
+// ChangeOp says how a path differs. The numeric values are part of the
+// sync protocol: append only; zero is invalid.
+type ChangeOp uint8
+
+// Change operations.
+const (
+	changeInvalid ChangeOp = iota
+	// ChangeNew: the path exists only in the wanted manifest.
+	ChangeNew
+	// ChangeModified: the path exists in both with different state.
+	ChangeModified
+	// ChangeDeleted: the path exists only in the current manifest.
+	ChangeDeleted
+)
+
+// String returns the operation's name.
+func (o ChangeOp) String() string {
+	switch o {
+	case ChangeNew:
+		return "new"
+	case ChangeModified:
+		return "modified"
+	case ChangeDeleted:
+		return "deleted"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Change is one path that differs between two manifests.
+type Change struct {
+	Path string
+	Op   ChangeOp
+	// Entry is the wanted state (zero for ChangeDeleted).
+	Entry Entry
+}
+
+// Diff returns the changes that turn have into want, in path order.
+func Diff(have, want Manifest) []Change {
+	var out []Change
+	i, j := 0, 0
+	for i < len(have.Entries) || j < len(want.Entries) {
+		switch {
+		case j == len(want.Entries) || (i < len(have.Entries) && have.Entries[i].Path < want.Entries[j].Path):
+			out = append(out, Change{Path: have.Entries[i].Path, Op: ChangeDeleted})
+			i++
+		case i == len(have.Entries) || want.Entries[j].Path < have.Entries[i].Path:
+			out = append(out, Change{Path: want.Entries[j].Path, Op: ChangeNew, Entry: want.Entries[j]})
+			j++
+		default:
+			if !have.Entries[i].Same(want.Entries[j]) {
+				out = append(out, Change{Path: want.Entries[j].Path, Op: ChangeModified, Entry: want.Entries[j]})
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// Store reads and atomically writes the synchronized paths.
+type Store struct {
+	roots   []string
+	prefix  string // file system location of "/" (empty: the real root)
+	cluster func() ([]byte, error)
+
+	mu    sync.Mutex
+	cache map[string]hashCache
+	now   func() time.Time
+}
+
+type hashCache struct {
+	stat statKey
+	sum  Digest
+}
+
+// NewStore returns a store for the given sync paths (absolute; files or
+// directories, which are synchronized recursively) and, if cluster is not
+// nil, the cluster: section it returns. If root is not empty, every path is
+// looked up below root (as in a chroot) while manifests keep the paths as
+// configured; tests and containers use this.
+func NewStore(root string, paths []string, cluster func() ([]byte, error)) (*Store, error) {
+	s := &Store{cluster: cluster, cache: map[string]hashCache{}, now: time.Now}
+	if root != "" {
+		if !filepath.IsAbs(root) {
+			return nil, fmt.Errorf("configsync: root %q is not absolute", root)
+		}
+		if r := filepath.Clean(root); r != "/" {
+			s.prefix = r
+		}
+	}
+	for _, p := range paths {
+		if !filepath.IsAbs(p) {
+			return nil, fmt.Errorf("configsync: sync path %q is not absolute", p)
+		}
+		c := filepath.Clean(p)
+		if c == "/" {
+			return nil, errors.New("configsync: refusing to synchronize /")
+		}
+		if !slices.Contains(s.roots, c) {
+			s.roots = append(s.roots, c)
+		}
+	}
+	slices.Sort(s.roots)
+	return s, nil
+}
+
+// Paths returns the configured sync paths, cleaned and sorted.
+func (s *Store) Paths() []string { return slices.Clone(s.roots) }
+
+// fsPath maps a logical path to the file system.
+func (s *Store) fsPath(p string) string { return s.prefix + p }
+
+// logical maps a file system path back to the logical path ("" if it is
+// outside the root).
+func (s *Store) logical(fp string) string {
+	if s.prefix == "" {
+		return fp
+	}
+	if l, ok := strings.CutPrefix(fp, s.prefix); ok && strings.HasPrefix(l, "/") {
+		return l
+	}
+	return ""
+}
+
+// root returns the configured path covering p, or "".
+func (s *Store) root(p string) string {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return ""
+	}
+	best := ""
+	for _, r := range s.roots {
+		if (p == r || strings.HasPrefix(p, r+"/")) && len(r) > len(best) {
+			best = r
+		}
+	}
+	return best
+}
+
+// Covers reports whether p is a clean absolute path at or below a sync path.
+func (s *Store) Covers(p string) bool { return s.root(p) != "" }
+
+// Scan builds the manifest of every sync path (missing paths have no
+// entries) and of the cluster section. It fails rather than return a partial
+// manifest, which would read as deletions.
+func (s *Store) Scan() (Manifest, error) {
+	var entries []Entry
+	for _, r := range s.roots {
+		err := filepath.WalkDir(s.fsPath(r), func(fp string, d fs.DirEntry, err error) error {
+			p := s.logical(fp)
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil // vanished while walking
+				}
+				return err
+			}
+			if strings.HasPrefix(d.Name(), tempPrefix) {
+				return nil
+			}
+			e, err := s.stat(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if e.Kind != kindInvalid {
+				entries = append(entries, e)
+			}
+			return nil
+		})
+		if err != nil {
+			return Manifest{}, fmt.Errorf("configsync: scanning %s: %w", r, err)
+		}
+	}
+	if s.cluster != nil {
+		b, err := s.cluster()
+		if err != nil {
+			return Manifest{}, fmt.Errorf("configsync: cluster section: %w", err)
+		}
+		entries = append(entries, clusterEntry(b))
+	}
+	return NewManifest(entries), nil
+}
+
+func clusterEntry(b []byte) Entry {
+	return Entry{Path: ClusterPath, Kind: KindCluster, Size: int64(len(b)), SHA256: sha256.Sum256(b)}
+}
+
+// stat describes p, hashing a file unless its stat signature is cached.
+// Sockets, devices and pipes have kind invalid and are skipped.
+func (s *Store) stat(p string) (Entry, error) {
+	fp := s.fsPath(p)
+	fi, err := os.Lstat(fp)
+	if err != nil {
+		return Entry{}, err
+	}
+	uid, gid := fileOwner(fi)
+	e := Entry{Path: p, UID: uid, GID: gid}
+	switch {
+	case fi.Mode().IsRegular():
+		e.Kind, e.Mode, e.Size = KindFile, unixMode(fi.Mode()), fi.Size()
+		key, cacheable := statSignature(fi)
+		s.mu.Lock()
+		c, ok := s.cache[p]
+		s.mu.Unlock()
+		if ok && cacheable && c.stat == key {
+			e.SHA256 = c.sum
+			return e, nil
+		}
+		sum, n, err := hashFile(fp)
+		if err != nil {
+			return Entry{}, err
+		}
+		e.SHA256, e.Size = sum, n
+		// Do not cache a file changed within the last second: a second
+		// write in the same timestamp tick would go unnoticed.
+		if cacheable && s.now().Sub(key.changed()) > time.Second {
+			s.mu.Lock()
+			s.cache[p] = hashCache{stat: key, sum: sum}
+			s.mu.Unlock()
+		}
+	case fi.IsDir():
+		e.Kind, e.Mode = KindDir, unixMode(fi.Mode())
+	case fi.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(fp)
+		if err != nil {
+			return Entry{}, err
+		}
+		e.Kind, e.Size, e.SHA256 = KindSymlink, int64(len(t)), sha256.Sum256([]byte(t))
+	}
+	return e, nil
+}
+
+func hashFile(p string) (Digest, int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return Digest{}, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return Digest{}, 0, err
+	}
+	var d Digest
+	h.Sum(d[:0])
+	return d, n, nil
+}
+
+// Load returns the current entry of p and its content (file bytes, symlink
+// target, cluster section); the entry's digest covers exactly the returned
+// bytes. A missing path returns an error wrapping fs.ErrNotExist.
+func (s *Store) Load(p string) (Entry, []byte, error) {
+	if p == ClusterPath {
+		if s.cluster == nil {
+			return Entry{}, nil, fmt.Errorf("configsync: no cluster section: %w", fs.ErrNotExist)
+		}
+		b, err := s.cluster()
+		if err != nil {
+			return Entry{}, nil, err
+		}
+		return clusterEntry(b), b, nil
+	}
+	if !s.Covers(p) {
+		return Entry{}, nil, fmt.Errorf("configsync: %s is not a sync path", p)
+	}
+	fp := s.fsPath(p)
+	fi, err := os.Lstat(fp)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	uid, gid := fileOwner(fi)
+	e := Entry{Path: p, UID: uid, GID: gid}
+	switch {
+	case fi.Mode().IsRegular():
+		b, err := os.ReadFile(fp)
+		if err != nil {
+			return Entry{}, nil, err
+		}
+		e.Kind, e.Mode, e.Size, e.SHA256 = KindFile, unixMode(fi.Mode()), int64(len(b)), sha256.Sum256(b)
+		return e, b, nil
+	case fi.IsDir():
+		e.Kind, e.Mode = KindDir, unixMode(fi.Mode())
+		return e, nil, nil
+	case fi.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(fp)
+		if err != nil {
+			return Entry{}, nil, err
+		}
+		e.Kind, e.Size, e.SHA256 = KindSymlink, int64(len(t)), sha256.Sum256([]byte(t))
+		return e, []byte(t), nil
+	}
+	return Entry{}, nil, fmt.Errorf("configsync: %s is not a file, directory or symlink", p)
+}
+
+// checkPath refuses a path outside the sync paths or below a symlink inside
+// them (which could redirect a write anywhere).
+func (s *Store) checkPath(p string) error {
+	r := s.root(p)
+	if r == "" {
+		return fmt.Errorf("configsync: %q is not below a sync path", p)
+	}
+	for a := filepath.Dir(p); len(a) >= len(r); a = filepath.Dir(a) {
+		fi, err := os.Lstat(s.fsPath(a))
+		if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("configsync: refusing to write %s below symlink %s", p, a)
+		}
+		if a == r {
+			break
+		}
+	}
+	return nil
+}
+
+// Apply makes path e.Path match e with the given content (file bytes or
+// symlink target; nil for directories), atomically. It reports whether
+// anything changed; an identical path is left alone. The cluster section
+// cannot be applied here.
+func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
+	if err := s.checkPath(e.Path); err != nil {
+		return false, err
+	}
+	if e.Kind == KindFile || e.Kind == KindSymlink {
+		if sha256.Sum256(content) != e.SHA256 || int64(len(content)) != e.Size {
+			return false, fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+		}
+	}
+	cur, err := s.stat(e.Path)
+	switch {
+	case err == nil && cur.Same(e):
+		return false, nil
+	case err == nil && cur.Kind != e.Kind && (cur.Kind == KindDir || e.Kind == KindDir):
+		if err := os.RemoveAll(s.fsPath(e.Path)); err != nil {
+			return false, err
+		}
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false, err
+	}
+	fp := s.fsPath(e.Path)
+	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
+		return false, err
+	}
+	switch e.Kind {
+	case KindFile:
+		err = WriteFileAtomic(fp, content, fileMode(e.Mode), e.UID, e.GID)
+	case KindSymlink:
+		err = symlinkAtomic(fp, string(content), e.UID, e.GID)
+	case KindDir:
+		err = applyDir(fp, fileMode(e.Mode), e.UID, e.GID)
+	default:
+		err = fmt.Errorf("configsync: cannot apply %s entry %s", e.Kind, e.Path)
+	}
+	if err != nil {
+		return false, err
+	}
+	s.forget(e.Path)
+	return true, nil
+}
+
+// Remove deletes path p (a directory with everything in it) and syncs its
+// directory. It reports whether something was there.
+func (s *Store) Remove(p string) (bool, error) {
+	if err := s.checkPath(p); err != nil {
+		return false, err
+	}
+	fp := s.fsPath(p)
+	if _, err := os.Lstat(fp); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err := os.RemoveAll(fp); err != nil {
+		return false, err
+	}
+	s.forget(p)
+	return true, syncDir(filepath.Dir(fp))
+}
+
+func (s *Store) forget(p string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.cache {
+		if k == p || strings.HasPrefix(k, p+"/") {
+			delete(s.cache, k)
+		}
+	}
+}
+
+// CleanTemp removes temporary files left by an interrupted atomic write
+// (for example after SIGKILL) next to and below the sync paths.
+func (s *Store) CleanTemp() (removed int, err error) {
+	seen := map[string]bool{}
+	var errs []error
+	clean := func(dir string) {
+		if seen[dir] {
+			return
+		}
+		seen[dir] = true
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			return
+		}
+		for _, d := range des {
+			if strings.HasPrefix(d.Name(), tempPrefix) {
+				if err := os.Remove(filepath.Join(dir, d.Name())); err != nil {
+					errs = append(errs, err)
+				} else {
+					removed++
+				}
+			}
+		}
+	}
+	for _, r := range s.roots {
+		clean(filepath.Dir(s.fsPath(r)))
+		_ = filepath.WalkDir(s.fsPath(r), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				clean(p)
+			}
+			return nil
+		})
+	}
+	return removed, errors.Join(errs...)
+}
+
+func tempName(dir string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return filepath.Join(dir, tempPrefix+hex.EncodeToString(b[:]))
+}
+
+// WriteFileAtomic replaces path with data so that a reader sees either the
+// old or the new file, never a torn one, even if the process dies midway:
+// it writes a temporary file in the same directory, sets owner (uid/gid -1
+// keeps the current one) and mode, fsyncs it, renames it over path and
+// fsyncs the directory.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
+	dir := filepath.Dir(path)
+	tmp := tempName(dir)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	// chown before chmod: chown clears the setuid and setgid bits.
+	if err = chownFile(f, uid, gid); err != nil {
+		return err
+	}
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func symlinkAtomic(path, target string, uid, gid int) error {
+	dir := filepath.Dir(path)
+	tmp := tempName(dir)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	if err := lchown(tmp, uid, gid); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}
+
+func applyDir(path string, perm fs.FileMode, uid, gid int) error {
+	created := false
+	if err := os.Mkdir(path, 0o700); err == nil {
+		created = true
+	} else if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := lchown(path, uid, gid); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, perm); err != nil {
+		return err
+	}
+	if created {
+		return syncDir(filepath.Dir(path))
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return err
+	}
+	return nil
+}
