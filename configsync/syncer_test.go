@@ -1,0 +1,396 @@
+package configsync
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testNode is one cluster member of a syncer test: a channel on the shared
+// fake segment, a temp dir standing for "/", and a Syncer.
+type testNode struct {
+	name    string
+	root    string
+	ch      *Channel
+	s       *Syncer
+	cancel  context.CancelFunc
+	done    chan error
+	cluster *clusterBox
+}
+
+// clusterBox stands for the agent's cluster: section.
+type clusterBox struct {
+	mu      sync.Mutex
+	data    []byte
+	applied int
+}
+
+func (c *clusterBox) get() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]byte(nil), c.data...), nil
+}
+
+func (c *clusterBox) apply(b []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.data = append([]byte(nil), b...)
+	c.applied++
+	return nil
+}
+
+func (c *clusterBox) set(b string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.data = []byte(b)
+}
+
+type nodeOpt func(*SyncConfig)
+
+// startNode starts a member named name. Sync paths are /etc/app (dir) and
+// /etc/nft.conf (file); on_change commands append a line to
+// <root>/ran-<name> so tests can count runs.
+func startNode(t *testing.T, n *fakeNet, name string, opts ...nodeOpt) *testNode {
+	t.Helper()
+	root := t.TempDir()
+	os.MkdirAll(root+"/etc/app", 0o755)
+	tn := &testNode{name: name, root: root, cluster: &clusterBox{data: []byte("group_id: 10\n")}}
+	tn.ch = newTestChannel(t, n, name, []string{"s1"})
+	cfg := LabSyncConfig()
+	cfg.Self = name
+	cfg.Root = root
+	cfg.Paths = []string{"/etc/app", "/etc/nft.conf"}
+	cfg.OnChange = map[string]string{
+		"/etc/app":      "echo app >> " + root + "/ran-app",
+		"/etc/nft.conf": "echo nft >> " + root + "/ran-nft",
+	}
+	cfg.Transport = tn.ch
+	cfg.ClusterSection = tn.cluster.get
+	cfg.ApplyCluster = tn.cluster.apply
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := NewSyncer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	tn.cancel, tn.done = cancel, make(chan error, 1)
+	go func() { tn.done <- s.Run(ctx) }()
+	t.Cleanup(tn.stop)
+	return tn
+}
+
+func (tn *testNode) stop() {
+	if tn.cancel != nil {
+		tn.cancel()
+		<-tn.done
+		tn.cancel = nil
+	}
+}
+
+func (tn *testNode) read(p string) string {
+	b, err := os.ReadFile(tn.root + p)
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return string(b)
+}
+
+func (tn *testNode) write(t *testing.T, p, content string, mode os.FileMode) {
+	t.Helper()
+	writeFile(t, tn.root+p, content, mode)
+}
+
+// runs counts the on_change runs recorded in <root>/ran-<what>.
+func (tn *testNode) runs(what string) int {
+	b, _ := os.ReadFile(tn.root + "/ran-" + what)
+	return strings.Count(string(b), "\n")
+}
+
+// pair starts a primary node-a and a secondary node-b.
+func pair(t *testing.T, loss float64, opts ...nodeOpt) (*fakeNet, *testNode, *testNode) {
+	n := newFakeNet(11)
+	n.seg("s1").set(loss, loss/3, loss)
+	a := startNode(t, n, "node-a", opts...)
+	b := startNode(t, n, "node-b", opts...)
+	b.s.SetRole(false, []string{"node-a"})
+	a.s.SetRole(true, []string{"node-b"})
+	return n, a, b
+}
+
+func inSync(a, b *testNode) func() bool {
+	return func() bool { return a.s.Checksum() == b.s.Checksum() }
+}
+
+// TestSyncIncremental: a change on the primary reaches the secondary with
+// mode kept, the on_change command runs, the generation follows.
+func TestSyncIncremental(t *testing.T) {
+	tests := []struct {
+		name string
+		loss float64
+	}{{"clean", 0}, {"lossy", 0.2}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, a, b := pair(t, tt.loss, func(c *SyncConfig) { c.Period = time.Hour })
+			eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+			gen0 := a.s.Generation()
+
+			a.write(t, "/etc/nft.conf", "table inet filter {}\n", 0o640)
+			eventually(t, 10*time.Second, "nft.conf on node-b", func() bool {
+				return b.read("/etc/nft.conf") == "table inet filter {}\n"
+			})
+			eventually(t, 10*time.Second, "on_change ran on node-b", func() bool { return b.runs("nft") == 1 })
+			fi, err := os.Stat(b.root + "/etc/nft.conf")
+			if err != nil || fi.Mode().Perm() != 0o640 {
+				t.Fatalf("mode on node-b = %v (%v), want 0640", fi.Mode(), err)
+			}
+			if a.runs("nft") != 0 {
+				t.Error("on_change ran on the primary")
+			}
+			if g := a.s.Generation(); g <= gen0 {
+				t.Errorf("generation %d not incremented from %d", g, gen0)
+			}
+
+			// A new subdirectory is watched too.
+			os.MkdirAll(a.root+"/etc/app/conf.d", 0o750)
+			a.write(t, "/etc/app/conf.d/10-x.conf", "x=1\n", 0o600)
+			eventually(t, 10*time.Second, "new subdirectory file on node-b", func() bool {
+				return b.read("/etc/app/conf.d/10-x.conf") == "x=1\n"
+			})
+			eventually(t, 10*time.Second, "trees equal", inSync(a, b))
+			eventually(t, 5*time.Second, "generations equal", func() bool { return a.s.Generation() == b.s.Generation() })
+			st := a.s.Status()
+			if !st.InSync || len(st.Members) != 2 || !st.Members[1].InSync || st.Members[1].Node != "node-b" {
+				t.Fatalf("primary status not in sync: %+v", st)
+			}
+			assertNoTemp(t, b.root)
+		})
+	}
+}
+
+// TestSyncDeletion: removing a file on the primary removes it on the
+// secondary and runs its command.
+func TestSyncDeletion(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
+	a.write(t, "/etc/app/old.conf", "old", 0o644)
+	eventually(t, 10*time.Second, "file on node-b", func() bool { return b.read("/etc/app/old.conf") == "old" })
+	eventually(t, 5*time.Second, "on_change for the new file", func() bool { return b.runs("app") == 1 })
+	runs := b.runs("app")
+	os.Remove(a.root + "/etc/app/old.conf")
+	eventually(t, 10*time.Second, "file gone on node-b", func() bool {
+		_, err := os.Stat(b.root + "/etc/app/old.conf")
+		return os.IsNotExist(err)
+	})
+	eventually(t, 5*time.Second, "on_change after deletion", func() bool { return b.runs("app") == runs+1 })
+	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+}
+
+// TestSyncRepairsDrift: local edits on the secondary are overwritten, by
+// the periodic compare, by a heartbeat-reported mismatch, or by SyncNow.
+func TestSyncRepairsDrift(t *testing.T) {
+	tests := []struct {
+		name   string
+		period time.Duration
+		repair func(t *testing.T, a, b *testNode)
+	}{
+		{name: "periodic", period: 300 * time.Millisecond, repair: func(*testing.T, *testNode, *testNode) {}},
+		{name: "heartbeat checksum", period: time.Hour, repair: func(t *testing.T, a, b *testNode) {
+			b.s.Rescan()
+			eventually(t, 5*time.Second, "drift seen on node-b", func() bool { return a.s.Checksum() != b.s.Checksum() })
+			// Heartbeats keep reporting the mismatch.
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(20 * time.Millisecond):
+						a.s.NotePeerChecksum("node-b", b.s.Checksum(), b.s.Generation())
+					}
+				}
+			}()
+			eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+		}},
+		{name: "SyncNow on primary", period: time.Hour, repair: func(t *testing.T, a, b *testNode) {
+			if err := a.s.SyncNow(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.read("/etc/nft.conf"); got != "good\n" {
+				t.Fatalf("after SyncNow node-b has %q", got)
+			}
+		}},
+		{name: "SyncNow on secondary", period: time.Hour, repair: func(t *testing.T, a, b *testNode) {
+			if err := b.s.SyncNow(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.read("/etc/nft.conf"); got != "good\n" {
+				t.Fatalf("after SyncNow node-b has %q", got)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = tt.period })
+			a.write(t, "/etc/nft.conf", "good\n", 0o644)
+			eventually(t, 10*time.Second, "initial content", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+			eventually(t, 5*time.Second, "in sync", inSync(a, b))
+			runs := b.runs("nft")
+			b.write(t, "/etc/nft.conf", "evil\n", 0o666)
+			tt.repair(t, a, b)
+			eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+			eventually(t, 10*time.Second, "in sync", inSync(a, b))
+			fi, _ := os.Stat(b.root + "/etc/nft.conf")
+			if fi.Mode().Perm() != 0o644 {
+				t.Errorf("mode after repair %v, want 0644", fi.Mode())
+			}
+			if b.runs("nft") != runs+1 {
+				t.Errorf("on_change ran %d times for the repair, want 1", b.runs("nft")-runs)
+			}
+		})
+	}
+}
+
+// TestSyncOnChangeFailure: a failing command is shown in the status of
+// both nodes and is not run again until the content changes.
+func TestSyncOnChangeFailure(t *testing.T) {
+	var root string
+	_, a, b := pair(t, 0, func(c *SyncConfig) {
+		c.Period = 200 * time.Millisecond
+		c.OnChange["/etc/nft.conf"] = "echo run >> " + c.Root + "/ran-nft; echo 'nft: syntax error' >&2; exit 3"
+		root = c.Root
+	})
+	_ = root
+	a.write(t, "/etc/nft.conf", "broken\n", 0o644)
+	eventually(t, 10*time.Second, "command ran", func() bool { return b.runs("nft") == 1 })
+	eventually(t, 5*time.Second, "failure in node-b status", func() bool {
+		for _, c := range b.s.Status().OnChange {
+			if strings.Contains(c.Command, "ran-nft") && !c.OK && c.ExitCode == 3 && strings.Contains(c.StderrTail, "syntax error") {
+				return true
+			}
+		}
+		return false
+	})
+	eventually(t, 5*time.Second, "failure in primary's member status", func() bool {
+		for _, m := range a.s.Status().Members {
+			if m.Node == "node-b" && len(m.OnChange) == 1 && m.OnChange[0].ExitCode == 3 {
+				return true
+			}
+		}
+		return false
+	})
+	// Several periods and a drift back to the same content: no rerun.
+	b.write(t, "/etc/nft.conf", "local edit\n", 0o644)
+	eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "broken\n" })
+	time.Sleep(4 * LabSyncConfig().Period / 5)
+	if n := b.runs("nft"); n != 1 {
+		t.Fatalf("failing command ran %d times for the same content, want 1", n)
+	}
+	// New content: it runs again.
+	a.write(t, "/etc/nft.conf", "fixed\n", 0o644)
+	eventually(t, 10*time.Second, "rerun for new content", func() bool { return b.runs("nft") == 2 })
+}
+
+// TestSyncCluster: the cluster: section travels as a pseudo-path.
+func TestSyncCluster(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
+	a.cluster.set("group_id: 10\nhb_interval: 100ms\n")
+	a.s.Rescan()
+	eventually(t, 10*time.Second, "cluster section applied on node-b", func() bool {
+		d, _ := b.cluster.get()
+		return string(d) == "group_id: 10\nhb_interval: 100ms\n"
+	})
+	eventually(t, 5*time.Second, "checksums equal", inSync(a, b))
+	found := false
+	for _, p := range b.s.Status().Members[0].Paths {
+		found = found || p.Path == ClusterPath
+	}
+	if !found {
+		t.Error("cluster: pseudo-path missing from status")
+	}
+}
+
+// TestSyncRejectsNonPrimary: a secondary accepts pushes only from its
+// primary.
+func TestSyncRejectsNonPrimary(t *testing.T) {
+	n := newFakeNet(12)
+	a := startNode(t, n, "node-a", func(c *SyncConfig) { c.Period = time.Hour })
+	b := startNode(t, n, "node-b", func(c *SyncConfig) { c.Period = time.Hour })
+	b.s.SetRole(false, []string{"node-c"})
+	a.write(t, "/etc/nft.conf", "intruder\n", 0o644)
+	a.s.SetRole(true, []string{"node-b"})
+	eventually(t, 10*time.Second, "rejection reported", func() bool {
+		for _, m := range a.s.Status().Members {
+			if m.Node == "node-b" && strings.Contains(m.LastError, "does not accept") {
+				return true
+			}
+		}
+		return false
+	})
+	if got := b.read("/etc/nft.conf"); !strings.HasPrefix(got, "<") {
+		t.Fatalf("node-b accepted a push from a non-primary: %q", got)
+	}
+}
+
+// TestSyncGenerationRule: a node that becomes primary pulls a newer tree
+// from a member instead of pushing its older one over it.
+func TestSyncGenerationRule(t *testing.T) {
+	n, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
+	a.write(t, "/etc/nft.conf", "v1\n", 0o644)
+	eventually(t, 10*time.Second, "v1 on node-b", func() bool { return b.read("/etc/nft.conf") == "v1\n" })
+	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+
+	// node-b is cut off while node-a changes the tree.
+	n.seg("s1").setCut(true)
+	genB := b.s.Generation()
+	a.write(t, "/etc/nft.conf", "v2\n", 0o644)
+	a.write(t, "/etc/app/new.conf", "new\n", 0o644)
+	eventually(t, 5*time.Second, "node-a generation moves on", func() bool { return a.s.Generation() > genB })
+
+	// Roles swap before the link returns.
+	a.s.SetRole(false, []string{"node-b"})
+	b.s.SetRole(true, []string{"node-a"})
+	time.Sleep(100 * time.Millisecond)
+	n.seg("s1").setCut(false)
+
+	eventually(t, 10*time.Second, "node-b pulled v2", func() bool { return b.read("/etc/nft.conf") == "v2\n" })
+	eventually(t, 10*time.Second, "node-b has the new file", func() bool { return b.read("/etc/app/new.conf") == "new\n" })
+	eventually(t, 10*time.Second, "in sync", inSync(a, b))
+	if got := a.read("/etc/nft.conf"); got != "v2\n" {
+		t.Fatalf("node-a's newer tree was overwritten: %q", got)
+	}
+	if ga, gb := a.s.Generation(), b.s.Generation(); gb < ga {
+		t.Fatalf("new primary generation %d < member's %d", gb, ga)
+	}
+	// The new primary now pushes its changes.
+	b.write(t, "/etc/nft.conf", "v3\n", 0o644)
+	eventually(t, 10*time.Second, "v3 on node-a", func() bool { return a.read("/etc/nft.conf") == "v3\n" })
+}
+
+// TestSyncStateFile: the generation survives a restart.
+func TestSyncStateFile(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "sync.state")
+	n := newFakeNet(13)
+	a := startNode(t, n, "node-a", func(c *SyncConfig) { c.StateFile = state; c.Period = time.Hour })
+	a.s.SetRole(true, nil)
+	eventually(t, 5*time.Second, "catch-up over", func() bool {
+		a.write(t, "/etc/nft.conf", time.Now().String(), 0o644)
+		return a.s.Generation() > 0
+	})
+	gen := a.s.Generation()
+	a.stop()
+	s, err := NewSyncer(SyncConfig{Self: "node-a", Transport: a.ch, StateFile: state, Root: a.root, Paths: []string{"/etc/nft.conf"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Generation() != gen {
+		t.Fatalf("generation after restart %d, want %d", s.Generation(), gen)
+	}
+}
