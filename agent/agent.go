@@ -303,9 +303,11 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	due := a.now() // when the timer fires next
 	done := ctx.Done()
 	var hardStop <-chan time.Time
 	for {
+		fired := false
 		select {
 		case r := <-a.rx:
 			if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
@@ -324,6 +326,7 @@ func (a *Agent) run(ctx context.Context) error {
 				c.reply <- a.handle(c.cmd)
 			}
 		case <-timer.C:
+			fired = true
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: a.now()})
 		case <-done:
 			done = nil
@@ -341,7 +344,13 @@ func (a *Agent) run(ctx context.Context) error {
 		if a.m.Stopped() {
 			return nil
 		}
-		timer.Reset(a.nextWake())
+		// Re-arm only when the timer fired or something is due sooner: a
+		// stream of events (status polls, frames) must not postpone ticks.
+		now := a.now()
+		if next := now.Add(a.nextWake()); fired || next.Before(due) {
+			timer.Reset(next.Sub(now))
+			due = next
+		}
 	}
 }
 
