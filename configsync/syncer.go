@@ -1086,7 +1086,9 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		s.scanMu.Lock()
 		if m.hdr.Repair {
 			for _, e := range m.hdr.Entries {
-				s.log.Warn("overwriting local drift", "path", e.Path, "primary", m.from)
+				if _, err := os.Lstat(s.store.fsPath(e.Path)); err == nil && e.Kind != KindCluster {
+					s.log.Warn("overwriting local drift", "path", e.Path, "primary", m.from)
+				}
 			}
 			for _, p := range m.hdr.Deleted {
 				s.log.Warn("removing local drift", "path", p, "primary", m.from)
@@ -1370,12 +1372,9 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	// The first event of a burst arms the timer; later ones do not extend
+	// it, so a file rewritten without pause is still pushed every Debounce.
+	var armed atomic.Bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -1399,10 +1398,11 @@ func (s *Syncer) watch(ctx context.Context) {
 					addTree(ev.Name)
 				}
 			}
-			if timer == nil {
-				timer = time.AfterFunc(s.cfg.Debounce, func() { kick(s.rescanCh) })
-			} else {
-				timer.Reset(s.cfg.Debounce)
+			if armed.CompareAndSwap(false, true) {
+				time.AfterFunc(s.cfg.Debounce, func() {
+					armed.Store(false)
+					kick(s.rescanCh)
+				})
 			}
 		case err, ok := <-w.Errors:
 			if !ok {

@@ -2,12 +2,15 @@ package configsync
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // testNode is one cluster member of a syncer test: a channel on the shared
@@ -69,6 +72,9 @@ func startNode(t *testing.T, n *fakeNet, name string, opts ...nodeOpt) *testNode
 		"/etc/nft.conf": "echo nft >> " + root + "/ran-nft",
 	}
 	cfg.Transport = tn.ch
+	if os.Getenv("HAGENT_TEST_LOG") != "" {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: os.Stderr})
+	}
 	cfg.ClusterSection = tn.cluster.get
 	cfg.ApplyCluster = tn.cluster.apply
 	for _, o := range opts {
@@ -102,9 +108,16 @@ func (tn *testNode) read(p string) string {
 	return string(b)
 }
 
+// write replaces p the way editors do (write elsewhere, rename), so a scan
+// never sees a half-written file.
 func (tn *testNode) write(t *testing.T, p, content string, mode os.FileMode) {
 	t.Helper()
-	writeFile(t, tn.root+p, content, mode)
+	staging := tn.root + "/staging" + p
+	writeFile(t, staging, content, mode)
+	os.MkdirAll(filepath.Dir(tn.root+p), 0o755)
+	if err := os.Rename(staging, tn.root+p); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // runs counts the on_change runs recorded in <root>/ran-<what>.
@@ -165,9 +178,13 @@ func TestSyncIncremental(t *testing.T) {
 			})
 			eventually(t, 10*time.Second, "trees equal", inSync(a, b))
 			eventually(t, 5*time.Second, "generations equal", func() bool { return a.s.Generation() == b.s.Generation() })
+			eventually(t, 5*time.Second, "primary status in sync", func() bool {
+				st := a.s.Status()
+				return st.InSync && len(st.Members) == 2 && st.Members[1].InSync && st.Members[1].Node == "node-b"
+			})
 			st := a.s.Status()
-			if !st.InSync || len(st.Members) != 2 || !st.Members[1].InSync || st.Members[1].Node != "node-b" {
-				t.Fatalf("primary status not in sync: %+v", st)
+			if _, err := json.Marshal(st); err != nil {
+				t.Fatalf("status does not marshal: %v", err)
 			}
 			assertNoTemp(t, b.root)
 		})
