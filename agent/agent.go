@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -54,8 +55,14 @@ type Options struct {
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
-	// StateDir is where the vMAC manager keeps its state; "" default.
+	// StateDir is where the vMAC manager and the syncer keep their state;
+	// "" is the default (/run/hagent for vMACs, no sync state file).
 	StateDir string
+	// SyncLinks are the control-channel links (hbdev priority order) for
+	// configuration sync; nil opens AF_PACKET links on eth_type.l2ep.
+	SyncLinks []heartbeat.Link
+	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
+	SyncRoot string
 }
 
 // Agent is one running hagentd.
@@ -69,7 +76,11 @@ type Agent struct {
 	epoch uint64
 
 	cfgMu sync.RWMutex
-	cfg   *config.Config
+	cfg   *config.Config // effective: what runs now
+	// desired is the cluster section as configured (file or primary); it
+	// differs from cfg.Cluster in keys that wait for a restart. It is what
+	// configuration sync compares and sends.
+	desired config.Cluster
 
 	links []*hbLink
 
@@ -92,7 +103,9 @@ type Agent struct {
 	monitor map[string]bool // monitored link carrier, owned by run
 	carrier sync.Map        // hbdev name → bool
 
-	sync Syncer // config sync (nil when disabled)
+	sync    *syncEngine // config sync (nil when disabled)
+	applyCh chan *config.Config
+	peerBuf []string
 }
 
 // hbLink is one hbdev with its counters.
@@ -151,6 +164,7 @@ func New(o Options) (*Agent, error) {
 		log:     log.With("node", cfg.Node.Name),
 		now:     now,
 		cfg:     cfg,
+		desired: cfg.Cluster,
 		rx:      make(chan rxFrame, 1024),
 		linkCh:  make(chan linkEvent, 64),
 		cmdCh:   make(chan command),
@@ -158,6 +172,7 @@ func New(o Options) (*Agent, error) {
 		started: now(),
 		monitor: map[string]bool{},
 		watch:   o.WatchLinks,
+		applyCh: make(chan *config.Config, 1),
 		txBuf:   make([]byte, 0, heartbeat.MaxFrameLen),
 	}
 	if a.watch == nil {
@@ -214,6 +229,15 @@ func New(o Options) (*Agent, error) {
 			}
 			a.net = mgr
 		}
+	}
+	if cfg.Cluster.Sync.Enabled {
+		e, err := a.newSyncEngine(cfg, o.SyncLinks, o.StateDir, o.SyncRoot)
+		if err != nil {
+			a.closeLinks()
+			a.net.Close()
+			return nil, fmt.Errorf("configuration sync: %w", err)
+		}
+		a.sync = e
 	}
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
@@ -291,6 +315,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	err := a.run(ctx)
 
 	stopBG()
+	if a.sync != nil {
+		a.sync.ch.Close()
+	}
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
@@ -315,8 +342,14 @@ func (a *Agent) run(ctx context.Context) error {
 				a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
 			}
 			if a.sync != nil {
-				a.sync.NotePeer(r.frame.Node, r.frame.Serial, r.frame.ConfigSum, r.frame.ConfigGen)
+				a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
+				if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {
+					a.updateSync()
+				}
 			}
+		case nc := <-a.applyCh:
+			a.log.Info("applying the cluster section synchronized from the primary")
+			a.reload(nc)
 		case ev := <-a.linkCh:
 			a.linkChanged(ev)
 		case c := <-a.cmdCh:
@@ -341,6 +374,9 @@ func (a *Agent) run(ctx context.Context) error {
 			return nil
 		}
 		a.process()
+		if fired || a.m.Stopped() {
+			a.updateSync()
+		}
 		if a.m.Stopped() {
 			return nil
 		}
@@ -385,7 +421,7 @@ func (a *Agent) linkChanged(ev linkEvent) {
 			}
 			a.carrier.Store(ev.name, ev.up)
 			if a.sync != nil {
-				a.sync.SetLinkUp(ev.name, ev.up)
+				a.sync.ch.SetLinkUp(ev.name, ev.up)
 			}
 		}
 	}
@@ -459,9 +495,6 @@ func (a *Agent) process() {
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
 				Primary: st.PrimaryName, Reason: act.Reason})
-			if a.sync != nil {
-				a.sync.SetRole(act.Role == cluster.RolePrimary)
-			}
 		case cluster.ActionHeartbeat:
 			send = true
 		case cluster.ActionRunHook:
@@ -485,6 +518,7 @@ func (a *Agent) process() {
 	if send {
 		a.sendHeartbeat()
 	}
+	a.updateSync()
 	// Actions produced while performing these (a fault after a failed takeover).
 	if a.m.HasReady() {
 		a.process()
@@ -560,7 +594,7 @@ func (a *Agent) sendHeartbeat() {
 		f.Flags |= heartbeat.FlagLeaving
 	}
 	if a.sync != nil {
-		f.ConfigSum, f.ConfigGen = a.sync.Checksum()
+		f.ConfigSum, f.ConfigGen = a.sync.checksum()
 	}
 	b, err := a.codec.Append(a.txBuf[:0], &f)
 	if err != nil {

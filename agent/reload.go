@@ -13,9 +13,10 @@ const cmdReload = "reload"
 
 // Reload applies a new configuration (SIGHUP, or a synchronized cluster
 // section) where that is safe while running: node priority and override,
-// the election timers, hb_interval, hooks, arps. Changes that need new
-// sockets or a new vMAC (hbdevs, interfaces, group, Ethertypes, password,
-// vcluster, monitor list) are reported and wait for a restart. It returns
+// the election timers, hb_interval and hb_lost_threshold, hooks. Changes
+// that need new sockets, a new vMAC manager or a new syncer (hbdevs,
+// interfaces, group, Ethertypes, password, vcluster, monitor list, arps,
+// sync) are reported and wait for a restart. It returns
 // what was not applied.
 func (a *Agent) Reload(ctx context.Context, cfg *config.Config) ([]string, error) {
 	c := command{cmd: cmdReload, arg: cfg, reply: make(chan any, 1)}
@@ -50,6 +51,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	need("cluster.password_file/auth", o.PasswordFile == n.PasswordFile && o.Auth == n.Auth)
 	need("cluster.monitor", slices.Equal(o.Monitor, n.Monitor))
 	need("cluster.sync", reflect.DeepEqual(o.Sync, n.Sync))
+	need("cluster.arps/arps_interval", o.ARPs == n.ARPs && o.ARPsInterval == n.ARPsInterval)
 	need("control_socket", old.ControlSocket == newCfg.ControlSocket)
 	need("node.name/serial", old.Node.Name == newCfg.Node.Name && old.Node.Serial == newCfg.Node.Serial)
 
@@ -63,11 +65,13 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	merged.Cluster.PasswordFile, merged.Cluster.Auth = o.PasswordFile, o.Auth
 	merged.Cluster.Monitor = o.Monitor
 	merged.Cluster.Sync = o.Sync
+	merged.Cluster.ARPs, merged.Cluster.ARPsInterval = o.ARPs, o.ARPsInterval
 	merged.ControlSocket = old.ControlSocket
 	merged.Node.Name, merged.Node.Serial = old.Node.Name, old.Node.Serial
 
 	a.cfgMu.Lock()
 	a.cfg = &merged
+	a.desired = newCfg.Cluster
 	a.cfgMu.Unlock()
 	a.m.UpdateConfig(machineConfig(&merged), a.now())
 	a.process()
@@ -79,5 +83,8 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 		a.log.Info("configuration reloaded")
 	}
 	a.hist.add(Event{Time: a.now(), Kind: "config", Reason: reason})
+	if a.sync != nil {
+		a.sync.s.Rescan() // a changed cluster: section is pushed (primary) or re-checked
+	}
 	return pending
 }

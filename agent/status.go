@@ -16,6 +16,10 @@ func (a *Agent) Handle(req control.Request) (any, error) {
 	switch req.Cmd {
 	case control.CmdHistory:
 		return a.hist.list(), nil
+	case control.CmdSynchronize:
+		return a.synchronize()
+	case control.CmdChecksum:
+		return a.checksums()
 	case control.CmdExposure:
 		return a.exposure(), nil
 	}
@@ -40,16 +44,6 @@ func (a *Agent) handle(cmd string) any {
 	case control.CmdFailoverStatus:
 		st := a.m.Status()
 		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String()}
-	case control.CmdSynchronize:
-		if a.sync == nil {
-			return fmt.Errorf("configuration sync is disabled (cluster.sync.enabled: false)")
-		}
-		return a.sync.SyncNow()
-	case control.CmdChecksum:
-		if a.sync == nil {
-			return fmt.Errorf("configuration sync is disabled (cluster.sync.enabled: false)")
-		}
-		return a.sync.Checksums(a.m.Status())
 	}
 	return fmt.Errorf("unknown command %q", cmd)
 }
@@ -66,11 +60,9 @@ func (a *Agent) status() *control.Status {
 		HBIntervalM: float64(cfg.Cluster.HBInterval) / float64(time.Millisecond), LostThresh: cfg.Cluster.HBLostThreshold,
 		StartedAt: a.started, History: a.hist.last(10),
 	}
-	var sums map[string]syncPeer
-	if a.sync != nil {
-		sum, gen := a.sync.Checksum()
-		out.Config = control.Config{Checksum: hex.EncodeToString(sum[:]), Generation: gen, SyncOn: true, InSync: true, LastError: a.sync.LastError()}
-		sums = a.sync.Peers()
+	sv := a.syncStatus()
+	if sv != nil {
+		out.Config = control.Config{Checksum: sv.sum, Generation: sv.gen, SyncOn: true, InSync: true, LastError: sv.lastErr}
 	} else {
 		out.Config = control.Config{InSync: true}
 	}
@@ -86,12 +78,12 @@ func (a *Agent) status() *control.Status {
 				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold
 			}
 		}
-		if a.sync != nil {
+		if sv != nil {
 			if m.Self {
-				mm.ConfigSum = out.Config.Checksum
-			} else if p, ok := sums[m.Serial]; ok {
-				mm.ConfigSum = hex.EncodeToString(p.sum[:])
-				mm.ConfigInSync = p.inSync
+				mm.ConfigSum = sv.sum
+			} else if p, ok := sv.members[m.Name]; ok {
+				mm.ConfigSum = hex.EncodeToString(p.Checksum[:])
+				mm.ConfigInSync = p.InSync
 			} else {
 				mm.ConfigInSync = false
 			}
@@ -101,7 +93,7 @@ func (a *Agent) status() *control.Status {
 		}
 		out.Members = append(out.Members, mm)
 	}
-	if a.sync != nil && len(out.Members) > 0 {
+	if sv != nil && len(out.Members) > 0 {
 		out.Members[0].ConfigInSync = out.Config.InSync
 	}
 	lost := cfg.Cluster.HBInterval * time.Duration(cfg.Cluster.HBLostThreshold)

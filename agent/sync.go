@@ -2,44 +2,230 @@ package agent
 
 import (
 	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
 
 	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/config"
+	"github.com/hagent/hagent/configsync"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/heartbeat"
 )
 
-// Syncer is the configuration-sync engine as the agent drives it.
-type Syncer interface {
-	// Run runs the engine until ctx is done.
-	Run(ctx context.Context) error
-	// NotePeer feeds the checksum a peer advertises in its heartbeats.
-	NotePeer(node, serial string, sum [32]byte, gen uint64)
-	// SetLinkUp tells the control channel an hbdev's carrier changed.
-	SetLinkUp(name string, up bool)
-	// SetRole says whether this node is now the primary.
-	SetRole(primary bool)
-	// Checksum returns this node's whole-tree checksum and generation.
-	Checksum() ([32]byte, uint64)
-	// Peers returns what is known of each peer's configuration, by serial.
-	Peers() map[string]syncPeer
-	// LastError is the last apply/on_change error, "" when none.
-	LastError() string
-	// SyncNow forces a full synchronization (`ha synchronize`).
-	SyncNow() any
-	// Checksums answers `ha checksum`.
-	Checksums(st cluster.Status) any
+// syncEngine drives configuration sync (SPEC §6) for the agent: the 0x8893
+// control channel on the hbdevs and the configsync.Syncer. Blocking work
+// (a full sync) never runs on the run goroutine.
+type syncEngine struct {
+	ch *configsync.Channel
+	s  *configsync.Syncer
+
+	// owned by the run goroutine
+	primary bool
+	peers   []string
+	lead    string
 }
 
-// syncPeer is one peer's configuration state.
-type syncPeer struct {
-	sum    [32]byte
-	gen    uint64
-	inSync bool
+// newSyncEngine builds the engine. links are the control-channel links in
+// hbdev priority order (nil: open AF_PACKET links on eth_type.l2ep).
+func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateDir, root string) (*syncEngine, error) {
+	pw, err := cfg.Cluster.Password()
+	if err != nil {
+		return nil, err
+	}
+	if links == nil {
+		for _, hb := range cfg.Cluster.HBDevsByPriority() {
+			l, err := heartbeat.DialLink(hb.Name, cfg.Cluster.EthType.L2EP)
+			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
+				return nil, fmt.Errorf("sync channel on %s: %w", hb.Name, err)
+			}
+			links = append(links, l)
+		}
+	}
+	cc := configsync.DefaultChannelConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
+	cc.Logger = a.log.Named("sync-channel")
+	ch, err := configsync.NewChannel(cc)
+	if err != nil {
+		for _, l := range links {
+			l.Close()
+		}
+		return nil, err
+	}
+	sc := configsync.DefaultSyncConfig()
+	sc.Self = cfg.Node.Name
+	sc.Paths = cfg.Cluster.Sync.Paths
+	sc.Root = root
+	sc.OnChange = cfg.Cluster.Sync.OnChange
+	sc.Period = cfg.Cluster.Sync.Period
+	sc.Transport = ch
+	sc.Logger = a.log.Named("sync")
+	if stateDir != "" {
+		sc.StateFile = filepath.Join(stateDir, "sync-state.json")
+	}
+	sc.ClusterSection = func() ([]byte, error) {
+		a.cfgMu.RLock()
+		c := a.desired
+		a.cfgMu.RUnlock()
+		return config.MarshalCluster(c)
+	}
+	sc.ApplyCluster = a.applySyncedCluster
+	s, err := configsync.NewSyncer(sc)
+	if err != nil {
+		ch.Close()
+		return nil, err
+	}
+	return &syncEngine{ch: ch, s: s}, nil
 }
 
-var _ = control.Checksums{}
+// applySyncedCluster validates a cluster: section received from the
+// primary and hands it to the run goroutine. It does not wait for it to be
+// applied: the syncer may hold locks the run goroutine needs.
+func (a *Agent) applySyncedCluster(b []byte) error {
+	c, err := config.ParseCluster("cluster section from the primary", b)
+	if err != nil {
+		return err
+	}
+	cur := a.config()
+	merged := *cur
+	merged.Cluster = c
+	select {
+	case a.applyCh <- &merged:
+	default:
+		// A newer one is queued already? Replace it.
+		select {
+		case <-a.applyCh:
+		default:
+		}
+		a.applyCh <- &merged
+	}
+	return nil
+}
+
+// updateSync tells the syncer the current role, primary and live peers
+// when they changed. Runs on the run goroutine.
+func (a *Agent) updateSync() {
+	e := a.sync
+	if e == nil {
+		return
+	}
+	primary := a.m.Role() == cluster.RolePrimary
+	peers := a.m.AlivePeers(a.peerBuf[:0])
+	a.peerBuf = peers
+	lead := ""
+	if !primary {
+		lead = a.m.Status().PrimaryName
+	}
+	if primary == e.primary && lead == e.lead && slices.Equal(peers, e.peers) {
+		return
+	}
+	e.primary, e.lead, e.peers = primary, lead, slices.Clone(peers)
+	if primary {
+		e.s.SetRole(true, e.peers)
+	} else if lead != "" {
+		e.s.SetRole(false, []string{lead})
+	} else {
+		e.s.SetRole(false, nil)
+	}
+}
 
 func (a *Agent) runSync(ctx context.Context) {
-	if err := a.sync.Run(ctx); err != nil && ctx.Err() == nil {
+	if err := a.sync.s.Run(ctx); err != nil && ctx.Err() == nil {
 		a.log.Error("configuration sync stopped", "error", err)
 	}
+}
+
+// checksum returns the tree checksum and generation for heartbeats.
+func (e *syncEngine) checksum() ([32]byte, uint64) {
+	return e.s.Checksum(), e.s.Generation()
+}
+
+// synchronize runs `ha synchronize` (blocking, not on the run goroutine).
+func (a *Agent) synchronize() (any, error) {
+	if a.sync == nil {
+		return nil, errors.New("configuration sync is disabled (cluster.sync.enabled: false)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := a.sync.s.SyncNow(ctx); err != nil {
+		a.hist.add(Event{Time: a.now(), Kind: "sync", Reason: "ha synchronize failed: " + err.Error()})
+		return nil, err
+	}
+	st := a.sync.s.Status()
+	msg := fmt.Sprintf("synchronized in %s: checksum %s, generation %d", time.Since(start).Round(time.Millisecond), hex.EncodeToString(st.Checksum[:]), st.Generation)
+	a.hist.add(Event{Time: a.now(), Kind: "sync", Reason: "ha synchronize: " + msg})
+	return msg, nil
+}
+
+// checksums answers `ha checksum`.
+func (a *Agent) checksums() (any, error) {
+	if a.sync == nil {
+		return nil, errors.New("configuration sync is disabled (cluster.sync.enabled: false)")
+	}
+	st := a.sync.s.Status()
+	out := &control.Checksums{}
+	for _, m := range st.Members {
+		mc := control.MemberChecksum{Node: m.Node, Tree: hex.EncodeToString(m.Checksum[:]), Generation: m.Generation, InSync: m.InSync}
+		if m.Self {
+			mc.Serial = a.config().Node.Serial
+		}
+		if len(m.Paths) > 0 {
+			mc.Paths = map[string]string{}
+			for _, p := range m.Paths {
+				mc.Paths[p.Path] = hex.EncodeToString(p.SHA256[:])
+			}
+		}
+		out.Members = append(out.Members, mc)
+	}
+	return out, nil
+}
+
+// syncView is what status needs from the syncer, by node name.
+type syncView struct {
+	sum     string
+	gen     uint64
+	inSync  bool
+	lastErr string
+	members map[string]configsync.MemberStatus
+}
+
+func (a *Agent) syncStatus() *syncView {
+	if a.sync == nil {
+		return nil
+	}
+	st := a.sync.s.Status()
+	v := &syncView{sum: hex.EncodeToString(st.Checksum[:]), gen: st.Generation, inSync: st.InSync,
+		members: map[string]configsync.MemberStatus{}}
+	for _, m := range st.Members {
+		v.members[m.Node] = m
+	}
+	var errs []string
+	if st.LastScanError != "" {
+		errs = append(errs, st.LastScanError)
+	}
+	for _, c := range st.OnChange {
+		if !c.OK {
+			e := fmt.Sprintf("on_change %q failed (exit %d): %s", c.Command, c.ExitCode, c.StderrTail)
+			if c.Error != "" && c.StderrTail == "" {
+				e = fmt.Sprintf("on_change %q failed: %s", c.Command, c.Error)
+			}
+			errs = append(errs, e)
+		}
+	}
+	sort.Strings(errs)
+	if len(errs) > 0 {
+		v.lastErr = errs[0]
+		if len(errs) > 1 {
+			v.lastErr += fmt.Sprintf(" (and %d more)", len(errs)-1)
+		}
+	}
+	return v
 }

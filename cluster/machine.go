@@ -207,6 +207,17 @@ func (m *Machine) Status() Status {
 	return st
 }
 
+// AlivePeers appends the names of the peers heard within the lost
+// threshold to dst, sorted, and returns it.
+func (m *Machine) AlivePeers(dst []string) []string {
+	for _, serial := range m.peerSerials() {
+		if p := m.peers[serial]; p.alive {
+			dst = append(dst, p.adv.Name)
+		}
+	}
+	return dst
+}
+
 // UpdateConfig applies a new configuration (priority, override, timers,
 // number of monitored links) live, as after a SIGHUP or a synchronized
 // cluster section, and re-runs the election. Name and serial cannot change.

@@ -116,6 +116,9 @@ func TestAgreeWithinOneInterval(t *testing.T) {
 	// Hello: after joinDelay (2 intervals) + one interval everyone agrees.
 	s.run(3*cfg.HBInterval + time.Millisecond)
 	s.checkSingle("d")
+	if got := strings.Join(s.nodes["a"].m.AlivePeers(nil), ","); got != "b,c,d" {
+		t.Fatalf("AlivePeers = %s", got)
+	}
 }
 
 func TestHelloHolddownAlone(t *testing.T) {
@@ -154,6 +157,9 @@ func TestPeerLoss(t *testing.T) {
 			s.checkSingle("b")
 			if got := s.nodes["b"].m.Status().Members[1].Alive; got {
 				t.Fatalf("a still alive in b's view")
+			}
+			if got := s.nodes["b"].m.AlivePeers(nil); len(got) != 0 {
+				t.Fatalf("AlivePeers after loss = %v", got)
 			}
 		})
 	}

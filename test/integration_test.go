@@ -794,10 +794,14 @@ func TestConfigCheck(t *testing.T) {
 // slow hook does not delay the takeover.
 func TestHooks(t *testing.T) {
 	l, a, b := twoNodes(t)
-	envFile := filepath.Join(l.Dir, "hook-env")
-	pb := params(100, false)
-	pb.Hooks = map[string]string{"primary": fmt.Sprintf("env > %s.tmp && mv %s.tmp %s; sleep 5", envFile, envFile, envFile)}
-	start(t, a, params(200, false))
+	// Hooks live in the cluster: section, which the primary synchronizes:
+	// both nodes get the same hook, writing a file per node.
+	envBase := filepath.Join(l.Dir, "hook-env-")
+	envFile := envBase + "node-b"
+	hooks := map[string]string{"primary": fmt.Sprintf("f=%s$HAGENT_NODE; env > $f.tmp && mv $f.tmp $f; sleep 5", envBase)}
+	pa, pb := params(200, false), params(100, false)
+	pa.Hooks, pb.Hooks = hooks, hooks
+	start(t, a, pa)
 	start(t, b, pb)
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
 	p := startProbe(t, l)

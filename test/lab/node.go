@@ -90,7 +90,9 @@ func (n *Node) Config(p Params) (string, error) {
 	if p.Priority == 0 {
 		p.Priority = 128
 	}
-	key := filepath.Join(n.lab.Dir, n.Name, "key")
+	// One key path for every node: the cluster: section (password_file
+	// included) is synchronized and must be the same everywhere.
+	key := filepath.Join(n.lab.Dir, "key")
 	if err := os.WriteFile(key, []byte(p.Password+"\n"), 0o600); err != nil {
 		return "", err
 	}
