@@ -702,9 +702,9 @@ func (noNetwork) Take() (vmac.TakeReport, error) {
 	t := time.Now()
 	return vmac.TakeReport{Start: t}, nil
 }
-func (noNetwork) Announce() error              { return nil }
-func (noNetwork) Release() error               { return nil }
-func (noNetwork) Reset() error                 { return nil }
-func (noNetwork) Owned() bool                  { return false }
-func (noNetwork) Status() []vmac.IfaceStatus   { return nil }
-func (noNetwork) Close() error                 { return nil }
+func (noNetwork) Announce() error            { return nil }
+func (noNetwork) Release() error             { return nil }
+func (noNetwork) Reset() error               { return nil }
+func (noNetwork) Owned() bool                { return false }
+func (noNetwork) Status() []vmac.IfaceStatus { return nil }
+func (noNetwork) Close() error               { return nil }
