@@ -77,6 +77,7 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 		return config.MarshalCluster(c)
 	}
 	sc.ApplyCluster = a.applySyncedCluster
+	sc.Event = func(kind, msg string) { a.hist.add(Event{Time: a.now(), Kind: "sync", Reason: kind + ": " + msg}) }
 	s, err := configsync.NewSyncer(sc)
 	if err != nil {
 		ch.Close()

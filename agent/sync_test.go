@@ -115,6 +115,15 @@ func TestAgentConfigSync(t *testing.T) {
 			}
 		}
 	}()
+	eventually(t, 3*time.Second, "on_change in b's history", func() bool {
+		h, _ := nodes["b"].Handle(control.Request{Cmd: control.CmdHistory})
+		for _, e := range h.([]Event) {
+			if e.Kind == "sync" && strings.Contains(e.Reason, "on_change") && strings.Contains(e.Reason, "ran in") {
+				return true
+			}
+		}
+		return false
+	})
 	eventually(t, 3*time.Second, "in sync", func() bool {
 		sa, sb := status("a"), status("b")
 		return sa.Config.InSync && sb.Config.InSync && sa.Config.Checksum == sb.Config.Checksum && sa.Config.Checksum != ""
@@ -122,11 +131,28 @@ func TestAgentConfigSync(t *testing.T) {
 	if st := status("b"); st.LostThresh != 4 {
 		t.Fatalf("b runs hb_lost_threshold %d, want the primary's 4", st.LostThresh)
 	}
-	// Drift on the secondary, then a forced full sync from the primary.
+	// Drift on the secondary: repaired by the primary (heartbeat-reported
+	// checksum or the periodic compare), and recorded in b's history.
 	if err := os.WriteFile(got, []byte("local edit\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, "drift visible", func() bool { return !status("a").Config.InSync })
+	eventually(t, 5*time.Second, "drift repaired and in b's history", func() bool {
+		b, _ := os.ReadFile(got)
+		if string(b) != string(want) {
+			return false
+		}
+		h, _ := nodes["b"].Handle(control.Request{Cmd: control.CmdHistory})
+		for _, e := range h.([]Event) {
+			if e.Kind == "sync" && strings.HasPrefix(e.Reason, "drift: ") && strings.Contains(e.Reason, "/etc/app/rules.conf") {
+				return true
+			}
+		}
+		return false
+	})
+	// A forced full sync answers with the checksum and leaves both equal.
+	if err := os.WriteFile(got, []byte("another edit\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	v, err := nodes["a"].Handle(control.Request{Cmd: control.CmdSynchronize})
 	if err != nil {
 		t.Fatalf("synchronize: %v", err)

@@ -78,6 +78,18 @@ type SyncConfig struct {
 	Logger hclog.Logger
 	// Now is the clock of status timestamps; nil is time.Now.
 	Now func() time.Time
+	// Event, if set, is told of what an operator wants in the history:
+	// on_change runs (kind "on_change"), drift overwritten on this node
+	// ("drift"), repairs of a member ("repair"), applied pushes ("applied").
+	// It is called without the syncer's lock held and must not block.
+	Event func(kind, msg string)
+}
+
+// event reports to cfg.Event, if set. Call it without s.mu held.
+func (s *Syncer) event(kind, format string, args ...any) {
+	if s.cfg.Event != nil {
+		s.cfg.Event(kind, fmt.Sprintf(format, args...))
+	}
 }
 
 // DefaultSyncConfig returns the production timings.
@@ -1084,15 +1096,21 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		ack.Error = fmt.Sprintf("%s does not accept pushes from %s (role %s, primary %q)", s.cfg.Self, m.from, role, primary)
 	} else {
 		s.scanMu.Lock()
+		var drift []string
 		if m.hdr.Repair {
 			for _, e := range m.hdr.Entries {
 				if _, err := os.Lstat(s.store.fsPath(e.Path)); err == nil && e.Kind != KindCluster {
 					s.log.Warn("overwriting local drift", "path", e.Path, "primary", m.from)
+					drift = append(drift, e.Path)
 				}
 			}
 			for _, p := range m.hdr.Deleted {
 				s.log.Warn("removing local drift", "path", p, "primary", m.from)
+				drift = append(drift, p)
 			}
+		}
+		if len(drift) > 0 {
+			s.event("drift", "local edits overwritten by the primary %s: %s", m.from, strings.Join(drift, " "))
 		}
 		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true)
 		s.rescanLocked(true)
@@ -1253,9 +1271,11 @@ func (s *Syncer) runOnChange(changed map[string]Digest) []CommandStatus {
 		if err != nil {
 			st.Error = err.Error()
 			s.log.Error("on_change command failed", "command", c, "paths", byCmd[c], "exit", exit, "error", err, "stderr", tail)
+			s.event("on_change", "on_change %q for %s failed (exit %d, %v): %s", c, strings.Join(byCmd[c], " "), exit, err, strings.TrimSpace(tail))
 		} else {
 			st.StderrTail = ""
 			s.log.Info("on_change command ran", "command", c, "paths", byCmd[c], "duration", st.Duration)
+			s.event("on_change", "on_change %q for %s ran in %s", c, strings.Join(byCmd[c], " "), st.Duration.Round(time.Millisecond))
 		}
 		s.recordCommand(st)
 		ran = append(ran, st)
