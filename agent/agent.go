@@ -18,6 +18,7 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,8 @@ type Agent struct {
 
 	monitor map[string]bool // monitored link carrier, owned by run
 	carrier sync.Map        // hbdev name → bool
+
+	probers map[string]prober // pingserver, by interface
 
 	sync    *syncEngine // config sync (nil when disabled)
 	applyCh chan *config.Config
@@ -230,6 +233,13 @@ func New(o Options) (*Agent, error) {
 			a.net = mgr
 		}
 	}
+	if len(cfg.Cluster.PingServer.Targets) > 0 {
+		if a.probers, err = openProbers(&cfg.Cluster); err != nil {
+			a.closeLinks()
+			a.net.Close()
+			return nil, fmt.Errorf("pingserver: %w", err)
+		}
+	}
 	if cfg.Cluster.Sync.Enabled {
 		e, err := a.newSyncEngine(cfg, o.SyncLinks, o.StateDir, o.SyncRoot)
 		if err != nil {
@@ -255,7 +265,7 @@ func machineConfig(cfg *config.Config) cluster.Config {
 		Priority: uint8(cfg.Node.Priority), Override: cfg.Node.Override,
 		HBInterval: c.HBInterval, LostThreshold: c.HBLostThreshold,
 		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
-		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(c.Monitor),
+		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(monitoredNames(&c)),
 	}
 }
 
@@ -310,6 +320,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.sync != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.runSync(bg) }()
+	}
+	if items := pingItems(&cfg.Cluster); len(items) > 0 && a.probers != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.pingLoop(bg, items, a.probers) }()
 	}
 
 	err := a.run(ctx)
@@ -408,12 +422,8 @@ func (a *Agent) nextWake() time.Duration {
 
 func (a *Agent) linkChanged(ev linkEvent) {
 	cfg := a.config()
-	isMon := false
-	for _, n := range cfg.Cluster.Monitor {
-		if n == ev.name {
-			isMon = true
-		}
-	}
+	monitored := monitoredNames(&cfg.Cluster)
+	isMon := slices.Contains(monitored, ev.name)
 	for _, l := range a.links {
 		if l.Name() == ev.name {
 			if old, ok := a.carrier.Load(ev.name); !ok || old.(bool) != ev.up {
@@ -433,13 +443,17 @@ func (a *Agent) linkChanged(ev linkEvent) {
 	}
 	a.monitor[ev.name] = ev.up
 	up := 0
-	for _, n := range cfg.Cluster.Monitor {
+	for _, n := range monitored {
 		if v, ok := a.monitor[n]; !ok || v {
 			up++
 		}
 	}
-	a.log.Info("monitored link changed", "link", ev.name, "up", ev.up, "monitor_up", up, "monitor_total", len(cfg.Cluster.Monitor))
-	a.hist.add(Event{Time: a.now(), Kind: "link", Reason: fmt.Sprintf("monitored link %s %s (%d/%d up)", ev.name, updown(ev.up), up, len(cfg.Cluster.Monitor))})
+	what := "monitored link"
+	if strings.Contains(ev.name, ">") {
+		what = "pingserver target"
+	}
+	a.log.Info(what+" changed", "link", ev.name, "up", ev.up, "monitor_up", up, "monitor_total", len(monitored))
+	a.hist.add(Event{Time: a.now(), Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, ev.name, updown(ev.up), up, len(monitored))})
 	_ = a.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: a.now(), MonitorUp: up})
 }
 

@@ -50,6 +50,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	need("cluster.eth_type", o.EthType == n.EthType && o.Transparent == n.Transparent)
 	need("cluster.password_file/auth", o.PasswordFile == n.PasswordFile && o.Auth == n.Auth)
 	need("cluster.monitor", slices.Equal(o.Monitor, n.Monitor))
+	need("cluster.pingserver", reflect.DeepEqual(o.PingServer, n.PingServer))
 	need("cluster.sync", reflect.DeepEqual(o.Sync, n.Sync))
 	need("cluster.arps/arps_interval", o.ARPs == n.ARPs && o.ARPsInterval == n.ARPsInterval)
 	need("control_socket", old.ControlSocket == newCfg.ControlSocket)
@@ -64,6 +65,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	merged.Cluster.EthType, merged.Cluster.Transparent = o.EthType, o.Transparent
 	merged.Cluster.PasswordFile, merged.Cluster.Auth = o.PasswordFile, o.Auth
 	merged.Cluster.Monitor = o.Monitor
+	merged.Cluster.PingServer = o.PingServer
 	merged.Cluster.Sync = o.Sync
 	merged.Cluster.ARPs, merged.Cluster.ARPsInterval = o.ARPs, o.ARPsInterval
 	merged.ControlSocket = old.ControlSocket

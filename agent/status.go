@@ -111,7 +111,7 @@ func (a *Agent) status() *control.Status {
 			Replay: l.replay.Load(), TXErrors: l.txErr.Load(),
 		})
 	}
-	for _, n := range cfg.Cluster.Monitor {
+	for _, n := range monitoredNames(&cfg.Cluster) {
 		up, ok := a.monitor[n]
 		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
 	}
@@ -154,6 +154,9 @@ func (a *Agent) exposure() *control.Exposure {
 		if v6 {
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: i.Name, EtherType: "0x86dd", Direction: "tx", Purpose: "unsolicited neighbour advertisement"})
 		}
+	}
+	for ifname := range a.probers {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
 	return e

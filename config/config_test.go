@@ -280,6 +280,8 @@ func TestValidation(t *testing.T) {
 		{"target duplicate", base + "  pingserver:\n    interfaces: [p1]\n    targets:\n      - 10.0.0.1\n      - 10.0.0.1\n", "t.yaml:8: cluster.pingserver.targets[1]: 10.0.0.1 is already targets[0]"},
 		{"target multicast", base + "  pingserver:\n    interfaces: [p1]\n    targets: [ff02::1]\n", "t.yaml:6: cluster.pingserver.targets[0]: ff02::1 is not a unicast address"},
 		{"target zone", base + "  pingserver:\n    interfaces: [p1]\n    targets: [\"fe80::1%p1\"]\n", "t.yaml:6: cluster.pingserver.targets[0]: fe80::1%p1 has a zone"},
+		{"target IPv6", base + "  interfaces: [{name: p1, addresses: [\"2001:db8::100/64\"]}]\n  pingserver:\n    interfaces: [p1]\n    targets: [\"2001:db8::1\"]\n", "t.yaml:7: cluster.pingserver.targets[0]: 2001:db8::1: only IPv4 targets are supported"},
+		{"target off the interface's subnets", base + "  interfaces: [{name: p1, addresses: [10.9.0.100/24]}]\n  pingserver:\n    interfaces: [p1]\n    targets: [10.8.0.1]\n", "t.yaml:7: cluster.pingserver.targets[0]: 10.8.0.1 is not inside a cluster subnet of pingserver.interfaces [p1]"},
 		{"ping interfaces duplicate", base + "  pingserver:\n    interfaces: [p1, p1]\n    targets: [10.0.0.1]\n", "t.yaml:5: cluster.pingserver.interfaces[1]: p1 is already interfaces[0]"},
 		{"ping interval", base + "  pingserver: {interval: 50ms}\n", "t.yaml:4: cluster.pingserver.interval: 50ms is out of range 100ms-1m"},
 		{"ping threshold low", base + "  pingserver: {failover_threshold: 0}\n", "t.yaml:4: cluster.pingserver.failover_threshold: 0 is out of range 1-100"},

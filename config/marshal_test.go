@@ -75,7 +75,7 @@ func TestMarshalClusterRoundTrip(t *testing.T) {
 	tricky.Transparent = true
 	tricky.EthType = EthTypes{HA: 0x0600, HC: 0xffff, L2EP: 0x9000, Session: 0x88b5}
 	tricky.Monitor = []string{"yes", "0x10", "port1"}
-	tricky.PingServer.Targets = []netip.Addr{netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("10.0.0.1")}
+	tricky.PingServer.Targets = []netip.Addr{netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.254")}
 
 	noAuth := DefaultCluster()
 	noAuth.Auth = false

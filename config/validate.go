@@ -179,6 +179,20 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	if len(ps.Interfaces) > 0 && len(ps.Targets) == 0 {
 		d.errorf(k("pingserver.targets"), "required when pingserver.interfaces is set")
 	}
+	// hagent checks targets with ARP probes from every member (a secondary
+	// holds no address), so a target must be an IPv4 neighbour on a
+	// pingserver interface: inside one of its cluster subnets.
+	for i, a := range ps.Targets {
+		if !a.IsValid() || !a.Is4() {
+			if a.IsValid() && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+				d.errorf(indexKey(k("pingserver.targets"), i), "%s: only IPv4 targets are supported (checked with ARP probes)", a)
+			}
+			continue
+		}
+		if len(PingServerInterfaces(c, a)) == 0 && len(ps.Interfaces) > 0 {
+			d.errorf(indexKey(k("pingserver.targets"), i), "%s is not inside a cluster subnet of pingserver.interfaces %v (targets are checked with ARP probes on the local segment)", a, ps.Interfaces)
+		}
+	}
 	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
 	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
 
@@ -452,4 +466,24 @@ func (d *decoder) checkPasswordFile(c *Cluster) {
 			d.errorf(key, "%v", err)
 		}
 	}
+}
+
+// PingServerInterfaces returns the pingserver interfaces whose cluster
+// subnets contain target: where target is probed.
+func PingServerInterfaces(c *Cluster, target netip.Addr) []string {
+	var out []string
+	for _, name := range c.PingServer.Interfaces {
+		for _, ifc := range c.Interfaces {
+			if ifc.Name != name {
+				continue
+			}
+			for _, p := range ifc.Addresses {
+				if p.Masked().Contains(target) {
+					out = append(out, name)
+					break
+				}
+			}
+		}
+	}
+	return out
 }

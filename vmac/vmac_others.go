@@ -5,7 +5,9 @@ package vmac
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"runtime"
+	"time"
 )
 
 var errNotImplemented = fmt.Errorf("vmac: not implemented on %s (needs Linux netlink and AF_PACKET)", runtime.GOOS)
@@ -42,3 +44,17 @@ func (m *Manager) Close() error { return nil }
 func WatchLinks(ctx context.Context, names []string, fn func(name string, up bool)) error {
 	return errNotImplemented
 }
+
+// ARPProber is not implemented outside Linux.
+type ARPProber struct{}
+
+// NewARPProber returns an error outside Linux.
+func NewARPProber(ifname string) (*ARPProber, error) { return nil, errNotImplemented }
+
+// Probe is not implemented outside Linux.
+func (p *ARPProber) Probe(target netip.Addr, timeout time.Duration) (bool, error) {
+	return false, errNotImplemented
+}
+
+// Close does nothing outside Linux.
+func (p *ARPProber) Close() error { return nil }

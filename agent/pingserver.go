@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/hagent/hagent/config"
+	"github.com/hagent/hagent/vmac"
+)
+
+// pingItem is one pingserver check: a target probed on one interface. It
+// counts as one monitored link (up while the target answers), so a node
+// that lost its path to the gateway loses the election like a node with a
+// failed monitored port (FGCP remote link failover).
+type pingItem struct {
+	name   string // "port1>10.9.0.254", as shown in status and history
+	ifname string
+	target netip.Addr
+}
+
+func pingItems(c *config.Cluster) []pingItem {
+	var out []pingItem
+	for _, t := range c.PingServer.Targets {
+		for _, ifname := range config.PingServerInterfaces(c, t) {
+			out = append(out, pingItem{name: ifname + ">" + t.String(), ifname: ifname, target: t})
+		}
+	}
+	return out
+}
+
+// monitoredNames lists what counts toward monitor_up/monitor_total:
+// the monitored interfaces, then the pingserver checks.
+func monitoredNames(c *config.Cluster) []string {
+	names := append([]string(nil), c.Monitor...)
+	for _, p := range pingItems(c) {
+		names = append(names, p.name)
+	}
+	return names
+}
+
+// prober checks one target; vmac.ARPProber in the daemon.
+type prober interface {
+	Probe(target netip.Addr, timeout time.Duration) (bool, error)
+	Close() error
+}
+
+// openProbers opens one ARP prober per pingserver interface.
+func openProbers(c *config.Cluster) (map[string]prober, error) {
+	out := map[string]prober{}
+	for _, it := range pingItems(c) {
+		if out[it.ifname] != nil {
+			continue
+		}
+		p, err := vmac.NewARPProber(it.ifname)
+		if err != nil {
+			for _, q := range out {
+				q.Close()
+			}
+			return nil, err
+		}
+		out[it.ifname] = p
+	}
+	return out, nil
+}
+
+// pingLoop probes every target each interval and reports a target as a
+// down "link" after failover_threshold consecutive misses, and up again at
+// the first answer.
+func (a *Agent) pingLoop(ctx context.Context, items []pingItem, probers map[string]prober) {
+	defer func() {
+		for _, p := range probers {
+			p.Close()
+		}
+	}()
+	ps := a.config().Cluster.PingServer
+	timeout := ps.Interval / 2
+	if timeout > time.Second {
+		timeout = time.Second
+	}
+	misses := make([]int, len(items))
+	down := make([]bool, len(items))
+	t := time.NewTicker(ps.Interval)
+	defer t.Stop()
+	for {
+		for i, it := range items {
+			ok, err := probers[it.ifname].Probe(it.target, timeout)
+			if err != nil {
+				a.log.Warn("pingserver probe failed", "interface", it.ifname, "target", it.target, "error", err)
+			}
+			switch {
+			case ok:
+				misses[i] = 0
+				if down[i] {
+					down[i] = false
+					a.pingEvent(ctx, it, true)
+				}
+			default:
+				misses[i]++
+				if !down[i] && misses[i] >= ps.FailoverThreshold {
+					down[i] = true
+					a.pingEvent(ctx, it, false)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) pingEvent(ctx context.Context, it pingItem, up bool) {
+	a.log.Info("pingserver target changed", "interface", it.ifname, "target", it.target, "up", up)
+	select {
+	case a.linkCh <- linkEvent{name: it.name, up: up}:
+	case <-ctx.Done():
+	}
+}
