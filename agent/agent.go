@@ -101,7 +101,8 @@ type Agent struct {
 	hooks   *hookRunner
 	started time.Time
 
-	monitor map[string]bool // monitored link carrier, owned by run
+	monitor    map[string]bool // monitored link carrier, owned by run
+	faultUntil time.Time       // a failed takeover's fault clears then (run)
 	carrier sync.Map        // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
@@ -374,7 +375,13 @@ func (a *Agent) run(ctx context.Context) error {
 			}
 		case <-timer.C:
 			fired = true
-			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: a.now()})
+			now := a.now()
+			if !a.faultUntil.IsZero() && !now.Before(a.faultUntil) {
+				a.faultUntil = time.Time{}
+				a.log.Info("retrying after the failed takeover")
+				_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: now, Fault: false})
+			}
+			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
@@ -404,16 +411,28 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 }
 
-// nextWake is the time until the machine's next deadline, at most one
-// heartbeat interval.
+// faultRetry is how long a node whose takeover failed stays faulted
+// before it runs the election again.
+const faultRetry = 2 * time.Second
+
+// maxSleep bounds the run loop's sleep when the machine has no deadline.
+const maxSleep = 10 * time.Second
+
+// nextWake is the time until the machine's next deadline (or the end of a
+// takeover fault). The machine names every instant at which time matters,
+// so an idle agent wakes only for frames, not at every interval.
 func (a *Agent) nextWake() time.Duration {
 	now := a.now()
-	wait := a.config().Cluster.HBInterval
-	if d := a.m.NextDeadline(); !d.IsZero() {
-		if until := d.Sub(now); until < wait {
-			wait = until
+	wait := maxSleep
+	min := func(t time.Time) {
+		if !t.IsZero() {
+			if until := t.Sub(now); until < wait {
+				wait = until
+			}
 		}
 	}
+	min(a.m.NextDeadline())
+	min(a.faultUntil)
 	if wait < 0 {
 		wait = 0
 	}
@@ -470,10 +489,21 @@ func (a *Agent) process() {
 		case cluster.ActionTakeover:
 			rep, err := a.net.Take()
 			if err != nil {
-				a.log.Error("takeover failed", "error", err)
+				// The vMACs or addresses could not be set: undo what was
+				// done, leave the election as faulted, and try again later
+				// (an interface may come back).
+				a.log.Error("takeover failed; faulted, retrying", "error", err, "retry_in", faultRetry)
 				a.hist.add(Event{Time: a.now(), Kind: "fault", Reason: "takeover failed: " + err.Error()})
+				if rerr := a.net.Release(); rerr != nil {
+					a.log.Warn("undoing the failed takeover", "error", rerr)
+				}
 				_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: true, Reason: "takeover failed: " + err.Error()})
+				a.faultUntil = a.now().Add(faultRetry)
 				continue
+			}
+			if rep.AnnounceErr != nil {
+				a.log.Warn("took over, but some announcements could not be sent", "error", rep.AnnounceErr)
+				a.hist.add(Event{Time: a.now(), Kind: "takeover", Reason: "announcement not sent: " + rep.AnnounceErr.Error()})
 			}
 			// Publish at once: peers must hear the claim before anything slow.
 			a.publish()

@@ -51,6 +51,10 @@ func (a *Agent) handle(cmd string) any {
 func (a *Agent) status() *control.Status {
 	cfg := a.config()
 	now := a.now()
+	// Bring the machine's clock to now so uptimes are current (the run
+	// loop does not tick while nothing is due).
+	_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+	a.process()
 	st := a.m.Status()
 	out := &control.Status{
 		Node: cfg.Node.Name, Serial: cfg.Node.Serial, Role: st.Role.String(), RoleSince: st.RoleSince,

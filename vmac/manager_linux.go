@@ -244,10 +244,14 @@ func (m *Manager) Take() (TakeReport, error) {
 		}
 	}
 	rep.AddrsAdded = time.Now()
-	first, err := m.sendRoundLocked()
+	first, aerr := m.sendRoundLocked()
 	rep.FirstGARP = first
-	if err != nil {
-		errs = append(errs, err)
+	if aerr != nil {
+		// The vMACs and addresses are in place: this node serves. A frame
+		// that could not go out (the link is down) is not a failed
+		// takeover; the burst and later announcements try again.
+		rep.AnnounceErr = aerr
+		m.log.Warn("could not send every announcement", "error", aerr)
 	}
 
 	if m.cfg.ARPs > 1 {
@@ -304,7 +308,13 @@ func (m *Manager) sendRoundLocked() (time.Time, error) {
 	var errs []error
 	send := func(ifc *iface, c frameWriter, frames [][]byte, dst net.HardwareAddr) {
 		for _, f := range frames {
-			if _, err := c.WriteTo(f, &packet.Addr{HardwareAddr: dst}); err != nil {
+			_, err := c.WriteTo(f, &packet.Addr{HardwareAddr: dst})
+			if errors.Is(err, unix.ENETDOWN) {
+				// A link flap leaves a pending ENETDOWN on a packet socket
+				// opened earlier; the failed write consumed it: try again.
+				_, err = c.WriteTo(f, &packet.Addr{HardwareAddr: dst})
+			}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("vmac: %s: send announcement: %w", ifc.name, err))
 				continue
 			}

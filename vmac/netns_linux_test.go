@@ -597,3 +597,35 @@ func BenchmarkTake(b *testing.B) {
 // lockThread locks the goroutine to its thread without ever unlocking, so
 // the runtime discards the thread (and its namespace) when the goroutine ends.
 func lockThread() { runtime.LockOSThread() }
+
+// TestTakeAfterLinkFlap: a data link that went down and up since the
+// manager opened its sockets must not fail the next Take (the sockets hold
+// a pending ENETDOWN); a link that is down while taking over costs the
+// announcement, not the takeover.
+func TestTakeAfterLinkFlap(t *testing.T) {
+	tp := newTopo(t)
+	m, err := tp.newManager(t, testConfig(t, 1, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmac1, _ := MAC(10, 1, 0)
+	cap1 := tp.capture(t, "peer1")
+	tp.setUp(t, tp.nodeH, "port1", false)
+	rep, err := m.Take()
+	if err != nil {
+		t.Fatalf("Take with port1 down: %v", err)
+	}
+	if rep.AnnounceErr == nil {
+		t.Error("Take with port1 down reported no announcement error")
+	}
+	if err := m.Release(); err != nil {
+		t.Fatal(err)
+	}
+	tp.setUp(t, tp.nodeH, "port1", true)
+	time.Sleep(50 * time.Millisecond) // let the veth carrier come back
+	rep, err = m.Take()
+	if err != nil || rep.AnnounceErr != nil {
+		t.Fatalf("Take after the flap: %v / %v", err, rep.AnnounceErr)
+	}
+	eventually(t, time.Second, "GARP after the flap", func() bool { return cap1.garps(vmac1, v4a.Addr()) >= 1 })
+}

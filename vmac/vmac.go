@@ -126,6 +126,10 @@ type TakeReport struct {
 	// FirstGARP is when the first gratuitous ARP (or unsolicited NA) was
 	// handed to the kernel.
 	FirstGARP time.Time
+	// AnnounceErr reports announcements of the first round that could not
+	// be sent (e.g. a data link is down). It does not fail the Take: the
+	// vMACs and addresses are in place and later rounds try again.
+	AnnounceErr error
 }
 
 // IfaceStatus describes one data interface as the kernel shows it now.
