@@ -103,7 +103,7 @@ type Agent struct {
 
 	monitor    map[string]bool // monitored link carrier, owned by run
 	faultUntil time.Time       // a failed takeover's fault clears then (run)
-	carrier sync.Map        // hbdev name → bool
+	carrier    sync.Map        // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
 
