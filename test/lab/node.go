@@ -269,15 +269,27 @@ func (n *Node) SetLink(ifname string, up bool) error {
 	return ip("-n", n.NS, "link", "set", ifname, state)
 }
 
-// Crash kills hagentd and downs every interface of the node: a dead box.
+// Crash makes the node a dead box: every interface goes down (heartbeat
+// links first), then hagentd is killed. Links first, because a process
+// killed first leaves its data port forwarding for the tens of
+// milliseconds the `ip` commands take, which would hide part of the outage.
 func (n *Node) Crash() {
-	n.Kill()
-	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
-		_ = n.SetLink(fmt.Sprintf("port%d", d), false)
-	}
 	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
 		_ = n.SetLink(fmt.Sprintf("ha%d", h), false)
 	}
+	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
+		_ = n.SetLink(fmt.Sprintf("port%d", d), false)
+	}
+	n.Kill()
+}
+
+// PID returns hagentd's process id (of the `ip netns exec` wrapper, which
+// execs hagentd), 0 when not running.
+func (n *Node) PID() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
 }
 
 // Revive brings every interface of the node back up (after Crash).
