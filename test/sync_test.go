@@ -166,7 +166,9 @@ func TestSyncEdits(t *testing.T) {
 	startPair(t, a, b, syncParams(200, d, cmd), syncParams(100, d, cmd))
 	eventually(t, 10*time.Second, "initial sync", func() error { return sameChecksum(a, b) })
 
-	runs := func(n *lab.Node) int { return strings.Count(readFile(t, filepath.Join(d.LocalOn(n), "runs")), "ran\n") }
+	runs := func(t *testing.T, n *lab.Node) int {
+		return strings.Count(readFile(t, filepath.Join(d.LocalOn(n), "runs")), "ran\n")
+	}
 	type edit struct {
 		name    string
 		on      *lab.Node // where the file is edited
@@ -184,7 +186,7 @@ func TestSyncEdits(t *testing.T) {
 			want: "version 2 from the primary\nwith two lines\n", within: 2*syncPeriod + 4*time.Second, drift: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			runsBefore := runs(b)
+			runsBefore := runs(t, b)
 			t0 := time.Now()
 			if err := d.WriteFile(tc.on, "app.conf", []byte(tc.content), 0o644); err != nil {
 				t.Fatal(err)
@@ -205,7 +207,7 @@ func TestSyncEdits(t *testing.T) {
 				if err := fileIs(filepath.Join(d.LocalOn(b), "seen.conf"), tc.want)(); err != nil {
 					return err
 				}
-				if n := runs(b); n != runsBefore+1 {
+				if n := runs(t, b); n != runsBefore+1 {
 					return fmt.Errorf("on_change ran %d times since the edit, want 1", n-runsBefore)
 				}
 				return nil
@@ -225,7 +227,7 @@ func TestSyncEdits(t *testing.T) {
 			}
 		})
 	}
-	if n := runs(a); n != 0 {
+	if n := runs(t, a); n != 0 {
 		t.Errorf("on_change ran %d times on the primary, want 0 (it runs where files are applied)", n)
 	}
 }

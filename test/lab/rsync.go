@@ -65,8 +65,9 @@ type SSHD struct {
 
 // StartSSHD adds addr (CIDR, e.g. 10.9.0.2/24) to the node's port1 and
 // starts sshd listening on it in the node's namespace (through `ip netns
-// exec`, so it sees the node's SyncDir copies). Stop it with Stop; Lab.Close
-// does not know about it.
+// exec`, so it sees the node's SyncDir copies). In sshd's mount namespace
+// root's ~/.bashrc is replaced by an empty file (see below). Stop it with
+// Stop; Lab.Close does not know about it.
 func (n *Node) StartSSHD(cidr string) (*SSHD, error) {
 	if err := EnsureRsync(); err != nil {
 		return nil, err
@@ -128,7 +129,23 @@ func (n *Node) StartSSHD(cidr string) (*SSHD, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.NS, sshdPath, "-D", "-e", "-f", cfg)
+	// Remote commands run through root's login shell, and bash sources
+	// ~/.bashrc for sshd. A heavy one (pyenv init: 0.5 s on the lab VM)
+	// would be charged to every rsync run, so sshd's private mount
+	// namespace (made by ip netns exec) gets an empty file over it.
+	args := []string{"netns", "exec", n.NS, sshdPath, "-D", "-e", "-f", cfg}
+	if home, err := os.UserHomeDir(); err == nil && os.Geteuid() == 0 {
+		rc := filepath.Join(home, ".bashrc")
+		if _, err := os.Stat(rc); err == nil {
+			empty := filepath.Join(dir, "empty-bashrc")
+			if err := os.WriteFile(empty, nil, 0o644); err != nil {
+				return nil, err
+			}
+			args = []string{"netns", "exec", n.NS, "sh", "-c", `mount --bind "$1" "$2" && exec "$3" -D -e -f "$4"`,
+				"sh", empty, rc, sshdPath, cfg}
+		}
+	}
+	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
