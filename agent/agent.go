@@ -101,9 +101,10 @@ type Agent struct {
 	hooks   *hookRunner
 	started time.Time
 
-	monitor    map[string]bool // monitored link carrier, owned by run
-	faultUntil time.Time       // a failed takeover's fault clears then (run)
-	carrier    sync.Map        // hbdev name → bool
+	monitor    map[string]bool   // monitored link carrier, owned by run
+	peerEpochs map[string]uint64 // last heartbeat epoch per serial, owned by run
+	faultUntil time.Time         // a failed takeover's fault clears then (run)
+	carrier    sync.Map          // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
 
@@ -165,19 +166,20 @@ func New(o Options) (*Agent, error) {
 		now = time.Now
 	}
 	a := &Agent{
-		log:     log.With("node", cfg.Node.Name),
-		now:     now,
-		cfg:     cfg,
-		desired: cfg.Cluster,
-		rx:      make(chan rxFrame, 1024),
-		linkCh:  make(chan linkEvent, 64),
-		cmdCh:   make(chan command),
-		hist:    newHistory(256),
-		started: now(),
-		monitor: map[string]bool{},
-		watch:   o.WatchLinks,
-		applyCh: make(chan *config.Config, 1),
-		txBuf:   make([]byte, 0, heartbeat.MaxFrameLen),
+		log:        log.With("node", cfg.Node.Name),
+		now:        now,
+		cfg:        cfg,
+		desired:    cfg.Cluster,
+		rx:         make(chan rxFrame, 1024),
+		linkCh:     make(chan linkEvent, 64),
+		cmdCh:      make(chan command),
+		hist:       newHistory(256),
+		started:    now(),
+		monitor:    map[string]bool{},
+		peerEpochs: map[string]uint64{},
+		watch:      o.WatchLinks,
+		applyCh:    make(chan *config.Config, 1),
+		txBuf:      make([]byte, 0, heartbeat.MaxFrameLen),
 	}
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
@@ -356,6 +358,13 @@ func (a *Agent) run(ctx context.Context) error {
 				a.links[r.link].dropped.Add(1)
 				a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
 			}
+			if old, ok := a.peerEpochs[r.frame.Serial]; ok && r.frame.Epoch > old && a.sync != nil {
+				// Restarted before it was ever lost: whatever the syncer
+				// was waiting for from the old process will not come.
+				a.log.Info("peer restarted", "peer", r.frame.Node)
+				a.sync.s.PeerRestarted(r.frame.Node)
+			}
+			a.peerEpochs[r.frame.Serial] = r.frame.Epoch
 			if a.sync != nil {
 				a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
 				if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {

@@ -244,8 +244,34 @@ type Syncer struct {
 }
 
 type pendingReq struct {
-	peer string
-	ch   chan *syncMsg
+	peer   string
+	ch     chan *syncMsg
+	cancel context.CancelCauseFunc
+}
+
+// ErrPeerRestarted ends the requests to a member that restarted: it will
+// never answer them.
+var ErrPeerRestarted = errors.New("configsync: peer restarted")
+
+// PeerRestarted tells the syncer that peer restarted (its heartbeat epoch
+// went up before it was ever lost): requests waiting for the old process's
+// answer fail at once instead of after RequestTimeout, and the primary
+// repairs that member again.
+func (s *Syncer) PeerRestarted(peer string) {
+	s.pendMu.Lock()
+	for _, p := range s.pending {
+		if p.peer == peer {
+			p.cancel(ErrPeerRestarted)
+		}
+	}
+	s.pendMu.Unlock()
+	s.mu.Lock()
+	if w := s.workers[peer]; w != nil {
+		w.needRepair = true
+		kick(w.kick)
+	}
+	s.mu.Unlock()
+	s.log.Info("member restarted; resynchronizing it", "peer", peer)
 }
 
 // NewSyncer validates cfg and takes the first scan of the tree.
@@ -931,8 +957,10 @@ func (s *Syncer) SyncNow(ctx context.Context) error {
 func (s *Syncer) request(ctx context.Context, peer string, kind msgKind, h *syncHeader, blob []byte) (*syncMsg, error) {
 	h.ID = s.nextID.Add(1)
 	ch := make(chan *syncMsg, 1)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
 	s.pendMu.Lock()
-	s.pending[h.ID] = pendingReq{peer: peer, ch: ch}
+	s.pending[h.ID] = pendingReq{peer: peer, ch: ch, cancel: cancelCause}
 	s.pendMu.Unlock()
 	defer func() {
 		s.pendMu.Lock()
@@ -952,6 +980,9 @@ func (s *Syncer) request(ctx context.Context, peer string, kind msgKind, h *sync
 	case m := <-ch:
 		return m, nil
 	case <-ctx.Done():
+		if cause := context.Cause(ctx); errors.Is(cause, ErrPeerRestarted) {
+			return nil, fmt.Errorf("waiting for %s reply: %w", kind, cause)
+		}
 		return nil, fmt.Errorf("waiting for %s reply: %w", kind, ctx.Err())
 	}
 }

@@ -3,6 +3,7 @@ package configsync
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -411,3 +412,55 @@ func TestSyncStateFile(t *testing.T) {
 		t.Fatalf("generation after restart %d, want %d", s.Generation(), gen)
 	}
 }
+
+// TestPeerRestartedEndsWaits: a request to a member that restarted fails
+// at once with ErrPeerRestarted instead of waiting RequestTimeout.
+func TestPeerRestartedEndsWaits(t *testing.T) {
+	tr := &silentTransport{msgs: make(chan Message)}
+	cfg := LabSyncConfig()
+	cfg.Self, cfg.Transport, cfg.Root = "a", tr, t.TempDir()
+	cfg.RequestTimeout = time.Minute
+	s, err := NewSyncer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.request(context.Background(), "b", msgGenReq, &syncHeader{}, nil)
+		done <- err
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		s.pendMu.Lock()
+		n := len(s.pending)
+		s.pendMu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("request never pending")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.PeerRestarted("c") // another member: no effect
+	select {
+	case err := <-done:
+		t.Fatalf("request to b ended by c's restart: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.PeerRestarted("b")
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrPeerRestarted) {
+			t.Fatalf("err = %v, want ErrPeerRestarted", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("request still waiting after PeerRestarted")
+	}
+}
+
+// silentTransport accepts every message and never answers.
+type silentTransport struct{ msgs chan Message }
+
+func (s *silentTransport) Send(ctx context.Context, peer string, msg []byte) error { return nil }
+func (s *silentTransport) Recv() <-chan Message                                    { return s.msgs }
