@@ -262,6 +262,35 @@ type Store struct {
 	mu    sync.Mutex
 	cache map[string]hashCache
 	now   func() time.Time
+	// batch, when non-nil, collects the directories whose fsync Apply
+	// deferred to EndBatch.
+	batch map[string]bool
+}
+
+// BeginBatch starts a batch of Apply calls: each file is still written
+// atomically (temp file, fsync, rename), but the fsync of its directory,
+// which makes the rename durable, is done once per directory by EndBatch.
+// A crash in between leaves every file old or new, never torn.
+func (s *Store) BeginBatch() {
+	s.mu.Lock()
+	s.batch = map[string]bool{}
+	s.mu.Unlock()
+}
+
+// EndBatch fsyncs every directory a file was renamed into since
+// BeginBatch, and ends the batch.
+func (s *Store) EndBatch() error {
+	s.mu.Lock()
+	dirs := s.batch
+	s.batch = nil
+	s.mu.Unlock()
+	var errs []error
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type hashCache struct {
@@ -538,7 +567,13 @@ func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
 	}
 	switch e.Kind {
 	case KindFile:
-		err = WriteFileAtomic(fp, content, fileMode(e.Mode), e.UID, e.GID)
+		s.mu.Lock()
+		batch := s.batch
+		if batch != nil {
+			batch[filepath.Dir(fp)] = true
+		}
+		s.mu.Unlock()
+		err = writeFileAtomic(fp, content, fileMode(e.Mode), e.UID, e.GID, batch == nil)
 	case KindSymlink:
 		err = symlinkAtomic(fp, string(content), e.UID, e.GID)
 	case KindDir:
@@ -630,7 +665,13 @@ func tempName(dir string) string {
 // it writes a temporary file in the same directory, sets owner (uid/gid -1
 // keeps the current one) and mode, fsyncs it, renames it over path and
 // fsyncs the directory.
-func WriteFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) (err error) {
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) error {
+	return writeFileAtomic(path, data, perm, uid, gid, true)
+}
+
+// writeFileAtomic is WriteFileAtomic; with syncDirNow false the caller
+// fsyncs the directory later (a batch).
+func writeFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int, syncDirNow bool) (err error) {
 	dir := filepath.Dir(path)
 	tmp := tempName(dir)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -661,6 +702,9 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) (
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !syncDirNow {
+		return nil
 	}
 	return syncDir(dir)
 }

@@ -1179,6 +1179,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(entries[a].Path, entries[b].Path) })
 	var cluster []byte
 	haveCluster := false
+	s.store.BeginBatch()
 	for _, i := range order {
 		e := entries[i]
 		if e.Kind == KindCluster || e.Path == ClusterPath {
@@ -1196,9 +1197,15 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 			continue
 		}
 		if ch {
-			s.log.Info("applied synchronized path", "path", e.Path, "kind", e.Kind, "sha256", e.SHA256)
+			s.log.Debug("applied synchronized path", "path", e.Path, "kind", e.Kind, "sha256", e.SHA256)
 			changed[e.Path] = e.SHA256
 		}
+	}
+	if err := s.store.EndBatch(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(changed) > 0 {
+		s.log.Info("applied synchronized paths", "count", len(changed))
 	}
 	dels := slices.Clone(deleted)
 	slices.Sort(dels)
