@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -354,23 +355,7 @@ func (a *Agent) run(ctx context.Context) error {
 		fired := false
 		select {
 		case r := <-a.rx:
-			if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
-				a.links[r.link].dropped.Add(1)
-				a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
-			}
-			if old, ok := a.peerEpochs[r.frame.Serial]; ok && r.frame.Epoch > old && a.sync != nil {
-				// Restarted before it was ever lost: whatever the syncer
-				// was waiting for from the old process will not come.
-				a.log.Info("peer restarted", "peer", r.frame.Node)
-				a.sync.s.PeerRestarted(r.frame.Node)
-			}
-			a.peerEpochs[r.frame.Serial] = r.frame.Epoch
-			if a.sync != nil {
-				a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
-				if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {
-					a.updateSync()
-				}
-			}
+			a.stepFrame(r)
 		case nc := <-a.applyCh:
 			a.log.Info("applying the cluster section synchronized from the primary")
 			a.reload(nc)
@@ -384,6 +369,12 @@ func (a *Agent) run(ctx context.Context) error {
 			}
 		case <-timer.C:
 			fired = true
+			// A deadline (a peer's expiry) must never win over a heartbeat
+			// that has already arrived: select picks among ready cases at
+			// random, and under load the receiver may be a step behind.
+			a.drainRx()
+			runtime.Gosched()
+			a.drainRx()
 			now := a.now()
 			if !a.faultUntil.IsZero() && !now.Before(a.faultUntil) {
 				a.faultUntil = time.Time{}
@@ -416,6 +407,39 @@ func (a *Agent) run(ctx context.Context) error {
 		if next := now.Add(a.nextWake()); fired || next.Before(due) {
 			timer.Reset(next.Sub(now))
 			due = next
+		}
+	}
+}
+
+// stepFrame feeds one received heartbeat to the machine and the syncer.
+func (a *Agent) stepFrame(r rxFrame) {
+	if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
+		a.links[r.link].dropped.Add(1)
+		a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
+	}
+	if old, ok := a.peerEpochs[r.frame.Serial]; ok && r.frame.Epoch > old && a.sync != nil {
+		// Restarted before it was ever lost: whatever the syncer was
+		// waiting for from the old process will not come.
+		a.log.Info("peer restarted", "peer", r.frame.Node)
+		a.sync.s.PeerRestarted(r.frame.Node)
+	}
+	a.peerEpochs[r.frame.Serial] = r.frame.Epoch
+	if a.sync != nil {
+		a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
+		if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {
+			a.updateSync()
+		}
+	}
+}
+
+// drainRx steps every heartbeat already queued by the receivers.
+func (a *Agent) drainRx() {
+	for {
+		select {
+		case r := <-a.rx:
+			a.stepFrame(r)
+		default:
+			return
 		}
 	}
 }
