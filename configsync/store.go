@@ -584,7 +584,16 @@ func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	s.forget(e.Path)
+	if e.Kind == KindFile && cur.Kind != KindDir {
+		// Nothing cached below a path that was not a directory: drop just
+		// its own entry (a scan of the whole cache per file is quadratic
+		// in a 10 000-file sync).
+		s.mu.Lock()
+		delete(s.cache, e.Path)
+		s.mu.Unlock()
+	} else {
+		s.forget(e.Path)
+	}
 	return true, nil
 }
 

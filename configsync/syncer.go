@@ -249,6 +249,9 @@ type pendingReq struct {
 	cancel context.CancelCauseFunc
 }
 
+// applyWorkers is how many files a secondary writes at once.
+const applyWorkers = 8
+
 // ErrPeerRestarted ends the requests to a member that restarted: it will
 // never answer them.
 var ErrPeerRestarted = errors.New("configsync: peer restarted")
@@ -1180,6 +1183,13 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	var cluster []byte
 	haveCluster := false
 	s.store.BeginBatch()
+	// Directories, symlinks and the cluster section in path order (a
+	// directory before what it contains), then the regular files in
+	// parallel: each is still written atomically, and concurrent fsyncs let
+	// the file system commit them together instead of one by one.
+	var files []int
+	applied := make([]bool, len(entries))
+	applyErr := make([]error, len(entries))
 	for _, i := range order {
 		e := entries[i]
 		if e.Kind == KindCluster || e.Path == ClusterPath {
@@ -1190,13 +1200,37 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 			cluster, haveCluster = contents[i], true
 			continue
 		}
-		ch, err := s.store.Apply(e, contents[i])
-		if err != nil {
+		if e.Kind == KindFile {
+			files = append(files, i)
+			continue
+		}
+		applied[i], applyErr[i] = s.store.Apply(e, contents[i])
+	}
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for w := 0; w < min(applyWorkers, len(files)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(files) {
+					return
+				}
+				i := files[k]
+				applied[i], applyErr[i] = s.store.Apply(entries[i], contents[i])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, i := range order {
+		e := entries[i]
+		if err := applyErr[i]; err != nil {
 			s.log.Error("applying synchronized path failed", "path", e.Path, "error", err)
 			errs = append(errs, err)
 			continue
 		}
-		if ch {
+		if applied[i] {
 			s.log.Debug("applied synchronized path", "path", e.Path, "kind", e.Kind, "sha256", e.SHA256)
 			changed[e.Path] = e.SHA256
 		}
