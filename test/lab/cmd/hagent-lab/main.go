@@ -85,7 +85,7 @@ func run(ival time.Duration, lost int, probeEvery time.Duration) error {
 	fmt.Print(out)
 
 	time.Sleep(time.Second)
-	step("crash node-a: SIGKILL hagentd and down all its links (hb_interval %s x hb_lost_threshold %d = %s detection)", ival, lost, ival*time.Duration(lost))
+	step("crash node-a: all its links down, then SIGKILL of hagentd (hb_interval %s x hb_lost_threshold %d = %s detection)", ival, lost, ival*time.Duration(lost))
 	crashed := time.Now()
 	a.Crash()
 	if err := lab.Eventually(10*time.Second, func() error {
