@@ -272,13 +272,7 @@ func TestSyncNewNodeJoins(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	start(t, a, syncParams(200, d, ""))
-	eventually(t, 10*time.Second, "node-a primary alone", func() error {
-		if r := a.Role(); r != "primary" {
-			return fmt.Errorf("node-a is %q", r)
-		}
-		return nil
-	})
+	startAlone(t, a, syncParams(200, d, ""))
 	t0 := time.Now()
 	start(t, b, syncParams(100, d, ""))
 	eventually(t, 30*time.Second, "the new node has the tree", func() error {
@@ -328,13 +322,7 @@ func TestSyncFullTree10k(t *testing.T) {
 	if err := tree.Write(d.On(a)); err != nil {
 		t.Fatal(err)
 	}
-	start(t, a, syncParams(200, d, ""))
-	eventually(t, 10*time.Second, "node-a primary alone", func() error {
-		if r := a.Role(); r != "primary" {
-			return fmt.Errorf("node-a is %q", r)
-		}
-		return nil
-	})
+	startAlone(t, a, syncParams(200, d, ""))
 	t0 := time.Now()
 	start(t, b, syncParams(100, d, ""))
 	poll(t, 120*time.Second, 20*time.Millisecond, "full sync of 10 000 files", func() error { return sameChecksum(a, b) })
@@ -477,13 +465,7 @@ func TestSyncHBDevCut(t *testing.T) {
 	if err := tree.Write(d.On(a)); err != nil {
 		t.Fatal(err)
 	}
-	start(t, a, syncParams(200, d, ""))
-	eventually(t, 10*time.Second, "node-a primary alone", func() error {
-		if r := a.Role(); r != "primary" {
-			return fmt.Errorf("node-a is %q", r)
-		}
-		return nil
-	})
+	startAlone(t, a, syncParams(200, d, ""))
 	tx := func(ifname string) uint64 {
 		_, v, err := a.LinkStats(ifname)
 		if err != nil {
@@ -520,4 +502,17 @@ func TestSyncHBDevCut(t *testing.T) {
 	if err := agree("node-a", a, b); err != nil {
 		t.Fatalf("cutting one of two hbdevs must not change roles: %v", err)
 	}
+}
+
+// startAlone starts n and waits until it is primary on its own (before a
+// second node joins).
+func startAlone(t *testing.T, n *lab.Node, p lab.Params) {
+	t.Helper()
+	start(t, n, p)
+	eventually(t, 10*time.Second, n.Name+" primary alone", func() error {
+		if r := n.Role(); r != "primary" {
+			return fmt.Errorf("%s is %q", n.Name, r)
+		}
+		return nil
+	})
 }

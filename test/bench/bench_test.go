@@ -27,7 +27,7 @@ func needRoot(t *testing.T, env string) {
 	// go test runs in the package directory: a relative HAGENT_BIN
 	// (make bench passes "bin") is relative to the repository root.
 	if d := os.Getenv("HAGENT_BIN"); d != "" && !filepath.IsAbs(d) {
-		t.Setenv("HAGENT_BIN", filepath.Join(repoRoot(), d))
+		t.Setenv("HAGENT_BIN", filepath.Join(lab.RepoRoot(), d))
 	}
 	for _, b := range []string{"hagentd", "agentctl"} {
 		if _, err := os.Stat(lab.Bin(b)); err != nil {
@@ -70,22 +70,11 @@ func makePlan() plan {
 	}
 }
 
-// repoRoot finds the directory holding go.mod above the working directory.
-func repoRoot() string {
-	wd, _ := os.Getwd()
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	return wd
-}
-
 func outDir() string {
 	if d := os.Getenv("HAGENT_BENCH_OUT"); d != "" {
 		return d
 	}
-	return filepath.Join(repoRoot(), "bench-results")
+	return filepath.Join(lab.RepoRoot(), "bench-results")
 }
 
 // TestBench is `make bench`: the failover benchmark against keepalived.

@@ -48,20 +48,26 @@ type Params struct {
 	Password      string            // default "lab-secret"
 }
 
-// Bin returns the path of a built binary (HAGENT_BIN or ./bin).
+// Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
+// repository).
 func Bin(name string) string {
 	dir := os.Getenv("HAGENT_BIN")
 	if dir == "" {
-		if wd, err := os.Getwd(); err == nil {
-			for d := wd; d != "/"; d = filepath.Dir(d) {
-				if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-					dir = filepath.Join(d, "bin")
-					break
-				}
-			}
-		}
+		dir = filepath.Join(RepoRoot(), "bin")
 	}
 	return filepath.Join(dir, name)
+}
+
+// RepoRoot returns the directory holding go.mod above the working
+// directory (the working directory itself when there is none).
+func RepoRoot() string {
+	wd, _ := os.Getwd()
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+	}
+	return wd
 }
 
 // Config renders the node's hagent.yaml for p.

@@ -30,16 +30,6 @@ func envInt(name string, def int) int {
 	return def
 }
 
-func repoRoot() string {
-	wd, _ := os.Getwd()
-	for d := wd; d != "/"; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d
-		}
-	}
-	return wd
-}
-
 // bench is the lab of one run: node-a primary, node-b secondary, one
 // synchronized directory, sshd on node-b.
 type bench struct {
@@ -404,7 +394,7 @@ func TestSyncBench(t *testing.T) {
 	var md strings.Builder
 	rep.Markdown(&md)
 	fmt.Println(md.String())
-	out := filepath.Join(repoRoot(), "bench-results")
+	out := filepath.Join(lab.RepoRoot(), "bench-results")
 	if err := rep.Write(out); err != nil {
 		t.Fatalf("writing results: %v", err)
 	}
