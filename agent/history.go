@@ -11,10 +11,9 @@ type Event = control.Event
 
 // history is a bounded, concurrency-safe ring of events.
 type history struct {
-	mu   sync.Mutex
-	max  int
-	evs  []Event
-	hook func(Event)
+	mu  sync.Mutex
+	max int
+	evs []Event
 }
 
 func newHistory(max int) *history { return &history{max: max} }

@@ -200,7 +200,7 @@ type ChangeOp uint8
 
 // Change operations.
 const (
-	changeInvalid ChangeOp = iota
+	_ ChangeOp = iota // the zero value is invalid
 	// ChangeNew: the path exists only in the wanted manifest.
 	ChangeNew
 	// ChangeModified: the path exists in both with different state.

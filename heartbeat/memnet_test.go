@@ -194,7 +194,7 @@ func TestMemNetworkSeeded(t *testing.T) {
 			out = append(out, buf[0])
 		}
 	}
-	if pattern(7) != pattern(7) {
+	if first, again := pattern(7), pattern(7); first != again {
 		t.Error("same seed, different losses")
 	}
 	if pattern(7) == pattern(8) {

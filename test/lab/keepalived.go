@@ -55,21 +55,8 @@ func EnsureKeepalived() (string, error) {
 	if p, err := exec.LookPath("keepalived"); err == nil {
 		return p, nil
 	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return "", errors.New("keepalived is not installed and apt-get is not available")
-	}
-	install := func() ([]byte, error) {
-		cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "keepalived")
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		return cmd.CombinedOutput()
-	}
-	if out, err := install(); err != nil {
-		if uout, uerr := exec.Command("apt-get", "update").CombinedOutput(); uerr != nil {
-			return "", fmt.Errorf("apt-get update: %v: %s", uerr, lastLines(string(uout), 5))
-		}
-		if out, err = install(); err != nil {
-			return "", fmt.Errorf("apt-get install keepalived: %v: %s", err, lastLines(string(out), 5))
-		}
+	if err := AptInstall("keepalived"); err != nil {
+		return "", err
 	}
 	return exec.LookPath("keepalived")
 }

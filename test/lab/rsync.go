@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,23 +27,7 @@ func EnsureRsync() error {
 	if !missing {
 		return nil
 	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return errors.New("rsync/openssh-server are not installed and apt-get is not available")
-	}
-	install := func() ([]byte, error) {
-		cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "rsync", "openssh-server", "openssh-client")
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		return cmd.CombinedOutput()
-	}
-	if out, err := install(); err != nil {
-		if uout, uerr := exec.Command("apt-get", "update").CombinedOutput(); uerr != nil {
-			return fmt.Errorf("apt-get update: %v: %s", uerr, lastLines(string(uout), 5))
-		}
-		if out, err = install(); err != nil {
-			return fmt.Errorf("apt-get install rsync openssh-server: %v: %s", err, lastLines(string(out), 5))
-		}
-	}
-	return nil
+	return AptInstall("rsync", "openssh-server", "openssh-client")
 }
 
 const sshdPath = "/usr/sbin/sshd"
