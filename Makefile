@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS     = $(shell $(GO) list ./... | grep -v '/test')
 
-.PHONY: all build test fmtcheck vet unit integration lab bench soak fuzz clean
+.PHONY: all build test fmtcheck vet lint unit integration lab bench soak fuzz clean
 
 all: build
 
@@ -22,6 +22,11 @@ fmtcheck:
 
 vet:
 	$(GO) vet ./...
+
+# make lint: staticcheck (fetched through the module proxy on first use).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
 
 unit:
 	$(GO) test -race -count=1 $(PKGS)
