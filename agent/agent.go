@@ -694,15 +694,31 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 	buf := make([]byte, 4096)
 	cfg := a.config()
 	vc := uint8(cfg.Cluster.VCluster)
+	var backoff time.Duration
 	for {
 		n, _, err := l.Recv(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, heartbeat.ErrClosed) || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			a.log.Warn("hbdev receive error", "hbdev", l.Name(), "error", err)
-			time.Sleep(10 * time.Millisecond)
+			// Log the first error of a run, then back off (10 ms → 1 s):
+			// a vanished interface must not flood the log.
+			if backoff == 0 {
+				a.log.Warn("hbdev receive error", "hbdev", l.Name(), "error", err)
+				backoff = 10 * time.Millisecond
+			} else if backoff < time.Second {
+				backoff *= 2
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
 			continue
+		}
+		if backoff != 0 {
+			a.log.Info("hbdev receiving again", "hbdev", l.Name())
+			backoff = 0
 		}
 		at := a.now()
 		var f heartbeat.Frame
@@ -785,3 +801,25 @@ func (noNetwork) Reset() error               { return nil }
 func (noNetwork) Owned() bool                { return false }
 func (noNetwork) Status() []vmac.IfaceStatus { return nil }
 func (noNetwork) Close() error               { return nil }
+
+// RequiredInterfaces lists the interfaces the agent cannot start without:
+// the hbdevs, the data interfaces and the pingserver interfaces. Monitored
+// interfaces are not required: a missing one counts as down.
+func RequiredInterfaces(cfg *config.Config) []string {
+	var out []string
+	add := func(n string) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	for _, h := range cfg.Cluster.HBDevs {
+		add(h.Name)
+	}
+	for _, i := range cfg.Cluster.Interfaces {
+		add(i.Name)
+	}
+	for _, p := range pingItems(&cfg.Cluster) {
+		add(p.ifname)
+	}
+	return out
+}

@@ -63,6 +63,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	debug.SetGCPercent(400)
 	debug.SetMemoryLimit(64 << 20)
 
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+
+	// Interfaces may appear after the agent (udev renames, late drivers):
+	// wait for them, saying which, instead of failing the boot.
+	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
+		return 0
+	}
 	a, err := agent.New(agent.Options{Config: cfg, Logger: log, StateDir: *stateDir})
 	if err != nil {
 		log.Error("cannot start", "error", err)
@@ -84,9 +94,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	ctx, stop := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGHUP {
