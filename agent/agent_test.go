@@ -92,6 +92,12 @@ type testNode struct {
 
 func testConfig(t *testing.T, name string, prio int, override bool) *config.Config {
 	t.Helper()
+	return testConfigLost(t, name, prio, override, 3)
+}
+
+// testConfigLost is testConfig with another hb_lost_threshold (× 20 ms).
+func testConfigLost(t *testing.T, name string, prio int, override bool, lost int) *config.Config {
+	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
 	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
@@ -105,11 +111,11 @@ cluster:
   password_file: %s
   hbdev: [{name: ha1, priority: 50}]
   hb_interval: 20ms
-  hb_lost_threshold: 3
+  hb_lost_threshold: %d
   hello_holddown: 200ms
   monitor: [port1]
   sync: {enabled: false}
-`, dir, name, name, prio, override, key)
+`, dir, name, name, prio, override, key, lost)
 	cfg, err := config.Parse(name+".yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -200,8 +206,10 @@ func TestAgentsElectAndFailOver(t *testing.T) {
 
 func TestAgentGracefulStopHandsOver(t *testing.T) {
 	mem := heartbeat.NewMemNetwork()
-	a := startNode(t, mem, testConfig(t, "a", 200, false))
-	b := startNode(t, mem, testConfig(t, "b", 100, false))
+	// Lost threshold 10 × 20 ms = 200 ms: a hand-over well below it did not
+	// wait for a's heartbeats to stop.
+	a := startNode(t, mem, testConfigLost(t, "a", 200, false, 10))
+	b := startNode(t, mem, testConfigLost(t, "b", 100, false, 10))
 	eventually(t, 3*time.Second, "a primary", func() bool {
 		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
 	})
@@ -217,8 +225,8 @@ func TestAgentGracefulStopHandsOver(t *testing.T) {
 		t.Fatal("a did not stop")
 	}
 	eventually(t, time.Second, "b primary", func() bool { return b.status(t).Role == "primary" })
-	if d := time.Since(start); d > 50*time.Millisecond {
-		t.Errorf("hand-over took %v; it should not wait for the lost threshold (60ms)", d)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("hand-over took %v; it should not wait for the lost threshold (200ms)", d)
 	}
 	if owned, _, rel, _ := a.net.counts(); owned || rel != 1 {
 		t.Fatalf("a after stop: owned %v releases %d", owned, rel)
