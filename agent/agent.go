@@ -18,7 +18,6 @@ import (
 	"net"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -772,13 +771,6 @@ func (a *Agent) call(ctx context.Context, cmd string) (any, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-// sortedMembers returns machine members with self first.
-func sortedMembers(ms []cluster.Member) []cluster.Member {
-	out := append([]cluster.Member(nil), ms...)
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Self && !out[j].Self })
-	return out
 }
 
 func updown(b bool) string {

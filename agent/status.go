@@ -70,7 +70,7 @@ func (a *Agent) status() *control.Status {
 	} else {
 		out.Config = control.Config{InSync: true}
 	}
-	for _, m := range sortedMembers(st.Members) {
+	for _, m := range st.Members { // self first (Machine.Status)
 		mm := control.Member{
 			Node: m.Name, Serial: m.Serial, Role: m.Role.String(), Priority: int(m.Priority), Override: m.Override,
 			MonitorUp: m.MonitorUp, MonitorTotal: m.MonitorTotal, UptimeS: int64(m.Uptime / time.Second),
