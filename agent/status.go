@@ -67,6 +67,10 @@ func (a *Agent) status() *control.Status {
 	sv := a.syncStatus()
 	if sv != nil {
 		out.Config = control.Config{Checksum: sv.sum, Generation: sv.gen, SyncOn: true, InSync: true, LastError: sv.lastErr}
+		cs := a.sync.ch.Stats()
+		out.Config.Channel = &control.SyncChannel{ActiveLink: cs.ActiveLink, FramesSent: cs.FramesSent,
+			FramesReceived: cs.FramesReceived, Retransmits: cs.Retransmits, Failovers: cs.Failovers,
+			DroppedBadAuth: cs.DroppedAuth, DroppedReplay: cs.DroppedReplay, DroppedMalformed: cs.DroppedMalformed}
 	} else {
 		out.Config = control.Config{InSync: true}
 	}

@@ -134,6 +134,9 @@ func TestAgentConfigSync(t *testing.T) {
 		sa, sb := status("a"), status("b")
 		return sa.Config.InSync && sb.Config.InSync && sa.Config.Checksum == sb.Config.Checksum && sa.Config.Checksum != ""
 	})
+	if c := status("a").Config.Channel; c == nil || c.ActiveLink != "ha1" || c.FramesSent == 0 || c.FramesReceived == 0 {
+		t.Fatalf("sync channel in status: %+v", c)
+	}
 	if st := status("b"); st.LostThresh != 4 {
 		t.Fatalf("b runs hb_lost_threshold %d, want the primary's 4", st.LostThresh)
 	}

@@ -85,6 +85,7 @@ func TestFormatStatus(t *testing.T) {
 			{Node: "node-a", Serial: "SA", Role: "primary", Self: true, Alive: true, ConfigInSync: true, MonitorUp: 1, MonitorTotal: 1},
 		},
 		HBDevs: []HBDev{{Name: "ha1", Up: true, RX: 5, TX: 6, BadAuth: 2}},
+		Config: Config{SyncOn: true, LastError: "on_change failed", Channel: &SyncChannel{ActiveLink: "ha1", FramesSent: 9, FramesReceived: 8, Retransmits: 2}},
 	}
 	var b bytes.Buffer
 	FormatStatus(&b, st, now)
@@ -101,6 +102,8 @@ func TestFormatStatus(t *testing.T) {
 		"Primary: node-a, SA, HA cluster index = 0",
 		"Secondary: node-b, SB, HA cluster index = 1",
 		"Cluster Uptime: 0 days 1:02:03",
+		"sync channel: on ha1, frames tx 9 rx 8, retransmits 2",
+		"sync error: on_change failed",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)

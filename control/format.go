@@ -68,6 +68,17 @@ func FormatStatus(w io.Writer, s *Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "    %s(%s): %s\n", m.Node, m.Serial, state)
 	}
+	if c := s.Config.Channel; c != nil {
+		active := c.ActiveLink
+		if active == "" {
+			active = "none"
+		}
+		fmt.Fprintf(w, "    sync channel: on %s, frames tx %d rx %d, retransmits %d, hbdev failovers %d, dropped bad_auth %d replay %d malformed %d\n",
+			active, c.FramesSent, c.FramesReceived, c.Retransmits, c.Failovers, c.DroppedBadAuth, c.DroppedReplay, c.DroppedMalformed)
+	}
+	if s.Config.LastError != "" {
+		fmt.Fprintf(w, "    sync error: %s\n", s.Config.LastError)
+	}
 	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	for _, h := range s.HBDevs {

@@ -79,11 +79,24 @@ type VIface struct {
 
 // Config is the configuration-sync summary of this node.
 type Config struct {
-	Checksum   string `json:"checksum"`
-	Generation uint64 `json:"generation"`
-	InSync     bool   `json:"in_sync"`
-	SyncOn     bool   `json:"sync_enabled"`
-	LastError  string `json:"last_error,omitempty"`
+	Checksum   string       `json:"checksum"`
+	Generation uint64       `json:"generation"`
+	InSync     bool         `json:"in_sync"`
+	SyncOn     bool         `json:"sync_enabled"`
+	LastError  string       `json:"last_error,omitempty"`
+	Channel    *SyncChannel `json:"channel,omitempty"`
+}
+
+// SyncChannel is the state of the 0x8893 control channel.
+type SyncChannel struct {
+	ActiveLink       string `json:"active_link"` // hbdev carrying sync now ("" none)
+	FramesSent       uint64 `json:"frames_sent"`
+	FramesReceived   uint64 `json:"frames_received"`
+	Retransmits      uint64 `json:"retransmits"`
+	Failovers        uint64 `json:"failovers"` // moves to another hbdev
+	DroppedBadAuth   uint64 `json:"dropped_bad_auth"`
+	DroppedReplay    uint64 `json:"dropped_replay"`
+	DroppedMalformed uint64 `json:"dropped_malformed"`
 }
 
 // Event is one entry of `agentctl ha history`.
