@@ -263,36 +263,26 @@ type Channel struct {
 	linkMu     sync.Mutex // guards linkState.up/suspect for Stats
 }
 
+// orDefault sets *v to d when *v is the zero value (an unset option).
+func orDefault[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 // NewChannel starts a channel on cfg.Links. It owns the links from now on.
 func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	d := DefaultChannelConfig()
-	if cfg.MTU == 0 {
-		cfg.MTU = d.MTU
-	}
-	if cfg.Window == 0 {
-		cfg.Window = d.Window
-	}
-	if cfg.MinRTO == 0 {
-		cfg.MinRTO = d.MinRTO
-	}
-	if cfg.MaxRTO == 0 {
-		cfg.MaxRTO = d.MaxRTO
-	}
-	if cfg.FailoverAfter == 0 {
-		cfg.FailoverAfter = d.FailoverAfter
-	}
-	if cfg.LinkProbeInterval == 0 {
-		cfg.LinkProbeInterval = d.LinkProbeInterval
-	}
-	if cfg.PeerTimeout == 0 {
-		cfg.PeerTimeout = d.PeerTimeout
-	}
-	if cfg.MaxMessage == 0 {
-		cfg.MaxMessage = d.MaxMessage
-	}
-	if cfg.RecvQueue == 0 {
-		cfg.RecvQueue = d.RecvQueue
-	}
+	orDefault(&cfg.MTU, d.MTU)
+	orDefault(&cfg.Window, d.Window)
+	orDefault(&cfg.MinRTO, d.MinRTO)
+	orDefault(&cfg.MaxRTO, d.MaxRTO)
+	orDefault(&cfg.FailoverAfter, d.FailoverAfter)
+	orDefault(&cfg.LinkProbeInterval, d.LinkProbeInterval)
+	orDefault(&cfg.PeerTimeout, d.PeerTimeout)
+	orDefault(&cfg.MaxMessage, d.MaxMessage)
+	orDefault(&cfg.RecvQueue, d.RecvQueue)
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
