@@ -126,16 +126,8 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 // poll is eventually with a polling period of its own.
 func poll(t *testing.T, timeout, every time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: after %v: %v", what, timeout, err)
-		}
-		time.Sleep(every)
+	if err := lab.EventuallyEvery(timeout, every, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

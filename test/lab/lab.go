@@ -283,6 +283,11 @@ func InNS(name string, fn func() error) error {
 // Eventually polls cond every 10 ms until it returns nil or timeout passes,
 // and returns the last error.
 func Eventually(timeout time.Duration, cond func() error) error {
+	return EventuallyEvery(timeout, 10*time.Millisecond, cond)
+}
+
+// EventuallyEvery is Eventually with a polling period of its own.
+func EventuallyEvery(timeout, every time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
@@ -292,6 +297,6 @@ func Eventually(timeout time.Duration, cond func() error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("after %v: %w", timeout, err)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
