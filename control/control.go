@@ -131,7 +131,7 @@ var ErrNotRunning = errors.New("hagentd is not running")
 func Call(path string, cmd string, out any, timeout time.Duration) error {
 	c, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("%w (no agent on %s)", ErrNotRunning, path)
 		}
 		return fmt.Errorf("cannot reach hagentd on %s: %w", path, err)
