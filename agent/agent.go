@@ -31,6 +31,15 @@ import (
 	"github.com/hagent/hagent/vmac"
 )
 
+// Default directories of hagentd (systemd StateDirectory=hagent and
+// RuntimeDirectory=hagent).
+const (
+	// DefaultStateDir keeps what must survive reboots.
+	DefaultStateDir = "/var/lib/hagent"
+	// DefaultRunDir keeps runtime-only state and the control socket.
+	DefaultRunDir = "/run/hagent"
+)
+
 // Network is what the agent needs from the virtual-MAC manager (vmac.Manager
 // implements it); tests may substitute their own.
 type Network interface {
@@ -56,9 +65,13 @@ type Options struct {
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
-	// StateDir is where the vMAC manager and the syncer keep their state;
-	// "" is the default (/run/hagent for vMACs, no sync state file).
+	// StateDir is where state that must survive a reboot lives (the
+	// heartbeat epoch, the sync generation); "" keeps none (tests).
 	StateDir string
+	// RunDir is where runtime-only state lives (the interfaces' permanent
+	// MACs, remembered across a crash but not a reboot); "" is
+	// DefaultRunDir.
+	RunDir string
 	// SyncLinks are the control-channel links (hbdev priority order) for
 	// configuration sync; nil opens AF_PACKET links on eth_type.l2ep.
 	SyncLinks []heartbeat.Link
@@ -223,7 +236,7 @@ func New(o Options) (*Agent, error) {
 			vc := vmac.Config{
 				GroupID: cfg.Cluster.GroupID, VCluster: cfg.Cluster.VCluster,
 				ARPs: cfg.Cluster.ARPs, ARPInterval: cfg.Cluster.ARPsInterval,
-				StateDir: o.StateDir, Logger: a.log.Named("vmac"),
+				StateDir: o.RunDir, Logger: a.log.Named("vmac"),
 			}
 			for _, ifc := range cfg.Cluster.Interfaces {
 				vc.Interfaces = append(vc.Interfaces, vmac.Interface{Name: ifc.Name, Prefixes: ifc.Addresses})

@@ -54,7 +54,7 @@ func TestWaitsForInterfaces(t *testing.T) {
 	}
 	rename("ha1", "late0")
 	var out lockedBuffer
-	cmd := exec.Command("ip", "netns", "exec", a.NS, lab.Bin("hagentd"), "-c", a.ConfigPath(), "-state-dir", a.StateDir)
+	cmd := exec.Command("ip", "netns", "exec", a.NS, lab.Bin("hagentd"), "-c", a.ConfigPath(), "-state-dir", a.StateDir, "-run-dir", a.RunDir)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("c", "/etc/hagent/hagent.yaml", "configuration file")
 	check := fs.Bool("check", false, "validate the configuration, print ok or the errors, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	stateDir := fs.String("state-dir", "/run/hagent", "where to remember the interfaces' permanent MACs")
+	stateDir := fs.String("state-dir", agent.DefaultStateDir, "persistent state: heartbeat epoch, sync generation (kept across reboots)")
+	runDir := fs.String("run-dir", agent.DefaultRunDir, "runtime state: the interfaces' permanent MACs (cleared at boot)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -73,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
 		return 0
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, StateDir: *stateDir})
+	a, err := agent.New(agent.Options{Config: cfg, Logger: log, StateDir: *stateDir, RunDir: *runDir})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return 1

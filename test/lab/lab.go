@@ -135,9 +135,12 @@ func (l *Lab) build() error {
 			return err
 		}
 		n := &Node{lab: l, Name: name, NS: ns, Index: i,
-			Socket: filepath.Join(l.Dir, name, "hagent.sock"), StateDir: filepath.Join(l.Dir, name, "state")}
-		if err := os.MkdirAll(n.StateDir, 0o700); err != nil {
-			return err
+			Socket: filepath.Join(l.Dir, name, "hagent.sock"), StateDir: filepath.Join(l.Dir, name, "state"),
+			RunDir: filepath.Join(l.Dir, name, "run")}
+		for _, d := range []string{n.StateDir, n.RunDir} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return err
+			}
 		}
 		l.Nodes[name] = n
 		var st [][]string

@@ -21,7 +21,8 @@ type Node struct {
 	NS       string
 	Index    int
 	Socket   string
-	StateDir string
+	StateDir string // persistent state (-state-dir: epoch, sync generation)
+	RunDir   string // runtime state (-run-dir: permanent MACs)
 	Log      string // hagentd's log file
 
 	cmd  *exec.Cmd
@@ -170,7 +171,7 @@ func (n *Node) StartYAML(cfg string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.NS, Bin("hagentd"), "-c", path, "-state-dir", n.StateDir)
+	cmd := exec.Command("ip", "netns", "exec", n.NS, Bin("hagentd"), "-c", path, "-state-dir", n.StateDir, "-run-dir", n.RunDir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
