@@ -237,6 +237,7 @@ type Channel struct {
 	sendReq  chan *outMsg
 	cancelCh chan *outMsg
 	linkCh   chan linkCmd
+	rekeyCh  chan rekeyReq
 	recvCh   chan Message
 	closed   chan struct{}
 	closeMu  sync.Once
@@ -250,6 +251,7 @@ type Channel struct {
 	plainBuf   []byte
 
 	activeName atomic.Value // string
+	epochNow   atomic.Uint64 // c.epoch, for Epoch
 	msgsSent   atomic.Uint64
 	msgsRecv   atomic.Uint64
 	framesTx   atomic.Uint64
@@ -324,6 +326,7 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
 		linkCh:   make(chan linkCmd),
+		rekeyCh:  make(chan rekeyReq),
 		recvCh:   make(chan Message),
 		closed:   make(chan struct{}),
 		peers:    make(map[string]*peer),
@@ -338,6 +341,7 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 		c.links = append(c.links, &linkState{l: l, name: l.Name(), up: true})
 	}
 	c.activeName.Store(c.links[0].name)
+	c.epochNow.Store(c.epoch)
 	for i := range c.links {
 		c.wg.Add(1)
 		go c.readLink(i)
@@ -348,7 +352,50 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 }
 
 // Epoch returns this channel's epoch.
-func (c *Channel) Epoch() uint64 { return c.epoch }
+func (c *Channel) Epoch() uint64 { return c.epochNow.Load() }
+
+// Rekey moves this channel to a larger epoch while it runs, as if the node
+// had restarted: a new session key, the nonce counter from 1, and every
+// stream with every peer restarted (messages not yet acknowledged are sent
+// again from their beginning; the peers see the new epoch and do the
+// same). The agent calls it when its heartbeat epoch is raised by a
+// peer's epoch hint (its clock went back and its state was lost), so the
+// peers that rejected the old epoch as a replay hear it again. An epoch
+// not above the current one is ignored.
+// Rekey returns once the channel uses the new epoch.
+func (c *Channel) Rekey(epoch uint64) {
+	r := rekeyReq{epoch: epoch, done: make(chan struct{})}
+	select {
+	case c.rekeyCh <- r:
+		<-r.done
+	case <-c.closed:
+	}
+}
+
+type rekeyReq struct {
+	epoch uint64
+	done  chan struct{}
+}
+
+func (c *Channel) rekey(epoch uint64) {
+	if epoch <= c.epoch {
+		return
+	}
+	aead, err := c.keys.session(c.cfg.Self, epoch)
+	if err != nil {
+		c.log.Error("cannot derive the key of the new epoch; keeping the old one", "epoch", epoch, "error", err)
+		return
+	}
+	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", c.epoch, "epoch", epoch)
+	c.epoch, c.aead, c.nonce = epoch, aead, 0
+	c.epochNow.Store(epoch)
+	for _, p := range c.peers {
+		c.resetStreams(p)
+		if l := c.active; p.epoch != 0 && l >= 0 {
+			c.sendControl(p, FrameProbe, l, nil) // tell the peer the new epoch now
+		}
+	}
+}
 
 // Send queues msg for peer and returns when the peer has acknowledged all of
 // it, when ctx is done, when the peer acknowledged nothing for PeerTimeout
@@ -513,6 +560,9 @@ func (c *Channel) run() {
 			c.cancel(m)
 		case lc := <-c.linkCh:
 			c.setLinkUp(lc)
+		case r := <-c.rekeyCh:
+			c.rekey(r.epoch)
+			close(r.done)
 		case out <- next:
 			c.deliverQ[0] = Message{}
 			c.deliverQ = c.deliverQ[1:]
@@ -559,6 +609,12 @@ func (c *Channel) resetEpoch(p *peer, epoch uint64, aead cipher.AEAD) {
 		c.log.Info("peer restarted, resetting session", "peer", p.name, "old_epoch", p.epoch, "epoch", epoch)
 	}
 	p.epoch, p.aead, p.replay = epoch, aead, replayWindow{}
+	c.resetStreams(p)
+}
+
+// resetStreams restarts both streams with p: the receive state is dropped
+// and every message not yet acknowledged is queued again from its start.
+func (c *Channel) resetStreams(p *peer) {
 	p.rcvNext, p.ooo, p.asm, p.asmActive, p.asmDrop = 1, map[uint64]DataBody{}, nil, false, false
 	var requeue []*outMsg
 	seen := map[*outMsg]bool{}
