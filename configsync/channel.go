@@ -250,7 +250,7 @@ type Channel struct {
 	bodyBuf    []byte
 	plainBuf   []byte
 
-	activeName atomic.Value // string
+	activeName atomic.Value  // string
 	epochNow   atomic.Uint64 // c.epoch, for Epoch
 	msgsSent   atomic.Uint64
 	msgsRecv   atomic.Uint64
