@@ -52,6 +52,7 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 	cc := configsync.DefaultChannelConfig()
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
 	cc.Logger = a.log.Named("sync-channel")
+	cc.Epoch = a.epoch // the heartbeat's: persisted, only grows (Rekey raises both)
 	ch, err := configsync.NewChannel(cc)
 	if err != nil {
 		for _, l := range links {
