@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 				"      VMs cloned from one template share it, and two members with one serial split the cluster:\n"+
 				"      set node.serial on each node, or give each clone its own machine id\n"+
 				"      (rm /etc/machine-id && systemd-machine-id-setup).\n", cfg.Node.Serial)
+		}
+		for _, p := range cfg.Cluster.Sync.Paths {
+			if p != "/etc" && !strings.HasPrefix(p, "/etc/") {
+				fmt.Fprintf(stdout, "note: sync path %s is outside /etc: the shipped systemd unit keeps it read-only;\n"+
+					"      add it with a drop-in (systemctl edit hagent): [Service] ReadWritePaths=%s\n", p, p)
+			}
 		}
 		return 0
 	}
