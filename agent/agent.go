@@ -63,6 +63,9 @@ type Options struct {
 	Network Network
 	// WatchLinks reports carrier changes; nil uses vmac.WatchLinks.
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	// PollCarrier reads the carrier of direct hbdevs every interval; nil
+	// uses vmac.PollCarrier.
+	PollCarrier func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// StateDir is where state that must survive a reboot lives (the
@@ -87,6 +90,7 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	poll  func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
 	// sequence; the epoch only grows (persisted in state, raised by hints).
 	epoch  uint64
@@ -123,6 +127,7 @@ type Agent struct {
 	peerEpochs map[heartbeat.Peer]uint64 // last heartbeat epoch per sender, owned by run
 	faultUntil time.Time                 // a failed takeover's fault clears then (run)
 	conf       *conflicts                // serial conflicts (run)
+	cstate     carrierState              // direct hbdevs' carrier (run)
 	// Faults given to the machine (run): a failed takeover, a lost serial
 	// conflict; applied is what the machine has now.
 	takeoverFault, appliedFault string
@@ -201,6 +206,7 @@ func New(o Options) (*Agent, error) {
 		monitor:    map[string]bool{},
 		peerEpochs: map[heartbeat.Peer]uint64{},
 		conf:       newConflicts(),
+		cstate:     newCarrierState(),
 		syncRoot:   o.SyncRoot,
 		watch:      o.WatchLinks,
 		applyCh:    make(chan *config.Config, 1),
@@ -208,6 +214,10 @@ func New(o Options) (*Agent, error) {
 	}
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
+	}
+	a.poll = o.PollCarrier
+	if a.poll == nil {
+		a.poll = vmac.PollCarrier
 	}
 	pw, err := cfg.Cluster.Password()
 	if err != nil {
@@ -351,6 +361,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if direct := directHBDevs(&cfg.Cluster); len(direct) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.poll(bg, direct, carrierPoll, func(name string, up bool) {
+				select {
+				case a.linkCh <- linkEvent{name, up}:
+				case <-bg.Done():
+				}
+			}); err != nil && bg.Err() == nil {
+				a.log.Error("carrier poll of the direct hbdevs stopped", "error", err)
+			}
+		}()
+	}
 	if a.sync != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.runSync(bg) }()
@@ -414,6 +438,7 @@ func (a *Agent) run(ctx context.Context) error {
 				a.applyFault()
 			}
 			a.housekeeping(now)
+			a.checkCarrier(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
 		case <-done:
 			done = nil
@@ -462,6 +487,9 @@ func (a *Agent) stepFrame(r rxFrame) {
 	if !see {
 		a.links[r.link].dropped.Add(1)
 		return
+	}
+	if !a.carrierHeard(r.frame.Serial, r.frame.Node, r.link, r.at) {
+		return // queued before the carrier loss that declared its sender lost
 	}
 	if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
 		a.links[r.link].dropped.Add(1)
@@ -521,6 +549,7 @@ func (a *Agent) nextWake() time.Duration {
 	min(a.m.NextDeadline())
 	min(a.faultUntil)
 	min(a.conf.nextExpiry(a.detection()))
+	min(a.carrierDeadline())
 	if wait < 0 {
 		wait = 0
 	}
@@ -532,14 +561,19 @@ func (a *Agent) linkChanged(ev linkEvent) {
 	monitored := monitoredNames(&cfg.Cluster)
 	isMon := slices.Contains(monitored, ev.name)
 	for _, l := range a.links {
-		if l.Name() == ev.name {
-			if old, ok := a.carrier.Load(ev.name); !ok || old.(bool) != ev.up {
-				a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
-			}
-			a.carrier.Store(ev.name, ev.up)
-			if a.sync != nil {
-				a.sync.ch.SetLinkUp(ev.name, ev.up)
-			}
+		if l.Name() != ev.name {
+			continue
+		}
+		// The link watcher and the carrier poll (direct hbdevs) may both
+		// report a change: act once.
+		if old, ok := a.carrier.Load(ev.name); ok && old.(bool) == ev.up {
+			break
+		}
+		a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
+		a.carrier.Store(ev.name, ev.up)
+		a.carrierChanged(ev.name, ev.up, a.now())
+		if a.sync != nil {
+			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}
 	}
 	if !isMon {

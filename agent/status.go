@@ -83,7 +83,8 @@ func (a *Agent) status() *control.Status {
 		if !m.Self {
 			mm.LastHeardMs = now.Sub(m.LastHeard).Milliseconds()
 			if !m.Alive {
-				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold
+				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold, or carrier
+				mm.LostBy, mm.LostWhy = m.LostBy, m.LostWhy
 			}
 		}
 		if sv != nil {

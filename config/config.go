@@ -26,6 +26,9 @@ const (
 	DefaultHBInterval       = 200 * time.Millisecond
 	DefaultHBLostThreshold  = 6
 	DefaultHelloHolddown    = 20 * time.Second
+	// DefaultCarrierDebounce is how long a direct hbdev's carrier must stay
+	// down before its peers count as lost (carrier_debounce).
+	DefaultCarrierDebounce = 5 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
 	DefaultPingInterval     = time.Second
@@ -119,6 +122,9 @@ type Cluster struct {
 	// FailoverHoldTime delays a new failover after one
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
+	// CarrierDebounce is how long the carrier of a direct hbdev must stay
+	// down before it counts (carrier_debounce), 0-1s, default 5ms.
+	CarrierDebounce time.Duration
 	// EthType holds the Ethertypes in use (eth_type).
 	EthType EthTypes
 	// Transparent makes heartbeats use EthType.HC (transparent).
@@ -149,6 +155,11 @@ type HBDev struct {
 	// Priority orders the devices for the sync channel, 0-255 (priority),
 	// default 0; higher is preferred.
 	Priority int
+	// Direct says the hbdev is a cable straight to the peers' NICs, with no
+	// switch between (direct, default false): when the carrier of every
+	// direct hbdev a peer was heard on is down for carrier_debounce, that
+	// peer is lost at once, without waiting for the lost threshold.
+	Direct bool
 }
 
 // Interface is a data interface with its cluster addresses.
@@ -237,6 +248,7 @@ func DefaultCluster() Cluster {
 		HelloHolddown:    DefaultHelloHolddown,
 		UptimeDiffMargin: DefaultUptimeDiffMargin,
 		FailoverHoldTime: DefaultFailoverHoldTime,
+		CarrierDebounce:  DefaultCarrierDebounce,
 		EthType: EthTypes{
 			HA:      DefaultEthTypeHA,
 			HC:      DefaultEthTypeHC,

@@ -53,6 +53,7 @@ func TestDefault(t *testing.T) {
 			HBLostThreshold:  6,
 			HelloHolddown:    20 * time.Second,
 			UptimeDiffMargin: 300 * time.Second,
+			CarrierDebounce:  5 * time.Millisecond,
 			EthType:          EthTypes{HA: 0x8890, HC: 0x8891, L2EP: 0x8893, Session: 0x8892},
 			PingServer:       PingServer{Interval: time.Second, FailoverThreshold: 5},
 			ARPs:             5,
@@ -672,9 +673,9 @@ func TestHBDevsByPriority(t *testing.T) {
 		in, want []HBDev
 	}{
 		{nil, []HBDev{}},
-		{[]HBDev{{"a", 1}}, []HBDev{{"a", 1}}},
-		{[]HBDev{{"a", 10}, {"b", 50}, {"c", 40}}, []HBDev{{"b", 50}, {"c", 40}, {"a", 10}}},
-		{[]HBDev{{"a", 0}, {"b", 5}, {"c", 0}, {"d", 5}}, []HBDev{{"b", 5}, {"d", 5}, {"a", 0}, {"c", 0}}},
+		{[]HBDev{{Name: "a", Priority: 1}}, []HBDev{{Name: "a", Priority: 1}}},
+		{[]HBDev{{Name: "a", Priority: 10}, {Name: "b", Priority: 50}, {Name: "c", Priority: 40}}, []HBDev{{Name: "b", Priority: 50}, {Name: "c", Priority: 40}, {Name: "a", Priority: 10}}},
+		{[]HBDev{{Name: "a", Priority: 0}, {Name: "b", Priority: 5}, {Name: "c", Priority: 0}, {Name: "d", Priority: 5}}, []HBDev{{Name: "b", Priority: 5}, {Name: "d", Priority: 5}, {Name: "a", Priority: 0}, {Name: "c", Priority: 0}}},
 	}
 	for _, tt := range tests {
 		c := Cluster{HBDevs: tt.in}

@@ -647,6 +647,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				d.mapping(p, v, map[string]field{
 					"name":     func(p string, v *yaml.Node) { d.str(p, v, &h.Name) },
 					"priority": num(&h.Priority),
+					"direct":   func(p string, v *yaml.Node) { d.boolean(p, v, &h.Direct) },
 				})
 				c.HBDevs = append(c.HBDevs, h)
 			})
@@ -656,6 +657,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"hello_holddown":     dur(&c.HelloHolddown),
 		"uptime_diff_margin": dur(&c.UptimeDiffMargin),
 		"failover_hold_time": dur(&c.FailoverHoldTime),
+		"carrier_debounce":   dur(&c.CarrierDebounce),
 		"eth_type": func(p string, v *yaml.Node) {
 			et := func(out *uint16) field { return func(p string, v *yaml.Node) { d.ethertype(p, v, out) } }
 			d.mapping(p, v, map[string]field{

@@ -38,7 +38,8 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 	for _, h := range c.HBDevs {
 		hbdevs.Content = append(hbdevs.Content, mapNode(true,
 			"name", strNode(h.Name),
-			"priority", intNode(h.Priority)))
+			"priority", intNode(h.Priority),
+			"direct", boolNode(h.Direct)))
 	}
 	ifaces := seqNode(false)
 	for _, ifc := range c.Interfaces {
@@ -86,6 +87,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"hello_holddown", durNode(c.HelloHolddown),
 		"uptime_diff_margin", durNode(c.UptimeDiffMargin),
 		"failover_hold_time", durNode(c.FailoverHoldTime),
+		"carrier_debounce", durNode(c.CarrierDebounce),
 		"eth_type", mapNode(true,
 			"ha", hexNode(c.EthType.HA),
 			"hc", hexNode(c.EthType.HC),

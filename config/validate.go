@@ -95,6 +95,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("hb_interval"), c.HBInterval, 10*time.Millisecond, 60*time.Second)
 	d.intRange(k("hb_lost_threshold"), c.HBLostThreshold, 1, 60)
 	d.durRange(k("hello_holddown"), c.HelloHolddown, 0, 300*time.Second)
+	d.durRange(k("carrier_debounce"), c.CarrierDebounce, 0, time.Second)
 	d.durRange(k("uptime_diff_margin"), c.UptimeDiffMargin, 0, 65535*time.Second)
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
 

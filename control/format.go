@@ -31,7 +31,11 @@ func HealthOf(s *Status) (string, []string) {
 	var problems []string
 	for _, m := range s.Members {
 		if !m.Alive && !m.Self {
-			problems = append(problems, fmt.Sprintf("%s(%s) is lost", m.Node, m.Serial))
+			why := ""
+			if m.LostWhy != "" {
+				why = " (" + m.LostWhy + ")"
+			}
+			problems = append(problems, fmt.Sprintf("%s(%s) is lost%s", m.Node, m.Serial, why))
 		}
 		if m.MonitorUp < m.MonitorTotal {
 			problems = append(problems, fmt.Sprintf("%s(%s) has %d of %d monitored links down", m.Node, m.Serial, m.MonitorTotal-m.MonitorUp, m.MonitorTotal))

@@ -271,10 +271,16 @@ type probe struct {
 // for the first answer. The probe is stopped at the end of the test.
 func startProbe(t *testing.T, l *lab.Lab) *probe {
 	t.Helper()
+	return startProbeEvery(t, l, probeEvery)
+}
+
+// startProbeEvery is startProbe with a probe every `every`.
+func startProbeEvery(t *testing.T, l *lab.Lab, every time.Duration) *probe {
+	t.Helper()
 	if err := l.StartEcho(); err != nil {
 		t.Fatalf("echo: %v", err)
 	}
-	lp, err := l.StartProbe(lab.ClusterIPv4, probeEvery)
+	lp, err := l.StartProbe(lab.ClusterIPv4, every)
 	if err != nil {
 		t.Fatalf("probe: %v", err)
 	}

@@ -54,6 +54,10 @@ type Params struct {
 	KeyFile string
 	// Serial replaces the node's serial (default FGVM0000100<index>).
 	Serial string
+	// Direct marks every hbdev direct: true (carrier loss = peer loss);
+	// CarrierDebounce sets carrier_debounce (0: the default).
+	Direct          bool
+	CarrierDebounce time.Duration
 }
 
 // Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
@@ -123,7 +127,10 @@ func (n *Node) Config(p Params) (string, error) {
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
 	b.WriteString("  hbdev:\n")
 	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
-		fmt.Fprintf(&b, "    - {name: ha%d, priority: %d}\n", h, 100-h*10)
+		fmt.Fprintf(&b, "    - {name: ha%d, priority: %d, direct: %v}\n", h, 100-h*10, p.Direct)
+	}
+	if p.CarrierDebounce > 0 {
+		fmt.Fprintf(&b, "  carrier_debounce: %s\n", p.CarrierDebounce)
 	}
 	fmt.Fprintf(&b, "  hb_interval: %s\n  hb_lost_threshold: %d\n  hello_holddown: %s\n  uptime_diff_margin: %s\n  failover_hold_time: %s\n",
 		p.HBInterval, p.LostThreshold, p.HelloHolddown, p.UptimeMargin, p.HoldTime)
