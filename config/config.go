@@ -17,18 +17,18 @@ import (
 // list lengths are also enforced while decoding so that hostile input
 // cannot make the parser do unbounded work.
 const (
-	DefaultControlSocket    = "/run/hagent/hagent.sock"
-	DefaultLogFormat        = "text"
-	DefaultLogLevel         = "info"
-	DefaultNodePriority     = 128
-	DefaultMode             = "a-p"
-	DefaultVCluster         = 1
-	DefaultHBInterval       = 200 * time.Millisecond
-	DefaultHBLostThreshold  = 6
-	DefaultHelloHolddown    = 20 * time.Second
+	DefaultControlSocket   = "/run/hagent/hagent.sock"
+	DefaultLogFormat       = "text"
+	DefaultLogLevel        = "info"
+	DefaultNodePriority    = 128
+	DefaultMode            = "a-p"
+	DefaultVCluster        = 1
+	DefaultHBInterval      = 200 * time.Millisecond
+	DefaultHBLostThreshold = 6
+	DefaultHelloHolddown   = 20 * time.Second
 	// DefaultCarrierDebounce is how long a direct hbdev's carrier must stay
 	// down before its peers count as lost (carrier_debounce).
-	DefaultCarrierDebounce = 5 * time.Millisecond
+	DefaultCarrierDebounce  = 5 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
 	DefaultPingInterval     = time.Second

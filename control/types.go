@@ -58,8 +58,8 @@ type Member struct {
 	// LostBy says how a member that is not alive was lost: "heartbeat"
 	// (the lost threshold) or "carrier" (a direct hbdev lost carrier);
 	// LostWhy details it ("no heartbeat for 1.2s", "carrier down on ha1").
-	LostBy  string `json:"lost_by,omitempty"`
-	LostWhy string `json:"lost_why,omitempty"`
+	LostBy       string `json:"lost_by,omitempty"`
+	LostWhy      string `json:"lost_why,omitempty"`
 	Self         bool   `json:"self"`
 	FailoverSet  bool   `json:"failover_set"`
 	ConfigInSync bool   `json:"config_in_sync"`
