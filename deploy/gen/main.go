@@ -6,8 +6,8 @@
 //
 //	go run ./deploy/gen -o DIR -version VERSION -date YYYY-MM-DD
 //
-// writes DIR/hagentd.8, DIR/agentctl.8, DIR/hagent.yaml.5 and
-// DIR/agentctl.bash.
+// writes DIR/hagentd.8, DIR/agentctl.8, DIR/hagent.yaml.5,
+// DIR/agentctl.bash and DIR/changelog (the Debian package's).
 package main
 
 import (
@@ -29,8 +29,17 @@ func main() {
 	out := fs.String("o", "build/man", "output `directory`")
 	version := fs.String("version", cli.Version, "version shown in the pages' footer")
 	date := fs.String("date", time.Now().UTC().Format(time.DateOnly), "date shown in the pages' footer (YYYY-MM-DD)")
+	debVersion := fs.String("debversion", "", "the Debian package's version, for the changelog (default: -version)")
 	_ = fs.Parse(os.Args[1:])
-	if err := write(*out, page{version: *version, date: *date}); err != nil {
+	p := page{version: *version, debVersion: *debVersion, date: *date}
+	if p.debVersion == "" {
+		p.debVersion = p.version
+	}
+	if _, err := time.Parse(time.DateOnly, p.date); err != nil {
+		fmt.Fprintln(os.Stderr, "gen: -date:", err)
+		os.Exit(2)
+	}
+	if err := write(*out, p); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
@@ -42,6 +51,7 @@ var generators = map[string]func(io.Writer, page){
 	"agentctl.8":    agentctlPage,
 	"hagent.yaml.5": configPage,
 	"agentctl.bash": agentctlCompletion,
+	"changelog":     debianChangelog,
 }
 
 func write(dir string, p page) error {
@@ -59,7 +69,7 @@ func write(dir string, p page) error {
 }
 
 // page holds what every page's header carries.
-type page struct{ version, date string }
+type page struct{ version, debVersion, date string }
 
 // roff escapes text for a man page: backslashes, hyphens (as \- so that
 // commands and options copy as typed) and a leading control character.
@@ -362,3 +372,13 @@ _agentctl() {
 	}
 	fmt.Fprint(w, "\tesac\n}\ncomplete -F _agentctl agentctl\n")
 }
+
+// debianChangelog writes the package's changelog: one entry for this build.
+func debianChangelog(w io.Writer, p page) {
+	d, _ := time.Parse(time.DateOnly, p.date)
+	fmt.Fprintf(w, "hagent (%s) unstable; urgency=medium\n\n  * Built from git %s.\n\n -- %s  %s\n",
+		p.debVersion, p.version, maintainer, d.Format(time.RFC1123Z))
+}
+
+// maintainer is the package's maintainer, as in deploy/deb/nfpm.yaml.
+const maintainer = "hagent developers <hagent@example.org>"

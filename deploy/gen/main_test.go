@@ -15,7 +15,7 @@ import (
 	"github.com/hagent/hagent/internal/cli"
 )
 
-var testPage = page{version: "1.2.3", date: "2026-12-02"}
+var testPage = page{version: "1.2.3", debVersion: "1.2.3", date: "2026-12-02"}
 
 func gen(name string) string {
 	var b strings.Builder
