@@ -77,7 +77,7 @@ deb:
 
 # make debtest: lintian, then install into a temporary root (deploy/deb_test.go).
 debtest: deb
-	HAGENT_DEB=$(CURDIR)/$(DEB) $(GO) test -count=1 -v -run 'TestDeb' ./deploy/
+	HAGENT_DEB=$(CURDIR)/$(DEB) HAGENT_VERSION='$(VERSION)' $(GO) test -count=1 -v -run 'TestDeb' ./deploy/
 
 clean:
 	rm -rf $(BIN) build
