@@ -61,14 +61,15 @@ fuzz:
 
 # make deb: the Debian package hagent_<version>_<arch>.deb (README, "Install").
 # nfpm runs as a Go tool of deploy/deb/go.mod, which keeps its dependencies
-# out of hagent's go.mod. A version without a tag becomes 0.0.0+git.<hash>.
+# out of hagent's go.mod. Untagged, the version is 0.0.0+git<commits>.<hash>
+# (the commit count keeps upgrades ordered); v1.2.0-3-gabc becomes 1.2.0+3.gabc.
 deb_v       := $(patsubst v%,%,$(VERSION))
-DEB_VERSION := $(if $(shell echo '$(deb_v)' | grep -E '^[0-9]+\.'),$(shell echo '$(deb_v)' | sed 's/-/+/; s/-/./g'),0.0.0+git.$(subst -,.,$(deb_v)))
+DEB_VERSION := $(if $(shell echo '$(deb_v)' | grep -E '^[0-9]+\.'),$(shell echo '$(deb_v)' | sed 's/-/+/; s/-/./g'),0.0.0+git$(shell git rev-list --count HEAD 2>/dev/null).$(subst -,.,$(deb_v)))
 DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
 DEB         := hagent_$(DEB_VERSION)_$(DEB_ARCH).deb
 DATE_EPOCH  := $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 deb:
-	rm -rf build/deb && mkdir -p build/deb
+	rm -rf build/deb hagent_*.deb && mkdir -p build/deb
 	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags '-s -w $(LDFLAGS)' -o build/deb/ ./cmd/hagentd ./cmd/agentctl
 	$(GO) run ./deploy/gen -o build/deb -version '$(VERSION)' -debversion '$(DEB_VERSION)' -date $$(date -u -d @$(DATE_EPOCH) +%F)
 	gzip -9n build/deb/*.8 build/deb/*.5 build/deb/changelog

@@ -212,7 +212,7 @@ func files(w io.Writer) {
 	dl(w, config.DefaultControlSocket, "the control socket agentctl talks to (control_socket)")
 	dl(w, "/var/lib/hagent", "persistent state (--state-dir): heartbeat epoch, sync generation")
 	dl(w, "/run/hagent", "runtime state (--run-dir): the interfaces' permanent MACs")
-	dl(w, "/usr/lib/systemd/system/hagent.service", "the systemd unit")
+	dl(w, "/lib/systemd/system/hagent.service", "the systemd unit")
 }
 
 func agentctlPage(w io.Writer, p page) {
