@@ -266,12 +266,22 @@ func TestDebInstall(t *testing.T) {
 	if r.read("/etc/hagent/hagent.yaml") != edited {
 		t.Error("a reinstall overwrote the edited conffile")
 	}
-	r.dpkg("-i", bumpVersion(t, deb))
+	r.dpkg("-i", bumpVersion(t, deb, "+upgrade", ""))
 	if r.read("/etc/hagent/hagent.yaml") != edited {
 		t.Error("an upgrade overwrote the edited conffile")
 	}
 	if v := run(t, 0, "dpkg-query", "--root="+r.root, "-W", "-f=${Version}", "hagent"); !strings.HasSuffix(v, "+upgrade") {
 		t.Errorf("after the upgrade, version %q", v)
+	}
+	// An upgrade whose conffile changed too: dpkg would ask; as apt's
+	// usual answer (confdef, confold) it keeps the edit and puts the
+	// package's new file beside it.
+	r.dpkg("--force-confdef", "--force-confold", "-i", bumpVersion(t, deb, "+upgrade2", "# new in the package\n"))
+	if r.read("/etc/hagent/hagent.yaml") != edited {
+		t.Error("an upgrade with a changed conffile overwrote the edited one")
+	}
+	if !strings.HasSuffix(r.read("/etc/hagent/hagent.yaml.dpkg-dist"), "# new in the package\n") {
+		t.Error("the package's new conffile is not in hagent.yaml.dpkg-dist")
 	}
 
 	// remove keeps the configuration and the state; purge deletes them.
@@ -336,9 +346,9 @@ func gunzip(t *testing.T, path string) string {
 	return string(b)
 }
 
-// bumpVersion returns a copy of deb whose version has "+upgrade" appended,
-// its contents unchanged.
-func bumpVersion(t *testing.T, deb string) string {
+// bumpVersion returns a copy of deb whose version has suffix appended and
+// whose /etc/hagent/hagent.yaml has conf appended.
+func bumpVersion(t *testing.T, deb, suffix, conf string) string {
 	t.Helper()
 	tree := filepath.Join(t.TempDir(), "tree")
 	run(t, 0, "dpkg-deb", "-R", deb, tree)
@@ -347,11 +357,22 @@ func bumpVersion(t *testing.T, deb string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = regexp.MustCompile(`(?m)^(Version: .*)$`).ReplaceAll(b, []byte("${1}+upgrade"))
+	b = regexp.MustCompile(`(?m)^(Version: .*)$`).ReplaceAll(b, []byte("${1}"+suffix))
 	if err := os.WriteFile(control, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(t.TempDir(), "upgrade.deb")
+	if conf != "" {
+		f, err := os.OpenFile(filepath.Join(tree, "etc/hagent/hagent.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(conf); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		// md5sums lists the conffile; dpkg-deb -b does not check it.
+	}
+	out := filepath.Join(t.TempDir(), "hagent"+suffix+".deb")
 	run(t, 0, "dpkg-deb", "--root-owner-group", "-b", tree, out)
 	return out
 }
