@@ -17,7 +17,8 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... ./test/lab/cmd/...
 
 # make test: everything — formatting, vet, unit tests (with the race detector,
-# fuzz corpus seeds included), then the netns integration tests (root).
+# fuzz corpus seeds included), the Debian package's tests, then the netns
+# integration tests (root).
 test: fmtcheck vet unit debtest integration
 
 fmtcheck:
