@@ -1,6 +1,8 @@
 // Package deploy holds hagent's deployment files: the systemd unit, an
-// example configuration, the netns lab script and a containerlab topology.
-// Its tests check that they stay valid.
+// example configuration, the netns lab script, a containerlab topology and
+// the Debian packaging (deb/, built by `make deb`; the man pages come from
+// gen/). Its tests check that they stay valid; the package's own tests
+// (deb_test.go) run under `make debtest`.
 package deploy
 
 import (
