@@ -43,7 +43,9 @@ type plan struct {
 	// extra scenarios (failover-set, link) run at these intervals
 	extra    []time.Duration
 	cpuFor   time.Duration
-	quick    bool
+	// direct: crash intervals over direct hb cables (carrier detection)
+	direct []time.Duration
+	quick  bool
 	thresh   []int
 	graceful bool
 }
@@ -55,6 +57,7 @@ func makePlan() plan {
 			reps:      func(time.Duration) int { return 2 },
 			extra:     []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 			cpuFor:    5 * time.Second, quick: true, thresh: []int{3, 6}, graceful: true,
+			direct: []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 		}
 	}
 	return plan{
@@ -67,6 +70,7 @@ func makePlan() plan {
 		},
 		extra:  []time.Duration{time.Second, 200 * time.Millisecond, 100 * time.Millisecond, 10 * time.Millisecond},
 		cpuFor: 20 * time.Second, thresh: []int{3, 6}, graceful: true,
+		direct: []time.Duration{time.Second, 200 * time.Millisecond, 10 * time.Millisecond},
 	}
 }
 
@@ -150,6 +154,29 @@ func TestBench(t *testing.T) {
 				rep.Rows = append(rep.Rows, row)
 				t.Logf("%-22s hagent median %s max %s | keepalived %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()), kaMedian(row))
 			}
+		}
+	}
+
+	// Crashes over direct heartbeat cables: hagent with direct: true
+	// (carrier detection) and keepalived on the same cables, same run.
+	if len(pl.direct) > 0 {
+		rep.Notes = append(rep.Notes, "crash, direct hb: the same crash in a lab whose ha1 is a veth cable between the nodes (no switch); hagent with hbdev direct: true (carrier_debounce 5ms, carrier read every 1 ms), keepalived advertising on the same cable.")
+		dl, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(dl.Close)
+		if err := dl.StartEcho(); err != nil {
+			t.Fatal(err)
+		}
+		rep.Resources = append(rep.Resources, measureDirectCPU(t, dl, pl.cpuFor)...)
+		for _, ival := range pl.direct {
+			reps := pl.reps(ival)
+			res := runSystem(t, dl, newHagentDirect(dl, ival, 6), []string{Crash}, reps, ival*6)
+			kres := runSystem(t, dl, newKeepalived(dl, ival), []string{Crash}, reps, ival*4)
+			row := &Row{Scenario: CrashDirect, Interval: ival, Threshold: 6, HAgent: *res[Crash], Keepalived: kres[Crash]}
+			rep.Rows = append(rep.Rows, row)
+			t.Logf("%-22s hagent median %s max %s | keepalived %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()), kaMedian(row))
 		}
 	}
 
@@ -356,6 +383,46 @@ func measureResources(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 		}
 		out = append(out, Resource{System: p.sys.name(), Node: p.node.Name, Role: role, PIDs: p.pids,
 			RSSKB: rss, CPUPct: 100 * float64(d) / clkTck / el, Window: el, Setting: "200ms, idle"})
+	}
+	return out
+}
+
+// measureDirectCPU samples an idle 200 ms hagent cluster with direct
+// hbdevs: what the 1 ms carrier poll costs.
+func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource {
+	t.Helper()
+	h := newHagentDirect(l, 200*time.Millisecond, 6)
+	if err := h.start(); err != nil {
+		t.Logf("resources (direct): %v", err)
+		return nil
+	}
+	defer h.stop()
+	time.Sleep(time.Second)
+	var out []Resource
+	start := time.Now()
+	before := map[string]int64{}
+	for _, n := range nodesOf(l) {
+		for _, pid := range h.pids(n) {
+			x, _ := CPUTicks(pid)
+			before[n.Name] += x
+		}
+	}
+	time.Sleep(window)
+	el := time.Since(start).Seconds()
+	for _, n := range nodesOf(l) {
+		var ticks, rss int64
+		for _, pid := range h.pids(n) {
+			x, _ := CPUTicks(pid)
+			ticks += x
+			r, _ := RSSKB(pid)
+			rss += r
+		}
+		role := "secondary"
+		if h.isPrimary(n) {
+			role = "primary"
+		}
+		out = append(out, Resource{System: "hagent", Node: n.Name, Role: role, PIDs: h.pids(n), RSSKB: rss,
+			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (1 ms carrier poll)"})
 	}
 	return out
 }

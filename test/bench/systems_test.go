@@ -53,6 +53,17 @@ func newHagent(l *lab.Lab, ival time.Duration, thr int, realtime bool) *hagentSy
 	return &hagentSys{l: l, params: map[string]lab.Params{"node-a": pa, "node-b": pb}}
 }
 
+// newHagentDirect is newHagent with every hbdev direct: true (the lab's
+// hb links must be cables, not a switch).
+func newHagentDirect(l *lab.Lab, ival time.Duration, thr int) *hagentSys {
+	h := newHagent(l, ival, thr, false)
+	for name, p := range h.params {
+		p.Direct = true
+		h.params[name] = p
+	}
+	return h
+}
+
 func (h *hagentSys) name() string { return "hagent" }
 
 func (h *hagentSys) start() error {
