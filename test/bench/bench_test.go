@@ -41,11 +41,11 @@ type plan struct {
 	intervals []time.Duration
 	reps      func(ival time.Duration) int
 	// extra scenarios (failover-set, link) run at these intervals
-	extra    []time.Duration
-	cpuFor   time.Duration
+	extra  []time.Duration
+	cpuFor time.Duration
 	// direct: crash intervals over direct hb cables (carrier detection)
-	direct []time.Duration
-	quick  bool
+	direct   []time.Duration
+	quick    bool
 	thresh   []int
 	graceful bool
 }
