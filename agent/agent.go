@@ -28,6 +28,7 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/metrics"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -80,6 +81,8 @@ type Options struct {
 	SyncLinks []heartbeat.Link
 	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
 	SyncRoot string
+	// Version labels hagent_build_info (metrics_listen).
+	Version string
 }
 
 // Agent is one running hagentd.
@@ -136,7 +139,9 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 
-	sync    *syncEngine // config sync (nil when disabled)
+	sync    *syncEngine                    // config sync (nil when disabled)
+	metrics *metrics.Exporter              // nil without metrics_listen
+	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
 }
@@ -296,6 +301,9 @@ func New(o Options) (*Agent, error) {
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
 	}
+	if cfg.MetricsListen != "" {
+		a.metrics = metrics.New(a.metricsStatus, o.Version)
+	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
 	a.m = cluster.New(machineConfig(cfg), a.started)
 	a.publish()
@@ -337,6 +345,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if a.metrics != nil {
+		// A metrics endpoint that cannot bind is logged, not fatal: the
+		// cluster matters more than its graphs.
+		if srv, err := a.metrics.Listen(cfg.MetricsListen); err != nil {
+			a.log.Error("metrics endpoint not started", "metrics_listen", cfg.MetricsListen, "error", err)
+		} else {
+			a.msrv.Store(srv)
+			a.log.Info("metrics endpoint", "address", srv.Addr().String(), "path", "/metrics")
+		}
+	}
 	for i, l := range a.links {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.receive(bg, i, l) }()
@@ -393,6 +411,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
+	if srv := a.msrv.Load(); srv != nil {
+		srv.Close()
+	}
 	a.net.Close()
 	a.state.wait()
 	a.log.Info("stopped")
@@ -643,6 +664,9 @@ func (a *Agent) process() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
 			a.hist.add(ev)
+			if a.metrics != nil && !rep.FirstGARP.IsZero() {
+				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
+			}
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
 			if err := a.net.Release(); err != nil {
@@ -662,6 +686,9 @@ func (a *Agent) process() {
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
 				Primary: st.PrimaryName, Reason: act.Reason})
+			if a.metrics != nil && act.Role == cluster.RolePrimary {
+				a.metrics.Failover(act.Reason)
+			}
 		case cluster.ActionHeartbeat:
 			send = true
 		case cluster.ActionRunHook:

@@ -140,6 +140,20 @@ func (a *Agent) status() *control.Status {
 	return out
 }
 
+// metricsStatus is the status a metrics scrape reads, taken in the run
+// goroutine like `agentctl ha status`.
+func (a *Agent) metricsStatus(ctx context.Context) (*control.Status, error) {
+	v, err := a.call(ctx, control.CmdStatus)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := v.(*control.Status)
+	if !ok {
+		return nil, fmt.Errorf("status: unexpected %T", v)
+	}
+	return st, nil
+}
+
 // exposure lists every socket and Ethertype the agent uses.
 func (a *Agent) exposure() *control.Exposure {
 	cfg := a.config()
@@ -174,5 +188,8 @@ func (a *Agent) exposure() *control.Exposure {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
+	if srv := a.msrv.Load(); srv != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "tcp", Address: srv.Addr().String(), Direction: "rx/tx", Purpose: "Prometheus metrics (metrics_listen, HTTP /metrics)"})
+	}
 	return e
 }

@@ -66,6 +66,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is trace, debug, info, warn or error (log_level).
 	LogLevel string
+	// MetricsListen is the host:port of the Prometheus metrics endpoint
+	// (metrics_listen), "" (the default) for none. Node-local.
+	MetricsListen string
 	// Node is the node-local section (node), never synchronized.
 	Node Node
 	// Cluster is the section synchronized from the primary (cluster).

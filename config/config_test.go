@@ -197,6 +197,8 @@ func TestValidation(t *testing.T) {
 		{"control_socket long", "control_socket: /" + strings.Repeat("x", 107) + "\n" + base, "t.yaml:1: control_socket: path is 108 bytes long"},
 		{"log_format", "log_format: xml\n" + base, `t.yaml:1: log_format: "xml" is not a log format`},
 		{"log_level", "log_level: verbose\n" + base, `t.yaml:1: log_level: "verbose" is not a log level`},
+		{"metrics_listen", "metrics_listen: localhost\n" + base, `t.yaml:1: metrics_listen: "localhost" is not an address and port`},
+		{"metrics_listen port 0", "metrics_listen: 127.0.0.1:0\n" + base, `t.yaml:1: metrics_listen: "127.0.0.1:0" is not an address and port`},
 
 		// Node.
 		{"node priority high", "node:\n  priority: 256\n" + base, "t.yaml:2: node.priority: 256 is out of range 0-255"},

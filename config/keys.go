@@ -34,6 +34,8 @@ var Keys = []Key{
 		Doc: "Log format on standard error (the journal under systemd). Node-local."},
 	{Path: "log_level", Type: "string", Default: DefaultLogLevel, Range: "trace, debug, info, warn, error",
 		Doc: "Least severe log level written. Node-local."},
+	{Path: "metrics_listen", Type: "address", Default: "", Range: "IP:port, or empty for none",
+		Doc: "Address and port of the Prometheus metrics endpoint (/metrics, plain HTTP: bind it to a management or loopback address). Off by default. Node-local."},
 
 	{Path: "node", Type: "mapping",
 		Doc: "This node's identity and election weight. Never synchronized: FGCP keeps hostname, priority and override local."},
