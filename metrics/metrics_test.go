@@ -108,7 +108,7 @@ func TestFailoverReason(t *testing.T) {
 	for why, want := range map[string]string{
 		"node-b is selected as the primary because it is the only healthy member (lost: node-a, no heartbeat for 1.2s)": "heartbeat",
 		"node-b is selected as the primary because it is the only healthy member (lost: node-a, carrier down on ha1)":   "carrier",
-		"node-b is selected as the primary because it is the only healthy member (stepping down or faulted: node-a)":   "handover",
+		"node-b is selected as the primary because it is the only healthy member (stepping down or faulted: node-a)":    "handover",
 		"node-b is selected as the primary because it has the most connected monitored interfaces":                      "monitor",
 		"node-b is selected as the primary because it is the only member (hello_holddown 20s expired)":                  "alone",
 		"node-b is selected as the primary because it has the largest value of priority":                                "election",
