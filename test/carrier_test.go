@@ -25,9 +25,7 @@ func carrierParams(priority int, direct bool) lab.Params {
 
 func startCarrierPair(t *testing.T, a, b *lab.Node, direct bool) {
 	t.Helper()
-	start(t, a, carrierParams(200, direct))
-	start(t, b, carrierParams(100, direct))
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	startPair(t, a, b, carrierParams(200, direct), carrierParams(100, direct))
 }
 
 // TestCarrierCrash: the primary dies (links down, SIGKILL). With direct
