@@ -461,6 +461,7 @@ func (a *Agent) run(ctx context.Context) error {
 			a.housekeeping(now)
 			a.checkCarrier(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+			a.noteLosses(now)
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")

@@ -41,6 +41,7 @@ type carrierState struct {
 	heardOn   map[string][]time.Time // peer serial → last heartbeat per hbdev index
 	lostAt    map[string]time.Time   // peer serial → lost by carrier at (older frames are stale)
 	names     map[string]string      // peer serial → node name
+	alive     map[string]bool        // peer serial → alive at the last tick (noteLosses)
 }
 
 func newCarrierState() carrierState {
@@ -70,6 +71,28 @@ func (a *Agent) carrierHeard(serial, name string, link int, at time.Time) bool {
 	}
 	c.names[serial] = name
 	return true
+}
+
+// noteLosses records in the log and history the peers the lost threshold
+// has just taken (the carrier path records its own), so that the history
+// says which path detected every loss.
+func (a *Agent) noteLosses(now time.Time) {
+	c := &a.cstate
+	if c.alive == nil {
+		c.alive = map[string]bool{}
+	}
+	st := a.m.Status()
+	for _, m := range st.Members {
+		if m.Self {
+			continue
+		}
+		was := c.alive[m.Serial]
+		c.alive[m.Serial] = m.Alive
+		if was && !m.Alive && m.LostBy == "heartbeat" {
+			a.log.Warn("peer lost: no heartbeat within the lost threshold", "peer", m.Name, "lost_after", a.detection())
+			a.hist.add(Event{Time: now, Kind: "lost", Reason: fmt.Sprintf("lost: %s, %s (detected by heartbeat)", m.Name, m.LostWhy)})
+		}
+	}
 }
 
 // carrierChanged notes a carrier change of hbdev name.
