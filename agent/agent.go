@@ -66,7 +66,8 @@ type Options struct {
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// PollCarrier reads the carrier of direct hbdevs every interval; nil
 	// uses vmac.PollCarrier.
-	PollCarrier func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	// It reports a loss only after debounce.
+	PollCarrier func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// StateDir is where state that must survive a reboot lives (the
@@ -93,7 +94,7 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
-	poll  func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	poll  func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
 	// sequence; the epoch only grows (persisted in state, raised by hints).
 	epoch  uint64
@@ -168,6 +169,9 @@ type rxFrame struct {
 type linkEvent struct {
 	name string
 	up   bool
+	// debounced: a carrier loss already held for carrier_debounce (the
+	// carrier poll of direct hbdevs).
+	debounced bool
 }
 
 type command struct {
@@ -371,7 +375,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer wg.Done()
 			if err := a.watch(bg, watchNames, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -383,9 +387,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.poll(bg, direct, carrierPoll, func(name string, up bool) {
+			deb := cfg.Cluster.CarrierDebounce
+			if err := a.poll(bg, direct, carrierPollEvery(deb), deb, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up, debounced: true}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -593,7 +598,7 @@ func (a *Agent) linkChanged(ev linkEvent) {
 		}
 		a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
 		a.carrier.Store(ev.name, ev.up)
-		a.carrierChanged(ev.name, ev.up, a.now())
+		a.carrierChanged(ev.name, ev.up, ev.debounced, a.now())
 		if a.sync != nil {
 			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}

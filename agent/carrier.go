@@ -17,10 +17,14 @@ import (
 // undoes the loss, as after a loss by the threshold. All of it runs in the
 // run goroutine.
 
-// carrierPoll is how often the carrier of direct hbdevs is read (the link
-// notifications of the kernel come up to a second late; see
-// vmac.PollCarrier).
-const carrierPoll = time.Millisecond
+// carrierPollEvery is how often the carrier of direct hbdevs is read (the
+// link notifications of the kernel come up to a second late; see
+// vmac.PollCarrier): twice per debounce, at least every 100 ms and at most
+// every millisecond. A loss is then acted on between one debounce and one
+// debounce plus half a debounce after it began; each wake-up costs CPU.
+func carrierPollEvery(debounce time.Duration) time.Duration {
+	return min(max(debounce/2, time.Millisecond), 100*time.Millisecond)
+}
 
 // directHBDevs returns the names of the direct hbdevs.
 func directHBDevs(c *config.Cluster) []string {
@@ -95,8 +99,9 @@ func (a *Agent) noteLosses(now time.Time) {
 	}
 }
 
-// carrierChanged notes a carrier change of hbdev name.
-func (a *Agent) carrierChanged(name string, up bool, now time.Time) {
+// carrierChanged notes a carrier change of hbdev name; debounced says the
+// loss has lasted carrier_debounce already (the carrier poll).
+func (a *Agent) carrierChanged(name string, up, debounced bool, now time.Time) {
 	if !a.isDirect(name) {
 		return
 	}
@@ -111,6 +116,9 @@ func (a *Agent) carrierChanged(name string, up bool, now time.Time) {
 	}
 	if _, ok := c.downSince[name]; !ok {
 		c.downSince[name] = now
+		if debounced {
+			c.downSince[name] = now.Add(-a.config().Cluster.CarrierDebounce)
+		}
 		c.checked[name] = false
 	}
 	a.checkCarrier(now)

@@ -53,7 +53,7 @@ func TestDefault(t *testing.T) {
 			HBLostThreshold:  6,
 			HelloHolddown:    20 * time.Second,
 			UptimeDiffMargin: 300 * time.Second,
-			CarrierDebounce:  5 * time.Millisecond,
+			CarrierDebounce:  4 * time.Millisecond,
 			EthType:          EthTypes{HA: 0x8890, HC: 0x8891, L2EP: 0x8893, Session: 0x8892},
 			PingServer:       PingServer{Interval: time.Second, FailoverThreshold: 5},
 			ARPs:             5,

@@ -166,7 +166,7 @@ func TestBench(t *testing.T) {
 	// Crashes over direct heartbeat cables: hagent with direct: true
 	// (carrier detection) and keepalived on the same cables, same run.
 	if len(pl.direct) > 0 {
-		rep.Notes = append(rep.Notes, "crash, direct hb: the same crash in a lab whose ha1 is a veth cable between the nodes (no switch); hagent with hbdev direct: true (carrier_debounce 5ms, carrier read every 1 ms), keepalived advertising on the same cable with dont_track_primary (without it, keepalived's backup enters FAULT when the cable loses carrier and never takes over).")
+		rep.Notes = append(rep.Notes, "crash, direct hb: the same crash in a lab whose ha1 is a veth cable between the nodes (no switch); hagent with hbdev direct: true (carrier_debounce 4ms, carrier read every 2 ms), keepalived advertising on the same cable with dont_track_primary (without it, keepalived's backup enters FAULT when the cable loses carrier and never takes over).")
 		dl, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}})
 		if err != nil {
 			t.Fatal(err)
@@ -428,7 +428,7 @@ func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 			role = "primary"
 		}
 		out = append(out, Resource{System: "hagent", Node: n.Name, Role: role, PIDs: h.pids(n), RSSKB: rss,
-			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (1 ms carrier poll)"})
+			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (carrier read every 2 ms)"})
 	}
 	return out
 }
