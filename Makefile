@@ -41,7 +41,7 @@ lab: build
 # make bench: failover benchmark against keepalived, sync benchmark, micro-benchmarks.
 # Results go to bench-results/ (results.md, sync.md, outages.svg, …).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ | grep -E '^(Benchmark|ok|FAIL)'
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ ./l2chan/ | grep -E '^(Benchmark|ok|FAIL)'
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestBench' ./test/bench/
 	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=2 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
 

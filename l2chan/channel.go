@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"context"
@@ -15,29 +15,33 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// Errors returned by Channel.
 var (
 	// ErrChannelClosed is returned by Send after Close.
-	ErrChannelClosed = errors.New("configsync: channel closed")
+	ErrChannelClosed = errors.New("l2chan: channel closed")
 	// ErrPeerUnreachable is returned by Send when the peer acknowledged
-	// nothing for ChannelConfig.PeerTimeout.
-	ErrPeerUnreachable = errors.New("configsync: peer unreachable")
+	// nothing for Config.PeerTimeout.
+	ErrPeerUnreachable = errors.New("l2chan: peer unreachable")
 	// ErrMessageTooLarge is returned by Send for a message longer than
-	// ChannelConfig.MaxMessage.
-	ErrMessageTooLarge = errors.New("configsync: message too large")
+	// Config.MaxMessage.
+	ErrMessageTooLarge = errors.New("l2chan: message too large")
 )
 
-// ChannelConfig configures a Channel. Zero values take the value of
-// DefaultChannelConfig.
-type ChannelConfig struct {
+type Config struct {
 	// Self is this node's name (1..64 bytes); frames carry it as source.
 	Self string
 	// GroupID is the cluster group id; frames of other groups are dropped.
 	GroupID uint16
 	// Password is the group password the AES-GCM keys are derived from.
 	Password []byte
-	// Links are the hbdev links bound to the l2ep Ethertype, highest
-	// priority first. The Channel owns them and closes them on Close.
+	// Label names this instance's keys: the HKDF salt and info prefix
+	// (see keyring), e.g. "hagent-sync-v1" for configuration sync on
+	// eth_type.l2ep. Required; every instance (one per Ethertype) has its
+	// own, so their keys are independent and a frame of one instance never
+	// authenticates in another.
+	Label string
+	// Links are the links of this instance, all bound to its Ethertype
+	// (the hbdevs, or a dedicated device list), highest priority first.
+	// The Channel owns them and closes them on Close.
 	Links []heartbeat.Link
 	// MTU is the largest frame payload a link carries (Ethernet payload,
 	// without the Ethernet header).
@@ -70,9 +74,8 @@ type ChannelConfig struct {
 	Logger hclog.Logger
 }
 
-// DefaultChannelConfig returns the production defaults.
-func DefaultChannelConfig() ChannelConfig {
-	return ChannelConfig{
+func DefaultConfig() Config {
+	return Config{
 		MTU:               1500,                  // Ethernet payload of an hbdev
 		Window:            256,                   // ~350 KB in flight per peer at 1500 bytes
 		MinRTO:            20 * time.Millisecond, // LAN round trips are well below this
@@ -85,17 +88,14 @@ func DefaultChannelConfig() ChannelConfig {
 	}
 }
 
-// LabChannelConfig returns timings suited to tests: fast failover, short
-// timeouts.
-func LabChannelConfig() ChannelConfig {
-	c := DefaultChannelConfig()
+func LabConfig() Config {
+	c := DefaultConfig()
 	c.MaxRTO = 200 * time.Millisecond
 	c.LinkProbeInterval = 100 * time.Millisecond
 	c.PeerTimeout = 3 * time.Second
 	return c
 }
 
-// Message is one message received from a peer.
 type Message struct {
 	// From is the sender's node name.
 	From string
@@ -103,7 +103,6 @@ type Message struct {
 	Data []byte
 }
 
-// LinkStats are the counters of one link of a Channel.
 type LinkStats struct {
 	Name string `json:"name"`
 	// Up is the state last given by SetLinkUp (true by default).
@@ -115,8 +114,7 @@ type LinkStats struct {
 	TxErrors uint64 `json:"tx_errors"`
 }
 
-// ChannelStats is a snapshot of a Channel's counters.
-type ChannelStats struct {
+type Stats struct {
 	// ActiveLink is the name of the link data is sent on ("" if none).
 	ActiveLink       string      `json:"active_link"`
 	Links            []LinkStats `json:"links"`
@@ -219,11 +217,8 @@ type peer struct {
 	probeRTO     time.Duration
 }
 
-// Channel is the reliable, ordered, encrypted control channel between
-// cluster members over raw frames of the l2ep Ethertype. See the package
-// documentation for the protocol.
 type Channel struct {
-	cfg   ChannelConfig
+	cfg   Config
 	log   hclog.Logger
 	keys  *keyring
 	aead  cipher.AEAD
@@ -263,7 +258,6 @@ type Channel struct {
 	linkMu     sync.Mutex // guards linkState.up/suspect for Stats
 }
 
-// orDefault sets *v to d when *v is the zero value (an unset option).
 func orDefault[T comparable](v *T, d T) {
 	var zero T
 	if *v == zero {
@@ -271,9 +265,8 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
-// NewChannel starts a channel on cfg.Links. It owns the links from now on.
-func NewChannel(cfg ChannelConfig) (*Channel, error) {
-	d := DefaultChannelConfig()
+func New(cfg Config) (*Channel, error) {
+	d := DefaultConfig()
 	orDefault(&cfg.MTU, d.MTU)
 	orDefault(&cfg.Window, d.Window)
 	orDefault(&cfg.MinRTO, d.MinRTO)
@@ -288,38 +281,34 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	}
 	switch {
 	case len(cfg.Self) == 0 || len(cfg.Self) > MaxNameLen:
-		return nil, fmt.Errorf("configsync: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+		return nil, fmt.Errorf("l2chan: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+	case cfg.Label == "" || len(cfg.Label) > 64:
+		return nil, fmt.Errorf("l2chan: label %q must be 1..64 bytes", cfg.Label)
 	case len(cfg.Links) == 0:
-		return nil, errors.New("configsync: channel needs at least one link")
+		return nil, errors.New("l2chan: channel needs at least one link")
 	case cfg.MTU < 256 || cfg.MTU > 65535:
-		return nil, fmt.Errorf("configsync: MTU %d out of range 256..65535", cfg.MTU)
+		return nil, fmt.Errorf("l2chan: MTU %d out of range 256..65535", cfg.MTU)
 	case cfg.Window < 1 || cfg.Window > 1<<16:
-		return nil, fmt.Errorf("configsync: window %d out of range 1..65536", cfg.Window)
+		return nil, fmt.Errorf("l2chan: window %d out of range 1..65536", cfg.Window)
 	case cfg.MinRTO <= 0 || cfg.MaxRTO < cfg.MinRTO:
-		return nil, fmt.Errorf("configsync: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
+		return nil, fmt.Errorf("l2chan: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
 	case cfg.MaxMessage < 0 || uint64(cfg.MaxMessage) > 1<<32-1:
-		return nil, fmt.Errorf("configsync: max message %d out of range", cfg.MaxMessage)
+		return nil, fmt.Errorf("l2chan: max message %d out of range", cfg.MaxMessage)
 	}
 	if len(cfg.Password) == 0 {
 		cfg.Logger.Warn("control channel runs with an empty group password: frames are encrypted with a well-known key")
 	}
-	keys, err := newKeyring(cfg.Password, cfg.GroupID)
+	keys, err := newKeyring(cfg.Label, cfg.Password, cfg.GroupID)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = uint64(time.Now().UnixNano())
 	}
-	aead, err := keys.session(cfg.Self, cfg.Epoch)
-	if err != nil {
-		return nil, err
-	}
 	c := &Channel{
 		cfg:      cfg,
 		log:      cfg.Logger.Named("channel"),
 		keys:     keys,
-		aead:     aead,
-		epoch:    cfg.Epoch,
 		in:       make(chan inFrame, 1024),
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
@@ -329,10 +318,13 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 		peers:    make(map[string]*peer),
 		active:   0,
 	}
+	if err := c.setEpoch(cfg.Epoch); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, l := range cfg.Links {
 		if seen[l.Name()] {
-			return nil, fmt.Errorf("configsync: link %q given twice", l.Name())
+			return nil, fmt.Errorf("l2chan: link %q given twice", l.Name())
 		}
 		seen[l.Name()] = true
 		c.links = append(c.links, &linkState{l: l, name: l.Name(), up: true})
@@ -347,21 +339,23 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	return c, nil
 }
 
-// Epoch returns this channel's epoch.
+func (c *Channel) setEpoch(epoch uint64) error {
+	aead, err := c.keys.session(c.cfg.Self, epoch)
+	if err != nil {
+		return err
+	}
+	c.epoch, c.aead, c.nonce = epoch, aead, 0
+	return nil
+}
+
 func (c *Channel) Epoch() uint64 { return c.epoch }
 
-// Send queues msg for peer and returns when the peer has acknowledged all of
-// it, when ctx is done, when the peer acknowledged nothing for PeerTimeout
-// (ErrPeerUnreachable), or when the channel is closed. Messages to one peer
-// are delivered in the order Send was called, each exactly once. msg is
-// copied; the caller may reuse it at once. A message whose transmission has
-// begun is still delivered after Send returned early.
 func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	switch {
 	case len(peer) == 0 || len(peer) > MaxNameLen:
-		return fmt.Errorf("configsync: bad peer name %q", peer)
+		return fmt.Errorf("l2chan: bad peer name %q", peer)
 	case peer == c.cfg.Self:
-		return errors.New("configsync: cannot send to self")
+		return errors.New("l2chan: cannot send to self")
 	case len(msg) > c.cfg.MaxMessage:
 		return fmt.Errorf("%w: %d > %d bytes", ErrMessageTooLarge, len(msg), c.cfg.MaxMessage)
 	}
@@ -387,14 +381,8 @@ func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	}
 }
 
-// Recv returns the channel of received messages, in order per sender. It
-// is closed by Close. Not reading it closes the receive window after
-// RecvQueue messages, which stalls the senders.
 func (c *Channel) Recv() <-chan Message { return c.recvCh }
 
-// SetLinkUp tells the channel that link name is up or down (for example
-// from the heartbeat's view of the hbdev). A down link is never used; a
-// link set up is used again at once if it has a higher priority.
 func (c *Channel) SetLinkUp(name string, up bool) {
 	select {
 	case c.linkCh <- linkCmd{name: name, up: up}:
@@ -402,9 +390,8 @@ func (c *Channel) SetLinkUp(name string, up bool) {
 	}
 }
 
-// Stats returns a snapshot of the counters.
-func (c *Channel) Stats() ChannelStats {
-	s := ChannelStats{
+func (c *Channel) Stats() Stats {
+	s := Stats{
 		ActiveLink:       c.activeName.Load().(string),
 		MessagesSent:     c.msgsSent.Load(),
 		MessagesReceived: c.msgsRecv.Load(),
@@ -428,8 +415,6 @@ func (c *Channel) Stats() ChannelStats {
 	return s
 }
 
-// Close stops the channel, closes its links and the Recv channel, and makes
-// pending Sends return ErrChannelClosed.
 func (c *Channel) Close() error {
 	c.closeMu.Do(func() {
 		close(c.closed)
@@ -551,9 +536,6 @@ func (c *Channel) getPeer(name string) *peer {
 	return p
 }
 
-// resetEpoch starts new streams with peer p after it restarted (or when its
-// epoch is first learned): the receive state is dropped and every message
-// not yet acknowledged is sent again from its beginning.
 func (c *Channel) resetEpoch(p *peer, epoch uint64, aead cipher.AEAD) {
 	if p.epoch != 0 {
 		c.log.Info("peer restarted, resetting session", "peer", p.name, "old_epoch", p.epoch, "epoch", epoch)
@@ -625,8 +607,6 @@ func (c *Channel) setLinkUp(lc linkCmd) {
 	c.log.Warn("SetLinkUp for unknown link", "link", lc.name)
 }
 
-// pickLink returns the highest-priority link that is up and alive, else
-// the highest-priority link that is up, else -1.
 func (c *Channel) pickLink() int {
 	fallback := -1
 	for i, l := range c.links {
@@ -643,8 +623,6 @@ func (c *Channel) pickLink() int {
 	return fallback
 }
 
-// relink re-evaluates the active link; on a change everything in flight is
-// sent again on the new link.
 func (c *Channel) relink(reason string) {
 	n := c.pickLink()
 	if n == c.active {
@@ -703,7 +681,6 @@ func (c *Channel) nextDeadline(now time.Time) (time.Time, bool) {
 	return d, !d.IsZero()
 }
 
-// waiting reports whether some Send to p still waits for its result.
 func (c *Channel) waiting(p *peer) bool {
 	for _, m := range p.queue {
 		if !m.notified {
@@ -809,7 +786,6 @@ func (c *Channel) onRTO(p *peer, now time.Time) {
 	p.rtoAt = now.Add(p.rto)
 }
 
-// pump fragments queued messages into the send window.
 func (c *Channel) pump(p *peer) {
 	if p.epoch == 0 || c.active < 0 || len(p.queue) == 0 {
 		return
@@ -837,7 +813,6 @@ func (c *Channel) pump(p *peer) {
 	}
 }
 
-// transmit sends (or resends) one fragment on the active link.
 func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
 	if c.active < 0 {
 		return
@@ -880,7 +855,6 @@ func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
 	c.framesTx.Add(1)
 }
 
-// handleFrame authenticates and dispatches one received frame.
 func (c *Channel) handleFrame(li int, b []byte) {
 	var h FrameHeader
 	n, err := DecodeFrameHeader(&h, b)
@@ -1053,8 +1027,6 @@ func (c *Channel) flushAcks() {
 	}
 }
 
-// sendAck acknowledges p's stream on link li (or the active link if li is
-// -1 or down).
 func (c *Channel) sendAck(p *peer, li int) {
 	if li < 0 || !c.links[li].up {
 		li = c.active
@@ -1086,9 +1058,6 @@ func (c *Channel) sendAck(p *peer, li int) {
 	c.sendControl(p, FrameAck, li, c.bodyBuf)
 }
 
-// reorderThreshold is how many later transmissions must be acknowledged
-// before a fragment is considered lost and sent again without waiting for
-// the RTO.
 const reorderThreshold = 3
 
 func (c *Channel) onAck(p *peer, a *AckBody) {
