@@ -8,8 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -89,9 +87,9 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	haveCluster := false
 	s.store.BeginBatch()
 	// Directories, symlinks and the cluster section in path order (a
-	// directory before what it contains), then the regular files in
-	// parallel: each is still written atomically, and concurrent fsyncs let
-	// the file system commit them together instead of one by one.
+	// directory before what it contains), then the regular files as one
+	// batch (Store.ApplyFiles: written in parallel, flushed together, then
+	// renamed), each still old or new across a crash.
 	var files []int
 	applied := make([]bool, len(entries))
 	applyErr := make([]error, len(entries))
@@ -111,23 +109,14 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 		}
 		applied[i], applyErr[i] = s.store.Apply(e, contents[i])
 	}
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for w := 0; w < min(applyWorkers, len(files)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= len(files) {
-					return
-				}
-				i := files[k]
-				applied[i], applyErr[i] = s.store.Apply(entries[i], contents[i])
-			}
-		}()
+	fileEntries, fileContents := make([]Entry, len(files)), make([][]byte, len(files))
+	for k, i := range files {
+		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	wg.Wait()
+	fileApplied, fileErrs := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers)
+	for k, i := range files {
+		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
+	}
 	for _, i := range order {
 		e := entries[i]
 		if err := applyErr[i]; err != nil {
