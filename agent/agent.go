@@ -87,7 +87,12 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
-	epoch uint64
+	// epoch and seq (under sendMu) are this run's heartbeat epoch and
+	// sequence; the epoch only grows (persisted in state, raised by hints).
+	epoch  uint64
+	state  *stateStore
+	nodeID heartbeat.NodeID
+	wire   wireWatch
 
 	cfgMu sync.RWMutex
 	cfg   *config.Config // effective: what runs now
@@ -114,10 +119,15 @@ type Agent struct {
 	hooks   *hookRunner
 	started time.Time
 
-	monitor    map[string]bool   // monitored link carrier, owned by run
-	peerEpochs map[string]uint64 // last heartbeat epoch per serial, owned by run
-	faultUntil time.Time         // a failed takeover's fault clears then (run)
-	carrier    sync.Map          // hbdev name → bool
+	monitor    map[string]bool           // monitored link carrier, owned by run
+	peerEpochs map[heartbeat.Peer]uint64 // last heartbeat epoch per sender, owned by run
+	faultUntil time.Time                 // a failed takeover's fault clears then (run)
+	conf       *conflicts                // serial conflicts (run)
+	// Faults given to the machine (run): a failed takeover, a lost serial
+	// conflict; applied is what the machine has now.
+	takeoverFault, appliedFault string
+	syncRoot                    string
+	carrier                     sync.Map // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
 
@@ -189,7 +199,9 @@ func New(o Options) (*Agent, error) {
 		hist:       newHistory(256),
 		started:    now(),
 		monitor:    map[string]bool{},
-		peerEpochs: map[string]uint64{},
+		peerEpochs: map[heartbeat.Peer]uint64{},
+		conf:       newConflicts(),
+		syncRoot:   o.SyncRoot,
 		watch:      o.WatchLinks,
 		applyCh:    make(chan *config.Config, 1),
 		txBuf:      make([]byte, 0, heartbeat.MaxFrameLen),
@@ -197,7 +209,6 @@ func New(o Options) (*Agent, error) {
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
 	}
-	a.epoch = uint64(a.started.UnixNano())
 	pw, err := cfg.Cluster.Password()
 	if err != nil {
 		return nil, err
@@ -227,6 +238,13 @@ func New(o Options) (*Agent, error) {
 		}
 		a.links = append(a.links, &hbLink{Link: l, prio: prio})
 	}
+	a.nodeID = nodeIDOf(a.links, cfg.Node.Name)
+	a.state = openState(o.StateDir, a.log)
+	for p, e := range a.state.knownPeers() {
+		a.guard.SetFloor(p, e) // frames captured before this restart stay replays
+		a.peerEpochs[p] = e
+	}
+	a.epoch = a.state.startEpoch(uint64(a.started.UnixNano()))
 
 	a.net = o.Network
 	if a.net == nil {
@@ -352,6 +370,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
 	a.net.Close()
+	a.state.wait()
 	a.log.Info("stopped")
 	return err
 }
@@ -391,8 +410,10 @@ func (a *Agent) run(ctx context.Context) error {
 			if !a.faultUntil.IsZero() && !now.Before(a.faultUntil) {
 				a.faultUntil = time.Time{}
 				a.log.Info("retrying after the failed takeover")
-				_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: now, Fault: false})
+				a.takeoverFault = ""
+				a.applyFault()
 			}
+			a.housekeeping(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
 		case <-done:
 			done = nil
@@ -425,17 +446,38 @@ func (a *Agent) run(ctx context.Context) error {
 
 // stepFrame feeds one received heartbeat to the machine and the syncer.
 func (a *Agent) stepFrame(r rxFrame) {
+	cfg := a.config()
+	hbdev := a.links[r.link].Name()
+	if r.frame.Serial == cfg.Node.Serial {
+		a.selfConflict(r, hbdev)
+		return
+	}
+	see, began := a.conf.notePeer(&r.frame, hbdev, r.at, a.detection())
+	if began {
+		msg := fmt.Sprintf("serial conflict: %s (node id %s, on %s) uses the serial %s of another member; only the node with the highest node id takes part in the election",
+			r.frame.Node, r.frame.NodeID, hbdev, r.frame.Serial)
+		a.log.Error(msg)
+		a.hist.add(Event{Time: r.at, Kind: "health", Reason: msg})
+	}
+	if !see {
+		a.links[r.link].dropped.Add(1)
+		return
+	}
 	if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
 		a.links[r.link].dropped.Add(1)
 		a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
 	}
-	if old, ok := a.peerEpochs[r.frame.Serial]; ok && r.frame.Epoch > old && a.sync != nil {
-		// Restarted before it was ever lost: whatever the syncer was
-		// waiting for from the old process will not come.
-		a.log.Info("peer restarted", "peer", r.frame.Node)
-		a.sync.s.PeerRestarted(r.frame.Node)
+	key := heartbeat.Peer{Serial: r.frame.Serial, NodeID: r.frame.NodeID}
+	if old, ok := a.peerEpochs[key]; !ok || r.frame.Epoch > old {
+		if ok && a.sync != nil {
+			// Restarted before it was ever lost: whatever the syncer was
+			// waiting for from the old process will not come.
+			a.log.Info("peer restarted", "peer", r.frame.Node)
+			a.sync.s.PeerRestarted(r.frame.Node)
+		}
+		a.peerEpochs[key] = r.frame.Epoch
+		a.state.notePeer(key, r.frame.Epoch)
 	}
-	a.peerEpochs[r.frame.Serial] = r.frame.Epoch
 	if a.sync != nil {
 		a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
 		if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {
@@ -478,6 +520,7 @@ func (a *Agent) nextWake() time.Duration {
 	}
 	min(a.m.NextDeadline())
 	min(a.faultUntil)
+	min(a.conf.nextExpiry(a.detection()))
 	if wait < 0 {
 		wait = 0
 	}
@@ -542,8 +585,9 @@ func (a *Agent) process() {
 				if rerr := a.net.Release(); rerr != nil {
 					a.log.Warn("undoing the failed takeover", "error", rerr)
 				}
-				_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: true, Reason: "takeover failed: " + err.Error()})
+				a.takeoverFault = "takeover failed: " + err.Error()
 				a.faultUntil = a.now().Add(faultRetry)
+				a.applyFault()
 				continue
 			}
 			if rep.AnnounceErr != nil {
@@ -671,8 +715,9 @@ func (a *Agent) sendHeartbeat() {
 		Role: uint8(adv.Role), Priority: adv.Priority,
 		MonitorUp: uint8(adv.MonitorUp), MonitorTotal: uint8(adv.MonitorTotal),
 		Uptime: uint64(up / time.Millisecond), Epoch: a.epoch, Seq: a.seq,
-		Node: adv.Name, Serial: adv.Serial, Primary: adv.Primary,
+		Node: adv.Name, Serial: adv.Serial, Primary: adv.Primary, NodeID: a.nodeID,
 	}
+	f.NumHints = a.guard.Hints(&f.Hints)
 	if adv.Override {
 		f.Flags |= heartbeat.FlagOverride
 	}
@@ -706,10 +751,11 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 	buf := make([]byte, 4096)
 	cfg := a.config()
 	vc := uint8(cfg.Cluster.VCluster)
+	serial := cfg.Node.Serial
 	var backoff time.Duration
 	var f heartbeat.Frame
 	for {
-		n, _, err := l.Recv(buf)
+		n, from, err := l.Recv(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, heartbeat.ErrClosed) || errors.Is(err, net.ErrClosed) {
 				return
@@ -737,18 +783,25 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 		// f is reused: Decode keeps strings that did not change, so a
 		// steady peer costs no allocation per frame (f goes to run by value).
 		if err := a.codec.Decode(buf[:n], &f); err != nil {
-			if errors.Is(err, heartbeat.ErrBadAuth) {
+			if a.dropped(l, from, buf[:n], err, at) {
 				l.badAuth.Add(1)
 			} else {
 				l.dropped.Add(1)
 			}
 			continue
 		}
+		if f.NodeID == a.nodeID && f.Serial == serial {
+			l.dropped.Add(1) // our own frame, back from another hbdev on the same segment
+			continue
+		}
+		if f.NumHints > 0 {
+			a.takeHints(&f)
+		}
 		if f.VCluster != vc || !cluster.Role(f.Role).Valid() {
 			l.dropped.Add(1)
 			continue
 		}
-		switch err := a.guard.Check(f.Serial, f.Epoch, f.Seq); {
+		switch err := a.guard.CheckPeer(heartbeat.Peer{Serial: f.Serial, NodeID: f.NodeID}, f.Epoch, f.Seq); {
 		case errors.Is(err, heartbeat.ErrDuplicate):
 			l.rx.Add(1)
 			l.lastRxNs.Store(at.UnixNano())

@@ -123,11 +123,15 @@ cluster:
 	return cfg
 }
 
-func startNode(t *testing.T, mem *heartbeat.MemNetwork, cfg *config.Config) *testNode {
+func startNode(t *testing.T, mem *heartbeat.MemNetwork, cfg *config.Config, opts ...func(*Options)) *testNode {
 	t.Helper()
 	n := &testNode{name: cfg.Node.Name, net: &fakeNet{}, links: &fakeLinks{}, done: make(chan error, 1)}
-	a, err := New(Options{Config: cfg, Links: []heartbeat.Link{mem.Link("hb", cfg.Node.Name, "ha1")},
-		Network: n.net, WatchLinks: n.links.watch})
+	o := Options{Config: cfg, Links: []heartbeat.Link{mem.Link("hb", cfg.Node.Name, "ha1")},
+		Network: n.net, WatchLinks: n.links.watch}
+	for _, f := range opts {
+		f(&o)
+	}
+	a, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,15 +139,24 @@ func startNode(t *testing.T, mem *heartbeat.MemNetwork, cfg *config.Config) *tes
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	go func() { n.done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-n.done:
-		case <-time.After(5 * time.Second):
-			t.Error("agent did not stop")
-		}
-	})
+	t.Cleanup(n.stop(t))
 	return n
+}
+
+// stop returns a function that stops n and waits for it (idempotent).
+func (n *testNode) stop(t *testing.T) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			n.cancel()
+			select {
+			case err := <-n.done:
+				n.done <- err
+			case <-time.After(5 * time.Second):
+				t.Error("agent did not stop")
+			}
+		})
+	}
 }
 
 func (n *testNode) status(t *testing.T) *control.Status {

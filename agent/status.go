@@ -123,6 +123,12 @@ func (a *Agent) status() *control.Status {
 		up, ok := a.monitor[n]
 		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
 	}
+	a.sendMu.Lock()
+	out.Epoch = a.epoch
+	a.sendMu.Unlock()
+	out.NodeID = a.nodeID.String()
+	out.Problems, out.Warnings = a.problems(now)
+	out.Health, _ = control.HealthOf(out)
 	for _, i := range a.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
 		for _, p := range i.Addresses {

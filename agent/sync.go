@@ -54,6 +54,7 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
 	cc.Label = configsync.ChannelLabel
 	cc.Logger = a.log.Named("sync-channel")
+	cc.Epoch = a.epoch // the heartbeat's: persisted, only grows (Rekey raises both)
 	ch, err := l2chan.New(cc)
 	if err != nil {
 		for _, l := range links {

@@ -269,6 +269,14 @@ func defaultIdentity() (name, serial string) {
 	return name, deriveSerial(name)
 }
 
+// DerivedSerial returns the serial this machine gets when node.serial is
+// not set. VMs cloned from one template share /etc/machine-id, and with it
+// this serial: hagentd --check says so.
+func DerivedSerial() string {
+	_, serial := defaultIdentity()
+	return serial
+}
+
 // deriveSerial builds "HAGT" + 12 upper-case hex digits from the machine id,
 // or from a hash of the hostname when the machine id is missing or malformed.
 func deriveSerial(host string) string {

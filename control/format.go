@@ -12,6 +12,21 @@ import (
 // FormatStatus writes the human form of `agentctl ha status`, laid out like
 // FortiOS `get system ha status`.
 func FormatStatus(w io.Writer, s *Status, now time.Time) {
+	health, problems := HealthOf(s)
+	fmt.Fprintf(w, "HA Health Status: %s\n", health)
+	for _, p := range problems {
+		fmt.Fprintf(w, "    %s\n", p)
+	}
+	for _, p := range s.Warnings {
+		fmt.Fprintf(w, "    warning: %s\n", p)
+	}
+	formatBody(w, s, now)
+}
+
+// HealthOf returns "OK" or "ERROR" and the problems that make it ERROR:
+// lost members, monitored links or hbdevs down, this node's fault and
+// s.Problems. Warnings do not count.
+func HealthOf(s *Status) (string, []string) {
 	health := "OK"
 	var problems []string
 	for _, m := range s.Members {
@@ -30,13 +45,14 @@ func FormatStatus(w io.Writer, s *Status, now time.Time) {
 	if s.Fault != "" {
 		problems = append(problems, s.Node+": "+s.Fault)
 	}
+	problems = append(problems, s.Problems...)
 	if len(problems) > 0 {
 		health = "ERROR"
 	}
-	fmt.Fprintf(w, "HA Health Status: %s\n", health)
-	for _, p := range problems {
-		fmt.Fprintf(w, "    %s\n", p)
-	}
+	return health, problems
+}
+
+func formatBody(w io.Writer, s *Status, now time.Time) {
 	fmt.Fprintf(w, "Model: hagent, Mode: HA %s\n", strings.ToUpper(s.Mode))
 	fmt.Fprintf(w, "Group Name: %s, Group ID: %d\n", s.GroupName, s.GroupID)
 	fmt.Fprintf(w, "This node: %s (%s), role %s since %s, priority %d, override %s\n",

@@ -19,6 +19,19 @@ type Status struct {
 	Reason      string    `json:"reason"`
 	FailoverSet bool      `json:"failover_set"`
 	Fault       string    `json:"fault,omitempty"`
+	// Health is "OK" or "ERROR" (the first line of the human status);
+	// Problems are the reasons for ERROR that only this node can see
+	// (serial conflicts, failing authentication, unwritable sync paths),
+	// Warnings what it reports without ERROR (another group or protocol
+	// version on an hbdev). Health also counts lost members, monitored
+	// links and hbdevs down, and faults: see HealthOf.
+	Health   string   `json:"health"`
+	Problems []string `json:"problems,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+	// Epoch is this run's heartbeat epoch (persisted; only grows), NodeID
+	// the node id sent beside the serial (the lowest hbdev MAC).
+	Epoch       uint64    `json:"epoch"`
+	NodeID      string    `json:"node_id"`
 	Members     []Member  `json:"members"`
 	HBDevs      []HBDev   `json:"hbdevs"`
 	Monitor     []Link    `json:"monitor"`

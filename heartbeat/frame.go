@@ -53,10 +53,64 @@ const (
 
 	// MaxStringLen is the longest Node, Serial or Primary string, in bytes.
 	MaxStringLen = 64
-	// MaxFrameLen is the longest frame that Append produces (no extensions):
-	// fixed part, three maximal strings and the tag.
-	MaxFrameLen = fixedLen + 3*MaxStringLen + tagLen
+	// MaxHints is the largest number of epoch hints a frame carries (a
+	// cluster has at most 4 members: 3 peers, and one spare).
+	MaxHints = 4
+	// MaxFrameLen is the longest frame that Append produces: fixed part,
+	// three maximal strings, the node id and MaxHints epoch hints, and the
+	// tag.
+	MaxFrameLen = fixedLen + 3*MaxStringLen + nodeIDTLVLen + MaxHints*hintTLVLen + tagLen
 )
+
+// Extension TLV types (docs/protocol.md §5). The numeric values are part of
+// the protocol: append-only, never reused.
+const (
+	// tlvNodeID carries Frame.NodeID (6 bytes).
+	tlvNodeID = 1
+	// tlvEpochHint carries one EpochHint: node id (6) and epoch (8).
+	tlvEpochHint = 2
+
+	nodeIDTLVLen = 2 + 6
+	hintTLVLen   = 2 + 6 + 8
+)
+
+// NodeID is a member's stable identity beside its serial: the lowest MAC
+// address of its hbdevs. Serials can collide (VMs cloned from one
+// template); hardware addresses on one segment do not. The zero NodeID
+// means "not sent".
+type NodeID [6]byte
+
+// IsZero reports whether id is the zero (absent) NodeID.
+func (id NodeID) IsZero() bool { return id == NodeID{} }
+
+// String formats id as a MAC address.
+func (id NodeID) String() string {
+	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", id[0], id[1], id[2], id[3], id[4], id[5])
+}
+
+// Compare returns -1, 0 or +1 as id is below, equal to or above o in
+// byte order.
+func (id NodeID) Compare(o NodeID) int {
+	for i := range id {
+		switch {
+		case id[i] < o[i]:
+			return -1
+		case id[i] > o[i]:
+			return 1
+		}
+	}
+	return 0
+}
+
+// An EpochHint tells the member with NodeID which epoch of it the sender
+// has accepted last. A member that finds a hint at or above its own epoch
+// (its clock went back and its state was lost) moves its epoch above the
+// hint, so that it is heard again within one interval. Hints only ever
+// raise an epoch, so a replayed hint is harmless.
+type EpochHint struct {
+	NodeID NodeID
+	Epoch  uint64
+}
 
 // magic are the first two bytes of every heartbeat frame ("HA").
 var magic = [2]byte{'H', 'A'}
@@ -167,7 +221,18 @@ type Frame struct {
 	// Primary is the node the sender thinks is primary ("" for none), at
 	// most MaxStringLen bytes.
 	Primary string
+	// NodeID is the sender's node id (extension TLV 1); zero when absent.
+	NodeID NodeID
+	// Hints are the sender's epoch hints for its peers (extension TLV 2,
+	// once per hint); the first NumHints entries are valid, Decode leaves
+	// the others zero (so decoded frames compare with ==).
+	Hints [MaxHints]EpochHint
+	// NumHints is the number of valid entries in Hints (0..MaxHints).
+	NumHints uint8
 }
+
+// errHints reports a frame with more than MaxHints hints to encode.
+var errHints = fmt.Errorf("%w: more than %d epoch hints", ErrMalformed, MaxHints)
 
 // encodedLen validates f for encoding and returns its wire length. The
 // checks mirror those of parseBody so that whatever decodes re-encodes.
@@ -184,7 +249,19 @@ func (f *Frame) encodedLen() (int, error) {
 	if f.Role == 0 {
 		return 0, errRole
 	}
-	return fixedLen + len(f.Node) + len(f.Serial) + len(f.Primary) + tagLen, nil
+	if f.NumHints > MaxHints {
+		return 0, errHints
+	}
+	return fixedLen + len(f.Node) + len(f.Serial) + len(f.Primary) + f.extLen() + tagLen, nil
+}
+
+// extLen is the length of the extension TLVs that put writes.
+func (f *Frame) extLen() int {
+	n := int(f.NumHints) * hintTLVLen
+	if !f.NodeID.IsZero() {
+		n += nodeIDTLVLen
+	}
+	return n
 }
 
 // put writes the header, fixed fields and strings of f into b, which is
@@ -212,7 +289,17 @@ func (f *Frame) put(b []byte, n int, flags Flags) {
 	o := fixedLen
 	o += copy(b[o:], f.Node)
 	o += copy(b[o:], f.Serial)
-	copy(b[o:], f.Primary)
+	o += copy(b[o:], f.Primary)
+	if !f.NodeID.IsZero() {
+		b[o], b[o+1] = tlvNodeID, 6
+		o += 2 + copy(b[o+2:], f.NodeID[:])
+	}
+	for _, h := range f.Hints[:f.NumHints] {
+		b[o], b[o+1] = tlvEpochHint, 14
+		copy(b[o+2:], h.NodeID[:])
+		binary.BigEndian.PutUint64(b[o+8:], h.Epoch)
+		o += hintTLVLen
+	}
 }
 
 // parseHeader checks the parts of b that can be checked without the key and
@@ -257,9 +344,29 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 		return nil, errStrings
 	}
 	ext := body[end:]
+	var id NodeID
+	var hints [MaxHints]EpochHint
+	nh := 0
 	for e := ext; len(e) > 0; {
 		if len(e) < 2 || e[0] == 0 || len(e) < 2+int(e[1]) {
 			return nil, errExtension
+		}
+		v := e[2 : 2+int(e[1])]
+		switch e[0] {
+		case tlvNodeID:
+			if len(v) != 6 {
+				return nil, errExtension
+			}
+			copy(id[:], v)
+		case tlvEpochHint:
+			if len(v) != 14 {
+				return nil, errExtension
+			}
+			if nh < MaxHints { // further hints are ignored
+				copy(hints[nh].NodeID[:], v[:6])
+				hints[nh].Epoch = binary.BigEndian.Uint64(v[6:])
+				nh++
+			}
 		}
 		e = e[2+int(e[1]):]
 	}
@@ -283,6 +390,7 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	setString(&f.Serial, body[o:o+sl])
 	o += sl
 	setString(&f.Primary, body[o:o+pl])
+	f.NodeID, f.Hints, f.NumHints = id, hints, uint8(nh)
 	return ext, nil
 }
 
@@ -312,4 +420,16 @@ func (f *Frame) UnmarshalBinary(b []byte) error {
 	}
 	_, err = parseBody(fr[:len(fr)-tagLen], f)
 	return err
+}
+
+// Peek returns the protocol version and group id of what looks like a
+// heartbeat frame (magic "HA", at least the 8-byte header), without
+// authenticating anything. Receivers use it to name what they drop: a
+// frame of another group (another cluster on the wire) or of an unknown
+// version (a peer running another release).
+func Peek(b []byte) (version uint8, group uint16, ok bool) {
+	if len(b) < headerLen || b[0] != magic[0] || b[1] != magic[1] {
+		return 0, 0, false
+	}
+	return b[2], binary.BigEndian.Uint16(b[4:6]), true
 }

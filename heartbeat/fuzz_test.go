@@ -50,6 +50,7 @@ func FuzzUnmarshal(f *testing.F) {
 		_ = fr.UnmarshalBinary(b)
 		var hb Heartbeat
 		_ = hb.DecodeFromBytes(b, gopacket.NilDecodeFeedback)
+		_, _, _ = Peek(b)
 		var g ReplayGuard
 		if len(b) >= 48 {
 			_ = g.Check(string(b[:8]), binary.BigEndian.Uint64(b[16:]), binary.BigEndian.Uint64(b[24:]))
@@ -80,6 +81,12 @@ func fuzzSeeds() []fuzzSeed {
 		{"valid-extensions", "authentic frame with two unknown extension TLVs", nil,
 			func(t testing.TB) []byte {
 				return withExtensionWith(auth, fuzzPassword, valid(t), []byte{0x10, 2, 0xbe, 0xef, 0xfe, 0})
+			}},
+		{"valid-node-id-hints", "authentic frame with a node id and two epoch hints (TLVs 1 and 2)", nil,
+			func(t testing.TB) []byte { return mustAppend(t, auth, extFrame()) }},
+		{"bad-node-id-length-sealed", "node id TLV of 5 bytes, resealed: authentic but malformed", ErrMalformed,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, valid(t), []byte{1, 5, 2, 0, 0, 0, 1})
 			}},
 		{"valid-padded", "authentic frame followed by link padding", nil,
 			edit(func(b []byte) []byte { return append(b, make([]byte, 20)...) })},

@@ -27,6 +27,7 @@ type MemNetwork struct {
 	segments map[string]*memSegment
 	isolated map[string]bool
 	nextMAC  uint32
+	macs     map[[2]string]net.HardwareAddr // (node, ifname) → MAC
 }
 
 // memSegment is one broadcast domain.
@@ -53,6 +54,7 @@ func newMemNetwork(rng *rand.Rand) *MemNetwork {
 		rng:      rng,
 		segments: make(map[string]*memSegment),
 		isolated: make(map[string]bool),
+		macs:     make(map[[2]string]net.HardwareAddr),
 	}
 }
 
@@ -67,19 +69,27 @@ func (n *MemNetwork) segmentLocked(name string) *memSegment {
 }
 
 // Link attaches interface ifname of node to segment and returns the link.
-// Each link gets a distinct, locally administered MAC address
-// (02:48:42:xx:xx:xx). The returned Link is a *MemLink.
+// Each (node, ifname) gets a distinct, locally administered MAC address
+// (02:48:42:xx:xx:xx), the same each time it is attached again. The
+// returned Link is a *MemLink.
 func (n *MemNetwork) Link(segment, node, ifname string) Link {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.nextMAC++
-	m := n.nextMAC
+	// Like a NIC, an interface keeps its MAC when the node reattaches it
+	// (a restarted agent).
+	mac, ok := n.macs[[2]string{node, ifname}]
+	if !ok {
+		n.nextMAC++
+		m := n.nextMAC
+		mac = net.HardwareAddr{0x02, 0x48, 0x42, byte(m >> 16), byte(m >> 8), byte(m)}
+		n.macs[[2]string{node, ifname}] = mac
+	}
 	l := &MemLink{
 		net:     n,
 		segment: segment,
 		node:    node,
 		name:    ifname,
-		mac:     net.HardwareAddr{0x02, 0x48, 0x42, byte(m >> 16), byte(m >> 8), byte(m)},
+		mac:     mac,
 		queue:   make(chan memFrame, MemQueueLen),
 		closed:  make(chan struct{}),
 		wake:    make(chan struct{}),

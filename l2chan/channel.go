@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
+// Errors returned by Channel.
 var (
 	// ErrChannelClosed is returned by Send after Close.
 	ErrChannelClosed = errors.New("l2chan: channel closed")
@@ -26,6 +27,8 @@ var (
 	ErrMessageTooLarge = errors.New("l2chan: message too large")
 )
 
+// Config configures a Channel. Zero values take the value of
+// DefaultConfig.
 type Config struct {
 	// Self is this node's name (1..64 bytes); frames carry it as source.
 	Self string
@@ -74,6 +77,7 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
 		MTU:               1500,                  // Ethernet payload of an hbdev
@@ -88,6 +92,8 @@ func DefaultConfig() Config {
 	}
 }
 
+// LabConfig returns timings suited to tests: fast failover, short
+// timeouts.
 func LabConfig() Config {
 	c := DefaultConfig()
 	c.MaxRTO = 200 * time.Millisecond
@@ -96,6 +102,7 @@ func LabConfig() Config {
 	return c
 }
 
+// Message is one message received from a peer.
 type Message struct {
 	// From is the sender's node name.
 	From string
@@ -103,6 +110,7 @@ type Message struct {
 	Data []byte
 }
 
+// LinkStats are the counters of one link of a Channel.
 type LinkStats struct {
 	Name string `json:"name"`
 	// Up is the state last given by SetLinkUp (true by default).
@@ -114,6 +122,7 @@ type LinkStats struct {
 	TxErrors uint64 `json:"tx_errors"`
 }
 
+// Stats is a snapshot of a Channel's counters.
 type Stats struct {
 	// ActiveLink is the name of the link data is sent on ("" if none).
 	ActiveLink       string      `json:"active_link"`
@@ -217,6 +226,9 @@ type peer struct {
 	probeRTO     time.Duration
 }
 
+// Channel is the reliable, ordered, encrypted control channel between
+// cluster members over raw frames of the l2ep Ethertype. See the package
+// documentation for the protocol.
 type Channel struct {
 	cfg   Config
 	log   hclog.Logger
@@ -232,6 +244,7 @@ type Channel struct {
 	sendReq  chan *outMsg
 	cancelCh chan *outMsg
 	linkCh   chan linkCmd
+	rekeyCh  chan rekeyReq
 	recvCh   chan Message
 	closed   chan struct{}
 	closeMu  sync.Once
@@ -244,7 +257,8 @@ type Channel struct {
 	bodyBuf    []byte
 	plainBuf   []byte
 
-	activeName atomic.Value // string
+	activeName atomic.Value  // string
+	epochNow   atomic.Uint64 // c.epoch, for Epoch
 	msgsSent   atomic.Uint64
 	msgsRecv   atomic.Uint64
 	framesTx   atomic.Uint64
@@ -258,6 +272,7 @@ type Channel struct {
 	linkMu     sync.Mutex // guards linkState.up/suspect for Stats
 }
 
+// orDefault sets *v to d when *v is the zero value (an unset option).
 func orDefault[T comparable](v *T, d T) {
 	var zero T
 	if *v == zero {
@@ -265,6 +280,7 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
+// New starts a channel on cfg.Links. It owns the links from now on.
 func New(cfg Config) (*Channel, error) {
 	d := DefaultConfig()
 	orDefault(&cfg.MTU, d.MTU)
@@ -313,6 +329,7 @@ func New(cfg Config) (*Channel, error) {
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
 		linkCh:   make(chan linkCmd),
+		rekeyCh:  make(chan rekeyReq),
 		recvCh:   make(chan Message),
 		closed:   make(chan struct{}),
 		peers:    make(map[string]*peer),
@@ -339,17 +356,69 @@ func New(cfg Config) (*Channel, error) {
 	return c, nil
 }
 
+// setEpoch makes epoch this node's own: the AEAD key of the frames it
+// sends is derived from it and the nonce counter starts again. It is the
+// one place c.aead and c.epoch change (New, Rekey).
 func (c *Channel) setEpoch(epoch uint64) error {
 	aead, err := c.keys.session(c.cfg.Self, epoch)
 	if err != nil {
 		return err
 	}
 	c.epoch, c.aead, c.nonce = epoch, aead, 0
+	c.epochNow.Store(epoch)
 	return nil
 }
 
-func (c *Channel) Epoch() uint64 { return c.epoch }
+// Epoch returns this channel's epoch.
+func (c *Channel) Epoch() uint64 { return c.epochNow.Load() }
 
+// Rekey moves this channel to a larger epoch while it runs, as if the node
+// had restarted: a new session key, the nonce counter from 1, and every
+// stream with every peer restarted (messages not yet acknowledged are sent
+// again from their beginning; the peers see the new epoch and do the
+// same). The agent calls it when its heartbeat epoch is raised by a
+// peer's epoch hint (its clock went back and its state was lost), so the
+// peers that rejected the old epoch as a replay hear it again. An epoch
+// not above the current one is ignored.
+// Rekey returns once the channel uses the new epoch.
+func (c *Channel) Rekey(epoch uint64) {
+	r := rekeyReq{epoch: epoch, done: make(chan struct{})}
+	select {
+	case c.rekeyCh <- r:
+		<-r.done
+	case <-c.closed:
+	}
+}
+
+type rekeyReq struct {
+	epoch uint64
+	done  chan struct{}
+}
+
+func (c *Channel) rekey(epoch uint64) {
+	if epoch <= c.epoch {
+		return
+	}
+	old := c.epoch
+	if err := c.setEpoch(epoch); err != nil {
+		c.log.Error("cannot derive the key of the new epoch; keeping the old one", "epoch", epoch, "error", err)
+		return
+	}
+	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", old, "epoch", epoch)
+	for _, p := range c.peers {
+		c.resetStreams(p)
+		if l := c.active; p.epoch != 0 && l >= 0 {
+			c.sendControl(p, FrameProbe, l, nil) // tell the peer the new epoch now
+		}
+	}
+}
+
+// Send queues msg for peer and returns when the peer has acknowledged all of
+// it, when ctx is done, when the peer acknowledged nothing for PeerTimeout
+// (ErrPeerUnreachable), or when the channel is closed. Messages to one peer
+// are delivered in the order Send was called, each exactly once. msg is
+// copied; the caller may reuse it at once. A message whose transmission has
+// begun is still delivered after Send returned early.
 func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	switch {
 	case len(peer) == 0 || len(peer) > MaxNameLen:
@@ -381,8 +450,14 @@ func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	}
 }
 
+// Recv returns the channel of received messages, in order per sender. It
+// is closed by Close. Not reading it closes the receive window after
+// RecvQueue messages, which stalls the senders.
 func (c *Channel) Recv() <-chan Message { return c.recvCh }
 
+// SetLinkUp tells the channel that link name is up or down (for example
+// from the heartbeat's view of the hbdev). A down link is never used; a
+// link set up is used again at once if it has a higher priority.
 func (c *Channel) SetLinkUp(name string, up bool) {
 	select {
 	case c.linkCh <- linkCmd{name: name, up: up}:
@@ -390,6 +465,7 @@ func (c *Channel) SetLinkUp(name string, up bool) {
 	}
 }
 
+// Stats returns a snapshot of the counters.
 func (c *Channel) Stats() Stats {
 	s := Stats{
 		ActiveLink:       c.activeName.Load().(string),
@@ -415,6 +491,8 @@ func (c *Channel) Stats() Stats {
 	return s
 }
 
+// Close stops the channel, closes its links and the Recv channel, and makes
+// pending Sends return ErrChannelClosed.
 func (c *Channel) Close() error {
 	c.closeMu.Do(func() {
 		close(c.closed)
@@ -498,6 +576,9 @@ func (c *Channel) run() {
 			c.cancel(m)
 		case lc := <-c.linkCh:
 			c.setLinkUp(lc)
+		case r := <-c.rekeyCh:
+			c.rekey(r.epoch)
+			close(r.done)
 		case out <- next:
 			c.deliverQ[0] = Message{}
 			c.deliverQ = c.deliverQ[1:]
@@ -536,11 +617,20 @@ func (c *Channel) getPeer(name string) *peer {
 	return p
 }
 
+// resetEpoch starts new streams with peer p after it restarted (or when its
+// epoch is first learned): the receive state is dropped and every message
+// not yet acknowledged is sent again from its beginning.
 func (c *Channel) resetEpoch(p *peer, epoch uint64, aead cipher.AEAD) {
 	if p.epoch != 0 {
 		c.log.Info("peer restarted, resetting session", "peer", p.name, "old_epoch", p.epoch, "epoch", epoch)
 	}
 	p.epoch, p.aead, p.replay = epoch, aead, replayWindow{}
+	c.resetStreams(p)
+}
+
+// resetStreams restarts both streams with p: the receive state is dropped
+// and every message not yet acknowledged is queued again from its start.
+func (c *Channel) resetStreams(p *peer) {
 	p.rcvNext, p.ooo, p.asm, p.asmActive, p.asmDrop = 1, map[uint64]DataBody{}, nil, false, false
 	var requeue []*outMsg
 	seen := map[*outMsg]bool{}
@@ -607,6 +697,8 @@ func (c *Channel) setLinkUp(lc linkCmd) {
 	c.log.Warn("SetLinkUp for unknown link", "link", lc.name)
 }
 
+// pickLink returns the highest-priority link that is up and alive, else
+// the highest-priority link that is up, else -1.
 func (c *Channel) pickLink() int {
 	fallback := -1
 	for i, l := range c.links {
@@ -623,6 +715,8 @@ func (c *Channel) pickLink() int {
 	return fallback
 }
 
+// relink re-evaluates the active link; on a change everything in flight is
+// sent again on the new link.
 func (c *Channel) relink(reason string) {
 	n := c.pickLink()
 	if n == c.active {
@@ -681,6 +775,7 @@ func (c *Channel) nextDeadline(now time.Time) (time.Time, bool) {
 	return d, !d.IsZero()
 }
 
+// waiting reports whether some Send to p still waits for its result.
 func (c *Channel) waiting(p *peer) bool {
 	for _, m := range p.queue {
 		if !m.notified {
@@ -786,6 +881,7 @@ func (c *Channel) onRTO(p *peer, now time.Time) {
 	p.rtoAt = now.Add(p.rto)
 }
 
+// pump fragments queued messages into the send window.
 func (c *Channel) pump(p *peer) {
 	if p.epoch == 0 || c.active < 0 || len(p.queue) == 0 {
 		return
@@ -813,6 +909,7 @@ func (c *Channel) pump(p *peer) {
 	}
 }
 
+// transmit sends (or resends) one fragment on the active link.
 func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
 	if c.active < 0 {
 		return
@@ -855,6 +952,7 @@ func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
 	c.framesTx.Add(1)
 }
 
+// handleFrame authenticates and dispatches one received frame.
 func (c *Channel) handleFrame(li int, b []byte) {
 	var h FrameHeader
 	n, err := DecodeFrameHeader(&h, b)
@@ -1027,6 +1125,8 @@ func (c *Channel) flushAcks() {
 	}
 }
 
+// sendAck acknowledges p's stream on link li (or the active link if li is
+// -1 or down).
 func (c *Channel) sendAck(p *peer, li int) {
 	if li < 0 || !c.links[li].up {
 		li = c.active
@@ -1058,6 +1158,9 @@ func (c *Channel) sendAck(p *peer, li int) {
 	c.sendControl(p, FrameAck, li, c.bodyBuf)
 }
 
+// reorderThreshold is how many later transmissions must be acknowledged
+// before a fragment is considered lost and sent again without waiting for
+// the RTO.
 const reorderThreshold = 3
 
 func (c *Channel) onAck(p *peer, a *AckBody) {

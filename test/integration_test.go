@@ -751,6 +751,7 @@ func TestConfigCheck(t *testing.T) {
 		want     []string // substrings; FILE is the config's path
 	}{
 		{"good.yaml", 0, []string{"ok"}},
+		{"noserial.yaml", 0, []string{"ok", "node.serial is not set", "VMs cloned from one template share it", "sync path /srv/app is outside /etc", "ReadWritePaths=/srv/app"}},
 		{"bad.yaml", 2, []string{"FILE:10: cluster.hb_intervall: unknown key", "FILE:7: node.priority:"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -772,6 +773,9 @@ func TestConfigCheck(t *testing.T) {
 			}
 			if code != tc.wantCode {
 				t.Errorf("exit code %d, want %d\n%s", code, tc.wantCode, out)
+			}
+			if tc.file == "good.yaml" && strings.Contains(string(out), "note:") {
+				t.Errorf("a set serial gets a note:\n%s", out)
 			}
 			for _, w := range tc.want {
 				if w = strings.ReplaceAll(w, "FILE", path); !strings.Contains(string(out), w) {

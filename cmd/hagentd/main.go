@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -23,6 +25,13 @@ import (
 )
 
 var version = "0.1.0-dev"
+
+// clockOffset shifts the agent's clock by a duration ("-1h"). It is empty
+// in every shipped build; only the netns lab's test builds set it, with
+// go build -ldflags "-X main.clockOffset=-1h", to start a node whose clock
+// is wrong the way an appliance without RTC battery is. No flag, file or
+// environment variable can set it.
+var clockOffset string
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -52,6 +61,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *check {
 		fmt.Fprintln(stdout, "ok")
+		if cfg.Node.Serial == config.DerivedSerial() {
+			fmt.Fprintf(stdout, "note: node.serial is not set; the serial %s comes from /etc/machine-id (or the hostname).\n"+
+				"      VMs cloned from one template share it, and two members with one serial split the cluster:\n"+
+				"      set node.serial on each node, or give each clone its own machine id\n"+
+				"      (rm /etc/machine-id && systemd-machine-id-setup).\n", cfg.Node.Serial)
+		}
+		for _, p := range cfg.Cluster.Sync.Paths {
+			if p != "/etc" && !strings.HasPrefix(p, "/etc/") {
+				fmt.Fprintf(stdout, "note: sync path %s is outside /etc: the shipped systemd unit keeps it read-only;\n"+
+					"      add it with a drop-in (systemctl edit hagent): [Service] ReadWritePaths=%s\n", p, p)
+			}
+		}
 		return 0
 	}
 
@@ -74,7 +95,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
 		return 0
 	}
-	a, err := agent.New(agent.Options{Config: cfg, Logger: log, StateDir: *stateDir, RunDir: *runDir})
+	opts := agent.Options{Config: cfg, Logger: log, StateDir: *stateDir, RunDir: *runDir}
+	if clockOffset != "" {
+		d, err := time.ParseDuration(clockOffset)
+		if err != nil {
+			fmt.Fprintln(stderr, "hagentd: bad clock offset of this build:", err)
+			return 1
+		}
+		log.Warn("test build: the clock runs off by "+d.String(), "offset", d)
+		opts.Now = func() time.Time { return time.Now().Add(d) }
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return 1

@@ -24,6 +24,8 @@ type Node struct {
 	StateDir string // persistent state (-state-dir: epoch, sync generation)
 	RunDir   string // runtime state (-run-dir: permanent MACs)
 	Log      string // hagentd's log file
+	// Binary is the hagentd to start; "" is Bin("hagentd").
+	Binary string
 
 	cmd  *exec.Cmd
 	done chan error
@@ -47,6 +49,11 @@ type Params struct {
 	Hooks         map[string]string // role → command
 	ClusterExtra  string            // YAML lines appended to the cluster section (indented 2)
 	Password      string            // default "lab-secret"
+	// KeyFile is where the password is written; "" is one file shared by
+	// every node (the cluster: section is synchronized).
+	KeyFile string
+	// Serial replaces the node's serial (default FGVM0000100<index>).
+	Serial string
 }
 
 // Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
@@ -100,13 +107,19 @@ func (n *Node) Config(p Params) (string, error) {
 	// One key path for every node: the cluster: section (password_file
 	// included) is synchronized and must be the same everywhere.
 	key := filepath.Join(n.lab.Dir, "key")
+	if p.KeyFile != "" {
+		key = p.KeyFile
+	}
+	if p.Serial == "" {
+		p.Serial = fmt.Sprintf("FGVM%08d", 1000+n.Index)
+	}
 	if err := os.WriteFile(key, []byte(p.Password+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "control_socket: %s\nlog_level: debug\n", n.Socket)
-	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: FGVM%08d\n  priority: %d\n  override: %v\n  realtime: %v\n",
-		n.Name, 1000+n.Index, p.Priority, p.Override, p.Realtime)
+	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: %s\n  priority: %d\n  override: %v\n  realtime: %v\n",
+		n.Name, p.Serial, p.Priority, p.Override, p.Realtime)
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
 	b.WriteString("  hbdev:\n")
 	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
@@ -171,7 +184,11 @@ func (n *Node) StartYAML(cfg string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", n.NS, Bin("hagentd"), "-c", path, "-state-dir", n.StateDir, "-run-dir", n.RunDir)
+	bin := n.Binary
+	if bin == "" {
+		bin = Bin("hagentd")
+	}
+	cmd := exec.Command("ip", "netns", "exec", n.NS, bin, "-c", path, "-state-dir", n.StateDir, "-run-dir", n.RunDir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

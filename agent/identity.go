@@ -1,0 +1,513 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/heartbeat"
+)
+
+// nodeIDOf returns this node's NodeID: the lowest MAC address of its
+// hbdevs, which is stable across restarts and unique on the wire even
+// when a cloned VM shares the serial (and hostname) of its template. With
+// no usable MAC (tests), a hash of the node name stands in, with the
+// locally administered bit set.
+func nodeIDOf(links []*hbLink, name string) heartbeat.NodeID {
+	var best heartbeat.NodeID
+	for _, l := range links {
+		hw := l.HardwareAddr()
+		if len(hw) != 6 {
+			continue
+		}
+		var id heartbeat.NodeID
+		copy(id[:], hw)
+		if id.IsZero() {
+			continue
+		}
+		if best.IsZero() || id.Compare(best) < 0 {
+			best = id
+		}
+	}
+	if best.IsZero() {
+		sum := sha256.Sum256([]byte("hagent node " + name))
+		copy(best[:], sum[:6])
+		best[0] = best[0]&^1 | 2
+	}
+	return best
+}
+
+// takeHints looks for a hint about this node in an authentic frame: a peer
+// that has accepted an epoch of this node above the current one rejects everything this node sends as a replay (the clock went back and
+// the state file was lost, or the state directory is not persistent).
+// This node then moves its epoch above the hint, persists it, and rekeys
+// the control channel, so that the peer hears it again at the next
+// heartbeat. Called by the receivers; hints only ever raise the epoch, so
+// a replayed frame cannot do harm.
+func (a *Agent) takeHints(f *heartbeat.Frame) {
+	for _, h := range f.Hints[:f.NumHints] {
+		if h.NodeID != a.nodeID {
+			continue
+		}
+		a.sendMu.Lock()
+		if h.Epoch <= a.epoch { // equal: the peer hears this run
+			a.sendMu.Unlock()
+			continue
+		}
+		old := a.epoch
+		a.epoch, a.seq = h.Epoch+1, 0
+		a.state.raiseEpoch(a.epoch)
+		e := a.epoch
+		a.sendMu.Unlock()
+		a.log.Warn("a peer knows a later epoch of this node (clock went back and the state was lost?): epoch raised so that it hears this node again",
+			"peer", f.Node, "old_epoch", old, "peer_knows", h.Epoch, "epoch", e)
+		a.hist.add(Event{Time: a.now(), Kind: "epoch", Reason: fmt.Sprintf("epoch raised above %s's hint (%d → %d)", f.Node, old, e)})
+		if a.sync != nil {
+			a.sync.ch.Rekey(e)
+		}
+		a.sendHeartbeat() // be heard at once, not at the next tick
+	}
+}
+
+// conflict is another node seen with this node's serial, or a second node
+// seen with a peer's serial.
+type conflict struct {
+	serial string
+	id     heartbeat.NodeID
+	name   string
+	hbdev  string
+	first  time.Time
+	last   time.Time
+}
+
+// conflicts tracks serial conflicts; owned by the run goroutine.
+//
+// The rule: among nodes that send the same serial, the one with the highest
+// NodeID keeps it. Every node compares the same two NodeIDs, which differ
+// (MAC addresses on one segment), so exactly one of them wins; the others
+// stay faulted (no vMAC) while they hear the winner. Peers drop the
+// losers' heartbeats, so the election sees one member per serial. Two
+// nodes that cannot hear each other are a split brain as with any serial.
+type conflicts struct {
+	self map[heartbeat.NodeID]*conflict            // nodes with this node's serial
+	peer map[string]map[heartbeat.NodeID]*conflict // serial → senders
+}
+
+func newConflicts() *conflicts {
+	return &conflicts{self: map[heartbeat.NodeID]*conflict{}, peer: map[string]map[heartbeat.NodeID]*conflict{}}
+}
+
+// maxConflictSerials bounds the serials tracked (a cluster has 4 members).
+const maxConflictSerials = 64
+
+// noteSelf records a frame with this node's serial from another node id
+// and reports whether that node is new (not heard within the window).
+func (c *conflicts) noteSelf(f *heartbeat.Frame, hbdev string, at time.Time) (isNew bool) {
+	x := c.self[f.NodeID]
+	if x == nil {
+		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
+		c.self[f.NodeID] = x
+		isNew = true
+	}
+	x.name, x.hbdev, x.last = f.Node, hbdev, at
+	return isNew
+}
+
+// notePeer records a peer frame and reports whether the election should
+// see it (false for a sender that shares its serial with a higher NodeID
+// heard within window) and whether a conflict just began.
+func (c *conflicts) notePeer(f *heartbeat.Frame, hbdev string, at time.Time, window time.Duration) (see, began bool) {
+	m := c.peer[f.Serial]
+	if m == nil {
+		if len(c.peer) >= maxConflictSerials {
+			c.expire(at, window)
+		}
+		m = map[heartbeat.NodeID]*conflict{}
+		c.peer[f.Serial] = m
+	}
+	x := m[f.NodeID]
+	if x == nil {
+		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
+		m[f.NodeID] = x
+		began = len(m) == 2
+	}
+	x.name, x.hbdev, x.last = f.Node, hbdev, at
+	if len(m) == 1 {
+		return true, false
+	}
+	for id, o := range m {
+		if id != f.NodeID && at.Sub(o.last) < window && id.Compare(f.NodeID) > 0 {
+			return false, began
+		}
+	}
+	return true, began
+}
+
+// nextExpiry is when the earliest conflict with this node's serial ends
+// if that node stays silent (zero if none).
+func (c *conflicts) nextExpiry(window time.Duration) time.Time {
+	var t time.Time
+	for _, x := range c.self {
+		if e := x.last.Add(window); t.IsZero() || e.Before(t) {
+			t = e
+		}
+	}
+	return t
+}
+
+// expire forgets senders not heard within window.
+func (c *conflicts) expire(now time.Time, window time.Duration) {
+	for id, x := range c.self {
+		if now.Sub(x.last) >= window {
+			delete(c.self, id)
+		}
+	}
+	for s, m := range c.peer {
+		for id, x := range m {
+			if now.Sub(x.last) >= window {
+				delete(m, id)
+			}
+		}
+		if len(m) == 0 {
+			delete(c.peer, s)
+		}
+	}
+}
+
+// loser returns, when this node (own) must give up its serial, the
+// conflict that beats it.
+func (c *conflicts) loser(own heartbeat.NodeID) *conflict {
+	var best *conflict
+	for id, x := range c.self {
+		if id.Compare(own) > 0 && (best == nil || id.Compare(best.id) > 0) {
+			best = x
+		}
+	}
+	return best
+}
+
+// problems describes the live conflicts, sorted.
+func (c *conflicts) problems(selfName, selfSerial string, own heartbeat.NodeID) []string {
+	var out []string
+	for _, x := range c.self {
+		keeper := selfName
+		if x.id.Compare(own) > 0 {
+			keeper = x.name
+		}
+		out = append(out, fmt.Sprintf("serial conflict: %s (node id %s, on %s) uses this node's serial %s; %s keeps it (higher node id), the other stays out of the election: give each node its own node.serial",
+			x.name, x.id, x.hbdev, selfSerial, keeper))
+	}
+	for s, m := range c.peer {
+		if len(m) < 2 {
+			continue
+		}
+		var names []string
+		for _, x := range m {
+			names = append(names, fmt.Sprintf("%s (node id %s, on %s)", x.name, x.id, x.hbdev))
+		}
+		sort.Strings(names)
+		out = append(out, fmt.Sprintf("serial conflict: %s use the same serial %s; only the one with the highest node id takes part in the election", joinAnd(names), s))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func joinAnd(s []string) string {
+	switch len(s) {
+	case 0:
+		return ""
+	case 1:
+		return s[0]
+	}
+	return fmt.Sprintf("%s and %s", joinComma(s[:len(s)-1]), s[len(s)-1])
+}
+
+func joinComma(s []string) string {
+	out := s[0]
+	for _, x := range s[1:] {
+		out += ", " + x
+	}
+	return out
+}
+
+// wireWatch remembers heartbeat-looking frames that hbdev receivers drop
+// for a reason an operator must hear of: frames of this group that fail
+// authentication (a password mismatch splits the cluster), frames of
+// another group (another cluster on the same wire), frames of another
+// protocol version. Safe for concurrent use (one receiver per hbdev).
+type wireWatch struct {
+	mu      sync.Mutex
+	entries map[wireKey]*wireEntry
+}
+
+type wireKind uint8
+
+const (
+	wireBadAuth wireKind = iota + 1
+	wireGroup
+	wireVersion
+)
+
+type wireKey struct {
+	kind  wireKind
+	hbdev string
+	from  [6]byte
+	value uint16 // group id or version
+}
+
+type wireEntry struct {
+	first, last time.Time
+	count       uint64 // frames since first, without a gap of a window
+	active      bool   // reported as a problem
+	lastLog     time.Time
+}
+
+// steadyFrames is how many frames, without a gap longer than the detection
+// time between them, make a problem steady (one stray frame is not).
+const steadyFrames = 3
+
+// maxWireEntries bounds the memory a flood of forged frames can take.
+const maxWireEntries = 64
+
+// wireLogEvery rate-limits the log line of a problem that persists.
+const wireLogEvery = time.Minute
+
+// note records a dropped frame and returns the entry when it has just
+// become steady or is due a reminder in the log ("" otherwise).
+func (w *wireWatch) note(k wireKey, at time.Time, window time.Duration) (count uint64, report bool, first bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.entries == nil {
+		w.entries = map[wireKey]*wireEntry{}
+	}
+	e := w.entries[k]
+	if e == nil {
+		if len(w.entries) >= maxWireEntries {
+			w.expireLocked(at, window)
+			if len(w.entries) >= maxWireEntries {
+				return 0, false, false
+			}
+		}
+		e = &wireEntry{first: at}
+		w.entries[k] = e
+	}
+	if at.Sub(e.last) >= window && !e.last.IsZero() {
+		e.first, e.count, e.active = at, 0, false
+	}
+	e.last = at
+	e.count++
+	if e.count < steadyFrames {
+		return e.count, false, false
+	}
+	if !e.active {
+		e.active, e.lastLog = true, at
+		return e.count, true, true
+	}
+	if at.Sub(e.lastLog) >= wireLogEvery {
+		e.lastLog = at
+		return e.count, true, false
+	}
+	return e.count, false, false
+}
+
+// expire drops entries not refreshed within window and returns the keys
+// of active ones that ended.
+func (w *wireWatch) expire(now time.Time, window time.Duration) []wireKey {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.expireLocked(now, window)
+}
+
+func (w *wireWatch) expireLocked(now time.Time, window time.Duration) []wireKey {
+	var ended []wireKey
+	for k, e := range w.entries {
+		if now.Sub(e.last) >= window {
+			if e.active {
+				ended = append(ended, k)
+			}
+			delete(w.entries, k)
+		}
+	}
+	return ended
+}
+
+// active returns the steady problems heard within window.
+func (w *wireWatch) active(now time.Time, window time.Duration) []wireKey {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []wireKey
+	for k, e := range w.entries {
+		if e.active && now.Sub(e.last) < window {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b wireKey) int {
+		if a.kind != b.kind {
+			return int(a.kind) - int(b.kind)
+		}
+		return compareStr(a.describe(), b.describe())
+	})
+	return out
+}
+
+func compareStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// describe is the operator's sentence for k.
+func (k wireKey) describe() string {
+	from := net.HardwareAddr(k.from[:]).String()
+	switch k.kind {
+	case wireBadAuth:
+		return fmt.Sprintf("heartbeats from %s on %s fail authentication (password mismatch?)", from, k.hbdev)
+	case wireGroup:
+		return fmt.Sprintf("heartbeats of group %d from %s on %s: another cluster on the same wire (give each cluster its own group_id)", k.value, from, k.hbdev)
+	default:
+		return fmt.Sprintf("heartbeats of protocol version %d from %s on %s: this node speaks version %d (upgrade one side)", k.value, from, k.hbdev, heartbeat.ProtocolVersion)
+	}
+}
+
+// isError reports whether k makes the health ERROR (the others warn).
+func (k wireKey) isError() bool { return k.kind == wireBadAuth }
+
+// dropped classifies a frame Decode rejected and records what an operator
+// must hear of. It returns true when the frame counts as a failed
+// authentication (the hbdev's bad_auth counter).
+func (a *Agent) dropped(l *hbLink, from net.HardwareAddr, b []byte, err error, at time.Time) bool {
+	k := wireKey{hbdev: l.Name()}
+	copy(k.from[:], from)
+	ver, group, ok := heartbeat.Peek(b)
+	switch {
+	case errors.Is(err, heartbeat.ErrBadAuth):
+		k.kind = wireBadAuth
+	case errors.Is(err, heartbeat.ErrWrongGroup) && ok:
+		k.kind, k.value = wireGroup, group
+	case errors.Is(err, heartbeat.ErrVersion) && ok:
+		k.kind, k.value = wireVersion, uint16(ver)
+	default:
+		return false
+	}
+	n, report, first := a.wire.note(k, at, a.detection())
+	if report {
+		what := k.describe()
+		if k.isError() {
+			a.log.Error(what, "hbdev", k.hbdev, "from", net.HardwareAddr(k.from[:]).String(), "frames", n)
+		} else {
+			a.log.Warn(what, "hbdev", k.hbdev, "from", net.HardwareAddr(k.from[:]).String(), "frames", n)
+		}
+		if first {
+			a.hist.add(Event{Time: at, Kind: "health", Reason: what})
+		}
+	}
+	return k.kind == wireBadAuth
+}
+
+// detection is the peer-loss time: hb_interval × hb_lost_threshold.
+func (a *Agent) detection() time.Duration {
+	c := a.config().Cluster
+	return c.HBInterval * time.Duration(c.HBLostThreshold)
+}
+
+// selfConflict handles a heartbeat that carries this node's serial from
+// another node (run goroutine).
+func (a *Agent) selfConflict(r rxFrame, hbdev string) {
+	if a.conf.noteSelf(&r.frame, hbdev, r.at) {
+		cfg := a.config()
+		keeper := cfg.Node.Name
+		if r.frame.NodeID.Compare(a.nodeID) > 0 {
+			keeper = r.frame.Node
+		}
+		msg := fmt.Sprintf("serial conflict: %s (node id %s, on %s) uses this node's serial %s (this node: %s, node id %s); %s keeps it, the other stays out of the election. Cloned VM? Set node.serial (or give it its own /etc/machine-id)",
+			r.frame.Node, r.frame.NodeID, hbdev, cfg.Node.Serial, cfg.Node.Name, a.nodeID, keeper)
+		a.log.Error(msg)
+		a.hist.add(Event{Time: r.at, Kind: "health", Reason: msg})
+	}
+	a.applyFault()
+}
+
+// applyFault gives the machine the fault it must have now: a lost serial
+// conflict first, then a failed takeover; nothing when neither holds.
+func (a *Agent) applyFault() {
+	reason := ""
+	if x := a.conf.loser(a.nodeID); x != nil {
+		reason = fmt.Sprintf("serial conflict: %s (node id %s) has this node's serial %s and a higher node id", x.name, x.id, x.serial)
+	} else if a.takeoverFault != "" {
+		reason = a.takeoverFault
+	}
+	if reason == a.appliedFault {
+		return
+	}
+	a.appliedFault = reason
+	_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: reason != "", Reason: reason})
+}
+
+// housekeeping ends conflicts and wire problems that are no longer heard
+// (run goroutine, at every tick).
+func (a *Agent) housekeeping(now time.Time) {
+	window := a.detection()
+	before := len(a.conf.self)
+	a.conf.expire(now, window)
+	if len(a.conf.self) < before {
+		a.log.Info("serial conflict over: the other node is no longer heard")
+		a.hist.add(Event{Time: now, Kind: "health", Reason: "serial conflict over: the other node is no longer heard"})
+	}
+	a.applyFault()
+	for _, k := range a.wire.expire(now, window) {
+		a.log.Info("no longer heard: "+k.describe(), "hbdev", k.hbdev)
+		a.hist.add(Event{Time: now, Kind: "health", Reason: "no longer heard: " + k.describe()})
+	}
+}
+
+// problems returns what this node alone can see is wrong (health ERROR)
+// and what it warns about (run goroutine).
+func (a *Agent) problems(now time.Time) (errs, warns []string) {
+	cfg := a.config()
+	window := a.detection()
+	a.conf.expire(now, window)
+	errs = a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)
+	for _, k := range a.wire.active(now, window) {
+		if k.isError() {
+			errs = append(errs, k.describe())
+		} else {
+			warns = append(warns, k.describe())
+		}
+	}
+	if a.sync != nil {
+		errs = append(errs, unwritableSyncPaths(a.syncRoot, cfg.Cluster.Sync.Paths)...)
+	}
+	return errs, warns
+}
+
+// unwritableSyncPaths names every sync path that this process could not
+// replace: a secondary writes a temporary file beside the path and renames
+// it, so the path's directory (or the directory itself) must be writable.
+// Under systemd, ProtectSystem= makes whole trees read-only (EROFS) unless
+// ReadWritePaths= lists them.
+func unwritableSyncPaths(root string, paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		full := filepath.Join(root, p)
+		dir := full
+		if fi, err := os.Stat(full); err != nil || !fi.IsDir() {
+			dir = filepath.Dir(full)
+		}
+		if err := writable(dir); err != nil {
+			out = append(out, fmt.Sprintf("sync path %s cannot be written here: %s: %v (under systemd: add it to ReadWritePaths=)", p, dir, err))
+		}
+	}
+	return out
+}

@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/hagent/hagent/configsync"
+	"github.com/hagent/hagent/heartbeat"
+)
+
+// stateFileName is the agent's persistent state inside the state directory.
+const stateFileName = "agent-state.json"
+
+// persistedState is what survives restarts and reboots: this node's last
+// epoch (heartbeat and control channel), and the latest epoch accepted from
+// each peer, so that frames captured before a restart stay replays after
+// it.
+type persistedState struct {
+	Epoch uint64       `json:"epoch"`
+	Peers []peerRecord `json:"peers,omitempty"`
+}
+
+type peerRecord struct {
+	Serial string `json:"serial"`
+	NodeID string `json:"node_id,omitempty"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+// stateStore keeps persistedState in a file, written atomically and
+// fsynced (configsync.WriteFileAtomic). A missing or corrupt file is logged
+// and replaced, never fatal; an empty directory keeps the state in memory.
+type stateStore struct {
+	log  hclog.Logger
+	path string // "" = memory only
+
+	mu    sync.Mutex
+	epoch uint64
+	peers map[heartbeat.Peer]uint64
+	wg    sync.WaitGroup
+}
+
+// openState reads the state file in dir (creating dir if needed).
+func openState(dir string, log hclog.Logger) *stateStore {
+	s := &stateStore{log: log, peers: map[heartbeat.Peer]uint64{}}
+	if dir == "" {
+		return s
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		log.Error("state directory unusable: epochs are not persisted (a reboot with a clock behind relies on the peers' epoch hints)", "dir", dir, "error", err)
+		return s
+	}
+	s.path = filepath.Join(dir, stateFileName)
+	b, err := os.ReadFile(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Info("no state file yet: first start on this node", "file", s.path)
+		return s
+	case err != nil:
+		log.Error("cannot read the state file; starting from the clock", "file", s.path, "error", err)
+		return s
+	}
+	var st persistedState
+	if err := json.Unmarshal(b, &st); err != nil {
+		log.Error("state file is corrupt; starting from the clock (it is rewritten)", "file", s.path, "error", err)
+		return s
+	}
+	s.epoch = st.Epoch
+	for _, p := range st.Peers {
+		key := heartbeat.Peer{Serial: p.Serial}
+		if p.NodeID != "" {
+			mac, err := net.ParseMAC(p.NodeID)
+			if err != nil || len(mac) != 6 {
+				log.Warn("state file: ignoring a peer with a bad node id", "serial", p.Serial, "node_id", p.NodeID)
+				continue
+			}
+			copy(key.NodeID[:], mac)
+		}
+		if p.Serial == "" || len(p.Serial) > heartbeat.MaxStringLen {
+			continue
+		}
+		s.peers[key] = p.Epoch
+	}
+	return s
+}
+
+// startEpoch returns this run's epoch, max(previous + 1, wall) with wall
+// the clock in unix nanoseconds, and persists it before it is used.
+func (s *stateStore) startEpoch(wall uint64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch = max(s.epoch+1, wall)
+	s.saveLocked()
+	return s.epoch
+}
+
+// raiseEpoch persists e as this node's epoch if it is larger.
+func (s *stateStore) raiseEpoch(e uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e > s.epoch {
+		s.epoch = e
+		s.saveLocked()
+	}
+}
+
+// knownPeers returns the persisted peer epochs.
+func (s *stateStore) knownPeers() map[heartbeat.Peer]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[heartbeat.Peer]uint64, len(s.peers))
+	for k, v := range s.peers {
+		out[k] = v
+	}
+	return out
+}
+
+// notePeer records a peer's new epoch and saves it in the background (a
+// peer restart must not wait for a disk).
+func (s *stateStore) notePeer(p heartbeat.Peer, epoch uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.peers[p]; ok && old >= epoch {
+		return
+	}
+	s.peers[p] = epoch
+	if len(s.peers) > heartbeat.MaxTrackedSerials {
+		// Forget the oldest epoch: a member long gone.
+		var victim heartbeat.Peer
+		lowest := ^uint64(0)
+		for k, v := range s.peers {
+			if v < lowest {
+				victim, lowest = k, v
+			}
+		}
+		delete(s.peers, victim)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.saveLocked()
+	}()
+}
+
+// wait waits for background saves.
+func (s *stateStore) wait() { s.wg.Wait() }
+
+func (s *stateStore) saveLocked() {
+	if s.path == "" {
+		return
+	}
+	st := persistedState{Epoch: s.epoch}
+	for k, v := range s.peers {
+		r := peerRecord{Serial: k.Serial, Epoch: v}
+		if !k.NodeID.IsZero() {
+			r.NodeID = k.NodeID.String()
+		}
+		st.Peers = append(st.Peers, r)
+	}
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = configsync.WriteFileAtomic(s.path, b, 0o600, -1, -1)
+	}
+	if err != nil {
+		s.log.Error("cannot save the state file", "file", s.path, "error", fmt.Sprint(err))
+	}
+}
