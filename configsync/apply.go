@@ -113,7 +113,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	for k, i := range files {
 		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	fileApplied, fileErrs := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers)
+	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers)
 	for k, i := range files {
 		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
 	}
@@ -133,7 +133,8 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 		errs = append(errs, err)
 	}
 	if len(changed) > 0 {
-		s.log.Info("applied synchronized paths", "count", len(changed))
+		s.log.Info("applied synchronized paths", "count", len(changed), "files", len(files),
+			"write", times.Write, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
 	}
 	dels := slices.Clone(deleted)
 	slices.Sort(dels)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // flushPerFileBelow is the batch size under which ApplyFiles fsyncs each
@@ -32,13 +33,16 @@ const flushPerFileBelow = 8
 //
 // A crash before 3 leaves temporary files that CleanTemp removes at the
 // next start.
-func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error) {
+func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
 	tmps := make([]string, len(es))
 	perFile := len(es) < flushPerFileBelow
+	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
 		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile)
 	})
+	t1 := time.Now()
+	t.Write = t1.Sub(t0)
 	var written []int
 	for i, t := range tmps {
 		if t != "" && errs[i] == nil {
@@ -46,7 +50,7 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 		}
 	}
 	if len(written) == 0 {
-		return applied, errs
+		return applied, errs, t
 	}
 	if !perFile {
 		if err := s.flushTemps(tmps, written, workers); err != nil {
@@ -54,9 +58,11 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 				os.Remove(tmps[i])
 				errs[i] = err
 			}
-			return applied, errs
+			return applied, errs, t
 		}
 	}
+	t2 := time.Now()
+	t.Flush = t2.Sub(t1)
 	dirs := map[string]bool{}
 	for _, i := range written {
 		fp := s.fsPath(es[i].Path)
@@ -72,8 +78,11 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 	for d := range dirs {
 		dirList = append(dirList, d)
 	}
+	t3 := time.Now()
+	t.Rename = t3.Sub(t2)
 	dirErr := make([]error, len(dirList))
 	parallel(len(dirList), workers, func(k int) { dirErr[k] = syncDir(dirList[k]) })
+	t.SyncDirs = time.Since(t3)
 	if err := errors.Join(dirErr...); err != nil {
 		for _, i := range written {
 			if applied[i] && errs[i] == nil {
@@ -82,7 +91,15 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 		}
 	}
 	s.noteFresh(es, applied)
-	return applied, errs
+	return applied, errs, t
+}
+
+// BatchTimes is where the time of an ApplyFiles batch went.
+type BatchTimes struct {
+	Write    time.Duration // temporary files: create, write, fchown, fchmod
+	Flush    time.Duration // syncfs (or the fsync of each file)
+	Rename   time.Duration // the renames over the targets
+	SyncDirs time.Duration // the fsync of each directory
 }
 
 // prepareFile checks entry e and its content and writes them to a
