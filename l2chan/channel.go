@@ -217,6 +217,7 @@ type peer struct {
 	peerWnd      int
 	serial       uint64
 	rackSerial   uint64
+	rtoSeq       uint64 // the fragment a first timeout resent, until acknowledged
 	srtt, rttvar time.Duration
 	baseRTO, rto time.Duration
 	rtoAt        time.Time
@@ -250,12 +251,15 @@ type Channel struct {
 	closeMu  sync.Once
 	wg       sync.WaitGroup
 
-	peers      map[string]*peer
-	deliverQ   []Message
-	linkProbe  time.Time
-	hdrScratch []byte
-	bodyBuf    []byte
-	plainBuf   []byte
+	peers     map[string]*peer
+	deliverQ  []Message
+	linkProbe time.Time
+	txBuf     []byte   // the frame being sent (frameStart, frameSend)
+	txHdrLen  int      // its header length
+	txNonce   [12]byte // its GCM nonce
+	rxNonce   [12]byte // the GCM nonce of the frame being received
+	rxHdr     FrameHeader
+	bodyBuf   []byte
 
 	activeName atomic.Value  // string
 	epochNow   atomic.Uint64 // c.epoch, for Epoch
@@ -504,10 +508,19 @@ func (c *Channel) Close() error {
 	return nil
 }
 
+// slabSize is the size of the buffers readLink carves received frames
+// from: about 170 frames of 1500 bytes per allocation. A frame keeps its
+// slab alive until the frame is processed (or, out of order, delivered).
+const slabSize = 256 << 10
+
+// readLink receives the frames of link i and hands them to run. The
+// frames it hands over are run's to keep and to modify (decrypted in
+// place).
 func (c *Channel) readLink(i int) {
 	defer c.wg.Done()
 	l := c.links[i].l
 	buf := make([]byte, 65536)
+	var slab []byte // frames are carved from it: one allocation per many frames
 	for {
 		n, _, err := l.Recv(buf)
 		if err != nil {
@@ -528,7 +541,11 @@ func (c *Channel) readLink(i int) {
 			}
 			continue
 		}
-		data := make([]byte, n)
+		if len(slab) < n {
+			slab = make([]byte, max(slabSize, n))
+		}
+		data := slab[:n:n]
+		slab = slab[n:]
 		copy(data, buf[:n])
 		select {
 		case c.in <- inFrame{link: i, data: data}:
@@ -653,7 +670,7 @@ func (c *Channel) resetStreams(p *peer) {
 	// inflight, then sentMsgs, then queue is stream order.
 	p.queue, p.sentMsgs, p.inflight = requeue, nil, nil
 	p.sndNext, p.sndUna, p.peerWnd = 1, 1, c.cfg.Window
-	p.rto, p.timeouts, p.rtoAt = p.baseRTO, 0, time.Time{}
+	p.rto, p.timeouts, p.rtoAt, p.rtoSeq = p.baseRTO, 0, time.Time{}, 0
 	p.lastProgress = time.Now()
 }
 
@@ -873,9 +890,19 @@ func (c *Channel) onRTO(p *peer, now time.Time) {
 		}
 	}
 	p.rto = min(2*p.rto, c.cfg.MaxRTO)
+	// A first timeout resends only the oldest unacknowledged fragment: a
+	// receiver that was merely busy acknowledges the rest with its next
+	// ack and nothing else goes twice. If that ack stops right at this
+	// fragment, the fragments after it are lost and onAck resends them;
+	// a second timeout in a row resends everything unacknowledged.
+	p.rtoSeq = 0
 	for _, f := range p.inflight {
 		if !f.sacked {
 			c.transmit(p, f, now)
+			if p.timeouts == 1 {
+				p.rtoSeq = f.seq
+				break
+			}
 		}
 	}
 	p.rtoAt = now.Add(p.rto)
@@ -922,8 +949,9 @@ func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
 	p.serial++
 	f.serial = p.serial
 	body := DataBody{Seq: f.seq, MsgLen: uint32(len(f.msg.data)), Offset: uint32(f.off), Data: f.data}
-	c.bodyBuf = body.appendTo(c.bodyBuf[:0])
-	c.sendFrame(p, FrameData, c.active, c.bodyBuf)
+	if b, ok := c.frameStart(p, FrameData); ok {
+		c.frameSend(p, c.active, body.appendTo(b))
+	}
 }
 
 func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
@@ -931,21 +959,37 @@ func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
 }
 
 func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
+	b, ok := c.frameStart(p, kind)
+	if ok {
+		c.frameSend(p, link, append(b, body...))
+	}
+}
+
+// frameStart begins a frame of kind to p in the transmit buffer: it takes
+// the next nonce and writes the header. The caller appends the body and
+// calls frameSend, which encrypts it in place.
+func (c *Channel) frameStart(p *peer, kind FrameKind) ([]byte, bool) {
 	c.nonce++
 	h := FrameHeader{Kind: kind, GroupID: c.cfg.GroupID, SrcEpoch: c.epoch, DstEpoch: p.epoch, Nonce: c.nonce, Src: c.cfg.Self, Dst: p.name}
-	hdr, err := h.appendTo(c.hdrScratch[:0])
+	b, err := h.appendTo(c.txBuf[:0])
 	if err != nil {
 		c.log.Error("cannot encode frame header", "peer", p.name, "error", err)
-		return
+		return nil, false
 	}
-	c.hdrScratch = hdr
-	frame := make([]byte, len(hdr), len(hdr)+len(body)+gcmTagLen)
-	copy(frame, hdr)
-	frame = c.aead.Seal(frame, gcmNonce(c.nonce), body, hdr)
+	c.txHdrLen = len(b)
+	return b, true
+}
+
+// frameSend seals the frame frameStart began (header, then the plaintext
+// body) in place and sends it on link.
+func (c *Channel) frameSend(p *peer, link int, b []byte) {
+	n := c.txHdrLen
+	b = c.aead.Seal(b[:n], gcmNonce(&c.txNonce, c.nonce), b[n:], b[:n])
+	c.txBuf = b[:0] // keep the (possibly grown) buffer: Send does not retain it
 	l := c.links[link]
-	if err := l.l.Send(frame); err != nil {
+	if err := l.l.Send(b); err != nil {
 		l.txErr.Add(1)
-		c.log.Debug("link send failed", "link", l.name, "error", err)
+		c.log.Debug("link send failed", "link", l.name, "peer", p.name, "error", err)
 		return
 	}
 	l.tx.Add(1)
@@ -953,9 +997,11 @@ func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
 }
 
 // handleFrame authenticates and dispatches one received frame.
+//
+// b is the channel's: it is decrypted in place.
 func (c *Channel) handleFrame(li int, b []byte) {
-	var h FrameHeader
-	n, err := DecodeFrameHeader(&h, b)
+	h := &c.rxHdr // reused: a steady peer's names are not allocated again
+	n, err := DecodeFrameHeader(h, b)
 	if err != nil || len(b)-n < gcmTagLen {
 		c.malformed.Add(1)
 		return
@@ -992,12 +1038,11 @@ func (c *Channel) handleFrame(li int, b []byte) {
 		}
 		newEpoch = true
 	}
-	plain, err := aead.Open(c.plainBuf[:0], gcmNonce(h.Nonce), b[n:], b[:n])
+	plain, err := aead.Open(b[n:n], gcmNonce(&c.rxNonce, h.Nonce), b[n:], b[:n])
 	if err != nil {
 		c.badAuth.Add(1)
 		return
 	}
-	c.plainBuf = plain[:0]
 	if p == nil {
 		p = c.getPeer(h.Src)
 	}
@@ -1056,9 +1101,15 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	if d.Seq < p.rcvNext || d.Seq >= p.rcvNext+uint64(c.cfg.Window) {
 		return // duplicate, or beyond the window
 	}
+	if d.Seq == p.rcvNext && len(p.ooo) == 0 {
+		p.rcvNext++ // in order, nothing buffered: the common case
+		c.reassemble(p, d)
+		return
+	}
 	if _, dup := p.ooo[d.Seq]; dup {
 		return
 	}
+	// A copy: the frame's slab must not stay pinned while a gap lasts.
 	d.Data = append([]byte(nil), d.Data...)
 	p.ooo[d.Seq] = d
 	for {
@@ -1091,6 +1142,11 @@ func (c *Channel) reassemble(p *peer, f DataBody) {
 		}
 		p.asmActive, p.asm, p.asmDrop = false, nil, true
 		return
+	}
+	if len(p.asm)+len(f.Data) > cap(p.asm) {
+		// Double up to the message length: append's 1.25× growth of
+		// large slices copied a 16 MiB message five times over.
+		p.asm = slices.Grow(p.asm, min(max(2*cap(p.asm), len(p.asm)+len(f.Data)), int(p.asmLen))-len(p.asm))
 	}
 	p.asm = append(p.asm, f.Data...)
 	if len(p.asm) == int(p.asmLen) {
@@ -1170,13 +1226,13 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	}
 	now := time.Now()
 	progress := false
-	var sample *outFrag
+	var sample *outFrag   // the latest transmission acknowledged that was sent once
+	var retransMax uint64 // the latest retransmission acknowledged
 	ack := func(f *outFrag) {
 		progress = true
-		if f.serial > p.rackSerial {
-			p.rackSerial = f.serial
-		}
-		if !f.retrans && (sample == nil || f.serial > sample.serial) {
+		if f.retrans {
+			retransMax = max(retransMax, f.serial)
+		} else if sample == nil || f.serial > sample.serial {
 			sample = f
 		}
 	}
@@ -1205,6 +1261,13 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	p.peerWnd = int(a.Window)
 	if sample != nil {
 		c.rttSample(p, now.Sub(sample.sentAt))
+		// Loss detection goes by the latest fragment known to have
+		// arrived. An acknowledged retransmission is ambiguous (the ack
+		// may be for its first transmission, after a spurious timeout):
+		// it counts only when nothing sent once was acknowledged with it.
+		p.rackSerial = max(p.rackSerial, sample.serial)
+	} else {
+		p.rackSerial = max(p.rackSerial, retransMax)
 	}
 	if progress {
 		p.timeouts = 0
@@ -1224,9 +1287,16 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 		c.msgsSent.Add(1)
 		m.finish(nil)
 	}
+	// The ack after a first timeout stops right at the fragment it
+	// resent: everything sent after that fragment is lost.
+	afterRTO := false
+	if p.rtoSeq != 0 && a.Cum >= p.rtoSeq {
+		afterRTO = a.Cum == p.rtoSeq
+		p.rtoSeq = 0
+	}
 	// Loss detection: a fragment sent well before one that arrived is lost.
 	for _, f := range p.inflight {
-		if !f.sacked && f.serial+reorderThreshold < p.rackSerial {
+		if !f.sacked && (afterRTO || f.serial+reorderThreshold < p.rackSerial) {
 			c.transmit(p, f, now)
 		}
 	}

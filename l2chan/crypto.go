@@ -54,10 +54,10 @@ func (k *keyring) session(src string, epoch uint64) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// gcmNonce builds the 96-bit GCM nonce: four zero bytes and the frame's
-// nonce counter.
-func gcmNonce(counter uint64) []byte {
-	var n [12]byte
+// gcmNonce builds the 96-bit GCM nonce in n: four zero bytes and the
+// frame's nonce counter.
+func gcmNonce(n *[12]byte, counter uint64) []byte {
+	clear(n[:4])
 	binary.BigEndian.PutUint64(n[4:], counter)
 	return n[:]
 }

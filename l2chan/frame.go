@@ -153,11 +153,14 @@ func DecodeFrameHeader(h *FrameHeader, frame []byte) (n int, err error) {
 		if len(frame) < off+l {
 			return 0, io.ErrUnexpectedEOF
 		}
-		name := string(frame[off : off+l])
-		if i == 0 {
-			h.Src = name
-		} else {
-			h.Dst = name
+		// Keep the string h already holds when it is the same name, so a
+		// reused header allocates nothing for a known peer.
+		name, dst := frame[off:off+l], &h.Src
+		if i == 1 {
+			dst = &h.Dst
+		}
+		if *dst != string(name) {
+			*dst = string(name)
 		}
 		off += l
 	}
