@@ -1123,6 +1123,10 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	}
 }
 
+// asmPrealloc is the largest message whose reassembly buffer is allocated
+// whole when its first fragment arrives.
+const asmPrealloc = 64 << 20
+
 func (c *Channel) reassemble(p *peer, f DataBody) {
 	if f.Offset == 0 {
 		if p.asmActive {
@@ -1135,7 +1139,9 @@ func (c *Channel) reassemble(p *peer, f DataBody) {
 			return
 		}
 		p.asmActive, p.asmLen = true, f.MsgLen
-		p.asm = make([]byte, 0, min(int(f.MsgLen), 1<<20))
+		// The whole message at once up to asmPrealloc (the sync batches),
+		// above it growing by doubling as fragments arrive.
+		p.asm = make([]byte, 0, min(int(f.MsgLen), asmPrealloc))
 	} else if !p.asmActive || int(f.Offset) != len(p.asm) || f.MsgLen != p.asmLen {
 		if !p.asmDrop {
 			c.log.Error("protocol error: fragment out of place", "peer", p.name, "offset", f.Offset)
