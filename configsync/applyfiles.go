@@ -191,15 +191,19 @@ func (s *Store) flushTemps(tmps []string, idx []int, workers int) error {
 	return errors.Join(errs...)
 }
 
-// noteFresh remembers the digests of the files just written, for the scan
-// that follows the batch only (see stat): their content is known, so that
-// scan need not read them again. The regular cache still refuses files
-// changed within the last second.
+// noteFresh remembers the digests of the files just written, for the
+// scans of the next freshFor: their content is known, so neither the scan
+// after the batch nor those the watcher asks for while more batches arrive
+// read them again. The regular cache refuses a file changed within the
+// last second (a second write in the same timestamp tick would go
+// unnoticed); a fresh entry is likewise matched by the file's stat, and
+// dropped after freshFor, so the first scan after that reads the file.
 func (s *Store) noteFresh(es []Entry, applied []bool) {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fresh == nil {
-		s.fresh = map[string]hashCache{}
+		s.fresh = map[string]freshEntry{}
 	}
 	for i, e := range es {
 		if !applied[i] {
@@ -210,7 +214,26 @@ func (s *Store) noteFresh(es []Entry, applied []bool) {
 			continue
 		}
 		if key, ok := statSignature(fi); ok {
-			s.fresh[e.Path] = hashCache{stat: key, sum: e.SHA256}
+			s.fresh[e.Path] = freshEntry{hashCache{stat: key, sum: e.SHA256}, now}
+		}
+	}
+}
+
+// freshFor is how long a digest noted by noteFresh is used.
+const freshFor = 2 * time.Second
+
+type freshEntry struct {
+	hashCache
+	at time.Time
+}
+
+// pruneFresh drops the fresh digests older than freshFor.
+func (s *Store) pruneFresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, f := range s.fresh {
+		if time.Since(f.at) > freshFor {
+			delete(s.fresh, p)
 		}
 	}
 }

@@ -140,20 +140,22 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 		errs   []error
 		cmdErr []CommandStatus
 	)
-	flush := func(force bool) error {
-		if !force && len(hdr.Entries) == 0 && len(hdr.Deleted) == 0 {
-			return nil
+	// Up to pushDepth pushes are in flight: the next batch is read and
+	// sent while the member applies the previous one. The channel keeps
+	// them in order and the member applies them in order; the answers are
+	// taken in order too.
+	type result struct {
+		resp *syncMsg
+		err  error
+	}
+	var inflight []chan result
+	collect := func() error {
+		r := <-inflight[0]
+		inflight = inflight[1:]
+		if r.err != nil {
+			return fmt.Errorf("push to %s: %w", peer, r.err)
 		}
-		s.mu.Lock()
-		hdr.Gen, hdr.Repair = s.gen, repair
-		sum := s.checksum
-		hdr.Checksum = &sum
-		s.mu.Unlock()
-		resp, err := s.request(ctx, peer, msgPush, &hdr, blob)
-		hdr, blob = syncHeader{}, nil
-		if err != nil {
-			return fmt.Errorf("push to %s: %w", peer, err)
-		}
+		resp := r.resp
 		s.mu.Lock()
 		m := s.member(peer)
 		m.known, m.gen = true, resp.hdr.Gen
@@ -166,6 +168,41 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 		if resp.hdr.Error != "" {
 			errs = append(errs, &remoteError{peer: peer, msg: resp.hdr.Error})
 		}
+		return nil
+	}
+	// drain waits for every push in flight; the first error wins.
+	drain := func() error {
+		var first error
+		for len(inflight) > 0 {
+			if err := collect(); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	flush := func(force bool) error {
+		if !force && len(hdr.Entries) == 0 && len(hdr.Deleted) == 0 {
+			return nil
+		}
+		s.mu.Lock()
+		hdr.Gen, hdr.Repair = s.gen, repair
+		sum := s.checksum
+		hdr.Checksum = &sum
+		s.mu.Unlock()
+		if len(inflight) == pushDepth {
+			if err := collect(); err != nil {
+				drain()
+				return err
+			}
+		}
+		rc := make(chan result, 1)
+		inflight = append(inflight, rc)
+		h, b := hdr, blob
+		go func() {
+			resp, err := s.request(ctx, peer, msgPush, &h, b)
+			rc <- result{resp, err}
+		}()
+		hdr, blob = syncHeader{}, nil
 		return nil
 	}
 	for _, p := range paths {
@@ -189,6 +226,9 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 	if err := flush(len(paths) == 0); err != nil {
 		return err
 	}
+	if err := drain(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	m := s.member(peer)
 	var failing []CommandStatus
@@ -203,6 +243,10 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 	s.mu.Unlock()
 	return errors.Join(errs...)
 }
+
+// pushDepth is how many pushes to one member may wait for their ack at
+// once (pushPaths).
+const pushDepth = 2
 
 // catchUp runs when this node becomes primary: before pushing anything it
 // asks every member for its generation and pulls the newest tree if it is

@@ -265,9 +265,9 @@ type Store struct {
 	// batch, when non-nil, collects the directories whose fsync Apply
 	// deferred to EndBatch.
 	batch map[string]bool
-	// fresh holds the digests of files ApplyFiles just wrote, for the next
-	// Scan only.
-	fresh map[string]hashCache
+	// fresh holds the digests of files ApplyFiles just wrote, for the
+	// scans of the next freshFor (see noteFresh).
+	fresh map[string]freshEntry
 }
 
 // BeginBatch starts a batch of Apply calls: each file is still written
@@ -400,9 +400,7 @@ func (s *Store) Scan() (Manifest, error) {
 			return Manifest{}, fmt.Errorf("configsync: scanning %s: %w", r, err)
 		}
 	}
-	s.mu.Lock()
-	s.fresh = nil
-	s.mu.Unlock()
+	s.pruneFresh()
 	if s.cluster != nil {
 		b, err := s.cluster()
 		if err != nil {
@@ -434,7 +432,9 @@ func (s *Store) stat(p string) (Entry, error) {
 		s.mu.Lock()
 		c, ok := s.cache[p]
 		if !ok {
-			c, ok = s.fresh[p]
+			var f freshEntry
+			f, ok = s.fresh[p]
+			c = f.hashCache
 		}
 		s.mu.Unlock()
 		if ok && cacheable && c.stat == key {

@@ -105,7 +105,7 @@ func DefaultSyncConfig() SyncConfig {
 		RetryDelay:      5 * time.Second,       // after a failed push
 		RequestTimeout:  60 * time.Second,      // a 32 MB batch over a lossy link
 		CatchupTimeout:  5 * time.Second,       // peers answer in milliseconds when alive
-		MaxBatch:        32 << 20,              // per push message
+		MaxBatch:        16 << 20,              // per push message; two in flight
 	}
 }
 
