@@ -52,8 +52,9 @@ type SyncConfig struct {
 	OnChangeTimeout time.Duration
 	// Period is the interval of the full manifest compare (sync.period).
 	Period time.Duration
-	// Debounce is how long the watcher waits for more file events before
-	// it rescans.
+	// Debounce is how long the watcher coalesces the file events that
+	// follow the first of a burst (which rescans at once, unless it is an
+	// in-place write) before it rescans again.
 	Debounce time.Duration
 	// RepairDelay is how long a checksum mismatch reported by heartbeats
 	// must persist before the primary repairs that member.
@@ -100,7 +101,7 @@ func DefaultSyncConfig() SyncConfig {
 	return SyncConfig{
 		OnChangeTimeout: 30 * time.Second,      // an nft/systemctl reload is far quicker
 		Period:          60 * time.Second,      // sync.period default
-		Debounce:        20 * time.Millisecond, // coalesce an editor's write+rename
+		Debounce:        20 * time.Millisecond, // coalesce what follows a burst's first event
 		RepairDelay:     2 * time.Second,       // ten heartbeats of persistent mismatch
 		RetryDelay:      5 * time.Second,       // after a failed push
 		RequestTimeout:  60 * time.Second,      // a 32 MB batch over a lossy link

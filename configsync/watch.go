@@ -7,14 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
 // watch follows the sync paths with fsnotify (directories recursively, new
-// ones as they appear) and asks for a rescan, debounced, on any change.
+// ones as they appear) and asks for a rescan on any change: at once for
+// the first of a burst, then coalesced.
 // Without a watcher the periodic scan still finds every change.
 func (s *Syncer) watch(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
@@ -46,13 +46,26 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
-	// The first event of a burst arms the timer; later ones do not extend
-	// it, so a file rewritten without pause is still pushed every Debounce.
-	var armed atomic.Bool
+	// The first event of a burst that names a complete change (a file
+	// renamed or moved into place, removed, its mode or owner changed, a
+	// new non-empty file) rescans at once; whatever follows within
+	// Debounce is coalesced into one more rescan when it ends. An in-place
+	// write (or a new, still empty file) waits for Debounce: the writer
+	// may not be done. Later events do not extend the window, so a file
+	// rewritten without pause is still pushed every Debounce.
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed, dirty := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-timer.C:
+			armed = false
+			if dirty {
+				dirty = false
+				kick(s.rescanCh)
+			}
 		case ev, ok := <-w.Events:
 			if !ok {
 				return
@@ -67,16 +80,27 @@ func (s *Syncer) watch(ctx context.Context) {
 					}
 				}
 			}
+			complete := ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) || ev.Has(fsnotify.Chmod)
 			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-					addTree(ev.Name)
+				if fi, err := os.Lstat(ev.Name); err == nil {
+					if fi.IsDir() {
+						addTree(ev.Name)
+					}
+					complete = complete || !fi.Mode().IsRegular() || fi.Size() > 0
 				}
 			}
-			if armed.CompareAndSwap(false, true) {
-				time.AfterFunc(s.cfg.Debounce, func() {
-					armed.Store(false)
-					kick(s.rescanCh)
-				})
+			if ev.Has(fsnotify.Write) {
+				complete = false
+			}
+			switch {
+			case !armed && complete:
+				kick(s.rescanCh)
+			default:
+				dirty = true
+			}
+			if !armed {
+				armed = true
+				timer.Reset(s.cfg.Debounce)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
