@@ -46,16 +46,18 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
-	// The first event of a burst that names a complete change (a file
-	// renamed or moved into place, removed, its mode or owner changed, a
-	// new non-empty file) rescans at once; whatever follows within
-	// Debounce is coalesced into one more rescan when it ends. An in-place
+	// The first event of a burst (after a quiet Debounce/4) that names a
+	// complete change (a file renamed or moved into place, removed, its
+	// mode or owner changed, a new non-empty file) rescans at once; the
+	// rest of the burst is coalesced into one more rescan at most every
+	// Debounce. An in-place
 	// write (or a new, still empty file) waits for Debounce: the writer
 	// may not be done. Later events do not extend the window, so a file
 	// rewritten without pause is still pushed every Debounce.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed, dirty := false, false
+	var last time.Time // the previous event
 	for {
 		select {
 		case <-ctx.Done():
@@ -92,10 +94,12 @@ func (s *Syncer) watch(ctx context.Context) {
 			if ev.Has(fsnotify.Write) {
 				complete = false
 			}
-			switch {
-			case !armed && complete:
+			now := time.Now()
+			first := now.Sub(last) > s.cfg.Debounce/4 // a gap: a new burst
+			last = now
+			if first && complete {
 				kick(s.rescanCh)
-			default:
+			} else {
 				dirty = true
 			}
 			if !armed {
