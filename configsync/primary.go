@@ -30,6 +30,7 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 				paths = append(paths, p)
 			}
 			w.needRepair, w.pending, w.waiters = false, map[string]bool{}, nil
+			w.busy = true
 			s.mu.Unlock()
 
 			var err error
@@ -43,6 +44,7 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 				c <- err
 			}
 			s.mu.Lock()
+			w.busy = false
 			m := s.member(w.peer)
 			if err != nil {
 				m.lastErr = err.Error()

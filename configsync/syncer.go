@@ -141,6 +141,7 @@ type peerWorker struct {
 	cancel     context.CancelFunc
 	kick       chan struct{}
 	needRepair bool
+	busy       bool // a push or repair is under way
 	pending    map[string]bool
 	waiters    []chan error
 }
@@ -435,6 +436,11 @@ func (s *Syncer) checkMismatch(peer string) {
 		return
 	}
 	m.mismatchSince = time.Time{}
+	if w := s.workers[peer]; w != nil && w.busy {
+		// A transfer to it is under way: its heartbeats show the tree
+		// before it; the transfer's ack brings the tree after it.
+		return
+	}
 	if w := s.workers[peer]; w != nil && s.role == RolePrimary {
 		s.log.Info("member reports a different tree, repairing", "peer", peer, "peer_checksum", m.checksum, "checksum", s.checksum)
 		w.needRepair = true
