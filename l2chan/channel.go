@@ -577,15 +577,7 @@ func (c *Channel) run() {
 			return
 		case f := <-c.in:
 			c.handleFrame(f.link, f.data)
-		drain:
-			for i := 0; i < 256; i++ {
-				select {
-				case f := <-c.in:
-					c.handleFrame(f.link, f.data)
-				default:
-					break drain
-				}
-			}
+			c.drainIn(256)
 			c.flushAcks()
 		case m := <-c.sendReq:
 			c.enqueue(m)
@@ -602,12 +594,32 @@ func (c *Channel) run() {
 			c.msgsRecv.Add(1)
 			c.maybeReopenWindow()
 		case <-timer.C:
+			// select picks at random among ready cases: frames that
+			// arrived before the deadline (the ack that makes a timeout
+			// moot) are handled first.
+			if c.drainIn(len(c.in)) > 0 {
+				c.flushAcks()
+			}
 			c.onTimer(time.Now())
 		}
 		for _, p := range c.peers {
 			c.pump(p)
 		}
 	}
+}
+
+// drainIn handles up to max frames already queued by the readers, without
+// waiting, and returns how many it handled.
+func (c *Channel) drainIn(max int) int {
+	for i := 0; i < max; i++ {
+		select {
+		case f := <-c.in:
+			c.handleFrame(f.link, f.data)
+		default:
+			return i
+		}
+	}
+	return max
 }
 
 func (c *Channel) shutdown() {
