@@ -32,6 +32,13 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		s.log.Warn("rejecting push from a node that is not our primary", "peer", m.from, "role", role, "primary", primary)
 		ack.Error = fmt.Sprintf("%s does not accept pushes from %s (role %s, primary %q)", s.cfg.Self, m.from, role, primary)
 	} else {
+		s.applying.Store(true)
+		defer func() {
+			s.applying.Store(false)
+			if s.deferred.Swap(false) {
+				kick(s.rescanCh)
+			}
+		}()
 		t0 := time.Now()
 		s.scanMu.Lock()
 		s.log.Debug("applying push", "peer", m.from, "entries", len(m.hdr.Entries), "waited_for_scan", time.Since(t0))

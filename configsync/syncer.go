@@ -179,6 +179,10 @@ type Syncer struct {
 	pendMu   sync.Mutex
 	pending  map[uint64]pendingReq
 	running  atomic.Bool
+	// applying is set while a push is applied; a rescan asked for then
+	// (by the watcher, seeing the push's own writes) waits for its end
+	// (deferred), as the push rescans when it is done.
+	applying, deferred atomic.Bool
 }
 
 type pendingReq struct {
@@ -493,6 +497,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.rescanCh:
+			if s.applying.Load() {
+				s.deferred.Store(true)
+				continue
+			}
 			s.rescan()
 		case <-tick.C:
 			s.rescan()
