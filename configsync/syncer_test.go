@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -486,3 +487,17 @@ type silentTransport struct{ msgs chan l2chan.Message }
 
 func (s *silentTransport) Send(ctx context.Context, peer string, msg []byte) error { return nil }
 func (s *silentTransport) Recv() <-chan l2chan.Message                             { return s.msgs }
+
+// TestSyncFirstEventAtOnce: a file renamed into place is pushed at once,
+// not after the debounce (an hour here: a push waiting for it never comes).
+func TestSyncFirstEventAtOnce(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
+	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	for i, content := range []string{"first\n", "second\n"} {
+		a.write(t, "/etc/nft.conf", content, 0o644)
+		eventually(t, 10*time.Second, fmt.Sprintf("change %d on node-b without waiting for the debounce", i+1), func() bool {
+			return b.read("/etc/nft.conf") == content
+		})
+		time.Sleep(10 * time.Millisecond) // a quiet gap: the next change starts a burst
+	}
+}
