@@ -49,15 +49,14 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
-	// The first event of a burst (after a quiet burstGap, or Debounce/4 if
-	// shorter) that names a
-	// complete change (a file renamed or moved into place, removed, its
-	// mode or owner changed, a new non-empty file) rescans at once; the
-	// rest of the burst is coalesced into one more rescan at most every
-	// Debounce. An in-place
-	// write (or a new, still empty file) waits for Debounce: the writer
-	// may not be done. Later events do not extend the window, so a file
-	// rewritten without pause is still pushed every Debounce.
+	// The first event of a burst (after a quiet burstGap, or Debounce/4
+	// if shorter) that names a complete change (a file renamed or moved
+	// into place, removed, its mode or owner changed, a new non-empty
+	// file) rescans at once; the rest of the burst is coalesced into one
+	// more rescan at most every Debounce. An in-place write (or a new,
+	// still empty file) waits for Debounce: the writer may not be done.
+	// Later events do not extend the window, so a file rewritten without
+	// pause is still pushed every Debounce.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed, dirty := false, false
