@@ -4,17 +4,22 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 PKGS     = $(shell $(GO) list ./... | grep -v '/test')
 
-.PHONY: all build test fmtcheck vet lint unit integration lab bench soak fuzz clean
+.PHONY: all build test fmtcheck vet lint unit integration lab bench soak fuzz clean deb debtest
+
+# The version hagentd --version and agentctl --version print.
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
+LDFLAGS := -X github.com/hagent/hagent/internal/cli.Version=$(VERSION)
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/... ./test/lab/cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... ./test/lab/cmd/...
 
 # make test: everything — formatting, vet, unit tests (with the race detector,
-# fuzz corpus seeds included), then the netns integration tests (root).
-test: fmtcheck vet unit integration
+# fuzz corpus seeds included), the Debian package's tests, then the netns
+# integration tests (root).
+test: fmtcheck vet unit debtest integration
 
 fmtcheck:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -35,8 +40,10 @@ integration: build
 	HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 18m -v ./test/... 2>&1 | tee /tmp/hagent-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|measured' ; exit $${PIPESTATUS[0]}
 
 # make lab: the 2-node failover demo in network namespaces.
+# LAB_ARGS="-direct -probe 1ms": the same crash over a direct hb cable.
+LAB_ARGS ?=
 lab: build
-	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh
+	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh $(LAB_ARGS)
 
 # make bench: failover benchmark against keepalived, sync benchmark, channel throughput, micro-benchmarks.
 # Results go to bench-results/ (results.md, sync.md, outages.svg, …).
@@ -50,11 +57,38 @@ bench: build
 soak: build
 	HAGENT_SOAK=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestSoak' ./test/bench/
 
-# make fuzz: run each fuzz target for a while (the seeds run in every make test).
+# make fuzz: run every fuzz target of every package for FUZZTIME each (the
+# targets are listed by go test, so a new one is never forgotten; their seed
+# corpora run in every make test).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME) ./heartbeat/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config/
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+# make deb: the Debian package hagent_<version>_<arch>.deb (README, "Install").
+# nfpm runs as a Go tool of deploy/deb/go.mod, which keeps its dependencies
+# out of hagent's go.mod. Untagged, the version is 0.0.0+git<commits>.<hash>
+# (the commit count keeps upgrades ordered); v1.2.0-3-gabc becomes 1.2.0+3.gabc.
+deb_v       := $(patsubst v%,%,$(VERSION))
+DEB_VERSION := $(if $(shell echo '$(deb_v)' | grep -E '^[0-9]+\.'),$(shell echo '$(deb_v)' | sed 's/-/+/; s/-/./g'),0.0.0+git$(shell git rev-list --count HEAD 2>/dev/null).$(subst -,.,$(deb_v)))
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null || $(GO) env GOARCH)
+DEB         := hagent_$(DEB_VERSION)_$(DEB_ARCH).deb
+DATE_EPOCH  := $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+deb:
+	rm -rf build/deb hagent_*.deb && mkdir -p build/deb
+	CGO_ENABLED=0 $(GO) build -trimpath -buildmode=pie -ldflags '-s -w $(LDFLAGS)' -o build/deb/ ./cmd/hagentd ./cmd/agentctl
+	$(GO) run ./deploy/gen -o build/deb -version '$(VERSION)' -debversion '$(DEB_VERSION)' -date $$(date -u -d @$(DATE_EPOCH) +%F)
+	gzip -9n build/deb/*.8 build/deb/*.5 build/deb/changelog
+	cd deploy/deb && SOURCE_DATE_EPOCH=$(DATE_EPOCH) DEB_VERSION='$(DEB_VERSION)' DEB_ARCH=$(DEB_ARCH) \
+		$(GO) tool nfpm package -f nfpm.yaml -p deb -t ../../$(DEB)
+
+# make debtest: lintian, then install into a temporary root (deploy/deb_test.go).
+debtest: deb
+	HAGENT_DEB=$(CURDIR)/$(DEB) HAGENT_VERSION='$(VERSION)' $(GO) test -count=1 -v -run 'TestDeb' ./deploy/
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build

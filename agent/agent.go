@@ -28,6 +28,8 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/metrics"
+	"github.com/hagent/hagent/udplink"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -63,6 +65,10 @@ type Options struct {
 	Network Network
 	// WatchLinks reports carrier changes; nil uses vmac.WatchLinks.
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	// PollCarrier reads the carrier of direct hbdevs every interval; nil
+	// uses vmac.PollCarrier.
+	// It reports a loss only after debounce.
+	PollCarrier func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// StateDir is where state that must survive a reboot lives (the
@@ -77,6 +83,8 @@ type Options struct {
 	SyncLinks []heartbeat.Link
 	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
 	SyncRoot string
+	// Version labels hagent_build_info (metrics_listen).
+	Version string
 }
 
 // Agent is one running hagentd.
@@ -87,6 +95,7 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
+	poll  func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
 	// sequence; the epoch only grows (persisted in state, raised by hints).
 	epoch  uint64
@@ -123,6 +132,7 @@ type Agent struct {
 	peerEpochs map[heartbeat.Peer]uint64 // last heartbeat epoch per sender, owned by run
 	faultUntil time.Time                 // a failed takeover's fault clears then (run)
 	conf       *conflicts                // serial conflicts (run)
+	cstate     carrierState              // direct hbdevs' carrier (run)
 	// Faults given to the machine (run): a failed takeover, a lost serial
 	// conflict; applied is what the machine has now.
 	takeoverFault, appliedFault string
@@ -131,7 +141,10 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 
-	sync    *syncEngine // config sync (nil when disabled)
+	sync    *syncEngine                    // config sync (nil when disabled)
+	metrics *metrics.Exporter              // nil without metrics_listen
+	udpSync *udplink.Link                  // the sync channel\'s unicast_hb link, if any
+	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
 }
@@ -158,6 +171,9 @@ type rxFrame struct {
 type linkEvent struct {
 	name string
 	up   bool
+	// debounced: a carrier loss already held for carrier_debounce (the
+	// carrier poll of direct hbdevs).
+	debounced bool
 }
 
 type command struct {
@@ -201,6 +217,7 @@ func New(o Options) (*Agent, error) {
 		monitor:    map[string]bool{},
 		peerEpochs: map[heartbeat.Peer]uint64{},
 		conf:       newConflicts(),
+		cstate:     newCarrierState(),
 		syncRoot:   o.SyncRoot,
 		watch:      o.WatchLinks,
 		applyCh:    make(chan *config.Config, 1),
@@ -208,6 +225,10 @@ func New(o Options) (*Agent, error) {
 	}
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
+	}
+	a.poll = o.PollCarrier
+	if a.poll == nil {
+		a.poll = vmac.PollCarrier
 	}
 	pw, err := cfg.Cluster.Password()
 	if err != nil {
@@ -230,11 +251,23 @@ func New(o Options) (*Agent, error) {
 			}
 			links = append(links, l)
 		}
+		if u := &cfg.Cluster.UnicastHB; u.Enabled {
+			l, err := a.openUnicast(u, u.Port, "heartbeat")
+			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
+				return nil, err
+			}
+			links = append(links, l)
+		}
 	}
 	for i, l := range links {
 		prio := 0
 		if i < len(cfg.Cluster.HBDevs) {
 			prio = cfg.Cluster.HBDevs[i].Priority
+		} else if isUnicast(l) {
+			prio = cfg.Cluster.UnicastHB.Priority
 		}
 		a.links = append(a.links, &hbLink{Link: l, prio: prio})
 	}
@@ -286,6 +319,9 @@ func New(o Options) (*Agent, error) {
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
 	}
+	if cfg.MetricsListen != "" {
+		a.metrics = metrics.New(a.metricsStatus, o.Version)
+	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
 	a.m = cluster.New(machineConfig(cfg), a.started)
 	a.publish()
@@ -327,6 +363,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if a.metrics != nil {
+		// A metrics endpoint that cannot bind is logged, not fatal: the
+		// cluster matters more than its graphs.
+		if srv, err := a.metrics.Listen(cfg.MetricsListen); err != nil {
+			a.log.Error("metrics endpoint not started", "metrics_listen", cfg.MetricsListen, "error", err)
+		} else {
+			a.msrv.Store(srv)
+			a.log.Info("metrics endpoint", "address", srv.Addr().String(), "path", "/metrics")
+		}
+	}
 	for i, l := range a.links {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.receive(bg, i, l) }()
@@ -335,7 +381,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.sendLoop(bg) }()
 	watchNames := append([]string(nil), cfg.Cluster.Monitor...)
 	for _, l := range a.links {
-		watchNames = append(watchNames, l.Name())
+		if !isUnicast(l.Link) { // a UDP path has no carrier to watch
+			watchNames = append(watchNames, l.Name())
+		}
 	}
 	if len(watchNames) > 0 {
 		wg.Add(1)
@@ -343,11 +391,26 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer wg.Done()
 			if err := a.watch(bg, watchNames, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
 				a.log.Error("link watcher stopped", "error", err)
+			}
+		}()
+	}
+	if direct := directHBDevs(&cfg.Cluster); len(direct) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deb := cfg.Cluster.CarrierDebounce
+			if err := a.poll(bg, direct, carrierPollEvery(deb), deb, func(name string, up bool) {
+				select {
+				case a.linkCh <- linkEvent{name: name, up: up, debounced: true}:
+				case <-bg.Done():
+				}
+			}); err != nil && bg.Err() == nil {
+				a.log.Error("carrier poll of the direct hbdevs stopped", "error", err)
 			}
 		}()
 	}
@@ -369,6 +432,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
+	if srv := a.msrv.Load(); srv != nil {
+		srv.Close()
+	}
 	a.net.Close()
 	a.state.wait()
 	a.log.Info("stopped")
@@ -414,7 +480,9 @@ func (a *Agent) run(ctx context.Context) error {
 				a.applyFault()
 			}
 			a.housekeeping(now)
+			a.checkCarrier(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+			a.noteLosses(now)
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
@@ -462,6 +530,9 @@ func (a *Agent) stepFrame(r rxFrame) {
 	if !see {
 		a.links[r.link].dropped.Add(1)
 		return
+	}
+	if !a.carrierHeard(r.frame.Serial, r.frame.Node, r.link, r.at) {
+		return // queued before the carrier loss that declared its sender lost
 	}
 	if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
 		a.links[r.link].dropped.Add(1)
@@ -521,6 +592,7 @@ func (a *Agent) nextWake() time.Duration {
 	min(a.m.NextDeadline())
 	min(a.faultUntil)
 	min(a.conf.nextExpiry(a.detection()))
+	min(a.carrierDeadline())
 	if wait < 0 {
 		wait = 0
 	}
@@ -532,14 +604,19 @@ func (a *Agent) linkChanged(ev linkEvent) {
 	monitored := monitoredNames(&cfg.Cluster)
 	isMon := slices.Contains(monitored, ev.name)
 	for _, l := range a.links {
-		if l.Name() == ev.name {
-			if old, ok := a.carrier.Load(ev.name); !ok || old.(bool) != ev.up {
-				a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
-			}
-			a.carrier.Store(ev.name, ev.up)
-			if a.sync != nil {
-				a.sync.ch.SetLinkUp(ev.name, ev.up)
-			}
+		if l.Name() != ev.name {
+			continue
+		}
+		// The link watcher and the carrier poll (direct hbdevs) may both
+		// report a change: act once.
+		if old, ok := a.carrier.Load(ev.name); ok && old.(bool) == ev.up {
+			break
+		}
+		a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
+		a.carrier.Store(ev.name, ev.up)
+		a.carrierChanged(ev.name, ev.up, ev.debounced, a.now())
+		if a.sync != nil {
+			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}
 	}
 	if !isMon {
@@ -609,6 +686,9 @@ func (a *Agent) process() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
 			a.hist.add(ev)
+			if a.metrics != nil && !rep.FirstGARP.IsZero() {
+				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
+			}
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
 			if err := a.net.Release(); err != nil {
@@ -628,6 +708,9 @@ func (a *Agent) process() {
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
 				Primary: st.PrimaryName, Reason: act.Reason})
+			if a.metrics != nil && act.Role == cluster.RolePrimary {
+				a.metrics.Failover(act.Reason)
+			}
 		case cluster.ActionHeartbeat:
 			send = true
 		case cluster.ActionRunHook:

@@ -279,3 +279,35 @@ func TestOtherGroupWarns(t *testing.T) {
 		return len(st.Warnings) == 1 && strings.Contains(st.Warnings[0], "group 11") && len(st.Problems) == 0
 	})
 }
+
+// TestStrayAndVersion: one stray frame with a bad tag is counted but is not
+// a problem; steady frames of another protocol version warn, naming it.
+func TestStrayAndVersion(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	a := startNode(t, mem, testConfig(t, "a", 200, false))
+	inj := mem.Link("hb", "intruder", "ha1")
+	good, err := heartbeat.NewCodec([]byte("s3cret"), 10).Append(nil, &heartbeat.Frame{GroupID: 10, VCluster: 1, Role: 2, Serial: "X", Node: "x", Epoch: 1, Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := bytes.Clone(good)
+	stray[len(stray)-1] ^= 1
+	if err := inj.Send(stray); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "bad_auth counted", func() bool { return a.status(t).HBDevs[0].BadAuth == 1 })
+	if st := a.status(t); st.Health != "OK" || len(st.Problems) != 0 {
+		t.Fatalf("one stray frame: health %s %q", st.Health, st.Problems)
+	}
+	v2 := bytes.Clone(good)
+	v2[2] = 2
+	for i := 0; i < 3; i++ {
+		if err := inj.Send(v2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, time.Second, "version warning", func() bool {
+		st := a.status(t)
+		return len(st.Warnings) == 1 && strings.Contains(st.Warnings[0], "protocol version 2") && st.Health == "OK"
+	})
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/udplink"
 )
 
 // Handle answers one control request; it is the control.Handler of the
@@ -83,7 +84,8 @@ func (a *Agent) status() *control.Status {
 		if !m.Self {
 			mm.LastHeardMs = now.Sub(m.LastHeard).Milliseconds()
 			if !m.Alive {
-				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold
+				mm.Role = "lost" // last heard as mm.Role; no heartbeat within the threshold, or carrier
+				mm.LostBy, mm.LostWhy = m.LostBy, m.LostWhy
 			}
 		}
 		if sv != nil {
@@ -118,6 +120,9 @@ func (a *Agent) status() *control.Status {
 			RX: l.rx.Load(), TX: l.tx.Load(), Dropped: l.dropped.Load(), BadAuth: l.badAuth.Load(),
 			Replay: l.replay.Load(), TXErrors: l.txErr.Load(),
 		})
+		if u, ok := l.Link.(*udplink.Link); ok {
+			out.HBDevs[len(out.HBDevs)-1].Foreign = u.Foreign()
+		}
 	}
 	for _, n := range monitoredNames(&cfg.Cluster) {
 		up, ok := a.monitor[n]
@@ -139,6 +144,20 @@ func (a *Agent) status() *control.Status {
 	return out
 }
 
+// metricsStatus is the status a metrics scrape reads, taken in the run
+// goroutine like `agentctl ha status`.
+func (a *Agent) metricsStatus(ctx context.Context) (*control.Status, error) {
+	v, err := a.call(ctx, control.CmdStatus)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := v.(*control.Status)
+	if !ok {
+		return nil, fmt.Errorf("status: unexpected %T", v)
+	}
+	return st, nil
+}
+
 // exposure lists every socket and Ethertype the agent uses.
 func (a *Agent) exposure() *control.Exposure {
 	cfg := a.config()
@@ -146,11 +165,21 @@ func (a *Agent) exposure() *control.Exposure {
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "unix", Address: cfg.ControlSocket, Direction: "rx/tx", Purpose: "operator control (mode 0600)"})
 	et := fmt.Sprintf("0x%04x", cfg.Cluster.HeartbeatEtherType())
 	for _, l := range a.links {
+		if u, ok := l.Link.(*udplink.Link); ok {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "heartbeat (unicast_hb; only from its peers)"})
+			continue
+		}
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: et, Direction: "rx/tx", Purpose: "heartbeat"})
 	}
 	if a.sync != nil {
 		for _, l := range a.links {
+			if isUnicast(l.Link) {
+				continue
+			}
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: fmt.Sprintf("0x%04x", cfg.Cluster.EthType.L2EP), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM)"})
+		}
+		if u := a.udpSync; u != nil {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM; unicast_hb, only from its peers)"})
 		}
 	}
 	for _, i := range cfg.Cluster.Interfaces {
@@ -173,5 +202,8 @@ func (a *Agent) exposure() *control.Exposure {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
+	if srv := a.msrv.Load(); srv != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "tcp", Address: srv.Addr().String(), Direction: "rx/tx", Purpose: "Prometheus metrics (metrics_listen, HTTP /metrics)"})
+	}
 	return e
 }

@@ -39,6 +39,7 @@ type peer struct {
 	lastHeard time.Time
 	upSince   time.Time
 	alive     bool
+	lostWhy   string // "" = by the lost threshold; else the EventPeerLost reason
 }
 
 // New returns a machine in the starting (hello) state at time now. All
@@ -104,6 +105,16 @@ func (m *Machine) Step(ev Event) error {
 	case EventShutdown:
 		m.shutdown(now)
 		return nil
+	case EventPeerLost:
+		p, ok := m.peers[ev.Serial]
+		if !ok || !p.alive {
+			return nil
+		}
+		p.alive = false
+		p.lostWhy = ev.Reason
+		if p.lostWhy == "" {
+			p.lostWhy = "lost"
+		}
 	default:
 		return ErrBadEvent
 	}
@@ -202,7 +213,14 @@ func (m *Machine) Status() Status {
 		p := m.peers[serial]
 		adv := p.adv
 		adv.Uptime = m.now.Sub(p.upSince)
-		st.Members = append(st.Members, Member{Advert: adv, LastHeard: p.lastHeard, Alive: p.alive})
+		mb := Member{Advert: adv, LastHeard: p.lastHeard, Alive: p.alive}
+		if !p.alive {
+			mb.LostBy, mb.LostWhy = "heartbeat", fmt.Sprintf("no heartbeat for %s", m.cfg.LostAfter())
+			if p.lostWhy != "" {
+				mb.LostBy, mb.LostWhy = "carrier", p.lostWhy
+			}
+		}
+		st.Members = append(st.Members, mb)
 	}
 	return st
 }
@@ -213,6 +231,17 @@ func (m *Machine) AlivePeers(dst []string) []string {
 	for _, serial := range m.peerSerials() {
 		if p := m.peers[serial]; p.alive {
 			dst = append(dst, p.adv.Name)
+		}
+	}
+	return dst
+}
+
+// AliveSerials appends the serials of the peers heard within the lost
+// threshold (and not lost by EventPeerLost) to dst, sorted, and returns it.
+func (m *Machine) AliveSerials(dst []string) []string {
+	for _, serial := range m.peerSerials() {
+		if m.peers[serial].alive {
+			dst = append(dst, serial)
 		}
 	}
 	return dst
@@ -298,6 +327,7 @@ func (m *Machine) heard(adv Advert, now time.Time) error {
 	p.lastHeard = now
 	p.upSince = now.Add(-adv.Uptime)
 	p.alive = true
+	p.lostWhy = ""
 	m.heardPeers = true
 
 	if adv.Leaving && adv.Role != RolePrimary {
@@ -330,6 +360,7 @@ func (m *Machine) expire(now time.Time) {
 	for _, p := range m.peers {
 		if p.alive && !now.Before(p.lastHeard.Add(m.cfg.LostAfter())) {
 			p.alive = false
+			p.lostWhy = ""
 		}
 	}
 }
@@ -484,13 +515,15 @@ func (m *Machine) elect(cs []candidate) (candidate, string) {
 // onlyWhy explains a single candidate: alone, or the others lost, leaving,
 // faulted or stepping down.
 func (m *Machine) onlyWhy(c candidate) string {
-	var lost, out []string
+	var lost, byCarrier, out []string
 	for _, serial := range m.peerSerials() {
 		p := m.peers[serial]
 		if serial == c.serial {
 			continue
 		}
 		switch {
+		case !p.alive && p.lostWhy != "":
+			byCarrier = append(byCarrier, fmt.Sprintf("lost: %s, %s", p.adv.Name, p.lostWhy))
 		case !p.alive:
 			lost = append(lost, p.adv.Name)
 		case !p.candidate() || p.adv.FailoverSet:
@@ -498,8 +531,11 @@ func (m *Machine) onlyWhy(c candidate) string {
 		}
 	}
 	why := "it is the only member"
-	if len(lost)+len(out) > 0 {
+	if len(lost)+len(byCarrier)+len(out) > 0 {
 		why = "it is the only healthy member"
+	}
+	for _, l := range byCarrier {
+		why += " (" + l + ")"
 	}
 	if len(lost) > 0 {
 		why += fmt.Sprintf(" (lost: %s, no heartbeat for %s)", strings.Join(lost, ", "), m.cfg.LostAfter())

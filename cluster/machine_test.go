@@ -471,3 +471,46 @@ func TestDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerLostByCarrier: EventPeerLost makes the peer lost at once, with
+// the reason in FortiOS words; a heartbeat undoes it; the threshold path
+// still names the heartbeat.
+func TestPeerLostByCarrier(t *testing.T) {
+	s := newSim(t, labConfig(), nodeSpec{name: "a", priority: 200}, nodeSpec{name: "b", priority: 100})
+	s.run(3 * time.Second)
+	s.checkSingle("a")
+	s.kill("a")
+	s.event("b", Event{Type: EventPeerLost, Serial: "SN-a", Reason: "carrier down on ha1, ha2"})
+	s.checkSingle("b")
+	if r := s.reason("b"); !strings.Contains(r, "lost: a, carrier down on ha1, ha2") {
+		t.Fatalf("reason %q", r)
+	}
+	st := s.nodes["b"].m.Status()
+	if m := st.Members[1]; m.Alive || m.LostBy != "carrier" || m.LostWhy != "carrier down on ha1, ha2" {
+		t.Fatalf("a in b's view: %+v", m)
+	}
+	// Unknown or already lost peers: nothing happens, no error.
+	for _, serial := range []string{"SN-a", "SN-x"} {
+		if err := s.nodes["b"].m.Step(Event{Type: EventPeerLost, Time: s.now, Serial: serial, Reason: "again"}); err != nil {
+			t.Fatalf("EventPeerLost %s: %v", serial, err)
+		}
+	}
+	if m := s.nodes["b"].m.Status().Members[1]; m.LostWhy != "carrier down on ha1, ha2" {
+		t.Fatalf("a lost twice: %+v", m)
+	}
+	// a comes back: its heartbeat undoes the loss, one primary again.
+	s.start(labConfig(), nodeSpec{name: "a", priority: 200})
+	s.run(3 * time.Second)
+	if m := s.nodes["b"].m.Status().Members[1]; !m.Alive || m.LostBy != "" {
+		t.Fatalf("a back in b's view: %+v", m)
+	}
+	if got := s.primaries(); len(got) != 1 {
+		t.Fatalf("primaries %v", got)
+	}
+	// The threshold path says heartbeat.
+	s.kill("a")
+	s.run(2 * time.Second)
+	if m := s.nodes["b"].m.Status().Members[1]; m.Alive || m.LostBy != "heartbeat" || !strings.Contains(m.LostWhy, "no heartbeat for 1.2s") {
+		t.Fatalf("a lost by the threshold: %+v", m)
+	}
+}

@@ -71,6 +71,7 @@ const (
 	EventFailoverUnset           // operator: back into the election
 	EventFault                   // Fault says whether this node can serve; Reason why
 	EventShutdown                // graceful stop: hand over, release, stop
+	EventPeerLost                // Serial is lost now (carrier down on every direct hbdev it was heard on); Reason why
 )
 
 // Event is one input to the machine. Time is the injected clock's now; it
@@ -81,7 +82,8 @@ type Event struct {
 	Advert    Advert // EventHeartbeat
 	MonitorUp int    // EventMonitor
 	Fault     bool   // EventFault
-	Reason    string // EventFault: what is wrong
+	Reason    string // EventFault: what is wrong; EventPeerLost: how the loss was detected
+	Serial    string // EventPeerLost: the peer
 }
 
 // ActionType says what an Action asks the daemon to do.
@@ -140,6 +142,11 @@ type Member struct {
 	Self      bool
 	LastHeard time.Time // zero for self
 	Alive     bool      // heard within the lost threshold (always true for self)
+	// LostBy says how a peer that is not alive was lost: "heartbeat" (no
+	// heartbeat within the lost threshold) or "carrier" (EventPeerLost).
+	LostBy string
+	// LostWhy is the detail: "no heartbeat for 1.2s", "carrier down on ha1".
+	LostWhy string
 }
 
 // Status is a snapshot of the machine for `agentctl ha status`.

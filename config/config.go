@@ -17,15 +17,18 @@ import (
 // list lengths are also enforced while decoding so that hostile input
 // cannot make the parser do unbounded work.
 const (
-	DefaultControlSocket    = "/run/hagent/hagent.sock"
-	DefaultLogFormat        = "text"
-	DefaultLogLevel         = "info"
-	DefaultNodePriority     = 128
-	DefaultMode             = "a-p"
-	DefaultVCluster         = 1
-	DefaultHBInterval       = 200 * time.Millisecond
-	DefaultHBLostThreshold  = 6
-	DefaultHelloHolddown    = 20 * time.Second
+	DefaultControlSocket   = "/run/hagent/hagent.sock"
+	DefaultLogFormat       = "text"
+	DefaultLogLevel        = "info"
+	DefaultNodePriority    = 128
+	DefaultMode            = "a-p"
+	DefaultVCluster        = 1
+	DefaultHBInterval      = 200 * time.Millisecond
+	DefaultHBLostThreshold = 6
+	DefaultHelloHolddown   = 20 * time.Second
+	// DefaultCarrierDebounce is how long a direct hbdev's carrier must stay
+	// down before its peers count as lost (carrier_debounce).
+	DefaultCarrierDebounce  = 4 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
 	DefaultPingInterval     = time.Second
@@ -63,6 +66,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is trace, debug, info, warn or error (log_level).
 	LogLevel string
+	// MetricsListen is the host:port of the Prometheus metrics endpoint
+	// (metrics_listen), "" (the default) for none. Node-local.
+	MetricsListen string
 	// Node is the node-local section (node), never synchronized.
 	Node Node
 	// Cluster is the section synchronized from the primary (cluster).
@@ -119,6 +125,11 @@ type Cluster struct {
 	// FailoverHoldTime delays a new failover after one
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
+	// UnicastHB is the unicast heartbeat (unicast_hb).
+	UnicastHB UnicastHB
+	// CarrierDebounce is how long the carrier of a direct hbdev must stay
+	// down before it counts (carrier_debounce), 0-1s, default 4ms.
+	CarrierDebounce time.Duration
 	// EthType holds the Ethertypes in use (eth_type).
 	EthType EthTypes
 	// Transparent makes heartbeats use EthType.HC (transparent).
@@ -149,6 +160,11 @@ type HBDev struct {
 	// Priority orders the devices for the sync channel, 0-255 (priority),
 	// default 0; higher is preferred.
 	Priority int
+	// Direct says the hbdev is a cable straight to the peers' NICs, with no
+	// switch between (direct, default false): when the carrier of every
+	// direct hbdev a peer was heard on is down for carrier_debounce, that
+	// peer is lost at once, without waiting for the lost threshold.
+	Direct bool
 }
 
 // Interface is a data interface with its cluster addresses.
@@ -183,6 +199,25 @@ type PingServer struct {
 	// FailoverThreshold is how many lost pings mark the path down
 	// (failover_threshold), 1-100, default 5.
 	FailoverThreshold int
+}
+
+// UnicastHB carries the heartbeats and the channels in UDP between the
+// members' addresses (FGCP unicast-hb), for networks where raw Ethertypes
+// do not pass.
+type UnicastHB struct {
+	// Enabled turns it on (enabled), default false.
+	Enabled bool
+	// Peers are every member's address, this node's included (peers): each
+	// node binds the one configured on it and sends to the others; the
+	// same list on every member. 2-4 unicast addresses.
+	Peers []netip.Addr
+	// Port carries heartbeats (port), default 6065; SyncPort the
+	// configuration-sync channel (sync_port), default 6066; SessionPort the
+	// session-sync channel (session_port), default 6067.
+	Port, SyncPort, SessionPort int
+	// Priority ranks the UDP path among the hbdevs for the channels
+	// (priority), 0-255, default 0.
+	Priority int
 }
 
 // Sync configures the synchronization of files from the primary.
@@ -237,6 +272,8 @@ func DefaultCluster() Cluster {
 		HelloHolddown:    DefaultHelloHolddown,
 		UptimeDiffMargin: DefaultUptimeDiffMargin,
 		FailoverHoldTime: DefaultFailoverHoldTime,
+		CarrierDebounce:  DefaultCarrierDebounce,
+		UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 		EthType: EthTypes{
 			HA:      DefaultEthTypeHA,
 			HC:      DefaultEthTypeHC,

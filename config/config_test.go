@@ -53,6 +53,8 @@ func TestDefault(t *testing.T) {
 			HBLostThreshold:  6,
 			HelloHolddown:    20 * time.Second,
 			UptimeDiffMargin: 300 * time.Second,
+			CarrierDebounce:  4 * time.Millisecond,
+			UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 			EthType:          EthTypes{HA: 0x8890, HC: 0x8891, L2EP: 0x8893, Session: 0x8892},
 			PingServer:       PingServer{Interval: time.Second, FailoverThreshold: 5},
 			ARPs:             5,
@@ -196,6 +198,8 @@ func TestValidation(t *testing.T) {
 		{"control_socket long", "control_socket: /" + strings.Repeat("x", 107) + "\n" + base, "t.yaml:1: control_socket: path is 108 bytes long"},
 		{"log_format", "log_format: xml\n" + base, `t.yaml:1: log_format: "xml" is not a log format`},
 		{"log_level", "log_level: verbose\n" + base, `t.yaml:1: log_level: "verbose" is not a log level`},
+		{"metrics_listen", "metrics_listen: localhost\n" + base, `t.yaml:1: metrics_listen: "localhost" is not an address and port`},
+		{"metrics_listen port 0", "metrics_listen: 127.0.0.1:0\n" + base, `t.yaml:1: metrics_listen: "127.0.0.1:0" is not an address and port`},
 
 		// Node.
 		{"node priority high", "node:\n  priority: 256\n" + base, "t.yaml:2: node.priority: 256 is out of range 0-255"},
@@ -239,6 +243,12 @@ func TestValidation(t *testing.T) {
 		{"hb_interval negative", base + "  hb_interval: -1s\n", "t.yaml:4: cluster.hb_interval: -1s is out of range"},
 		{"hb_lost_threshold low", base + "  hb_lost_threshold: 0\n", "t.yaml:4: cluster.hb_lost_threshold: 0 is out of range 1-60"},
 		{"hb_lost_threshold high", base + "  hb_lost_threshold: 61\n", "t.yaml:4: cluster.hb_lost_threshold: 61 is out of range 1-60"},
+		{"unicast_hb one peer", base + "  unicast_hb: {enabled: true, peers: [10.99.1.1]}\n", "t.yaml:4: cluster.unicast_hb.peers: every member's address, this node's included: at least 2"},
+		{"unicast_hb bad peer", base + "  unicast_hb: {peers: [10.99.1.1, nope]}\n", "t.yaml:4: cluster.unicast_hb.peers[1]:"},
+		{"unicast_hb loopback peer", base + "  unicast_hb: {peers: [127.0.0.1, 10.99.1.1]}\n", "t.yaml:4: cluster.unicast_hb.peers[0]: 127.0.0.1 is not a member's unicast address"},
+		{"unicast_hb same port", base + "  unicast_hb: {port: 7000, sync_port: 7000}\n", "t.yaml:4: cluster.unicast_hb.sync_port: 7000 is already port"},
+		{"unicast_hb port range", base + "  unicast_hb: {port: 70000}\n", "t.yaml:4: cluster.unicast_hb.port: 70000 is out of range 1-65535"},
+		{"no hbdev without unicast_hb", "cluster:\n  password_file: /k\n", "cluster.hbdev: at least one hbdev is required"},
 		{"hello_holddown", base + "  hello_holddown: 301s\n", "t.yaml:4: cluster.hello_holddown: 301s is out of range 0s-5m"},
 		{"hello_holddown negative", base + "  hello_holddown: -1ms\n", "t.yaml:4: cluster.hello_holddown: -1ms is out of range"},
 		{"uptime_diff_margin", base + "  uptime_diff_margin: 65536s\n", "t.yaml:4: cluster.uptime_diff_margin: 65536s is out of range 0s-65535s"},
@@ -672,9 +682,9 @@ func TestHBDevsByPriority(t *testing.T) {
 		in, want []HBDev
 	}{
 		{nil, []HBDev{}},
-		{[]HBDev{{"a", 1}}, []HBDev{{"a", 1}}},
-		{[]HBDev{{"a", 10}, {"b", 50}, {"c", 40}}, []HBDev{{"b", 50}, {"c", 40}, {"a", 10}}},
-		{[]HBDev{{"a", 0}, {"b", 5}, {"c", 0}, {"d", 5}}, []HBDev{{"b", 5}, {"d", 5}, {"a", 0}, {"c", 0}}},
+		{[]HBDev{{Name: "a", Priority: 1}}, []HBDev{{Name: "a", Priority: 1}}},
+		{[]HBDev{{Name: "a", Priority: 10}, {Name: "b", Priority: 50}, {Name: "c", Priority: 40}}, []HBDev{{Name: "b", Priority: 50}, {Name: "c", Priority: 40}, {Name: "a", Priority: 10}}},
+		{[]HBDev{{Name: "a", Priority: 0}, {Name: "b", Priority: 5}, {Name: "c", Priority: 0}, {Name: "d", Priority: 5}}, []HBDev{{Name: "b", Priority: 5}, {Name: "d", Priority: 5}, {Name: "a", Priority: 0}, {Name: "c", Priority: 0}}},
 	}
 	for _, tt := range tests {
 		c := Cluster{HBDevs: tt.in}

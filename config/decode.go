@@ -615,6 +615,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"control_socket": func(p string, v *yaml.Node) { d.str(p, v, &c.ControlSocket) },
 		"log_format":     func(p string, v *yaml.Node) { d.str(p, v, &c.LogFormat) },
 		"log_level":      func(p string, v *yaml.Node) { d.str(p, v, &c.LogLevel) },
+		"metrics_listen": func(p string, v *yaml.Node) { d.str(p, v, &c.MetricsListen) },
 		"node":           func(p string, v *yaml.Node) { d.node(p, v, &c.Node) },
 		"cluster":        func(p string, v *yaml.Node) { d.cluster(p, v, &c.Cluster) },
 	})
@@ -647,6 +648,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				d.mapping(p, v, map[string]field{
 					"name":     func(p string, v *yaml.Node) { d.str(p, v, &h.Name) },
 					"priority": num(&h.Priority),
+					"direct":   func(p string, v *yaml.Node) { d.boolean(p, v, &h.Direct) },
 				})
 				c.HBDevs = append(c.HBDevs, h)
 			})
@@ -656,6 +658,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"hello_holddown":     dur(&c.HelloHolddown),
 		"uptime_diff_margin": dur(&c.UptimeDiffMargin),
 		"failover_hold_time": dur(&c.FailoverHoldTime),
+		"carrier_debounce":   dur(&c.CarrierDebounce),
 		"eth_type": func(p string, v *yaml.Node) {
 			et := func(out *uint16) field { return func(p string, v *yaml.Node) { d.ethertype(p, v, out) } }
 			d.mapping(p, v, map[string]field{
@@ -715,6 +718,31 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				},
 				"interval":           dur(&ps.Interval),
 				"failover_threshold": num(&ps.FailoverThreshold),
+			})
+		},
+		"unicast_hb": func(p string, v *yaml.Node) {
+			u := &c.UnicastHB
+			d.mapping(p, v, map[string]field{
+				"enabled": func(p string, v *yaml.Node) { d.boolean(p, v, &u.Enabled) },
+				"peers": func(p string, v *yaml.Node) {
+					u.Peers = nil
+					d.seq(p, v, 4, "peers", func(p string, v *yaml.Node) {
+						var s string
+						d.str(p, v, &s)
+						var a netip.Addr
+						if !d.bad[p] {
+							var err error
+							if a, err = netip.ParseAddr(s); err != nil {
+								d.typeErr(p, v, "an IP address such as 10.99.1.1")
+							}
+						}
+						u.Peers = append(u.Peers, a)
+					})
+				},
+				"port":         num(&u.Port),
+				"sync_port":    num(&u.SyncPort),
+				"session_port": num(&u.SessionPort),
+				"priority":     num(&u.Priority),
 			})
 		},
 		"arps":          num(&c.ARPs),

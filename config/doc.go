@@ -25,4 +25,8 @@
 // Durations are Go duration strings ("200ms", "20s"); a bare number is
 // rejected because its unit would be a guess. Ethertypes are YAML integers
 // (0x8890 or 34960) or strings ("0x8890").
+//
+// [Keys] documents every key with its type, default and range; the man page
+// hagent.yaml(5) is generated from it, and the tests fail when it and the
+// decoder disagree.
 package config

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -38,7 +39,8 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 	for _, h := range c.HBDevs {
 		hbdevs.Content = append(hbdevs.Content, mapNode(true,
 			"name", strNode(h.Name),
-			"priority", intNode(h.Priority)))
+			"priority", intNode(h.Priority),
+			"direct", boolNode(h.Direct)))
 	}
 	ifaces := seqNode(false)
 	for _, ifc := range c.Interfaces {
@@ -86,6 +88,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"hello_holddown", durNode(c.HelloHolddown),
 		"uptime_diff_margin", durNode(c.UptimeDiffMargin),
 		"failover_hold_time", durNode(c.FailoverHoldTime),
+		"carrier_debounce", durNode(c.CarrierDebounce),
 		"eth_type", mapNode(true,
 			"ha", hexNode(c.EthType.HA),
 			"hc", hexNode(c.EthType.HC),
@@ -99,6 +102,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"targets", targets,
 			"interval", durNode(c.PingServer.Interval),
 			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"unicast_hb", mapNode(false,
+			"enabled", boolNode(c.UnicastHB.Enabled),
+			"peers", addrSeq(c.UnicastHB.Peers),
+			"port", intNode(c.UnicastHB.Port),
+			"sync_port", intNode(c.UnicastHB.SyncPort),
+			"session_port", intNode(c.UnicastHB.SessionPort),
+			"priority", intNode(c.UnicastHB.Priority)),
 		"arps", intNode(c.ARPs),
 		"arps_interval", durNode(c.ARPsInterval),
 		"sync", mapNode(false,
@@ -182,4 +192,16 @@ func formatDuration(v time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(v), 10) + "ns"
+}
+
+// addrSeq is a flow sequence of addresses (invalid ones are left out: the
+// decoder never produces them in a valid configuration).
+func addrSeq(list []netip.Addr) *yaml.Node {
+	n := seqNode(true)
+	for _, a := range list {
+		if a.IsValid() {
+			n.Content = append(n.Content, strNode(a.String()))
+		}
+	}
+	return n
 }

@@ -37,6 +37,11 @@ func (d *decoder) validate(c *Config) {
 	default:
 		d.errorf("log_level", "%q is not a log level; want trace, debug, info, warn or error", c.LogLevel)
 	}
+	if c.MetricsListen != "" {
+		if ap, err := netip.ParseAddrPort(c.MetricsListen); err != nil || ap.Port() == 0 {
+			d.errorf("metrics_listen", "%q is not an address and port such as 127.0.0.1:9650 or [::1]:9650", c.MetricsListen)
+		}
+	}
 
 	n := &c.Node
 	if msg := checkName(n.Name, MaxNameLen); msg != "" {
@@ -76,9 +81,10 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	}
 
 	// Heartbeat devices.
-	if len(c.HBDevs) == 0 {
+	if len(c.HBDevs) == 0 && !c.UnicastHB.Enabled {
 		d.errorf(k("hbdev"), "at least one hbdev is required")
 	}
+	d.unicastHB(k("unicast_hb"), &c.UnicastHB)
 	hbdevs := map[string]int{}
 	for i, h := range c.HBDevs {
 		p := indexKey(k("hbdev"), i)
@@ -95,6 +101,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("hb_interval"), c.HBInterval, 10*time.Millisecond, 60*time.Second)
 	d.intRange(k("hb_lost_threshold"), c.HBLostThreshold, 1, 60)
 	d.durRange(k("hello_holddown"), c.HelloHolddown, 0, 300*time.Second)
+	d.durRange(k("carrier_debounce"), c.CarrierDebounce, 0, time.Second)
 	d.durRange(k("uptime_diff_margin"), c.UptimeDiffMargin, 0, 65535*time.Second)
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
 
@@ -486,4 +493,37 @@ func PingServerInterfaces(c *Cluster, target netip.Addr) []string {
 		}
 	}
 	return out
+}
+
+// unicastHB checks cluster.unicast_hb.
+func (d *decoder) unicastHB(p string, u *UnicastHB) {
+	ports := map[int]string{}
+	for _, x := range []struct {
+		key  string
+		port int
+	}{{"port", u.Port}, {"sync_port", u.SyncPort}, {"session_port", u.SessionPort}} {
+		d.intRange(p+"."+x.key, x.port, 1, 65535)
+		if other, dup := ports[x.port]; dup {
+			d.errorf(p+"."+x.key, "%d is already %s: each channel needs its own port", x.port, other)
+		}
+		ports[x.port] = x.key
+	}
+	d.intRange(p+".priority", u.Priority, 0, 255)
+	seen := map[netip.Addr]int{}
+	for i, a := range u.Peers {
+		ip := indexKey(p+".peers", i)
+		switch {
+		case !a.IsValid():
+			continue // reported by the decoder
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+			d.errorf(ip, "%s is not a member's unicast address", a)
+		}
+		if j, dup := seen[a]; dup {
+			d.errorf(ip, "%s is already peers[%d]", a, j)
+		}
+		seen[a] = i
+	}
+	if u.Enabled && len(u.Peers) < 2 {
+		d.errorf(p+".peers", "every member's address, this node's included: at least 2")
+	}
 }

@@ -425,8 +425,10 @@ func TestSyncStateFile(t *testing.T) {
 		a.write(t, "/etc/nft.conf", time.Now().String(), 0o644)
 		return a.s.Generation() > 0
 	})
-	gen := a.s.Generation()
+	// Read the generation once stopped: a write of the loop above may
+	// still be pending (debounced) and move it.
 	a.stop()
+	gen := a.s.Generation()
 	s, err := NewSyncer(SyncConfig{Self: "node-a", Transport: a.ch, StateFile: state, Root: a.root, Paths: []string{"/etc/nft.conf"}})
 	if err != nil {
 		t.Fatal(err)

@@ -31,7 +31,11 @@ func HealthOf(s *Status) (string, []string) {
 	var problems []string
 	for _, m := range s.Members {
 		if !m.Alive && !m.Self {
-			problems = append(problems, fmt.Sprintf("%s(%s) is lost", m.Node, m.Serial))
+			why := ""
+			if m.LostWhy != "" {
+				why = " (" + m.LostWhy + ")"
+			}
+			problems = append(problems, fmt.Sprintf("%s(%s) is lost%s", m.Node, m.Serial, why))
 		}
 		if m.MonitorUp < m.MonitorTotal {
 			problems = append(problems, fmt.Sprintf("%s(%s) has %d of %d monitored links down", m.Node, m.Serial, m.MonitorTotal-m.MonitorUp, m.MonitorTotal))
@@ -98,8 +102,12 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	for _, h := range s.HBDevs {
-		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d\n",
-			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay)
+		foreign := ""
+		if h.Foreign > 0 {
+			foreign = fmt.Sprintf(",\tforeign=%d", h.Foreign)
+		}
+		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d%s\n",
+			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay, foreign)
 	}
 	tw.Flush()
 	if len(s.Monitor) > 0 {

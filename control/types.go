@@ -55,6 +55,11 @@ type Member struct {
 	UptimeS      int64  `json:"uptime_s"`
 	LastHeardMs  int64  `json:"last_heard_ms"` // -1 for self
 	Alive        bool   `json:"alive"`
+	// LostBy says how a member that is not alive was lost: "heartbeat"
+	// (the lost threshold) or "carrier" (a direct hbdev lost carrier);
+	// LostWhy details it ("no heartbeat for 1.2s", "carrier down on ha1").
+	LostBy       string `json:"lost_by,omitempty"`
+	LostWhy      string `json:"lost_why,omitempty"`
 	Self         bool   `json:"self"`
 	FailoverSet  bool   `json:"failover_set"`
 	ConfigInSync bool   `json:"config_in_sync"`
@@ -73,6 +78,9 @@ type HBDev struct {
 	BadAuth  uint64 `json:"bad_auth"`
 	Replay   uint64 `json:"replay"`
 	TXErrors uint64 `json:"tx_errors"`
+	// Foreign counts datagrams dropped for coming from an address that is
+	// not a peer (unicast_hb paths only), before any cryptography.
+	Foreign uint64 `json:"foreign,omitempty"`
 }
 
 // Link is a monitored link's state.

@@ -255,9 +255,7 @@ func released(n *lab.Node) error {
 // given override and waits until both agree node-a is primary.
 func electAB(t *testing.T, a, b *lab.Node, override bool) {
 	t.Helper()
-	start(t, a, params(200, override))
-	start(t, b, params(100, override))
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	startPair(t, a, b, params(200, override), params(100, override))
 }
 
 // probe is a client probe of the cluster IPv4 address, stopped at most once.
@@ -271,10 +269,16 @@ type probe struct {
 // for the first answer. The probe is stopped at the end of the test.
 func startProbe(t *testing.T, l *lab.Lab) *probe {
 	t.Helper()
+	return startProbeEvery(t, l, probeEvery)
+}
+
+// startProbeEvery is startProbe with a probe every `every`.
+func startProbeEvery(t *testing.T, l *lab.Lab, every time.Duration) *probe {
+	t.Helper()
 	if err := l.StartEcho(); err != nil {
 		t.Fatalf("echo: %v", err)
 	}
-	lp, err := l.StartProbe(lab.ClusterIPv4, probeEvery)
+	lp, err := l.StartProbe(lab.ClusterIPv4, every)
 	if err != nil {
 		t.Fatalf("probe: %v", err)
 	}

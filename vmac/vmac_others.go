@@ -58,3 +58,8 @@ func (p *ARPProber) Probe(target netip.Addr, timeout time.Duration) (bool, error
 
 // Close does nothing outside Linux.
 func (p *ARPProber) Close() error { return nil }
+
+// PollCarrier returns an error: carrier polling is only implemented on Linux.
+func PollCarrier(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error {
+	return errNotImplemented
+}

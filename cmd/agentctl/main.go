@@ -13,28 +13,23 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/internal/cli"
 )
-
-const usage = `usage: agentctl [-s SOCKET] ha COMMAND
-commands:
-  status [--json]              cluster status (FortiOS "get system ha status")
-  failover set|unset|status    step this node down and keep it out / back in
-  history [--json]             role changes with timestamps and reasons
-  synchronize                  force a full configuration sync now
-  checksum [--json]            configuration checksums per member
-  exposure [--json]            every socket and Ethertype the agent uses
-`
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("agentctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	sock := fs.String("s", envOr("HAGENT_SOCKET", control.DefaultSocket), "control socket of hagentd")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the agent")
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	flags := cli.AgentctlFlags(fs, os.Getenv)
+	sock, timeout := &flags.Socket, &flags.Timeout
+	fs.Usage = func() { fmt.Fprint(stderr, cli.AgentctlUsage()); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if flags.Version {
+		fmt.Fprintln(stdout, "agentctl", cli.Version)
+		return 0
 	}
 	rest := fs.Args()
 	if len(rest) < 2 || rest[0] != "ha" {
@@ -141,11 +136,4 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	return 0
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

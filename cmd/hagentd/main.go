@@ -22,9 +22,8 @@ import (
 	"github.com/hagent/hagent/agent"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/internal/cli"
 )
-
-var version = "0.1.0-dev"
 
 // clockOffset shifts the agent's clock by a duration ("-1h"). It is empty
 // in every shipped build; only the netns lab's test builds set it, with
@@ -38,11 +37,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("hagentd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("c", "/etc/hagent/hagent.yaml", "configuration file")
-	check := fs.Bool("check", false, "validate the configuration, print ok or the errors, and exit")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	stateDir := fs.String("state-dir", agent.DefaultStateDir, "persistent state: heartbeat epoch, sync generation (kept across reboots)")
-	runDir := fs.String("run-dir", agent.DefaultRunDir, "runtime state: the interfaces' permanent MACs (cleared at boot)")
+	flags := cli.HagentdFlags(fs)
+	path := &flags.Config
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -50,8 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "hagentd: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "hagentd", version)
+	if flags.Version {
+		fmt.Fprintln(stdout, "hagentd", cli.Version)
 		return 0
 	}
 	cfg, err := config.Load(*path)
@@ -59,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	if *check {
+	if flags.Check {
 		fmt.Fprintln(stdout, "ok")
 		if cfg.Node.Serial == config.DerivedSerial() {
 			fmt.Fprintf(stdout, "note: node.serial is not set; the serial %s comes from /etc/machine-id (or the hostname).\n"+
@@ -95,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
 		return 0
 	}
-	opts := agent.Options{Config: cfg, Logger: log, StateDir: *stateDir, RunDir: *runDir}
+	opts := agent.Options{Config: cfg, Logger: log, StateDir: flags.StateDir, RunDir: flags.RunDir, Version: cli.Version}
 	if clockOffset != "" {
 		d, err := time.ParseDuration(clockOffset)
 		if err != nil {

@@ -53,6 +53,17 @@ func newHagent(l *lab.Lab, ival time.Duration, thr int, realtime bool) *hagentSy
 	return &hagentSys{l: l, params: map[string]lab.Params{"node-a": pa, "node-b": pb}}
 }
 
+// newHagentDirect is newHagent with every hbdev direct: true (the lab's
+// hb links must be cables, not a switch).
+func newHagentDirect(l *lab.Lab, ival time.Duration, thr int) *hagentSys {
+	h := newHagent(l, ival, thr, false)
+	for name, p := range h.params {
+		p.Direct = true
+		h.params[name] = p
+	}
+	return h
+}
+
 func (h *hagentSys) name() string { return "hagent" }
 
 func (h *hagentSys) start() error {
@@ -220,6 +231,16 @@ type keepalivedSys struct {
 func newKeepalived(l *lab.Lab, ival time.Duration) *keepalivedSys {
 	return &keepalivedSys{l: l, ka: map[string]*lab.Keepalived{},
 		p: lab.KeepalivedParams{AdvertInt: ival, Priority: 100, NoPreempt: true, TrackPort1: true}}
+}
+
+// newKeepalivedDirect is newKeepalived for adverts on a direct cable:
+// without dont_track_primary the backup faults when the cable loses
+// carrier at the primary's crash and never takes over (seen in the first
+// run of the direct rows).
+func newKeepalivedDirect(l *lab.Lab, ival time.Duration) *keepalivedSys {
+	k := newKeepalived(l, ival)
+	k.p.DontTrackPrimary = true
+	return k
 }
 
 func (k *keepalivedSys) name() string { return "keepalived" }
