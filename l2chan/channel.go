@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"context"
@@ -18,26 +18,33 @@ import (
 // Errors returned by Channel.
 var (
 	// ErrChannelClosed is returned by Send after Close.
-	ErrChannelClosed = errors.New("configsync: channel closed")
+	ErrChannelClosed = errors.New("l2chan: channel closed")
 	// ErrPeerUnreachable is returned by Send when the peer acknowledged
-	// nothing for ChannelConfig.PeerTimeout.
-	ErrPeerUnreachable = errors.New("configsync: peer unreachable")
+	// nothing for Config.PeerTimeout.
+	ErrPeerUnreachable = errors.New("l2chan: peer unreachable")
 	// ErrMessageTooLarge is returned by Send for a message longer than
-	// ChannelConfig.MaxMessage.
-	ErrMessageTooLarge = errors.New("configsync: message too large")
+	// Config.MaxMessage.
+	ErrMessageTooLarge = errors.New("l2chan: message too large")
 )
 
-// ChannelConfig configures a Channel. Zero values take the value of
-// DefaultChannelConfig.
-type ChannelConfig struct {
+// Config configures a Channel. Zero values take the value of
+// DefaultConfig.
+type Config struct {
 	// Self is this node's name (1..64 bytes); frames carry it as source.
 	Self string
 	// GroupID is the cluster group id; frames of other groups are dropped.
 	GroupID uint16
 	// Password is the group password the AES-GCM keys are derived from.
 	Password []byte
-	// Links are the hbdev links bound to the l2ep Ethertype, highest
-	// priority first. The Channel owns them and closes them on Close.
+	// Label names this instance's keys: the HKDF salt and info prefix
+	// (see keyring), e.g. "hagent-sync-v1" for configuration sync on
+	// eth_type.l2ep. Required; every instance (one per Ethertype) has its
+	// own, so their keys are independent and a frame of one instance never
+	// authenticates in another.
+	Label string
+	// Links are the links of this instance, all bound to its Ethertype
+	// (the hbdevs, or a dedicated device list), highest priority first.
+	// The Channel owns them and closes them on Close.
 	Links []heartbeat.Link
 	// MTU is the largest frame payload a link carries (Ethernet payload,
 	// without the Ethernet header).
@@ -70,9 +77,9 @@ type ChannelConfig struct {
 	Logger hclog.Logger
 }
 
-// DefaultChannelConfig returns the production defaults.
-func DefaultChannelConfig() ChannelConfig {
-	return ChannelConfig{
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
 		MTU:               1500,                  // Ethernet payload of an hbdev
 		Window:            256,                   // ~350 KB in flight per peer at 1500 bytes
 		MinRTO:            20 * time.Millisecond, // LAN round trips are well below this
@@ -85,10 +92,10 @@ func DefaultChannelConfig() ChannelConfig {
 	}
 }
 
-// LabChannelConfig returns timings suited to tests: fast failover, short
+// LabConfig returns timings suited to tests: fast failover, short
 // timeouts.
-func LabChannelConfig() ChannelConfig {
-	c := DefaultChannelConfig()
+func LabConfig() Config {
+	c := DefaultConfig()
 	c.MaxRTO = 200 * time.Millisecond
 	c.LinkProbeInterval = 100 * time.Millisecond
 	c.PeerTimeout = 3 * time.Second
@@ -115,8 +122,8 @@ type LinkStats struct {
 	TxErrors uint64 `json:"tx_errors"`
 }
 
-// ChannelStats is a snapshot of a Channel's counters.
-type ChannelStats struct {
+// Stats is a snapshot of a Channel's counters.
+type Stats struct {
 	// ActiveLink is the name of the link data is sent on ("" if none).
 	ActiveLink       string      `json:"active_link"`
 	Links            []LinkStats `json:"links"`
@@ -210,6 +217,7 @@ type peer struct {
 	peerWnd      int
 	serial       uint64
 	rackSerial   uint64
+	rtoSeq       uint64 // the fragment a first timeout resent, until acknowledged
 	srtt, rttvar time.Duration
 	baseRTO, rto time.Duration
 	rtoAt        time.Time
@@ -223,7 +231,7 @@ type peer struct {
 // cluster members over raw frames of the l2ep Ethertype. See the package
 // documentation for the protocol.
 type Channel struct {
-	cfg   ChannelConfig
+	cfg   Config
 	log   hclog.Logger
 	keys  *keyring
 	aead  cipher.AEAD
@@ -243,12 +251,15 @@ type Channel struct {
 	closeMu  sync.Once
 	wg       sync.WaitGroup
 
-	peers      map[string]*peer
-	deliverQ   []Message
-	linkProbe  time.Time
-	hdrScratch []byte
-	bodyBuf    []byte
-	plainBuf   []byte
+	peers     map[string]*peer
+	deliverQ  []Message
+	linkProbe time.Time
+	txBuf     []byte   // the frame being sent (frameStart, frameSend)
+	txHdrLen  int      // its header length
+	txNonce   [12]byte // its GCM nonce
+	rxNonce   [12]byte // the GCM nonce of the frame being received
+	rxHdr     FrameHeader
+	bodyBuf   []byte
 
 	activeName atomic.Value  // string
 	epochNow   atomic.Uint64 // c.epoch, for Epoch
@@ -273,9 +284,9 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
-// NewChannel starts a channel on cfg.Links. It owns the links from now on.
-func NewChannel(cfg ChannelConfig) (*Channel, error) {
-	d := DefaultChannelConfig()
+// New starts a channel on cfg.Links. It owns the links from now on.
+func New(cfg Config) (*Channel, error) {
+	d := DefaultConfig()
 	orDefault(&cfg.MTU, d.MTU)
 	orDefault(&cfg.Window, d.Window)
 	orDefault(&cfg.MinRTO, d.MinRTO)
@@ -290,38 +301,34 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	}
 	switch {
 	case len(cfg.Self) == 0 || len(cfg.Self) > MaxNameLen:
-		return nil, fmt.Errorf("configsync: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+		return nil, fmt.Errorf("l2chan: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+	case cfg.Label == "" || len(cfg.Label) > 64:
+		return nil, fmt.Errorf("l2chan: label %q must be 1..64 bytes", cfg.Label)
 	case len(cfg.Links) == 0:
-		return nil, errors.New("configsync: channel needs at least one link")
+		return nil, errors.New("l2chan: channel needs at least one link")
 	case cfg.MTU < 256 || cfg.MTU > 65535:
-		return nil, fmt.Errorf("configsync: MTU %d out of range 256..65535", cfg.MTU)
+		return nil, fmt.Errorf("l2chan: MTU %d out of range 256..65535", cfg.MTU)
 	case cfg.Window < 1 || cfg.Window > 1<<16:
-		return nil, fmt.Errorf("configsync: window %d out of range 1..65536", cfg.Window)
+		return nil, fmt.Errorf("l2chan: window %d out of range 1..65536", cfg.Window)
 	case cfg.MinRTO <= 0 || cfg.MaxRTO < cfg.MinRTO:
-		return nil, fmt.Errorf("configsync: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
+		return nil, fmt.Errorf("l2chan: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
 	case cfg.MaxMessage < 0 || uint64(cfg.MaxMessage) > 1<<32-1:
-		return nil, fmt.Errorf("configsync: max message %d out of range", cfg.MaxMessage)
+		return nil, fmt.Errorf("l2chan: max message %d out of range", cfg.MaxMessage)
 	}
 	if len(cfg.Password) == 0 {
 		cfg.Logger.Warn("control channel runs with an empty group password: frames are encrypted with a well-known key")
 	}
-	keys, err := newKeyring(cfg.Password, cfg.GroupID)
+	keys, err := newKeyring(cfg.Label, cfg.Password, cfg.GroupID)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = uint64(time.Now().UnixNano())
 	}
-	aead, err := keys.session(cfg.Self, cfg.Epoch)
-	if err != nil {
-		return nil, err
-	}
 	c := &Channel{
 		cfg:      cfg,
 		log:      cfg.Logger.Named("channel"),
 		keys:     keys,
-		aead:     aead,
-		epoch:    cfg.Epoch,
 		in:       make(chan inFrame, 1024),
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
@@ -332,16 +339,18 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 		peers:    make(map[string]*peer),
 		active:   0,
 	}
+	if err := c.setEpoch(cfg.Epoch); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, l := range cfg.Links {
 		if seen[l.Name()] {
-			return nil, fmt.Errorf("configsync: link %q given twice", l.Name())
+			return nil, fmt.Errorf("l2chan: link %q given twice", l.Name())
 		}
 		seen[l.Name()] = true
 		c.links = append(c.links, &linkState{l: l, name: l.Name(), up: true})
 	}
 	c.activeName.Store(c.links[0].name)
-	c.epochNow.Store(c.epoch)
 	for i := range c.links {
 		c.wg.Add(1)
 		go c.readLink(i)
@@ -349,6 +358,19 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	c.wg.Add(1)
 	go c.run()
 	return c, nil
+}
+
+// setEpoch makes epoch this node's own: the AEAD key of the frames it
+// sends is derived from it and the nonce counter starts again. It is the
+// one place c.aead and c.epoch change (New, Rekey).
+func (c *Channel) setEpoch(epoch uint64) error {
+	aead, err := c.keys.session(c.cfg.Self, epoch)
+	if err != nil {
+		return err
+	}
+	c.epoch, c.aead, c.nonce = epoch, aead, 0
+	c.epochNow.Store(epoch)
+	return nil
 }
 
 // Epoch returns this channel's epoch.
@@ -381,14 +403,12 @@ func (c *Channel) rekey(epoch uint64) {
 	if epoch <= c.epoch {
 		return
 	}
-	aead, err := c.keys.session(c.cfg.Self, epoch)
-	if err != nil {
+	old := c.epoch
+	if err := c.setEpoch(epoch); err != nil {
 		c.log.Error("cannot derive the key of the new epoch; keeping the old one", "epoch", epoch, "error", err)
 		return
 	}
-	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", c.epoch, "epoch", epoch)
-	c.epoch, c.aead, c.nonce = epoch, aead, 0
-	c.epochNow.Store(epoch)
+	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", old, "epoch", epoch)
 	for _, p := range c.peers {
 		c.resetStreams(p)
 		if l := c.active; p.epoch != 0 && l >= 0 {
@@ -406,9 +426,9 @@ func (c *Channel) rekey(epoch uint64) {
 func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	switch {
 	case len(peer) == 0 || len(peer) > MaxNameLen:
-		return fmt.Errorf("configsync: bad peer name %q", peer)
+		return fmt.Errorf("l2chan: bad peer name %q", peer)
 	case peer == c.cfg.Self:
-		return errors.New("configsync: cannot send to self")
+		return errors.New("l2chan: cannot send to self")
 	case len(msg) > c.cfg.MaxMessage:
 		return fmt.Errorf("%w: %d > %d bytes", ErrMessageTooLarge, len(msg), c.cfg.MaxMessage)
 	}
@@ -450,8 +470,8 @@ func (c *Channel) SetLinkUp(name string, up bool) {
 }
 
 // Stats returns a snapshot of the counters.
-func (c *Channel) Stats() ChannelStats {
-	s := ChannelStats{
+func (c *Channel) Stats() Stats {
+	s := Stats{
 		ActiveLink:       c.activeName.Load().(string),
 		MessagesSent:     c.msgsSent.Load(),
 		MessagesReceived: c.msgsRecv.Load(),
@@ -488,10 +508,19 @@ func (c *Channel) Close() error {
 	return nil
 }
 
+// slabSize is the size of the buffers readLink carves received frames
+// from: about 170 frames of 1500 bytes per allocation. A frame keeps its
+// slab alive until the frame is processed (or, out of order, delivered).
+const slabSize = 256 << 10
+
+// readLink receives the frames of link i and hands them to run. The
+// frames it hands over are run's to keep and to modify (decrypted in
+// place).
 func (c *Channel) readLink(i int) {
 	defer c.wg.Done()
 	l := c.links[i].l
 	buf := make([]byte, 65536)
+	var slab []byte // frames are carved from it: one allocation per many frames
 	for {
 		n, _, err := l.Recv(buf)
 		if err != nil {
@@ -512,7 +541,11 @@ func (c *Channel) readLink(i int) {
 			}
 			continue
 		}
-		data := make([]byte, n)
+		if len(slab) < n {
+			slab = make([]byte, max(slabSize, n))
+		}
+		data := slab[:n:n]
+		slab = slab[n:]
 		copy(data, buf[:n])
 		select {
 		case c.in <- inFrame{link: i, data: data}:
@@ -544,15 +577,7 @@ func (c *Channel) run() {
 			return
 		case f := <-c.in:
 			c.handleFrame(f.link, f.data)
-		drain:
-			for i := 0; i < 256; i++ {
-				select {
-				case f := <-c.in:
-					c.handleFrame(f.link, f.data)
-				default:
-					break drain
-				}
-			}
+			c.drainIn(256)
 			c.flushAcks()
 		case m := <-c.sendReq:
 			c.enqueue(m)
@@ -569,12 +594,32 @@ func (c *Channel) run() {
 			c.msgsRecv.Add(1)
 			c.maybeReopenWindow()
 		case <-timer.C:
+			// select picks at random among ready cases: frames that
+			// arrived before the deadline (the ack that makes a timeout
+			// moot) are handled first.
+			if c.drainIn(len(c.in)) > 0 {
+				c.flushAcks()
+			}
 			c.onTimer(time.Now())
 		}
 		for _, p := range c.peers {
 			c.pump(p)
 		}
 	}
+}
+
+// drainIn handles up to max frames already queued by the readers, without
+// waiting, and returns how many it handled.
+func (c *Channel) drainIn(max int) int {
+	for i := 0; i < max; i++ {
+		select {
+		case f := <-c.in:
+			c.handleFrame(f.link, f.data)
+		default:
+			return i
+		}
+	}
+	return max
 }
 
 func (c *Channel) shutdown() {
@@ -637,7 +682,7 @@ func (c *Channel) resetStreams(p *peer) {
 	// inflight, then sentMsgs, then queue is stream order.
 	p.queue, p.sentMsgs, p.inflight = requeue, nil, nil
 	p.sndNext, p.sndUna, p.peerWnd = 1, 1, c.cfg.Window
-	p.rto, p.timeouts, p.rtoAt = p.baseRTO, 0, time.Time{}
+	p.rto, p.timeouts, p.rtoAt, p.rtoSeq = p.baseRTO, 0, time.Time{}, 0
 	p.lastProgress = time.Now()
 }
 
@@ -659,573 +704,4 @@ func (c *Channel) cancel(m *outMsg) {
 		return // transmission has begun: it completes in the background
 	}
 	p.queue = slices.DeleteFunc(p.queue, func(x *outMsg) bool { return x == m })
-}
-
-func (c *Channel) setLinkUp(lc linkCmd) {
-	for _, l := range c.links {
-		if l.name == lc.name {
-			c.linkMu.Lock()
-			changed := l.up != lc.up
-			l.up = lc.up
-			if lc.up {
-				l.suspect = false
-			}
-			c.linkMu.Unlock()
-			if changed {
-				c.log.Info("link state set", "link", l.name, "up", lc.up)
-			}
-			c.relink("link set " + map[bool]string{true: "up", false: "down"}[lc.up])
-			return
-		}
-	}
-	c.log.Warn("SetLinkUp for unknown link", "link", lc.name)
-}
-
-// pickLink returns the highest-priority link that is up and alive, else
-// the highest-priority link that is up, else -1.
-func (c *Channel) pickLink() int {
-	fallback := -1
-	for i, l := range c.links {
-		if !l.up {
-			continue
-		}
-		if !l.suspect {
-			return i
-		}
-		if fallback < 0 {
-			fallback = i
-		}
-	}
-	return fallback
-}
-
-// relink re-evaluates the active link; on a change everything in flight is
-// sent again on the new link.
-func (c *Channel) relink(reason string) {
-	n := c.pickLink()
-	if n == c.active {
-		return
-	}
-	from, to := "", ""
-	if c.active >= 0 {
-		from = c.links[c.active].name
-	}
-	if n >= 0 {
-		to = c.links[n].name
-	}
-	c.log.Info("control channel link change", "from", from, "to", to, "reason", reason)
-	c.failovers.Add(1)
-	c.active = n
-	c.activeName.Store(to)
-	now := time.Now()
-	for _, p := range c.peers {
-		p.timeouts = 0
-		p.rto = p.baseRTO
-		for _, f := range p.inflight {
-			if !f.sacked {
-				c.transmit(p, f, now)
-			}
-		}
-		if len(p.inflight) > 0 {
-			p.rtoAt = now.Add(p.rto)
-		}
-	}
-}
-
-func (c *Channel) nextDeadline(now time.Time) (time.Time, bool) {
-	var d time.Time
-	set := func(t time.Time) {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
-		}
-	}
-	for _, p := range c.peers {
-		if len(p.inflight) > 0 {
-			set(p.rtoAt)
-		}
-		if c.needProbe(p) {
-			set(p.probeAt)
-		}
-		if c.waiting(p) {
-			set(p.lastProgress.Add(c.cfg.PeerTimeout))
-		}
-	}
-	if c.wantLinkProbe() {
-		if c.linkProbe.IsZero() {
-			c.linkProbe = now.Add(c.cfg.LinkProbeInterval)
-		}
-		set(c.linkProbe)
-	}
-	return d, !d.IsZero()
-}
-
-// waiting reports whether some Send to p still waits for its result.
-func (c *Channel) waiting(p *peer) bool {
-	for _, m := range p.queue {
-		if !m.notified {
-			return true
-		}
-	}
-	for _, m := range p.sentMsgs {
-		if !m.notified {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Channel) needProbe(p *peer) bool {
-	if len(p.queue) == 0 && len(p.inflight) == 0 {
-		return false
-	}
-	return p.epoch == 0 || (p.peerWnd == 0 && len(p.inflight) == 0)
-}
-
-func (c *Channel) wantLinkProbe() bool {
-	for i := 0; i < c.active; i++ {
-		if c.links[i].up && c.links[i].suspect {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *Channel) onTimer(now time.Time) {
-	for _, p := range c.peers {
-		if len(p.inflight) > 0 && !p.rtoAt.IsZero() && !now.Before(p.rtoAt) {
-			c.onRTO(p, now)
-		}
-		if c.needProbe(p) && !now.Before(p.probeAt) {
-			if l := c.active; l >= 0 {
-				c.sendControl(p, FrameProbe, l, nil)
-			}
-			p.probeAt = now.Add(p.probeRTO)
-			p.probeRTO = min(2*p.probeRTO, c.cfg.MaxRTO)
-		}
-		if c.waiting(p) && now.Sub(p.lastProgress) >= c.cfg.PeerTimeout {
-			c.log.Warn("peer unreachable", "peer", p.name, "silent_for", now.Sub(p.lastProgress).Round(time.Millisecond))
-			for _, m := range p.queue {
-				m.finish(ErrPeerUnreachable)
-			}
-			for _, m := range p.sentMsgs {
-				m.finish(ErrPeerUnreachable)
-			}
-			for _, f := range p.inflight {
-				f.msg.finish(ErrPeerUnreachable)
-			}
-			p.queue = slices.DeleteFunc(p.queue, func(m *outMsg) bool { return !m.started })
-			p.lastProgress = now
-		}
-	}
-	if c.wantLinkProbe() && !c.linkProbe.IsZero() && !now.Before(c.linkProbe) {
-		for i := 0; i < c.active; i++ {
-			if !c.links[i].up || !c.links[i].suspect {
-				continue
-			}
-			for _, p := range c.peers {
-				if p.epoch != 0 {
-					c.sendControl(p, FrameProbe, i, nil)
-				}
-			}
-		}
-		c.linkProbe = now.Add(c.cfg.LinkProbeInterval)
-	}
-	if !c.wantLinkProbe() {
-		c.linkProbe = time.Time{}
-	}
-}
-
-func (c *Channel) onRTO(p *peer, now time.Time) {
-	c.timeoutsN.Add(1)
-	p.timeouts++
-	if p.timeouts >= c.cfg.FailoverAfter && c.active >= 0 {
-		// Declare the active link dead if another usable link exists.
-		other := false
-		for i, l := range c.links {
-			if i != c.active && l.up && !l.suspect {
-				other = true
-			}
-		}
-		if other {
-			l := c.links[c.active]
-			c.log.Warn("no acknowledgement on link, declaring it dead", "link", l.name, "peer", p.name, "timeouts", p.timeouts)
-			c.linkMu.Lock()
-			l.suspect = true
-			c.linkMu.Unlock()
-			c.relink("no acknowledgement from " + p.name)
-			return // relink retransmitted everything
-		}
-	}
-	p.rto = min(2*p.rto, c.cfg.MaxRTO)
-	for _, f := range p.inflight {
-		if !f.sacked {
-			c.transmit(p, f, now)
-		}
-	}
-	p.rtoAt = now.Add(p.rto)
-}
-
-// pump fragments queued messages into the send window.
-func (c *Channel) pump(p *peer) {
-	if p.epoch == 0 || c.active < 0 || len(p.queue) == 0 {
-		return
-	}
-	limit := min(c.cfg.Window, p.peerWnd)
-	chunk := c.cfg.MTU - (frameFixedLen + 2 + len(c.cfg.Self) + len(p.name)) - gcmTagLen - dataBodyLen
-	now := time.Now()
-	for len(p.inflight) < limit && len(p.queue) > 0 {
-		m := p.queue[0]
-		n := min(chunk, len(m.data)-m.off)
-		f := &outFrag{seq: p.sndNext, msg: m, off: m.off, data: m.data[m.off : m.off+n]}
-		p.sndNext++
-		m.off += n
-		m.started = true
-		p.inflight = append(p.inflight, f)
-		if m.off == len(m.data) {
-			m.lastSeq = f.seq
-			p.queue = p.queue[1:]
-			p.sentMsgs = append(p.sentMsgs, m)
-		}
-		c.transmit(p, f, now)
-	}
-	if len(p.inflight) > 0 && p.rtoAt.IsZero() {
-		p.rtoAt = now.Add(p.rto)
-	}
-}
-
-// transmit sends (or resends) one fragment on the active link.
-func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
-	if c.active < 0 {
-		return
-	}
-	if !f.sentAt.IsZero() {
-		f.retrans = true
-		c.retrans.Add(1)
-	}
-	f.sentAt = now
-	p.serial++
-	f.serial = p.serial
-	body := DataBody{Seq: f.seq, MsgLen: uint32(len(f.msg.data)), Offset: uint32(f.off), Data: f.data}
-	c.bodyBuf = body.appendTo(c.bodyBuf[:0])
-	c.sendFrame(p, FrameData, c.active, c.bodyBuf)
-}
-
-func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
-	c.sendFrame(p, kind, link, body)
-}
-
-func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
-	c.nonce++
-	h := FrameHeader{Kind: kind, GroupID: c.cfg.GroupID, SrcEpoch: c.epoch, DstEpoch: p.epoch, Nonce: c.nonce, Src: c.cfg.Self, Dst: p.name}
-	hdr, err := h.appendTo(c.hdrScratch[:0])
-	if err != nil {
-		c.log.Error("cannot encode frame header", "peer", p.name, "error", err)
-		return
-	}
-	c.hdrScratch = hdr
-	frame := make([]byte, len(hdr), len(hdr)+len(body)+gcmTagLen)
-	copy(frame, hdr)
-	frame = c.aead.Seal(frame, gcmNonce(c.nonce), body, hdr)
-	l := c.links[link]
-	if err := l.l.Send(frame); err != nil {
-		l.txErr.Add(1)
-		c.log.Debug("link send failed", "link", l.name, "error", err)
-		return
-	}
-	l.tx.Add(1)
-	c.framesTx.Add(1)
-}
-
-// handleFrame authenticates and dispatches one received frame.
-func (c *Channel) handleFrame(li int, b []byte) {
-	var h FrameHeader
-	n, err := DecodeFrameHeader(&h, b)
-	if err != nil || len(b)-n < gcmTagLen {
-		c.malformed.Add(1)
-		return
-	}
-	if h.GroupID != c.cfg.GroupID {
-		c.malformed.Add(1)
-		return
-	}
-	if h.Dst != c.cfg.Self || h.Src == c.cfg.Self {
-		return // addressed to another member
-	}
-	p := c.peers[h.Src]
-	var aead cipher.AEAD
-	newEpoch := false
-	switch {
-	case p != nil && p.epoch != 0 && h.SrcEpoch == p.epoch:
-		if !p.replay.check(h.Nonce) {
-			c.replays.Add(1)
-			return
-		}
-		aead = p.aead
-	case p != nil && h.SrcEpoch < p.epoch:
-		c.replays.Add(1)
-		return
-	default:
-		if h.SrcEpoch == 0 || h.Nonce == 0 {
-			c.malformed.Add(1)
-			return
-		}
-		aead, err = c.keys.session(h.Src, h.SrcEpoch)
-		if err != nil {
-			c.malformed.Add(1)
-			return
-		}
-		newEpoch = true
-	}
-	plain, err := aead.Open(c.plainBuf[:0], gcmNonce(h.Nonce), b[n:], b[:n])
-	if err != nil {
-		c.badAuth.Add(1)
-		return
-	}
-	c.plainBuf = plain[:0]
-	if p == nil {
-		p = c.getPeer(h.Src)
-	}
-	if newEpoch {
-		c.resetEpoch(p, h.SrcEpoch, aead)
-	}
-	p.replay.mark(h.Nonce)
-	p.lastHeard = time.Now()
-	c.framesRx.Add(1)
-	c.linkAlive(li)
-
-	switch h.Kind {
-	case FrameProbe:
-		c.sendAck(p, li)
-	case FrameAck:
-		if h.DstEpoch != c.epoch {
-			return // for an earlier incarnation of ours
-		}
-		var a AckBody
-		if err := a.UnmarshalBinary(plain); err != nil {
-			c.malformed.Add(1)
-			return
-		}
-		c.onAck(p, &a)
-	case FrameData:
-		p.ackNeed, p.ackLink = true, li
-		p.ackCount++
-		if h.DstEpoch != c.epoch {
-			return // stale: the ack tells the peer our epoch
-		}
-		var d DataBody
-		if err := d.UnmarshalBinary(plain); err != nil {
-			c.malformed.Add(1)
-			return
-		}
-		c.onData(p, d)
-		if p.ackCount >= 32 {
-			c.sendAck(p, li)
-		}
-	}
-}
-
-func (c *Channel) linkAlive(li int) {
-	l := c.links[li]
-	l.rx.Add(1)
-	if l.suspect && l.up {
-		c.linkMu.Lock()
-		l.suspect = false
-		c.linkMu.Unlock()
-		c.log.Info("link answers again", "link", l.name)
-		c.relink("link " + l.name + " answers again")
-	}
-}
-
-func (c *Channel) onData(p *peer, d DataBody) {
-	if d.Seq < p.rcvNext || d.Seq >= p.rcvNext+uint64(c.cfg.Window) {
-		return // duplicate, or beyond the window
-	}
-	if _, dup := p.ooo[d.Seq]; dup {
-		return
-	}
-	d.Data = append([]byte(nil), d.Data...)
-	p.ooo[d.Seq] = d
-	for {
-		f, ok := p.ooo[p.rcvNext]
-		if !ok {
-			return
-		}
-		delete(p.ooo, p.rcvNext)
-		p.rcvNext++
-		c.reassemble(p, f)
-	}
-}
-
-func (c *Channel) reassemble(p *peer, f DataBody) {
-	if f.Offset == 0 {
-		if p.asmActive {
-			c.log.Error("protocol error: new message before the previous one ended", "peer", p.name)
-		}
-		p.asmDrop = false
-		if int64(f.MsgLen) > int64(c.cfg.MaxMessage) {
-			c.log.Error("dropping message above the size limit", "peer", p.name, "size", f.MsgLen, "limit", c.cfg.MaxMessage)
-			p.asmActive, p.asm, p.asmDrop = false, nil, true
-			return
-		}
-		p.asmActive, p.asmLen = true, f.MsgLen
-		p.asm = make([]byte, 0, min(int(f.MsgLen), 1<<20))
-	} else if !p.asmActive || int(f.Offset) != len(p.asm) || f.MsgLen != p.asmLen {
-		if !p.asmDrop {
-			c.log.Error("protocol error: fragment out of place", "peer", p.name, "offset", f.Offset)
-		}
-		p.asmActive, p.asm, p.asmDrop = false, nil, true
-		return
-	}
-	p.asm = append(p.asm, f.Data...)
-	if len(p.asm) == int(p.asmLen) {
-		c.deliverQ = append(c.deliverQ, Message{From: p.name, Data: p.asm})
-		p.asmActive, p.asm = false, nil
-	}
-}
-
-func (c *Channel) advertisedWindow() uint32 {
-	if len(c.deliverQ) >= c.cfg.RecvQueue {
-		return 0
-	}
-	return uint32(c.cfg.Window)
-}
-
-func (c *Channel) maybeReopenWindow() {
-	if len(c.deliverQ) > c.cfg.RecvQueue/2 {
-		return
-	}
-	for _, p := range c.peers {
-		if p.zeroWnd {
-			c.sendAck(p, -1)
-		}
-	}
-}
-
-func (c *Channel) flushAcks() {
-	for _, p := range c.peers {
-		if p.ackNeed {
-			c.sendAck(p, p.ackLink)
-		}
-	}
-}
-
-// sendAck acknowledges p's stream on link li (or the active link if li is
-// -1 or down).
-func (c *Channel) sendAck(p *peer, li int) {
-	if li < 0 || !c.links[li].up {
-		li = c.active
-	}
-	if li < 0 {
-		return
-	}
-	a := AckBody{Cum: p.rcvNext - 1, Window: c.advertisedWindow()}
-	if len(p.ooo) > 0 {
-		seqs := make([]uint64, 0, len(p.ooo))
-		for s := range p.ooo {
-			seqs = append(seqs, s)
-		}
-		slices.Sort(seqs)
-		for _, s := range seqs {
-			if n := len(a.Sacks); n > 0 && a.Sacks[n-1].Last+1 == s {
-				a.Sacks[n-1].Last = s
-				continue
-			}
-			if len(a.Sacks) == maxSackBlocks {
-				break
-			}
-			a.Sacks = append(a.Sacks, SackBlock{First: s, Last: s})
-		}
-	}
-	p.zeroWnd = a.Window == 0
-	p.ackNeed, p.ackCount = false, 0
-	c.bodyBuf = a.appendTo(c.bodyBuf[:0])
-	c.sendControl(p, FrameAck, li, c.bodyBuf)
-}
-
-// reorderThreshold is how many later transmissions must be acknowledged
-// before a fragment is considered lost and sent again without waiting for
-// the RTO.
-const reorderThreshold = 3
-
-func (c *Channel) onAck(p *peer, a *AckBody) {
-	if a.Cum >= p.sndNext {
-		c.malformed.Add(1)
-		return
-	}
-	now := time.Now()
-	progress := false
-	var sample *outFrag
-	ack := func(f *outFrag) {
-		progress = true
-		if f.serial > p.rackSerial {
-			p.rackSerial = f.serial
-		}
-		if !f.retrans && (sample == nil || f.serial > sample.serial) {
-			sample = f
-		}
-	}
-	for p.sndUna <= a.Cum {
-		f := p.inflight[0]
-		if !f.sacked {
-			ack(f)
-		}
-		p.inflight[0] = nil
-		p.inflight = p.inflight[1:]
-		p.sndUna++
-		progress = true
-	}
-	for _, s := range a.Sacks {
-		first, last := max(s.First, p.sndUna), min(s.Last, p.sndNext-1)
-		for seq := first; seq <= last && seq >= p.sndUna; seq++ {
-			if f := p.inflight[seq-p.sndUna]; !f.sacked {
-				f.sacked = true
-				ack(f)
-			}
-		}
-	}
-	if a.Window > 0 && p.peerWnd == 0 {
-		progress = true
-	}
-	p.peerWnd = int(a.Window)
-	if sample != nil {
-		c.rttSample(p, now.Sub(sample.sentAt))
-	}
-	if progress {
-		p.timeouts = 0
-		p.rto = p.baseRTO
-		p.lastProgress = now
-		p.probeRTO = p.baseRTO
-		if len(p.inflight) > 0 {
-			p.rtoAt = now.Add(p.rto)
-		} else {
-			p.rtoAt = time.Time{}
-		}
-	}
-	for len(p.sentMsgs) > 0 && p.sentMsgs[0].lastSeq < p.sndUna {
-		m := p.sentMsgs[0]
-		p.sentMsgs[0] = nil
-		p.sentMsgs = p.sentMsgs[1:]
-		c.msgsSent.Add(1)
-		m.finish(nil)
-	}
-	// Loss detection: a fragment sent well before one that arrived is lost.
-	for _, f := range p.inflight {
-		if !f.sacked && f.serial+reorderThreshold < p.rackSerial {
-			c.transmit(p, f, now)
-		}
-	}
-}
-
-func (c *Channel) rttSample(p *peer, r time.Duration) {
-	if p.srtt == 0 {
-		p.srtt, p.rttvar = r, r/2
-	} else {
-		d := p.srtt - r
-		if d < 0 {
-			d = -d
-		}
-		p.rttvar = (3*p.rttvar + d) / 4
-		p.srtt = (7*p.srtt + r) / 8
-	}
-	p.baseRTO = min(max(p.srtt+4*p.rttvar, c.cfg.MinRTO), c.cfg.MaxRTO)
 }
