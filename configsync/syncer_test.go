@@ -436,6 +436,25 @@ func TestSyncStateFile(t *testing.T) {
 	if s.Generation() != gen {
 		t.Fatalf("generation after restart %d, want %d", s.Generation(), gen)
 	}
+
+	// A corrupt or unreadable state file starts at generation 0, never a
+	// refusal to start.
+	if err := os.WriteFile(state, []byte("{corrupt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "a-directory")
+	if err := os.Mkdir(unreadable, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{state, unreadable} {
+		s, err := NewSyncer(SyncConfig{Self: "node-a", Transport: a.ch, StateFile: f, Root: a.root, Paths: []string{"/etc/nft.conf"}})
+		if err != nil {
+			t.Fatalf("state file %s: %v", f, err)
+		}
+		if s.Generation() != 0 {
+			t.Fatalf("state file %s: generation %d, want 0", f, s.Generation())
+		}
+	}
 }
 
 // TestPeerRestartedEndsWaits: a request to a member that restarted fails
