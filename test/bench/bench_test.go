@@ -549,6 +549,9 @@ func goals(r *Report, pl plan) []Goal {
 	var rss, cpu []float64
 	var krss, kcpu []float64
 	for _, x := range r.Resources {
+		if x.Setting != "200ms, idle" {
+			continue // the direct-hbdev rows have their own setting
+		}
 		if x.System == "hagent" {
 			rss, cpu = append(rss, float64(x.RSSKB)/1024), append(cpu, x.CPUPct)
 		} else {
