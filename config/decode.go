@@ -600,6 +600,25 @@ func (d *decoder) ethertype(path string, n *yaml.Node, out *uint16) {
 	*out = uint16(v)
 }
 
+// addrList decodes a list of IP addresses (an invalid Addr stands in for
+// one that did not parse, so indexes stay aligned).
+func (d *decoder) addrList(path string, n *yaml.Node, max int, what, example string, out *[]netip.Addr) {
+	var list []netip.Addr
+	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
+		var s string
+		d.str(p, v, &s)
+		var a netip.Addr
+		if !d.bad[p] {
+			var err error
+			if a, err = netip.ParseAddr(s); err != nil {
+				d.typeErr(p, v, "an IP address such as "+example)
+			}
+		}
+		list = append(list, a)
+	})
+	*out = list
+}
+
 func (d *decoder) strList(path string, n *yaml.Node, max int, what string, out *[]string) {
 	var list []string
 	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
@@ -702,19 +721,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 					d.strList(p, v, maxPingIfaces, "interfaces", &ps.Interfaces)
 				},
 				"targets": func(p string, v *yaml.Node) {
-					ps.Targets = nil
-					d.seq(p, v, maxPingTargets, "targets", func(p string, v *yaml.Node) {
-						var s string
-						d.str(p, v, &s)
-						var a netip.Addr
-						if !d.bad[p] {
-							var err error
-							if a, err = netip.ParseAddr(s); err != nil {
-								d.typeErr(p, v, "an IP address such as 10.9.0.254")
-							}
-						}
-						ps.Targets = append(ps.Targets, a)
-					})
+					d.addrList(p, v, maxPingTargets, "targets", "10.9.0.254", &ps.Targets)
 				},
 				"interval":           dur(&ps.Interval),
 				"failover_threshold": num(&ps.FailoverThreshold),
@@ -725,19 +732,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 			d.mapping(p, v, map[string]field{
 				"enabled": func(p string, v *yaml.Node) { d.boolean(p, v, &u.Enabled) },
 				"peers": func(p string, v *yaml.Node) {
-					u.Peers = nil
-					d.seq(p, v, 4, "peers", func(p string, v *yaml.Node) {
-						var s string
-						d.str(p, v, &s)
-						var a netip.Addr
-						if !d.bad[p] {
-							var err error
-							if a, err = netip.ParseAddr(s); err != nil {
-								d.typeErr(p, v, "an IP address such as 10.99.1.1")
-							}
-						}
-						u.Peers = append(u.Peers, a)
-					})
+					d.addrList(p, v, 4, "peers", "10.99.1.1", &u.Peers)
 				},
 				"port":         num(&u.Port),
 				"sync_port":    num(&u.SyncPort),

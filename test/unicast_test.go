@@ -95,21 +95,7 @@ func TestUnicastHeartbeat(t *testing.T) {
 	}
 
 	// Crash failover over the unicast path, outage measured.
-	p := startProbe(t, l)
-	crashed := time.Now()
-	a.Crash()
-	eventually(t, 5*time.Second, "node-b takes over", func() error {
-		if r := b.Role(); r != "primary" {
-			return fmt.Errorf("node-b is %q", r)
-		}
-		return nil
-	})
-	if out := p.outage(t, "crash failover over unicast_hb", crashed); out >= crashOutage {
-		t.Errorf("outage %v, want < %v", out, crashOutage)
-	}
-	if err := owns(b); err != nil {
-		t.Error(err)
-	}
+	crashFailover(t, l, a, b, "crash failover over unicast_hb")
 
 	// A port change (restart) leaves nothing on the old ports.
 	if err := b.Stop(10 * time.Second); err != nil {
