@@ -68,10 +68,18 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 			s.event("drift", "local edits overwritten by the primary %s: %s", m.from, strings.Join(drift, " "))
 		}
 		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true)
+		s.noteApply(errs)
 		s.rescanLocked(true)
 		s.mu.Lock()
-		s.gen = m.hdr.Gen
-		s.saveStateLocked()
+		if len(errs) == 0 {
+			// Only a tree that is all here takes the primary's generation
+			// (as in pullFrom): a node that could not write the files must
+			// not claim them, or it would win the generation rule with the
+			// old ones when it becomes primary.
+			s.gen = m.hdr.Gen
+			s.publishLocked()
+			s.saveStateLocked()
+		}
 		pm := s.member(m.from)
 		pm.known, pm.gen, pm.lastSync = true, m.hdr.Gen, s.now()
 		if m.hdr.Checksum != nil {
@@ -276,4 +284,24 @@ func (s *Syncer) recordCommand(st CommandStatus) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.commands[st.Command] = &st
+}
+
+// noteApply remembers whether applying what the primary sent failed (a
+// full disk, a read-only file system): shown in status until an apply
+// succeeds, and in the history when it starts and stops failing.
+func (s *Syncer) noteApply(errs []error) {
+	cur := ""
+	if len(errs) > 0 {
+		cur = errors.Join(errs...).Error()
+	}
+	s.mu.Lock()
+	prev := s.applyErr
+	s.applyErr = cur
+	s.mu.Unlock()
+	switch {
+	case cur != "" && prev == "":
+		s.event("apply", "cannot apply the primary's files: %s", cur)
+	case cur == "" && prev != "":
+		s.event("apply", "applying the primary's files works again")
+	}
 }

@@ -345,10 +345,12 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 		entries, contents = resp.hdr.Entries, resp.contents()
 	}
 	_, errs := s.applyLocked(entries, contents, deleted, true)
+	s.noteApply(errs)
 	s.rescanLocked(true)
 	s.mu.Lock()
 	if len(errs) == 0 && gen > s.gen {
 		s.gen = gen
+		s.publishLocked()
 		s.saveStateLocked()
 	}
 	s.mu.Unlock()

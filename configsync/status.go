@@ -66,9 +66,11 @@ type SyncStatus struct {
 	Checksum   Digest `json:"checksum"`
 	Generation uint64 `json:"generation"`
 	// InSync: every known member has this node's checksum.
-	InSync        bool           `json:"in_sync"`
-	LastScanError string         `json:"last_scan_error,omitempty"`
-	Members       []MemberStatus `json:"members"`
+	InSync        bool   `json:"in_sync"`
+	LastScanError string `json:"last_scan_error,omitempty"`
+	// LastApplyError: applying what the primary sent failed last time.
+	LastApplyError string         `json:"last_apply_error,omitempty"`
+	Members        []MemberStatus `json:"members"`
 	// OnChange lists this node's on_change runs.
 	OnChange []CommandStatus `json:"on_change,omitempty"`
 }
@@ -91,7 +93,7 @@ func (s *Syncer) Status() SyncStatus {
 	defer s.mu.Unlock()
 	st := SyncStatus{
 		Node: s.cfg.Self, Role: s.role, Checksum: s.checksum, Generation: s.gen,
-		LastScanError: s.scanErr, InSync: true,
+		LastScanError: s.scanErr, LastApplyError: s.applyErr, InSync: true,
 	}
 	if s.role != RoleStarting {
 		st.Primary = s.primary
