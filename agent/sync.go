@@ -15,13 +15,14 @@ import (
 	"github.com/hagent/hagent/configsync"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
 )
 
 // syncEngine drives configuration sync (SPEC §6) for the agent: the 0x8893
 // control channel on the hbdevs and the configsync.Syncer. Blocking work
 // (a full sync) never runs on the run goroutine.
 type syncEngine struct {
-	ch *configsync.Channel
+	ch *l2chan.Channel
 	s  *configsync.Syncer
 
 	// owned by the run goroutine
@@ -49,11 +50,12 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 			links = append(links, l)
 		}
 	}
-	cc := configsync.DefaultChannelConfig()
+	cc := l2chan.DefaultConfig()
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
+	cc.Label = configsync.ChannelLabel
 	cc.Logger = a.log.Named("sync-channel")
 	cc.Epoch = a.epoch // the heartbeat's: persisted, only grows (Rekey raises both)
-	ch, err := configsync.NewChannel(cc)
+	ch, err := l2chan.New(cc)
 	if err != nil {
 		for _, l := range links {
 			l.Close()

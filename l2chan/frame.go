@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"encoding/binary"
@@ -53,10 +53,10 @@ func (k FrameKind) String() string {
 
 // Errors returned by the frame decoders.
 var (
-	errBadVersion = errors.New("configsync: unsupported frame version")
-	errBadKind    = errors.New("configsync: invalid frame kind")
-	errBadName    = errors.New("configsync: invalid node name length")
-	errBadSack    = errors.New("configsync: invalid SACK block")
+	errBadVersion = errors.New("l2chan: unsupported frame version")
+	errBadKind    = errors.New("l2chan: invalid frame kind")
+	errBadName    = errors.New("l2chan: invalid node name length")
+	errBadSack    = errors.New("l2chan: invalid SACK block")
 )
 
 // FrameHeader is the clear-text header of a control-channel frame. The whole
@@ -153,11 +153,14 @@ func DecodeFrameHeader(h *FrameHeader, frame []byte) (n int, err error) {
 		if len(frame) < off+l {
 			return 0, io.ErrUnexpectedEOF
 		}
-		name := string(frame[off : off+l])
-		if i == 0 {
-			h.Src = name
-		} else {
-			h.Dst = name
+		// Keep the string h already holds when it is the same name, so a
+		// reused header allocates nothing for a known peer.
+		name, dst := frame[off:off+l], &h.Src
+		if i == 1 {
+			dst = &h.Dst
+		}
+		if *dst != string(name) {
+			*dst = string(name)
 		}
 		off += l
 	}
@@ -209,7 +212,7 @@ func (d *DataBody) UnmarshalBinary(b []byte) error {
 	d.Offset = binary.BigEndian.Uint32(b[12:])
 	d.Data = b[dataBodyLen:]
 	if uint64(d.Offset)+uint64(len(d.Data)) > uint64(d.MsgLen) {
-		return fmt.Errorf("configsync: fragment [%d,+%d) beyond message length %d", d.Offset, len(d.Data), d.MsgLen)
+		return fmt.Errorf("l2chan: fragment [%d,+%d) beyond message length %d", d.Offset, len(d.Data), d.MsgLen)
 	}
 	return nil
 }

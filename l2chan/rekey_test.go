@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 func TestChannelRekey(t *testing.T) {
 	n := newFakeNet(7)
 	a := newTestChannel(t, n, "node-a", []string{"s1"})
-	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *ChannelConfig) { c.Epoch = 5000 })
+	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *Config) { c.Epoch = 5000 })
 	if err := a.Send(context.Background(), "node-b", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestChannelRekey(t *testing.T) {
 	}
 	b.Close()
 
-	b2 := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *ChannelConfig) { c.Epoch = 4000 })
+	b2 := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *Config) { c.Epoch = 4000 })
 	// b2 → a: locked out (a knows epoch 5000 of node-b).
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	err := b2.Send(ctx, "node-a", []byte("locked out"))

@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"math/rand/v2"

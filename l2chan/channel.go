@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"context"
@@ -18,26 +18,33 @@ import (
 // Errors returned by Channel.
 var (
 	// ErrChannelClosed is returned by Send after Close.
-	ErrChannelClosed = errors.New("configsync: channel closed")
+	ErrChannelClosed = errors.New("l2chan: channel closed")
 	// ErrPeerUnreachable is returned by Send when the peer acknowledged
-	// nothing for ChannelConfig.PeerTimeout.
-	ErrPeerUnreachable = errors.New("configsync: peer unreachable")
+	// nothing for Config.PeerTimeout.
+	ErrPeerUnreachable = errors.New("l2chan: peer unreachable")
 	// ErrMessageTooLarge is returned by Send for a message longer than
-	// ChannelConfig.MaxMessage.
-	ErrMessageTooLarge = errors.New("configsync: message too large")
+	// Config.MaxMessage.
+	ErrMessageTooLarge = errors.New("l2chan: message too large")
 )
 
-// ChannelConfig configures a Channel. Zero values take the value of
-// DefaultChannelConfig.
-type ChannelConfig struct {
+// Config configures a Channel. Zero values take the value of
+// DefaultConfig.
+type Config struct {
 	// Self is this node's name (1..64 bytes); frames carry it as source.
 	Self string
 	// GroupID is the cluster group id; frames of other groups are dropped.
 	GroupID uint16
 	// Password is the group password the AES-GCM keys are derived from.
 	Password []byte
-	// Links are the hbdev links bound to the l2ep Ethertype, highest
-	// priority first. The Channel owns them and closes them on Close.
+	// Label names this instance's keys: the HKDF salt and info prefix
+	// (see keyring), e.g. "hagent-sync-v1" for configuration sync on
+	// eth_type.l2ep. Required; every instance (one per Ethertype) has its
+	// own, so their keys are independent and a frame of one instance never
+	// authenticates in another.
+	Label string
+	// Links are the links of this instance, all bound to its Ethertype
+	// (the hbdevs, or a dedicated device list), highest priority first.
+	// The Channel owns them and closes them on Close.
 	Links []heartbeat.Link
 	// MTU is the largest frame payload a link carries (Ethernet payload,
 	// without the Ethernet header).
@@ -70,9 +77,9 @@ type ChannelConfig struct {
 	Logger hclog.Logger
 }
 
-// DefaultChannelConfig returns the production defaults.
-func DefaultChannelConfig() ChannelConfig {
-	return ChannelConfig{
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
 		MTU:               1500,                  // Ethernet payload of an hbdev
 		Window:            256,                   // ~350 KB in flight per peer at 1500 bytes
 		MinRTO:            20 * time.Millisecond, // LAN round trips are well below this
@@ -85,10 +92,10 @@ func DefaultChannelConfig() ChannelConfig {
 	}
 }
 
-// LabChannelConfig returns timings suited to tests: fast failover, short
+// LabConfig returns timings suited to tests: fast failover, short
 // timeouts.
-func LabChannelConfig() ChannelConfig {
-	c := DefaultChannelConfig()
+func LabConfig() Config {
+	c := DefaultConfig()
 	c.MaxRTO = 200 * time.Millisecond
 	c.LinkProbeInterval = 100 * time.Millisecond
 	c.PeerTimeout = 3 * time.Second
@@ -115,8 +122,8 @@ type LinkStats struct {
 	TxErrors uint64 `json:"tx_errors"`
 }
 
-// ChannelStats is a snapshot of a Channel's counters.
-type ChannelStats struct {
+// Stats is a snapshot of a Channel's counters.
+type Stats struct {
 	// ActiveLink is the name of the link data is sent on ("" if none).
 	ActiveLink       string      `json:"active_link"`
 	Links            []LinkStats `json:"links"`
@@ -210,6 +217,7 @@ type peer struct {
 	peerWnd      int
 	serial       uint64
 	rackSerial   uint64
+	rtoSeq       uint64 // the fragment a first timeout resent, until acknowledged
 	srtt, rttvar time.Duration
 	baseRTO, rto time.Duration
 	rtoAt        time.Time
@@ -223,7 +231,7 @@ type peer struct {
 // cluster members over raw frames of the l2ep Ethertype. See the package
 // documentation for the protocol.
 type Channel struct {
-	cfg   ChannelConfig
+	cfg   Config
 	log   hclog.Logger
 	keys  *keyring
 	aead  cipher.AEAD
@@ -243,12 +251,15 @@ type Channel struct {
 	closeMu  sync.Once
 	wg       sync.WaitGroup
 
-	peers      map[string]*peer
-	deliverQ   []Message
-	linkProbe  time.Time
-	hdrScratch []byte
-	bodyBuf    []byte
-	plainBuf   []byte
+	peers     map[string]*peer
+	deliverQ  []Message
+	linkProbe time.Time
+	txBuf     []byte   // the frame being sent (frameStart, frameSend)
+	txHdrLen  int      // its header length
+	txNonce   [12]byte // its GCM nonce
+	rxNonce   [12]byte // the GCM nonce of the frame being received
+	rxHdr     FrameHeader
+	bodyBuf   []byte
 
 	activeName atomic.Value  // string
 	epochNow   atomic.Uint64 // c.epoch, for Epoch
@@ -273,9 +284,9 @@ func orDefault[T comparable](v *T, d T) {
 	}
 }
 
-// NewChannel starts a channel on cfg.Links. It owns the links from now on.
-func NewChannel(cfg ChannelConfig) (*Channel, error) {
-	d := DefaultChannelConfig()
+// New starts a channel on cfg.Links. It owns the links from now on.
+func New(cfg Config) (*Channel, error) {
+	d := DefaultConfig()
 	orDefault(&cfg.MTU, d.MTU)
 	orDefault(&cfg.Window, d.Window)
 	orDefault(&cfg.MinRTO, d.MinRTO)
@@ -290,38 +301,34 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	}
 	switch {
 	case len(cfg.Self) == 0 || len(cfg.Self) > MaxNameLen:
-		return nil, fmt.Errorf("configsync: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+		return nil, fmt.Errorf("l2chan: node name %q must be 1..%d bytes", cfg.Self, MaxNameLen)
+	case cfg.Label == "" || len(cfg.Label) > 64:
+		return nil, fmt.Errorf("l2chan: label %q must be 1..64 bytes", cfg.Label)
 	case len(cfg.Links) == 0:
-		return nil, errors.New("configsync: channel needs at least one link")
+		return nil, errors.New("l2chan: channel needs at least one link")
 	case cfg.MTU < 256 || cfg.MTU > 65535:
-		return nil, fmt.Errorf("configsync: MTU %d out of range 256..65535", cfg.MTU)
+		return nil, fmt.Errorf("l2chan: MTU %d out of range 256..65535", cfg.MTU)
 	case cfg.Window < 1 || cfg.Window > 1<<16:
-		return nil, fmt.Errorf("configsync: window %d out of range 1..65536", cfg.Window)
+		return nil, fmt.Errorf("l2chan: window %d out of range 1..65536", cfg.Window)
 	case cfg.MinRTO <= 0 || cfg.MaxRTO < cfg.MinRTO:
-		return nil, fmt.Errorf("configsync: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
+		return nil, fmt.Errorf("l2chan: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
 	case cfg.MaxMessage < 0 || uint64(cfg.MaxMessage) > 1<<32-1:
-		return nil, fmt.Errorf("configsync: max message %d out of range", cfg.MaxMessage)
+		return nil, fmt.Errorf("l2chan: max message %d out of range", cfg.MaxMessage)
 	}
 	if len(cfg.Password) == 0 {
 		cfg.Logger.Warn("control channel runs with an empty group password: frames are encrypted with a well-known key")
 	}
-	keys, err := newKeyring(cfg.Password, cfg.GroupID)
+	keys, err := newKeyring(cfg.Label, cfg.Password, cfg.GroupID)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = uint64(time.Now().UnixNano())
 	}
-	aead, err := keys.session(cfg.Self, cfg.Epoch)
-	if err != nil {
-		return nil, err
-	}
 	c := &Channel{
 		cfg:      cfg,
 		log:      cfg.Logger.Named("channel"),
 		keys:     keys,
-		aead:     aead,
-		epoch:    cfg.Epoch,
 		in:       make(chan inFrame, 1024),
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
@@ -332,16 +339,18 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 		peers:    make(map[string]*peer),
 		active:   0,
 	}
+	if err := c.setEpoch(cfg.Epoch); err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, l := range cfg.Links {
 		if seen[l.Name()] {
-			return nil, fmt.Errorf("configsync: link %q given twice", l.Name())
+			return nil, fmt.Errorf("l2chan: link %q given twice", l.Name())
 		}
 		seen[l.Name()] = true
 		c.links = append(c.links, &linkState{l: l, name: l.Name(), up: true})
 	}
 	c.activeName.Store(c.links[0].name)
-	c.epochNow.Store(c.epoch)
 	for i := range c.links {
 		c.wg.Add(1)
 		go c.readLink(i)
@@ -349,6 +358,19 @@ func NewChannel(cfg ChannelConfig) (*Channel, error) {
 	c.wg.Add(1)
 	go c.run()
 	return c, nil
+}
+
+// setEpoch makes epoch this node's own: the AEAD key of the frames it
+// sends is derived from it and the nonce counter starts again. It is the
+// one place c.aead and c.epoch change (New, Rekey).
+func (c *Channel) setEpoch(epoch uint64) error {
+	aead, err := c.keys.session(c.cfg.Self, epoch)
+	if err != nil {
+		return err
+	}
+	c.epoch, c.aead, c.nonce = epoch, aead, 0
+	c.epochNow.Store(epoch)
+	return nil
 }
 
 // Epoch returns this channel's epoch.
@@ -381,14 +403,12 @@ func (c *Channel) rekey(epoch uint64) {
 	if epoch <= c.epoch {
 		return
 	}
-	aead, err := c.keys.session(c.cfg.Self, epoch)
-	if err != nil {
+	old := c.epoch
+	if err := c.setEpoch(epoch); err != nil {
 		c.log.Error("cannot derive the key of the new epoch; keeping the old one", "epoch", epoch, "error", err)
 		return
 	}
-	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", c.epoch, "epoch", epoch)
-	c.epoch, c.aead, c.nonce = epoch, aead, 0
-	c.epochNow.Store(epoch)
+	c.log.Info("own epoch raised: new session key, streams restart", "old_epoch", old, "epoch", epoch)
 	for _, p := range c.peers {
 		c.resetStreams(p)
 		if l := c.active; p.epoch != 0 && l >= 0 {
@@ -406,9 +426,9 @@ func (c *Channel) rekey(epoch uint64) {
 func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	switch {
 	case len(peer) == 0 || len(peer) > MaxNameLen:
-		return fmt.Errorf("configsync: bad peer name %q", peer)
+		return fmt.Errorf("l2chan: bad peer name %q", peer)
 	case peer == c.cfg.Self:
-		return errors.New("configsync: cannot send to self")
+		return errors.New("l2chan: cannot send to self")
 	case len(msg) > c.cfg.MaxMessage:
 		return fmt.Errorf("%w: %d > %d bytes", ErrMessageTooLarge, len(msg), c.cfg.MaxMessage)
 	}
@@ -450,8 +470,8 @@ func (c *Channel) SetLinkUp(name string, up bool) {
 }
 
 // Stats returns a snapshot of the counters.
-func (c *Channel) Stats() ChannelStats {
-	s := ChannelStats{
+func (c *Channel) Stats() Stats {
+	s := Stats{
 		ActiveLink:       c.activeName.Load().(string),
 		MessagesSent:     c.msgsSent.Load(),
 		MessagesReceived: c.msgsRecv.Load(),
@@ -488,10 +508,19 @@ func (c *Channel) Close() error {
 	return nil
 }
 
+// slabSize is the size of the buffers readLink carves received frames
+// from: about 170 frames of 1500 bytes per allocation. A frame keeps its
+// slab alive until the frame is processed (or, out of order, delivered).
+const slabSize = 256 << 10
+
+// readLink receives the frames of link i and hands them to run. The
+// frames it hands over are run's to keep and to modify (decrypted in
+// place).
 func (c *Channel) readLink(i int) {
 	defer c.wg.Done()
 	l := c.links[i].l
 	buf := make([]byte, 65536)
+	var slab []byte // frames are carved from it: one allocation per many frames
 	for {
 		n, _, err := l.Recv(buf)
 		if err != nil {
@@ -512,7 +541,11 @@ func (c *Channel) readLink(i int) {
 			}
 			continue
 		}
-		data := make([]byte, n)
+		if len(slab) < n {
+			slab = make([]byte, max(slabSize, n))
+		}
+		data := slab[:n:n]
+		slab = slab[n:]
 		copy(data, buf[:n])
 		select {
 		case c.in <- inFrame{link: i, data: data}:
@@ -637,7 +670,7 @@ func (c *Channel) resetStreams(p *peer) {
 	// inflight, then sentMsgs, then queue is stream order.
 	p.queue, p.sentMsgs, p.inflight = requeue, nil, nil
 	p.sndNext, p.sndUna, p.peerWnd = 1, 1, c.cfg.Window
-	p.rto, p.timeouts, p.rtoAt = p.baseRTO, 0, time.Time{}
+	p.rto, p.timeouts, p.rtoAt, p.rtoSeq = p.baseRTO, 0, time.Time{}, 0
 	p.lastProgress = time.Now()
 }
 
@@ -857,9 +890,19 @@ func (c *Channel) onRTO(p *peer, now time.Time) {
 		}
 	}
 	p.rto = min(2*p.rto, c.cfg.MaxRTO)
+	// A first timeout resends only the oldest unacknowledged fragment: a
+	// receiver that was merely busy acknowledges the rest with its next
+	// ack and nothing else goes twice. If that ack stops right at this
+	// fragment, the fragments after it are lost and onAck resends them;
+	// a second timeout in a row resends everything unacknowledged.
+	p.rtoSeq = 0
 	for _, f := range p.inflight {
 		if !f.sacked {
 			c.transmit(p, f, now)
+			if p.timeouts == 1 {
+				p.rtoSeq = f.seq
+				break
+			}
 		}
 	}
 	p.rtoAt = now.Add(p.rto)
@@ -906,8 +949,9 @@ func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
 	p.serial++
 	f.serial = p.serial
 	body := DataBody{Seq: f.seq, MsgLen: uint32(len(f.msg.data)), Offset: uint32(f.off), Data: f.data}
-	c.bodyBuf = body.appendTo(c.bodyBuf[:0])
-	c.sendFrame(p, FrameData, c.active, c.bodyBuf)
+	if b, ok := c.frameStart(p, FrameData); ok {
+		c.frameSend(p, c.active, body.appendTo(b))
+	}
 }
 
 func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
@@ -915,21 +959,37 @@ func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
 }
 
 func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
+	b, ok := c.frameStart(p, kind)
+	if ok {
+		c.frameSend(p, link, append(b, body...))
+	}
+}
+
+// frameStart begins a frame of kind to p in the transmit buffer: it takes
+// the next nonce and writes the header. The caller appends the body and
+// calls frameSend, which encrypts it in place.
+func (c *Channel) frameStart(p *peer, kind FrameKind) ([]byte, bool) {
 	c.nonce++
 	h := FrameHeader{Kind: kind, GroupID: c.cfg.GroupID, SrcEpoch: c.epoch, DstEpoch: p.epoch, Nonce: c.nonce, Src: c.cfg.Self, Dst: p.name}
-	hdr, err := h.appendTo(c.hdrScratch[:0])
+	b, err := h.appendTo(c.txBuf[:0])
 	if err != nil {
 		c.log.Error("cannot encode frame header", "peer", p.name, "error", err)
-		return
+		return nil, false
 	}
-	c.hdrScratch = hdr
-	frame := make([]byte, len(hdr), len(hdr)+len(body)+gcmTagLen)
-	copy(frame, hdr)
-	frame = c.aead.Seal(frame, gcmNonce(c.nonce), body, hdr)
+	c.txHdrLen = len(b)
+	return b, true
+}
+
+// frameSend seals the frame frameStart began (header, then the plaintext
+// body) in place and sends it on link.
+func (c *Channel) frameSend(p *peer, link int, b []byte) {
+	n := c.txHdrLen
+	b = c.aead.Seal(b[:n], gcmNonce(&c.txNonce, c.nonce), b[n:], b[:n])
+	c.txBuf = b[:0] // keep the (possibly grown) buffer: Send does not retain it
 	l := c.links[link]
-	if err := l.l.Send(frame); err != nil {
+	if err := l.l.Send(b); err != nil {
 		l.txErr.Add(1)
-		c.log.Debug("link send failed", "link", l.name, "error", err)
+		c.log.Debug("link send failed", "link", l.name, "peer", p.name, "error", err)
 		return
 	}
 	l.tx.Add(1)
@@ -937,9 +997,11 @@ func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
 }
 
 // handleFrame authenticates and dispatches one received frame.
+//
+// b is the channel's: it is decrypted in place.
 func (c *Channel) handleFrame(li int, b []byte) {
-	var h FrameHeader
-	n, err := DecodeFrameHeader(&h, b)
+	h := &c.rxHdr // reused: a steady peer's names are not allocated again
+	n, err := DecodeFrameHeader(h, b)
 	if err != nil || len(b)-n < gcmTagLen {
 		c.malformed.Add(1)
 		return
@@ -976,12 +1038,11 @@ func (c *Channel) handleFrame(li int, b []byte) {
 		}
 		newEpoch = true
 	}
-	plain, err := aead.Open(c.plainBuf[:0], gcmNonce(h.Nonce), b[n:], b[:n])
+	plain, err := aead.Open(b[n:n], gcmNonce(&c.rxNonce, h.Nonce), b[n:], b[:n])
 	if err != nil {
 		c.badAuth.Add(1)
 		return
 	}
-	c.plainBuf = plain[:0]
 	if p == nil {
 		p = c.getPeer(h.Src)
 	}
@@ -1040,9 +1101,15 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	if d.Seq < p.rcvNext || d.Seq >= p.rcvNext+uint64(c.cfg.Window) {
 		return // duplicate, or beyond the window
 	}
+	if d.Seq == p.rcvNext && len(p.ooo) == 0 {
+		p.rcvNext++ // in order, nothing buffered: the common case
+		c.reassemble(p, d)
+		return
+	}
 	if _, dup := p.ooo[d.Seq]; dup {
 		return
 	}
+	// A copy: the frame's slab must not stay pinned while a gap lasts.
 	d.Data = append([]byte(nil), d.Data...)
 	p.ooo[d.Seq] = d
 	for {
@@ -1056,6 +1123,10 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	}
 }
 
+// asmPrealloc is the largest message whose reassembly buffer is allocated
+// whole when its first fragment arrives.
+const asmPrealloc = 64 << 20
+
 func (c *Channel) reassemble(p *peer, f DataBody) {
 	if f.Offset == 0 {
 		if p.asmActive {
@@ -1068,13 +1139,20 @@ func (c *Channel) reassemble(p *peer, f DataBody) {
 			return
 		}
 		p.asmActive, p.asmLen = true, f.MsgLen
-		p.asm = make([]byte, 0, min(int(f.MsgLen), 1<<20))
+		// The whole message at once up to asmPrealloc (the sync batches),
+		// above it growing by doubling as fragments arrive.
+		p.asm = make([]byte, 0, min(int(f.MsgLen), asmPrealloc))
 	} else if !p.asmActive || int(f.Offset) != len(p.asm) || f.MsgLen != p.asmLen {
 		if !p.asmDrop {
 			c.log.Error("protocol error: fragment out of place", "peer", p.name, "offset", f.Offset)
 		}
 		p.asmActive, p.asm, p.asmDrop = false, nil, true
 		return
+	}
+	if len(p.asm)+len(f.Data) > cap(p.asm) {
+		// Double up to the message length: append's 1.25× growth of
+		// large slices copied a 16 MiB message five times over.
+		p.asm = slices.Grow(p.asm, min(max(2*cap(p.asm), len(p.asm)+len(f.Data)), int(p.asmLen))-len(p.asm))
 	}
 	p.asm = append(p.asm, f.Data...)
 	if len(p.asm) == int(p.asmLen) {
@@ -1154,13 +1232,13 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	}
 	now := time.Now()
 	progress := false
-	var sample *outFrag
+	var sample *outFrag   // the latest transmission acknowledged that was sent once
+	var retransMax uint64 // the latest retransmission acknowledged
 	ack := func(f *outFrag) {
 		progress = true
-		if f.serial > p.rackSerial {
-			p.rackSerial = f.serial
-		}
-		if !f.retrans && (sample == nil || f.serial > sample.serial) {
+		if f.retrans {
+			retransMax = max(retransMax, f.serial)
+		} else if sample == nil || f.serial > sample.serial {
 			sample = f
 		}
 	}
@@ -1189,6 +1267,13 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	p.peerWnd = int(a.Window)
 	if sample != nil {
 		c.rttSample(p, now.Sub(sample.sentAt))
+		// Loss detection goes by the latest fragment known to have
+		// arrived. An acknowledged retransmission is ambiguous (the ack
+		// may be for its first transmission, after a spurious timeout):
+		// it counts only when nothing sent once was acknowledged with it.
+		p.rackSerial = max(p.rackSerial, sample.serial)
+	} else {
+		p.rackSerial = max(p.rackSerial, retransMax)
 	}
 	if progress {
 		p.timeouts = 0
@@ -1208,9 +1293,16 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 		c.msgsSent.Add(1)
 		m.finish(nil)
 	}
+	// The ack after a first timeout stops right at the fragment it
+	// resent: everything sent after that fragment is lost.
+	afterRTO := false
+	if p.rtoSeq != 0 && a.Cum >= p.rtoSeq {
+		afterRTO = a.Cum == p.rtoSeq
+		p.rtoSeq = 0
+	}
 	// Loss detection: a fragment sent well before one that arrived is lost.
 	for _, f := range p.inflight {
-		if !f.sacked && f.serial+reorderThreshold < p.rackSerial {
+		if !f.sacked && (afterRTO || f.serial+reorderThreshold < p.rackSerial) {
 			c.transmit(p, f, now)
 		}
 	}

@@ -1,4 +1,4 @@
-package configsync
+package l2chan
 
 import (
 	"bytes"
@@ -27,25 +27,29 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-type chanOpt func(*ChannelConfig)
+// testLabel is the HKDF label of the test channels.
+const testLabel = "hagent-test-v1"
+
+type chanOpt func(*Config)
 
 // newTestChannel starts a channel for node self on links of the given
 // segments of n.
 func newTestChannel(t testing.TB, n *fakeNet, self string, segs []string, opts ...chanOpt) *Channel {
 	t.Helper()
-	cfg := LabChannelConfig()
+	cfg := LabConfig()
 	cfg.Self = self
 	cfg.GroupID = 10
 	cfg.Password = []byte("lab-secret")
+	cfg.Label = testLabel
 	for i, s := range segs {
 		cfg.Links = append(cfg.Links, n.link(s, fmt.Sprintf("ha%d", i+1)))
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	c, err := NewChannel(cfg)
+	c, err := New(cfg)
 	if err != nil {
-		t.Fatalf("NewChannel(%s): %v", self, err)
+		t.Fatalf("New(%s): %v", self, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -204,8 +208,8 @@ func TestChannelRejects(t *testing.T) {
 		wantAuth    bool
 		wantMalform bool
 	}{
-		{name: "bad password", opt: func(c *ChannelConfig) { c.Password = []byte("wrong") }, wantAuth: true},
-		{name: "other group", opt: func(c *ChannelConfig) { c.GroupID = 11 }, wantMalform: true},
+		{name: "bad password", opt: func(c *Config) { c.Password = []byte("wrong") }, wantAuth: true},
+		{name: "other group", opt: func(c *Config) { c.GroupID = 11 }, wantMalform: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -351,7 +355,7 @@ func TestChannelPeerRestart(t *testing.T) {
 	n := newFakeNet(6)
 	n.seg("s1").set(0.1, 0.1, 0.1)
 	a := newTestChannel(t, n, "node-a", []string{"s1"})
-	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *ChannelConfig) { c.Epoch = 100 })
+	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *Config) { c.Epoch = 100 })
 	for i := 0; i < 3; i++ {
 		if err := a.Send(context.Background(), "node-b", []byte{byte(i)}); err != nil {
 			t.Fatal(err)
@@ -361,7 +365,7 @@ func TestChannelPeerRestart(t *testing.T) {
 		}
 	}
 	b.Close()
-	b2 := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *ChannelConfig) { c.Epoch = 200 })
+	b2 := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *Config) { c.Epoch = 200 })
 	for i := 10; i < 13; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := a.Send(ctx, "node-b", []byte{byte(i)})
@@ -385,7 +389,7 @@ func TestChannelPeerRestart(t *testing.T) {
 // TestChannelUnreachable checks Send gives up on a silent peer.
 func TestChannelUnreachable(t *testing.T) {
 	n := newFakeNet(7)
-	a := newTestChannel(t, n, "node-a", []string{"s1"}, func(c *ChannelConfig) { c.PeerTimeout = 300 * time.Millisecond })
+	a := newTestChannel(t, n, "node-a", []string{"s1"}, func(c *Config) { c.PeerTimeout = 300 * time.Millisecond })
 	start := time.Now()
 	err := a.Send(context.Background(), "nobody", []byte("x"))
 	if !errors.Is(err, ErrPeerUnreachable) {
@@ -401,7 +405,7 @@ func TestChannelUnreachable(t *testing.T) {
 func TestChannelFlowControl(t *testing.T) {
 	n := newFakeNet(8)
 	a := newTestChannel(t, n, "node-a", []string{"s1"})
-	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *ChannelConfig) { c.RecvQueue = 4 })
+	b := newTestChannel(t, n, "node-b", []string{"s1"}, func(c *Config) { c.RecvQueue = 4 })
 	const total = 40
 	done := make(chan error, 1)
 	go func() {
@@ -433,19 +437,20 @@ func TestChannelConfigErrors(t *testing.T) {
 	l := n.link("s1", "ha1")
 	tests := []struct {
 		name string
-		cfg  ChannelConfig
+		cfg  Config
 	}{
-		{"no name", ChannelConfig{Links: []heartbeat.Link{l}}},
-		{"long name", ChannelConfig{Self: string(bytes.Repeat([]byte("x"), 65)), Links: []heartbeat.Link{l}}},
-		{"no links", ChannelConfig{Self: "a"}},
-		{"tiny mtu", ChannelConfig{Self: "a", Links: []heartbeat.Link{l}, MTU: 100}},
-		{"duplicate link", ChannelConfig{Self: "a", Links: []heartbeat.Link{l, l}}},
+		{"no name", Config{Label: testLabel, Links: []heartbeat.Link{l}}},
+		{"long name", Config{Label: testLabel, Self: string(bytes.Repeat([]byte("x"), 65)), Links: []heartbeat.Link{l}}},
+		{"no label", Config{Self: "a", Links: []heartbeat.Link{l}}},
+		{"no links", Config{Label: testLabel, Self: "a"}},
+		{"tiny mtu", Config{Label: testLabel, Self: "a", Links: []heartbeat.Link{l}, MTU: 100}},
+		{"duplicate link", Config{Label: testLabel, Self: "a", Links: []heartbeat.Link{l, l}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if c, err := NewChannel(tt.cfg); err == nil {
+			if c, err := New(tt.cfg); err == nil {
 				c.Close()
-				t.Fatal("NewChannel succeeded, want error")
+				t.Fatal("New succeeded, want error")
 			}
 		})
 	}
@@ -472,5 +477,65 @@ func BenchmarkChannelThroughput(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestChannelInstancesIsolated runs two channel instances, as for two
+// Ethertypes (configuration sync and session sync), with their own labels
+// over the same links. The fake segment hands every frame to both (as if
+// the Ethertype filter failed): each instance still delivers only its own
+// messages and rejects the other's frames, before any state changes.
+func TestChannelInstancesIsolated(t *testing.T) {
+	n := newFakeNet(14)
+	label := func(l string) chanOpt { return func(c *Config) { c.Label = l } }
+	a1 := newTestChannel(t, n, "node-a", []string{"s1", "s2"}, label("hagent-sync-v1"))
+	b1 := newTestChannel(t, n, "node-b", []string{"s1", "s2"}, label("hagent-sync-v1"))
+	a2 := newTestChannel(t, n, "node-a", []string{"s1", "s2"}, label("hagent-session-v1"))
+	b2 := newTestChannel(t, n, "node-b", []string{"s1", "s2"}, label("hagent-session-v1"))
+	const msgs = 20
+	errc := make(chan error, 2)
+	for _, x := range []struct {
+		c   *Channel
+		tag string
+	}{{a1, "sync"}, {a2, "session"}} {
+		go func() {
+			for i := 0; i < msgs; i++ {
+				if err := x.c.Send(context.Background(), "node-b", fmt.Appendf(nil, "%s %d %s", x.tag, i, bytes.Repeat([]byte("x"), 3000))); err != nil {
+					errc <- err
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for _, x := range []struct {
+		c   *Channel
+		tag string
+	}{{b1, "sync"}, {b2, "session"}} {
+		for i := 0; i < msgs; i++ {
+			m := recvOne(t, x.c, 10*time.Second)
+			want := fmt.Sprintf("%s %d ", x.tag, i)
+			if !bytes.HasPrefix(m.Data, []byte(want)) {
+				t.Fatalf("%s instance got %.20q, want prefix %q", x.tag, m.Data, want)
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case m := <-b1.Recv():
+		t.Fatalf("extra message on the sync instance: %.20q", m.Data)
+	case m := <-b2.Recv():
+		t.Fatalf("extra message on the session instance: %.20q", m.Data)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for name, c := range map[string]*Channel{"b1": b1, "b2": b2} {
+		// Unauthentic, or (an older epoch of the same sender name) stale.
+		if st := c.Stats(); st.DroppedAuth+st.DroppedReplay == 0 {
+			t.Errorf("%s rejected no frame of the other instance: %+v", name, st)
+		}
 	}
 }
