@@ -647,6 +647,9 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	return nil
 }
 
+// readyQuiet is how long Ready waits for one more message.
+const readyQuiet = time.Millisecond
+
 // receive applies the peers' messages to the local table.
 func (e *Engine) receive(ctx context.Context) {
 	var m Message
@@ -661,7 +664,10 @@ func (e *Engine) receive(ctx context.Context) {
 			}
 			e.handle(msg, &m)
 		case r := <-e.readyCh:
+			// Apply what has arrived: until the channel has been quiet for
+			// readyQuiet (its run goroutine may be handing a message over).
 			n := 0
+			quiet := time.NewTimer(readyQuiet)
 		drain:
 			for {
 				select {
@@ -671,10 +677,12 @@ func (e *Engine) receive(ctx context.Context) {
 					}
 					e.handle(msg, &m)
 					n++
-				default:
+					quiet.Reset(readyQuiet)
+				case <-quiet.C:
 					break drain
 				}
 			}
+			quiet.Stop()
 			r <- n
 		}
 	}

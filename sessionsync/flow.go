@@ -73,7 +73,7 @@ type Flow struct {
 }
 
 // Key returns the flow's key.
-func (f *Flow) Key() Key { return Key{Zone: f.Zone, Proto: f.Proto, Orig: f.Orig} }
+func (f Flow) Key() Key { return Key{Zone: f.Zone, Proto: f.Proto, Orig: f.Orig} }
 
 // IPv6 reports whether the flow is an IPv6 flow.
 func (f *Flow) IPv6() bool { return f.Orig.Src.Is6() && !f.Orig.Src.Is4In6() }
