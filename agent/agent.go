@@ -28,6 +28,7 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -80,6 +81,11 @@ type Options struct {
 	SyncLinks []heartbeat.Link
 	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
 	SyncRoot string
+	// SessionLinks are the session channel's links (sync_dev, then the
+	// hbdevs); nil opens AF_PACKET links on eth_type.session.
+	SessionLinks []heartbeat.Link
+	// SessionTable is the conntrack table; nil is the kernel's.
+	SessionTable sessionsync.Table
 }
 
 // Agent is one running hagentd.
@@ -136,9 +142,13 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 
-	sync    *syncEngine // config sync (nil when disabled)
-	applyCh chan *config.Config
-	peerBuf []string
+	sync *syncEngine    // config sync (nil when disabled)
+	sess *sessionEngine // session pickup (nil when disabled)
+	// operatorFailoverSet is `ha failover set` given by the operator (the
+	// session hold sets failover too, and must not clear the operator's).
+	operatorFailoverSet bool
+	applyCh             chan *config.Config
+	peerBuf             []string
 }
 
 // hbLink is one hbdev with its counters.
@@ -293,6 +303,18 @@ func New(o Options) (*Agent, error) {
 		}
 		a.sync = e
 	}
+	if cfg.Cluster.SessionPickup.Enabled {
+		e, err := a.newSessionEngine(cfg, o.SessionLinks, o.SessionTable)
+		if err != nil {
+			if a.sync != nil {
+				a.sync.ch.Close()
+			}
+			a.closeLinks()
+			a.net.Close()
+			return nil, fmt.Errorf("session pickup: %w", err)
+		}
+		a.sess = e
+	}
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
 	}
@@ -379,6 +401,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.runSync(bg) }()
 	}
+	if a.sess != nil {
+		a.startSessions()
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.sess.e.Run(bg) }()
+	}
 	if items := pingItems(&cfg.Cluster); len(items) > 0 && a.probers != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.pingLoop(bg, items, a.probers) }()
@@ -390,9 +417,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.sync != nil {
 		a.sync.ch.Close()
 	}
+	if a.sess != nil {
+		a.sess.ch.Close()
+	}
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
+	if a.sess != nil {
+		a.sess.table.Close()
+	}
 	a.net.Close()
 	a.state.wait()
 	a.log.Info("stopped")
@@ -453,6 +486,7 @@ func (a *Agent) run(ctx context.Context) error {
 			return nil
 		}
 		a.process()
+		a.updateSessions()
 		if fired || a.m.Stopped() {
 			a.updateSync()
 		}
@@ -502,6 +536,9 @@ func (a *Agent) stepFrame(r rxFrame) {
 			// waiting for from the old process will not come.
 			a.log.Info("peer restarted", "peer", r.frame.Node)
 			a.sync.s.PeerRestarted(r.frame.Node)
+		}
+		if ok && a.sess != nil {
+			a.sess.e.PeerRestarted(r.frame.Node)
 		}
 		a.peerEpochs[key] = r.frame.Epoch
 		a.state.notePeer(key, r.frame.Epoch)
@@ -575,6 +612,9 @@ func (a *Agent) linkChanged(ev linkEvent) {
 		if a.sync != nil {
 			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}
+		if a.sess != nil {
+			a.sess.ch.SetLinkUp(ev.name, ev.up)
+		}
 	}
 	if !isMon {
 		return
@@ -609,6 +649,9 @@ func (a *Agent) process() {
 	for _, act := range rd.Actions {
 		switch act.Type {
 		case cluster.ActionTakeover:
+			// Sessions in place first: every copy received is applied
+			// before the vMAC moves (SPEC §8).
+			sessDur, sessN := a.sessionsReady()
 			rep, err := a.net.Take()
 			if err != nil {
 				// The vMACs or addresses could not be set: undo what was
@@ -642,9 +685,14 @@ func (a *Agent) process() {
 			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
+			if a.sess != nil {
+				ev.SessionsUs = sessDur.Microseconds()
+				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
+			}
 			a.hist.add(ev)
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
+			a.sessionsStopSending()
 			if err := a.net.Release(); err != nil {
 				a.log.Error("release failed", "error", err)
 			}

@@ -22,6 +22,7 @@ import (
 // carries up to kernelBatch creates; ti-mo sends one message per round
 // trip and cannot send CTA_NAT_SRC/CTA_NAT_DST).
 type Kernel struct {
+	dumpMu sync.Mutex // dump (a Count never waits for a batch of writes)
 	dump   *conntrack.Conn
 	events *netfilter.Conn
 
@@ -82,13 +83,15 @@ func (k *Kernel) Close() error {
 		k.fd = -1
 	}
 	k.events.Close()
+	k.dumpMu.Lock()
+	defer k.dumpMu.Unlock()
 	return k.dump.Close()
 }
 
 // Count implements Table.
 func (k *Kernel) Count() (int, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
+	k.dumpMu.Lock()
+	defer k.dumpMu.Unlock()
 	st, err := k.dump.StatsGlobal()
 	if err != nil {
 		return 0, err
@@ -98,9 +101,9 @@ func (k *Kernel) Count() (int, error) {
 
 // Dump implements Table.
 func (k *Kernel) Dump(fn func(*Flow)) error {
-	k.mu.Lock()
+	k.dumpMu.Lock()
 	fl, err := k.dump.Dump(nil)
-	k.mu.Unlock()
+	k.dumpMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("ctnetlink dump: %w", err)
 	}

@@ -43,6 +43,18 @@ type SourceStatus struct {
 	Copies int `json:"copies"`
 }
 
+// ChannelStatus are the counters of the session channel (l2chan.Stats).
+type ChannelStatus struct {
+	ActiveLink       string `json:"active_link"`
+	FramesSent       uint64 `json:"frames_sent"`
+	FramesReceived   uint64 `json:"frames_received"`
+	Retransmits      uint64 `json:"retransmits"`
+	Failovers        uint64 `json:"failovers"`
+	DroppedBadAuth   uint64 `json:"dropped_bad_auth"`
+	DroppedReplay    uint64 `json:"dropped_replay"`
+	DroppedMalformed uint64 `json:"dropped_malformed"`
+}
+
 // Status is a snapshot of an engine (agentctl ha sessions).
 type Status struct {
 	Enabled bool `json:"enabled"`
@@ -79,6 +91,12 @@ type Status struct {
 	LagLastMs float64 `json:"lag_last_ms"`
 	// BulkDone is true once a complete bulk copy was received.
 	BulkDone bool `json:"bulk_done"`
+	// Channel are the counters of the session channel (forged, replayed
+	// and malformed frames among them).
+	Channel *ChannelStatus `json:"channel,omitempty"`
+	// Holding is true while a returning override member holds back
+	// waiting for its bulk copy.
+	Holding bool `json:"holding,omitempty"`
 	// Problems are what makes the health ERROR.
 	Problems    []string `json:"problems,omitempty"`
 	ListenError string   `json:"listen_error,omitempty"`

@@ -176,20 +176,27 @@ func (t *MemTable) Dump(fn func(*Flow)) error {
 
 // Apply implements Table.
 func (t *MemTable) Apply(recs []Record) []error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	errs := make([]error, len(recs))
 	for i := range recs {
 		r := &recs[i]
+		if r.Op == OpUpsert && t.Refuse != nil {
+			// Outside the lock: a slow Refuse is a slow kernel, which
+			// must not block Count or Dump.
+			if err := t.Refuse(&r.Flow); err != nil {
+				errs[i] = err
+			}
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range recs {
+		r := &recs[i]
 		k := r.Flow.Key()
+		if errs[i] != nil {
+			continue
+		}
 		switch r.Op {
 		case OpUpsert:
-			if t.Refuse != nil {
-				if err := t.Refuse(&r.Flow); err != nil {
-					errs[i] = err
-					continue
-				}
-			}
 			typ := EventUpdate
 			if _, ok := t.flows[k]; !ok {
 				typ = EventNew
