@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sort"
@@ -65,6 +66,12 @@ type Config struct {
 	SendTimeout time.Duration
 	// Logger receives state changes; nil discards them.
 	Logger hclog.Logger
+	// LocalAddrs returns this node's own addresses; nil reads the
+	// interfaces. At the end of a bulk copy, flows of the local table
+	// that the copy did not contain and that touch none of these
+	// addresses (forwarded flows: on a secondary, copies) are deleted, so
+	// copies made before an agent restart do not linger.
+	LocalAddrs func() []netip.Addr
 	// Event, when set, receives history entries (kind "sessions").
 	Event func(msg string)
 	// Now is the clock; nil is time.Now.
@@ -647,6 +654,23 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	return nil
 }
 
+func (e *Engine) localAddrs() []netip.Addr {
+	if e.cfg.LocalAddrs != nil {
+		return e.cfg.LocalAddrs()
+	}
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}
+
 // readyQuiet is how long Ready waits for one more message.
 const readyQuiet = time.Millisecond
 
@@ -715,13 +739,32 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		e.recvMu.Unlock()
 		return
 	case KindBulkEnd:
+		var local []Flow
+		if e.cfg.Table.Dump(func(f *Flow) { local = append(local, *f) }) != nil {
+			local = nil
+		}
+		own := map[netip.Addr]bool{}
+		for _, a := range e.localAddrs() {
+			own[a] = true
+		}
 		e.recvMu.Lock()
 		var stale []Record
 		if rs.inBulk && rs.gen == m.Gen {
+			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
-					stale = append(stale, Record{Op: OpDelete, Flow: Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}})
+					del[k] = true
 				}
+			}
+			for i := range local {
+				f := &local[i]
+				if _, ok := rs.seen[f.Key()]; ok || !e.wanted(f) || own[f.Orig.Src] || own[f.Orig.Dst] || own[f.Reply.Src] || own[f.Reply.Dst] {
+					continue
+				}
+				del[f.Key()] = true
+			}
+			for k := range del {
+				stale = append(stale, Record{Op: OpDelete, Flow: Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}})
 			}
 		}
 		e.recvMu.Unlock()

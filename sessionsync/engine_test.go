@@ -121,10 +121,12 @@ func TestBulkThenStream(t *testing.T) {
 	}
 	b := newMember(t, nw, "node-b", nil)
 	a.e.SetRole(true, []string{"node-b"})
-	eventually(t, 10*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
-	if !b.e.BulkDone() {
-		t.Fatal("bulk not reported done")
-	}
+	eventually(t, 10*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("bulk not reported done")
+		}
+		return sameKeys(a.table, b.table, nil)
+	})
 	// The stream: new, update, destroy.
 	a.table.Put(flowN(ProtoTCP, 9000))
 	u := flowN(ProtoTCP, 1)
@@ -274,6 +276,38 @@ func TestOverrunRepairedBySweep(t *testing.T) {
 	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
 	if a.e.Status().Overruns != 1 || b.e.Status().Swept != 1 {
 		t.Fatalf("overruns %d swept %d", a.e.Status().Overruns, b.e.Status().Swept)
+	}
+}
+
+// TestBulkSweepsUnknownCopies: a restarted receiver does not know which
+// copies it made; the bulk copy's end removes forwarded flows it did not
+// contain, and keeps flows of the node's own addresses.
+func TestBulkSweepsUnknownCopies(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	own := netip.MustParseAddr("10.9.0.2")
+	a := newMember(t, nw, "node-a", nil)
+	b := newMember(t, nw, "node-b", func(c *Config) { c.LocalAddrs = func() []netip.Addr { return []netip.Addr{own} } })
+	stale := flowN(ProtoTCP, 7)
+	mine := flowN(ProtoTCP, 8)
+	mine.Orig.Dst, mine.Reply.Src = own, own
+	b.table.Put(stale)
+	b.table.Put(mine)
+	a.table.Put(flowN(ProtoTCP, 1))
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 5*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no bulk yet")
+		}
+		return nil
+	})
+	if _, ok := b.table.Get(stale.Key()); ok {
+		t.Fatal("a forwarded flow the bulk did not contain survived it")
+	}
+	if _, ok := b.table.Get(mine.Key()); !ok {
+		t.Fatal("a flow of the node's own address was removed")
+	}
+	if _, ok := b.table.Get(flowN(ProtoTCP, 1).Key()); !ok {
+		t.Fatal("the bulk's flow is missing")
 	}
 }
 

@@ -331,9 +331,12 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 			{Type: ctaTCPWScaleReply, Data: []byte{t.WScaleReply}},
 		}}
 		if t.FlagsOrig != 0 || t.FlagsReply != 0 {
+			// struct nf_ct_tcp_flags {flags, mask}: the kernel reports a
+			// zero mask, and applies only the masked bits: set them all.
+			fl := func(v uint16) []byte { return []byte{byte(v >> 8), byte(v >> 8)} }
 			tcp.Children = append(tcp.Children,
-				netfilter.Attribute{Type: ctaTCPFlagsOrig, Data: u16(t.FlagsOrig)},
-				netfilter.Attribute{Type: ctaTCPFlagsReply, Data: u16(t.FlagsReply)})
+				netfilter.Attribute{Type: ctaTCPFlagsOrig, Data: fl(t.FlagsOrig)},
+				netfilter.Attribute{Type: ctaTCPFlagsReply, Data: fl(t.FlagsReply)})
 		}
 		attrs = append(attrs, netfilter.Attribute{Type: ctaProtoInfo, Nested: true, Children: []netfilter.Attribute{tcp}})
 	}

@@ -109,7 +109,7 @@ func TestKernelApplyNATAndEvents(t *testing.T) {
 			if g.Mark != r.Flow.Mark {
 				t.Fatalf("mark %d, want %d", g.Mark, r.Flow.Mark)
 			}
-			if r.Flow.TCP != nil && (g.TCP == nil || g.TCP.State != TCPEstablished) {
+			if r.Flow.TCP != nil && (g.TCP == nil || g.TCP.State != TCPEstablished || g.TCP.FlagsOrig>>8 != 0x23 || g.TCP.WScaleOrig != 7) {
 				t.Fatalf("%s: TCP state %+v", r.Flow.String(), g.TCP)
 			}
 			if r.Flow.Proto == ProtoTCP && g.Status&(StatusAssured|StatusSrcNAT) != StatusAssured|StatusSrcNAT {

@@ -1,0 +1,278 @@
+package test
+
+// Session pickup (SPEC §8) on a stateful firewall pair: a client on the
+// LAN switch, node-a/node-b forwarding and masquerading to the WAN cluster
+// address, a server on the WAN switch, a forward chain that accepts only
+// established/related from the WAN, and nf_conntrack_tcp_loose=0 (the
+// ruleset of deploy/firewall).
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/test/lab"
+)
+
+// sessionConns is the number of long-lived connections (HAGENT_SESSION_CONNS
+// overrides; the issue asks for 1000).
+func sessionConns() int {
+	if n, err := strconv.Atoi(os.Getenv("HAGENT_SESSION_CONNS")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
+
+const sessionExtra = "session_pickup: {enabled: %v, connectionless: true}\nsync: {enabled: false}"
+
+func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		p := params(n.prio, false)
+		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
+		p.Monitor, p.NoIPv6 = true, true
+		p.ClusterExtra = fmt.Sprintf(sessionExtra, pickup) + extra
+		start(t, n.n, p)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	return l, a, b
+}
+
+func sessionsOf(t *testing.T, n *lab.Node) *sessionsync.Status {
+	t.Helper()
+	st := status(t, n)
+	if st.Sessions == nil {
+		t.Fatalf("%s: no sessions object in status", n.Name)
+	}
+	return st.Sessions
+}
+
+// TestSessionPickupFailover: long-lived TCP connections through the pair
+// survive a crash, SIGTERM, `ha failover set` and a link failover of the
+// primary with no reset, no stall beyond the failover, and the same NAT
+// mapping; with session_pickup off (the control) they are lost.
+func TestSessionPickupFailover(t *testing.T) {
+	n := sessionConns()
+	for _, tc := range []struct {
+		name   string
+		pickup bool
+		fail   func(a *lab.Node) error
+	}{
+		{"crash", true, func(a *lab.Node) error { a.Crash(); return nil }},
+		{"sigterm", true, func(a *lab.Node) error { return a.Stop(10 * time.Second) }},
+		{"failover-set", true, func(a *lab.Node) error { _, err := a.Ctl("ha", "failover", "set"); return err }},
+		{"link", true, func(a *lab.Node) error { return a.SetLink("port1", false) }},
+		{"crash-control-off", false, func(a *lab.Node) error { a.Crash(); return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, a, b := firewallPair(t, tc.pickup, "")
+			load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer load.Stop()
+			if tc.pickup {
+				eventually(t, 20*time.Second, "the flows are copied to node-b", func() error {
+					s := sessionsOf(t, b)
+					if s.LocalFlows < n {
+						return fmt.Errorf("node-b holds %d flows, want >= %d", s.LocalFlows, n)
+					}
+					return nil
+				})
+			}
+			time.Sleep(500 * time.Millisecond) // steady traffic before the fault
+			if r := load.Report(time.Second); r.Errors > 0 || r.Stalled > 0 {
+				t.Fatalf("before the failover: %s", r)
+			}
+			load.ResetStalls()
+			failed := time.Now()
+			if err := tc.fail(a); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "node-b takes over", func() error {
+				if r := b.Role(); r != "primary" {
+					return fmt.Errorf("node-b is %q", r)
+				}
+				return nil
+			})
+			took := time.Since(failed)
+			// Three seconds of traffic after the takeover: every connection
+			// must have echoed within the last second.
+			time.Sleep(3 * time.Second)
+			r := load.Report(time.Second)
+			t.Logf("measured: %s failover (%s, %d connections, took over after %v): %s", tc.name, map[bool]string{true: "session pickup", false: "no session pickup"}[tc.pickup], n, took.Round(time.Millisecond), r)
+			hist, _ := b.Ctl("ha", "history")
+			for _, line := range strings.Split(hist, "\n") {
+				if strings.Contains(line, "sessions ready") {
+					t.Logf("node-b: %s", strings.TrimSpace(line))
+				}
+			}
+			if !tc.pickup {
+				if r.Stalled+r.Errors < n/2 {
+					t.Errorf("control: without session pickup %d of %d connections still work: the test cannot tell", n-r.Stalled-r.Errors, n)
+				}
+				return
+			}
+			if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
+				t.Errorf("connections broke: %s", r)
+				t.Logf("node-b sessions: %s", mustCtl(b, "ha", "sessions"))
+			}
+			if r.MaxStall > took+2*time.Second {
+				t.Errorf("longest stall %v, the failover took %v", r.MaxStall, took)
+			}
+		})
+	}
+}
+
+func mustCtl(n *lab.Node, args ...string) string {
+	out, err := n.Ctl(args...)
+	if err != nil {
+		return err.Error() + ": " + out
+	}
+	return out
+}
+
+// bulkFlows are n TCP flows through the masquerade of node-a, as traffic
+// would create them.
+func bulkFlows(n int) []sessionsync.Record {
+	recs := make([]sessionsync.Record, 0, n)
+	srv := netip.MustParseAddr(lab.ServerIPv4)
+	nat := netip.MustParseAddr(lab.WANClusterIPv4)
+	for i := 0; i < n; i++ {
+		c := netip.AddrFrom4([4]byte{10, 9, 0, byte(20 + i/50000)})
+		sp := uint16(10000 + i%50000)
+		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
+			Proto:   sessionsync.ProtoTCP,
+			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
+			Reply:   sessionsync.Tuple{Src: srv, Dst: nat, SrcPort: 443, DstPort: sp},
+			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
+			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
+		}})
+	}
+	return recs
+}
+
+func flowKeys(fl []sessionsync.Flow, filter func(*sessionsync.Flow) bool) map[sessionsync.Key]sessionsync.Flow {
+	m := map[sessionsync.Key]sessionsync.Flow{}
+	for _, f := range fl {
+		if filter(&f) {
+			m[f.Key()] = f
+		}
+	}
+	return m
+}
+
+// TestSessionPickupBulk: a secondary started after 50 000 flows exist on
+// the primary gets all of them (the two tables compared), and one killed
+// with SIGKILL mid-stream converges again after its restart.
+func TestSessionPickupBulk(t *testing.T) {
+	const n = 50000
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	pa := params(200, false)
+	pa.NoIPv6, pa.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+	pb := params(100, false)
+	pb.NoIPv6, pb.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+	start(t, a, pa)
+	eventually(t, 10*time.Second, "node-a primary alone", func() error {
+		if r := a.Role(); r != "primary" {
+			return fmt.Errorf("node-a is %q", r)
+		}
+		return nil
+	})
+	if err := a.ApplyFlows(bulkFlows(n)); err != nil {
+		t.Fatal(err)
+	}
+	ours := func(f *sessionsync.Flow) bool { return f.Orig.DstPort == 443 }
+	compare := func() error {
+		fa, err := a.Flows()
+		if err != nil {
+			return err
+		}
+		fb, err := b.Flows()
+		if err != nil {
+			return err
+		}
+		ka, kb := flowKeys(fa, ours), flowKeys(fb, ours)
+		if len(ka) != n {
+			return fmt.Errorf("node-a has %d flows, want %d", len(ka), n)
+		}
+		missing := 0
+		for k, f := range ka {
+			g, ok := kb[k]
+			if !ok || g.Reply != f.Reply {
+				missing++
+			}
+		}
+		if missing > 0 || len(kb) != len(ka) {
+			return fmt.Errorf("node-b has %d flows, %d of node-a's missing or different", len(kb), missing)
+		}
+		return nil
+	}
+	started := time.Now()
+	start(t, b, pb)
+	eventually(t, 60*time.Second, "node-b has every flow", compare)
+	s := sessionsOf(t, b)
+	t.Logf("measured: bulk copy of %d flows to a late secondary: tables equal %v after its start; receiver: %+v", n, time.Since(started).Round(time.Millisecond), s.Sources)
+
+	// kill -9 of the secondary's agent while flows change, restart.
+	more := bulkFlows(n + 2000)[n:]
+	done := make(chan error, 1)
+	go func() { done <- a.ApplyFlows(more) }()
+	b.Kill()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// and some go away on the primary while node-b is down
+	var gone []sessionsync.Record
+	for _, r := range bulkFlows(500) {
+		r.Op = sessionsync.OpDelete
+		gone = append(gone, r)
+	}
+	if err := a.ApplyFlows(gone); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b, pb)
+	want := n + 2000 - 500
+	eventually(t, 60*time.Second, "the tables converge after kill -9 and restart", func() error {
+		fa, err := a.Flows()
+		if err != nil {
+			return err
+		}
+		fb, err := b.Flows()
+		if err != nil {
+			return err
+		}
+		ka, kb := flowKeys(fa, ours), flowKeys(fb, ours)
+		if len(ka) != want {
+			return fmt.Errorf("node-a has %d, want %d", len(ka), want)
+		}
+		for k := range ka {
+			if _, ok := kb[k]; !ok {
+				return fmt.Errorf("node-b lacks flows of node-a (%d vs %d)", len(kb), len(ka))
+			}
+		}
+		if extra := len(kb) - len(ka); extra > 0 {
+			// Copies the restarted agent no longer knows it made stay
+			// until they time out (docs/sessionsync.md): report them.
+			t.Logf("node-b holds %d stale copies after the restart", extra)
+		}
+		return nil
+	})
+}
