@@ -206,6 +206,9 @@ func (e *Engine) event(format string, args ...any) {
 func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	e.runCtx = ctx
+	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
+		q.SetQuiet(!e.primary)
+	}
 	for _, p := range e.peers {
 		e.startPeer(p)
 	}
@@ -243,6 +246,11 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 		e.recvMu.Unlock()
 	}
 	e.primary = primary
+	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
+		// A secondary ignores events: stop decoding them. Delay needs
+		// the birth times of flows, which only a primary keeps.
+		q.SetQuiet(!primary)
+	}
 	if !primary {
 		peers = nil
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/mdlayher/netlink"
@@ -25,6 +26,7 @@ type Kernel struct {
 	dumpMu sync.Mutex // dump (a Count never waits for a batch of writes)
 	dump   *conntrack.Conn
 	events *netfilter.Conn
+	quiet  atomic.Bool // events are read and dropped undecoded
 
 	mu  sync.Mutex
 	fd  int
@@ -134,6 +136,9 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 		if err != nil {
 			return fmt.Errorf("ctnetlink events: %w", err)
 		}
+		if k.quiet.Load() {
+			continue
+		}
 		for _, m := range msgs {
 			var ev conntrack.Event
 			if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
@@ -154,6 +159,10 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 		}
 	}
 }
+
+// SetQuiet makes Listen drop events without decoding them (a secondary
+// needs none; its own creates would cost a decode each).
+func (k *Kernel) SetQuiet(q bool) { k.quiet.Store(q) }
 
 // fromTiMo converts a ti-mo flow; ok is false for what sessionsync does
 // not carry (no tuples).
