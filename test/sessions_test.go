@@ -482,3 +482,68 @@ func TestSessionChannelForgedFrames(t *testing.T) {
 		t.Fatal(r)
 	}
 }
+
+// TestSessionPickupOverrideReturn: the primary (override, higher
+// priority) crashes, node-b carries the connections; node-a comes back,
+// holds back until its bulk copy from node-b is complete, then takes the
+// primary role back with no connection reset.
+func TestSessionPickupOverrideReturn(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	pp := func(prio int) lab.Params {
+		p := params(prio, true)
+		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
+		p.NoIPv6, p.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+		return p
+	}
+	start(t, a, pp(200))
+	start(t, b, pp(100))
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	n := sessionConns()
+	load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	eventually(t, 20*time.Second, "copied to node-b", func() error {
+		if s := sessionsOf(t, b); s.LocalFlows < n {
+			return fmt.Errorf("node-b holds %d flows", s.LocalFlows)
+		}
+		return nil
+	})
+	a.Crash()
+	eventually(t, 10*time.Second, "node-b takes over", func() error {
+		if r := b.Role(); r != "primary" {
+			return fmt.Errorf("node-b is %q", r)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	if err := a.Revive(); err != nil {
+		t.Fatal(err)
+	}
+	load.ResetStalls()
+	start(t, a, pp(200))
+	eventually(t, 30*time.Second, "node-a takes the primary role back", func() error { return agree("node-a", a, b) })
+	time.Sleep(3 * time.Second)
+	r := load.Report(time.Second)
+	hist, _ := a.Ctl("ha", "history")
+	t.Logf("measured: returning override node, %d connections: %s", n, r)
+	var held, ended bool
+	for _, line := range strings.Split(hist, "\n") {
+		if strings.Contains(line, "holding back") || strings.Contains(line, "hold ends") || strings.Contains(line, "bulk session copy") || strings.Contains(line, "sessions ready") {
+			t.Logf("node-a: %s", strings.TrimSpace(line))
+		}
+		held = held || strings.Contains(line, "holding back")
+		ended = ended || strings.Contains(line, "override hold ends: bulk session copy complete")
+	}
+	if !held || !ended {
+		t.Errorf("node-a's history lacks the hold (held %v, ended %v)", held, ended)
+	}
+	if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
+		t.Errorf("connections broke: %s", r)
+	}
+}
