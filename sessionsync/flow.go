@@ -304,11 +304,18 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	m.Gen = binary.BigEndian.Uint32(b[4:])
 	m.Oldest = int64(binary.BigEndian.Uint64(b[8:]))
 	count := binary.BigEndian.Uint32(b[16:])
-	m.Count = count
+	m.Count = 0
 	m.Records = m.Records[:0]
 	b = b[headerLen:]
-	if m.Kind == KindBulkEnd || m.Kind == KindBulkBegin {
+	switch m.Kind {
+	case KindBulkEnd:
+		m.Count = count
 		if len(b) != 0 {
+			return ErrMalformed
+		}
+		return nil
+	case KindBulkBegin:
+		if len(b) != 0 || count != 0 {
 			return ErrMalformed
 		}
 		return nil
