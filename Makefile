@@ -55,11 +55,17 @@ bench: build
 soak: build
 	HAGENT_SOAK=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestSoak' ./test/bench/
 
-# make fuzz: run each fuzz target for a while (the seeds run in every make test).
+# make fuzz: run every fuzz target of every package for FUZZTIME each (the
+# targets are listed by go test, so a new one is never forgotten; their seed
+# corpora run in every make test).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME) ./heartbeat/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config/
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 # make deb: the Debian package hagent_<version>_<arch>.deb (README, "Install").
 # nfpm runs as a Go tool of deploy/deb/go.mod, which keeps its dependencies

@@ -29,6 +29,7 @@ import (
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/metrics"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -66,7 +67,8 @@ type Options struct {
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// PollCarrier reads the carrier of direct hbdevs every interval; nil
 	// uses vmac.PollCarrier.
-	PollCarrier func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	// It reports a loss only after debounce.
+	PollCarrier func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// StateDir is where state that must survive a reboot lives (the
@@ -86,6 +88,8 @@ type Options struct {
 	SessionLinks []heartbeat.Link
 	// SessionTable is the conntrack table; nil is the kernel's.
 	SessionTable sessionsync.Table
+	// Version labels hagent_build_info (metrics_listen).
+	Version string
 }
 
 // Agent is one running hagentd.
@@ -96,7 +100,7 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
-	poll  func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	poll  func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
 	// sequence; the epoch only grows (persisted in state, raised by hints).
 	epoch  uint64
@@ -142,13 +146,15 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 
-	sync *syncEngine    // config sync (nil when disabled)
-	sess *sessionEngine // session pickup (nil when disabled)
+	sync    *syncEngine                    // config sync (nil when disabled)
+	sess    *sessionEngine                 // session pickup (nil when disabled)
+	metrics *metrics.Exporter              // nil without metrics_listen
+	msrv    atomic.Pointer[metrics.Server] // set by Run
+	applyCh chan *config.Config
+	peerBuf []string
 	// operatorFailoverSet is `ha failover set` given by the operator (the
 	// session hold sets failover too, and must not clear the operator's).
 	operatorFailoverSet bool
-	applyCh             chan *config.Config
-	peerBuf             []string
 }
 
 // hbLink is one hbdev with its counters.
@@ -173,6 +179,9 @@ type rxFrame struct {
 type linkEvent struct {
 	name string
 	up   bool
+	// debounced: a carrier loss already held for carrier_debounce (the
+	// carrier poll of direct hbdevs).
+	debounced bool
 }
 
 type command struct {
@@ -318,6 +327,9 @@ func New(o Options) (*Agent, error) {
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
 	}
+	if cfg.MetricsListen != "" {
+		a.metrics = metrics.New(a.metricsStatus, o.Version)
+	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
 	a.m = cluster.New(machineConfig(cfg), a.started)
 	a.publish()
@@ -359,6 +371,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if a.metrics != nil {
+		// A metrics endpoint that cannot bind is logged, not fatal: the
+		// cluster matters more than its graphs.
+		if srv, err := a.metrics.Listen(cfg.MetricsListen); err != nil {
+			a.log.Error("metrics endpoint not started", "metrics_listen", cfg.MetricsListen, "error", err)
+		} else {
+			a.msrv.Store(srv)
+			a.log.Info("metrics endpoint", "address", srv.Addr().String(), "path", "/metrics")
+		}
+	}
 	for i, l := range a.links {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.receive(bg, i, l) }()
@@ -375,7 +397,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer wg.Done()
 			if err := a.watch(bg, watchNames, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -387,9 +409,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.poll(bg, direct, carrierPoll, func(name string, up bool) {
+			deb := cfg.Cluster.CarrierDebounce
+			if err := a.poll(bg, direct, carrierPollEvery(deb), deb, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up, debounced: true}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -425,6 +448,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.hooks.close(5 * time.Second)
 	if a.sess != nil {
 		a.sess.table.Close()
+	}
+	if srv := a.msrv.Load(); srv != nil {
+		srv.Close()
 	}
 	a.net.Close()
 	a.state.wait()
@@ -473,6 +499,7 @@ func (a *Agent) run(ctx context.Context) error {
 			a.housekeeping(now)
 			a.checkCarrier(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+			a.noteLosses(now)
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
@@ -608,7 +635,7 @@ func (a *Agent) linkChanged(ev linkEvent) {
 		}
 		a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
 		a.carrier.Store(ev.name, ev.up)
-		a.carrierChanged(ev.name, ev.up, a.now())
+		a.carrierChanged(ev.name, ev.up, ev.debounced, a.now())
 		if a.sync != nil {
 			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}
@@ -690,6 +717,9 @@ func (a *Agent) process() {
 				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
 			}
 			a.hist.add(ev)
+			if a.metrics != nil && !rep.FirstGARP.IsZero() {
+				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
+			}
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
 			a.sessionsStopSending()
@@ -710,6 +740,9 @@ func (a *Agent) process() {
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
 				Primary: st.PrimaryName, Reason: act.Reason})
+			if a.metrics != nil && act.Role == cluster.RolePrimary {
+				a.metrics.Failover(act.Reason)
+			}
 		case cluster.ActionHeartbeat:
 			send = true
 		case cluster.ActionRunHook:

@@ -145,6 +145,20 @@ func (a *Agent) status() *control.Status {
 	return out
 }
 
+// metricsStatus is the status a metrics scrape reads, taken in the run
+// goroutine like `agentctl ha status`.
+func (a *Agent) metricsStatus(ctx context.Context) (*control.Status, error) {
+	v, err := a.call(ctx, control.CmdStatus)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := v.(*control.Status)
+	if !ok {
+		return nil, fmt.Errorf("status: unexpected %T", v)
+	}
+	return st, nil
+}
+
 // exposure lists every socket and Ethertype the agent uses.
 func (a *Agent) exposure() *control.Exposure {
 	cfg := a.config()
@@ -180,5 +194,8 @@ func (a *Agent) exposure() *control.Exposure {
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
 	a.sessionExposure(e)
+	if srv := a.msrv.Load(); srv != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "tcp", Address: srv.Addr().String(), Direction: "rx/tx", Purpose: "Prometheus metrics (metrics_listen, HTTP /metrics)"})
+	}
 	return e
 }

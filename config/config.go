@@ -28,7 +28,7 @@ const (
 	DefaultHelloHolddown   = 20 * time.Second
 	// DefaultCarrierDebounce is how long a direct hbdev's carrier must stay
 	// down before its peers count as lost (carrier_debounce).
-	DefaultCarrierDebounce  = 5 * time.Millisecond
+	DefaultCarrierDebounce  = 4 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
 	DefaultPingInterval     = time.Second
@@ -66,6 +66,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is trace, debug, info, warn or error (log_level).
 	LogLevel string
+	// MetricsListen is the host:port of the Prometheus metrics endpoint
+	// (metrics_listen), "" (the default) for none. Node-local.
+	MetricsListen string
 	// Node is the node-local section (node), never synchronized.
 	Node Node
 	// Cluster is the section synchronized from the primary (cluster).
@@ -123,7 +126,7 @@ type Cluster struct {
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay
-	// down before it counts (carrier_debounce), 0-1s, default 5ms.
+	// down before it counts (carrier_debounce), 0-1s, default 4ms.
 	CarrierDebounce time.Duration
 	// EthType holds the Ethertypes in use (eth_type).
 	EthType EthTypes

@@ -53,7 +53,7 @@ func TestDefault(t *testing.T) {
 			HBLostThreshold:  6,
 			HelloHolddown:    20 * time.Second,
 			UptimeDiffMargin: 300 * time.Second,
-			CarrierDebounce:  5 * time.Millisecond,
+			CarrierDebounce:  4 * time.Millisecond,
 			EthType:          EthTypes{HA: 0x8890, HC: 0x8891, L2EP: 0x8893, Session: 0x8892},
 			PingServer:       PingServer{Interval: time.Second, FailoverThreshold: 5},
 			ARPs:             5,
@@ -198,6 +198,8 @@ func TestValidation(t *testing.T) {
 		{"control_socket long", "control_socket: /" + strings.Repeat("x", 107) + "\n" + base, "t.yaml:1: control_socket: path is 108 bytes long"},
 		{"log_format", "log_format: xml\n" + base, `t.yaml:1: log_format: "xml" is not a log format`},
 		{"log_level", "log_level: verbose\n" + base, `t.yaml:1: log_level: "verbose" is not a log level`},
+		{"metrics_listen", "metrics_listen: localhost\n" + base, `t.yaml:1: metrics_listen: "localhost" is not an address and port`},
+		{"metrics_listen port 0", "metrics_listen: 127.0.0.1:0\n" + base, `t.yaml:1: metrics_listen: "127.0.0.1:0" is not an address and port`},
 
 		// Node.
 		{"node priority high", "node:\n  priority: 256\n" + base, "t.yaml:2: node.priority: 256 is out of range 0-255"},

@@ -616,6 +616,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"control_socket": func(p string, v *yaml.Node) { d.str(p, v, &c.ControlSocket) },
 		"log_format":     func(p string, v *yaml.Node) { d.str(p, v, &c.LogFormat) },
 		"log_level":      func(p string, v *yaml.Node) { d.str(p, v, &c.LogLevel) },
+		"metrics_listen": func(p string, v *yaml.Node) { d.str(p, v, &c.MetricsListen) },
 		"node":           func(p string, v *yaml.Node) { d.node(p, v, &c.Node) },
 		"cluster":        func(p string, v *yaml.Node) { d.cluster(p, v, &c.Cluster) },
 	})

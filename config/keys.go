@@ -34,6 +34,8 @@ var Keys = []Key{
 		Doc: "Log format on standard error (the journal under systemd). Node-local."},
 	{Path: "log_level", Type: "string", Default: DefaultLogLevel, Range: "trace, debug, info, warn, error",
 		Doc: "Least severe log level written. Node-local."},
+	{Path: "metrics_listen", Type: "address", Default: "", Range: "IP:port, or empty for none",
+		Doc: "Address and port of the Prometheus metrics endpoint (/metrics, plain HTTP: bind it to a management or loopback address). Off by default. Node-local."},
 
 	{Path: "node", Type: "mapping",
 		Doc: "This node's identity and election weight. Never synchronized: FGCP keeps hostname, priority and override local."},
@@ -80,7 +82,7 @@ var Keys = []Key{
 		Doc: "HA uptime difference that counts in the election."},
 	{Path: "cluster.failover_hold_time", Type: "duration", Default: "0s", Range: "0s-300s",
 		Doc: "Minimum time after a failover before another one."},
-	{Path: "cluster.carrier_debounce", Type: "duration", Default: "5ms", Range: "0s-1s",
+	{Path: "cluster.carrier_debounce", Type: "duration", Default: "4ms", Range: "0s-1s",
 		Doc: "How long the carrier of a direct hbdev must stay down before it counts; a shorter flap is ignored."},
 	{Path: "cluster.eth_type", Type: "mapping",
 		Doc: "Ethertypes of hagent's frames; each in 0x0600-0xffff, distinct, and none of IPv4, ARP, IPv6, 802.1Q, 802.1ad."},

@@ -38,6 +38,11 @@ func (d *decoder) validate(c *Config) {
 	default:
 		d.errorf("log_level", "%q is not a log level; want trace, debug, info, warn or error", c.LogLevel)
 	}
+	if c.MetricsListen != "" {
+		if ap, err := netip.ParseAddrPort(c.MetricsListen); err != nil || ap.Port() == 0 {
+			d.errorf("metrics_listen", "%q is not an address and port such as 127.0.0.1:9650 or [::1]:9650", c.MetricsListen)
+		}
+	}
 
 	n := &c.Node
 	if msg := checkName(n.Name, MaxNameLen); msg != "" {

@@ -6,8 +6,10 @@
 package deploy
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -68,5 +70,42 @@ func TestConfigs(t *testing.T) {
 		if len(cfg.Cluster.HBDevs) == 0 || cfg.Node.Name == "" {
 			t.Errorf("%s: incomplete: %+v", f, cfg.Node)
 		}
+	}
+}
+
+// TestGrafanaDashboard checks that the dashboard is valid JSON and queries
+// only metrics the exporter has (the names in metrics/metrics.go).
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("grafana/hagent-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("../metrics/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`hagent_[a-z_]+`)
+	n := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range re.FindAllString(tg.Expr, -1) {
+				n++
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
+				if !strings.Contains(string(src), `"`+base+`"`) {
+					t.Errorf("the dashboard queries %s, which the exporter does not have", name)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no metric in the dashboard")
 	}
 }

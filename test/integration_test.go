@@ -255,9 +255,7 @@ func released(n *lab.Node) error {
 // given override and waits until both agree node-a is primary.
 func electAB(t *testing.T, a, b *lab.Node, override bool) {
 	t.Helper()
-	start(t, a, params(200, override))
-	start(t, b, params(100, override))
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	startPair(t, a, b, params(200, override), params(100, override))
 }
 
 // probe is a client probe of the cluster IPv4 address, stopped at most once.

@@ -91,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
 		return 0
 	}
-	opts := agent.Options{Config: cfg, Logger: log, StateDir: flags.StateDir, RunDir: flags.RunDir}
+	opts := agent.Options{Config: cfg, Logger: log, StateDir: flags.StateDir, RunDir: flags.RunDir, Version: cli.Version}
 	if clockOffset != "" {
 		d, err := time.ParseDuration(clockOffset)
 		if err != nil {

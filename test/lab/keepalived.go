@@ -25,6 +25,10 @@ type KeepalivedParams struct {
 	Interface string
 	// TrackPort1 adds track_interface port1 (link failover).
 	TrackPort1 bool
+	// DontTrackPrimary sets dont_track_primary: a carrier loss of the VRRP
+	// interface does not put the instance in FAULT (needed when adverts
+	// run on a direct cable to the peer).
+	DontTrackPrimary bool
 	// NoPreempt sets nopreempt (the instance starts as BACKUP either way).
 	NoPreempt bool
 	VRID      int // virtual_router_id, default 51
@@ -86,6 +90,11 @@ func (n *Node) KeepalivedConfig(p KeepalivedParams) string {
 	}
 	if p.TrackPort1 {
 		b.WriteString("  track_interface {\n    port1\n  }\n")
+	}
+	if p.DontTrackPrimary {
+		// The VRRP interface losing carrier (a direct cable whose far end
+		// died) must not fault the instance, or the backup never takes over.
+		b.WriteString("  dont_track_primary\n")
 	}
 	fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s/24 dev port1\n  }\n}\n", ClusterIPv4)
 	return b.String()

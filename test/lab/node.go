@@ -58,6 +58,8 @@ type Params struct {
 	// CarrierDebounce sets carrier_debounce (0: the default).
 	Direct          bool
 	CarrierDebounce time.Duration
+	// MetricsListen sets metrics_listen (in the node's namespace).
+	MetricsListen string
 }
 
 // Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
@@ -122,6 +124,9 @@ func (n *Node) Config(p Params) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "control_socket: %s\nlog_level: debug\n", n.Socket)
+	if p.MetricsListen != "" {
+		fmt.Fprintf(&b, "metrics_listen: %q\n", p.MetricsListen)
+	}
 	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: %s\n  priority: %d\n  override: %v\n  realtime: %v\n",
 		n.Name, p.Serial, p.Priority, p.Override, p.Realtime)
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
