@@ -28,8 +28,8 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
-	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/metrics"
+	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/vmac"
 )
 

@@ -27,12 +27,30 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 	s.mu.Lock()
 	role, primary := s.role, s.primary
 	s.mu.Unlock()
+	// A member that has just started may not know its primary yet when
+	// the primary's first push arrives (the primary heard it first): give
+	// its election a moment rather than reject a push it will want.
+	for deadline := time.Now().Add(startingGrace); role == RoleStarting && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(5 * time.Millisecond)
+		s.mu.Lock()
+		role, primary = s.role, s.primary
+		s.mu.Unlock()
+	}
 	ack := syncHeader{ID: m.hdr.ID}
 	if role != RoleSecondary || primary != m.from {
 		s.log.Warn("rejecting push from a node that is not our primary", "peer", m.from, "role", role, "primary", primary)
 		ack.Error = fmt.Sprintf("%s does not accept pushes from %s (role %s, primary %q)", s.cfg.Self, m.from, role, primary)
 	} else {
+		s.applying.Store(true)
+		defer func() {
+			s.applying.Store(false)
+			if s.deferred.Swap(false) {
+				kick(s.rescanCh)
+			}
+		}()
+		t0 := time.Now()
 		s.scanMu.Lock()
+		s.log.Debug("applying push", "peer", m.from, "entries", len(m.hdr.Entries), "waited_for_scan", time.Since(t0))
 		var drift []string
 		if m.hdr.Repair {
 			for _, e := range m.hdr.Entries {
@@ -70,6 +88,10 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 	}
 	s.reply(ctx, m.from, msgPushAck, &ack, nil)
 }
+
+// startingGrace is how long a push that arrives before this node's role
+// is decided waits for it.
+const startingGrace = 2 * time.Second
 
 // applyLocked writes entries and deletions atomically, then runs the
 // on_change commands of what changed (if runCommands). scanMu is held. It

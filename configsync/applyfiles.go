@@ -63,16 +63,20 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 	}
 	t2 := time.Now()
 	t.Flush = t2.Sub(t1)
-	dirs := map[string]bool{}
-	for _, i := range written {
-		fp := s.fsPath(es[i].Path)
-		if err := os.Rename(tmps[i], fp); err != nil {
+	parallel(len(written), workers, func(k int) {
+		i := written[k]
+		if err := os.Rename(tmps[i], s.fsPath(es[i].Path)); err != nil {
 			os.Remove(tmps[i])
 			errs[i] = err
-			continue
+			return
 		}
 		applied[i] = true
-		dirs[filepath.Dir(fp)] = true
+	})
+	dirs := map[string]bool{}
+	for _, i := range written {
+		if applied[i] {
+			dirs[filepath.Dir(s.fsPath(es[i].Path))] = true
+		}
 	}
 	dirList := make([]string, 0, len(dirs))
 	for d := range dirs {

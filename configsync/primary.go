@@ -30,6 +30,7 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 				paths = append(paths, p)
 			}
 			w.needRepair, w.pending, w.waiters = false, map[string]bool{}, nil
+			w.busy = true
 			s.mu.Unlock()
 
 			var err error
@@ -43,6 +44,7 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 				c <- err
 			}
 			s.mu.Lock()
+			w.busy = false
 			m := s.member(w.peer)
 			if err != nil {
 				m.lastErr = err.Error()
@@ -140,6 +142,7 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 		errs   []error
 		cmdErr []CommandStatus
 	)
+	batchStart := time.Now()
 	// Up to pushDepth pushes are in flight: the next batch is read and
 	// sent while the member applies the previous one. The channel keeps
 	// them in order and the member applies them in order; the answers are
@@ -198,10 +201,14 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 		rc := make(chan result, 1)
 		inflight = append(inflight, rc)
 		h, b := hdr, blob
+		s.log.Debug("pushing", "peer", peer, "entries", len(h.Entries), "deleted", len(h.Deleted), "bytes", len(b), "read_in", time.Since(batchStart))
 		go func() {
+			t0 := time.Now()
 			resp, err := s.request(ctx, peer, msgPush, &h, b)
+			s.log.Debug("push answered", "peer", peer, "entries", len(h.Entries), "after", time.Since(t0), "error", err)
 			rc <- result{resp, err}
 		}()
+		batchStart = time.Now()
 		hdr, blob = syncHeader{}, nil
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"time"
 
 	"github.com/hagent/hagent/l2chan"
 )
@@ -70,7 +71,11 @@ func (s *Syncer) recvLoop(ctx context.Context) {
 				return
 			}
 		}
+		t0 := time.Now()
 		m, err := decodeSyncMsg(msg.From, msg.Data)
+		if err == nil && m.kind == msgPush {
+			s.log.Debug("push received", "peer", m.from, "entries", len(m.hdr.Entries), "bytes", len(msg.Data), "decoded_in", time.Since(t0))
+		}
 		if err != nil {
 			s.log.Warn("dropping undecodable sync message", "peer", msg.From, "error", err)
 			continue

@@ -141,6 +141,7 @@ type peerWorker struct {
 	cancel     context.CancelFunc
 	kick       chan struct{}
 	needRepair bool
+	busy       bool // a push or repair is under way
 	pending    map[string]bool
 	waiters    []chan error
 }
@@ -178,6 +179,10 @@ type Syncer struct {
 	pendMu   sync.Mutex
 	pending  map[uint64]pendingReq
 	running  atomic.Bool
+	// applying is set while a push is applied; a rescan asked for then
+	// (by the watcher, seeing the push's own writes) waits for its end
+	// (deferred), as the push rescans when it is done.
+	applying, deferred atomic.Bool
 }
 
 type pendingReq struct {
@@ -435,6 +440,11 @@ func (s *Syncer) checkMismatch(peer string) {
 		return
 	}
 	m.mismatchSince = time.Time{}
+	if w := s.workers[peer]; w != nil && w.busy {
+		// A transfer to it is under way: its heartbeats show the tree
+		// before it; the transfer's ack brings the tree after it.
+		return
+	}
 	if w := s.workers[peer]; w != nil && s.role == RolePrimary {
 		s.log.Info("member reports a different tree, repairing", "peer", peer, "peer_checksum", m.checksum, "checksum", s.checksum)
 		w.needRepair = true
@@ -487,6 +497,10 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.rescanCh:
+			if s.applying.Load() {
+				s.deferred.Store(true)
+				continue
+			}
 			s.rescan()
 		case <-tick.C:
 			s.rescan()

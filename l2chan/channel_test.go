@@ -290,13 +290,15 @@ func TestChannelReplay(t *testing.T) {
 // transfer completes on the second one, and traffic moves back when the
 // first link answers again.
 func TestChannelFailover(t *testing.T) {
+	// The segment cuts itself after cutAfter frames, in the middle of the
+	// transfer however fast it runs; cut then does the rest.
+	const cutAfter = 500
 	tests := []struct {
 		name string
 		cut  func(n *fakeNet, a, b *Channel)
 	}{
-		{name: "silent cut", cut: func(n *fakeNet, a, b *Channel) { n.seg("s1").setCut(true) }},
+		{name: "silent cut", cut: func(n *fakeNet, a, b *Channel) {}},
 		{name: "SetLinkUp false", cut: func(n *fakeNet, a, b *Channel) {
-			n.seg("s1").setCut(true)
 			a.SetLinkUp("ha1", false)
 			b.SetLinkUp("ha1", false)
 		}},
@@ -307,15 +309,24 @@ func TestChannelFailover(t *testing.T) {
 			a := newTestChannel(t, n, "node-a", []string{"s1", "s2"})
 			b := newTestChannel(t, n, "node-b", []string{"s1", "s2"})
 			payload := bytes.Repeat([]byte("0123456789abcdef"), 256<<10) // 4 MB
+			s1, frames, cutNow := n.seg("s1"), 0, make(chan struct{})
+			s1.setTap(func([]byte) { // called with the network locked
+				if frames++; frames == cutAfter {
+					s1.cut = true
+					close(cutNow)
+				}
+			})
 			errc := make(chan error, 1)
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
 				errc <- a.Send(ctx, "node-b", payload)
 			}()
-			eventually(t, 10*time.Second, "transfer under way on ha1", func() bool {
-				return b.Stats().Links[0].RxFrames > 200
-			})
+			select {
+			case <-cutNow:
+			case <-time.After(10 * time.Second):
+				t.Fatal("transfer never under way on ha1")
+			}
 			tt.cut(n, a, b)
 			m := recvOne(t, b, 30*time.Second)
 			if err := <-errc; err != nil {

@@ -39,6 +39,7 @@ const (
 	frameKindEnd
 )
 
+// String names the kind as in logs: data, ack, probe.
 func (k FrameKind) String() string {
 	switch k {
 	case FrameData:

@@ -351,7 +351,7 @@ func TestSyncBench(t *testing.T) {
 			continue
 		}
 		hf.RunsS = append(hf.RunsS, took.Seconds())
-		t.Logf("hagent full sync %d: %.2f s", r+1, took.Seconds())
+		t.Logf("hagent full sync %d: %.2f s; node-b's batches:\n%s", r+1, took.Seconds(), appliedLines(x.b))
 	}
 	rep.Full = append(rep.Full, hf)
 
@@ -445,6 +445,25 @@ func (x *bench) aside(dir string) error {
 		}
 	}
 	return nil
+}
+
+// appliedLines returns the "applied synchronized paths" lines of n's log
+// since its last start: where each batch's time went.
+func appliedLines(n *lab.Node) string {
+	b, err := os.ReadFile(n.Log)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "hagentd: starting:") {
+			out = out[:0]
+		}
+		if strings.Contains(l, "applied synchronized paths:") {
+			out = append(out, "    "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // checksum returns n's tree checksum ("" when it does not answer).
