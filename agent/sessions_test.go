@@ -87,17 +87,13 @@ func testFlow(i int) sessionsync.Flow {
 
 func waitFor(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
+	var last error
+	defer func() {
+		if t.Failed() && last != nil {
+			t.Log("last:", last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}()
+	eventually(t, d, "the condition", func() bool { last = cond(); return last == nil })
 }
 
 // TestAgentSessionPickup: the primary's flows reach the secondary; after

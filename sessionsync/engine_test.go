@@ -63,6 +63,15 @@ func (m *member) stop() {
 	m.ch.Close()
 }
 
+// newPair starts node-a and node-b on one segment, node-a primary.
+func newPair(t *testing.T) (a, b *member) {
+	nw := heartbeat.NewMemNetwork()
+	a = newMember(t, nw, "node-a", nil)
+	b = newMember(t, nw, "node-b", nil)
+	a.e.SetRole(true, []string{"node-b"})
+	return a, b
+}
+
 func flowN(proto uint8, i int) Flow {
 	c := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
 	s := netip.MustParseAddr("10.9.2.10")
@@ -222,10 +231,7 @@ func TestDelay(t *testing.T) {
 }
 
 func TestRefreshKeepsBusyUDP(t *testing.T) {
-	nw := heartbeat.NewMemNetwork()
-	a := newMember(t, nw, "node-a", nil)
-	b := newMember(t, nw, "node-b", nil)
-	a.e.SetRole(true, []string{"node-b"})
+	a, b := newPair(t)
 	u := flowN(ProtoUDP, 1)
 	u.Timeout = 30
 	a.table.Put(u)
@@ -258,10 +264,7 @@ func TestRefreshKeepsBusyUDP(t *testing.T) {
 }
 
 func TestOverrunRepairedBySweep(t *testing.T) {
-	nw := heartbeat.NewMemNetwork()
-	a := newMember(t, nw, "node-a", nil)
-	b := newMember(t, nw, "node-b", nil)
-	a.e.SetRole(true, []string{"node-b"})
+	a, b := newPair(t)
 	for i := 0; i < 100; i++ {
 		a.table.Put(flowN(ProtoTCP, i))
 	}
@@ -356,10 +359,7 @@ func TestMalformedCounted(t *testing.T) {
 }
 
 func TestReadyAppliesQueued(t *testing.T) {
-	nw := heartbeat.NewMemNetwork()
-	a := newMember(t, nw, "node-a", nil)
-	b := newMember(t, nw, "node-b", nil)
-	a.e.SetRole(true, []string{"node-b"})
+	a, b := newPair(t)
 	for i := 0; i < 2000; i++ {
 		a.table.Put(flowN(ProtoTCP, i))
 	}

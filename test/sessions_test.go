@@ -172,6 +172,19 @@ func bulkFlows(n int) []sessionsync.Record {
 	return recs
 }
 
+// tables returns the flows of two nodes' kernel tables that pass filter.
+func tables(a, b *lab.Node, filter func(*sessionsync.Flow) bool) (ka, kb map[sessionsync.Key]sessionsync.Flow, err error) {
+	fa, err := a.Flows()
+	if err != nil {
+		return nil, nil, err
+	}
+	fb, err := b.Flows()
+	if err != nil {
+		return nil, nil, err
+	}
+	return flowKeys(fa, filter), flowKeys(fb, filter), nil
+}
+
 func flowKeys(fl []sessionsync.Flow, filter func(*sessionsync.Flow) bool) map[sessionsync.Key]sessionsync.Flow {
 	m := map[sessionsync.Key]sessionsync.Flow{}
 	for _, f := range fl {
@@ -208,15 +221,10 @@ func TestSessionPickupBulk(t *testing.T) {
 	}
 	ours := func(f *sessionsync.Flow) bool { return f.Orig.DstPort == 443 }
 	compare := func() error {
-		fa, err := a.Flows()
+		ka, kb, err := tables(a, b, ours)
 		if err != nil {
 			return err
 		}
-		fb, err := b.Flows()
-		if err != nil {
-			return err
-		}
-		ka, kb := flowKeys(fa, ours), flowKeys(fb, ours)
 		if len(ka) != n {
 			return fmt.Errorf("node-a has %d flows, want %d", len(ka), n)
 		}
@@ -268,15 +276,10 @@ func TestSessionPickupBulk(t *testing.T) {
 	start(t, b, pb)
 	want := n + 2000 - 500
 	poll(t, 60*time.Second, time.Second, "the tables converge after kill -9 and restart", func() error {
-		fa, err := a.Flows()
+		ka, kb, err := tables(a, b, ours)
 		if err != nil {
 			return err
 		}
-		fb, err := b.Flows()
-		if err != nil {
-			return err
-		}
-		ka, kb := flowKeys(fa, ours), flowKeys(fb, ours)
 		if len(ka) != want {
 			return fmt.Errorf("node-a has %d, want %d", len(ka), want)
 		}
