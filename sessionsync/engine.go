@@ -150,7 +150,10 @@ type recvState struct {
 	inBulk  bool
 	seen    map[Key]struct{}
 	applied map[Key]struct{}
-	bulk    BulkStatus
+	// before are the forwarded flows of the local table when the bulk
+	// copy began (sweep candidates at its end).
+	before []Key
+	bulk   BulkStatus
 }
 
 // New builds an engine; Run starts it.
@@ -741,20 +744,25 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	e.recvMu.Unlock()
 	switch m.Kind {
 	case KindBulkBegin:
-		e.recvMu.Lock()
-		rs.gen, rs.inBulk, rs.seen = m.Gen, true, map[Key]struct{}{}
-		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
-		e.recvMu.Unlock()
-		return
-	case KindBulkEnd:
-		var local []Flow
-		if e.cfg.Table.Dump(func(f *Flow) { local = append(local, *f) }) != nil {
-			local = nil
-		}
+		// The local table before the copy: its forwarded flows that the
+		// copy does not contain are removed at its end. Taken now, while
+		// the table is small (empty on a fresh member), not at the end.
 		own := map[netip.Addr]bool{}
 		for _, a := range e.localAddrs() {
 			own[a] = true
 		}
+		var before []Key
+		_ = e.cfg.Table.Dump(func(f *Flow) {
+			if e.wanted(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+				before = append(before, f.Key())
+			}
+		})
+		e.recvMu.Lock()
+		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, map[Key]struct{}{}, before
+		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
+		e.recvMu.Unlock()
+		return
+	case KindBulkEnd:
 		e.recvMu.Lock()
 		var stale []Record
 		if rs.inBulk && rs.gen == m.Gen {
@@ -764,12 +772,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 					del[k] = true
 				}
 			}
-			for i := range local {
-				f := &local[i]
-				if _, ok := rs.seen[f.Key()]; ok || !e.wanted(f) || own[f.Orig.Src] || own[f.Orig.Dst] || own[f.Reply.Src] || own[f.Reply.Dst] {
-					continue
+			for _, k := range rs.before {
+				if _, ok := rs.seen[k]; !ok {
+					del[k] = true
 				}
-				del[f.Key()] = true
 			}
 			for k := range del {
 				stale = append(stale, Record{Op: OpDelete, Flow: Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}})
@@ -784,7 +790,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			delete(rs.applied, r.Flow.Key())
 		}
 		e.rc.swept += uint64(len(stale))
-		rs.inBulk, rs.seen = false, nil
+		rs.inBulk, rs.seen, rs.before = false, nil, nil
 		rs.bulk.State, rs.bulk.Done, rs.bulk.Duration = "done", now, now.Sub(rs.bulk.Started)
 		rs.bulk.Total = int(m.Count)
 		e.rc.bulkDone = true

@@ -33,6 +33,7 @@ type Kernel struct {
 	seq uint32
 	buf []byte
 	rx  []byte
+	w   nlw
 }
 
 // kernelBatch is the number of netlink messages written at once.
@@ -377,11 +378,7 @@ func (k *Kernel) Apply(recs []Record) []error {
 	defer k.mu.Unlock()
 	for i := 0; i < len(recs); i += kernelBatch {
 		j := min(i+kernelBatch, len(recs))
-		msgs := make([]netlink.Message, 0, j-i)
-		for x := i; x < j; x++ {
-			msgs = append(msgs, k.encode(&recs[x], true))
-		}
-		res := k.exchange(msgs)
+		res := k.exchange(recs, i, j, nil, true)
 		for x := i; x < j; x++ {
 			e := res[x-i]
 			switch {
@@ -400,11 +397,7 @@ func (k *Kernel) Apply(recs []Record) []error {
 	}
 	for i := 0; i < len(retry); i += kernelBatch {
 		j := min(i+kernelBatch, len(retry))
-		msgs := make([]netlink.Message, 0, j-i)
-		for _, x := range retry[i:j] {
-			msgs = append(msgs, k.encode(&recs[x], false))
-		}
-		res := k.exchange(msgs)
+		res := k.exchange(recs, 0, 0, retry[i:j], false)
 		for n, x := range retry[i:j] {
 			if e := res[n]; e != 0 {
 				errs[x] = &KernelError{Op: "update", Errno: e}
@@ -414,6 +407,8 @@ func (k *Kernel) Apply(recs []Record) []error {
 	return errs
 }
 
+// encode builds the message of r with ti-mo's netfilter types: the
+// reference the fast encoder (nlw) is tested against.
 func (k *Kernel) encode(r *Record, create bool) netlink.Message {
 	f := &r.Flow
 	h := netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, Family: netfilter.ProtoIPv4, Flags: netlinkRequestAckFlags}
@@ -442,9 +437,14 @@ func (k *Kernel) encode(r *Record, create bool) netlink.Message {
 	return m
 }
 
-// exchange writes msgs in one sendmsg and returns each one's errno (0: ok).
-func (k *Kernel) exchange(msgs []netlink.Message) []syscall.Errno {
-	res := make([]syscall.Errno, len(msgs))
+// exchange writes recs[from:to] (or recs[idx...] when idx is set) in one
+// sendmsg and returns each one's errno (0: ok).
+func (k *Kernel) exchange(recs []Record, from, to int, idx []int, create bool) []syscall.Errno {
+	n := to - from
+	if idx != nil {
+		n = len(idx)
+	}
+	res := make([]syscall.Errno, n)
 	if k.fd < 0 {
 		for i := range res {
 			res[i] = unix.EBADF
@@ -452,17 +452,17 @@ func (k *Kernel) exchange(msgs []netlink.Message) []syscall.Errno {
 		return res
 	}
 	base := k.seq + 1
-	k.buf = k.buf[:0]
-	for i := range msgs {
-		k.seq++
-		msgs[i].Header.Sequence = k.seq
-		msgs[i].Header.Length = uint32(nlmsgHdrLen + (len(msgs[i].Data)+3)&^3)
-		b, err := msgs[i].MarshalBinary()
-		if err != nil {
-			panic(err) // a length we set ourselves
+	k.w.b = k.w.b[:0]
+	for i := 0; i < n; i++ {
+		x := from + i
+		if idx != nil {
+			x = idx[i]
 		}
-		k.buf = append(k.buf, b...)
+		k.seq++
+		k.w.message(&recs[x], create, k.seq)
 	}
+	k.buf = k.w.b
+	msgs := res // one result per message
 	pending := len(msgs)
 	if err := unix.Sendto(k.fd, k.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		e, _ := err.(syscall.Errno)
