@@ -627,33 +627,41 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	if err := e.send(ctx, p, &Message{Kind: KindBulkBegin, Gen: gen}, buf); err != nil {
 		return err
 	}
-	var flows []Flow
+	// The dump streams: records go out while the kernel is still dumping.
+	batch := make([]Record, 0, e.cfg.BatchRecords)
+	count := 0
+	var sendErr error
+	flush := func() {
+		if len(batch) == 0 || sendErr != nil {
+			return
+		}
+		sendErr = e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: batch}, buf)
+		batch = batch[:0]
+	}
 	if err := e.cfg.Table.Dump(func(f *Flow) {
-		if f.Status&StatusDying == 0 && e.wanted(f) {
-			flows = append(flows, *f)
+		if sendErr != nil || f.Status&StatusDying != 0 || !e.wanted(f) {
+			return
+		}
+		e.mu.Lock()
+		if _, young := e.pending[f.Key()]; young && e.cfg.Delay > 0 {
+			e.mu.Unlock()
+			return
+		}
+		batch = append(batch, Record{Op: OpUpsert, Flow: e.prepare(*f, start)})
+		count++
+		p.bulk.Total = count
+		e.mu.Unlock()
+		if len(batch) == cap(batch) {
+			flush()
 		}
 	}); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
-	e.mu.Lock()
-	p.bulk.Total = len(flows)
-	recs := make([]Record, 0, len(flows))
-	for _, f := range flows {
-		if e.cfg.Delay > 0 {
-			if _, ok := e.pending[f.Key()]; ok {
-				continue
-			}
-		}
-		recs = append(recs, Record{Op: OpUpsert, Flow: e.prepare(f, start)})
+	flush()
+	if sendErr != nil {
+		return sendErr
 	}
-	e.mu.Unlock()
-	for i := 0; i < len(recs); i += e.cfg.BatchRecords {
-		j := min(i+e.cfg.BatchRecords, len(recs))
-		if err := e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: recs[i:j]}, buf); err != nil {
-			return err
-		}
-	}
-	if err := e.send(ctx, p, &Message{Kind: KindBulkEnd, Gen: gen, Count: uint32(len(recs))}, buf); err != nil {
+	if err := e.send(ctx, p, &Message{Kind: KindBulkEnd, Gen: gen, Count: uint32(count)}, buf); err != nil {
 		return err
 	}
 	d := e.cfg.Now().Sub(start)
@@ -661,7 +669,7 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	p.bulk.State, p.bulk.Duration, p.bulk.Done = "done", d, e.cfg.Now()
 	p.lastErr = ""
 	e.mu.Unlock()
-	e.event("bulk session copy to %s: %d flows in %s", p.name, len(recs), d.Round(time.Millisecond))
+	e.event("bulk session copy to %s: %d flows in %s", p.name, count, d.Round(time.Millisecond))
 	return nil
 }
 

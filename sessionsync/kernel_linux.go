@@ -23,8 +23,12 @@ import (
 // carries up to kernelBatch creates; ti-mo sends one message per round
 // trip and cannot send CTA_NAT_SRC/CTA_NAT_DST).
 type Kernel struct {
-	dumpMu sync.Mutex // dump (a Count never waits for a batch of writes)
+	statMu sync.Mutex // dump (Count never waits for writes or a dump)
 	dump   *conntrack.Conn
+	dumpMu sync.Mutex // dfd
+	dfd    int        // dumps, streamed
+	dseq   uint32
+	drx    []byte
 	events *netfilter.Conn
 	quiet  atomic.Bool // events are read and dropped undecoded
 
@@ -74,7 +78,20 @@ func OpenKernel() (*Kernel, error) {
 		d.Close()
 		return nil, fmt.Errorf("ctnetlink events: %w", err)
 	}
-	return &Kernel{dump: d, events: ev, fd: fd, rx: make([]byte, 1<<20)}, nil
+	dfd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err == nil {
+		if err = unix.Bind(dfd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			unix.Close(dfd)
+		}
+	}
+	if err != nil {
+		ev.Close()
+		unix.Close(fd)
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink dump socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(dfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	return &Kernel{dump: d, events: ev, fd: fd, dfd: dfd, rx: make([]byte, 1<<20), drx: make([]byte, 1<<20)}, nil
 }
 
 // Close implements Table.
@@ -87,14 +104,20 @@ func (k *Kernel) Close() error {
 	}
 	k.events.Close()
 	k.dumpMu.Lock()
-	defer k.dumpMu.Unlock()
+	if k.dfd >= 0 {
+		unix.Close(k.dfd)
+		k.dfd = -1
+	}
+	k.dumpMu.Unlock()
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
 	return k.dump.Close()
 }
 
 // Count implements Table.
 func (k *Kernel) Count() (int, error) {
-	k.dumpMu.Lock()
-	defer k.dumpMu.Unlock()
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
 	st, err := k.dump.StatsGlobal()
 	if err != nil {
 		return 0, err
@@ -102,20 +125,69 @@ func (k *Kernel) Count() (int, error) {
 	return int(st.Entries), nil
 }
 
-// Dump implements Table.
+// Dump implements Table. It streams: fn sees each flow as its part of
+// the dump arrives (decoded with ti-mo's Event.Unmarshal), so a bulk copy
+// sends while the kernel is still dumping. fn must not call k.
 func (k *Kernel) Dump(fn func(*Flow)) error {
 	k.dumpMu.Lock()
-	fl, err := k.dump.Dump(nil)
-	k.dumpMu.Unlock()
-	if err != nil {
+	defer k.dumpMu.Unlock()
+	if k.dfd < 0 {
+		return unix.EBADF
+	}
+	k.dseq++
+	req := make([]byte, 0, 20)
+	req = binary.NativeEndian.AppendUint32(req, 20)
+	req = binary.NativeEndian.AppendUint16(req, uint16(netfilter.NFSubsysCTNetlink)<<8|ipctnlMsgCtGet)
+	req = binary.NativeEndian.AppendUint16(req, uint16(netlink.Request|netlink.Dump))
+	req = binary.NativeEndian.AppendUint32(req, k.dseq)
+	req = binary.NativeEndian.AppendUint32(req, 0)
+	req = append(req, unix.AF_UNSPEC, 0, 0, 0)
+	if err := unix.Sendto(k.dfd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("ctnetlink dump: %w", err)
 	}
-	for i := range fl {
-		if f, ok := fromTiMo(&fl[i]); ok {
-			fn(&f)
+	for {
+		n, _, err := unix.Recvfrom(k.dfd, k.drx, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("ctnetlink dump: %w", err)
+		}
+		b := k.drx[:n]
+		for len(b) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < nlmsgHdrLen || l > len(b) {
+				return fmt.Errorf("ctnetlink dump: bad message length %d", l)
+			}
+			m := netlink.Message{Header: netlink.Header{Length: uint32(l),
+				Type:     netlink.HeaderType(binary.NativeEndian.Uint16(b[4:])),
+				Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(b[6:])),
+				Sequence: binary.NativeEndian.Uint32(b[8:]), PID: binary.NativeEndian.Uint32(b[12:])}, Data: b[nlmsgHdrLen:l]}
+			switch {
+			case m.Header.Type == netlink.Done:
+				return nil
+			case m.Header.Type == netlink.Error:
+				if l >= nlmsgHdrLen+4 {
+					if code := int32(binary.NativeEndian.Uint32(b[16:])); code < 0 {
+						return fmt.Errorf("ctnetlink dump: %w", syscall.Errno(-code))
+					}
+				}
+				return nil
+			case m.Header.Sequence == k.dseq:
+				var ev conntrack.Event
+				if ev.Unmarshal(m) == nil && ev.Flow != nil {
+					if f, ok := fromTiMo(ev.Flow); ok {
+						fn(&f)
+					}
+				}
+			}
+			if a := (l + 3) &^ 3; a < len(b) {
+				b = b[a:]
+			} else {
+				b = nil
+			}
 		}
 	}
-	return nil
 }
 
 // Listen implements Table; it may be called once (it closes the event
@@ -246,6 +318,7 @@ const (
 	ctaProtoNATPortMin     = 1
 	ctaProtoNATPortMax     = 2
 	ipctnlMsgCtNew         = 0
+	ipctnlMsgCtGet         = 1
 	ipctnlMsgCtDelete      = 2
 	settableStatus         = StatusSeenReply | StatusAssured | StatusConfirmed
 	nlmsgError             = 2
