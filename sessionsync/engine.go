@@ -383,6 +383,9 @@ func (e *Engine) onEvent(ev Event) {
 			}
 		}
 		e.log.Warn("conntrack event overrun (ENOBUFS): events lost; copying the table again")
+		if e.cfg.Event != nil {
+			e.cfg.Event("conntrack event overrun (ENOBUFS): events lost; copying the table again")
+		}
 		return
 	}
 	f := &ev.Flow
@@ -587,6 +590,9 @@ func (e *Engine) sendFailed(p *peerState, what string, err error) {
 	defer e.mu.Unlock()
 	if p.lastErr == "" || e.cfg.Now().Sub(p.lastErrAt) > time.Minute {
 		e.log.Warn("session sync failed; copying the table again", "peer", p.name, "what", what, "error", err)
+		if e.cfg.Event != nil {
+			e.cfg.Event(fmt.Sprintf("session sync to %s failed (%s): %v; copying the table again", p.name, what, err))
+		}
 	}
 	p.lastErr, p.lastErrAt = what+": "+err.Error(), e.cfg.Now()
 	if p.bulk.State == "running" {
@@ -842,6 +848,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 func (e *Engine) noteErr(now time.Time, msg string) {
 	if e.rc.lastErr == "" || now.Sub(e.rc.lastErrAt) > time.Minute {
 		e.log.Warn("session sync: receive error", "error", msg)
+		if e.cfg.Event != nil {
+			e.cfg.Event("session sync: " + msg + " (repeats within a minute are counted, not logged)")
+		}
 	}
 	e.rc.lastErr, e.rc.lastErrAt = msg, now
 }

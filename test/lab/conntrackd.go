@@ -134,7 +134,9 @@ General {
 }
 
 // Ctl is the path of conntrackd's UNIX socket.
-func (c *Conntrackd) Ctl() string { return filepath.Join(c.Node.lab.Dir, c.Node.Name, "conntrackd.ctl") }
+func (c *Conntrackd) Ctl() string {
+	return filepath.Join(c.Node.lab.Dir, c.Node.Name, "conntrackd.ctl")
+}
 
 // Run runs `conntrackd -C conf ARGS` (a request to the running daemon).
 func (c *Conntrackd) Run(args ...string) (string, error) {

@@ -177,7 +177,7 @@ func TestSessionBenchCrash(t *testing.T) {
 	})
 	surv := func(r lab.LoadReport) int { return r.Conns - max(r.Stalled, r.Errors) }
 	addRow(t, row{what: fmt.Sprintf("connections of %d surviving a crash failover", n),
-		hagent: fmt.Sprintf("%d (%d resets, longest stall %v)", surv(hr), hr.Resets, hr.MaxStall.Round(time.Millisecond)),
+		hagent:     fmt.Sprintf("%d (%d resets, longest stall %v)", surv(hr), hr.Resets, hr.MaxStall.Round(time.Millisecond)),
 		conntrackd: fmt.Sprintf("%d (%d resets, longest stall %v)", surv(cr), cr.Resets, cr.MaxStall.Round(time.Millisecond)),
 		ratio:      ratio(float64(surv(hr)), float64(surv(cr)))})
 }
@@ -199,10 +199,10 @@ func flows(from, n int) []sessionsync.Record {
 		srv := netip.AddrFrom4([4]byte{10, 9, 2, byte(20 + i/50000)})
 		sp := uint16(10000 + i%50000)
 		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
-			Proto:  sessionsync.ProtoTCP,
-			Orig:   sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
-			Reply:  sessionsync.Tuple{Src: srv, Dst: nat, SrcPort: 443, DstPort: sp},
-			Status: sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
+			Proto:   sessionsync.ProtoTCP,
+			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
+			Reply:   sessionsync.Tuple{Src: srv, Dst: nat, SrcPort: 443, DstPort: sp},
+			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
 			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
 		}})
 	}
