@@ -210,3 +210,34 @@ func TestAgentSessionOverrideHold(t *testing.T) {
 		t.Fatal("failover still set after the hold")
 	}
 }
+
+// TestAgentSessionsDisabled: with session_pickup off (the default) there
+// is no session socket, `ha sessions` says disabled, and status carries
+// {"enabled": false}.
+func TestAgentSessionsDisabled(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	n := startNode(t, mem, testConfig(t, "a", 200, false))
+	ev, err := n.a.Handle(control.Request{Cmd: control.CmdExposure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ev.(*control.Exposure).Sockets {
+		if s.EtherType == "0x8892" || s.Address == "NETLINK_NETFILTER" {
+			t.Fatalf("session pickup is off, yet exposure lists %+v", s)
+		}
+	}
+	v, err := n.a.Handle(control.Request{Cmd: control.CmdSessions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := v.(*sessionsync.Status); s.Enabled {
+		t.Fatalf("ha sessions: %+v", s)
+	}
+	st, err := n.a.Handle(control.Request{Cmd: control.CmdStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.(*control.Status).Sessions; s == nil || s.Enabled {
+		t.Fatalf("status sessions: %+v", s)
+	}
+}
