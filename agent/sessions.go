@@ -144,11 +144,14 @@ func (a *Agent) updateSessions() {
 	// Copy to the live members that do not claim primary: a leaving
 	// primary still holds the addresses, and their removal destroys its
 	// masqueraded flows, copies included; it gets its bulk copy once it
-	// says secondary.
+	// says secondary. A member already copied to that starts claiming
+	// primary (it takes over from this node) keeps getting the stream
+	// until this node lets go (sessionsStopSending): flows made here in
+	// the hand-over window reach it too.
 	var peers []string
 	if primary {
 		for _, m := range a.m.Status().Members {
-			if !m.Self && m.Alive && m.Role != cluster.RolePrimary {
+			if !m.Self && m.Alive && (m.Role != cluster.RolePrimary || slices.Contains(s.peers, m.Name)) {
 				peers = append(peers, m.Name)
 			}
 		}
