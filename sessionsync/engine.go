@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hagent/hagent/l2chan"
@@ -633,37 +634,56 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	if err := e.send(ctx, p, &Message{Kind: KindBulkBegin, Gen: gen}, buf); err != nil {
 		return err
 	}
-	// The dump streams: records go out while the kernel is still dumping.
-	batch := make([]Record, 0, e.cfg.BatchRecords)
+	// The dump streams, on a goroutine of its own: records go out while
+	// the kernel is still dumping and the next batch is being decoded.
+	batches := make(chan []Record, 4)
+	var stop atomic.Bool
 	count := 0
-	var sendErr error
-	flush := func() {
-		if len(batch) == 0 || sendErr != nil {
-			return
+	dumpErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		batch := make([]Record, 0, e.cfg.BatchRecords)
+		hand := func() {
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+				stop.Store(true)
+			}
+			batch = make([]Record, 0, e.cfg.BatchRecords)
 		}
-		sendErr = e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: batch}, buf)
-		batch = batch[:0]
-	}
-	if err := e.cfg.Table.Dump(func(f *Flow) {
-		if sendErr != nil || f.Status&StatusDying != 0 || !e.wanted(f) {
-			return
-		}
-		e.mu.Lock()
-		if _, young := e.pending[f.Key()]; young && e.cfg.Delay > 0 {
+		err := e.cfg.Table.Dump(func(f *Flow) {
+			if stop.Load() || f.Status&StatusDying != 0 || !e.wanted(f) {
+				return
+			}
+			e.mu.Lock()
+			if _, young := e.pending[f.Key()]; young && e.cfg.Delay > 0 {
+				e.mu.Unlock()
+				return
+			}
+			batch = append(batch, Record{Op: OpUpsert, Flow: e.prepare(*f, start)})
+			count++
+			p.bulk.Total = count
 			e.mu.Unlock()
-			return
+			if len(batch) == cap(batch) {
+				hand()
+			}
+		})
+		if len(batch) > 0 && !stop.Load() {
+			hand()
 		}
-		batch = append(batch, Record{Op: OpUpsert, Flow: e.prepare(*f, start)})
-		count++
-		p.bulk.Total = count
-		e.mu.Unlock()
-		if len(batch) == cap(batch) {
-			flush()
+		dumpErr <- err
+	}()
+	var sendErr error
+	for b := range batches {
+		if sendErr == nil {
+			if sendErr = e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: b}, buf); sendErr != nil {
+				stop.Store(true)
+			}
 		}
-	}); err != nil {
+	}
+	if err := <-dumpErr; err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
-	flush()
 	if sendErr != nil {
 		return sendErr
 	}
@@ -701,17 +721,45 @@ const readyQuiet = time.Millisecond
 
 // receive applies the peers' messages to the local table.
 func (e *Engine) receive(ctx context.Context) {
-	var m Message
+	// One goroutine reads the channel (so it keeps acknowledging, and the
+	// sender keeps sending), another applies: the kernel writes of one
+	// message overlap the transfer of the next.
+	type item struct {
+		msg   l2chan.Message
+		ready chan int // a Ready marker: answered once everything before it is applied
+		n     int
+	}
+	work := make(chan item, 32)
+	applied := make(chan struct{})
+	go func() {
+		defer close(applied)
+		var m Message
+		for it := range work {
+			if it.ready != nil {
+				it.ready <- it.n
+				continue
+			}
+			e.handle(it.msg, &m)
+		}
+	}()
+	defer func() { close(work); <-applied }()
+	put := func(it item) bool {
+		select {
+		case work <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	in := e.cfg.Transport.Recv()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case msg, ok := <-in:
-			if !ok {
+			if !ok || !put(item{msg: msg}) {
 				return
 			}
-			e.handle(msg, &m)
 		case r := <-e.readyCh:
 			// Apply what has arrived: until the channel has been quiet for
 			// readyQuiet (its run goroutine may be handing a message over).
@@ -724,7 +772,10 @@ func (e *Engine) receive(ctx context.Context) {
 					if !ok {
 						break drain
 					}
-					e.handle(msg, &m)
+					if !put(item{msg: msg}) {
+						quiet.Stop()
+						return
+					}
 					n++
 					quiet.Reset(readyQuiet)
 				case <-quiet.C:
@@ -732,7 +783,9 @@ func (e *Engine) receive(ctx context.Context) {
 				}
 			}
 			quiet.Stop()
-			r <- n
+			if !put(item{ready: r, n: n}) {
+				return
+			}
 		}
 	}
 }
