@@ -550,3 +550,77 @@ func TestSessionPickupOverrideReturn(t *testing.T) {
 		t.Errorf("connections broke: %s", r)
 	}
 }
+
+// TestSessionPickupSyncDev: with sync_dev [ha2] the session channel runs
+// on ha2; cut, it falls back to the hbdev ha1 and no flow is missing;
+// repaired, it goes back to ha2.
+func TestSessionPickupSyncDev(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 2})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		p := params(n.prio, false)
+		p.NoIPv6, p.HBDevs = true, 1
+		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2]}\nsync: {enabled: false}"
+		start(t, n.n, p)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	active := func(n *lab.Node) string {
+		if c := sessionsOf(t, n).Channel; c != nil {
+			return c.ActiveLink
+		}
+		return ""
+	}
+	load, err := lab.StartTCPLoad(l, 100, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	has := func(want int) func() error {
+		return func() error {
+			if s := sessionsOf(t, b); s.LocalFlows < want {
+				return fmt.Errorf("node-b holds %d flows, want %d", s.LocalFlows, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "copied over ha2", has(100))
+	if got := active(a); got != "ha2" {
+		t.Fatalf("session channel on %q, want ha2 (sync_dev)", got)
+	}
+	if err := a.SetLink("ha2", false); err != nil {
+		t.Fatal(err)
+	}
+	// New connections while ha2 is cut: they must reach node-b over ha1.
+	load2 := mustLoad(t, l, 100)
+	defer load2.Stop()
+	eventually(t, 15*time.Second, "copied over the hbdev after the cut", has(200))
+	if got := active(a); got != "ha1" {
+		t.Errorf("session channel on %q after the cut, want ha1 (fallback)", got)
+	}
+	if err := a.SetLink("ha2", true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "back on ha2", func() error {
+		if got := active(a); got != "ha2" {
+			return fmt.Errorf("session channel on %q", got)
+		}
+		return nil
+	})
+	t.Logf("measured: sync_dev cut and repaired: %+v", sessionsOf(t, a).Channel)
+}
+
+// mustLoad starts n more connections on another server port.
+func mustLoad(t *testing.T, l *lab.Lab, n int) *lab.TCPLoad {
+	t.Helper()
+	ld, err := lab.StartTCPLoadPort(l, n, 100*time.Millisecond, lab.LoadPort+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ld
+}

@@ -60,6 +60,9 @@ type Params struct {
 	CarrierDebounce time.Duration
 	// MetricsListen sets metrics_listen (in the node's namespace).
 	MetricsListen string
+	// HBDevs is how many of the heartbeat links (ha1, ha2…) are hbdevs;
+	// 0 is all. The others are free (session_pickup.sync_dev).
+	HBDevs int
 }
 
 // Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
@@ -131,7 +134,11 @@ func (n *Node) Config(p Params) (string, error) {
 		n.Name, p.Serial, p.Priority, p.Override, p.Realtime)
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
 	b.WriteString("  hbdev:\n")
-	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+	hbdevs := n.lab.Spec.HBLinks
+	if p.HBDevs > 0 {
+		hbdevs = p.HBDevs
+	}
+	for h := 1; h <= hbdevs; h++ {
 		fmt.Fprintf(&b, "    - {name: ha%d, priority: %d, direct: %v}\n", h, 100-h*10, p.Direct)
 	}
 	if p.CarrierDebounce > 0 {

@@ -46,10 +46,16 @@ type loadConn struct {
 // StartTCPLoad opens n connections from the client namespace to a server
 // in the server namespace (Spec.WAN).
 func StartTCPLoad(l *Lab, n int, every time.Duration) (*TCPLoad, error) {
+	return StartTCPLoadPort(l, n, every, LoadPort)
+}
+
+// StartTCPLoadPort is StartTCPLoad with a server port of its own (several
+// loads side by side).
+func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, error) {
 	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, stop: make(chan struct{})}
 	if err := InNS(l.Server, func() error {
 		var err error
-		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(LoadPort)))
+		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
 		return err
 	}); err != nil {
 		return nil, err
@@ -59,7 +65,7 @@ func StartTCPLoad(l *Lab, n int, every time.Duration) (*TCPLoad, error) {
 	err := InNS(l.Client, func() error {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		for i := 0; i < n; i++ {
-			c, err := d.Dial("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(LoadPort)))
+			c, err := d.Dial("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
 			if err != nil {
 				return fmt.Errorf("connection %d: %w", i, err)
 			}
