@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -378,4 +379,43 @@ func TestReadyAppliesQueued(t *testing.T) {
 	if err := sameKeys(a.table, b.table, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// blockingTransport accepts messages and never acknowledges them.
+type blockingTransport struct{ recv chan l2chan.Message }
+
+func (b *blockingTransport) Send(ctx context.Context, peer string, msg []byte) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (b *blockingTransport) Recv() <-chan l2chan.Message { return b.recv }
+
+// TestStallIsAProblem: records that wait unacknowledged longer than
+// StallAfter make a problem (health ERROR), and a failing send another.
+func TestStallIsAProblem(t *testing.T) {
+	table := NewMemTable()
+	cfg := DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = "node-a", table, &blockingTransport{recv: make(chan l2chan.Message)}
+	cfg.StallAfter, cfg.SendTimeout = 100*time.Millisecond, time.Minute
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.SetRole(true, []string{"node-b"})
+	table.Put(flowN(ProtoTCP, 1))
+	if p := e.Status().Problems; len(p) != 0 {
+		t.Fatalf("problems before any wait: %v", p)
+	}
+	eventually(t, 3*time.Second, func() error {
+		for _, p := range e.Status().Problems {
+			if strings.Contains(p, "session sync to node-b stalled") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no stall problem: %v", e.Status().Problems)
+	})
 }

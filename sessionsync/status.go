@@ -126,7 +126,8 @@ func (e *Engine) Status() Status {
 			ps.LastErrorAt = p.lastErrAt.Format(time.RFC3339Nano)
 		}
 		st.Peers = append(st.Peers, ps)
-		if !p.busySince.IsZero() && now.Sub(p.lastProgress) > e.cfg.StallAfter && now.Sub(p.busySince) > e.cfg.StallAfter {
+		busy := (!p.busySince.IsZero() && now.Sub(p.busySince) > e.cfg.StallAfter) || p.bulk.State == "running"
+		if busy && now.Sub(p.lastProgress) > e.cfg.StallAfter {
 			st.Problems = append(st.Problems, fmt.Sprintf("session sync to %s stalled: nothing acknowledged for %s (%d flows queued)",
 				p.name, now.Sub(p.lastProgress).Round(time.Second), len(p.queue)))
 		} else if p.lastErr != "" && now.Sub(p.lastErrAt) < 2*e.cfg.StallAfter {
