@@ -40,8 +40,10 @@ integration: build
 	HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 18m -v ./test/... 2>&1 | tee /tmp/hagent-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|measured' ; exit $${PIPESTATUS[0]}
 
 # make lab: the 2-node failover demo in network namespaces.
+# LAB_ARGS="-direct -probe 1ms": the same crash over a direct hb cable.
+LAB_ARGS ?=
 lab: build
-	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh
+	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh $(LAB_ARGS)
 
 # make bench: failover benchmark against keepalived, sync benchmark, channel throughput, session pickup
 # against conntrackd (bench-results/sessions.md), micro-benchmarks.

@@ -30,6 +30,7 @@ import (
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/metrics"
 	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/udplink"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -149,6 +150,7 @@ type Agent struct {
 	sync    *syncEngine                    // config sync (nil when disabled)
 	sess    *sessionEngine                 // session pickup (nil when disabled)
 	metrics *metrics.Exporter              // nil without metrics_listen
+	udpSync *udplink.Link                  // the sync channel\'s unicast_hb link, if any
 	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
@@ -259,11 +261,23 @@ func New(o Options) (*Agent, error) {
 			}
 			links = append(links, l)
 		}
+		if u := &cfg.Cluster.UnicastHB; u.Enabled {
+			l, err := a.openUnicast(u, u.Port, "heartbeat")
+			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
+				return nil, err
+			}
+			links = append(links, l)
+		}
 	}
 	for i, l := range links {
 		prio := 0
 		if i < len(cfg.Cluster.HBDevs) {
 			prio = cfg.Cluster.HBDevs[i].Priority
+		} else if isUnicast(l) {
+			prio = cfg.Cluster.UnicastHB.Priority
 		}
 		a.links = append(a.links, &hbLink{Link: l, prio: prio})
 	}
@@ -389,7 +403,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.sendLoop(bg) }()
 	watchNames := append([]string(nil), cfg.Cluster.Monitor...)
 	for _, l := range a.links {
-		watchNames = append(watchNames, l.Name())
+		if !isUnicast(l.Link) { // a UDP path has no carrier to watch
+			watchNames = append(watchNames, l.Name())
+		}
 	}
 	if len(watchNames) > 0 {
 		wg.Add(1)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/udplink"
 )
 
 // Handle answers one control request; it is the control.Handler of the
@@ -122,6 +123,9 @@ func (a *Agent) status() *control.Status {
 			RX: l.rx.Load(), TX: l.tx.Load(), Dropped: l.dropped.Load(), BadAuth: l.badAuth.Load(),
 			Replay: l.replay.Load(), TXErrors: l.txErr.Load(),
 		})
+		if u, ok := l.Link.(*udplink.Link); ok {
+			out.HBDevs[len(out.HBDevs)-1].Foreign = u.Foreign()
+		}
 	}
 	for _, n := range monitoredNames(&cfg.Cluster) {
 		up, ok := a.monitor[n]
@@ -166,11 +170,21 @@ func (a *Agent) exposure() *control.Exposure {
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "unix", Address: cfg.ControlSocket, Direction: "rx/tx", Purpose: "operator control (mode 0600)"})
 	et := fmt.Sprintf("0x%04x", cfg.Cluster.HeartbeatEtherType())
 	for _, l := range a.links {
+		if u, ok := l.Link.(*udplink.Link); ok {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "heartbeat (unicast_hb; only from its peers)"})
+			continue
+		}
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: et, Direction: "rx/tx", Purpose: "heartbeat"})
 	}
 	if a.sync != nil {
 		for _, l := range a.links {
+			if isUnicast(l.Link) {
+				continue
+			}
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: fmt.Sprintf("0x%04x", cfg.Cluster.EthType.L2EP), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM)"})
+		}
+		if u := a.udpSync; u != nil {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM; unicast_hb, only from its peers)"})
 		}
 	}
 	for _, i := range cfg.Cluster.Interfaces {

@@ -39,18 +39,35 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 		return nil, err
 	}
 	if links == nil {
+		// hbdevs by priority; the unicast_hb path among them by its own.
+		ul, err := a.unicastSyncLink(cfg)
+		if err != nil {
+			return nil, err
+		}
 		for _, hb := range cfg.Cluster.HBDevsByPriority() {
+			if ul != nil && cfg.Cluster.UnicastHB.Priority > hb.Priority {
+				links, ul = append(links, ul), nil
+			}
 			l, err := heartbeat.DialLink(hb.Name, cfg.Cluster.EthType.L2EP)
 			if err != nil {
 				for _, l := range links {
 					l.Close()
 				}
+				if ul != nil {
+					ul.Close()
+				}
 				return nil, fmt.Errorf("sync channel on %s: %w", hb.Name, err)
 			}
 			links = append(links, l)
 		}
+		if ul != nil {
+			links = append(links, ul)
+		}
 	}
 	cc := l2chan.DefaultConfig()
+	if cfg.Cluster.UnicastHB.Enabled {
+		cc.MTU = unicastMTU
+	}
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
 	cc.Label = configsync.ChannelLabel
 	cc.Logger = a.log.Named("sync-channel")

@@ -125,6 +125,8 @@ type Cluster struct {
 	// FailoverHoldTime delays a new failover after one
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
+	// UnicastHB is the unicast heartbeat (unicast_hb).
+	UnicastHB UnicastHB
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay
 	// down before it counts (carrier_debounce), 0-1s, default 4ms.
 	CarrierDebounce time.Duration
@@ -199,6 +201,25 @@ type PingServer struct {
 	// FailoverThreshold is how many lost pings mark the path down
 	// (failover_threshold), 1-100, default 5.
 	FailoverThreshold int
+}
+
+// UnicastHB carries the heartbeats and the channels in UDP between the
+// members' addresses (FGCP unicast-hb), for networks where raw Ethertypes
+// do not pass.
+type UnicastHB struct {
+	// Enabled turns it on (enabled), default false.
+	Enabled bool
+	// Peers are every member's address, this node's included (peers): each
+	// node binds the one configured on it and sends to the others; the
+	// same list on every member. 2-4 unicast addresses.
+	Peers []netip.Addr
+	// Port carries heartbeats (port), default 6065; SyncPort the
+	// configuration-sync channel (sync_port), default 6066; SessionPort the
+	// session-sync channel (session_port), default 6067.
+	Port, SyncPort, SessionPort int
+	// Priority ranks the UDP path among the hbdevs for the channels
+	// (priority), 0-255, default 0.
+	Priority int
 }
 
 // Sync configures the synchronization of files from the primary.
@@ -281,6 +302,7 @@ func DefaultCluster() Cluster {
 		UptimeDiffMargin: DefaultUptimeDiffMargin,
 		FailoverHoldTime: DefaultFailoverHoldTime,
 		CarrierDebounce:  DefaultCarrierDebounce,
+		UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 		EthType: EthTypes{
 			HA:      DefaultEthTypeHA,
 			HC:      DefaultEthTypeHC,

@@ -721,6 +721,31 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"failover_threshold": num(&ps.FailoverThreshold),
 			})
 		},
+		"unicast_hb": func(p string, v *yaml.Node) {
+			u := &c.UnicastHB
+			d.mapping(p, v, map[string]field{
+				"enabled": func(p string, v *yaml.Node) { d.boolean(p, v, &u.Enabled) },
+				"peers": func(p string, v *yaml.Node) {
+					u.Peers = nil
+					d.seq(p, v, 4, "peers", func(p string, v *yaml.Node) {
+						var s string
+						d.str(p, v, &s)
+						var a netip.Addr
+						if !d.bad[p] {
+							var err error
+							if a, err = netip.ParseAddr(s); err != nil {
+								d.typeErr(p, v, "an IP address such as 10.99.1.1")
+							}
+						}
+						u.Peers = append(u.Peers, a)
+					})
+				},
+				"port":         num(&u.Port),
+				"sync_port":    num(&u.SyncPort),
+				"session_port": num(&u.SessionPort),
+				"priority":     num(&u.Priority),
+			})
+		},
 		"arps":          num(&c.ARPs),
 		"arps_interval": dur(&c.ARPsInterval),
 		"sync": func(p string, v *yaml.Node) {

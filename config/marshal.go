@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -108,6 +109,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"targets", targets,
 			"interval", durNode(c.PingServer.Interval),
 			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"unicast_hb", mapNode(false,
+			"enabled", boolNode(c.UnicastHB.Enabled),
+			"peers", addrSeq(c.UnicastHB.Peers),
+			"port", intNode(c.UnicastHB.Port),
+			"sync_port", intNode(c.UnicastHB.SyncPort),
+			"session_port", intNode(c.UnicastHB.SessionPort),
+			"priority", intNode(c.UnicastHB.Priority)),
 		"arps", intNode(c.ARPs),
 		"arps_interval", durNode(c.ARPsInterval),
 		"sync", mapNode(false,
@@ -200,4 +208,16 @@ func formatDuration(v time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(v), 10) + "ns"
+}
+
+// addrSeq is a flow sequence of addresses (invalid ones are left out: the
+// decoder never produces them in a valid configuration).
+func addrSeq(list []netip.Addr) *yaml.Node {
+	n := seqNode(true)
+	for _, a := range list {
+		if a.IsValid() {
+			n.Content = append(n.Content, strNode(a.String()))
+		}
+	}
+	return n
 }

@@ -269,9 +269,7 @@ func NewSyncer(cfg SyncConfig) (*Syncer, error) {
 		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, 64),
 		pending: map[uint64]pendingReq{},
 	}
-	if err := s.loadState(); err != nil {
-		return nil, err
-	}
+	s.loadState()
 	if n, err := store.CleanTemp(); err != nil {
 		s.log.Warn("cleaning leftover temporary files", "error", err)
 	} else if n > 0 {
@@ -281,26 +279,30 @@ func NewSyncer(cfg SyncConfig) (*Syncer, error) {
 	return s, nil
 }
 
-func (s *Syncer) loadState() error {
+// loadState reads the generation. A missing, unreadable or corrupt file
+// is logged and the generation starts at 0 — the safe side: a new primary
+// asks the members for a newer tree before it pushes — never a refusal to
+// start.
+func (s *Syncer) loadState() {
 	if s.cfg.StateFile == "" {
-		return nil
+		return
 	}
 	b, err := os.ReadFile(s.cfg.StateFile)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return
 	}
 	if err != nil {
-		return fmt.Errorf("configsync: reading state: %w", err)
+		s.log.Error("cannot read the sync state file; starting from generation 0 (the primary's tree is pulled first)", "file", s.cfg.StateFile, "error", err)
+		return
 	}
 	var st struct {
 		Generation uint64 `json:"generation"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		s.log.Warn("ignoring corrupt state file", "file", s.cfg.StateFile, "error", err)
-		return nil
+		s.log.Error("sync state file is corrupt; starting from generation 0 (it is rewritten)", "file", s.cfg.StateFile, "error", err)
+		return
 	}
 	s.gen = st.Generation
-	return nil
 }
 
 // saveStateLocked persists the generation; s.mu is held.

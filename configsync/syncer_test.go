@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -435,6 +436,25 @@ func TestSyncStateFile(t *testing.T) {
 	if s.Generation() != gen {
 		t.Fatalf("generation after restart %d, want %d", s.Generation(), gen)
 	}
+
+	// A corrupt or unreadable state file starts at generation 0, never a
+	// refusal to start.
+	if err := os.WriteFile(state, []byte("{corrupt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "a-directory")
+	if err := os.Mkdir(unreadable, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{state, unreadable} {
+		s, err := NewSyncer(SyncConfig{Self: "node-a", Transport: a.ch, StateFile: f, Root: a.root, Paths: []string{"/etc/nft.conf"}})
+		if err != nil {
+			t.Fatalf("state file %s: %v", f, err)
+		}
+		if s.Generation() != 0 {
+			t.Fatalf("state file %s: generation %d, want 0", f, s.Generation())
+		}
+	}
 }
 
 // TestPeerRestartedEndsWaits: a request to a member that restarted fails
@@ -488,3 +508,17 @@ type silentTransport struct{ msgs chan l2chan.Message }
 
 func (s *silentTransport) Send(ctx context.Context, peer string, msg []byte) error { return nil }
 func (s *silentTransport) Recv() <-chan l2chan.Message                             { return s.msgs }
+
+// TestSyncFirstEventAtOnce: a file renamed into place is pushed at once,
+// not after the debounce (an hour here: a push waiting for it never comes).
+func TestSyncFirstEventAtOnce(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
+	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	for i, content := range []string{"first\n", "second\n"} {
+		a.write(t, "/etc/nft.conf", content, 0o644)
+		eventually(t, 10*time.Second, fmt.Sprintf("change %d on node-b without waiting for the debounce", i+1), func() bool {
+			return b.read("/etc/nft.conf") == content
+		})
+		time.Sleep(10 * time.Millisecond) // a quiet gap: the next change starts a burst
+	}
+}

@@ -12,6 +12,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
+// burstGap is the quiet time after which a file event starts a new burst.
+const burstGap = 5 * time.Millisecond
+
 // watch follows the sync paths with fsnotify (directories recursively, new
 // ones as they appear) and asks for a rescan on any change: at once for
 // the first of a burst, then coalesced.
@@ -46,14 +49,14 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
-	// The first event of a burst (after a quiet Debounce/4) that names a
-	// complete change (a file renamed or moved into place, removed, its
-	// mode or owner changed, a new non-empty file) rescans at once; the
-	// rest of the burst is coalesced into one more rescan at most every
-	// Debounce. An in-place
-	// write (or a new, still empty file) waits for Debounce: the writer
-	// may not be done. Later events do not extend the window, so a file
-	// rewritten without pause is still pushed every Debounce.
+	// The first event of a burst (after a quiet burstGap, or Debounce/4
+	// if shorter) that names a complete change (a file renamed or moved
+	// into place, removed, its mode or owner changed, a new non-empty
+	// file) rescans at once; the rest of the burst is coalesced into one
+	// more rescan at most every Debounce. An in-place write (or a new,
+	// still empty file) waits for Debounce: the writer may not be done.
+	// Later events do not extend the window, so a file rewritten without
+	// pause is still pushed every Debounce.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed, dirty := false, false
@@ -95,7 +98,7 @@ func (s *Syncer) watch(ctx context.Context) {
 				complete = false
 			}
 			now := time.Now()
-			first := now.Sub(last) > s.cfg.Debounce/4 // a gap: a new burst
+			first := now.Sub(last) > min(s.cfg.Debounce/4, burstGap) // a gap: a new burst
 			last = now
 			if first && complete {
 				kick(s.rescanCh)

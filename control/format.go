@@ -104,8 +104,12 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	for _, h := range s.HBDevs {
-		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d\n",
-			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay)
+		foreign := ""
+		if h.Foreign > 0 {
+			foreign = fmt.Sprintf(",\tforeign=%d", h.Foreign)
+		}
+		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d%s\n",
+			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay, foreign)
 	}
 	tw.Flush()
 	if len(s.Monitor) > 0 {

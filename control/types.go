@@ -84,6 +84,9 @@ type HBDev struct {
 	BadAuth  uint64 `json:"bad_auth"`
 	Replay   uint64 `json:"replay"`
 	TXErrors uint64 `json:"tx_errors"`
+	// Foreign counts datagrams dropped for coming from an address that is
+	// not a peer (unicast_hb paths only), before any cryptography.
+	Foreign uint64 `json:"foreign,omitempty"`
 }
 
 // Link is a monitored link's state.

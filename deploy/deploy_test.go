@@ -8,6 +8,7 @@ package deploy
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -107,5 +108,32 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no metric in the dashboard")
+	}
+}
+
+// TestCloudHook runs the example cloud hook with a logger stand-in: as
+// primary it says which API calls it would make, as secondary none.
+func TestCloudHook(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	if err := os.WriteFile(filepath.Join(dir, "logger"), []byte("#!/bin/sh\nshift 2\necho \"$*\" >> "+log+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(role string) string {
+		os.Remove(log)
+		cmd := exec.Command("sh", "hooks/cloud-takeover.sh")
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "HAGENT_ROLE="+role,
+			"HAGENT_PREVIOUS_ROLE=secondary", "HAGENT_REASON=test", "HAGENT_NODE=node-b")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", role, err, out)
+		}
+		b, _ := os.ReadFile(log)
+		return string(b)
+	}
+	if got := run("primary"); !strings.Contains(got, "would call: aws ec2 assign-private-ip-addresses") {
+		t.Fatalf("primary: %q", got)
+	}
+	if got := run("secondary"); strings.Contains(got, "would call") {
+		t.Fatalf("secondary: %q", got)
 	}
 }

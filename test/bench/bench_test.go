@@ -44,7 +44,9 @@ type plan struct {
 	extra  []time.Duration
 	cpuFor time.Duration
 	// direct: crash intervals over direct hb cables (carrier detection)
-	direct   []time.Duration
+	direct []time.Duration
+	// unicast: crash intervals (× 3) with unicast_hb across a router
+	unicast  []time.Duration
 	quick    bool
 	thresh   []int
 	graceful bool
@@ -57,7 +59,8 @@ func makePlan() plan {
 			reps:      func(time.Duration) int { return 2 },
 			extra:     []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 			cpuFor:    5 * time.Second, quick: true, thresh: []int{3, 6}, graceful: true,
-			direct: []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
+			direct:  []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
+			unicast: []time.Duration{200 * time.Millisecond},
 		}
 	}
 	return plan{
@@ -70,7 +73,8 @@ func makePlan() plan {
 		},
 		extra:  []time.Duration{time.Second, 200 * time.Millisecond, 100 * time.Millisecond, 10 * time.Millisecond},
 		cpuFor: 20 * time.Second, thresh: []int{3, 6}, graceful: true,
-		direct: []time.Duration{time.Second, 200 * time.Millisecond, 10 * time.Millisecond},
+		direct:  []time.Duration{time.Second, 200 * time.Millisecond, 10 * time.Millisecond},
+		unicast: []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 	}
 }
 
@@ -89,7 +93,7 @@ func TestBench(t *testing.T) {
 	}
 	pl := makePlan()
 	if os.Getenv("HAGENT_BENCH_DIRECT_ONLY") == "1" {
-		// Just the direct-cable rows (while working on them).
+		// Just the direct-cable and unicast rows (while working on them).
 		pl.intervals, pl.cpuFor = nil, 5*time.Second
 	}
 	host, _ := os.Hostname()
@@ -183,6 +187,25 @@ func TestBench(t *testing.T) {
 			row := &Row{Scenario: CrashDirect, Interval: ival, Threshold: 6, HAgent: *res[Crash], Keepalived: kres[Crash]}
 			rep.Rows = append(rep.Rows, row)
 			t.Logf("%-22s hagent median %s max %s | keepalived %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()), kaMedian(row))
+		}
+	}
+
+	// Crashes with the heartbeats over UDP across a routed hop.
+	if len(pl.unicast) > 0 {
+		rep.Notes = append(rep.Notes, "crash, unicast hb: the same crash with the heartbeats and the sync channel in UDP (unicast_hb) across a router namespace between the nodes' hbu interfaces (no L2 path); compare with the crash rows at the same interval × threshold.")
+		ul, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}, RoutedHB: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ul.Close)
+		if err := ul.StartEcho(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ival := range pl.unicast {
+			res := runSystem(t, ul, newHagent(ul, ival, 3, false), []string{Crash}, pl.reps(ival), ival*3)
+			row := &Row{Scenario: CrashUnicast, Interval: ival, Threshold: 3, HAgent: *res[Crash]}
+			rep.Rows = append(rep.Rows, row)
+			t.Logf("%-22s hagent median %s max %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()))
 		}
 	}
 
