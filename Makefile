@@ -45,13 +45,15 @@ LAB_ARGS ?=
 lab: build
 	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh $(LAB_ARGS)
 
-# make bench: failover benchmark against keepalived, sync benchmark, channel throughput, micro-benchmarks.
+# make bench: failover benchmark against keepalived, sync benchmark, channel throughput, session pickup
+# against conntrackd (bench-results/sessions.md), micro-benchmarks.
 # Results go to bench-results/ (results.md, sync.md, outages.svg, …).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ ./l2chan/ | grep -E '^(Benchmark|ok|FAIL)'
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ ./l2chan/ ./sessionsync/ | grep -E '^(Benchmark|ok|FAIL)'
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestBench' ./test/bench/
 	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=2 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
 	HAGENT_BENCH=1 $(GO) test -count=1 -timeout 10m -v -run 'TestChannelBench' ./test/chanbench/
+	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSessionBench' ./test/sessbench/ | grep -E '^(=== RUN|--- |ok|FAIL)|measured'; exit $${PIPESTATUS[0]}
 
 # make soak: 10 minutes at 10ms x 3 under CPU load, counting false failovers.
 soak: build

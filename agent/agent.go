@@ -29,6 +29,7 @@ import (
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/metrics"
+	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/udplink"
 	"github.com/hagent/hagent/vmac"
 )
@@ -83,6 +84,11 @@ type Options struct {
 	SyncLinks []heartbeat.Link
 	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
 	SyncRoot string
+	// SessionLinks are the session channel's links (sync_dev, then the
+	// hbdevs); nil opens AF_PACKET links on eth_type.session.
+	SessionLinks []heartbeat.Link
+	// SessionTable is the conntrack table; nil is the kernel's.
+	SessionTable sessionsync.Table
 	// Version labels hagent_build_info (metrics_listen).
 	Version string
 }
@@ -142,11 +148,15 @@ type Agent struct {
 	probers map[string]prober // pingserver, by interface
 
 	sync    *syncEngine                    // config sync (nil when disabled)
+	sess    *sessionEngine                 // session pickup (nil when disabled)
 	metrics *metrics.Exporter              // nil without metrics_listen
 	udpSync *udplink.Link                  // the sync channel\'s unicast_hb link, if any
 	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
+	// operatorFailoverSet is `ha failover set` given by the operator (the
+	// session hold sets failover too, and must not clear the operator's).
+	operatorFailoverSet bool
 }
 
 // hbLink is one hbdev with its counters.
@@ -316,6 +326,18 @@ func New(o Options) (*Agent, error) {
 		}
 		a.sync = e
 	}
+	if cfg.Cluster.SessionPickup.Enabled {
+		e, err := a.newSessionEngine(cfg, o.SessionLinks, o.SessionTable)
+		if err != nil {
+			if a.sync != nil {
+				a.sync.ch.Close()
+			}
+			a.closeLinks()
+			a.net.Close()
+			return nil, fmt.Errorf("session pickup: %w", err)
+		}
+		a.sess = e
+	}
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
 	}
@@ -418,6 +440,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.runSync(bg) }()
 	}
+	if a.sess != nil {
+		a.startSessions()
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.sess.e.Run(bg) }()
+	}
 	if items := pingItems(&cfg.Cluster); len(items) > 0 && a.probers != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.pingLoop(bg, items, a.probers) }()
@@ -429,9 +456,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.sync != nil {
 		a.sync.ch.Close()
 	}
+	if a.sess != nil {
+		a.sess.ch.Close()
+	}
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
+	if a.sess != nil {
+		a.sess.table.Close()
+	}
 	if srv := a.msrv.Load(); srv != nil {
 		srv.Close()
 	}
@@ -496,6 +529,7 @@ func (a *Agent) run(ctx context.Context) error {
 			return nil
 		}
 		a.process()
+		a.updateSessions()
 		if fired || a.m.Stopped() {
 			a.updateSync()
 		}
@@ -545,6 +579,9 @@ func (a *Agent) stepFrame(r rxFrame) {
 			// waiting for from the old process will not come.
 			a.log.Info("peer restarted", "peer", r.frame.Node)
 			a.sync.s.PeerRestarted(r.frame.Node)
+		}
+		if ok && a.sess != nil {
+			a.sess.e.PeerRestarted(r.frame.Node)
 		}
 		a.peerEpochs[key] = r.frame.Epoch
 		a.state.notePeer(key, r.frame.Epoch)
@@ -618,6 +655,9 @@ func (a *Agent) linkChanged(ev linkEvent) {
 		if a.sync != nil {
 			a.sync.ch.SetLinkUp(ev.name, ev.up)
 		}
+		if a.sess != nil {
+			a.sess.ch.SetLinkUp(ev.name, ev.up)
+		}
 	}
 	if !isMon {
 		return
@@ -652,6 +692,9 @@ func (a *Agent) process() {
 	for _, act := range rd.Actions {
 		switch act.Type {
 		case cluster.ActionTakeover:
+			// Sessions in place first: every copy received is applied
+			// before the vMAC moves (SPEC §8).
+			sessDur, sessN := a.sessionsReady()
 			rep, err := a.net.Take()
 			if err != nil {
 				// The vMACs or addresses could not be set: undo what was
@@ -685,12 +728,17 @@ func (a *Agent) process() {
 			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
+			if a.sess != nil {
+				ev.SessionsUs = sessDur.Microseconds()
+				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
+			}
 			a.hist.add(ev)
 			if a.metrics != nil && !rep.FirstGARP.IsZero() {
 				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
 			}
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
+			a.sessionsStopSending()
 			if err := a.net.Release(); err != nil {
 				a.log.Error("release failed", "error", err)
 			}

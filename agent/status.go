@@ -37,11 +37,14 @@ func (a *Agent) handle(cmd string) any {
 		if cmd == control.CmdFailoverUnset {
 			typ, what = cluster.EventFailoverUnset, "unset"
 		}
+		a.operatorFailoverSet = cmd == control.CmdFailoverSet
 		a.log.Info("operator: ha failover " + what)
 		a.hist.add(Event{Time: a.now(), Kind: "operator", Reason: "ha failover " + what})
 		_ = a.m.Step(cluster.Event{Type: typ, Time: a.now()})
 		a.process()
 		return control.FailoverStatus{Set: a.m.Status().FailoverSet, Role: a.m.Role().String()}
+	case control.CmdSessions:
+		return a.sessionsStatus()
 	case control.CmdFailoverStatus:
 		st := a.m.Status()
 		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String()}
@@ -133,6 +136,8 @@ func (a *Agent) status() *control.Status {
 	a.sendMu.Unlock()
 	out.NodeID = a.nodeID.String()
 	out.Problems, out.Warnings = a.problems(now)
+	out.Sessions = a.sessionsStatus()
+	out.Problems = append(out.Problems, out.Sessions.Problems...)
 	out.Health, _ = control.HealthOf(out)
 	for _, i := range a.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
@@ -202,6 +207,7 @@ func (a *Agent) exposure() *control.Exposure {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
+	a.sessionExposure(e)
 	if srv := a.msrv.Load(); srv != nil {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "tcp", Address: srv.Addr().String(), Direction: "rx/tx", Purpose: "Prometheus metrics (metrics_listen, HTTP /metrics)"})
 	}

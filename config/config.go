@@ -149,6 +149,8 @@ type Cluster struct {
 	ARPsInterval time.Duration
 	// Sync configures file synchronization (sync).
 	Sync Sync
+	// SessionPickup configures connection-tracking sync (session_pickup).
+	SessionPickup SessionPickup
 	// Hooks are commands run on role changes (hooks).
 	Hooks Hooks
 }
@@ -234,6 +236,33 @@ type Sync struct {
 	OnChange map[string]string
 }
 
+// SessionPickup configures session pickup (SPEC §8): the primary copies
+// its kernel connection-tracking table to the secondaries over the
+// eth_type.session channel.
+type SessionPickup struct {
+	// Enabled turns session pickup on (enabled), default false.
+	Enabled bool
+	// Connectionless also copies UDP and ICMP flows (connectionless),
+	// default false.
+	Connectionless bool
+	// Expectation also copies conntrack expectations (expectation),
+	// default false.
+	Expectation bool
+	// NAT also copies NATed flows (nat), default true.
+	NAT bool
+	// Delay copies a flow only once it has lived this long (delay),
+	// 0-3600s, default 0s.
+	Delay time.Duration
+	// SyncDev are dedicated interfaces for the session channel (sync_dev);
+	// empty: the hbdevs.
+	SyncDev []string
+	// Ignore are prefixes whose flows are never copied (ignore).
+	Ignore []netip.Prefix
+	// DownUntilSynced are interfaces a starting member keeps down until
+	// its bulk session copy is complete (down_until_synced).
+	DownUntilSynced []string
+}
+
 // Hooks are shell commands run with /bin/sh -c on role changes.
 type Hooks struct {
 	// Primary runs on becoming primary (primary).
@@ -284,10 +313,11 @@ func DefaultCluster() Cluster {
 			Interval:          DefaultPingInterval,
 			FailoverThreshold: DefaultPingThreshold,
 		},
-		ARPs:         DefaultARPs,
-		ARPsInterval: DefaultARPsInterval,
-		Sync:         Sync{Enabled: true, Period: DefaultSyncPeriod},
-		Hooks:        Hooks{Timeout: DefaultHookTimeout},
+		ARPs:          DefaultARPs,
+		ARPsInterval:  DefaultARPsInterval,
+		Sync:          Sync{Enabled: true, Period: DefaultSyncPeriod},
+		SessionPickup: SessionPickup{NAT: true},
+		Hooks:         Hooks{Timeout: DefaultHookTimeout},
 	}
 }
 

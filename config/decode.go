@@ -31,6 +31,7 @@ const (
 	maxPingIfaces  = 64
 	maxPingTargets = 64
 	maxSyncPaths   = 256
+	maxIgnore      = 256
 )
 
 // Load reads, parses, defaults and validates the configuration file at
@@ -750,6 +751,42 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"period":  dur(&s.Period),
 				"on_change": func(p string, v *yaml.Node) {
 					s.OnChange = d.stringMap(p, v, maxSyncPaths)
+				},
+			})
+		},
+		"session_pickup": func(p string, v *yaml.Node) {
+			sp := &c.SessionPickup
+			d.mapping(p, v, map[string]field{
+				"enabled":        func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Enabled) },
+				"connectionless": func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Connectionless) },
+				"expectation":    func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Expectation) },
+				"nat":            func(p string, v *yaml.Node) { d.boolean(p, v, &sp.NAT) },
+				"delay":          dur(&sp.Delay),
+				"sync_dev": func(p string, v *yaml.Node) {
+					d.strList(p, v, MaxHBDevs, "session sync devices", &sp.SyncDev)
+				},
+				"down_until_synced": func(p string, v *yaml.Node) {
+					d.strList(p, v, MaxInterfaces, "interfaces", &sp.DownUntilSynced)
+				},
+				"ignore": func(p string, v *yaml.Node) {
+					sp.Ignore = nil
+					d.seq(p, v, maxIgnore, "prefixes", func(p string, v *yaml.Node) {
+						var s string
+						d.str(p, v, &s)
+						var pfx netip.Prefix
+						if !d.bad[p] {
+							var err error
+							if pfx, err = netip.ParsePrefix(s); err != nil {
+								if a, aerr := netip.ParseAddr(s); aerr == nil {
+									pfx, err = a.Prefix(a.BitLen())
+								}
+							}
+							if err != nil {
+								d.typeErr(p, v, "a prefix such as 10.9.1.0/24 or an address")
+							}
+						}
+						sp.Ignore = append(sp.Ignore, pfx.Masked())
+					})
 				},
 			})
 		},

@@ -62,6 +62,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		}
 		targets.Content = append(targets.Content, strNode(a.String()))
 	}
+	ignore := seqNode(true)
+	for _, p := range c.SessionPickup.Ignore {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("marshal cluster: session_pickup: invalid ignore prefix")
+		}
+		ignore.Content = append(ignore.Content, strNode(p.String()))
+	}
 	onChange := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	paths := make([]string, 0, len(c.Sync.OnChange))
 	for p := range c.Sync.OnChange {
@@ -116,6 +123,15 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"paths", strSeq(c.Sync.Paths),
 			"period", durNode(c.Sync.Period),
 			"on_change", onChange),
+		"session_pickup", mapNode(false,
+			"enabled", boolNode(c.SessionPickup.Enabled),
+			"connectionless", boolNode(c.SessionPickup.Connectionless),
+			"expectation", boolNode(c.SessionPickup.Expectation),
+			"nat", boolNode(c.SessionPickup.NAT),
+			"delay", durNode(c.SessionPickup.Delay),
+			"sync_dev", strSeq(c.SessionPickup.SyncDev),
+			"ignore", ignore,
+			"down_until_synced", strSeq(c.SessionPickup.DownUntilSynced)),
 		"hooks", mapNode(false,
 			"primary", strNode(c.Hooks.Primary),
 			"secondary", strNode(c.Hooks.Secondary),

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -207,6 +208,41 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("arps_interval"), c.ARPsInterval, time.Second, 20*time.Second)
 
 	d.validateSync(k("sync"), &c.Sync)
+
+	// Session pickup.
+	sp := &c.SessionPickup
+	d.durRange(k("session_pickup.delay"), sp.Delay, 0, 3600*time.Second)
+	d.nameList(k("session_pickup.sync_dev"), sp.SyncDev)
+	d.nameList(k("session_pickup.down_until_synced"), sp.DownUntilSynced)
+	for i, n := range sp.SyncDev {
+		if _, ok := hbdevs[n]; ok && n != "" {
+			d.errorf(indexKey(k("session_pickup.sync_dev"), i), "%s is an hbdev; sync_dev lists dedicated devices (the hbdevs are the fallback)", n)
+		}
+	}
+	for i, n := range sp.DownUntilSynced {
+		if _, ok := hbdevs[n]; ok && n != "" {
+			d.errorf(indexKey(k("session_pickup.down_until_synced"), i), "%s is an hbdev; it must stay up to receive the bulk copy", n)
+		}
+		if slices.Contains(sp.SyncDev, n) {
+			d.errorf(indexKey(k("session_pickup.down_until_synced"), i), "%s is a sync_dev; it must stay up to receive the bulk copy", n)
+		}
+	}
+	for i, p := range sp.Ignore {
+		if !p.IsValid() {
+			continue // reported by the decoder
+		}
+		for j := 0; j < i; j++ {
+			if sp.Ignore[j] == p {
+				d.errorf(indexKey(k("session_pickup.ignore"), i), "%s is already ignore[%d]", p, j)
+			}
+		}
+	}
+	if sp.Enabled && len(c.HBDevs) == 0 && len(sp.SyncDev) == 0 {
+		d.errorf(k("session_pickup.enabled"), "needs an hbdev or a sync_dev: the session channel runs on raw Ethernet (eth_type.session); over unicast_hb it is not implemented yet")
+	}
+	if sp.Enabled && c.EthType.Session == 0 {
+		d.errorf(k("eth_type.session"), "required when session_pickup is enabled")
+	}
 
 	// Hooks.
 	for _, h := range []struct{ key, cmd string }{

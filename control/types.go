@@ -1,6 +1,10 @@
 package control
 
-import "time"
+import (
+	"time"
+
+	"github.com/hagent/hagent/sessionsync"
+)
 
 // Status is the object printed by `agentctl ha status --json` (SPEC §1).
 type Status struct {
@@ -41,6 +45,8 @@ type Status struct {
 	LostThresh  int       `json:"hb_lost_threshold"`
 	StartedAt   time.Time `json:"started_at"`
 	History     []Event   `json:"history,omitempty"` // the last few, newest last
+	// Sessions is session pickup's state (`ha sessions`, SPEC §8).
+	Sessions *sessionsync.Status `json:"sessions"`
 }
 
 // Member is one cluster member as this node sees it.
@@ -133,6 +139,9 @@ type Event struct {
 	TakeoverUs int64 `json:"takeover_us,omitempty"`
 	MACSetUs   int64 `json:"mac_set_us,omitempty"`
 	AddrsUs    int64 `json:"addrs_us,omitempty"`
+	// SessionsUs is how long the takeover waited for the received session
+	// copies to be in the kernel table, before the vMAC (session pickup).
+	SessionsUs int64 `json:"sessions_us,omitempty"`
 }
 
 // FailoverStatus is the answer to `ha failover status`.

@@ -35,6 +35,12 @@ type KeepalivedParams struct {
 	// RTPriority, when non-zero, sets vrrp_rt_priority (SCHED_RR for the
 	// VRRP process), keepalived's counterpart of hagent's realtime.
 	RTPriority int
+	// ExtraVIPs are more virtual_ipaddress lines ("10.9.2.100/24 dev
+	// port2"), after ClusterIPv4 on port1.
+	ExtraVIPs []string
+	// Notify are notify_master/notify_backup/notify_fault commands, by
+	// state ("master", "backup", "fault").
+	Notify map[string]string
 }
 
 // Keepalived is a keepalived process running in a node's namespace.
@@ -96,7 +102,16 @@ func (n *Node) KeepalivedConfig(p KeepalivedParams) string {
 		// died) must not fault the instance, or the backup never takes over.
 		b.WriteString("  dont_track_primary\n")
 	}
-	fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s/24 dev port1\n  }\n}\n", ClusterIPv4)
+	for _, st := range []string{"master", "backup", "fault"} {
+		if cmd := p.Notify[st]; cmd != "" {
+			fmt.Fprintf(&b, "  notify_%s %q\n", st, cmd)
+		}
+	}
+	fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s/24 dev port1\n", ClusterIPv4)
+	for _, v := range p.ExtraVIPs {
+		fmt.Fprintf(&b, "    %s\n", v)
+	}
+	b.WriteString("  }\n}\n")
 	return b.String()
 }
 

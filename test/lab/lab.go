@@ -50,6 +50,10 @@ type Spec struct {
 	// DataLinks is the number of data interfaces per node (port1, port2…)
 	// on the data bridge, default 1.
 	DataLinks int
+	// WAN makes a firewall pair (firewall.go): port1 on the LAN bridge
+	// br0 with the client, port2 on a WAN bridge br1 with a server
+	// namespace (DataLinks is 2).
+	WAN bool
 	// RoutedHB replaces the hb links by a routed path: each node's "hbu"
 	// (10.99.<index+1>.1/24) to a router namespace, so no L2 frame passes
 	// between the nodes' heartbeat interfaces; the nodes use unicast_hb.
@@ -67,6 +71,7 @@ type Lab struct {
 	Nodes  map[string]*Node
 	Switch string // switch namespace
 	Client string // client namespace
+	Server string // server namespace (Spec.WAN)
 	Router string // router namespace of a RoutedHB lab
 
 	mu     sync.Mutex
@@ -93,6 +98,9 @@ func New(spec Spec) (*Lab, error) {
 	}
 	if spec.DataLinks == 0 {
 		spec.DataLinks = 1
+	}
+	if spec.WAN {
+		spec.DataLinks = 2
 	}
 	prefix := fmt.Sprintf("hl%d-%d", os.Getpid()%100000, counter.Add(1))
 	dir, err := os.MkdirTemp("", prefix+"-")
@@ -124,6 +132,11 @@ func (l *Lab) build() error {
 	steps := [][]string{
 		{"-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
 		{"-n", sw, "link", "set", "br0", "up"},
+	}
+	if l.Spec.WAN {
+		steps = append(steps,
+			[]string{"-n", sw, "link", "add", "br1", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
+			[]string{"-n", sw, "link", "set", "br1", "up"})
 	}
 	hbBridge := (len(l.Spec.Nodes) > 2 || l.Spec.HBSwitch) && !l.Spec.RoutedHB
 	if hbBridge {
@@ -157,7 +170,7 @@ func (l *Lab) build() error {
 			peer := fmt.Sprintf("n%dp%d", i, d)
 			st = append(st,
 				[]string{"link", "add", port, "netns", ns, "type", "veth", "peer", "name", peer, "netns", sw},
-				[]string{"-n", sw, "link", "set", peer, "master", "br0"},
+				[]string{"-n", sw, "link", "set", peer, "master", l.bridgeOf(d)},
 				[]string{"-n", sw, "link", "set", peer, "up"},
 				[]string{"-n", ns, "link", "set", port, "up"})
 		}
@@ -198,6 +211,11 @@ func (l *Lab) build() error {
 	cl := l.Client
 	if err := l.addNS(cl); err != nil {
 		return err
+	}
+	if l.Spec.WAN {
+		if err := l.buildWAN(); err != nil {
+			return err
+		}
 	}
 	return ipAll([][]string{
 		{"link", "add", "eth0", "netns", cl, "type", "veth", "peer", "name", "cl0", "netns", sw},

@@ -60,6 +60,9 @@ type Params struct {
 	CarrierDebounce time.Duration
 	// MetricsListen sets metrics_listen (in the node's namespace).
 	MetricsListen string
+	// HBDevs is how many of the heartbeat links (ha1, ha2…) are hbdevs;
+	// 0 is all. The others are free (session_pickup.sync_dev).
+	HBDevs int
 	// UnicastPort sets unicast_hb.port (and sync_port to the next) in a
 	// RoutedHB lab; 0 keeps the defaults (6065, 6066).
 	UnicastPort int
@@ -147,7 +150,11 @@ func (n *Node) Config(p Params) (string, error) {
 		}
 	} else {
 		b.WriteString("  hbdev:\n")
-		for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+		hbdevs := n.lab.Spec.HBLinks
+		if p.HBDevs > 0 {
+			hbdevs = p.HBDevs
+		}
+		for h := 1; h <= hbdevs; h++ {
 			fmt.Fprintf(&b, "    - {name: ha%d, priority: %d, direct: %v}\n", h, 100-h*10, p.Direct)
 		}
 	}
