@@ -93,7 +93,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`hagent_[a-z_]+`)
+	re := regexp.MustCompile(`hagent_[a-z0-9_]+`)
 	n := 0
 	for _, p := range d.Panels {
 		for _, tg := range p.Targets {

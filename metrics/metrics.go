@@ -6,7 +6,8 @@
 // disagree: role per vcluster, members, per-hbdev heartbeat counters,
 // health, configuration sync and its channel. Two are recorded when they
 // happen, because a scrape would miss them: failovers by reason and the
-// takeover duration (decision → first gratuitous ARP) histogram.
+// takeover duration (decision → first gratuitous ARP) histogram. Session
+// pickup's counters and lag come from the same status.
 //
 // Names follow Prometheus conventions: the hagent_ prefix, base units
 // (seconds), _total for counters.
@@ -163,6 +164,18 @@ var (
 	descChanRetrans  = prometheus.NewDesc("hagent_sync_channel_retransmits_total", "Fragments the configuration-sync channel sent again.", nil, nil)
 	descChanFailover = prometheus.NewDesc("hagent_sync_channel_link_failovers_total", "Changes of the hbdev the configuration-sync channel uses.", nil, nil)
 	descChanDropped  = prometheus.NewDesc("hagent_sync_channel_dropped_frames_total", "Frames the configuration-sync channel dropped, by reason.", []string{"reason"}, nil)
+	descSessOn       = prometheus.NewDesc("hagent_sessions_enabled", "1 when session pickup runs.", nil, nil)
+	descSessLocal    = prometheus.NewDesc("hagent_sessions_local_flows", "Flows in this node's kernel connection-tracking table.", nil, nil)
+	descSessEvents   = prometheus.NewDesc("hagent_sessions_events_total", "Connection-tracking events read (sender).", nil, nil)
+	descSessOverruns = prometheus.NewDesc("hagent_sessions_event_overruns_total", "Event socket overruns (ENOBUFS), each repaired by a dump.", nil, nil)
+	descSessSent     = prometheus.NewDesc("hagent_sessions_sent_flows_total", "Flows sent to a peer.", []string{"peer"}, nil)
+	descSessQueued   = prometheus.NewDesc("hagent_sessions_queued_flows", "Flows queued for a peer, not sent yet.", []string{"peer"}, nil)
+	descSessRecv     = prometheus.NewDesc("hagent_sessions_received_flows_total", "Flows received from peers.", nil, nil)
+	descSessApplied  = prometheus.NewDesc("hagent_sessions_applied_flows_total", "Received flows written into the kernel table.", nil, nil)
+	descSessErrors   = prometheus.NewDesc("hagent_sessions_apply_errors_total", "Received flows the kernel refused.", nil, nil)
+	descSessLagP50   = prometheus.NewDesc("hagent_sessions_lag_p50_seconds", "Median replication lag, event on the sender to applied here, over the last 1024 messages.", nil, nil)
+	descSessLagP99   = prometheus.NewDesc("hagent_sessions_lag_p99_seconds", "99th percentile of the replication lag over the last 1024 messages.", nil, nil)
+	descSessCopies   = prometheus.NewDesc("hagent_sessions_copies", "Flows this node holds for a sender.", []string{"peer"}, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
 
@@ -234,6 +247,26 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if st.Config.SyncOn {
 		g(descInSync, b2f(st.Config.InSync))
 		g(descGeneration, float64(st.Config.Generation))
+	}
+	if ss := st.Sessions; ss != nil {
+		g(descSessOn, b2f(ss.Enabled))
+		if ss.Enabled {
+			g(descSessLocal, float64(ss.LocalFlows))
+			cnt(descSessEvents, ss.Events)
+			cnt(descSessOverruns, ss.Overruns)
+			cnt(descSessRecv, ss.Received)
+			cnt(descSessApplied, ss.Applied)
+			cnt(descSessErrors, ss.Errors)
+			g(descSessLagP50, ss.LagP50Ms/1000)
+			g(descSessLagP99, ss.LagP99Ms/1000)
+			for _, p := range ss.Peers {
+				cnt(descSessSent, p.SentFlows, p.Node)
+				g(descSessQueued, float64(p.Queued), p.Node)
+			}
+			for _, src := range ss.Sources {
+				g(descSessCopies, float64(src.Copies), src.Node)
+			}
+		}
 	}
 	if chn := st.Config.Channel; chn != nil {
 		cnt(descChanTx, chn.FramesSent)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/sessionsync"
 )
 
 func testStatus() *control.Status {
@@ -23,6 +24,8 @@ func testStatus() *control.Status {
 		},
 		HBDevs:     []control.HBDev{{Name: "ha1", Up: false, Carrier: false, RX: 10, TX: 12, BadAuth: 3, Replay: 1}},
 		Interfaces: []control.VIface{{Name: "port1", Owned: true}},
+		Sessions: &sessionsync.Status{Enabled: true, LocalFlows: 1000, Events: 5, Received: 40, Applied: 39, Errors: 1,
+			LagP50Ms: 0.8, LagP99Ms: 2.5, Peers: []sessionsync.PeerStatus{{Node: "node-a", SentFlows: 17, Queued: 2}}},
 		Config: control.Config{SyncOn: true, InSync: true, Generation: 7,
 			Channel: &control.SyncChannel{FramesSent: 5, FramesReceived: 4, Retransmits: 1, DroppedReplay: 2}},
 	}
@@ -60,7 +63,15 @@ hagent_sync_channel_dropped_frames_total{reason="bad_auth"} 0
 hagent_sync_channel_dropped_frames_total{reason="malformed"} 0
 hagent_sync_channel_dropped_frames_total{reason="replay"} 2
 `
-	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_role", "hagent_hbdev_bad_auth_frames_total",
+	want += `
+# HELP hagent_sessions_applied_flows_total Received flows written into the kernel table.
+# TYPE hagent_sessions_applied_flows_total counter
+hagent_sessions_applied_flows_total 39
+# HELP hagent_sessions_sent_flows_total Flows sent to a peer.
+# TYPE hagent_sessions_sent_flows_total counter
+hagent_sessions_sent_flows_total{peer="node-a"} 17
+`
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_applied_flows_total", "hagent_sessions_sent_flows_total", "hagent_role", "hagent_hbdev_bad_auth_frames_total",
 		"hagent_members", "hagent_config_generation", "hagent_sync_channel_dropped_frames_total"); err != nil {
 		t.Fatal(err)
 	}
