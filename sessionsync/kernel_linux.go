@@ -472,7 +472,14 @@ func (k *Kernel) Apply(recs []Record) []error {
 		j := min(i+kernelBatch, len(retry))
 		res := k.exchange(recs, 0, 0, retry[i:j], false)
 		for n, x := range retry[i:j] {
-			if e := res[n]; e != 0 {
+			switch e := res[n]; e {
+			case 0:
+			case unix.EBUSY:
+				// The update would clear SEEN_REPLY or ASSURED, which the
+				// kernel only lets be set: the entry is already further on
+				// than this record (a bulk copy's newer state applied
+				// before an older queued event). Nothing to do.
+			default:
 				errs[x] = &KernelError{Op: "update", Errno: e}
 			}
 		}

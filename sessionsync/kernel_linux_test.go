@@ -130,6 +130,20 @@ func TestKernelApplyNATAndEvents(t *testing.T) {
 				t.Errorf("update not applied: mark %d", f.Mark)
 			}
 		})
+		// An older update arriving after a newer state (a bulk copy applied
+		// before a queued event: no ASSURED yet) is not an error, and does
+		// not take the entry back.
+		older := tcpFlow(3)
+		older.Status = StatusConfirmed | StatusSeenReply | StatusSrcNAT
+		older.TCP.State = 3 // SYN_RECV
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: older}}); errs[0] != nil {
+			t.Fatalf("an older update: %v", errs[0])
+		}
+		k.Dump(func(f *Flow) {
+			if f.Key() == older.Key() && f.Status&StatusAssured == 0 {
+				t.Errorf("the older update cleared ASSURED: %#x", f.Status)
+			}
+		})
 		// A refused flow is reported, the rest go on.
 		bad := tcpFlow(400)
 		bad.Reply.Dst = netip.MustParseAddr("2001:db8::1") // mixed families
