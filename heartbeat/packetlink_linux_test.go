@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,6 +50,22 @@ func vethNetns(t *testing.T) string {
 	run("-n", name, "link", "add", "hb0", "type", "veth", "peer", "name", "hb1")
 	run("-n", name, "link", "set", "hb0", "up")
 	run("-n", name, "link", "set", "hb1", "up")
+	// Until the kernel's linkwatch has run (up to a second when other
+	// links change on the machine), a new veth has no qdisc and drops
+	// what is sent: wait for operstate UP on both ends.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, dev := range []string{"hb0", "hb1"} {
+		for {
+			out, _ := exec.Command("ip", "-n", name, "-o", "link", "show", dev).CombinedOutput()
+			if strings.Contains(string(out), "state UP") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not come up: %s", dev, out)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return name
 }
 
@@ -233,14 +250,22 @@ func TestDialLinkCapture(t *testing.T) {
 
 	c := NewCodec(nil, testGroup)
 	f := testFrame()
-	if err := a.Send(mustAppend(t, c, f)); err != nil {
-		t.Fatal(err)
-	}
-	_ = capConn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// A veth pair just brought up may drop the first frames (the carrier
+	// comes up a moment later): send until one arrives.
 	buf := make([]byte, 2048)
-	n, _, err := capConn.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
+	var n int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := a.Send(mustAppend(t, c, f)); err != nil {
+			t.Fatal(err)
+		}
+		_ = capConn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _, err = capConn.ReadFrom(buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	pkt := gopacket.NewPacket(buf[:n], layers.LayerTypeEthernet, gopacket.Default)
 	eth, _ := pkt.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
