@@ -135,6 +135,25 @@ func newTopo(t *testing.T) *topo {
 		tp.setUp(t, tp.peerH, pair[1], true)
 		tp.origMAC[pair[0]] = tp.mac(t, pair[0])
 	}
+	// A new veth drops what is sent until the kernel's linkwatch has
+	// attached its qdisc (up to a second on a busy machine): wait for
+	// operstate UP everywhere.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, x := range []struct {
+		h    *netlink.Handle
+		name string
+	}{{tp.nodeH, "port1"}, {tp.nodeH, "port2"}, {tp.peerH, "peer1"}, {tp.peerH, "peer2"}} {
+		for {
+			l, err := x.h.LinkByName(x.name)
+			if err == nil && l.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not come up", x.name)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	return tp
 }
 
