@@ -217,13 +217,42 @@ func (l *Lab) build() error {
 			return err
 		}
 	}
-	return ipAll([][]string{
+	if err := ipAll([][]string{
 		{"link", "add", "eth0", "netns", cl, "type", "veth", "peer", "name", "cl0", "netns", sw},
 		{"-n", sw, "link", "set", "cl0", "master", "br0"},
 		{"-n", sw, "link", "set", "cl0", "up"},
 		{"-n", cl, "addr", "add", ClientIPv4 + "/24", "dev", "eth0"},
 		{"-n", cl, "addr", "add", ClientIPv6 + "/64", "dev", "eth0", "nodad"},
 		{"-n", cl, "link", "set", "eth0", "up"},
+	}); err != nil {
+		return err
+	}
+	return l.waitUp()
+}
+
+// waitUp waits until every veth end of the lab that is set up is
+// operationally up. A new veth drops what is sent until the kernel's
+// linkwatch attaches its qdisc, which on a busy machine (other labs
+// changing links) takes up to a second: long enough for two nodes with a
+// short hello_holddown to start without hearing each other.
+func (l *Lab) waitUp() error {
+	return Eventually(10*time.Second, func() error {
+		for _, ns := range l.nss {
+			out, err := Exec(ns, "ip", "-o", "link", "show")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) < 2 || !strings.Contains(f[1], "@") || !strings.Contains(line, ",UP") {
+					continue // not a veth, or not set up
+				}
+				if !strings.Contains(line, "state UP") {
+					return fmt.Errorf("%s: %s not up yet", ns, strings.TrimSuffix(f[1], ":"))
+				}
+			}
+		}
+		return nil
 	})
 }
 
