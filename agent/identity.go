@@ -488,6 +488,9 @@ func (a *Agent) problems(now time.Time) (errs, warns []string) {
 	}
 	if a.sync != nil {
 		errs = append(errs, unwritableSyncPaths(a.syncRoot, cfg.Cluster.Sync.Paths)...)
+		if e := a.sync.s.Status().LastApplyError; e != "" {
+			errs = append(errs, "configuration sync: cannot apply the primary's files: "+e)
+		}
 	}
 	return errs, warns
 }

@@ -213,6 +213,9 @@ func (a *Agent) syncStatus() *syncView {
 	if st.LastScanError != "" {
 		errs = append(errs, st.LastScanError)
 	}
+	if st.LastApplyError != "" {
+		errs = append(errs, st.LastApplyError)
+	}
 	for _, c := range st.OnChange {
 		if !c.OK {
 			e := fmt.Sprintf("on_change %q failed (exit %d): %s", c.Command, c.ExitCode, c.StderrTail)

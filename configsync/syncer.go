@@ -179,9 +179,11 @@ type SyncStatus struct {
 	Checksum   Digest `json:"checksum"`
 	Generation uint64 `json:"generation"`
 	// InSync: every known member has this node's checksum.
-	InSync        bool           `json:"in_sync"`
-	LastScanError string         `json:"last_scan_error,omitempty"`
-	Members       []MemberStatus `json:"members"`
+	InSync        bool   `json:"in_sync"`
+	LastScanError string `json:"last_scan_error,omitempty"`
+	// LastApplyError: applying what the primary sent failed last time.
+	LastApplyError string         `json:"last_apply_error,omitempty"`
+	Members        []MemberStatus `json:"members"`
 	// OnChange lists this node's on_change runs.
 	OnChange []CommandStatus `json:"on_change,omitempty"`
 }
@@ -232,6 +234,7 @@ type Syncer struct {
 	members    map[string]*member
 	commands   map[string]*CommandStatus
 	scanErr    string
+	applyErr   string // the last apply of what the primary sent failed ("" ok)
 	workers    map[string]*peerWorker
 	runCtx     context.Context
 
@@ -900,6 +903,7 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 		entries, contents = resp.hdr.Entries, resp.contents()
 	}
 	_, errs := s.applyLocked(entries, contents, deleted, true)
+	s.noteApply(errs)
 	s.rescanLocked(true)
 	s.mu.Lock()
 	if len(errs) == 0 && gen > s.gen {
@@ -1147,6 +1151,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 			s.event("drift", "local edits overwritten by the primary %s: %s", m.from, strings.Join(drift, " "))
 		}
 		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true)
+		s.noteApply(errs)
 		s.rescanLocked(true)
 		s.mu.Lock()
 		s.gen = m.hdr.Gen
@@ -1166,6 +1171,26 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		}
 	}
 	s.reply(ctx, m.from, msgPushAck, &ack, nil)
+}
+
+// noteApply remembers whether applying what the primary sent failed (a
+// full disk, a read-only file system): shown in status until an apply
+// succeeds, and in the history when it starts and stops failing.
+func (s *Syncer) noteApply(errs []error) {
+	cur := ""
+	if len(errs) > 0 {
+		cur = errors.Join(errs...).Error()
+	}
+	s.mu.Lock()
+	prev := s.applyErr
+	s.applyErr = cur
+	s.mu.Unlock()
+	switch {
+	case cur != "" && prev == "":
+		s.event("apply", "cannot apply the primary's files: %s", cur)
+	case cur == "" && prev != "":
+		s.event("apply", "applying the primary's files works again")
+	}
 }
 
 // applyLocked writes entries and deletions atomically, then runs the
@@ -1379,7 +1404,7 @@ func (s *Syncer) Status() SyncStatus {
 	defer s.mu.Unlock()
 	st := SyncStatus{
 		Node: s.cfg.Self, Role: s.role, Checksum: s.checksum, Generation: s.gen,
-		LastScanError: s.scanErr, InSync: true,
+		LastScanError: s.scanErr, LastApplyError: s.applyErr, InSync: true,
 	}
 	if s.role != RoleStarting {
 		st.Primary = s.primary

@@ -1,0 +1,74 @@
+package configsync
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSyncApplyErrorReported: a secondary whose disk is full cannot apply
+// what the primary sends; its status says why (LastApplyError) and its
+// history says when it began and when it ended, instead of only a log
+// line. Found by the chaos campaign's disk-full fault (issue 14).
+func TestSyncApplyErrorReported(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	var mu sync.Mutex
+	var events []string
+	_, a, b := pair(t, 0, func(c *SyncConfig) {
+		c.Period = 300 * time.Millisecond
+		if strings.HasSuffix(c.Self, "b") {
+			c.Event = func(kind, msg string) { mu.Lock(); events = append(events, kind+": "+msg); mu.Unlock() }
+		}
+	})
+	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	// A full file system under node-b's /etc/app.
+	dir := b.root + "/etc/app"
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	ballast, err := os.Create(dir + "/.ballast")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = ballast.Write(make([]byte, 4096))
+	}
+	ballast.Close()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("filling the tmpfs: %v", err)
+	}
+	a.write(t, "/etc/app/big.conf", strings.Repeat("x", 64<<10), 0o644)
+	eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
+		return strings.Contains(b.s.Status().LastApplyError, "no space left on device")
+	})
+	has := func(s string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range events {
+			if strings.Contains(e, s) {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("apply: cannot apply the primary's files") {
+		t.Errorf("no history event for the failing apply: %q", events)
+	}
+	// Freed: the periodic compare repairs it, and the error goes.
+	if err := os.Remove(dir + "/.ballast"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
+	eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
+	if !has("apply: applying the primary's files works again") {
+		t.Errorf("no history event for the recovery: %q", events)
+	}
+}
