@@ -222,6 +222,12 @@ type Syncer struct {
 
 	scanMu sync.Mutex // serializes scans and writes of the tree
 
+	// pub is the checksum and generation as of the last change, for
+	// Checksum and Generation: the heartbeat sender reads them at every
+	// interval and must never wait for mu (held across a state file's
+	// fsync, which a busy disk makes last hundreds of milliseconds).
+	pub atomic.Pointer[published]
+
 	mu         sync.Mutex
 	manifest   Manifest
 	checksum   Digest
@@ -361,6 +367,7 @@ func (s *Syncer) loadState() error {
 		return nil
 	}
 	s.gen = st.Generation
+	s.publishLocked()
 	return nil
 }
 
@@ -375,20 +382,32 @@ func (s *Syncer) saveStateLocked() {
 	}
 }
 
+// published is what Checksum and Generation return.
+type published struct {
+	sum Digest
+	gen uint64
+}
+
+// publishLocked makes the current checksum and generation what Checksum
+// and Generation return; s.mu is held.
+func (s *Syncer) publishLocked() { s.pub.Store(&published{sum: s.checksum, gen: s.gen}) }
+
 // Checksum returns the whole-tree checksum of this node, cluster: section
-// included. The agent puts it in every heartbeat.
+// included. The agent puts it in every heartbeat. It never blocks.
 func (s *Syncer) Checksum() [32]byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.checksum
+	if p := s.pub.Load(); p != nil {
+		return p.sum
+	}
+	return [32]byte{}
 }
 
 // Generation returns the tree generation: the primary increments it on
-// every change it makes; secondaries take the primary's.
+// every change it makes; secondaries take the primary's. It never blocks.
 func (s *Syncer) Generation() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.gen
+	if p := s.pub.Load(); p != nil {
+		return p.gen
+	}
+	return 0
 }
 
 // SetRole sets this node's role. As primary (primary true), peers are the
@@ -593,6 +612,7 @@ func (s *Syncer) rescanLocked(quiet bool) {
 	}
 	changes := Diff(s.manifest, m)
 	s.manifest, s.checksum = m, m.Checksum()
+	s.publishLocked()
 	if len(changes) == 0 || quiet {
 		return
 	}
@@ -603,6 +623,7 @@ func (s *Syncer) rescanLocked(quiet bool) {
 	switch s.role {
 	case RolePrimary:
 		s.gen++
+		s.publishLocked()
 		s.saveStateLocked()
 		s.log.Info("local change, pushing", "generation", s.gen, "paths", paths, "checksum", s.checksum)
 		for _, w := range s.workers {
@@ -908,6 +929,7 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 	s.mu.Lock()
 	if len(errs) == 0 && gen > s.gen {
 		s.gen = gen
+		s.publishLocked()
 		s.saveStateLocked()
 	}
 	s.mu.Unlock()
@@ -1155,6 +1177,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		s.rescanLocked(true)
 		s.mu.Lock()
 		s.gen = m.hdr.Gen
+		s.publishLocked()
 		s.saveStateLocked()
 		pm := s.member(m.from)
 		pm.known, pm.gen, pm.lastSync = true, m.hdr.Gen, s.now()
