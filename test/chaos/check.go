@@ -217,7 +217,7 @@ func checkClient(r *Record, b Bounds) Check {
 	var worst time.Duration
 	quietChecks(r, b, func(q Span, t time.Time) {
 		c.Checked++
-		lost, first := 0, time.Time{}
+		lost, first, last := 0, time.Time{}, time.Time{}
 		i := sort.Search(len(r.Probe), func(i int) bool { return !r.Probe[i].Sent.Before(q.From) })
 		for ; i < len(r.Probe) && r.Probe[i].Sent.Before(q.To); i++ {
 			p := r.Probe[i]
@@ -231,10 +231,11 @@ func checkClient(r *Record, b Bounds) Check {
 			if lost == 0 {
 				first = p.Sent
 			}
+			last = p.Sent
 			lost++
 		}
 		if lost > 0 {
-			c.Violations = append(c.Violations, Violation{At: first, Detail: fmt.Sprintf("%d probes lost %s or more after the faults stopped (first %s after)", lost, ms(bound), ms(first.Sub(q.From)))})
+			c.Violations = append(c.Violations, Violation{At: first, Detail: fmt.Sprintf("%d probes lost %s or more after the faults stopped (from %s to %s after; holders then %v)", lost, ms(bound), ms(first.Sub(q.From)), ms(last.Sub(q.From)), r.holders(first))})
 		}
 	})
 	c.Measured = "latest loss after the faults stopped " + ms(worst)

@@ -315,6 +315,7 @@ func (nm *nemesis) diskFull(ctx context.Context, m *member, fr *FaultRec) error 
 	}
 	rep := DiskReport{Fault: fr}
 	w0 := nm.writes()
+	polls, failed, lastErr := 0, 0, ""
 	deadline := time.Now().Add(fr.Dur)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		sleep(ctx, 200*time.Millisecond)
@@ -324,7 +325,10 @@ func (nm *nemesis) diskFull(ctx context.Context, m *member, fr *FaultRec) error 
 		m.mu.Lock()
 		st, err := m.n.Status()
 		m.mu.Unlock()
+		polls++
 		if err != nil {
+			failed++
+			lastErr = err.Error()
 			continue
 		}
 		var said []string
@@ -341,7 +345,7 @@ func (nm *nemesis) diskFull(ctx context.Context, m *member, fr *FaultRec) error 
 		}
 	}
 	rep.Pushed = nm.writes() > w0
-	fr.Note = fmt.Sprintf("reported: %v", rep.Reported)
+	fr.Note = fmt.Sprintf("reported: %v (%d status polls, %d failed %s)", rep.Reported, polls, failed, lastErr)
 	if rep.Reported {
 		fr.Note = fmt.Sprintf("reported after %s", ms(rep.After))
 	}
