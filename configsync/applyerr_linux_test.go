@@ -49,6 +49,9 @@ func TestSyncApplyErrorReported(t *testing.T) {
 	eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
 		return strings.Contains(b.s.Status().LastApplyError, "no space left on device")
 	})
+	if ga, gb := a.s.Generation(), b.s.Generation(); gb >= ga {
+		t.Errorf("node-b could not apply generation %d, yet claims %d", ga, gb)
+	}
 	has := func(s string) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -68,6 +71,7 @@ func TestSyncApplyErrorReported(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
 	eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
+	eventually(t, 5*time.Second, "generation caught up", func() bool { return b.s.Generation() == a.s.Generation() })
 	if !has("apply: applying the primary's files works again") {
 		t.Errorf("no history event for the recovery: %q", events)
 	}

@@ -1176,9 +1176,15 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		s.noteApply(errs)
 		s.rescanLocked(true)
 		s.mu.Lock()
-		s.gen = m.hdr.Gen
-		s.publishLocked()
-		s.saveStateLocked()
+		if len(errs) == 0 {
+			// Only a tree that is all here takes the primary's generation
+			// (as in pullFrom): a node that could not write the files must
+			// not claim them, or it would win the generation rule with the
+			// old ones when it becomes primary.
+			s.gen = m.hdr.Gen
+			s.publishLocked()
+			s.saveStateLocked()
+		}
 		pm := s.member(m.from)
 		pm.known, pm.gen, pm.lastSync = true, m.hdr.Gen, s.now()
 		if m.hdr.Checksum != nil {
