@@ -43,7 +43,7 @@ type Config struct {
 func DefaultConfig(seed int64, d time.Duration) Config {
 	return Config{
 		Seed: seed, Duration: d,
-		HBInterval: 100 * time.Millisecond, Threshold: 3,
+		HBInterval: 100 * time.Millisecond, Threshold: 6,
 		Conns: 200, ConnEvery: 200 * time.Millisecond,
 		Bounds: Bounds{Slack: 300 * time.Millisecond, Observer: 50 * time.Millisecond,
 			RSSGrowthKB: 8 << 10, Goroutines: 20},
@@ -139,9 +139,19 @@ func Run(cfg Config) (res *Result, err error) {
 	}
 	cleanups = append(cleanups, stopTCP)
 
-	rec := &Record{Nodes: Nodes, Interval: cfg.HBInterval, Detect: detect, Holds: map[string][]Span{}}
+	rec := &Record{Nodes: Nodes, Interval: cfg.HBInterval, Detect: detect, Holds: map[string][]Span{}, WritesOn: map[string]int{}}
 	nm := &nemesis{l: l, sync: d, witness: witness, rec: rec, logf: logf}
-	nm.writes = func() int { rec.mu.Lock(); defer rec.mu.Unlock(); return rec.Reads.Writes }
+	nm.writesTo = func(except string) int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		n := 0
+		for node, k := range rec.WritesOn {
+			if node != except {
+				n += k
+			}
+		}
+		return n
+	}
 	prios := []int{200, 150, 100}
 	for i, n := range nodes {
 		p := lab.Params{
@@ -189,6 +199,9 @@ func Run(cfg Config) (res *Result, err error) {
 		return nil, fmt.Errorf("initial election: %w", err)
 	}
 	if err := garpSniff(obsCtx, l, nodes, vmac, rec); err != nil {
+		return nil, err
+	}
+	if err := stallProbe(obsCtx, l, rec); err != nil {
 		return nil, err
 	}
 	probe, err := l.StartProbe(lab.ClusterIPv4, time.Millisecond)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -27,6 +28,12 @@ type Bounds struct {
 type Violation struct {
 	At     time.Time
 	Detail string
+	// Span is how long it lasted, for the ones that last (two vMAC
+	// holders); zero for the others.
+	Span Span
+	// Excused names the machine stall that explains it (then it does not
+	// fail the run).
+	Excused string
 }
 
 // Check is one invariant's outcome.
@@ -35,8 +42,9 @@ type Check struct {
 	Rule       string // what it checks, one line
 	Checked    int    // how many times it was evaluated (0: not exercised)
 	Violations []Violation
-	Measured   string // the figure behind it (worst case seen)
-	Info       bool   // informational: its violations do not fail the run
+	Excused    []Violation // explained by a measured machine stall
+	Measured   string      // the figure behind it (worst case seen)
+	Info       bool        // informational: its violations do not fail the run
 }
 
 // Invariant names.
@@ -58,15 +66,19 @@ const (
 // Evaluate checks every invariant on the record.
 func Evaluate(r *Record, b Bounds) []Check {
 	r.sortAll()
+	timing := []Check{checkDual(r, b), checkConverge(r, b), checkClient(r, b)}
+	for i := range timing {
+		excuse(r, b, &timing[i])
+	}
+	conns := checkConns(r, b)
+	excuse(r, b, &conns)
 	return []Check{
-		checkDual(r, b),
-		checkConverge(r, b),
-		checkClient(r, b),
+		timing[0], timing[1], timing[2],
 		checkGARP(r, b),
 		checkReads(r),
 		checkSync(r),
 		checkDisk(r),
-		checkConns(r, b),
+		conns,
 		checkPickup(r),
 		checkExits(r),
 		checkLeak(r, b),
@@ -148,7 +160,7 @@ func checkDual(r *Record, b Bounds) Check {
 						d := h.To.Sub(h.From)
 						worst = max(worst, d)
 						if d > limit {
-							c.Violations = append(c.Violations, Violation{At: h.From.Add(limit),
+							c.Violations = append(c.Violations, Violation{At: h.From.Add(limit), Span: h,
 								Detail: fmt.Sprintf("%s and %s both held the vMAC for %s while hearing each other (from %s)", x, y, ms(d), clock(r, h.From))})
 						}
 					}
@@ -437,6 +449,39 @@ func checkSanity(r *Record) Check {
 	}
 	c.Measured = fmt.Sprintf("%d faults applied, %d of %d probes answered", applied, answered, len(r.Probe))
 	return c
+}
+
+// excuse moves the violations that a measured machine stall explains to
+// c.Excused: a lasting one (two vMAC holders) when the stalls within it
+// add up to at least its excess over the limit; a point one when a stall
+// overlaps the convergence bound before it (a stall that long makes a
+// peer miss the lost threshold, or delays a release or a takeover).
+func excuse(r *Record, b Bounds, c *Check) {
+	limit := 2*r.Interval + b.Slack
+	window := convergeBound(r, b)
+	var keep []Violation
+	for _, v := range c.Violations {
+		from, to, need := v.At.Add(-window), v.At, time.Duration(1)
+		if !v.Span.From.IsZero() {
+			from, to, need = v.Span.From, v.Span.To, v.Span.To.Sub(v.Span.From)-limit
+		}
+		var got time.Duration
+		var what []string
+		for _, st := range r.Stalls {
+			a, z := later(st.From, from), earlier(st.To, to)
+			if z.After(a) {
+				got += z.Sub(a)
+				what = append(what, fmt.Sprintf("%s %s at %s", st.What, ms(st.To.Sub(st.From)), clock(r, st.From)))
+			}
+		}
+		if got >= need && len(what) > 0 {
+			v.Excused = "machine stall: " + strings.Join(what, ", ")
+			c.Excused = append(c.Excused, v)
+			continue
+		}
+		keep = append(keep, v)
+	}
+	c.Violations = keep
 }
 
 // around returns the faults active within [t-before, t+after].

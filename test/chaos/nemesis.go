@@ -38,9 +38,10 @@ type nemesis struct {
 	witness int
 	rec     *Record
 	logf    func(string, ...any)
-	// writes returns how many versions the file writer has written (a
-	// disk-full fault checks that the node got changes while full).
-	writes func() int
+	// writesTo returns how many versions the file writer has written to
+	// nodes other than except (a disk-full fault checks that the full node
+	// was sent changes: it was not the primary the writer wrote to).
+	writesTo func(except string) int
 }
 
 // start starts (or restarts) m's agent; a failure is recorded as an
@@ -314,11 +315,24 @@ func (nm *nemesis) diskFull(ctx context.Context, m *member, fr *FaultRec) error 
 		return err
 	}
 	rep := DiskReport{Fault: fr}
-	w0 := nm.writes()
+	// The node must report it once it was sent changes: it was running
+	// as a secondary, the primary on its hb link, and the writer wrote
+	// elsewhere, for a second or more in all.
+	var eligible time.Duration
 	polls, failed, lastErr := 0, 0, ""
 	deadline := time.Now().Add(fr.Dur)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
+		w0 := nm.writesTo(m.n.Name)
 		sleep(ctx, 200*time.Millisecond)
+		m.mu.Lock()
+		alive := !m.down && !m.busy && !m.netBusy[HBDown] && !m.netBusy[HBLoss] && !m.netBusy[Partition]
+		m.mu.Unlock()
+		nm.rec.mu.Lock()
+		alive = alive && !nm.rec.heldAt(m.n.Name, time.Now())
+		nm.rec.mu.Unlock()
+		if alive && nm.writesTo(m.n.Name) > w0 {
+			eligible += 200 * time.Millisecond
+		}
 		if rep.Reported {
 			continue
 		}
@@ -344,8 +358,8 @@ func (nm *nemesis) diskFull(ctx context.Context, m *member, fr *FaultRec) error 
 			}
 		}
 	}
-	rep.Pushed = nm.writes() > w0
-	fr.Note = fmt.Sprintf("reported: %v (%d status polls, %d failed %s)", rep.Reported, polls, failed, lastErr)
+	rep.Pushed = eligible >= time.Second
+	fr.Note = fmt.Sprintf("reported: %v (sent changes for %s; %d status polls, %d failed %s)", rep.Reported, eligible, polls, failed, firstLine(lastErr))
 	if rep.Reported {
 		fr.Note = fmt.Sprintf("reported after %s", ms(rep.After))
 	}

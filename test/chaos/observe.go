@@ -197,3 +197,61 @@ func rssKB(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
+
+// stallMin is the delay that counts as a machine stall.
+const stallMin = 100 * time.Millisecond
+
+// stallProbe measures the machine beside the cluster: every 20 ms it
+// changes the MAC of a spare veth in the switch namespace (the same rtnl
+// path as a takeover or a release) and notes how late a 10 ms sleep of
+// this process wakes up. Stalls of at least stallMin are recorded: the
+// other engineers' tests on this 2-core machine create and delete
+// namespaces, which holds rtnl for up to seconds.
+func stallProbe(ctx context.Context, l *lab.Lab, rec *Record) error {
+	if err := lab.IP("-n", l.Switch, "link", "add", "stall0", "type", "veth", "peer", "name", "stall1"); err != nil {
+		return err
+	}
+	ns, err := netns.GetFromName(l.Switch)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandleAt(ns)
+	ns.Close()
+	if err != nil {
+		return err
+	}
+	link, err := h.LinkByName("stall0")
+	if err != nil {
+		h.Close()
+		return err
+	}
+	macs := []net.HardwareAddr{{0x02, 0, 0, 0, 0, 1}, {0x02, 0, 0, 0, 0, 2}}
+	note := func(what string, from time.Time) {
+		if to := time.Now(); to.Sub(from) >= stallMin {
+			rec.mu.Lock()
+			rec.Stalls = append(rec.Stalls, Stall{Span: Span{From: from, To: to}, What: what})
+			rec.mu.Unlock()
+		}
+	}
+	go func() {
+		defer h.Close()
+		for i := 0; ctx.Err() == nil; i++ {
+			t0 := time.Now()
+			_ = h.LinkSetHardwareAddr(link, macs[i%2])
+			note("netlink", t0)
+			sleep(ctx, 20*time.Millisecond)
+		}
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			t0 := time.Now()
+			time.Sleep(10 * time.Millisecond)
+			if late := time.Since(t0) - 10*time.Millisecond; late >= stallMin {
+				rec.mu.Lock()
+				rec.Stalls = append(rec.Stalls, Stall{Span: Span{From: t0.Add(10 * time.Millisecond), To: time.Now()}, What: "scheduler"})
+				rec.mu.Unlock()
+			}
+		}
+	}()
+	return nil
+}

@@ -34,6 +34,12 @@ type Record struct {
 	Reads  ReadStats
 	Exits  []Exit
 	Disk   []DiskReport
+	// Stalls are the stretches in which the machine itself stalled: a
+	// netlink change (rtnl, the lock every MAC and address change takes)
+	// or this process's scheduling took longer than stallMin.
+	Stalls []Stall
+	// WritesOn counts the file writer's versions by the node written to.
+	WritesOn map[string]int
 	// Res are the witness's resources at the start and the end.
 	Res [2]Resources
 	// Synced is the result of the final check that every node ends with
@@ -65,6 +71,13 @@ type FaultRec struct {
 	End     time.Time
 	Skipped string // why it was not applied ("" applied)
 	Note    string // what happened (exit status of a SIGTERM, reported disk error…)
+}
+
+// Stall is a stretch in which the machine did not do what it was asked
+// in time.
+type Stall struct {
+	Span
+	What string // "netlink" or "scheduler"
 }
 
 // GARP is a gratuitous ARP for the cluster address seen entering the

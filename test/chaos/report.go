@@ -54,14 +54,29 @@ func Report(w io.Writer, cfg Config, res *Result) {
 			}
 		}
 	}
+	excused := 0
+	for _, c := range res.Checks {
+		excused += len(c.Excused)
+	}
+	if excused > 0 || len(r.Stalls) > 0 {
+		fmt.Fprintf(w, "\n==> machine stalls (netlink changes or this process's wake-ups late by %s or more): %d\n", stallMin, len(r.Stalls))
+		for _, st := range r.Stalls {
+			fmt.Fprintf(w, "  %s  %s stalled %s\n", clock(r, st.From), st.What, ms(st.To.Sub(st.From)))
+		}
+		for _, c := range res.Checks {
+			for _, v := range c.Excused {
+				fmt.Fprintf(w, "  excused %s  %s: %s (%s)\n", clock(r, v.At), c.Name, v.Detail, v.Excused)
+			}
+		}
+	}
 	fmt.Fprintf(w, "\n==> summary: seed %d\n", cfg.Seed)
-	fmt.Fprintf(w, "| invariant | rule | checked | violations | measured |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| invariant | rule | checked | violations | excused (machine stall) | measured |\n|---|---|---|---|---|---|\n")
 	for _, c := range res.Checks {
 		v := fmt.Sprint(len(c.Violations))
 		if c.Info {
 			v += " (info)"
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s |\n", c.Name, c.Rule, c.Checked, v, c.Measured)
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %d | %s |\n", c.Name, c.Rule, c.Checked, v, len(c.Excused), c.Measured)
 	}
 	fmt.Fprintf(w, "\nfaults by kind:")
 	for _, k := range Kinds {

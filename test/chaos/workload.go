@@ -238,6 +238,9 @@ func fileWorkload(ctx context.Context, d *lab.SyncDir, nodes []*lab.Node, primar
 			err := d.WriteFile(p, fileName, fileContent(v), 0o644)
 			rec.mu.Lock()
 			rec.Reads.Writes++
+			if rec.WritesOn != nil {
+				rec.WritesOn[p.Name]++
+			}
 			if err != nil {
 				rec.Reads.WriteErrors++
 			}
