@@ -39,12 +39,16 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 	return def
 }
 
-// TestChaos is the campaign: 60 s with seed 1 in make test;
+// testSeed is make test's seed: its first minute has every kind of fault
+// (TestTestSeedCoversEveryFault).
+const testSeed = 5
+
+// TestChaos is the campaign: 60 s with seed testSeed in make test;
 // HAGENT_CHAOS_SEED and HAGENT_CHAOS_DURATION (make chaos SEED= DURATION=)
 // choose another; HAGENT_CHAOS_HAGENTD tests another hagentd binary.
 func TestChaos(t *testing.T) {
 	needLab(t)
-	seed := int64(1)
+	seed := int64(testSeed)
 	if v := os.Getenv("HAGENT_CHAOS_SEED"); v != "" {
 		var err error
 		if seed, err = strconv.ParseInt(v, 10, 64); err != nil {
