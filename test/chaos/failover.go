@@ -130,8 +130,26 @@ func Failovers(count int, ival time.Duration, thr int, out io.Writer, logf func(
 	fmt.Fprintf(out, "\n==> %d forced failovers (ha failover set/unset alternating, hb %s × %d, probe every 1 ms)\n", count, ival, thr)
 	fmt.Fprintf(out, "| failovers | outage p50 | p99 | max | mean | ≥ 5 ms | command → vMAC moved, p50 / max |\n|---|---|---|---|---|---|---|\n")
 	tk := &FailoverResult{Outages: res.Took}
-	fmt.Fprintf(out, "| %d | %s | %s | %s | %s | %d | %s / %s |\n", count, ms(res.Percentile(50)), ms(res.Percentile(99)),
-		ms(res.Percentile(100)), ms(sum/time.Duration(max(count, 1))), over, ms(tk.Percentile(50)), ms(tk.Percentile(100)))
+	fmt.Fprintf(out, "| %d | %s | %s | %s | %.3f ms | %d | %s / %s |\n", count, ms(res.Percentile(50)), ms(res.Percentile(99)),
+		ms(res.Percentile(100)), float64(sum)/float64(max(count, 1))/float64(time.Millisecond), over, ms(tk.Percentile(50)), ms(tk.Percentile(100)))
+	lossy := 0
+	idx := make([]int, count)
+	for i := range idx {
+		idx[i] = i
+		if res.Outages[i] > 0 {
+			lossy++
+		}
+	}
+	sort.Slice(idx, func(a, b int) bool { return res.Outages[idx[a]] > res.Outages[idx[b]] })
+	fmt.Fprintf(out, "%d of %d failovers lost at least one probe; the worst:", lossy, count)
+	for _, i := range idx[:min(5, count)] {
+		what := "set"
+		if i%2 == 1 {
+			what = "unset"
+		}
+		fmt.Fprintf(out, " #%d (%s) %s (command → moved %s);", i+1, what, ms(res.Outages[i]), ms(res.Took[i]))
+	}
+	fmt.Fprintln(out)
 	return res, nil
 }
 
