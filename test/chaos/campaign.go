@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hagent/hagent/test/bench"
 	"github.com/hagent/hagent/test/lab"
 )
 
@@ -316,7 +317,7 @@ func (nm *nemesis) resources(m *member) Resources {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := Resources{At: time.Now(), PID: m.n.PID(), RoleMoves: nm.rec.moves()}
-	r.RSSKB, _ = rssKB(r.PID)
+	r.RSSKB, _ = bench.RSSKB(r.PID)
 	if st, err := m.n.Status(); err == nil {
 		r.Goroutines = st.Goroutines
 	}

@@ -2,12 +2,8 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -180,23 +176,6 @@ func garpSniff(ctx context.Context, l *lab.Lab, nodes []*lab.Node, vmac string, 
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// rssKB reads VmRSS of a process.
-func rssKB(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				return strconv.ParseInt(f[0], 10, 64)
-			}
-		}
-	}
-	return 0, errors.New("no VmRSS")
-}
 
 // stallMin is the delay that counts as a machine stall.
 const stallMin = 100 * time.Millisecond
