@@ -60,8 +60,8 @@ soak: build
 SEED     ?= $(shell date +%s)
 DURATION ?= 10m
 chaos: build
-	HAGENT_CHAOS_SEED=$(SEED) HAGENT_CHAOS_DURATION=$(DURATION) HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./test/chaos/ 2>&1 | tee /tmp/hagent-chaos.log; test $${PIPESTATUS[0]} -eq 0
-	HAGENT_FAILOVERS=1000 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestFailovers$$' ./test/chaos/
+	HAGENT_CHAOS_SEED=$(SEED) HAGENT_CHAOS_DURATION=$(DURATION) HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./test/chaos/ 2>&1 | tee /tmp/hagent-chaos.log; c=$${PIPESTATUS[0]}; \
+	HAGENT_FAILOVERS=1000 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestFailovers$$' ./test/chaos/; f=$$?; exit $$((c | f))
 
 # make fuzz: run each fuzz target for a while (the seeds run in every make test).
 FUZZTIME ?= 30s

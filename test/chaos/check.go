@@ -357,8 +357,14 @@ func checkConns(r *Record, b Bounds) Check {
 		Checked: r.Conns.Opened, Measured: fmt.Sprintf("%d opened, %d echoes, %d broke with the vMAC moving", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends))}
 	for _, e := range r.Conns.Ends {
 		if !connExcused(r, e, b.Observer) {
-			c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d to %s (open since %s, last echo %s) %s though %s kept the vMAC throughout",
-				e.ID, e.Node, clock(r, e.Opened), clock(r, e.LastOK), e.Why, e.Node)})
+			from := "no reset seen on the switch"
+			for _, x := range r.RSTs {
+				if x.Port == e.Port && !x.At.Before(e.Opened) && !x.At.After(e.At.Add(b.Observer)) {
+					from = fmt.Sprintf("the reset came from %s's port at %s", x.Node, clock(r, x.At))
+				}
+			}
+			c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d to %s (client port %d, open since %s, last echo %s) %s though %s kept the vMAC throughout; %s",
+				e.ID, e.Node, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, e.Node, from)})
 		}
 	}
 	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke (%d excused: the vMAC moved)", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), len(r.Conns.Ends)-len(c.Violations))

@@ -131,9 +131,15 @@ func garpSniff(ctx context.Context, l *lab.Lab, nodes []*lab.Node, vmac string, 
 			if err != nil {
 				return err
 			}
-			arpOnly := []unix.SockFilter{
+			// Jumps are relative to the next instruction.
+			arpOnly := []unix.SockFilter{ // ARP, or IPv4 TCP with RST set (no IP options)
 				{Code: 0x28, K: 12},                  // ldh [12]
-				{Code: 0x15, Jt: 0, Jf: 1, K: 0x806}, // jeq #0x806
+				{Code: 0x15, Jt: 5, Jf: 0, K: 0x806}, // jeq #0x806 → accept
+				{Code: 0x15, Jt: 0, Jf: 5, K: 0x800}, // jeq #0x800 else drop
+				{Code: 0x30, K: 23},                  // ldb [23] (IP protocol)
+				{Code: 0x15, Jt: 0, Jf: 3, K: 6},     // jeq #6 (TCP) else drop
+				{Code: 0x30, K: 47},                  // ldb [47] (TCP flags)
+				{Code: 0x45, Jt: 0, Jf: 1, K: 0x04},  // jset #RST: accept, else drop
 				{Code: 0x06, K: 0xffff},              // ret #65535
 				{Code: 0x06, K: 0},                   // ret #0
 			}
@@ -161,6 +167,11 @@ func garpSniff(ctx context.Context, l *lab.Lab, nodes []*lab.Node, vmac string, 
 				}
 				if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
 					continue // towards the node, not from it
+				}
+				if k >= 54 && buf[12] == 0x08 && buf[13] == 0x00 && buf[23] == 6 && buf[47]&0x04 != 0 {
+					// A reset from the node (Ethernet 14 + IPv4 20 + TCP).
+					rec.addRST(RST{At: time.Now(), Node: name, Port: int(buf[36])<<8 | int(buf[37])})
+					continue
 				}
 				// Ethernet (14) + ARP: op 20:22, sha 22:28, spa 28:32, tpa 38:42.
 				if k < 42 || buf[12] != 0x08 || buf[13] != 0x06 {

@@ -30,6 +30,7 @@ type Record struct {
 	Quiets []Span
 	Probe  []lab.Sample `json:"-"` // the client's 1 ms UDP probe of the cluster address
 	GARPs  []GARP       // gratuitous ARPs entering the data switch, by the port they came in on
+	RSTs   []RST        // TCP resets entering the data switch, by port
 	Conns  ConnStats
 	Reads  ReadStats
 	Exits  []Exit
@@ -87,6 +88,14 @@ type GARP struct {
 	Node string
 }
 
+// RST is a TCP reset a node sent (seen entering the data switch from its
+// port) to a client port.
+type RST struct {
+	At   time.Time
+	Node string
+	Port int // destination port: the client's end of the connection
+}
+
 // ConnStats are the long-lived TCP connections' outcomes.
 type ConnStats struct {
 	Opened  int
@@ -99,6 +108,7 @@ type ConnStats struct {
 type ConnEnd struct {
 	ID     int
 	Node   string // the node that accepted it (its greeting)
+	Port   int    // the client's local port
 	Opened time.Time
 	LastOK time.Time // last echo received
 	At     time.Time // when the client saw the failure
@@ -150,6 +160,7 @@ func (r *Record) lock() func() { r.mu.Lock(); return r.mu.Unlock }
 
 func (r *Record) addFault(f *FaultRec) { defer r.lock()(); r.Faults = append(r.Faults, f) }
 func (r *Record) addGARP(g GARP)       { defer r.lock()(); r.GARPs = append(r.GARPs, g) }
+func (r *Record) addRST(x RST)         { defer r.lock()(); r.RSTs = append(r.RSTs, x) }
 func (r *Record) addExit(e Exit)       { defer r.lock()(); r.Exits = append(r.Exits, e) }
 func (r *Record) addBadRead(b BadRead) { defer r.lock()(); r.Reads.Bad = append(r.Reads.Bad, b) }
 func (r *Record) addConnEnd(c ConnEnd) { defer r.lock()(); r.Conns.Ends = append(r.Conns.Ends, c) }

@@ -127,6 +127,9 @@ func oneConn(ctx context.Context, l *lab.Lab, tgt ConnTarget, id int, period tim
 	}
 	count(func(s *ConnStats) { s.Opened++ })
 	e := &ConnEnd{ID: id, Node: greet[:len(greet)-1], Opened: time.Now()}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		e.Port = a.Port
+	}
 	e.LastOK = e.Opened
 	// Spread the connections over the period.
 	t := time.NewTimer(time.Duration(rng.Int64N(int64(period))))
