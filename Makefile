@@ -57,10 +57,11 @@ soak: build
 # make chaos: the seeded fault campaign over a 3-node lab (test/chaos; SEED,
 # DURATION), then 1 000 forced failovers with the outage of each. A failing
 # seed replays the same schedule: make chaos SEED=<seed> DURATION=<duration>.
+# The report and the record (JSON) are left in /tmp/hagent-chaos-*.
 SEED     ?= $(shell date +%s)
 DURATION ?= 10m
 chaos: build
-	HAGENT_CHAOS_SEED=$(SEED) HAGENT_CHAOS_DURATION=$(DURATION) HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./test/chaos/ 2>&1 | tee /tmp/hagent-chaos.log; c=$${PIPESTATUS[0]}; \
+	HAGENT_CHAOS_SEED=$(SEED) HAGENT_CHAOS_DURATION=$(DURATION) HAGENT_CHAOS_REPORT=/tmp/hagent-chaos-report.txt HAGENT_CHAOS_RECORD=/tmp/hagent-chaos-record.json HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./test/chaos/ 2>&1 | tee /tmp/hagent-chaos.log; c=$${PIPESTATUS[0]}; \
 	HAGENT_FAILOVERS=1000 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestFailovers$$' ./test/chaos/; f=$$?; exit $$((c | f))
 
 # make fuzz: run each fuzz target for a while (the seeds run in every make test).
