@@ -46,7 +46,7 @@ func DefaultConfig(seed int64, d time.Duration) Config {
 		Seed: seed, Duration: d,
 		HBInterval: 100 * time.Millisecond, Threshold: 6,
 		Conns: 200, ConnEvery: 200 * time.Millisecond,
-		Bounds: Bounds{Slack: 300 * time.Millisecond, Observer: 50 * time.Millisecond,
+		Bounds: Bounds{Slack: 300 * time.Millisecond, Observer: 100 * time.Millisecond,
 			RSSGrowthKB: 8 << 10, Goroutines: 20},
 		Out: os.Stdout, Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 	}

@@ -343,6 +343,20 @@ func connExcused(r *Record, e ConnEnd, slack time.Duration) bool {
 			}
 		}
 	}
+	// A GARP from another node's port, or a reset of this connection from
+	// another node's port, proves that node carried the vMAC then (a
+	// node's NIC takes frames for the vMAC only while it has it): packet
+	// times, finer than the netlink reads.
+	for _, g := range r.GARPs {
+		if g.Node != e.Node && !g.At.Before(e.Opened) && g.At.Before(e.At.Add(slack)) {
+			return true
+		}
+	}
+	for _, x := range r.RSTs {
+		if x.Node != e.Node && x.Port == e.Port && !x.At.Before(e.Opened) && x.At.Before(e.At.Add(slack)) {
+			return true
+		}
+	}
 	// e.Node held it throughout?
 	for _, s := range r.Holds[e.Node] {
 		if !s.From.After(e.Opened) && !s.end(r).Before(e.At.Add(slack)) {

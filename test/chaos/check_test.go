@@ -68,7 +68,7 @@ func testRecord() *Record {
 		Reads: ReadStats{Reads: 1, Writes: 1}, Conns: ConnStats{Opened: 1, Echoes: 1}}
 }
 
-var testBounds = Bounds{Slack: 300 * time.Millisecond, Observer: 50 * time.Millisecond, RSSGrowthKB: 8 << 10, Goroutines: 20}
+var testBounds = Bounds{Slack: 300 * time.Millisecond, Observer: 100 * time.Millisecond, RSSGrowthKB: 8 << 10, Goroutines: 20}
 
 func find(cs []Check, name string) Check {
 	for _, c := range cs {
@@ -167,7 +167,9 @@ func TestCheckConns(t *testing.T) {
 	r.Conns.Ends = []ConnEnd{
 		{ID: 1, Node: "a", Opened: at(1), At: at(5.001), Why: "reset"}, // the vMAC moved to b
 		{ID: 2, Node: "a", Opened: at(1), At: at(3), Why: "reset"},     // a held it throughout
+		{ID: 3, Node: "a", Opened: at(1), At: at(3), Why: "reset", Port: 4000},
 	}
+	r.RSTs = []RST{{At: at(2.999), Node: "c", Port: 4000}} // c had the vMAC, unseen by netlink
 	c := find(Evaluate(r, testBounds), InvConns)
 	if len(c.Violations) != 1 || !strings.Contains(c.Violations[0].Detail, "connection 2") {
 		t.Errorf("%+v", c)
