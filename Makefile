@@ -40,15 +40,20 @@ integration: build
 	HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 18m -v ./test/... 2>&1 | tee /tmp/hagent-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|measured' ; exit $${PIPESTATUS[0]}
 
 # make lab: the 2-node failover demo in network namespaces.
+# LAB_ARGS="-direct -probe 1ms": the same crash over a direct hb cable.
+LAB_ARGS ?=
 lab: build
-	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh
+	HAGENT_BIN=$(BIN) bash deploy/lab/lab.sh $(LAB_ARGS)
 
-# make bench: failover benchmark against keepalived, sync benchmark, micro-benchmarks.
+# make bench: failover benchmark against keepalived, sync benchmark, channel throughput, session pickup
+# against conntrackd (bench-results/sessions.md), micro-benchmarks.
 # Results go to bench-results/ (results.md, sync.md, outages.svg, …).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ | grep -E '^(Benchmark|ok|FAIL)'
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ ./l2chan/ ./sessionsync/ | grep -E '^(Benchmark|ok|FAIL)'
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestBench' ./test/bench/
 	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=2 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
+	HAGENT_BENCH=1 $(GO) test -count=1 -timeout 10m -v -run 'TestChannelBench' ./test/chanbench/
+	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSessionBench' ./test/sessbench/ | grep -E '^(=== RUN|--- |ok|FAIL)|measured'; exit $${PIPESTATUS[0]}
 
 # make soak: 10 minutes at 10ms x 3 under CPU load, counting false failovers.
 soak: build
@@ -64,11 +69,17 @@ chaos: build
 	HAGENT_CHAOS_SEED=$(SEED) HAGENT_CHAOS_DURATION=$(DURATION) HAGENT_CHAOS_REPORT=/tmp/hagent-chaos-report.txt HAGENT_CHAOS_RECORD=/tmp/hagent-chaos-record.json HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 0 -v -run 'TestChaos$$' ./test/chaos/ 2>&1 | tee /tmp/hagent-chaos.log; c=$${PIPESTATUS[0]}; \
 	HAGENT_FAILOVERS=1000 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestFailovers$$' ./test/chaos/; f=$$?; exit $$((c | f))
 
-# make fuzz: run each fuzz target for a while (the seeds run in every make test).
+# make fuzz: run every fuzz target of every package for FUZZTIME each (the
+# targets are listed by go test, so a new one is never forgotten; their seed
+# corpora run in every make test).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME) ./heartbeat/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./config/
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
 
 # make deb: the Debian package hagent_<version>_<arch>.deb (README, "Install").
 # nfpm runs as a Go tool of deploy/deb/go.mod, which keeps its dependencies

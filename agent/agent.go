@@ -28,6 +28,9 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/metrics"
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/udplink"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -65,7 +68,8 @@ type Options struct {
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// PollCarrier reads the carrier of direct hbdevs every interval; nil
 	// uses vmac.PollCarrier.
-	PollCarrier func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	// It reports a loss only after debounce.
+	PollCarrier func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// StateDir is where state that must survive a reboot lives (the
@@ -80,6 +84,13 @@ type Options struct {
 	SyncLinks []heartbeat.Link
 	// SyncRoot is where "/" of the sync paths lies (tests); "" is "/".
 	SyncRoot string
+	// SessionLinks are the session channel's links (sync_dev, then the
+	// hbdevs); nil opens AF_PACKET links on eth_type.session.
+	SessionLinks []heartbeat.Link
+	// SessionTable is the conntrack table; nil is the kernel's.
+	SessionTable sessionsync.Table
+	// Version labels hagent_build_info (metrics_listen).
+	Version string
 }
 
 // Agent is one running hagentd.
@@ -90,7 +101,7 @@ type Agent struct {
 	guard heartbeat.ReplayGuard
 	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
-	poll  func(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error
+	poll  func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
 	// sequence; the epoch only grows (persisted in state, raised by hints).
 	epoch  uint64
@@ -136,9 +147,16 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 
-	sync    *syncEngine // config sync (nil when disabled)
+	sync    *syncEngine                    // config sync (nil when disabled)
+	sess    *sessionEngine                 // session pickup (nil when disabled)
+	metrics *metrics.Exporter              // nil without metrics_listen
+	udpSync *udplink.Link                  // the sync channel\'s unicast_hb link, if any
+	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
+	// operatorFailoverSet is `ha failover set` given by the operator (the
+	// session hold sets failover too, and must not clear the operator's).
+	operatorFailoverSet bool
 }
 
 // hbLink is one hbdev with its counters.
@@ -163,6 +181,9 @@ type rxFrame struct {
 type linkEvent struct {
 	name string
 	up   bool
+	// debounced: a carrier loss already held for carrier_debounce (the
+	// carrier poll of direct hbdevs).
+	debounced bool
 }
 
 type command struct {
@@ -240,11 +261,23 @@ func New(o Options) (*Agent, error) {
 			}
 			links = append(links, l)
 		}
+		if u := &cfg.Cluster.UnicastHB; u.Enabled {
+			l, err := a.openUnicast(u, u.Port, "heartbeat")
+			if err != nil {
+				for _, l := range links {
+					l.Close()
+				}
+				return nil, err
+			}
+			links = append(links, l)
+		}
 	}
 	for i, l := range links {
 		prio := 0
 		if i < len(cfg.Cluster.HBDevs) {
 			prio = cfg.Cluster.HBDevs[i].Priority
+		} else if isUnicast(l) {
+			prio = cfg.Cluster.UnicastHB.Priority
 		}
 		a.links = append(a.links, &hbLink{Link: l, prio: prio})
 	}
@@ -293,8 +326,23 @@ func New(o Options) (*Agent, error) {
 		}
 		a.sync = e
 	}
+	if cfg.Cluster.SessionPickup.Enabled {
+		e, err := a.newSessionEngine(cfg, o.SessionLinks, o.SessionTable)
+		if err != nil {
+			if a.sync != nil {
+				a.sync.ch.Close()
+			}
+			a.closeLinks()
+			a.net.Close()
+			return nil, fmt.Errorf("session pickup: %w", err)
+		}
+		a.sess = e
+	}
 	if err := a.net.Reset(); err != nil {
 		a.log.Warn("could not reset the data interfaces", "error", err)
+	}
+	if cfg.MetricsListen != "" {
+		a.metrics = metrics.New(a.metricsStatus, o.Version)
 	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
 	a.m = cluster.New(machineConfig(cfg), a.started)
@@ -337,6 +385,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	if a.metrics != nil {
+		// A metrics endpoint that cannot bind is logged, not fatal: the
+		// cluster matters more than its graphs.
+		if srv, err := a.metrics.Listen(cfg.MetricsListen); err != nil {
+			a.log.Error("metrics endpoint not started", "metrics_listen", cfg.MetricsListen, "error", err)
+		} else {
+			a.msrv.Store(srv)
+			a.log.Info("metrics endpoint", "address", srv.Addr().String(), "path", "/metrics")
+		}
+	}
 	for i, l := range a.links {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.receive(bg, i, l) }()
@@ -345,7 +403,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.sendLoop(bg) }()
 	watchNames := append([]string(nil), cfg.Cluster.Monitor...)
 	for _, l := range a.links {
-		watchNames = append(watchNames, l.Name())
+		if !isUnicast(l.Link) { // a UDP path has no carrier to watch
+			watchNames = append(watchNames, l.Name())
+		}
 	}
 	if len(watchNames) > 0 {
 		wg.Add(1)
@@ -353,7 +413,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			defer wg.Done()
 			if err := a.watch(bg, watchNames, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -365,9 +425,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.poll(bg, direct, carrierPoll, func(name string, up bool) {
+			deb := cfg.Cluster.CarrierDebounce
+			if err := a.poll(bg, direct, carrierPollEvery(deb), deb, func(name string, up bool) {
 				select {
-				case a.linkCh <- linkEvent{name, up}:
+				case a.linkCh <- linkEvent{name: name, up: up, debounced: true}:
 				case <-bg.Done():
 				}
 			}); err != nil && bg.Err() == nil {
@@ -378,6 +439,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.sync != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.runSync(bg) }()
+	}
+	if a.sess != nil {
+		a.startSessions()
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.sess.e.Run(bg) }()
 	}
 	if items := pingItems(&cfg.Cluster); len(items) > 0 && a.probers != nil {
 		wg.Add(1)
@@ -390,9 +456,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.sync != nil {
 		a.sync.ch.Close()
 	}
+	if a.sess != nil {
+		a.sess.ch.Close()
+	}
 	a.closeLinks()
 	wg.Wait()
 	a.hooks.close(5 * time.Second)
+	if a.sess != nil {
+		a.sess.table.Close()
+	}
+	if srv := a.msrv.Load(); srv != nil {
+		srv.Close()
+	}
 	a.net.Close()
 	a.state.wait()
 	a.log.Info("stopped")
@@ -440,6 +515,7 @@ func (a *Agent) run(ctx context.Context) error {
 			a.housekeeping(now)
 			a.checkCarrier(now)
 			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+			a.noteLosses(now)
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
@@ -453,6 +529,7 @@ func (a *Agent) run(ctx context.Context) error {
 			return nil
 		}
 		a.process()
+		a.updateSessions()
 		if fired || a.m.Stopped() {
 			a.updateSync()
 		}
@@ -502,6 +579,9 @@ func (a *Agent) stepFrame(r rxFrame) {
 			// waiting for from the old process will not come.
 			a.log.Info("peer restarted", "peer", r.frame.Node)
 			a.sync.s.PeerRestarted(r.frame.Node)
+		}
+		if ok && a.sess != nil {
+			a.sess.e.PeerRestarted(r.frame.Node)
 		}
 		a.peerEpochs[key] = r.frame.Epoch
 		a.state.notePeer(key, r.frame.Epoch)
@@ -571,9 +651,12 @@ func (a *Agent) linkChanged(ev linkEvent) {
 		}
 		a.log.Info("hbdev carrier", "hbdev", ev.name, "up", ev.up)
 		a.carrier.Store(ev.name, ev.up)
-		a.carrierChanged(ev.name, ev.up, a.now())
+		a.carrierChanged(ev.name, ev.up, ev.debounced, a.now())
 		if a.sync != nil {
 			a.sync.ch.SetLinkUp(ev.name, ev.up)
+		}
+		if a.sess != nil {
+			a.sess.ch.SetLinkUp(ev.name, ev.up)
 		}
 	}
 	if !isMon {
@@ -609,6 +692,9 @@ func (a *Agent) process() {
 	for _, act := range rd.Actions {
 		switch act.Type {
 		case cluster.ActionTakeover:
+			// Sessions in place first: every copy received is applied
+			// before the vMAC moves (SPEC §8).
+			sessDur, sessN := a.sessionsReady()
 			rep, err := a.net.Take()
 			if err != nil {
 				// The vMACs or addresses could not be set: undo what was
@@ -642,9 +728,17 @@ func (a *Agent) process() {
 			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
+			if a.sess != nil {
+				ev.SessionsUs = sessDur.Microseconds()
+				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
+			}
 			a.hist.add(ev)
+			if a.metrics != nil && !rep.FirstGARP.IsZero() {
+				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
+			}
 			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
+			a.sessionsStopSending()
 			if err := a.net.Release(); err != nil {
 				a.log.Error("release failed", "error", err)
 			}
@@ -662,6 +756,9 @@ func (a *Agent) process() {
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
 				Primary: st.PrimaryName, Reason: act.Reason})
+			if a.metrics != nil && act.Role == cluster.RolePrimary {
+				a.metrics.Failover(act.Reason)
+			}
 		case cluster.ActionHeartbeat:
 			send = true
 		case cluster.ActionRunHook:

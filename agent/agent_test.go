@@ -205,6 +205,7 @@ func TestAgentsElectAndFailOver(t *testing.T) {
 		t.Fatalf("b took over after %v, before the lost threshold %v", took, floor)
 	}
 	t.Logf("crash failover after %v (lost threshold 3 x 20ms)", took)
+	eventually(t, time.Second, "history names the path", func() bool { return hasEvent(b, "lost", "lost: a, no heartbeat for 60ms (detected by heartbeat)") })
 	if owned, _, _, _ := b.net.counts(); !owned {
 		t.Fatal("new primary does not hold the vMAC")
 	}

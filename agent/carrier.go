@@ -17,10 +17,14 @@ import (
 // undoes the loss, as after a loss by the threshold. All of it runs in the
 // run goroutine.
 
-// carrierPoll is how often the carrier of direct hbdevs is read (the link
-// notifications of the kernel come up to a second late; see
-// vmac.PollCarrier).
-const carrierPoll = time.Millisecond
+// carrierPollEvery is how often the carrier of direct hbdevs is read (the
+// link notifications of the kernel come up to a second late; see
+// vmac.PollCarrier): twice per debounce, at least every 100 ms and at most
+// every millisecond. A loss is then acted on between one debounce and one
+// debounce plus half a debounce after it began; each wake-up costs CPU.
+func carrierPollEvery(debounce time.Duration) time.Duration {
+	return min(max(debounce/2, time.Millisecond), 100*time.Millisecond)
+}
 
 // directHBDevs returns the names of the direct hbdevs.
 func directHBDevs(c *config.Cluster) []string {
@@ -41,6 +45,7 @@ type carrierState struct {
 	heardOn   map[string][]time.Time // peer serial → last heartbeat per hbdev index
 	lostAt    map[string]time.Time   // peer serial → lost by carrier at (older frames are stale)
 	names     map[string]string      // peer serial → node name
+	alive     map[string]bool        // peer serial → alive at the last tick (noteLosses)
 }
 
 func newCarrierState() carrierState {
@@ -72,8 +77,31 @@ func (a *Agent) carrierHeard(serial, name string, link int, at time.Time) bool {
 	return true
 }
 
-// carrierChanged notes a carrier change of hbdev name.
-func (a *Agent) carrierChanged(name string, up bool, now time.Time) {
+// noteLosses records in the log and history the peers the lost threshold
+// has just taken (the carrier path records its own), so that the history
+// says which path detected every loss.
+func (a *Agent) noteLosses(now time.Time) {
+	c := &a.cstate
+	if c.alive == nil {
+		c.alive = map[string]bool{}
+	}
+	st := a.m.Status()
+	for _, m := range st.Members {
+		if m.Self {
+			continue
+		}
+		was := c.alive[m.Serial]
+		c.alive[m.Serial] = m.Alive
+		if was && !m.Alive && m.LostBy == "heartbeat" {
+			a.log.Warn("peer lost: no heartbeat within the lost threshold", "peer", m.Name, "lost_after", a.detection())
+			a.hist.add(Event{Time: now, Kind: "lost", Reason: fmt.Sprintf("lost: %s, %s (detected by heartbeat)", m.Name, m.LostWhy)})
+		}
+	}
+}
+
+// carrierChanged notes a carrier change of hbdev name; debounced says the
+// loss has lasted carrier_debounce already (the carrier poll).
+func (a *Agent) carrierChanged(name string, up, debounced bool, now time.Time) {
 	if !a.isDirect(name) {
 		return
 	}
@@ -88,6 +116,9 @@ func (a *Agent) carrierChanged(name string, up bool, now time.Time) {
 	}
 	if _, ok := c.downSince[name]; !ok {
 		c.downSince[name] = now
+		if debounced {
+			c.downSince[name] = now.Add(-a.config().Cluster.CarrierDebounce)
+		}
 		c.checked[name] = false
 	}
 	a.checkCarrier(now)

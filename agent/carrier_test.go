@@ -12,7 +12,7 @@ import (
 // fakePoll lets a test set the carrier of direct hbdevs.
 type fakePoll struct{ fakeLinks }
 
-func (p *fakePoll) poll(ctx context.Context, names []string, every time.Duration, fn func(string, bool)) error {
+func (p *fakePoll) poll(ctx context.Context, names []string, every, debounce time.Duration, fn func(string, bool)) error {
 	return p.watch(ctx, names, fn)
 }
 
@@ -29,26 +29,39 @@ func TestCarrierLoss(t *testing.T) {
 		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
 	})
 	eventually(t, time.Second, "poller running", func() bool { return pb.set("ha1", true) })
+	eventually(t, time.Second, "watcher running", func() bool { return b.links.set("ha1", true) })
 
-	// A flap shorter than the debounce: nothing.
-	pb.set("ha1", false)
+	// A carrier flap reported by the link watcher (not debounced by the
+	// poll) shorter than the debounce: nothing.
+	b.links.set("ha1", false)
 	time.Sleep(5 * time.Millisecond)
-	pb.set("ha1", true)
+	b.links.set("ha1", true)
 	time.Sleep(100 * time.Millisecond)
 	if st := b.status(t); st.Role != "secondary" || !alive(st, "a") {
 		t.Fatalf("after a 5ms flap (debounce 30ms): role %s, a alive %v", st.Role, alive(st, "a"))
 	}
-
-	// a dies, b's cable loses carrier: lost at once, not after 1s.
+	// A watcher loss that lasts: lost after the debounce.
 	mem.Isolate("a")
 	start := time.Now()
-	pb.set("ha1", false)
-	eventually(t, 500*time.Millisecond, "b primary by carrier", func() bool { return b.status(t).Role == "primary" })
-	took := time.Since(start)
-	t.Logf("b primary %v after the carrier loss (debounce 30ms, threshold 1s)", took.Round(time.Millisecond))
-	if took < 30*time.Millisecond {
+	b.links.set("ha1", false)
+	eventually(t, 500*time.Millisecond, "b primary by carrier (watcher)", func() bool { return b.status(t).Role == "primary" })
+	if took := time.Since(start); took < 30*time.Millisecond {
 		t.Fatalf("took over after %v, before the debounce", took)
 	}
+	mem.Recover("a")
+	b.links.set("ha1", true)
+	eventually(t, 2*time.Second, "a primary again", func() bool {
+		sa, sb := a.status(t), b.status(t)
+		return sa.Role == "primary" && sb.Role == "secondary" && alive(sb, "a")
+	})
+
+	// a dies, the carrier poll reports the (already debounced) loss: lost
+	// at once, not after the 1s threshold.
+	mem.Isolate("a")
+	start = time.Now()
+	pb.set("ha1", false)
+	eventually(t, 500*time.Millisecond, "b primary by carrier", func() bool { return b.status(t).Role == "primary" })
+	t.Logf("b primary %v after the polled carrier loss (threshold 1s)", time.Since(start).Round(time.Millisecond))
 	m := member(b.status(t), "a")
 	if m == nil || m.LostBy != "carrier" || m.LostWhy != "carrier down on ha1" {
 		t.Fatalf("a in b's view: %+v", m)

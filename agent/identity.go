@@ -64,9 +64,12 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 		}
 		old := a.epoch
 		a.epoch, a.seq = h.Epoch+1, 0
-		a.state.raiseEpoch(a.epoch)
 		e := a.epoch
 		a.sendMu.Unlock()
+		// Persisted outside sendMu: the heartbeat sender must never wait
+		// for a disk. Should this node die before the write, its next
+		// start raises its epoch again from the same hint.
+		a.state.raiseEpoch(e)
 		a.log.Warn("a peer knows a later epoch of this node (clock went back and the state was lost?): epoch raised so that it hears this node again",
 			"peer", f.Node, "old_epoch", old, "peer_knows", h.Epoch, "epoch", e)
 		a.hist.add(Event{Time: a.now(), Kind: "epoch", Reason: fmt.Sprintf("epoch raised above %s's hint (%d → %d)", f.Node, old, e)})

@@ -16,7 +16,8 @@ const cmdReload = "reload"
 // the election timers, hb_interval and hb_lost_threshold, hooks. Changes
 // that need new sockets, a new vMAC manager or a new syncer (hbdevs,
 // interfaces, group, Ethertypes, password, vcluster, monitor list, arps,
-// sync) are reported and wait for a restart. It returns
+// sync, unicast_hb, carrier_debounce, metrics_listen) are reported and wait
+// for a restart. It returns
 // what was not applied.
 func (a *Agent) Reload(ctx context.Context, cfg *config.Config) ([]string, error) {
 	c := command{cmd: cmdReload, arg: cfg, reply: make(chan any, 1)}
@@ -53,6 +54,9 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	need("cluster.pingserver", reflect.DeepEqual(o.PingServer, n.PingServer))
 	need("cluster.sync", reflect.DeepEqual(o.Sync, n.Sync))
 	need("cluster.arps/arps_interval", o.ARPs == n.ARPs && o.ARPsInterval == n.ARPsInterval)
+	need("cluster.unicast_hb", reflect.DeepEqual(o.UnicastHB, n.UnicastHB))
+	need("cluster.hbdev[].direct/carrier_debounce", o.CarrierDebounce == n.CarrierDebounce)
+	need("metrics_listen", old.MetricsListen == newCfg.MetricsListen)
 	need("control_socket", old.ControlSocket == newCfg.ControlSocket)
 	need("node.name/serial", old.Node.Name == newCfg.Node.Name && old.Node.Serial == newCfg.Node.Serial)
 
@@ -68,6 +72,9 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	merged.Cluster.PingServer = o.PingServer
 	merged.Cluster.Sync = o.Sync
 	merged.Cluster.ARPs, merged.Cluster.ARPsInterval = o.ARPs, o.ARPsInterval
+	merged.Cluster.UnicastHB = o.UnicastHB
+	merged.Cluster.CarrierDebounce = o.CarrierDebounce
+	merged.MetricsListen = old.MetricsListen
 	merged.ControlSocket = old.ControlSocket
 	merged.Node.Name, merged.Node.Serial = old.Node.Name, old.Node.Serial
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/udplink"
 )
 
 // Handle answers one control request; it is the control.Handler of the
@@ -37,11 +38,14 @@ func (a *Agent) handle(cmd string) any {
 		if cmd == control.CmdFailoverUnset {
 			typ, what = cluster.EventFailoverUnset, "unset"
 		}
+		a.operatorFailoverSet = cmd == control.CmdFailoverSet
 		a.log.Info("operator: ha failover " + what)
 		a.hist.add(Event{Time: a.now(), Kind: "operator", Reason: "ha failover " + what})
 		_ = a.m.Step(cluster.Event{Type: typ, Time: a.now()})
 		a.process()
 		return control.FailoverStatus{Set: a.m.Status().FailoverSet, Role: a.m.Role().String()}
+	case control.CmdSessions:
+		return a.sessionsStatus()
 	case control.CmdFailoverStatus:
 		st := a.m.Status()
 		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String()}
@@ -120,6 +124,9 @@ func (a *Agent) status() *control.Status {
 			RX: l.rx.Load(), TX: l.tx.Load(), Dropped: l.dropped.Load(), BadAuth: l.badAuth.Load(),
 			Replay: l.replay.Load(), TXErrors: l.txErr.Load(),
 		})
+		if u, ok := l.Link.(*udplink.Link); ok {
+			out.HBDevs[len(out.HBDevs)-1].Foreign = u.Foreign()
+		}
 	}
 	for _, n := range monitoredNames(&cfg.Cluster) {
 		up, ok := a.monitor[n]
@@ -130,6 +137,8 @@ func (a *Agent) status() *control.Status {
 	a.sendMu.Unlock()
 	out.NodeID = a.nodeID.String()
 	out.Problems, out.Warnings = a.problems(now)
+	out.Sessions = a.sessionsStatus()
+	out.Problems = append(out.Problems, out.Sessions.Problems...)
 	out.Health, _ = control.HealthOf(out)
 	for _, i := range a.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
@@ -141,6 +150,20 @@ func (a *Agent) status() *control.Status {
 	return out
 }
 
+// metricsStatus is the status a metrics scrape reads, taken in the run
+// goroutine like `agentctl ha status`.
+func (a *Agent) metricsStatus(ctx context.Context) (*control.Status, error) {
+	v, err := a.call(ctx, control.CmdStatus)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := v.(*control.Status)
+	if !ok {
+		return nil, fmt.Errorf("status: unexpected %T", v)
+	}
+	return st, nil
+}
+
 // exposure lists every socket and Ethertype the agent uses.
 func (a *Agent) exposure() *control.Exposure {
 	cfg := a.config()
@@ -148,11 +171,21 @@ func (a *Agent) exposure() *control.Exposure {
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "unix", Address: cfg.ControlSocket, Direction: "rx/tx", Purpose: "operator control (mode 0600)"})
 	et := fmt.Sprintf("0x%04x", cfg.Cluster.HeartbeatEtherType())
 	for _, l := range a.links {
+		if u, ok := l.Link.(*udplink.Link); ok {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "heartbeat (unicast_hb; only from its peers)"})
+			continue
+		}
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: et, Direction: "rx/tx", Purpose: "heartbeat"})
 	}
 	if a.sync != nil {
 		for _, l := range a.links {
+			if isUnicast(l.Link) {
+				continue
+			}
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: l.Name(), EtherType: fmt.Sprintf("0x%04x", cfg.Cluster.EthType.L2EP), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM)"})
+		}
+		if u := a.udpSync; u != nil {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM; unicast_hb, only from its peers)"})
 		}
 	}
 	for _, i := range cfg.Cluster.Interfaces {
@@ -175,5 +208,9 @@ func (a *Agent) exposure() *control.Exposure {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "rx/tx", Purpose: "MAC, addresses, link events"})
+	a.sessionExposure(e)
+	if srv := a.msrv.Load(); srv != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "tcp", Address: srv.Addr().String(), Direction: "rx/tx", Purpose: "Prometheus metrics (metrics_listen, HTTP /metrics)"})
+	}
 	return e
 }

@@ -15,13 +15,14 @@ import (
 	"github.com/hagent/hagent/configsync"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
 )
 
 // syncEngine drives configuration sync (SPEC §6) for the agent: the 0x8893
 // control channel on the hbdevs and the configsync.Syncer. Blocking work
 // (a full sync) never runs on the run goroutine.
 type syncEngine struct {
-	ch *configsync.Channel
+	ch *l2chan.Channel
 	s  *configsync.Syncer
 
 	// owned by the run goroutine
@@ -38,22 +39,40 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 		return nil, err
 	}
 	if links == nil {
+		// hbdevs by priority; the unicast_hb path among them by its own.
+		ul, err := a.unicastSyncLink(cfg)
+		if err != nil {
+			return nil, err
+		}
 		for _, hb := range cfg.Cluster.HBDevsByPriority() {
+			if ul != nil && cfg.Cluster.UnicastHB.Priority > hb.Priority {
+				links, ul = append(links, ul), nil
+			}
 			l, err := heartbeat.DialLink(hb.Name, cfg.Cluster.EthType.L2EP)
 			if err != nil {
 				for _, l := range links {
 					l.Close()
 				}
+				if ul != nil {
+					ul.Close()
+				}
 				return nil, fmt.Errorf("sync channel on %s: %w", hb.Name, err)
 			}
 			links = append(links, l)
 		}
+		if ul != nil {
+			links = append(links, ul)
+		}
 	}
-	cc := configsync.DefaultChannelConfig()
+	cc := l2chan.DefaultConfig()
+	if cfg.Cluster.UnicastHB.Enabled {
+		cc.MTU = unicastMTU
+	}
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
+	cc.Label = configsync.ChannelLabel
 	cc.Logger = a.log.Named("sync-channel")
 	cc.Epoch = a.epoch // the heartbeat's: persisted, only grows (Rekey raises both)
-	ch, err := configsync.NewChannel(cc)
+	ch, err := l2chan.New(cc)
 	if err != nil {
 		for _, l := range links {
 			l.Close()

@@ -28,7 +28,7 @@ const (
 	DefaultHelloHolddown   = 20 * time.Second
 	// DefaultCarrierDebounce is how long a direct hbdev's carrier must stay
 	// down before its peers count as lost (carrier_debounce).
-	DefaultCarrierDebounce  = 5 * time.Millisecond
+	DefaultCarrierDebounce  = 4 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
 	DefaultPingInterval     = time.Second
@@ -66,6 +66,9 @@ type Config struct {
 	LogFormat string
 	// LogLevel is trace, debug, info, warn or error (log_level).
 	LogLevel string
+	// MetricsListen is the host:port of the Prometheus metrics endpoint
+	// (metrics_listen), "" (the default) for none. Node-local.
+	MetricsListen string
 	// Node is the node-local section (node), never synchronized.
 	Node Node
 	// Cluster is the section synchronized from the primary (cluster).
@@ -122,8 +125,10 @@ type Cluster struct {
 	// FailoverHoldTime delays a new failover after one
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
+	// UnicastHB is the unicast heartbeat (unicast_hb).
+	UnicastHB UnicastHB
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay
-	// down before it counts (carrier_debounce), 0-1s, default 5ms.
+	// down before it counts (carrier_debounce), 0-1s, default 4ms.
 	CarrierDebounce time.Duration
 	// EthType holds the Ethertypes in use (eth_type).
 	EthType EthTypes
@@ -144,6 +149,8 @@ type Cluster struct {
 	ARPsInterval time.Duration
 	// Sync configures file synchronization (sync).
 	Sync Sync
+	// SessionPickup configures connection-tracking sync (session_pickup).
+	SessionPickup SessionPickup
 	// Hooks are commands run on role changes (hooks).
 	Hooks Hooks
 }
@@ -196,6 +203,25 @@ type PingServer struct {
 	FailoverThreshold int
 }
 
+// UnicastHB carries the heartbeats and the channels in UDP between the
+// members' addresses (FGCP unicast-hb), for networks where raw Ethertypes
+// do not pass.
+type UnicastHB struct {
+	// Enabled turns it on (enabled), default false.
+	Enabled bool
+	// Peers are every member's address, this node's included (peers): each
+	// node binds the one configured on it and sends to the others; the
+	// same list on every member. 2-4 unicast addresses.
+	Peers []netip.Addr
+	// Port carries heartbeats (port), default 6065; SyncPort the
+	// configuration-sync channel (sync_port), default 6066; SessionPort the
+	// session-sync channel (session_port), default 6067.
+	Port, SyncPort, SessionPort int
+	// Priority ranks the UDP path among the hbdevs for the channels
+	// (priority), 0-255, default 0.
+	Priority int
+}
+
 // Sync configures the synchronization of files from the primary.
 type Sync struct {
 	// Enabled turns synchronization on (enabled), default true.
@@ -208,6 +234,33 @@ type Sync struct {
 	// OnChange maps a synchronized path (or a path under one) to the
 	// command run on a secondary after it changed (on_change).
 	OnChange map[string]string
+}
+
+// SessionPickup configures session pickup (SPEC §8): the primary copies
+// its kernel connection-tracking table to the secondaries over the
+// eth_type.session channel.
+type SessionPickup struct {
+	// Enabled turns session pickup on (enabled), default false.
+	Enabled bool
+	// Connectionless also copies UDP and ICMP flows (connectionless),
+	// default false.
+	Connectionless bool
+	// Expectation also copies conntrack expectations (expectation),
+	// default false.
+	Expectation bool
+	// NAT also copies NATed flows (nat), default true.
+	NAT bool
+	// Delay copies a flow only once it has lived this long (delay),
+	// 0-3600s, default 0s.
+	Delay time.Duration
+	// SyncDev are dedicated interfaces for the session channel (sync_dev);
+	// empty: the hbdevs.
+	SyncDev []string
+	// Ignore are prefixes whose flows are never copied (ignore).
+	Ignore []netip.Prefix
+	// DownUntilSynced are interfaces a starting member keeps down until
+	// its bulk session copy is complete (down_until_synced).
+	DownUntilSynced []string
 }
 
 // Hooks are shell commands run with /bin/sh -c on role changes.
@@ -249,6 +302,7 @@ func DefaultCluster() Cluster {
 		UptimeDiffMargin: DefaultUptimeDiffMargin,
 		FailoverHoldTime: DefaultFailoverHoldTime,
 		CarrierDebounce:  DefaultCarrierDebounce,
+		UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 		EthType: EthTypes{
 			HA:      DefaultEthTypeHA,
 			HC:      DefaultEthTypeHC,
@@ -259,10 +313,11 @@ func DefaultCluster() Cluster {
 			Interval:          DefaultPingInterval,
 			FailoverThreshold: DefaultPingThreshold,
 		},
-		ARPs:         DefaultARPs,
-		ARPsInterval: DefaultARPsInterval,
-		Sync:         Sync{Enabled: true, Period: DefaultSyncPeriod},
-		Hooks:        Hooks{Timeout: DefaultHookTimeout},
+		ARPs:          DefaultARPs,
+		ARPsInterval:  DefaultARPsInterval,
+		Sync:          Sync{Enabled: true, Period: DefaultSyncPeriod},
+		SessionPickup: SessionPickup{NAT: true},
+		Hooks:         Hooks{Timeout: DefaultHookTimeout},
 	}
 }
 

@@ -31,6 +31,7 @@ const (
 	maxPingIfaces  = 64
 	maxPingTargets = 64
 	maxSyncPaths   = 256
+	maxIgnore      = 256
 )
 
 // Load reads, parses, defaults and validates the configuration file at
@@ -600,6 +601,25 @@ func (d *decoder) ethertype(path string, n *yaml.Node, out *uint16) {
 	*out = uint16(v)
 }
 
+// addrList decodes a list of IP addresses (an invalid Addr stands in for
+// one that did not parse, so indexes stay aligned).
+func (d *decoder) addrList(path string, n *yaml.Node, max int, what, example string, out *[]netip.Addr) {
+	var list []netip.Addr
+	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
+		var s string
+		d.str(p, v, &s)
+		var a netip.Addr
+		if !d.bad[p] {
+			var err error
+			if a, err = netip.ParseAddr(s); err != nil {
+				d.typeErr(p, v, "an IP address such as "+example)
+			}
+		}
+		list = append(list, a)
+	})
+	*out = list
+}
+
 func (d *decoder) strList(path string, n *yaml.Node, max int, what string, out *[]string) {
 	var list []string
 	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
@@ -615,6 +635,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"control_socket": func(p string, v *yaml.Node) { d.str(p, v, &c.ControlSocket) },
 		"log_format":     func(p string, v *yaml.Node) { d.str(p, v, &c.LogFormat) },
 		"log_level":      func(p string, v *yaml.Node) { d.str(p, v, &c.LogLevel) },
+		"metrics_listen": func(p string, v *yaml.Node) { d.str(p, v, &c.MetricsListen) },
 		"node":           func(p string, v *yaml.Node) { d.node(p, v, &c.Node) },
 		"cluster":        func(p string, v *yaml.Node) { d.cluster(p, v, &c.Cluster) },
 	})
@@ -701,22 +722,23 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 					d.strList(p, v, maxPingIfaces, "interfaces", &ps.Interfaces)
 				},
 				"targets": func(p string, v *yaml.Node) {
-					ps.Targets = nil
-					d.seq(p, v, maxPingTargets, "targets", func(p string, v *yaml.Node) {
-						var s string
-						d.str(p, v, &s)
-						var a netip.Addr
-						if !d.bad[p] {
-							var err error
-							if a, err = netip.ParseAddr(s); err != nil {
-								d.typeErr(p, v, "an IP address such as 10.9.0.254")
-							}
-						}
-						ps.Targets = append(ps.Targets, a)
-					})
+					d.addrList(p, v, maxPingTargets, "targets", "10.9.0.254", &ps.Targets)
 				},
 				"interval":           dur(&ps.Interval),
 				"failover_threshold": num(&ps.FailoverThreshold),
+			})
+		},
+		"unicast_hb": func(p string, v *yaml.Node) {
+			u := &c.UnicastHB
+			d.mapping(p, v, map[string]field{
+				"enabled": func(p string, v *yaml.Node) { d.boolean(p, v, &u.Enabled) },
+				"peers": func(p string, v *yaml.Node) {
+					d.addrList(p, v, 4, "peers", "10.99.1.1", &u.Peers)
+				},
+				"port":         num(&u.Port),
+				"sync_port":    num(&u.SyncPort),
+				"session_port": num(&u.SessionPort),
+				"priority":     num(&u.Priority),
 			})
 		},
 		"arps":          num(&c.ARPs),
@@ -729,6 +751,42 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"period":  dur(&s.Period),
 				"on_change": func(p string, v *yaml.Node) {
 					s.OnChange = d.stringMap(p, v, maxSyncPaths)
+				},
+			})
+		},
+		"session_pickup": func(p string, v *yaml.Node) {
+			sp := &c.SessionPickup
+			d.mapping(p, v, map[string]field{
+				"enabled":        func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Enabled) },
+				"connectionless": func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Connectionless) },
+				"expectation":    func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Expectation) },
+				"nat":            func(p string, v *yaml.Node) { d.boolean(p, v, &sp.NAT) },
+				"delay":          dur(&sp.Delay),
+				"sync_dev": func(p string, v *yaml.Node) {
+					d.strList(p, v, MaxHBDevs, "session sync devices", &sp.SyncDev)
+				},
+				"down_until_synced": func(p string, v *yaml.Node) {
+					d.strList(p, v, MaxInterfaces, "interfaces", &sp.DownUntilSynced)
+				},
+				"ignore": func(p string, v *yaml.Node) {
+					sp.Ignore = nil
+					d.seq(p, v, maxIgnore, "prefixes", func(p string, v *yaml.Node) {
+						var s string
+						d.str(p, v, &s)
+						var pfx netip.Prefix
+						if !d.bad[p] {
+							var err error
+							if pfx, err = netip.ParsePrefix(s); err != nil {
+								if a, aerr := netip.ParseAddr(s); aerr == nil {
+									pfx, err = a.Prefix(a.BitLen())
+								}
+							}
+							if err != nil {
+								d.typeErr(p, v, "a prefix such as 10.9.1.0/24 or an address")
+							}
+						}
+						sp.Ignore = append(sp.Ignore, pfx.Masked())
+					})
 				},
 			})
 		},

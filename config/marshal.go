@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"time"
@@ -61,6 +62,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		}
 		targets.Content = append(targets.Content, strNode(a.String()))
 	}
+	ignore := seqNode(true)
+	for _, p := range c.SessionPickup.Ignore {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("marshal cluster: session_pickup: invalid ignore prefix")
+		}
+		ignore.Content = append(ignore.Content, strNode(p.String()))
+	}
 	onChange := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	paths := make([]string, 0, len(c.Sync.OnChange))
 	for p := range c.Sync.OnChange {
@@ -101,6 +109,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"targets", targets,
 			"interval", durNode(c.PingServer.Interval),
 			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"unicast_hb", mapNode(false,
+			"enabled", boolNode(c.UnicastHB.Enabled),
+			"peers", addrSeq(c.UnicastHB.Peers),
+			"port", intNode(c.UnicastHB.Port),
+			"sync_port", intNode(c.UnicastHB.SyncPort),
+			"session_port", intNode(c.UnicastHB.SessionPort),
+			"priority", intNode(c.UnicastHB.Priority)),
 		"arps", intNode(c.ARPs),
 		"arps_interval", durNode(c.ARPsInterval),
 		"sync", mapNode(false,
@@ -108,6 +123,15 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"paths", strSeq(c.Sync.Paths),
 			"period", durNode(c.Sync.Period),
 			"on_change", onChange),
+		"session_pickup", mapNode(false,
+			"enabled", boolNode(c.SessionPickup.Enabled),
+			"connectionless", boolNode(c.SessionPickup.Connectionless),
+			"expectation", boolNode(c.SessionPickup.Expectation),
+			"nat", boolNode(c.SessionPickup.NAT),
+			"delay", durNode(c.SessionPickup.Delay),
+			"sync_dev", strSeq(c.SessionPickup.SyncDev),
+			"ignore", ignore,
+			"down_until_synced", strSeq(c.SessionPickup.DownUntilSynced)),
 		"hooks", mapNode(false,
 			"primary", strNode(c.Hooks.Primary),
 			"secondary", strNode(c.Hooks.Secondary),
@@ -184,4 +208,16 @@ func formatDuration(v time.Duration) string {
 		}
 	}
 	return strconv.FormatInt(int64(v), 10) + "ns"
+}
+
+// addrSeq is a flow sequence of addresses (invalid ones are left out: the
+// decoder never produces them in a valid configuration).
+func addrSeq(list []netip.Addr) *yaml.Node {
+	n := seqNode(true)
+	for _, a := range list {
+		if a.IsValid() {
+			n.Content = append(n.Content, strNode(a.String()))
+		}
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,11 @@ func (d *decoder) validate(c *Config) {
 	case "trace", "debug", "info", "warn", "error":
 	default:
 		d.errorf("log_level", "%q is not a log level; want trace, debug, info, warn or error", c.LogLevel)
+	}
+	if c.MetricsListen != "" {
+		if ap, err := netip.ParseAddrPort(c.MetricsListen); err != nil || ap.Port() == 0 {
+			d.errorf("metrics_listen", "%q is not an address and port such as 127.0.0.1:9650 or [::1]:9650", c.MetricsListen)
+		}
 	}
 
 	n := &c.Node
@@ -76,9 +82,10 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	}
 
 	// Heartbeat devices.
-	if len(c.HBDevs) == 0 {
+	if len(c.HBDevs) == 0 && !c.UnicastHB.Enabled {
 		d.errorf(k("hbdev"), "at least one hbdev is required")
 	}
+	d.unicastHB(k("unicast_hb"), &c.UnicastHB)
 	hbdevs := map[string]int{}
 	for i, h := range c.HBDevs {
 		p := indexKey(k("hbdev"), i)
@@ -201,6 +208,41 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("arps_interval"), c.ARPsInterval, time.Second, 20*time.Second)
 
 	d.validateSync(k("sync"), &c.Sync)
+
+	// Session pickup.
+	sp := &c.SessionPickup
+	d.durRange(k("session_pickup.delay"), sp.Delay, 0, 3600*time.Second)
+	d.nameList(k("session_pickup.sync_dev"), sp.SyncDev)
+	d.nameList(k("session_pickup.down_until_synced"), sp.DownUntilSynced)
+	for i, n := range sp.SyncDev {
+		if _, ok := hbdevs[n]; ok && n != "" {
+			d.errorf(indexKey(k("session_pickup.sync_dev"), i), "%s is an hbdev; sync_dev lists dedicated devices (the hbdevs are the fallback)", n)
+		}
+	}
+	for i, n := range sp.DownUntilSynced {
+		if _, ok := hbdevs[n]; ok && n != "" {
+			d.errorf(indexKey(k("session_pickup.down_until_synced"), i), "%s is an hbdev; it must stay up to receive the bulk copy", n)
+		}
+		if slices.Contains(sp.SyncDev, n) {
+			d.errorf(indexKey(k("session_pickup.down_until_synced"), i), "%s is a sync_dev; it must stay up to receive the bulk copy", n)
+		}
+	}
+	for i, p := range sp.Ignore {
+		if !p.IsValid() {
+			continue // reported by the decoder
+		}
+		for j := 0; j < i; j++ {
+			if sp.Ignore[j] == p {
+				d.errorf(indexKey(k("session_pickup.ignore"), i), "%s is already ignore[%d]", p, j)
+			}
+		}
+	}
+	if sp.Enabled && len(c.HBDevs) == 0 && len(sp.SyncDev) == 0 {
+		d.errorf(k("session_pickup.enabled"), "needs an hbdev or a sync_dev: the session channel runs on raw Ethernet (eth_type.session); over unicast_hb it is not implemented yet")
+	}
+	if sp.Enabled && c.EthType.Session == 0 {
+		d.errorf(k("eth_type.session"), "required when session_pickup is enabled")
+	}
 
 	// Hooks.
 	for _, h := range []struct{ key, cmd string }{
@@ -487,4 +529,37 @@ func PingServerInterfaces(c *Cluster, target netip.Addr) []string {
 		}
 	}
 	return out
+}
+
+// unicastHB checks cluster.unicast_hb.
+func (d *decoder) unicastHB(p string, u *UnicastHB) {
+	ports := map[int]string{}
+	for _, x := range []struct {
+		key  string
+		port int
+	}{{"port", u.Port}, {"sync_port", u.SyncPort}, {"session_port", u.SessionPort}} {
+		d.intRange(p+"."+x.key, x.port, 1, 65535)
+		if other, dup := ports[x.port]; dup {
+			d.errorf(p+"."+x.key, "%d is already %s: each channel needs its own port", x.port, other)
+		}
+		ports[x.port] = x.key
+	}
+	d.intRange(p+".priority", u.Priority, 0, 255)
+	seen := map[netip.Addr]int{}
+	for i, a := range u.Peers {
+		ip := indexKey(p+".peers", i)
+		switch {
+		case !a.IsValid():
+			continue // reported by the decoder
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+			d.errorf(ip, "%s is not a member's unicast address", a)
+		}
+		if j, dup := seen[a]; dup {
+			d.errorf(ip, "%s is already peers[%d]", a, j)
+		}
+		seen[a] = i
+	}
+	if u.Enabled && len(u.Peers) < 2 {
+		d.errorf(p+".peers", "every member's address, this node's included: at least 2")
+	}
 }

@@ -2,17 +2,12 @@
 // identical: the cluster: section of the configuration and every file under
 // sync.paths, pushed by the primary to the secondaries (SPEC §6).
 //
-// It has three layers:
+// It has three layers, the lowest in a package of its own:
 //
-//   - Channel is the control channel: a reliable, ordered, exactly-once
-//     message stream per peer pair over raw Ethernet frames of the l2ep
-//     Ethertype (0x8893) on the hbdev links (heartbeat.Link), using the
-//     highest-priority live link and failing over to the next. Frames are
-//     AES-256-GCM encrypted with a per-sender, per-epoch key derived by
-//     HKDF-SHA256 from the group password (salt "hagent-sync-v1"); nonce
-//     counters and epochs make replays useless. Messages are fragmented to
-//     the MTU, acknowledged cumulatively and selectively, retransmitted with
-//     an adaptive RTO and flow-controlled by a window.
+//   - The control channel is an l2chan.Channel on the l2ep Ethertype
+//     (0x8893) over the hbdev links, with the HKDF label ChannelLabel: a
+//     reliable, ordered, exactly-once, AES-256-GCM encrypted message stream
+//     per peer pair (package l2chan).
 //   - Store scans the sync paths into a Manifest (per-path SHA-256, mode,
 //     owner) with a whole-tree checksum that the agent puts in heartbeats,
 //     diffs manifests, and applies files atomically (temp file, fsync,

@@ -9,18 +9,20 @@ import (
 
 	"github.com/hagent/hagent/configsync"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
 )
 
-// Example wires a Channel and a Syncer the way the agent does. Links come
-// from heartbeat.DialLink(ifname, 0x8893) in the daemon.
+// Example wires an l2chan.Channel and a Syncer the way the agent does.
+// Links come from heartbeat.DialLink(ifname, 0x8893) in the daemon.
 func Example() {
 	var links []heartbeat.Link // e.g. ha1, ha2 in priority order
 	if len(links) == 0 {
 		fmt.Println("no hbdev links in this example")
 		return
 	}
-	ch, err := configsync.NewChannel(configsync.ChannelConfig{
+	ch, err := l2chan.New(l2chan.Config{
 		Self: "node-a", GroupID: 10, Password: []byte("secret"), Links: links,
+		Label: configsync.ChannelLabel,
 	})
 	if err != nil {
 		panic(err)

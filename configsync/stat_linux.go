@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // statKey is the part of a file's stat that changes whenever its content
@@ -63,4 +65,31 @@ func lchown(path string, uid, gid int) error {
 		return nil
 	}
 	return os.Lchown(path, uid, gid)
+}
+
+// syncFileSystems flushes, with one syncfs(2) each, every file system the
+// directories dirs are on.
+func syncFileSystems(dirs map[string]bool) error {
+	done := map[uint64]bool{}
+	for d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		key, _ := statSignature(fi)
+		if !done[key.dev] {
+			done[key.dev] = true
+			if err := unix.Syncfs(int(f.Fd())); err != nil {
+				f.Close()
+				return os.NewSyscallError("syncfs", err)
+			}
+		}
+		f.Close()
+	}
+	return nil
 }

@@ -3,6 +3,7 @@
 package configsync
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"time"
@@ -22,3 +23,6 @@ func fileOwner(fs.FileInfo) (uid, gid int) { return -1, -1 }
 func chownFile(*os.File, int, int) error { return nil }
 
 func lchown(string, int, int) error { return nil }
+
+// syncFileSystems is not available here: callers fsync each file.
+func syncFileSystems(map[string]bool) error { return errors.ErrUnsupported }

@@ -265,6 +265,9 @@ type Store struct {
 	// batch, when non-nil, collects the directories whose fsync Apply
 	// deferred to EndBatch.
 	batch map[string]bool
+	// fresh holds the digests of files ApplyFiles just wrote, for the
+	// scans of the next freshFor (see noteFresh).
+	fresh map[string]freshEntry
 }
 
 // BeginBatch starts a batch of Apply calls: each file is still written
@@ -397,6 +400,7 @@ func (s *Store) Scan() (Manifest, error) {
 			return Manifest{}, fmt.Errorf("configsync: scanning %s: %w", r, err)
 		}
 	}
+	s.pruneFresh()
 	if s.cluster != nil {
 		b, err := s.cluster()
 		if err != nil {
@@ -427,6 +431,11 @@ func (s *Store) stat(p string) (Entry, error) {
 		key, cacheable := statSignature(fi)
 		s.mu.Lock()
 		c, ok := s.cache[p]
+		if !ok {
+			var f freshEntry
+			f, ok = s.fresh[p]
+			c = f.hashCache
+		}
 		s.mu.Unlock()
 		if ok && cacheable && c.stat == key {
 			e.SHA256 = c.sum
@@ -680,42 +689,19 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int) e
 
 // writeFileAtomic is WriteFileAtomic; with syncDirNow false the caller
 // fsyncs the directory later (a batch).
-func writeFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int, syncDirNow bool) (err error) {
-	dir := filepath.Dir(path)
-	tmp := tempName(dir)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+func writeFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int, syncDirNow bool) error {
+	tmp, err := writeTemp(path, data, perm, uid, gid, true)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	// chown before chmod: chown clears the setuid and setgid bits.
-	if err = chownFile(f, uid, gid); err != nil {
-		return err
-	}
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	if !syncDirNow {
 		return nil
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
 func symlinkAtomic(path, target string, uid, gid int) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,15 +12,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
 	"github.com/hashicorp/go-hclog"
 )
 
+// eventually polls cond every 5 ms until it holds or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // testNode is one cluster member of a syncer test: a channel on the shared
-// fake segment, a temp dir standing for "/", and a Syncer.
+// in-memory segment s1, a temp dir standing for "/", and a Syncer.
 type testNode struct {
 	name    string
 	root    string
-	ch      *Channel
+	ch      *l2chan.Channel
 	s       *Syncer
 	cancel  context.CancelFunc
 	done    chan error
@@ -58,12 +73,20 @@ type nodeOpt func(*SyncConfig)
 // startNode starts a member named name. Sync paths are /etc/app (dir) and
 // /etc/nft.conf (file); on_change commands append a line to
 // <root>/ran-<name> so tests can count runs.
-func startNode(t *testing.T, n *fakeNet, name string, opts ...nodeOpt) *testNode {
+func startNode(t *testing.T, n *heartbeat.MemNetwork, name string, opts ...nodeOpt) *testNode {
 	t.Helper()
 	root := t.TempDir()
 	os.MkdirAll(root+"/etc/app", 0o755)
 	tn := &testNode{name: name, root: root, cluster: &clusterBox{data: []byte("group_id: 10\n")}}
-	tn.ch = newTestChannel(t, n, name, []string{"s1"})
+	cc := l2chan.LabConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Label = name, 10, []byte("lab-secret"), ChannelLabel
+	cc.Links = []heartbeat.Link{n.Link("s1", name, "ha1")}
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	tn.ch = ch
 	cfg := LabSyncConfig()
 	cfg.Self = name
 	cfg.Root = root
@@ -128,9 +151,9 @@ func (tn *testNode) runs(what string) int {
 }
 
 // pair starts a primary node-a and a secondary node-b.
-func pair(t *testing.T, loss float64, opts ...nodeOpt) (*fakeNet, *testNode, *testNode) {
-	n := newFakeNet(11)
-	n.seg("s1").set(loss, loss/3, loss)
+func pair(t *testing.T, loss float64, opts ...nodeOpt) (*heartbeat.MemNetwork, *testNode, *testNode) {
+	n := heartbeat.NewMemNetworkSeed(11)
+	n.SetLoss("s1", int(loss*100))
 	a := startNode(t, n, "node-a", opts...)
 	b := startNode(t, n, "node-b", opts...)
 	b.s.SetRole(false, []string{"node-a"})
@@ -337,7 +360,7 @@ func TestSyncCluster(t *testing.T) {
 // TestSyncRejectsNonPrimary: a secondary accepts pushes only from its
 // primary.
 func TestSyncRejectsNonPrimary(t *testing.T) {
-	n := newFakeNet(12)
+	n := heartbeat.NewMemNetworkSeed(12)
 	a := startNode(t, n, "node-a", func(c *SyncConfig) { c.Period = time.Hour })
 	b := startNode(t, n, "node-b", func(c *SyncConfig) { c.Period = time.Hour })
 	b.s.SetRole(false, []string{"node-c"})
@@ -365,7 +388,7 @@ func TestSyncGenerationRule(t *testing.T) {
 	eventually(t, 5*time.Second, "in sync", inSync(a, b))
 
 	// node-b is cut off while node-a changes the tree.
-	n.seg("s1").setCut(true)
+	n.Cut("s1")
 	genB := b.s.Generation()
 	a.write(t, "/etc/nft.conf", "v2\n", 0o644)
 	a.write(t, "/etc/app/new.conf", "new\n", 0o644)
@@ -375,7 +398,7 @@ func TestSyncGenerationRule(t *testing.T) {
 	a.s.SetRole(false, []string{"node-b"})
 	b.s.SetRole(true, []string{"node-a"})
 	time.Sleep(100 * time.Millisecond)
-	n.seg("s1").setCut(false)
+	n.Heal("s1")
 
 	eventually(t, 10*time.Second, "node-b pulled v2", func() bool { return b.read("/etc/nft.conf") == "v2\n" })
 	eventually(t, 10*time.Second, "node-b has the new file", func() bool { return b.read("/etc/app/new.conf") == "new\n" })
@@ -395,7 +418,7 @@ func TestSyncGenerationRule(t *testing.T) {
 func TestSyncStateFile(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "sync.state")
-	n := newFakeNet(13)
+	n := heartbeat.NewMemNetworkSeed(13)
 	a := startNode(t, n, "node-a", func(c *SyncConfig) { c.StateFile = state; c.Period = time.Hour })
 	a.s.SetRole(true, nil)
 	eventually(t, 5*time.Second, "catch-up over", func() bool {
@@ -413,12 +436,31 @@ func TestSyncStateFile(t *testing.T) {
 	if s.Generation() != gen {
 		t.Fatalf("generation after restart %d, want %d", s.Generation(), gen)
 	}
+
+	// A corrupt or unreadable state file starts at generation 0, never a
+	// refusal to start.
+	if err := os.WriteFile(state, []byte("{corrupt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unreadable := filepath.Join(dir, "a-directory")
+	if err := os.Mkdir(unreadable, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{state, unreadable} {
+		s, err := NewSyncer(SyncConfig{Self: "node-a", Transport: a.ch, StateFile: f, Root: a.root, Paths: []string{"/etc/nft.conf"}})
+		if err != nil {
+			t.Fatalf("state file %s: %v", f, err)
+		}
+		if s.Generation() != 0 {
+			t.Fatalf("state file %s: generation %d, want 0", f, s.Generation())
+		}
+	}
 }
 
 // TestPeerRestartedEndsWaits: a request to a member that restarted fails
 // at once with ErrPeerRestarted instead of waiting RequestTimeout.
 func TestPeerRestartedEndsWaits(t *testing.T) {
-	tr := &silentTransport{msgs: make(chan Message)}
+	tr := &silentTransport{msgs: make(chan l2chan.Message)}
 	cfg := LabSyncConfig()
 	cfg.Self, cfg.Transport, cfg.Root = "a", tr, t.TempDir()
 	cfg.RequestTimeout = time.Minute
@@ -462,7 +504,21 @@ func TestPeerRestartedEndsWaits(t *testing.T) {
 }
 
 // silentTransport accepts every message and never answers.
-type silentTransport struct{ msgs chan Message }
+type silentTransport struct{ msgs chan l2chan.Message }
 
 func (s *silentTransport) Send(ctx context.Context, peer string, msg []byte) error { return nil }
-func (s *silentTransport) Recv() <-chan Message                                    { return s.msgs }
+func (s *silentTransport) Recv() <-chan l2chan.Message                             { return s.msgs }
+
+// TestSyncFirstEventAtOnce: a file renamed into place is pushed at once,
+// not after the debounce (an hour here: a push waiting for it never comes).
+func TestSyncFirstEventAtOnce(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
+	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	for i, content := range []string{"first\n", "second\n"} {
+		a.write(t, "/etc/nft.conf", content, 0o644)
+		eventually(t, 10*time.Second, fmt.Sprintf("change %d on node-b without waiting for the debounce", i+1), func() bool {
+			return b.read("/etc/nft.conf") == content
+		})
+		time.Sleep(10 * time.Millisecond) // a quiet gap: the next change starts a burst
+	}
+}

@@ -29,6 +29,7 @@ const (
 	CmdSynchronize    = "synchronize"
 	CmdChecksum       = "checksum"
 	CmdExposure       = "exposure"
+	CmdSessions       = "sessions"
 )
 
 // Request is one operator command.

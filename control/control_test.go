@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/sessionsync"
 )
 
 func TestServerRoundTripAndMode(t *testing.T) {
@@ -114,5 +116,25 @@ func TestFormatStatus(t *testing.T) {
 	FormatStatus(&b, st, now)
 	if !strings.Contains(b.String(), "HA Health Status: ERROR") || !strings.Contains(b.String(), "node-b(SB) is lost") {
 		t.Errorf("lost member not reported:\n%s", b.String())
+	}
+}
+
+func TestFormatSessions(t *testing.T) {
+	var b strings.Builder
+	FormatSessions(&b, &sessionsync.Status{Enabled: false})
+	if !strings.Contains(b.String(), "Session pickup: disable") {
+		t.Fatalf("disabled:\n%s", b.String())
+	}
+	b.Reset()
+	FormatSessions(&b, &sessionsync.Status{Enabled: true, Sending: true, LocalFlows: 12,
+		Peers:        []sessionsync.PeerStatus{{Node: "node-b", Bulk: sessionsync.BulkStatus{State: "done", Sent: 10, Total: 10}, SentFlows: 12}},
+		ErrorReasons: map[string]uint64{"file exists": 2}, Errors: 2, Problems: []string{"session sync to node-b stalled"},
+		Channel: &sessionsync.ChannelStatus{ActiveLink: "ha1", DroppedBadAuth: 3}})
+	out := b.String()
+	for _, want := range []string{"Session pickup: enable, sending (primary), health ERROR", "session sync to node-b stalled",
+		"To node-b: bulk done 10/10", "refused: file exists: 2", "Channel: link ha1", "bad_auth 3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/hagent/hagent/sessionsync"
 )
 
 // FormatStatus writes the human form of `agentctl ha status`, laid out like
@@ -102,8 +104,12 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	for _, h := range s.HBDevs {
-		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d\n",
-			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay)
+		foreign := ""
+		if h.Foreign > 0 {
+			foreign = fmt.Sprintf(",\tforeign=%d", h.Foreign)
+		}
+		fmt.Fprintf(tw, "        %s:\t%s,\trx-pkts=%d,\ttx-pkts=%d,\tdropped=%d,\tbad_auth=%d,\treplay=%d%s\n",
+			h.Name, updown(h.Up), h.RX, h.TX, h.Dropped, h.BadAuth, h.Replay, foreign)
 	}
 	tw.Flush()
 	if len(s.Monitor) > 0 {
@@ -246,4 +252,67 @@ func days(d time.Duration) string {
 	m := d / time.Minute
 	d -= m * time.Minute
 	return fmt.Sprintf("%d days %d:%02d:%02d", day, h, m, d/time.Second)
+}
+
+// FormatSessions prints `agentctl ha sessions`.
+func FormatSessions(w io.Writer, s *sessionsync.Status) {
+	if !s.Enabled {
+		fmt.Fprintln(w, "Session pickup: disable")
+		return
+	}
+	role := "receiving"
+	if s.Sending {
+		role = "sending (primary)"
+	}
+	health := "OK"
+	if len(s.Problems) > 0 {
+		health = "ERROR"
+	}
+	fmt.Fprintf(w, "Session pickup: enable, %s, health %s\n", role, health)
+	for _, p := range s.Problems {
+		fmt.Fprintf(w, "    %s\n", p)
+	}
+	if s.Holding {
+		fmt.Fprintln(w, "    holding back (override) until the bulk copy is complete")
+	}
+	fmt.Fprintf(w, "Local flows: %d\n", s.LocalFlows)
+	for _, p := range s.Peers {
+		fmt.Fprintf(w, "To %s: bulk %s %d/%d", p.Node, p.Bulk.State, p.Bulk.Sent, p.Bulk.Total)
+		if p.Bulk.State == "done" {
+			fmt.Fprintf(w, " in %s", p.Bulk.Duration.Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, ", sent %d flows in %d messages, queued %d, lag %.1fms\n", p.SentFlows, p.SentMsgs, p.Queued, p.LagMs)
+		if p.LastError != "" {
+			fmt.Fprintf(w, "    last error: %s (%s)\n", p.LastError, p.LastErrorAt)
+		}
+	}
+	for _, src := range s.Sources {
+		fmt.Fprintf(w, "From %s: bulk %s %d flows", src.Node, src.Bulk.State, src.Bulk.Sent)
+		if src.Bulk.State == "done" {
+			fmt.Fprintf(w, " in %s", src.Bulk.Duration.Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, ", %d copies held\n", src.Copies)
+	}
+	fmt.Fprintf(w, "Sender: events %d, filtered %d, overruns %d (repaired by bulk copies), refreshed %d, delayed %d\n",
+		s.Events, s.Filtered, s.Overruns, s.Refreshed, s.Delayed)
+	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
+		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
+	if len(s.ErrorReasons) > 0 {
+		keys := make([]string, 0, len(s.ErrorReasons))
+		for k := range s.ErrorReasons {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "    refused: %s: %d\n", k, s.ErrorReasons[k])
+		}
+	}
+	if s.LastError != "" {
+		fmt.Fprintf(w, "    last error: %s (%s)\n", s.LastError, s.LastErrorAt)
+	}
+	fmt.Fprintf(w, "Replication lag (event to applied): p50 %.3fms, p99 %.3fms, last %.3fms\n", s.LagP50Ms, s.LagP99Ms, s.LagLastMs)
+	if c := s.Channel; c != nil {
+		fmt.Fprintf(w, "Channel: link %s, frames tx %d rx %d, retransmits %d, failovers %d, dropped bad_auth %d replay %d malformed %d\n",
+			c.ActiveLink, c.FramesSent, c.FramesReceived, c.Retransmits, c.Failovers, c.DroppedBadAuth, c.DroppedReplay, c.DroppedMalformed)
+	}
 }

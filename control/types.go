@@ -1,6 +1,10 @@
 package control
 
-import "time"
+import (
+	"time"
+
+	"github.com/hagent/hagent/sessionsync"
+)
 
 // Status is the object printed by `agentctl ha status --json` (SPEC §1).
 type Status struct {
@@ -44,6 +48,8 @@ type Status struct {
 	// chaos campaign compares it across thousands of role changes).
 	Goroutines int     `json:"goroutines,omitempty"`
 	History    []Event `json:"history,omitempty"` // the last few, newest last
+	// Sessions is session pickup's state (`ha sessions`, SPEC §8).
+	Sessions *sessionsync.Status `json:"sessions"`
 }
 
 // Member is one cluster member as this node sees it.
@@ -81,6 +87,9 @@ type HBDev struct {
 	BadAuth  uint64 `json:"bad_auth"`
 	Replay   uint64 `json:"replay"`
 	TXErrors uint64 `json:"tx_errors"`
+	// Foreign counts datagrams dropped for coming from an address that is
+	// not a peer (unicast_hb paths only), before any cryptography.
+	Foreign uint64 `json:"foreign,omitempty"`
 }
 
 // Link is a monitored link's state.
@@ -133,6 +142,9 @@ type Event struct {
 	TakeoverUs int64 `json:"takeover_us,omitempty"`
 	MACSetUs   int64 `json:"mac_set_us,omitempty"`
 	AddrsUs    int64 `json:"addrs_us,omitempty"`
+	// SessionsUs is how long the takeover waited for the received session
+	// copies to be in the kernel table, before the vMAC (session pickup).
+	SessionsUs int64 `json:"sessions_us,omitempty"`
 }
 
 // FailoverStatus is the answer to `ha failover status`.

@@ -6,8 +6,11 @@
 package deploy
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -68,5 +71,69 @@ func TestConfigs(t *testing.T) {
 		if len(cfg.Cluster.HBDevs) == 0 || cfg.Node.Name == "" {
 			t.Errorf("%s: incomplete: %+v", f, cfg.Node)
 		}
+	}
+}
+
+// TestGrafanaDashboard checks that the dashboard is valid JSON and queries
+// only metrics the exporter has (the names in metrics/metrics.go).
+func TestGrafanaDashboard(t *testing.T) {
+	b, err := os.ReadFile("grafana/hagent-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("../metrics/metrics.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`hagent_[a-z0-9_]+`)
+	n := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, name := range re.FindAllString(tg.Expr, -1) {
+				n++
+				base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
+				if !strings.Contains(string(src), `"`+base+`"`) {
+					t.Errorf("the dashboard queries %s, which the exporter does not have", name)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no metric in the dashboard")
+	}
+}
+
+// TestCloudHook runs the example cloud hook with a logger stand-in: as
+// primary it says which API calls it would make, as secondary none.
+func TestCloudHook(t *testing.T) {
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	if err := os.WriteFile(filepath.Join(dir, "logger"), []byte("#!/bin/sh\nshift 2\necho \"$*\" >> "+log+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(role string) string {
+		os.Remove(log)
+		cmd := exec.Command("sh", "hooks/cloud-takeover.sh")
+		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "HAGENT_ROLE="+role,
+			"HAGENT_PREVIOUS_ROLE=secondary", "HAGENT_REASON=test", "HAGENT_NODE=node-b")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", role, err, out)
+		}
+		b, _ := os.ReadFile(log)
+		return string(b)
+	}
+	if got := run("primary"); !strings.Contains(got, "would call: aws ec2 assign-private-ip-addresses") {
+		t.Fatalf("primary: %q", got)
+	}
+	if got := run("secondary"); strings.Contains(got, "would call") {
+		t.Fatalf("secondary: %q", got)
 	}
 }

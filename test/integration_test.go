@@ -255,9 +255,7 @@ func released(n *lab.Node) error {
 // given override and waits until both agree node-a is primary.
 func electAB(t *testing.T, a, b *lab.Node, override bool) {
 	t.Helper()
-	start(t, a, params(200, override))
-	start(t, b, params(100, override))
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	startPair(t, a, b, params(200, override), params(100, override))
 }
 
 // probe is a client probe of the cluster IPv4 address, stopped at most once.
@@ -382,21 +380,7 @@ func TestElectionPriorityOverride(t *testing.T) {
 func TestCrashFailover(t *testing.T) {
 	l, a, b := twoNodes(t)
 	electAB(t, a, b, false)
-	p := startProbe(t, l)
-	crashed := time.Now()
-	a.Crash()
-	eventually(t, 5*time.Second, "node-b takes over", func() error {
-		if r := b.Role(); r != "primary" {
-			return fmt.Errorf("node-b is %q", r)
-		}
-		return nil
-	})
-	if out := p.outage(t, "crash failover", crashed); out >= crashOutage {
-		t.Errorf("outage %v, want < %v (hb_interval %v × hb_lost_threshold %d + 200ms)", out, crashOutage, hbInterval, lostThreshold)
-	}
-	if err := owns(b); err != nil {
-		t.Error(err)
-	}
+	crashFailover(t, l, a, b, "crash failover")
 	mac, err := l.ClientNeighbor(lab.ClusterIPv4)
 	if err != nil || mac != vmac {
 		t.Errorf("client's neighbour entry for %s: %q (%v), want the vMAC %s", lab.ClusterIPv4, mac, err, vmac)
@@ -966,5 +950,27 @@ func TestExposure(t *testing.T) {
 	}
 	if !strings.Contains(ss, a.Socket) {
 		t.Errorf("control socket %s not listening:\n%s", a.Socket, ss)
+	}
+}
+
+// crashFailover crashes primary a under a client probe and checks that b
+// takes over, owns the vMAC and addresses, and that the client's outage
+// stays below crashOutage.
+func crashFailover(t *testing.T, l *lab.Lab, a, b *lab.Node, what string) {
+	t.Helper()
+	p := startProbe(t, l)
+	crashed := time.Now()
+	a.Crash()
+	eventually(t, 5*time.Second, b.Name+" takes over", func() error {
+		if r := b.Role(); r != "primary" {
+			return fmt.Errorf("%s is %q", b.Name, r)
+		}
+		return nil
+	})
+	if out := p.outage(t, what, crashed); out >= crashOutage {
+		t.Errorf("outage %v, want < %v (hb_interval %v × hb_lost_threshold %d + 200ms)", out, crashOutage, hbInterval, lostThreshold)
+	}
+	if err := owns(b); err != nil {
+		t.Error(err)
 	}
 }

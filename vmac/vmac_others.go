@@ -60,6 +60,6 @@ func (p *ARPProber) Probe(target netip.Addr, timeout time.Duration) (bool, error
 func (p *ARPProber) Close() error { return nil }
 
 // PollCarrier returns an error: carrier polling is only implemented on Linux.
-func PollCarrier(ctx context.Context, names []string, every time.Duration, fn func(name string, up bool)) error {
+func PollCarrier(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error {
 	return errNotImplemented
 }

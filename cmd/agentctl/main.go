@@ -14,6 +14,7 @@ import (
 
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/internal/cli"
+	"github.com/hagent/hagent/sessionsync"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -121,6 +122,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return printJSON(&c)
 		}
 		control.FormatChecksums(stdout, &c)
+	case "sessions":
+		var s sessionsync.Status
+		if !call(control.CmdSessions, &s) {
+			return 1
+		}
+		if asJSON {
+			return printJSON(&s)
+		}
+		control.FormatSessions(stdout, &s)
 	case "exposure":
 		var e control.Exposure
 		if !call(control.CmdExposure, &e) {

@@ -91,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !waitInterfaces(log, agent.RequiredInterfaces(cfg), sigs) {
 		return 0
 	}
-	opts := agent.Options{Config: cfg, Logger: log, StateDir: flags.StateDir, RunDir: flags.RunDir}
+	opts := agent.Options{Config: cfg, Logger: log, StateDir: flags.StateDir, RunDir: flags.RunDir, Version: cli.Version}
 	if clockOffset != "" {
 		d, err := time.ParseDuration(clockOffset)
 		if err != nil {
@@ -140,6 +140,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	notifySystemd("READY=1")
+	// Start-up garbage (package initialisation, config parsing, socket
+	// setup) would sit in the heap until the next collection, which with
+	// GC percent 400 and a tiny live set can be a long way off: hand it
+	// back to the OS now.
+	debug.FreeOSMemory()
 	if err := a.Run(ctx); err != nil {
 		log.Error("failed", "error", err)
 		return 1

@@ -169,7 +169,7 @@ func TestCompletion(t *testing.T) {
 		{"agentctl ", "ha"},
 		{"agentctl --t", "--timeout"},
 		{"agentctl -s /run/x ", "ha"},
-		{"agentctl ha ", "checksum exposure failover history status synchronize"},
+		{"agentctl ha ", "checksum exposure failover history sessions status synchronize"},
 		{"agentctl ha fa", "failover"},
 		{"agentctl -timeout 3s ha failover ", "set unset status --json"},
 		{"agentctl ha status -", "--json"},

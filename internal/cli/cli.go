@@ -105,6 +105,7 @@ var AgentctlCommands = []Command{
 	{Name: "synchronize", Summary: "force a full configuration sync now"},
 	{Name: "checksum", JSON: true, Summary: "configuration checksums per member"},
 	{Name: "exposure", JSON: true, Summary: "every socket and Ethertype the agent uses"},
+	{Name: "sessions", JSON: true, Summary: "session pickup: bulk copies, counters, lag, errors"},
 }
 
 // AgentctlUsage is the text agentctl prints before its flags on a usage

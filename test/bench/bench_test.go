@@ -44,7 +44,9 @@ type plan struct {
 	extra  []time.Duration
 	cpuFor time.Duration
 	// direct: crash intervals over direct hb cables (carrier detection)
-	direct   []time.Duration
+	direct []time.Duration
+	// unicast: crash intervals (× 3) with unicast_hb across a router
+	unicast  []time.Duration
 	quick    bool
 	thresh   []int
 	graceful bool
@@ -57,7 +59,8 @@ func makePlan() plan {
 			reps:      func(time.Duration) int { return 2 },
 			extra:     []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 			cpuFor:    5 * time.Second, quick: true, thresh: []int{3, 6}, graceful: true,
-			direct: []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
+			direct:  []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
+			unicast: []time.Duration{200 * time.Millisecond},
 		}
 	}
 	return plan{
@@ -70,7 +73,8 @@ func makePlan() plan {
 		},
 		extra:  []time.Duration{time.Second, 200 * time.Millisecond, 100 * time.Millisecond, 10 * time.Millisecond},
 		cpuFor: 20 * time.Second, thresh: []int{3, 6}, graceful: true,
-		direct: []time.Duration{time.Second, 200 * time.Millisecond, 10 * time.Millisecond},
+		direct:  []time.Duration{time.Second, 200 * time.Millisecond, 10 * time.Millisecond},
+		unicast: []time.Duration{200 * time.Millisecond, 10 * time.Millisecond},
 	}
 }
 
@@ -88,6 +92,10 @@ func TestBench(t *testing.T) {
 		t.Fatalf("keepalived: %v", err)
 	}
 	pl := makePlan()
+	if os.Getenv("HAGENT_BENCH_DIRECT_ONLY") == "1" {
+		// Just the direct-cable and unicast rows (while working on them).
+		pl.intervals, pl.cpuFor = nil, 5*time.Second
+	}
 	host, _ := os.Hostname()
 	rep := &Report{Started: time.Now(), Host: host, CPUs: runtime.NumCPU(), Quick: pl.quick, ProbeMs: ms(probeEvery)}
 	rep.Notes = append(rep.Notes,
@@ -108,7 +116,9 @@ func TestBench(t *testing.T) {
 
 	// Resources first, on a quiet machine: an idle 200 ms cluster of each
 	// kind, side by side in two labs.
-	rep.Resources = measureResources(t, l, pl.cpuFor)
+	if len(pl.intervals) > 0 {
+		rep.Resources = measureResources(t, l, pl.cpuFor)
+	}
 
 	for _, ival := range pl.intervals {
 		reps := pl.reps(ival)
@@ -160,7 +170,7 @@ func TestBench(t *testing.T) {
 	// Crashes over direct heartbeat cables: hagent with direct: true
 	// (carrier detection) and keepalived on the same cables, same run.
 	if len(pl.direct) > 0 {
-		rep.Notes = append(rep.Notes, "crash, direct hb: the same crash in a lab whose ha1 is a veth cable between the nodes (no switch); hagent with hbdev direct: true (carrier_debounce 5ms, carrier read every 1 ms), keepalived advertising on the same cable.")
+		rep.Notes = append(rep.Notes, "crash, direct hb: the same crash in a lab whose ha1 is a veth cable between the nodes (no switch); hagent with hbdev direct: true (carrier_debounce 4ms, carrier read every 2 ms), keepalived advertising on the same cable with dont_track_primary (without it, keepalived's backup enters FAULT when the cable loses carrier and never takes over).")
 		dl, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}})
 		if err != nil {
 			t.Fatal(err)
@@ -173,10 +183,29 @@ func TestBench(t *testing.T) {
 		for _, ival := range pl.direct {
 			reps := pl.reps(ival)
 			res := runSystem(t, dl, newHagentDirect(dl, ival, 6), []string{Crash}, reps, ival*6)
-			kres := runSystem(t, dl, newKeepalived(dl, ival), []string{Crash}, reps, ival*4)
+			kres := runSystem(t, dl, newKeepalivedDirect(dl, ival), []string{Crash}, reps, ival*4)
 			row := &Row{Scenario: CrashDirect, Interval: ival, Threshold: 6, HAgent: *res[Crash], Keepalived: kres[Crash]}
 			rep.Rows = append(rep.Rows, row)
 			t.Logf("%-22s hagent median %s max %s | keepalived %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()), kaMedian(row))
+		}
+	}
+
+	// Crashes with the heartbeats over UDP across a routed hop.
+	if len(pl.unicast) > 0 {
+		rep.Notes = append(rep.Notes, "crash, unicast hb: the same crash with the heartbeats and the sync channel in UDP (unicast_hb) across a router namespace between the nodes' hbu interfaces (no L2 path); compare with the crash rows at the same interval × threshold.")
+		ul, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}, RoutedHB: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ul.Close)
+		if err := ul.StartEcho(); err != nil {
+			t.Fatal(err)
+		}
+		for _, ival := range pl.unicast {
+			res := runSystem(t, ul, newHagent(ul, ival, 3, false), []string{Crash}, pl.reps(ival), ival*3)
+			row := &Row{Scenario: CrashUnicast, Interval: ival, Threshold: 3, HAgent: *res[Crash]}
+			rep.Rows = append(rep.Rows, row)
+			t.Logf("%-22s hagent median %s max %s", row.Label(), fmtMs(row.HAgent.Median()), fmtMs(row.HAgent.Max()))
 		}
 	}
 
@@ -422,7 +451,7 @@ func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 			role = "primary"
 		}
 		out = append(out, Resource{System: "hagent", Node: n.Name, Role: role, PIDs: h.pids(n), RSSKB: rss,
-			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (1 ms carrier poll)"})
+			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (carrier read every 2 ms)"})
 	}
 	return out
 }
@@ -520,6 +549,9 @@ func goals(r *Report, pl plan) []Goal {
 	var rss, cpu []float64
 	var krss, kcpu []float64
 	for _, x := range r.Resources {
+		if x.Setting != "200ms, idle" {
+			continue // the direct-hbdev rows have their own setting
+		}
 		if x.System == "hagent" {
 			rss, cpu = append(rss, float64(x.RSSKB)/1024), append(cpu, x.CPUPct)
 		} else {

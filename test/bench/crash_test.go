@@ -35,7 +35,7 @@ func linksDown(n *lab.Node) error {
 	for _, l := range links {
 		name := l.Attrs().Name
 		switch {
-		case len(name) > 2 && name[:2] == "ha":
+		case len(name) > 2 && name[:2] == "ha", name == "hbu":
 			hb = append(hb, l)
 		case len(name) > 4 && name[:4] == "port":
 			data = append(data, l)

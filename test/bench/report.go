@@ -22,6 +22,9 @@ const (
 	// CrashDirect is Crash over direct heartbeat cables (hagent: hbdev
 	// direct: true; keepalived: adverts on the same cable).
 	CrashDirect = "crash, direct hb"
+	// CrashUnicast is Crash with the heartbeats in UDP across a routed hop
+	// (unicast_hb), beside the L2 rows.
+	CrashUnicast = "crash, unicast hb"
 )
 
 // Sample is one failover as the client saw it. Times are relative to the
@@ -98,7 +101,7 @@ type Row struct {
 
 // Label names the row, e.g. "crash 200ms×3".
 func (r *Row) Label() string {
-	if r.Scenario == Crash || r.Scenario == CrashDirect {
+	if r.Scenario == Crash || r.Scenario == CrashDirect || r.Scenario == CrashUnicast {
 		return fmt.Sprintf("%s %s×%d", r.Scenario, fmtDur(r.Interval), r.Threshold)
 	}
 	return fmt.Sprintf("%s %s", r.Scenario, fmtDur(r.Interval))

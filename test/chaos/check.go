@@ -367,7 +367,7 @@ func connExcused(r *Record, e ConnEnd, slack time.Duration) bool {
 }
 
 func checkConns(r *Record, b Bounds) Check {
-	c := Check{Name: InvConns, Rule: "no TCP connection to the cluster address breaks while its node keeps the vMAC and no other node takes it (no session pickup yet)",
+	c := Check{Name: InvConns, Rule: "no TCP connection to the cluster address breaks while its node keeps the vMAC and no other node takes it (they end on a node's socket: session pickup cannot carry them)",
 		Checked: r.Conns.Opened, Measured: fmt.Sprintf("%d opened, %d echoes, %d broke with the vMAC moving", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends))}
 	for _, e := range r.Conns.Ends {
 		if !connExcused(r, e, b.Observer) {
@@ -388,7 +388,7 @@ func checkConns(r *Record, b Bounds) Check {
 // checkPickup is what session pickup will have to hold: no connection
 // breaks while at most one node is faulted. Informational until then.
 func checkPickup(r *Record) Check {
-	c := Check{Name: InvPickup, Rule: "with session pickup: no connection breaks while at most one node is faulted (informational: not on main yet)", Info: true, Checked: r.Conns.Opened}
+	c := Check{Name: InvPickup, Rule: "through the pair with session pickup: no connection breaks while at most one node is faulted (informational: the campaign's connections do not go through the pair yet)", Info: true, Checked: r.Conns.Opened}
 	for _, e := range r.Conns.Ends {
 		nodes := map[string]bool{}
 		for _, f := range r.Faults {

@@ -25,12 +25,22 @@ type KeepalivedParams struct {
 	Interface string
 	// TrackPort1 adds track_interface port1 (link failover).
 	TrackPort1 bool
+	// DontTrackPrimary sets dont_track_primary: a carrier loss of the VRRP
+	// interface does not put the instance in FAULT (needed when adverts
+	// run on a direct cable to the peer).
+	DontTrackPrimary bool
 	// NoPreempt sets nopreempt (the instance starts as BACKUP either way).
 	NoPreempt bool
 	VRID      int // virtual_router_id, default 51
 	// RTPriority, when non-zero, sets vrrp_rt_priority (SCHED_RR for the
 	// VRRP process), keepalived's counterpart of hagent's realtime.
 	RTPriority int
+	// ExtraVIPs are more virtual_ipaddress lines ("10.9.2.100/24 dev
+	// port2"), after ClusterIPv4 on port1.
+	ExtraVIPs []string
+	// Notify are notify_master/notify_backup/notify_fault commands, by
+	// state ("master", "backup", "fault").
+	Notify map[string]string
 }
 
 // Keepalived is a keepalived process running in a node's namespace.
@@ -87,7 +97,21 @@ func (n *Node) KeepalivedConfig(p KeepalivedParams) string {
 	if p.TrackPort1 {
 		b.WriteString("  track_interface {\n    port1\n  }\n")
 	}
-	fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s/24 dev port1\n  }\n}\n", ClusterIPv4)
+	if p.DontTrackPrimary {
+		// The VRRP interface losing carrier (a direct cable whose far end
+		// died) must not fault the instance, or the backup never takes over.
+		b.WriteString("  dont_track_primary\n")
+	}
+	for _, st := range []string{"master", "backup", "fault"} {
+		if cmd := p.Notify[st]; cmd != "" {
+			fmt.Fprintf(&b, "  notify_%s %q\n", st, cmd)
+		}
+	}
+	fmt.Fprintf(&b, "  virtual_ipaddress {\n    %s/24 dev port1\n", ClusterIPv4)
+	for _, v := range p.ExtraVIPs {
+		fmt.Fprintf(&b, "    %s\n", v)
+	}
+	b.WriteString("  }\n}\n")
 	return b.String()
 }
 

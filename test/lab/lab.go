@@ -50,7 +50,18 @@ type Spec struct {
 	// DataLinks is the number of data interfaces per node (port1, port2…)
 	// on the data bridge, default 1.
 	DataLinks int
+	// WAN makes a firewall pair (firewall.go): port1 on the LAN bridge
+	// br0 with the client, port2 on a WAN bridge br1 with a server
+	// namespace (DataLinks is 2).
+	WAN bool
+	// RoutedHB replaces the hb links by a routed path: each node's "hbu"
+	// (10.99.<index+1>.1/24) to a router namespace, so no L2 frame passes
+	// between the nodes' heartbeat interfaces; the nodes use unicast_hb.
+	RoutedHB bool
 }
+
+// UnicastAddr is node index i's unicast_hb address in a RoutedHB lab.
+func UnicastAddr(i int) string { return fmt.Sprintf("10.99.%d.1", i+1) }
 
 // Lab is a built topology.
 type Lab struct {
@@ -60,6 +71,8 @@ type Lab struct {
 	Nodes  map[string]*Node
 	Switch string // switch namespace
 	Client string // client namespace
+	Server string // server namespace (Spec.WAN)
+	Router string // router namespace of a RoutedHB lab
 
 	mu     sync.Mutex
 	closed bool
@@ -85,6 +98,9 @@ func New(spec Spec) (*Lab, error) {
 	}
 	if spec.DataLinks == 0 {
 		spec.DataLinks = 1
+	}
+	if spec.WAN {
+		spec.DataLinks = 2
 	}
 	prefix := fmt.Sprintf("hl%d-%d", os.Getpid()%100000, counter.Add(1))
 	dir, err := os.MkdirTemp("", prefix+"-")
@@ -117,7 +133,12 @@ func (l *Lab) build() error {
 		{"-n", sw, "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
 		{"-n", sw, "link", "set", "br0", "up"},
 	}
-	hbBridge := len(l.Spec.Nodes) > 2 || l.Spec.HBSwitch
+	if l.Spec.WAN {
+		steps = append(steps,
+			[]string{"-n", sw, "link", "add", "br1", "type", "bridge", "forward_delay", "0", "stp_state", "0", "mcast_snooping", "0"},
+			[]string{"-n", sw, "link", "set", "br1", "up"})
+	}
+	hbBridge := (len(l.Spec.Nodes) > 2 || l.Spec.HBSwitch) && !l.Spec.RoutedHB
 	if hbBridge {
 		for h := 0; h < l.Spec.HBLinks; h++ {
 			br := fmt.Sprintf("hb%d", h)
@@ -149,7 +170,7 @@ func (l *Lab) build() error {
 			peer := fmt.Sprintf("n%dp%d", i, d)
 			st = append(st,
 				[]string{"link", "add", port, "netns", ns, "type", "veth", "peer", "name", peer, "netns", sw},
-				[]string{"-n", sw, "link", "set", peer, "master", "br0"},
+				[]string{"-n", sw, "link", "set", peer, "master", l.bridgeOf(d)},
 				[]string{"-n", sw, "link", "set", peer, "up"},
 				[]string{"-n", ns, "link", "set", port, "up"})
 		}
@@ -168,7 +189,12 @@ func (l *Lab) build() error {
 			return err
 		}
 	}
-	if !hbBridge && len(l.Spec.Nodes) == 2 {
+	if l.Spec.RoutedHB {
+		if err := l.buildRouted(); err != nil {
+			return err
+		}
+	}
+	if !hbBridge && len(l.Spec.Nodes) == 2 && !l.Spec.RoutedHB {
 		a, b := l.Nodes[l.Spec.Nodes[0]], l.Nodes[l.Spec.Nodes[1]]
 		var st [][]string
 		for h := 1; h <= l.Spec.HBLinks; h++ {
@@ -185,6 +211,11 @@ func (l *Lab) build() error {
 	cl := l.Client
 	if err := l.addNS(cl); err != nil {
 		return err
+	}
+	if l.Spec.WAN {
+		if err := l.buildWAN(); err != nil {
+			return err
+		}
 	}
 	return ipAll([][]string{
 		{"link", "add", "eth0", "netns", cl, "type", "veth", "peer", "name", "cl0", "netns", sw},
@@ -302,4 +333,29 @@ func EventuallyEvery(timeout, every time.Duration, cond func() error) error {
 		}
 		time.Sleep(every)
 	}
+}
+
+// buildRouted adds the router namespace and each node's hbu link to it.
+func (l *Lab) buildRouted() error {
+	l.Router = l.Prefix + "-rt"
+	if err := l.addNS(l.Router); err != nil {
+		return err
+	}
+	steps := [][]string{}
+	for _, n := range l.sortedNodes() {
+		r := fmt.Sprintf("r%d", n.Index)
+		net3 := fmt.Sprintf("10.99.%d", n.Index+1)
+		steps = append(steps,
+			[]string{"link", "add", "hbu", "netns", n.NS, "type", "veth", "peer", "name", r, "netns", l.Router},
+			[]string{"-n", n.NS, "addr", "add", UnicastAddr(n.Index) + "/24", "dev", "hbu"},
+			[]string{"-n", n.NS, "link", "set", "hbu", "up"},
+			[]string{"-n", n.NS, "route", "add", "10.99.0.0/16", "via", net3 + ".254"},
+			[]string{"-n", l.Router, "addr", "add", net3 + ".254/24", "dev", r},
+			[]string{"-n", l.Router, "link", "set", r, "up"})
+	}
+	if err := ipAll(steps); err != nil {
+		return err
+	}
+	_, err := Exec(l.Router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	return err
 }

@@ -58,6 +58,14 @@ type Params struct {
 	// CarrierDebounce sets carrier_debounce (0: the default).
 	Direct          bool
 	CarrierDebounce time.Duration
+	// MetricsListen sets metrics_listen (in the node's namespace).
+	MetricsListen string
+	// HBDevs is how many of the heartbeat links (ha1, ha2…) are hbdevs;
+	// 0 is all. The others are free (session_pickup.sync_dev).
+	HBDevs int
+	// UnicastPort sets unicast_hb.port (and sync_port to the next) in a
+	// RoutedHB lab; 0 keeps the defaults (6065, 6066).
+	UnicastPort int
 }
 
 // Bin returns the path of a built binary (HAGENT_BIN or bin/ of the
@@ -122,12 +130,33 @@ func (n *Node) Config(p Params) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "control_socket: %s\nlog_level: debug\n", n.Socket)
+	if p.MetricsListen != "" {
+		fmt.Fprintf(&b, "metrics_listen: %q\n", p.MetricsListen)
+	}
 	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: %s\n  priority: %d\n  override: %v\n  realtime: %v\n",
 		n.Name, p.Serial, p.Priority, p.Override, p.Realtime)
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
-	b.WriteString("  hbdev:\n")
-	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
-		fmt.Fprintf(&b, "    - {name: ha%d, priority: %d, direct: %v}\n", h, 100-h*10, p.Direct)
+	if n.lab.Spec.RoutedHB {
+		b.WriteString("  hbdev: []\n  unicast_hb:\n    enabled: true\n    peers: [")
+		for i := range n.lab.Spec.Nodes {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(UnicastAddr(i))
+		}
+		b.WriteString("]\n")
+		if p.UnicastPort != 0 {
+			fmt.Fprintf(&b, "    port: %d\n    sync_port: %d\n", p.UnicastPort, p.UnicastPort+1)
+		}
+	} else {
+		b.WriteString("  hbdev:\n")
+		hbdevs := n.lab.Spec.HBLinks
+		if p.HBDevs > 0 {
+			hbdevs = p.HBDevs
+		}
+		for h := 1; h <= hbdevs; h++ {
+			fmt.Fprintf(&b, "    - {name: ha%d, priority: %d, direct: %v}\n", h, 100-h*10, p.Direct)
+		}
 	}
 	if p.CarrierDebounce > 0 {
 		fmt.Fprintf(&b, "  carrier_debounce: %s\n", p.CarrierDebounce)
@@ -329,8 +358,8 @@ func (n *Node) SetLink(ifname string, up bool) error {
 // killed first leaves its data port forwarding for the tens of
 // milliseconds the `ip` commands take, which would hide part of the outage.
 func (n *Node) Crash() {
-	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
-		_ = n.SetLink(fmt.Sprintf("ha%d", h), false)
+	for _, h := range n.HBNames() {
+		_ = n.SetLink(h, false)
 	}
 	for d := 1; d <= n.lab.Spec.DataLinks; d++ {
 		_ = n.SetLink(fmt.Sprintf("port%d", d), false)
@@ -354,12 +383,29 @@ func (n *Node) Revive() error {
 			return err
 		}
 	}
-	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
-		if err := n.SetLink(fmt.Sprintf("ha%d", h), true); err != nil {
+	for _, h := range n.HBNames() {
+		if err := n.SetLink(h, true); err != nil {
 			return err
 		}
 	}
+	if n.lab.Spec.RoutedHB {
+		// The route through the router went with the link.
+		return ip("-n", n.NS, "route", "replace", "10.99.0.0/16", "via", fmt.Sprintf("10.99.%d.254", n.Index+1))
+	}
 	return nil
+}
+
+// HBNames are the node's heartbeat interfaces: ha1… or, in a RoutedHB
+// lab, hbu.
+func (n *Node) HBNames() []string {
+	if n.lab.Spec.RoutedHB {
+		return []string{"hbu"}
+	}
+	var out []string
+	for h := 1; h <= n.lab.Spec.HBLinks; h++ {
+		out = append(out, fmt.Sprintf("ha%d", h))
+	}
+	return out
 }
 
 // Tail returns the last lines of the node's log.

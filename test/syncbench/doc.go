@@ -11,7 +11,10 @@
 //   - full sync of 10 000 files / 50 MiB: hagent from the start of a node
 //     with an empty directory until both report the same tree checksum;
 //     rsync `-a --delete` of the same tree onto an empty directory, also
-//     with --fsync (hagent fsyncs every file and its directory).
+//     with --fsync (hagent fsyncs every file and its directory). Before
+//     the full syncs the benchmark waits vm.dirty_expire_centisecs (30 s)
+//     and it never deletes a tree right before a run: on an ext4 without
+//     journal, inodes freed in the last 30 s slow every file creation.
 //
 // TestSyncBench runs only with HAGENT_BENCH=1 (`make bench`); it prints a
 // table and writes bench-results/sync.md and sync.json at the repository

@@ -21,8 +21,9 @@ func main() {
 	ival := flag.Duration("hb-interval", 200*time.Millisecond, "heartbeat interval")
 	lost := flag.Int("lost", 6, "hb_lost_threshold")
 	probe := flag.Duration("probe", 10*time.Millisecond, "client probe interval")
+	direct := flag.Bool("direct", false, "mark ha1 direct: true (carrier detection; use with -probe 1ms)")
 	flag.Parse()
-	if err := run(*ival, *lost, *probe); err != nil {
+	if err := run(*ival, *lost, *probe, *direct); err != nil {
 		fmt.Fprintln(os.Stderr, "hagent-lab:", err)
 		os.Exit(1)
 	}
@@ -32,7 +33,7 @@ func step(format string, args ...any) {
 	fmt.Printf("\n\033[1m==> "+format+"\033[0m\n", args...)
 }
 
-func run(ival time.Duration, lost int, probeEvery time.Duration) error {
+func run(ival time.Duration, lost int, probeEvery time.Duration, direct bool) error {
 	l, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}})
 	if err != nil {
 		return err
@@ -44,7 +45,7 @@ func run(ival time.Duration, lost int, probeEvery time.Duration) error {
 
 	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
 	step("lab %s: switch, node-a and node-b (port1 on the switch, ha1 cable between them), client %s", l.Prefix, lab.ClientIPv4)
-	p := lab.Params{GroupID: 10, HBInterval: ival, LostThreshold: lost, Monitor: true, HelloHolddown: time.Second}
+	p := lab.Params{GroupID: 10, HBInterval: ival, LostThreshold: lost, Monitor: true, HelloHolddown: time.Second, Direct: direct}
 	pa, pb := p, p
 	pa.Priority, pb.Priority = 200, 100
 	if err := a.Start(pa); err != nil {
@@ -85,7 +86,11 @@ func run(ival time.Duration, lost int, probeEvery time.Duration) error {
 	fmt.Print(out)
 
 	time.Sleep(time.Second)
-	step("crash node-a: all its links down, then SIGKILL of hagentd (hb_interval %s x hb_lost_threshold %d = %s detection)", ival, lost, ival*time.Duration(lost))
+	if direct {
+		step("crash node-a: all its links down, then SIGKILL of hagentd (ha1 is direct: node-b sees its carrier go, carrier_debounce 4ms)")
+	} else {
+		step("crash node-a: all its links down, then SIGKILL of hagentd (hb_interval %s x hb_lost_threshold %d = %s detection)", ival, lost, ival*time.Duration(lost))
+	}
 	crashed := time.Now()
 	a.Crash()
 	if err := lab.Eventually(10*time.Second, func() error {
@@ -116,8 +121,12 @@ func run(ival time.Duration, lost int, probeEvery time.Duration) error {
 	step("result")
 	fmt.Printf("client probe: %s\n", res)
 	fmt.Printf("client's ARP entry for %s: %s (the virtual MAC: no ARP change needed)\n", lab.ClusterIPv4, mac)
-	fmt.Printf("crash at %s; measured outage %.1f ms (detection floor %s)\n",
-		crashed.Format("15:04:05.000"), float64(res.Outage)/float64(time.Millisecond), ival*time.Duration(lost))
+	floor := (ival * time.Duration(lost)).String()
+	if direct {
+		floor = "carrier, 4ms debounce"
+	}
+	fmt.Printf("crash at %s; measured outage %.1f ms (detection: %s)\n",
+		crashed.Format("15:04:05.000"), float64(res.Outage)/float64(time.Millisecond), floor)
 	if !res.Recovered || res.Answered == 0 {
 		return fmt.Errorf("the client did not recover")
 	}

@@ -1,0 +1,297 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/config"
+	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/vishvananda/netlink"
+)
+
+// sessionReadyTimeout bounds how long a takeover waits for the session
+// messages already received to be applied.
+const sessionReadyTimeout = 200 * time.Millisecond
+
+// sessionHoldMax bounds how long a returning override member holds back
+// (failover set) waiting for its bulk session copy.
+const sessionHoldMax = 60 * time.Second
+
+// sessionEngine drives session pickup (SPEC §8): the 0x8892 channel on the
+// sync_dev interfaces and the hbdevs, and the sessionsync.Engine.
+type sessionEngine struct {
+	ch    *l2chan.Channel
+	table sessionsync.Table
+	e     *sessionsync.Engine
+	links []string // channel link names: sync_dev first, then the hbdevs
+
+	// owned by the run goroutine
+	primary bool
+	peers   []string
+	// hold: a starting member with override keeps itself out of the
+	// election (failover set) until its bulk copy is complete or
+	// sessionHoldMax passed; held is whether the hold set failover.
+	hold, held bool
+	holdStart  time.Time
+	// down: down_until_synced interfaces still down.
+	down []string
+}
+
+// newSessionEngine builds the engine. links are the channel's links
+// (nil: AF_PACKET links on eth_type.session, on sync_dev then the hbdevs);
+// table is the conntrack table (nil: the kernel's).
+func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, table sessionsync.Table) (*sessionEngine, error) {
+	sp := cfg.Cluster.SessionPickup
+	pw, err := cfg.Cluster.Password()
+	if err != nil {
+		return nil, err
+	}
+	closeAll := func() {
+		for _, l := range links {
+			l.Close()
+		}
+	}
+	if links == nil {
+		names := append([]string(nil), sp.SyncDev...)
+		for _, hb := range cfg.Cluster.HBDevsByPriority() {
+			names = append(names, hb.Name)
+		}
+		for _, n := range names {
+			l, err := heartbeat.DialLink(n, cfg.Cluster.EthType.Session)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("session channel on %s: %w", n, err)
+			}
+			links = append(links, l)
+		}
+	}
+	if table == nil {
+		k, err := sessionsync.OpenKernel()
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		table = k
+	}
+	cc := l2chan.DefaultConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
+	cc.Label = sessionsync.ChannelLabel
+	cc.Logger = a.log.Named("session-channel")
+	cc.Epoch = a.epoch
+	cc.PeerTimeout = 3 * time.Second
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		closeAll()
+		table.Close()
+		return nil, err
+	}
+	ec := sessionsync.DefaultConfig()
+	ec.Self, ec.Table, ec.Transport = cfg.Node.Name, table, ch
+	ec.Connectionless, ec.NAT, ec.Expectation, ec.Delay = sp.Connectionless, sp.NAT, sp.Expectation, sp.Delay
+	ec.Ignore = sp.Ignore
+	ec.Logger = a.log.Named("sessions")
+	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }
+	e, err := sessionsync.New(ec)
+	if err != nil {
+		ch.Close()
+		table.Close()
+		return nil, err
+	}
+	if sp.Expectation {
+		a.log.Warn("session_pickup.expectation: copying conntrack expectations is not implemented; FTP/SIP helper data channels opened before a failover are not carried over")
+	}
+	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced)}
+	for _, l := range links {
+		se.links = append(se.links, l.Name())
+	}
+	se.hold = cfg.Node.Override
+	se.holdStart = a.now()
+	return se, nil
+}
+
+// startSessions brings the down_until_synced interfaces down (Run, before
+// anything is heard).
+func (a *Agent) startSessions() {
+	s := a.sess
+	if s == nil {
+		return
+	}
+	for _, n := range s.down {
+		if err := setLinkUp(n, false); err != nil {
+			a.log.Warn("down_until_synced: cannot set the interface down", "interface", n, "error", err)
+		}
+	}
+	if len(s.down) > 0 {
+		a.log.Info("down_until_synced: interfaces down until the bulk session copy is complete", "interfaces", s.down)
+	}
+}
+
+// updateSessions tells the engine the role and the live peers, and ends
+// the hold and down_until_synced once the bulk copy is in (or nobody can
+// send one). Runs on the run goroutine.
+func (a *Agent) updateSessions() {
+	s := a.sess
+	if s == nil {
+		return
+	}
+	primary := a.m.Role() == cluster.RolePrimary
+	// Copy to the live members that do not claim primary: a leaving
+	// primary still holds the addresses, and their removal destroys its
+	// masqueraded flows, copies included; it gets its bulk copy once it
+	// says secondary. A member already copied to that starts claiming
+	// primary (it takes over from this node) keeps getting the stream
+	// until this node lets go (sessionsStopSending): flows made here in
+	// the hand-over window reach it too.
+	var peers []string
+	if primary {
+		for _, m := range a.m.Status().Members {
+			if !m.Self && m.Alive && (m.Role != cluster.RolePrimary || slices.Contains(s.peers, m.Name)) {
+				peers = append(peers, m.Name)
+			}
+		}
+		slices.Sort(peers)
+	}
+	if primary != s.primary || !slices.Equal(peers, s.peers) {
+		s.primary, s.peers = primary, peers
+		s.e.SetRole(primary, peers)
+	}
+	a.sessionHold()
+}
+
+// sessionHold runs the override hold and down_until_synced.
+func (a *Agent) sessionHold() {
+	s := a.sess
+	now := a.now()
+	waiting := s.hold || len(s.down) > 0
+	if !waiting {
+		return
+	}
+	// A live peer that claims primary is the one the copy comes from.
+	primaryPeer, peerName := false, ""
+	for _, m := range a.m.Status().Members {
+		if !m.Self && m.Alive && m.Role == cluster.RolePrimary {
+			primaryPeer, peerName = true, m.Name
+		}
+	}
+	done, why := false, ""
+	switch {
+	case s.e.BulkDone():
+		done, why = true, "bulk session copy complete"
+	case now.Sub(s.holdStart) >= sessionHoldMax:
+		done, why = true, fmt.Sprintf("no complete bulk session copy within %s; going on without it", sessionHoldMax)
+	case !primaryPeer && a.m.Role() != cluster.RoleStarting && a.m.Role() != cluster.RoleSecondary:
+		done, why = true, "no other primary to copy sessions from"
+	case !primaryPeer && now.Sub(s.holdStart) >= a.config().Cluster.HelloHolddown:
+		done, why = true, "no other primary to copy sessions from"
+	}
+	if s.hold && !s.held && !done && primaryPeer {
+		// Another member is primary: stay out until the copy is in.
+		s.held = true
+		a.log.Info("override: holding back until the bulk session copy is complete", "primary", peerName, "max", sessionHoldMax)
+		a.hist.add(Event{Time: now, Kind: "sessions", Reason: "override: holding back (failover set) until the bulk session copy from " + peerName + " is complete"})
+		_ = a.m.Step(cluster.Event{Type: cluster.EventFailoverSet, Time: now})
+		a.process()
+	}
+	if !done {
+		return
+	}
+	if s.hold {
+		s.hold = false
+		if s.held {
+			s.held = false
+			if sessionHoldMax <= now.Sub(s.holdStart) {
+				a.log.Warn("override hold ended by its timeout", "reason", why)
+			} else {
+				a.log.Info("override hold ends", "reason", why)
+			}
+			a.hist.add(Event{Time: now, Kind: "sessions", Reason: "override hold ends: " + why})
+			if !a.operatorFailoverSet {
+				_ = a.m.Step(cluster.Event{Type: cluster.EventFailoverUnset, Time: now})
+				a.process()
+			}
+		}
+	}
+	if len(s.down) > 0 {
+		for _, n := range s.down {
+			if err := setLinkUp(n, true); err != nil {
+				a.log.Warn("down_until_synced: cannot set the interface up", "interface", n, "error", err)
+			}
+		}
+		a.hist.add(Event{Time: now, Kind: "sessions", Reason: fmt.Sprintf("down_until_synced %v up: %s", s.down, why)})
+		s.down = nil
+	}
+}
+
+// sessionsReady applies what the session channel has delivered before a
+// takeover touches the vMAC (SPEC §8: sessions in place → vMAC →
+// addresses → GARP). It returns how long it took.
+func (a *Agent) sessionsReady() (time.Duration, int) {
+	if a.sess == nil {
+		return 0, 0
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), sessionReadyTimeout)
+	defer cancel()
+	n, err := a.sess.e.Ready(ctx)
+	if err != nil {
+		a.log.Warn("sessions not ready within the bound; taking over anyway", "bound", sessionReadyTimeout, "error", err)
+	}
+	return time.Since(start), n
+}
+
+// sessionsStopSending makes the engine stop sending before the addresses
+// go: their removal destroys the masqueraded flows in this kernel, and
+// those destroy events must not reach the new primary.
+func (a *Agent) sessionsStopSending() {
+	if a.sess == nil {
+		return
+	}
+	a.sess.primary, a.sess.peers = false, nil
+	a.sess.e.SetRole(false, nil)
+}
+
+// sessionsStatus answers `ha sessions`.
+func (a *Agent) sessionsStatus() *sessionsync.Status {
+	if a.sess == nil {
+		return &sessionsync.Status{Enabled: false, LocalFlows: -1}
+	}
+	st := a.sess.e.Status()
+	cs := a.sess.ch.Stats()
+	st.Channel = &sessionsync.ChannelStatus{ActiveLink: cs.ActiveLink, FramesSent: cs.FramesSent, FramesReceived: cs.FramesReceived,
+		Retransmits: cs.Retransmits, Failovers: cs.Failovers, DroppedBadAuth: cs.DroppedAuth,
+		DroppedReplay: cs.DroppedReplay, DroppedMalformed: cs.DroppedMalformed}
+	if a.sess.held {
+		st.Holding = true
+	}
+	return &st
+}
+
+// sessionExposure lists the session sockets.
+func (a *Agent) sessionExposure(e *control.Exposure) {
+	if a.sess == nil {
+		return
+	}
+	et := fmt.Sprintf("0x%04x", a.config().Cluster.EthType.Session)
+	for _, n := range a.sess.links {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: n, EtherType: et, Direction: "rx/tx", Purpose: "session pickup (AES-GCM)"})
+	}
+	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_NETFILTER", Direction: "rx/tx", Purpose: "conntrack events, dumps and writes (ctnetlink)"})
+}
+
+// setLinkUp sets an interface up or down (down_until_synced).
+func setLinkUp(name string, up bool) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if up {
+		return netlink.LinkSetUp(l)
+	}
+	return netlink.LinkSetDown(l)
+}

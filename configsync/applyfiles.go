@@ -1,0 +1,266 @@
+package configsync
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// flushPerFileBelow is the batch size under which ApplyFiles fsyncs each
+// file itself rather than flushing the file system once: for a handful of
+// files (an incremental push) that is as quick and does not wait for other
+// programs' dirty data.
+const flushPerFileBelow = 8
+
+// ApplyFiles applies the regular-file entries es (contents cs) as one
+// batch, with up to workers in parallel, and reports for each entry whether
+// it changed the file and why it failed. Every file stays old or new across
+// a crash or power loss at any point:
+//
+//  1. each file is written to a temporary file beside it (content, fchown,
+//     fchmod), skipping files that are already identical;
+//  2. the temporary files are made durable: one syncfs(2) per file system
+//     for a large batch (a single journal commit instead of one fsync per
+//     file), an fsync of each file for a small one;
+//  3. only then is each renamed over its target;
+//  4. each directory a file was renamed into is fsynced once.
+//
+// A crash before 3 leaves temporary files that CleanTemp removes at the
+// next start.
+func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
+	applied, errs = make([]bool, len(es)), make([]error, len(es))
+	tmps := make([]string, len(es))
+	perFile := len(es) < flushPerFileBelow
+	t0 := time.Now()
+	parallel(len(es), workers, func(i int) {
+		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile)
+	})
+	t1 := time.Now()
+	t.Write = t1.Sub(t0)
+	var written []int
+	for i, t := range tmps {
+		if t != "" && errs[i] == nil {
+			written = append(written, i)
+		}
+	}
+	if len(written) == 0 {
+		return applied, errs, t
+	}
+	if !perFile {
+		if err := s.flushTemps(tmps, written, workers); err != nil {
+			for _, i := range written {
+				os.Remove(tmps[i])
+				errs[i] = err
+			}
+			return applied, errs, t
+		}
+	}
+	t2 := time.Now()
+	t.Flush = t2.Sub(t1)
+	parallel(len(written), workers, func(k int) {
+		i := written[k]
+		if err := os.Rename(tmps[i], s.fsPath(es[i].Path)); err != nil {
+			os.Remove(tmps[i])
+			errs[i] = err
+			return
+		}
+		applied[i] = true
+	})
+	dirs := map[string]bool{}
+	for _, i := range written {
+		if applied[i] {
+			dirs[filepath.Dir(s.fsPath(es[i].Path))] = true
+		}
+	}
+	dirList := make([]string, 0, len(dirs))
+	for d := range dirs {
+		dirList = append(dirList, d)
+	}
+	t3 := time.Now()
+	t.Rename = t3.Sub(t2)
+	dirErr := make([]error, len(dirList))
+	parallel(len(dirList), workers, func(k int) { dirErr[k] = syncDir(dirList[k]) })
+	t.SyncDirs = time.Since(t3)
+	if err := errors.Join(dirErr...); err != nil {
+		for _, i := range written {
+			if applied[i] && errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
+	s.noteFresh(es, applied)
+	return applied, errs, t
+}
+
+// BatchTimes is where the time of an ApplyFiles batch went.
+type BatchTimes struct {
+	Write    time.Duration // temporary files: create, write, fchown, fchmod
+	Flush    time.Duration // syncfs (or the fsync of each file)
+	Rename   time.Duration // the renames over the targets
+	SyncDirs time.Duration // the fsync of each directory
+}
+
+// prepareFile checks entry e and its content and writes them to a
+// temporary file beside the target, fsynced if syncNow; it returns the
+// temporary file's name, or "" if the file is already identical.
+func (s *Store) prepareFile(e Entry, content []byte, syncNow bool) (string, error) {
+	if err := s.checkPath(e.Path); err != nil {
+		return "", err
+	}
+	if e.Kind != KindFile {
+		return "", fmt.Errorf("configsync: %s entry %s is not a file", e.Kind, e.Path)
+	}
+	if int64(len(content)) != e.Size || sha256.Sum256(content) != e.SHA256 {
+		return "", fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+	}
+	cur, err := s.stat(e.Path)
+	switch {
+	case err == nil && cur.Same(e):
+		return "", nil
+	case err == nil && cur.Kind == KindDir:
+		if err := os.RemoveAll(s.fsPath(e.Path)); err != nil {
+			return "", err
+		}
+		s.forget(e.Path)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	fp := s.fsPath(e.Path)
+	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
+		return "", err
+	}
+	return writeTemp(fp, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+}
+
+// writeTemp writes data to a new temporary file beside path, with its
+// owner and mode, and returns its name.
+func writeTemp(path string, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (tmp string, err error) {
+	tmp = tempName(filepath.Dir(path))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		return "", err
+	}
+	// chown before chmod: chown clears the setuid and setgid bits.
+	if err = chownFile(f, uid, gid); err != nil {
+		return "", err
+	}
+	if err = f.Chmod(perm); err != nil {
+		return "", err
+	}
+	if syncNow {
+		if err = f.Sync(); err != nil {
+			return "", err
+		}
+	}
+	return tmp, f.Close()
+}
+
+// flushTemps makes the temporary files tmps[i], i in idx, durable: one
+// syncfs per file system they are on, or, where syncfs is not available,
+// an fsync of each.
+func (s *Store) flushTemps(tmps []string, idx []int, workers int) error {
+	dirs := map[string]bool{}
+	for _, i := range idx {
+		dirs[filepath.Dir(tmps[i])] = true
+	}
+	if err := syncFileSystems(dirs); err == nil {
+		return nil
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	errs := make([]error, len(idx))
+	parallel(len(idx), workers, func(k int) {
+		f, err := os.OpenFile(tmps[idx[k]], os.O_WRONLY, 0)
+		if err == nil {
+			err = f.Sync()
+			f.Close()
+		}
+		errs[k] = err
+	})
+	return errors.Join(errs...)
+}
+
+// noteFresh remembers the digests of the files just written, for the
+// scans of the next freshFor: their content is known, so neither the scan
+// after the batch nor those the watcher asks for while more batches arrive
+// read them again. The regular cache refuses a file changed within the
+// last second (a second write in the same timestamp tick would go
+// unnoticed); a fresh entry is likewise matched by the file's stat, and
+// dropped after freshFor, so the first scan after that reads the file.
+func (s *Store) noteFresh(es []Entry, applied []bool) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fresh == nil {
+		s.fresh = map[string]freshEntry{}
+	}
+	for i, e := range es {
+		if !applied[i] {
+			continue
+		}
+		fi, err := os.Lstat(s.fsPath(e.Path))
+		if err != nil {
+			continue
+		}
+		if key, ok := statSignature(fi); ok {
+			s.fresh[e.Path] = freshEntry{hashCache{stat: key, sum: e.SHA256}, now}
+		}
+	}
+}
+
+// freshFor is how long a digest noted by noteFresh is used.
+const freshFor = 2 * time.Second
+
+type freshEntry struct {
+	hashCache
+	at time.Time
+}
+
+// pruneFresh drops the fresh digests older than freshFor.
+func (s *Store) pruneFresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, f := range s.fresh {
+		if time.Since(f.at) > freshFor {
+			delete(s.fresh, p)
+		}
+	}
+}
+
+// parallel calls fn(0..n-1) on up to workers goroutines.
+func parallel(n, workers int, fn func(i int)) {
+	if n == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for w := 0; w < min(max(workers, 1), n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+}

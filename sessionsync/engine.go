@@ -1,0 +1,942 @@
+package sessionsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hagent/hagent/l2chan"
+	"github.com/hashicorp/go-hclog"
+)
+
+// ChannelLabel is the HKDF label of the session channel's keys (l2chan
+// Config.Label): its keys are independent of configuration sync's.
+const ChannelLabel = "hagent-session-v1"
+
+// Transport is the reliable side the engine sends on; *l2chan.Channel
+// implements it.
+type Transport interface {
+	// Send delivers msg to peer reliably and in order, returning when it
+	// is acknowledged. msg may be reused once Send returns.
+	Send(ctx context.Context, peer string, msg []byte) error
+	// Recv yields the messages of all peers; it is closed on shutdown.
+	Recv() <-chan l2chan.Message
+}
+
+var _ Transport = (*l2chan.Channel)(nil)
+
+// Config configures an Engine. Zero values take DefaultConfig's.
+type Config struct {
+	// Self is this node's name.
+	Self string
+	// Table is the local connection-tracking table.
+	Table Table
+	// Transport carries the messages to and from the peers.
+	Transport Transport
+	// Connectionless also copies UDP and ICMP flows.
+	Connectionless bool
+	// NAT also copies NATed flows.
+	NAT bool
+	// Expectation also copies conntrack expectations (not implemented:
+	// counted as unsupported).
+	Expectation bool
+	// Delay copies a flow only once it has lived this long.
+	Delay time.Duration
+	// Ignore are prefixes whose flows (any address of either tuple) are
+	// never copied.
+	Ignore []netip.Prefix
+	// Refresh is how often busy connectionless flows are re-sent; their
+	// copies live two refresh periods longer than the original would.
+	Refresh time.Duration
+	// BatchRecords is the largest number of records in one message.
+	BatchRecords int
+	// MaxQueue is the number of records queued for a peer above which the
+	// queue is dropped and the peer gets a bulk copy instead.
+	MaxQueue int
+	// StallAfter is how long records may wait for a peer's acknowledgment
+	// before the sync counts as stalled (health ERROR).
+	StallAfter time.Duration
+	// SendTimeout bounds one Send.
+	SendTimeout time.Duration
+	// Logger receives state changes; nil discards them.
+	Logger hclog.Logger
+	// LocalAddrs returns this node's own addresses; nil reads the
+	// interfaces. At the end of a bulk copy, flows of the local table
+	// that the copy did not contain and that touch none of these
+	// addresses (forwarded flows: on a secondary, copies) are deleted, so
+	// copies made before an agent restart do not linger.
+	LocalAddrs func() []netip.Addr
+	// Event, when set, receives history entries (kind "sessions").
+	Event func(msg string)
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		NAT:          true,             // SPEC §8: NAT to the cluster address survives failover
+		Refresh:      5 * time.Second,  // re-send busy UDP/ICMP flows this often
+		BatchRecords: 1024,             // ~60-120 KB per message
+		MaxQueue:     1 << 20,          // a peer this far behind gets a bulk copy
+		StallAfter:   5 * time.Second,  // unacknowledged this long: health ERROR
+		SendTimeout:  10 * time.Second, // one message
+	}
+}
+
+// Engine is session pickup on one member: the sender while primary, the
+// receiver always.
+type Engine struct {
+	cfg Config
+	log hclog.Logger
+
+	mu        sync.Mutex
+	primary   bool
+	peers     map[string]*peerState
+	gen       uint32
+	runCtx    context.Context
+	lastSent  map[Key]int64     // connectionless: expiry (unix ns) last sent
+	born      map[Key]time.Time // Delay: when a flow was first seen
+	pending   map[Key]Flow      // Delay: flows not old enough yet
+	c         counters
+	listenErr string
+
+	recvMu sync.Mutex
+	recv   map[string]*recvState
+	rc     recvCounters
+	lat    latencies
+
+	readyCh chan chan int
+	wg      sync.WaitGroup
+}
+
+type counters struct {
+	events, filtered, overruns, refreshed, overflows, unsupported uint64
+}
+
+type recvCounters struct {
+	messages, records, applied, errors, malformed, swept uint64
+	lastErr                                              string
+	lastErrAt                                            time.Time
+	reasons                                              map[string]uint64
+	bulkDone                                             bool
+}
+
+type peerState struct {
+	name         string
+	cancel       context.CancelFunc
+	wake         chan struct{}
+	queue        []Record
+	queueOldest  int64
+	needBulk     bool
+	bulk         BulkStatus
+	sentRecs     uint64
+	sentMsgs     uint64
+	lastErr      string
+	lastErrAt    time.Time
+	lastProgress time.Time
+	busySince    time.Time // records waiting since (zero: idle)
+}
+
+type recvState struct {
+	from    string
+	gen     uint32
+	inBulk  bool
+	seen    map[Key]struct{}
+	applied map[Key]struct{}
+	// before are the forwarded flows of the local table when the bulk
+	// copy began (sweep candidates at its end).
+	before []Key
+	bulk   BulkStatus
+}
+
+// New builds an engine; Run starts it.
+func New(cfg Config) (*Engine, error) {
+	d := DefaultConfig()
+	if cfg.Refresh == 0 {
+		cfg.Refresh = d.Refresh
+	}
+	if cfg.BatchRecords == 0 {
+		cfg.BatchRecords = d.BatchRecords
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = d.MaxQueue
+	}
+	if cfg.StallAfter == 0 {
+		cfg.StallAfter = d.StallAfter
+	}
+	if cfg.SendTimeout == 0 {
+		cfg.SendTimeout = d.SendTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Table == nil || cfg.Transport == nil {
+		return nil, errors.New("sessionsync: Table and Transport are required")
+	}
+	if cfg.Self == "" {
+		return nil, errors.New("sessionsync: Self is required")
+	}
+	return &Engine{
+		cfg: cfg, log: cfg.Logger,
+		peers: map[string]*peerState{}, lastSent: map[Key]int64{},
+		born: map[Key]time.Time{}, pending: map[Key]Flow{},
+		recv:    map[string]*recvState{},
+		rc:      recvCounters{reasons: map[string]uint64{}},
+		readyCh: make(chan chan int),
+	}, nil
+}
+
+func (e *Engine) event(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	e.log.Info(msg)
+	if e.cfg.Event != nil {
+		e.cfg.Event(msg)
+	}
+}
+
+// Run listens to the table, receives the peers' messages and sends to the
+// peers until ctx is done.
+func (e *Engine) Run(ctx context.Context) error {
+	e.mu.Lock()
+	e.runCtx = ctx
+	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
+		q.SetQuiet(!e.primary)
+	}
+	for _, p := range e.peers {
+		e.startPeer(p)
+	}
+	e.mu.Unlock()
+	e.wg.Add(3)
+	go func() {
+		defer e.wg.Done()
+		if err := e.cfg.Table.Listen(ctx, e.onEvent); err != nil && ctx.Err() == nil {
+			e.mu.Lock()
+			e.listenErr = err.Error()
+			e.mu.Unlock()
+			e.log.Error("conntrack events stopped", "error", err)
+		}
+	}()
+	go func() { defer e.wg.Done(); e.receive(ctx) }()
+	go func() { defer e.wg.Done(); e.timers(ctx) }()
+	<-ctx.Done()
+	e.wg.Wait()
+	return nil
+}
+
+// SetRole tells the engine whether this node is primary and, if so, the
+// live peers to copy to. A peer that is new gets a bulk copy first.
+// Becoming secondary stops sending at once (before the caller releases
+// the addresses, whose removal destroys the masqueraded flows locally).
+func (e *Engine) SetRole(primary bool, peers []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if primary && !e.primary {
+		// The copies this node made are its own flows now.
+		e.recvMu.Lock()
+		for _, rs := range e.recv {
+			rs.applied, rs.seen, rs.inBulk = map[Key]struct{}{}, nil, false
+		}
+		e.recvMu.Unlock()
+	}
+	e.primary = primary
+	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
+		// A secondary ignores events: stop decoding them. Delay needs
+		// the birth times of flows, which only a primary keeps.
+		q.SetQuiet(!primary)
+	}
+	if !primary {
+		peers = nil
+	}
+	for name, p := range e.peers {
+		if !slices.Contains(peers, name) {
+			if p.cancel != nil {
+				p.cancel()
+			}
+			delete(e.peers, name)
+		}
+	}
+	for _, name := range peers {
+		if _, ok := e.peers[name]; ok || name == e.cfg.Self {
+			continue
+		}
+		p := &peerState{name: name, wake: make(chan struct{}, 1), needBulk: true,
+			bulk: BulkStatus{State: "pending"}, lastProgress: e.cfg.Now()}
+		e.peers[name] = p
+		if e.runCtx != nil {
+			e.startPeer(p)
+		}
+	}
+}
+
+// PeerRestarted makes the next message to peer a bulk copy (its process
+// restarted: its kernel table may have lost nothing, but its replicas
+// bookkeeping did).
+func (e *Engine) PeerRestarted(name string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p := e.peers[name]; p != nil {
+		p.needBulk = true
+		p.queue = nil
+		poke(p.wake)
+	}
+}
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) startPeer(p *peerState) {
+	ctx, cancel := context.WithCancel(e.runCtx)
+	p.cancel = cancel
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.sendLoop(ctx, p) }()
+}
+
+// Ready applies every message already received (the takeover calls it
+// before it takes the vMAC: sessions in place first) and returns the
+// number applied. It waits at most until ctx is done.
+func (e *Engine) Ready(ctx context.Context) (int, error) {
+	r := make(chan int, 1)
+	select {
+	case e.readyCh <- r:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case n := <-r:
+		return n, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// BulkDone reports whether a complete bulk copy has been received since
+// the engine started (a returning member with override waits for it).
+func (e *Engine) BulkDone() bool {
+	e.recvMu.Lock()
+	defer e.recvMu.Unlock()
+	return e.rc.bulkDone
+}
+
+// wanted reports whether a flow is one to copy.
+func (e *Engine) wanted(f *Flow) bool {
+	switch f.Proto {
+	case ProtoTCP:
+	case ProtoUDP, ProtoICMP, ProtoICMPv6:
+		if !e.cfg.Connectionless {
+			return false
+		}
+	default:
+		return false
+	}
+	if !e.cfg.NAT && f.NAT() {
+		return false
+	}
+	for _, p := range e.cfg.Ignore {
+		if p.Contains(f.Orig.Src) || p.Contains(f.Orig.Dst) || p.Contains(f.Reply.Src) || p.Contains(f.Reply.Dst) {
+			return false
+		}
+	}
+	return true
+}
+
+// prepare adapts a flow for sending: connectionless copies outlive the
+// original by two refresh periods (the refresh keeps them current).
+func (e *Engine) prepare(f Flow, now time.Time) Flow {
+	if f.Connectionless() {
+		e.lastSent[f.Key()] = now.UnixNano() + int64(f.Timeout)*int64(time.Second)
+		f.Timeout += uint32((2 * e.cfg.Refresh) / time.Second)
+		if f.Timeout == 0 {
+			f.Timeout = 1
+		}
+	}
+	if f.Timeout == 0 {
+		f.Timeout = 1
+	}
+	return f
+}
+
+func (e *Engine) onEvent(ev Event) {
+	now := e.cfg.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.c.events++
+	if ev.Type == EventOverrun {
+		e.c.overruns++
+		if e.primary {
+			for _, p := range e.peers {
+				p.needBulk, p.queue = true, nil
+				poke(p.wake)
+			}
+		}
+		e.log.Warn("conntrack event overrun (ENOBUFS): events lost; copying the table again")
+		if e.cfg.Event != nil {
+			e.cfg.Event("conntrack event overrun (ENOBUFS): events lost; copying the table again")
+		}
+		return
+	}
+	f := &ev.Flow
+	k := f.Key()
+	if ev.Type == EventDestroy {
+		delete(e.lastSent, k)
+		delete(e.born, k)
+		if _, ok := e.pending[k]; ok {
+			delete(e.pending, k) // never sent
+			return
+		}
+		if !e.primary || !e.wanted(f) {
+			return
+		}
+		e.enqueue(Record{Op: OpDelete, Flow: *f}, now)
+		return
+	}
+	if !e.primary {
+		return
+	}
+	if f.Status&StatusDying != 0 {
+		return
+	}
+	if !e.wanted(f) {
+		e.c.filtered++
+		return
+	}
+	if e.cfg.Delay > 0 {
+		b, ok := e.born[k]
+		if !ok {
+			b = now
+			if ev.Type == EventUpdate {
+				b = now.Add(-e.cfg.Delay) // older than this process
+			}
+			e.born[k] = b
+		}
+		if now.Sub(b) < e.cfg.Delay {
+			e.pending[k] = *f
+			return
+		}
+	}
+	e.enqueue(Record{Op: OpUpsert, Flow: e.prepare(*f, now)}, now)
+}
+
+// enqueue queues a record for every peer (e.mu held).
+func (e *Engine) enqueue(r Record, now time.Time) {
+	for _, p := range e.peers {
+		if p.needBulk {
+			continue // the bulk copy will carry it
+		}
+		if len(p.queue) >= e.cfg.MaxQueue {
+			p.queue, p.needBulk = nil, true
+			e.c.overflows++
+			e.log.Warn("session queue overflow: copying the table again", "peer", p.name)
+			poke(p.wake)
+			continue
+		}
+		if len(p.queue) == 0 {
+			p.queueOldest = now.UnixNano()
+			if p.busySince.IsZero() {
+				p.busySince = now
+			}
+		}
+		p.queue = append(p.queue, r)
+		poke(p.wake)
+	}
+}
+
+// timers releases delayed flows and refreshes busy connectionless flows.
+func (e *Engine) timers(ctx context.Context) {
+	tick := 250 * time.Millisecond
+	if e.cfg.Delay > 0 && e.cfg.Delay/4 < tick {
+		tick = max(e.cfg.Delay/4, 10*time.Millisecond)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastRefresh := e.cfg.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := e.cfg.Now()
+		e.mu.Lock()
+		for k, f := range e.pending {
+			if now.Sub(e.born[k]) >= e.cfg.Delay {
+				delete(e.pending, k)
+				if e.primary {
+					e.enqueue(Record{Op: OpUpsert, Flow: e.prepare(f, now)}, now)
+				}
+			}
+		}
+		primary := e.primary
+		e.mu.Unlock()
+		if primary && e.cfg.Connectionless && now.Sub(lastRefresh) >= e.cfg.Refresh {
+			lastRefresh = now
+			e.refresh(now)
+		}
+	}
+}
+
+func (e *Engine) refresh(now time.Time) {
+	var busy []Flow
+	e.mu.Lock()
+	last := maps2(e.lastSent)
+	e.mu.Unlock()
+	if err := e.cfg.Table.Dump(func(f *Flow) {
+		if !f.Connectionless() || !e.wanted(f) {
+			return
+		}
+		exp := now.UnixNano() + int64(f.Timeout)*int64(time.Second)
+		if l, ok := last[f.Key()]; ok && exp-l < int64(e.cfg.Refresh) {
+			return
+		}
+		busy = append(busy, *f)
+	}); err != nil {
+		e.log.Warn("refresh dump failed", "error", err)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, f := range busy {
+		if e.cfg.Delay > 0 {
+			if _, ok := e.pending[f.Key()]; ok {
+				continue
+			}
+		}
+		e.c.refreshed++
+		e.enqueue(Record{Op: OpUpsert, Flow: e.prepare(f, now)}, now)
+	}
+}
+
+func maps2(m map[Key]int64) map[Key]int64 {
+	out := make(map[Key]int64, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// sendLoop sends to one peer: a bulk copy when needed, then the stream.
+func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
+	buf := make([]byte, 0, 64<<10)
+	poke(p.wake)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		}
+		for ctx.Err() == nil {
+			e.mu.Lock()
+			if p.needBulk {
+				e.mu.Unlock()
+				if err := e.bulk(ctx, p, &buf); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					e.sendFailed(p, "bulk copy", err)
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(500 * time.Millisecond):
+					}
+				}
+				continue
+			}
+			n := min(len(p.queue), e.cfg.BatchRecords)
+			if n == 0 {
+				p.busySince = time.Time{}
+				e.mu.Unlock()
+				break
+			}
+			m := Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
+			p.queue = p.queue[n:]
+			if len(p.queue) == 0 {
+				p.queue = nil
+			}
+			p.queueOldest = e.cfg.Now().UnixNano()
+			e.mu.Unlock()
+			if err := e.send(ctx, p, &m, &buf); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				e.sendFailed(p, "stream", err)
+				e.mu.Lock()
+				p.needBulk, p.queue = true, nil
+				e.mu.Unlock()
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		}
+	}
+}
+
+func (e *Engine) sendFailed(p *peerState, what string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if p.lastErr == "" || e.cfg.Now().Sub(p.lastErrAt) > time.Minute {
+		e.log.Warn("session sync failed; copying the table again", "peer", p.name, "what", what, "error", err)
+		if e.cfg.Event != nil {
+			e.cfg.Event(fmt.Sprintf("session sync to %s failed (%s): %v; copying the table again", p.name, what, err))
+		}
+	}
+	p.lastErr, p.lastErrAt = what+": "+err.Error(), e.cfg.Now()
+	if p.bulk.State == "running" {
+		p.bulk.State = "failed"
+	}
+}
+
+func (e *Engine) send(ctx context.Context, p *peerState, m *Message, buf *[]byte) error {
+	b, err := m.AppendBinary((*buf)[:0])
+	if err != nil {
+		return err
+	}
+	*buf = b
+	sctx, cancel := context.WithTimeout(ctx, e.cfg.SendTimeout)
+	defer cancel()
+	if err := e.cfg.Transport.Send(sctx, p.name, b); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	p.sentMsgs++
+	p.sentRecs += uint64(len(m.Records))
+	p.lastProgress = e.cfg.Now()
+	if m.Kind == KindBulk {
+		p.bulk.Sent += len(m.Records)
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
+	start := e.cfg.Now()
+	e.mu.Lock()
+	e.gen++
+	gen := e.gen
+	p.needBulk, p.queue = false, nil
+	p.bulk = BulkStatus{State: "running", Gen: gen, Started: start}
+	e.mu.Unlock()
+	if err := e.send(ctx, p, &Message{Kind: KindBulkBegin, Gen: gen}, buf); err != nil {
+		return err
+	}
+	// The dump streams, on a goroutine of its own: records go out while
+	// the kernel is still dumping and the next batch is being decoded.
+	batches := make(chan []Record, 4)
+	var stop atomic.Bool
+	count := 0
+	dumpErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		batch := make([]Record, 0, e.cfg.BatchRecords)
+		hand := func() {
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+				stop.Store(true)
+			}
+			batch = make([]Record, 0, e.cfg.BatchRecords)
+		}
+		err := e.cfg.Table.Dump(func(f *Flow) {
+			if stop.Load() || f.Status&StatusDying != 0 || !e.wanted(f) {
+				return
+			}
+			e.mu.Lock()
+			if _, young := e.pending[f.Key()]; young && e.cfg.Delay > 0 {
+				e.mu.Unlock()
+				return
+			}
+			batch = append(batch, Record{Op: OpUpsert, Flow: e.prepare(*f, start)})
+			count++
+			p.bulk.Total = count
+			e.mu.Unlock()
+			if len(batch) == cap(batch) {
+				hand()
+			}
+		})
+		if len(batch) > 0 && !stop.Load() {
+			hand()
+		}
+		dumpErr <- err
+	}()
+	var sendErr error
+	for b := range batches {
+		if sendErr == nil {
+			if sendErr = e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: b}, buf); sendErr != nil {
+				stop.Store(true)
+			}
+		}
+	}
+	if err := <-dumpErr; err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	if sendErr != nil {
+		return sendErr
+	}
+	if err := e.send(ctx, p, &Message{Kind: KindBulkEnd, Gen: gen, Count: uint32(count)}, buf); err != nil {
+		return err
+	}
+	d := e.cfg.Now().Sub(start)
+	e.mu.Lock()
+	p.bulk.State, p.bulk.Duration, p.bulk.Done = "done", d, e.cfg.Now()
+	p.lastErr = ""
+	e.mu.Unlock()
+	e.event("bulk session copy to %s: %d flows in %s", p.name, count, d.Round(time.Millisecond))
+	return nil
+}
+
+func (e *Engine) localAddrs() []netip.Addr {
+	if e.cfg.LocalAddrs != nil {
+		return e.cfg.LocalAddrs()
+	}
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr())
+		}
+	}
+	return out
+}
+
+// readyQuiet is how long Ready waits for one more message.
+const readyQuiet = time.Millisecond
+
+// receive applies the peers' messages to the local table.
+func (e *Engine) receive(ctx context.Context) {
+	// One goroutine reads the channel (so it keeps acknowledging, and the
+	// sender keeps sending), another applies: the kernel writes of one
+	// message overlap the transfer of the next.
+	type item struct {
+		msg   l2chan.Message
+		ready chan int // a Ready marker: answered once everything before it is applied
+		n     int
+	}
+	work := make(chan item, 32)
+	applied := make(chan struct{})
+	go func() {
+		defer close(applied)
+		var m Message
+		for it := range work {
+			if it.ready != nil {
+				it.ready <- it.n
+				continue
+			}
+			e.handle(it.msg, &m)
+		}
+	}()
+	defer func() { close(work); <-applied }()
+	put := func(it item) bool {
+		select {
+		case work <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	in := e.cfg.Transport.Recv()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-in:
+			if !ok || !put(item{msg: msg}) {
+				return
+			}
+		case r := <-e.readyCh:
+			// Apply what has arrived: until the channel has been quiet for
+			// readyQuiet (its run goroutine may be handing a message over).
+			n := 0
+			quiet := time.NewTimer(readyQuiet)
+		drain:
+			for {
+				select {
+				case msg, ok := <-in:
+					if !ok {
+						break drain
+					}
+					if !put(item{msg: msg}) {
+						quiet.Stop()
+						return
+					}
+					n++
+					quiet.Reset(readyQuiet)
+				case <-quiet.C:
+					break drain
+				}
+			}
+			quiet.Stop()
+			if !put(item{ready: r, n: n}) {
+				return
+			}
+		}
+	}
+}
+
+func (e *Engine) handle(msg l2chan.Message, m *Message) {
+	now := e.cfg.Now()
+	e.recvMu.Lock()
+	e.rc.messages++
+	e.recvMu.Unlock()
+	if err := m.UnmarshalBinary(msg.Data); err != nil {
+		e.recvMu.Lock()
+		e.rc.malformed++
+		e.noteErr(now, "malformed message from "+msg.From+": "+err.Error())
+		e.recvMu.Unlock()
+		return
+	}
+	e.recvMu.Lock()
+	rs := e.recv[msg.From]
+	if rs == nil {
+		rs = &recvState{from: msg.From, applied: map[Key]struct{}{}}
+		e.recv[msg.From] = rs
+	}
+	e.recvMu.Unlock()
+	switch m.Kind {
+	case KindBulkBegin:
+		// The local table before the copy: its forwarded flows that the
+		// copy does not contain are removed at its end. Taken now, while
+		// the table is small (empty on a fresh member), not at the end.
+		own := map[netip.Addr]bool{}
+		for _, a := range e.localAddrs() {
+			own[a] = true
+		}
+		var before []Key
+		_ = e.cfg.Table.Dump(func(f *Flow) {
+			if e.wanted(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+				before = append(before, f.Key())
+			}
+		})
+		e.recvMu.Lock()
+		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, map[Key]struct{}{}, before
+		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
+		e.recvMu.Unlock()
+		return
+	case KindBulkEnd:
+		e.recvMu.Lock()
+		var stale []Record
+		if rs.inBulk && rs.gen == m.Gen {
+			del := map[Key]bool{}
+			for k := range rs.applied {
+				if _, ok := rs.seen[k]; !ok {
+					del[k] = true
+				}
+			}
+			for _, k := range rs.before {
+				if _, ok := rs.seen[k]; !ok {
+					del[k] = true
+				}
+			}
+			for k := range del {
+				stale = append(stale, Record{Op: OpDelete, Flow: Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}})
+			}
+		}
+		e.recvMu.Unlock()
+		if len(stale) > 0 {
+			e.cfg.Table.Apply(stale)
+		}
+		e.recvMu.Lock()
+		for _, r := range stale {
+			delete(rs.applied, r.Flow.Key())
+		}
+		e.rc.swept += uint64(len(stale))
+		rs.inBulk, rs.seen, rs.before = false, nil, nil
+		rs.bulk.State, rs.bulk.Done, rs.bulk.Duration = "done", now, now.Sub(rs.bulk.Started)
+		rs.bulk.Total = int(m.Count)
+		e.rc.bulkDone = true
+		n, d := rs.bulk.Sent, rs.bulk.Duration
+		e.recvMu.Unlock()
+		e.event("bulk session copy from %s complete: %d flows applied in %s, %d stale copies removed", msg.From, n, d.Round(time.Millisecond), len(stale))
+		return
+	}
+	errs := e.cfg.Table.Apply(m.Records)
+	done := e.cfg.Now()
+	e.recvMu.Lock()
+	defer e.recvMu.Unlock()
+	e.rc.records += uint64(len(m.Records))
+	for i, err := range errs {
+		k := m.Records[i].Flow.Key()
+		if err != nil {
+			e.rc.errors++
+			e.rc.reasons[reason(err)]++
+			e.noteErr(now, fmt.Sprintf("%s: %v", m.Records[i].Flow.String(), err))
+			continue
+		}
+		e.rc.applied++
+		if m.Records[i].Op == OpDelete {
+			delete(rs.applied, k)
+			continue
+		}
+		rs.applied[k] = struct{}{}
+		if rs.inBulk {
+			rs.seen[k] = struct{}{}
+		}
+	}
+	if m.Kind == KindBulk {
+		rs.bulk.Sent += len(m.Records)
+	}
+	if m.Oldest > 0 {
+		e.lat.add(time.Duration(done.UnixNano() - m.Oldest))
+	}
+}
+
+// noteErr records an error (e.recvMu held).
+func (e *Engine) noteErr(now time.Time, msg string) {
+	if e.rc.lastErr == "" || now.Sub(e.rc.lastErrAt) > time.Minute {
+		e.log.Warn("session sync: receive error", "error", msg)
+		if e.cfg.Event != nil {
+			e.cfg.Event("session sync: " + msg + " (repeats within a minute are counted, not logged)")
+		}
+	}
+	e.rc.lastErr, e.rc.lastErrAt = msg, now
+}
+
+func reason(err error) string {
+	var ke *KernelError
+	if errors.As(err, &ke) {
+		return ke.Errno.Error()
+	}
+	return err.Error()
+}
+
+// latencies keeps the last samples of event-to-applied latency.
+type latencies struct {
+	s   [1024]time.Duration
+	n   int
+	pos int
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.s[l.pos] = d
+	l.pos = (l.pos + 1) % len(l.s)
+	if l.n < len(l.s) {
+		l.n++
+	}
+}
+
+func (l *latencies) quantiles() (p50, p99, last time.Duration) {
+	if l.n == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(l.s[:l.n])
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	last = l.s[(l.pos+len(l.s)-1)%len(l.s)]
+	return s[l.n/2], s[(l.n*99)/100], last
+}

@@ -1,0 +1,421 @@
+package sessionsync
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
+)
+
+type member struct {
+	name   string
+	table  *MemTable
+	ch     *l2chan.Channel
+	e      *Engine
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newMember(t *testing.T, nw *heartbeat.MemNetwork, name string, mod func(*Config)) *member {
+	t.Helper()
+	cc := l2chan.LabConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Label = name, 10, []byte("secret"), ChannelLabel
+	cc.Links = []heartbeat.Link{nw.Link("hb", name, "ha1")}
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &member{name: name, table: NewMemTable(), ch: ch, done: make(chan struct{})}
+	cfg := DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = name, m.table, ch
+	cfg.Connectionless = true
+	cfg.Refresh = 200 * time.Millisecond
+	if mod != nil {
+		mod(&cfg)
+	}
+	if m.e, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go func() { defer close(m.done); m.e.Run(ctx) }()
+	t.Cleanup(m.stop)
+	// The kernel's event socket subscribes when it is opened; a MemTable's
+	// listener when Listen runs: wait for it.
+	eventually(t, time.Second, func() error {
+		m.table.mu.Lock()
+		defer m.table.mu.Unlock()
+		if len(m.table.listeners) == 0 {
+			return fmt.Errorf("not listening")
+		}
+		return nil
+	})
+	return m
+}
+
+func (m *member) stop() {
+	m.cancel()
+	<-m.done
+	m.ch.Close()
+}
+
+// newPair starts node-a and node-b on one segment, node-a primary.
+func newPair(t *testing.T) (a, b *member) {
+	nw := heartbeat.NewMemNetwork()
+	a = newMember(t, nw, "node-a", nil)
+	b = newMember(t, nw, "node-b", nil)
+	a.e.SetRole(true, []string{"node-b"})
+	return a, b
+}
+
+func flowN(proto uint8, i int) Flow {
+	c := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+	s := netip.MustParseAddr("10.9.2.10")
+	f := Flow{Proto: proto, Orig: Tuple{Src: c, Dst: s, SrcPort: uint16(1024 + i%60000), DstPort: 80},
+		Reply:  Tuple{Src: s, Dst: netip.MustParseAddr("10.9.2.100"), SrcPort: 80, DstPort: uint16(20000 + i%40000)},
+		Status: StatusConfirmed | StatusSeenReply | StatusAssured, Timeout: 120, Mark: uint32(i)}
+	if proto == ProtoTCP {
+		f.TCP = &TCPInfo{State: TCPEstablished}
+	}
+	return f
+}
+
+func eventually(t *testing.T, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func sameKeys(a, b *MemTable, filter func(*Flow) bool) error {
+	want := map[Key]Flow{}
+	for _, f := range a.Flows() {
+		if filter == nil || filter(&f) {
+			want[f.Key()] = f
+		}
+	}
+	got := b.Flows()
+	if len(got) != len(want) {
+		return fmt.Errorf("replica has %d flows, want %d", len(got), len(want))
+	}
+	for _, f := range got {
+		w, ok := want[f.Key()]
+		if !ok {
+			return fmt.Errorf("replica has %s, the original does not", f.String())
+		}
+		if w.Reply != f.Reply || w.Mark != f.Mark {
+			return fmt.Errorf("%s: reply %+v mark %d, want %+v %d", f.String(), f.Reply, f.Mark, w.Reply, w.Mark)
+		}
+	}
+	return nil
+}
+
+func TestBulkThenStream(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	a := newMember(t, nw, "node-a", nil)
+	for i := 0; i < 5000; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	b := newMember(t, nw, "node-b", nil)
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 10*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("bulk not reported done")
+		}
+		return sameKeys(a.table, b.table, nil)
+	})
+	// The stream: new, update, destroy.
+	a.table.Put(flowN(ProtoTCP, 9000))
+	u := flowN(ProtoTCP, 1)
+	u.Mark = 4242
+	a.table.Put(u)
+	a.table.Remove(flowN(ProtoTCP, 2).Key())
+	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
+	st := a.e.Status()
+	if len(st.Peers) != 1 || st.Peers[0].Bulk.State != "done" || st.Peers[0].Bulk.Sent != 5000 {
+		t.Fatalf("sender status %+v", st.Peers)
+	}
+	bs := b.e.Status()
+	if bs.Applied < 5003 || bs.Errors != 0 || bs.LagP50Ms <= 0 {
+		t.Fatalf("receiver status applied %d errors %d lag %v", bs.Applied, bs.Errors, bs.LagP50Ms)
+	}
+	// A secondary does not send: b's table changes stay local.
+	b.table.Put(flowN(ProtoTCP, 9999))
+	time.Sleep(50 * time.Millisecond)
+	if _, ok := a.table.Get(flowN(ProtoTCP, 9999).Key()); ok {
+		t.Fatal("a secondary's flow reached the primary")
+	}
+}
+
+func TestFilters(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	mod := func(c *Config) {
+		c.Connectionless = false
+		c.NAT = false
+		c.Ignore = []netip.Prefix{netip.MustParsePrefix("10.9.7.0/24")}
+	}
+	a := newMember(t, nw, "node-a", mod)
+	b := newMember(t, nw, "node-b", mod)
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 5*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no bulk yet")
+		}
+		return nil
+	})
+	plain := flowN(ProtoTCP, 1)
+	plain.Reply.Dst, plain.Reply.DstPort = plain.Orig.Src, plain.Orig.SrcPort
+	natted := flowN(ProtoTCP, 2)
+	udp := flowN(ProtoUDP, 3)
+	udp.Reply.Dst, udp.Reply.DstPort = udp.Orig.Src, udp.Orig.SrcPort
+	ignored := flowN(ProtoTCP, 7<<8|5)
+	ignored.Reply.Dst, ignored.Reply.DstPort = ignored.Orig.Src, ignored.Orig.SrcPort
+	for _, f := range []Flow{plain, natted, udp, ignored} {
+		a.table.Put(f)
+	}
+	eventually(t, 5*time.Second, func() error {
+		return sameKeys(a.table, b.table, func(f *Flow) bool { return f.Key() == plain.Key() })
+	})
+	time.Sleep(100 * time.Millisecond)
+	if err := sameKeys(a.table, b.table, func(f *Flow) bool { return f.Key() == plain.Key() }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDelay(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	mod := func(c *Config) { c.Delay = 300 * time.Millisecond }
+	a := newMember(t, nw, "node-a", mod)
+	b := newMember(t, nw, "node-b", mod)
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 5*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no bulk yet")
+		}
+		return nil
+	})
+	start := time.Now()
+	long := flowN(ProtoTCP, 1)
+	short := flowN(ProtoTCP, 2)
+	a.table.Put(long)
+	a.table.Put(short)
+	time.Sleep(100 * time.Millisecond)
+	a.table.Remove(short.Key()) // dies young: never copied
+	if n, _ := b.table.Count(); n != 0 {
+		t.Fatalf("a flow younger than delay was copied (%d)", n)
+	}
+	eventually(t, 3*time.Second, func() error {
+		if _, ok := b.table.Get(long.Key()); !ok {
+			return fmt.Errorf("long-lived flow not copied")
+		}
+		return nil
+	})
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("copied after %v, before the delay", d)
+	}
+	if _, ok := b.table.Get(short.Key()); ok {
+		t.Fatal("short-lived flow copied")
+	}
+}
+
+func TestRefreshKeepsBusyUDP(t *testing.T) {
+	a, b := newPair(t)
+	u := flowN(ProtoUDP, 1)
+	u.Timeout = 30
+	a.table.Put(u)
+	eventually(t, 3*time.Second, func() error {
+		if f, ok := b.table.Get(u.Key()); !ok || f.Timeout < 30 {
+			return fmt.Errorf("not copied")
+		}
+		return nil
+	})
+	// Traffic moves the original's expiry without events: the refresh
+	// must carry it.
+	time.Sleep(300 * time.Millisecond)
+	a.table.Touch(u.Key(), 90)
+	eventually(t, 3*time.Second, func() error {
+		if f, _ := b.table.Get(u.Key()); f.Timeout < 90 {
+			return fmt.Errorf("copy timeout %d, want >= 90", f.Timeout)
+		}
+		return nil
+	})
+	if a.e.Status().Refreshed == 0 {
+		t.Fatal("refresh not counted")
+	}
+	a.table.Remove(u.Key())
+	eventually(t, 3*time.Second, func() error {
+		if _, ok := b.table.Get(u.Key()); ok {
+			return fmt.Errorf("copy still there after the original went")
+		}
+		return nil
+	})
+}
+
+func TestOverrunRepairedBySweep(t *testing.T) {
+	a, b := newPair(t)
+	for i := 0; i < 100; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
+	// A destroy lost to an overrun: remove without an event, then report
+	// the overrun.
+	k := flowN(ProtoTCP, 5).Key()
+	a.table.mu.Lock()
+	delete(a.table.flows, k)
+	a.table.mu.Unlock()
+	a.e.onEvent(Event{Type: EventOverrun})
+	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
+	if a.e.Status().Overruns != 1 || b.e.Status().Swept != 1 {
+		t.Fatalf("overruns %d swept %d", a.e.Status().Overruns, b.e.Status().Swept)
+	}
+}
+
+// TestBulkSweepsUnknownCopies: a restarted receiver does not know which
+// copies it made; the bulk copy's end removes forwarded flows it did not
+// contain, and keeps flows of the node's own addresses.
+func TestBulkSweepsUnknownCopies(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	own := netip.MustParseAddr("10.9.0.2")
+	a := newMember(t, nw, "node-a", nil)
+	b := newMember(t, nw, "node-b", func(c *Config) { c.LocalAddrs = func() []netip.Addr { return []netip.Addr{own} } })
+	stale := flowN(ProtoTCP, 7)
+	mine := flowN(ProtoTCP, 8)
+	mine.Orig.Dst, mine.Reply.Src = own, own
+	b.table.Put(stale)
+	b.table.Put(mine)
+	a.table.Put(flowN(ProtoTCP, 1))
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 5*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no bulk yet")
+		}
+		return nil
+	})
+	if _, ok := b.table.Get(stale.Key()); ok {
+		t.Fatal("a forwarded flow the bulk did not contain survived it")
+	}
+	if _, ok := b.table.Get(mine.Key()); !ok {
+		t.Fatal("a flow of the node's own address was removed")
+	}
+	if _, ok := b.table.Get(flowN(ProtoTCP, 1).Key()); !ok {
+		t.Fatal("the bulk's flow is missing")
+	}
+}
+
+func TestRefusedFlowCountedRestContinue(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	a := newMember(t, nw, "node-a", nil)
+	b := newMember(t, nw, "node-b", nil)
+	bad := flowN(ProtoTCP, 3).Key()
+	b.table.Refuse = func(f *Flow) error {
+		if f.Key() == bad {
+			return &KernelError{Op: "create", Errno: 17}
+		}
+		return nil
+	}
+	a.e.SetRole(true, []string{"node-b"})
+	for i := 0; i < 10; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n, _ := b.table.Count(); n != 9 {
+			return fmt.Errorf("%d flows", n)
+		}
+		return nil
+	})
+	st := b.e.Status()
+	if st.Errors == 0 || st.ErrorReasons["file exists"] != st.Errors || len(st.Problems) == 0 {
+		t.Fatalf("errors %d reasons %v problems %v", st.Errors, st.ErrorReasons, st.Problems)
+	}
+}
+
+func TestMalformedCounted(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	a := newMember(t, nw, "node-a", nil)
+	b := newMember(t, nw, "node-b", nil)
+	for _, m := range [][]byte{[]byte("xx"), []byte("SS\x09\x01" + string(make([]byte, 16))), append([]byte("SS\x01\x01"), make([]byte, 12)...)} {
+		if err := a.ch.Send(context.Background(), "node-b", append(m, 0, 0, 0, 9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 3*time.Second, func() error {
+		if st := b.e.Status(); st.Malformed != 3 {
+			return fmt.Errorf("malformed %d", st.Malformed)
+		}
+		return nil
+	})
+}
+
+func TestReadyAppliesQueued(t *testing.T) {
+	a, b := newPair(t)
+	for i := 0; i < 2000; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	eventually(t, 5*time.Second, func() error {
+		if p := a.e.Status().Peers[0]; p.Queued != 0 || p.Bulk.State != "done" || p.SentFlows < 2000 {
+			return fmt.Errorf("not sent yet: %+v", p)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := b.e.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Everything the primary had acknowledged is applied once Ready returns.
+	if err := sameKeys(a.table, b.table, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blockingTransport accepts messages and never acknowledges them.
+type blockingTransport struct{ recv chan l2chan.Message }
+
+func (b *blockingTransport) Send(ctx context.Context, peer string, msg []byte) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+func (b *blockingTransport) Recv() <-chan l2chan.Message { return b.recv }
+
+// TestStallIsAProblem: records that wait unacknowledged longer than
+// StallAfter make a problem (health ERROR), and a failing send another.
+func TestStallIsAProblem(t *testing.T) {
+	table := NewMemTable()
+	cfg := DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = "node-a", table, &blockingTransport{recv: make(chan l2chan.Message)}
+	cfg.StallAfter, cfg.SendTimeout = 100*time.Millisecond, time.Minute
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.SetRole(true, []string{"node-b"})
+	table.Put(flowN(ProtoTCP, 1))
+	if p := e.Status().Problems; len(p) != 0 {
+		t.Fatalf("problems before any wait: %v", p)
+	}
+	eventually(t, 3*time.Second, func() error {
+		for _, p := range e.Status().Problems {
+			if strings.Contains(p, "session sync to node-b stalled") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no stall problem: %v", e.Status().Problems)
+	})
+}

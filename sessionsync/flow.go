@@ -1,0 +1,414 @@
+package sessionsync
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// Protocol numbers the filter distinguishes.
+const (
+	ProtoICMP   = 1
+	ProtoTCP    = 6
+	ProtoUDP    = 17
+	ProtoICMPv6 = 58
+)
+
+// Conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h).
+const (
+	StatusExpected  = 1 << 0
+	StatusSeenReply = 1 << 1
+	StatusAssured   = 1 << 2
+	StatusConfirmed = 1 << 3
+	StatusSrcNAT    = 1 << 4
+	StatusDstNAT    = 1 << 5
+	StatusDying     = 1 << 9
+)
+
+// TCP conntrack states (enum tcp_conntrack).
+const (
+	TCPNone        = 0
+	TCPSynSent     = 1
+	TCPSynRecv     = 2
+	TCPEstablished = 3
+)
+
+// Tuple is one direction of a flow. For ICMP, SrcPort carries the
+// identifier and DstPort the type (high byte) and code (low byte).
+type Tuple struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+}
+
+// Key identifies a flow in a kernel table: its zone, protocol and
+// original tuple.
+type Key struct {
+	Zone  uint16
+	Proto uint8
+	Orig  Tuple
+}
+
+// TCPInfo is the TCP state a flow carries (CTA_PROTOINFO_TCP).
+type TCPInfo struct {
+	State                   uint8
+	WScaleOrig, WScaleReply uint8
+	FlagsOrig, FlagsReply   uint16
+}
+
+// Flow is one connection-tracking entry as sessionsync copies it.
+type Flow struct {
+	Proto   uint8
+	Orig    Tuple
+	Reply   Tuple
+	Status  uint32
+	Timeout uint32 // seconds left
+	Mark    uint32
+	Zone    uint16
+	// Labels are the 128 conntrack label bits; nil when the flow has none.
+	Labels []byte
+	// TCP is the TCP state; nil for other protocols.
+	TCP *TCPInfo
+}
+
+// Key returns the flow's key.
+func (f Flow) Key() Key { return Key{Zone: f.Zone, Proto: f.Proto, Orig: f.Orig} }
+
+// IPv6 reports whether the flow is an IPv6 flow.
+func (f *Flow) IPv6() bool { return f.Orig.Src.Is6() && !f.Orig.Src.Is4In6() }
+
+// NAT reports whether the flow is source- or destination-NATed: its reply
+// tuple is not the mirror of its original tuple.
+func (f *Flow) NAT() bool {
+	return f.Reply.Dst != f.Orig.Src || f.Reply.Src != f.Orig.Dst ||
+		(f.Proto != ProtoICMP && f.Proto != ProtoICMPv6 && (f.Reply.DstPort != f.Orig.SrcPort || f.Reply.SrcPort != f.Orig.DstPort))
+}
+
+// SrcNAT reports whether the flow's source is translated (SNAT,
+// masquerade): the reply goes to another address or port than the
+// original came from.
+func (f *Flow) SrcNAT() bool {
+	if f.Reply.Dst != f.Orig.Src {
+		return true
+	}
+	return f.Proto != ProtoICMP && f.Proto != ProtoICMPv6 && f.Reply.DstPort != f.Orig.SrcPort
+}
+
+// DstNAT reports whether the flow's destination is translated (DNAT).
+func (f *Flow) DstNAT() bool {
+	if f.Reply.Src != f.Orig.Dst {
+		return true
+	}
+	return f.Proto != ProtoICMP && f.Proto != ProtoICMPv6 && f.Reply.SrcPort != f.Orig.DstPort
+}
+
+// Connectionless reports whether the flow is UDP or ICMP.
+func (f *Flow) Connectionless() bool {
+	return f.Proto == ProtoUDP || f.Proto == ProtoICMP || f.Proto == ProtoICMPv6
+}
+
+func (f *Flow) String() string {
+	return fmt.Sprintf("proto %d %s:%d -> %s:%d zone %d", f.Proto, f.Orig.Src, f.Orig.SrcPort, f.Orig.Dst, f.Orig.DstPort, f.Zone)
+}
+
+// Op is what a record does.
+type Op uint8
+
+// Record operations. The numeric values are part of the protocol.
+const (
+	OpInvalid Op = 0
+	OpUpsert  Op = 1 // create the flow, or update it when it exists
+	OpDelete  Op = 2 // delete the flow (its key)
+)
+
+// Record is one operation on one flow.
+type Record struct {
+	Op   Op
+	Flow Flow
+}
+
+// Kind is the kind of a message.
+type Kind uint8
+
+// Message kinds. The numeric values are part of the protocol.
+const (
+	KindInvalid   Kind = 0
+	KindStream    Kind = 1 // records of the live stream
+	KindBulkBegin Kind = 2 // a bulk copy starts (no records)
+	KindBulk      Kind = 3 // records of a bulk copy
+	KindBulkEnd   Kind = 4 // the bulk copy is complete (Count = flows in it)
+)
+
+// Message is one message of the session channel.
+//
+// Layout (big endian):
+//
+//	0       2       3      4        8              16       20
+//	+-------+-------+------+--------+--------------+--------+---------
+//	| "SS"  | vers  | kind | gen    | oldest (ns)  | count  | records…
+//	+-------+-------+------+--------+--------------+--------+---------
+//
+// A record:
+//
+//	op(1) proto(1) flags(1: 1 IPv6, 2 labels, 4 TCP) zone(2) status(4)
+//	timeout(4) mark(4) orig src,dst (4 or 16 each) orig sport,dport (2 each)
+//	reply src,dst reply sport,dport [labels(16)]
+//	[tcp state(1) wscale orig(1) wscale reply(1) flags orig(2) flags reply(2)]
+//
+// A delete record carries the same fields (only the key is used).
+type Message struct {
+	Kind Kind
+	// Gen is the sender's bulk generation the message belongs to.
+	Gen uint32
+	// Oldest is the sender's clock (unix nanoseconds) at the oldest event
+	// in the message, for the replication lag; 0 when unknown.
+	Oldest int64
+	// Count is the number of flows of a bulk copy (KindBulkEnd).
+	Count   uint32
+	Records []Record
+}
+
+// Version is the protocol version of Message.
+const Version = 1
+
+const (
+	headerLen = 20
+	flagIPv6  = 1
+	flagLabel = 2
+	flagTCP   = 4
+)
+
+// Errors of UnmarshalBinary.
+var (
+	ErrBadMagic   = errors.New("sessionsync: not a session message")
+	ErrBadVersion = errors.New("sessionsync: unknown protocol version")
+	ErrMalformed  = errors.New("sessionsync: malformed record")
+)
+
+func recordLen(f *Flow) int {
+	n := 1 + 1 + 1 + 2 + 4 + 4 + 4 + 8
+	if f.IPv6() {
+		n += 4 * 16
+	} else {
+		n += 4 * 4
+	}
+	if len(f.Labels) > 0 {
+		n += 16
+	}
+	if f.TCP != nil {
+		n += 7
+	}
+	return n
+}
+
+// AppendBinary appends the encoding of m to b.
+func (m *Message) AppendBinary(b []byte) ([]byte, error) {
+	b = append(b, 'S', 'S', Version, byte(m.Kind))
+	b = binary.BigEndian.AppendUint32(b, m.Gen)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Oldest))
+	count := m.Count
+	if m.Kind != KindBulkEnd {
+		count = uint32(len(m.Records))
+	}
+	b = binary.BigEndian.AppendUint32(b, count)
+	for i := range m.Records {
+		var err error
+		if b, err = appendRecord(b, &m.Records[i]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// MarshalBinary encodes m.
+func (m *Message) MarshalBinary() ([]byte, error) {
+	n := headerLen
+	for i := range m.Records {
+		n += recordLen(&m.Records[i].Flow)
+	}
+	return m.AppendBinary(make([]byte, 0, n))
+}
+
+func appendAddr(b []byte, a netip.Addr, v6 bool) []byte {
+	if v6 {
+		x := a.As16()
+		return append(b, x[:]...)
+	}
+	x := a.As4()
+	return append(b, x[:]...)
+}
+
+func appendRecord(b []byte, r *Record) ([]byte, error) {
+	f := &r.Flow
+	v6 := f.IPv6()
+	for _, a := range []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
+		if !a.IsValid() || (a.Is6() && !a.Is4In6()) != v6 {
+			return nil, fmt.Errorf("sessionsync: flow %s: addresses of mixed or no family", f)
+		}
+	}
+	if r.Op != OpUpsert && r.Op != OpDelete {
+		return nil, fmt.Errorf("sessionsync: invalid record op %d", r.Op)
+	}
+	if len(f.Labels) != 0 && len(f.Labels) != 16 {
+		return nil, fmt.Errorf("sessionsync: flow %s: labels of %d bytes, want 16", f, len(f.Labels))
+	}
+	var flags byte
+	if v6 {
+		flags |= flagIPv6
+	}
+	if len(f.Labels) > 0 {
+		flags |= flagLabel
+	}
+	if f.TCP != nil {
+		flags |= flagTCP
+	}
+	b = append(b, byte(r.Op), f.Proto, flags)
+	b = binary.BigEndian.AppendUint16(b, f.Zone)
+	b = binary.BigEndian.AppendUint32(b, f.Status)
+	b = binary.BigEndian.AppendUint32(b, f.Timeout)
+	b = binary.BigEndian.AppendUint32(b, f.Mark)
+	for _, t := range []*Tuple{&f.Orig, &f.Reply} {
+		b = appendAddr(b, t.Src, v6)
+		b = appendAddr(b, t.Dst, v6)
+		b = binary.BigEndian.AppendUint16(b, t.SrcPort)
+		b = binary.BigEndian.AppendUint16(b, t.DstPort)
+	}
+	if len(f.Labels) > 0 {
+		b = append(b, f.Labels...)
+	}
+	if t := f.TCP; t != nil {
+		b = append(b, t.State, t.WScaleOrig, t.WScaleReply)
+		b = binary.BigEndian.AppendUint16(b, t.FlagsOrig)
+		b = binary.BigEndian.AppendUint16(b, t.FlagsReply)
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes a message. Short input returns
+// io.ErrUnexpectedEOF; Records are appended to m.Records[:0].
+func (m *Message) UnmarshalBinary(b []byte) error {
+	if len(b) < headerLen {
+		return io.ErrUnexpectedEOF
+	}
+	if b[0] != 'S' || b[1] != 'S' {
+		return ErrBadMagic
+	}
+	if b[2] != Version {
+		return fmt.Errorf("%w %d", ErrBadVersion, b[2])
+	}
+	m.Kind = Kind(b[3])
+	if m.Kind < KindStream || m.Kind > KindBulkEnd {
+		return fmt.Errorf("sessionsync: unknown message kind %d", b[3])
+	}
+	m.Gen = binary.BigEndian.Uint32(b[4:])
+	m.Oldest = int64(binary.BigEndian.Uint64(b[8:]))
+	count := binary.BigEndian.Uint32(b[16:])
+	m.Count = 0
+	m.Records = m.Records[:0]
+	b = b[headerLen:]
+	switch m.Kind {
+	case KindBulkEnd:
+		m.Count = count
+		if len(b) != 0 {
+			return ErrMalformed
+		}
+		return nil
+	case KindBulkBegin:
+		if len(b) != 0 || count != 0 {
+			return ErrMalformed
+		}
+		return nil
+	}
+	// A record is at least 41 bytes: a count larger than the input allows
+	// is malformed, and no allocation is made for it.
+	if uint64(count)*41 > uint64(len(b)) {
+		return io.ErrUnexpectedEOF
+	}
+	if cap(m.Records) < int(count) {
+		m.Records = make([]Record, 0, count)
+	}
+	for i := uint32(0); i < count; i++ {
+		var r Record
+		n, err := decodeRecord(b, &r)
+		if err != nil {
+			return err
+		}
+		m.Records = append(m.Records, r)
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return ErrMalformed
+	}
+	return nil
+}
+
+func decodeRecord(b []byte, r *Record) (int, error) {
+	if len(b) < 19 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	r.Op = Op(b[0])
+	if r.Op != OpUpsert && r.Op != OpDelete {
+		return 0, fmt.Errorf("%w: op %d", ErrMalformed, b[0])
+	}
+	f := &r.Flow
+	f.Proto = b[1]
+	flags := b[2]
+	if flags&^(flagIPv6|flagLabel|flagTCP) != 0 {
+		return 0, fmt.Errorf("%w: flags %#x", ErrMalformed, flags)
+	}
+	f.Zone = binary.BigEndian.Uint16(b[3:])
+	f.Status = binary.BigEndian.Uint32(b[5:])
+	f.Timeout = binary.BigEndian.Uint32(b[9:])
+	f.Mark = binary.BigEndian.Uint32(b[13:])
+	alen := 4
+	if flags&flagIPv6 != 0 {
+		alen = 16
+	}
+	need := 17 + 2*(2*alen+4)
+	if flags&flagLabel != 0 {
+		need += 16
+	}
+	if flags&flagTCP != 0 {
+		need += 7
+	}
+	if len(b) < need {
+		return 0, io.ErrUnexpectedEOF
+	}
+	p := 17
+	addr := func() netip.Addr {
+		var a netip.Addr
+		if alen == 16 {
+			a = netip.AddrFrom16([16]byte(b[p : p+16]))
+		} else {
+			a = netip.AddrFrom4([4]byte(b[p : p+4]))
+		}
+		p += alen
+		return a
+	}
+	for _, t := range []*Tuple{&f.Orig, &f.Reply} {
+		t.Src = addr()
+		t.Dst = addr()
+		t.SrcPort = binary.BigEndian.Uint16(b[p:])
+		t.DstPort = binary.BigEndian.Uint16(b[p+2:])
+		p += 4
+	}
+	if alen == 16 {
+		// An IPv4-mapped address would re-encode as IPv4: not canonical.
+		for _, a := range []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
+			if a.Is4In6() {
+				return 0, fmt.Errorf("%w: IPv4-mapped address in an IPv6 record", ErrMalformed)
+			}
+		}
+	}
+	if flags&flagLabel != 0 {
+		f.Labels = append([]byte(nil), b[p:p+16]...)
+		p += 16
+	}
+	if flags&flagTCP != 0 {
+		f.TCP = &TCPInfo{State: b[p], WScaleOrig: b[p+1], WScaleReply: b[p+2],
+			FlagsOrig: binary.BigEndian.Uint16(b[p+3:]), FlagsReply: binary.BigEndian.Uint16(b[p+5:])}
+		p += 7
+	}
+	return p, nil
+}

@@ -1,0 +1,113 @@
+package sessionsync
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/netip"
+	"reflect"
+	"testing"
+)
+
+func sampleMessage() *Message {
+	v6 := Flow{Proto: ProtoUDP,
+		Orig:   Tuple{Src: netip.MustParseAddr("2001:db8::10"), Dst: netip.MustParseAddr("2001:db8:2::10"), SrcPort: 5353, DstPort: 53},
+		Reply:  Tuple{Src: netip.MustParseAddr("2001:db8:2::10"), Dst: netip.MustParseAddr("2001:db8::10"), SrcPort: 53, DstPort: 5353},
+		Status: StatusConfirmed | StatusSeenReply, Timeout: 30, Zone: 7, Labels: bytes.Repeat([]byte{0xa5}, 16)}
+	icmp := Flow{Proto: ProtoICMP,
+		Orig:   Tuple{Src: netip.MustParseAddr("10.9.0.10"), Dst: netip.MustParseAddr("10.9.2.10"), SrcPort: 77, DstPort: 8 << 8},
+		Reply:  Tuple{Src: netip.MustParseAddr("10.9.2.10"), Dst: netip.MustParseAddr("10.9.2.100"), SrcPort: 77, DstPort: 0},
+		Status: StatusConfirmed, Timeout: 30}
+	return &Message{Kind: KindStream, Gen: 3, Oldest: 1234567890, Records: []Record{
+		{Op: OpUpsert, Flow: tcpFlow(1)}, {Op: OpUpsert, Flow: v6}, {Op: OpDelete, Flow: icmp}}}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	m := sampleMessage()
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Message
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&got, m) {
+		t.Fatalf("round trip:\n%+v\nwant\n%+v", got, *m)
+	}
+	for _, k := range []Kind{KindBulkBegin, KindBulkEnd} {
+		e := Message{Kind: k, Gen: 9, Count: 50000}
+		b, _ := e.MarshalBinary()
+		var g Message
+		if err := g.UnmarshalBinary(b); err != nil || g.Kind != k || g.Gen != 9 || (k == KindBulkEnd && g.Count != 50000) {
+			t.Fatalf("%v: %+v %v", k, g, err)
+		}
+	}
+	// Every prefix of a valid message is short or malformed, never a panic.
+	for i := 0; i < len(b); i++ {
+		if err := got.UnmarshalBinary(b[:i]); err == nil {
+			t.Fatalf("prefix of %d bytes decoded", i)
+		}
+	}
+	if err := got.UnmarshalBinary(b[:10]); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("short header: %v", err)
+	}
+	// Mixed families do not encode.
+	bad := tcpFlow(1)
+	bad.Reply.Dst = netip.MustParseAddr("2001:db8::1")
+	if _, err := (&Message{Kind: KindStream, Records: []Record{{Op: OpUpsert, Flow: bad}}}).MarshalBinary(); err == nil {
+		t.Fatal("a flow with mixed families encoded")
+	}
+}
+
+func FuzzMessage(f *testing.F) {
+	good, _ := sampleMessage().MarshalBinary()
+	f.Add(good)                                                                            // a stream message of three records (v4 TCP, v6 UDP with labels, ICMP delete)
+	f.Add(good[:headerLen])                                                                // a header claiming records that are not there
+	f.Add(append([]byte("SS\x01\x04"), make([]byte, 16)...))                               // a bulk end
+	f.Add(append([]byte("SS\x02\x01"), make([]byte, 16)...))                               // another version
+	f.Add(append(append([]byte(nil), good...), 0))                                         // trailing byte
+	f.Add(append([]byte("SS\x01\x01\x00\x00\x00\x00"), bytes.Repeat([]byte{0xff}, 12)...)) // a huge count
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m Message
+		if err := m.UnmarshalBinary(b); err != nil {
+			return
+		}
+		out, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatalf("decoded but does not encode: %v", err)
+		}
+		if m.Kind != KindBulkEnd && !bytes.Equal(out, b) {
+			t.Fatalf("not canonical:\n%x\n%x", b, out)
+		}
+	})
+}
+
+func BenchmarkMessageMarshal(b *testing.B) {
+	m := &Message{Kind: KindBulk}
+	for i := 0; i < 1024; i++ {
+		m.Records = append(m.Records, Record{Op: OpUpsert, Flow: tcpFlow(i)})
+	}
+	buf := make([]byte, 0, 128<<10)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = m.AppendBinary(buf[:0])
+	}
+	b.SetBytes(int64(len(buf)))
+}
+
+func BenchmarkMessageUnmarshal(b *testing.B) {
+	m := &Message{Kind: KindBulk}
+	for i := 0; i < 1024; i++ {
+		m.Records = append(m.Records, Record{Op: OpUpsert, Flow: tcpFlow(i)})
+	}
+	data, _ := m.MarshalBinary()
+	var out Message
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if err := out.UnmarshalBinary(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

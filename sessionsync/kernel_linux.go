@@ -1,0 +1,599 @@
+package sessionsync
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is the kernel's connection-tracking table of the current network
+// namespace, over ctnetlink: events and dumps through
+// github.com/ti-mo/conntrack, and writes as batches of netlink messages
+// encoded with its netfilter types on a socket of its own (one sendmsg
+// carries up to kernelBatch creates; ti-mo sends one message per round
+// trip and cannot send CTA_NAT_SRC/CTA_NAT_DST).
+type Kernel struct {
+	statMu sync.Mutex // dump (Count never waits for writes or a dump)
+	dump   *conntrack.Conn
+	dumpMu sync.Mutex // dfd
+	dfd    int        // dumps, streamed
+	dseq   uint32
+	drx    []byte
+	events *netfilter.Conn
+	quiet  atomic.Bool // events are read and dropped undecoded
+
+	mu  sync.Mutex
+	fd  int
+	seq uint32
+	buf []byte
+	rx  []byte
+	w   nlw
+}
+
+// kernelBatch is the number of netlink messages written at once.
+const kernelBatch = 256
+
+var _ Table = (*Kernel)(nil)
+
+// OpenKernel opens the ctnetlink sockets of the current network namespace.
+func OpenKernel() (*Kernel, error) {
+	d, err := conntrack.Dial(nil)
+	if err != nil {
+		return nil, fmt.Errorf("ctnetlink: %w", err)
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink bind: %w", err)
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 4<<20)
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	// The event socket is opened here, in the caller's network namespace
+	// (Listen may run on any thread).
+	ev, err := netfilter.Dial(nil)
+	if err == nil {
+		_ = ev.SetReadBuffer(8 << 20)
+		if err = ev.JoinGroups(netfilter.GroupsCT); err != nil {
+			ev.Close()
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink events: %w", err)
+	}
+	dfd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err == nil {
+		if err = unix.Bind(dfd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			unix.Close(dfd)
+		}
+	}
+	if err != nil {
+		ev.Close()
+		unix.Close(fd)
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink dump socket: %w", err)
+	}
+	_ = unix.SetsockoptInt(dfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	return &Kernel{dump: d, events: ev, fd: fd, dfd: dfd, rx: make([]byte, 1<<20), drx: make([]byte, 1<<20)}, nil
+}
+
+// Close implements Table.
+func (k *Kernel) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.fd >= 0 {
+		unix.Close(k.fd)
+		k.fd = -1
+	}
+	k.events.Close()
+	k.dumpMu.Lock()
+	if k.dfd >= 0 {
+		unix.Close(k.dfd)
+		k.dfd = -1
+	}
+	k.dumpMu.Unlock()
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
+	return k.dump.Close()
+}
+
+// Count implements Table.
+func (k *Kernel) Count() (int, error) {
+	k.statMu.Lock()
+	defer k.statMu.Unlock()
+	st, err := k.dump.StatsGlobal()
+	if err != nil {
+		return 0, err
+	}
+	return int(st.Entries), nil
+}
+
+// Dump implements Table. It streams: fn sees each flow as its part of
+// the dump arrives (decoded with ti-mo's Event.Unmarshal), so a bulk copy
+// sends while the kernel is still dumping. fn must not call k.
+func (k *Kernel) Dump(fn func(*Flow)) error {
+	k.dumpMu.Lock()
+	defer k.dumpMu.Unlock()
+	if k.dfd < 0 {
+		return unix.EBADF
+	}
+	k.dseq++
+	req := make([]byte, 0, 20)
+	req = binary.NativeEndian.AppendUint32(req, 20)
+	req = binary.NativeEndian.AppendUint16(req, uint16(netfilter.NFSubsysCTNetlink)<<8|ipctnlMsgCtGet)
+	req = binary.NativeEndian.AppendUint16(req, uint16(netlink.Request|netlink.Dump))
+	req = binary.NativeEndian.AppendUint32(req, k.dseq)
+	req = binary.NativeEndian.AppendUint32(req, 0)
+	req = append(req, unix.AF_UNSPEC, 0, 0, 0)
+	if err := unix.Sendto(k.dfd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("ctnetlink dump: %w", err)
+	}
+	for {
+		n, _, err := unix.Recvfrom(k.dfd, k.drx, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("ctnetlink dump: %w", err)
+		}
+		b := k.drx[:n]
+		for len(b) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < nlmsgHdrLen || l > len(b) {
+				return fmt.Errorf("ctnetlink dump: bad message length %d", l)
+			}
+			m := netlink.Message{Header: netlink.Header{Length: uint32(l),
+				Type:     netlink.HeaderType(binary.NativeEndian.Uint16(b[4:])),
+				Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(b[6:])),
+				Sequence: binary.NativeEndian.Uint32(b[8:]), PID: binary.NativeEndian.Uint32(b[12:])}, Data: b[nlmsgHdrLen:l]}
+			switch {
+			case m.Header.Type == netlink.Done:
+				return nil
+			case m.Header.Type == netlink.Error:
+				if l >= nlmsgHdrLen+4 {
+					if code := int32(binary.NativeEndian.Uint32(b[16:])); code < 0 {
+						return fmt.Errorf("ctnetlink dump: %w", syscall.Errno(-code))
+					}
+				}
+				return nil
+			case m.Header.Sequence == k.dseq:
+				var ev conntrack.Event
+				if ev.Unmarshal(m) == nil && ev.Flow != nil {
+					if f, ok := fromTiMo(ev.Flow); ok {
+						fn(&f)
+					}
+				}
+			}
+			if a := (l + 3) &^ 3; a < len(b) {
+				b = b[a:]
+			} else {
+				b = nil
+			}
+		}
+	}
+}
+
+// Listen implements Table; it may be called once (it closes the event
+// socket when ctx is done). An overrun of the event socket (ENOBUFS) is
+// reported as EventOverrun and listening goes on.
+func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
+	c := k.events
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	for {
+		msgs, err := c.Receive()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, unix.ENOBUFS) {
+			fn(Event{Type: EventOverrun})
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("ctnetlink events: %w", err)
+		}
+		if k.quiet.Load() {
+			continue
+		}
+		for _, m := range msgs {
+			var ev conntrack.Event
+			if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
+				continue
+			}
+			f, ok := fromTiMo(ev.Flow)
+			if !ok {
+				continue
+			}
+			switch ev.Type {
+			case conntrack.EventNew:
+				fn(Event{Type: EventNew, Flow: f})
+			case conntrack.EventUpdate:
+				fn(Event{Type: EventUpdate, Flow: f})
+			case conntrack.EventDestroy:
+				fn(Event{Type: EventDestroy, Flow: f})
+			}
+		}
+	}
+}
+
+// SetQuiet makes Listen drop events without decoding them (a secondary
+// needs none; its own creates would cost a decode each).
+func (k *Kernel) SetQuiet(q bool) { k.quiet.Store(q) }
+
+// fromTiMo converts a ti-mo flow; ok is false for what sessionsync does
+// not carry (no tuples).
+func fromTiMo(t *conntrack.Flow) (Flow, bool) {
+	if !t.TupleOrig.IP.SourceAddress.IsValid() || !t.TupleReply.IP.SourceAddress.IsValid() {
+		return Flow{}, false
+	}
+	conv := func(x conntrack.Tuple) Tuple {
+		tu := Tuple{Src: x.IP.SourceAddress.Unmap(), Dst: x.IP.DestinationAddress.Unmap(),
+			SrcPort: x.Proto.SourcePort, DstPort: x.Proto.DestinationPort}
+		if x.Proto.Protocol == ProtoICMP || x.Proto.Protocol == ProtoICMPv6 {
+			tu.SrcPort, tu.DstPort = x.Proto.ICMPID, uint16(x.Proto.ICMPType)<<8|uint16(x.Proto.ICMPCode)
+		}
+		return tu
+	}
+	f := Flow{Proto: t.TupleOrig.Proto.Protocol, Orig: conv(t.TupleOrig), Reply: conv(t.TupleReply),
+		Status: uint32(t.Status), Timeout: t.Timeout, Mark: t.Mark, Zone: t.Zone}
+	if f.Orig.Src.Is4() != f.Reply.Src.Is4() || f.Orig.Src.Is4() != f.Orig.Dst.Is4() {
+		return Flow{}, false
+	}
+	if len(t.Labels) == 16 {
+		for _, b := range t.Labels {
+			if b != 0 {
+				f.Labels = append([]byte(nil), t.Labels...)
+				break
+			}
+		}
+	}
+	if p := t.ProtoInfo.TCP; p != nil {
+		f.TCP = &TCPInfo{State: p.State, WScaleOrig: p.OriginalWindowScale, WScaleReply: p.ReplyWindowScale,
+			FlagsOrig: p.OriginalFlags, FlagsReply: p.ReplyFlags}
+	}
+	return f, true
+}
+
+// ctnetlink attribute numbers not exported by ti-mo
+// (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
+const (
+	ctaTupleOrig  = 1
+	ctaTupleReply = 2
+	ctaStatus     = 3
+	ctaProtoInfo  = 4
+	ctaNATSrc     = 6
+	ctaTimeout    = 7
+	ctaMark       = 8
+	ctaNATDst     = 13
+	ctaZone       = 18
+	ctaLabels     = 22
+
+	ctaTupleIP    = 1
+	ctaTupleProto = 2
+	ctaTupleZone  = 3
+
+	ctaIPv4Src = 1
+	ctaIPv4Dst = 2
+	ctaIPv6Src = 3
+	ctaIPv6Dst = 4
+
+	ctaProtoNum      = 1
+	ctaProtoSrcPort  = 2
+	ctaProtoDstPort  = 3
+	ctaProtoICMPID   = 4
+	ctaProtoICMPType = 5
+	ctaProtoICMPCode = 6
+	ctaProtoICMP6ID  = 7
+	ctaProtoICMP6Typ = 8
+	ctaProtoICMP6Cod = 9
+
+	ctaProtoInfoTCP        = 1
+	ctaTCPState            = 1
+	ctaTCPWScaleOrig       = 2
+	ctaTCPWScaleReply      = 3
+	ctaTCPFlagsOrig        = 4
+	ctaTCPFlagsReply       = 5
+	ctaNATv4MinIP          = 1
+	ctaNATv4MaxIP          = 2
+	ctaNATProto            = 3
+	ctaNATv6MinIP          = 4
+	ctaNATv6MaxIP          = 5
+	ctaProtoNATPortMin     = 1
+	ctaProtoNATPortMax     = 2
+	ipctnlMsgCtNew         = 0
+	ipctnlMsgCtGet         = 1
+	ipctnlMsgCtDelete      = 2
+	settableStatus         = StatusSeenReply | StatusAssured | StatusConfirmed
+	nlmsgError             = 2
+	nlmsgHdrLen            = 16
+	netlinkRequestAckFlags = netlink.Request | netlink.Acknowledge
+)
+
+func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func tupleAttr(typ uint16, proto uint8, t Tuple, zone uint16) netfilter.Attribute {
+	ipa := netfilter.Attribute{Type: ctaTupleIP, Nested: true}
+	if t.Src.Is4() {
+		s, d := t.Src.As4(), t.Dst.As4()
+		ipa.Children = []netfilter.Attribute{{Type: ctaIPv4Src, Data: s[:]}, {Type: ctaIPv4Dst, Data: d[:]}}
+	} else {
+		s, d := t.Src.As16(), t.Dst.As16()
+		ipa.Children = []netfilter.Attribute{{Type: ctaIPv6Src, Data: s[:]}, {Type: ctaIPv6Dst, Data: d[:]}}
+	}
+	pa := netfilter.Attribute{Type: ctaTupleProto, Nested: true, Children: []netfilter.Attribute{{Type: ctaProtoNum, Data: []byte{proto}}}}
+	switch proto {
+	case ProtoICMP:
+		pa.Children = append(pa.Children, netfilter.Attribute{Type: ctaProtoICMPID, Data: u16(t.SrcPort)},
+			netfilter.Attribute{Type: ctaProtoICMPType, Data: []byte{byte(t.DstPort >> 8)}},
+			netfilter.Attribute{Type: ctaProtoICMPCode, Data: []byte{byte(t.DstPort)}})
+	case ProtoICMPv6:
+		pa.Children = append(pa.Children, netfilter.Attribute{Type: ctaProtoICMP6ID, Data: u16(t.SrcPort)},
+			netfilter.Attribute{Type: ctaProtoICMP6Typ, Data: []byte{byte(t.DstPort >> 8)}},
+			netfilter.Attribute{Type: ctaProtoICMP6Cod, Data: []byte{byte(t.DstPort)}})
+	default:
+		pa.Children = append(pa.Children, netfilter.Attribute{Type: ctaProtoSrcPort, Data: u16(t.SrcPort)},
+			netfilter.Attribute{Type: ctaProtoDstPort, Data: u16(t.DstPort)})
+	}
+	a := netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{ipa, pa}}
+	if zone != 0 {
+		a.Children = append(a.Children, netfilter.Attribute{Type: ctaTupleZone, Data: u16(zone)})
+	}
+	return a
+}
+
+// natAttr is CTA_NAT_SRC or CTA_NAT_DST: the single address (and port) the
+// kernel maps the flow to, which makes its reply tuple the one copied.
+func natAttr(typ uint16, proto uint8, addr netip.Addr, port uint16) netfilter.Attribute {
+	a := netfilter.Attribute{Type: typ, Nested: true}
+	if addr.Is4() {
+		x := addr.As4()
+		a.Children = []netfilter.Attribute{{Type: ctaNATv4MinIP, Data: x[:]}, {Type: ctaNATv4MaxIP, Data: x[:]}}
+	} else {
+		x := addr.As16()
+		a.Children = []netfilter.Attribute{{Type: ctaNATv6MinIP, Data: x[:]}, {Type: ctaNATv6MaxIP, Data: x[:]}}
+	}
+	if proto != ProtoICMP && proto != ProtoICMPv6 {
+		a.Children = append(a.Children, netfilter.Attribute{Type: ctaNATProto, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaProtoNATPortMin, Data: u16(port)}, {Type: ctaProtoNATPortMax, Data: u16(port)}}})
+	}
+	return a
+}
+
+// flowAttrs encodes a flow for IPCTNL_MSG_CT_NEW: create (with NAT) or
+// update (without: the kernel refuses NAT changes of an existing entry).
+func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
+	attrs := []netfilter.Attribute{tupleAttr(ctaTupleOrig, f.Proto, f.Orig, f.Zone)}
+	if create {
+		// The reply tuple of a NATed flow is given un-NATed, the mirror of
+		// the original: the kernel's NAT setup (CTA_NAT_SRC/DST below)
+		// computes the translated one and sets IPS_SRC_NAT/IPS_DST_NAT,
+		// without which no packet is translated.
+		reply := f.Reply
+		if f.NAT() {
+			reply = Tuple{Src: f.Orig.Dst, Dst: f.Orig.Src, SrcPort: f.Orig.DstPort, DstPort: f.Orig.SrcPort}
+			if f.Proto == ProtoICMP || f.Proto == ProtoICMPv6 {
+				reply.SrcPort, reply.DstPort = f.Reply.SrcPort, f.Reply.DstPort
+			}
+		}
+		attrs = append(attrs, tupleAttr(ctaTupleReply, f.Proto, reply, f.Zone))
+	}
+	attrs = append(attrs,
+		netfilter.Attribute{Type: ctaStatus, Data: u32(f.Status&settableStatus | StatusConfirmed)},
+		netfilter.Attribute{Type: ctaTimeout, Data: u32(max(f.Timeout, 1))})
+	if f.Mark != 0 || !create {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaMark, Data: u32(f.Mark)})
+	}
+	if f.Zone != 0 {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: u16(f.Zone)})
+	}
+	if len(f.Labels) == 16 {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaLabels, Data: f.Labels})
+	}
+	if t := f.TCP; t != nil {
+		tcp := netfilter.Attribute{Type: ctaProtoInfoTCP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaTCPState, Data: []byte{t.State}},
+			{Type: ctaTCPWScaleOrig, Data: []byte{t.WScaleOrig}},
+			{Type: ctaTCPWScaleReply, Data: []byte{t.WScaleReply}},
+		}}
+		if t.FlagsOrig != 0 || t.FlagsReply != 0 {
+			// struct nf_ct_tcp_flags {flags, mask}: the kernel reports a
+			// zero mask, and applies only the masked bits: set them all.
+			fl := func(v uint16) []byte { return []byte{byte(v >> 8), byte(v >> 8)} }
+			tcp.Children = append(tcp.Children,
+				netfilter.Attribute{Type: ctaTCPFlagsOrig, Data: fl(t.FlagsOrig)},
+				netfilter.Attribute{Type: ctaTCPFlagsReply, Data: fl(t.FlagsReply)})
+		}
+		attrs = append(attrs, netfilter.Attribute{Type: ctaProtoInfo, Nested: true, Children: []netfilter.Attribute{tcp}})
+	}
+	if create {
+		if f.SrcNAT() {
+			attrs = append(attrs, natAttr(ctaNATSrc, f.Proto, f.Reply.Dst, f.Reply.DstPort))
+		}
+		if f.DstNAT() {
+			attrs = append(attrs, natAttr(ctaNATDst, f.Proto, f.Reply.Src, f.Reply.SrcPort))
+		}
+	}
+	return attrs
+}
+
+// KernelError is the kernel's answer to one record.
+type KernelError struct {
+	Op    string
+	Errno syscall.Errno
+}
+
+func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.Op, e.Errno) }
+
+// Apply implements Table: upserts are created (with their NAT mapping);
+// those that exist are updated in a second pass.
+func (k *Kernel) Apply(recs []Record) []error {
+	errs := make([]error, len(recs))
+	var retry []int
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := 0; i < len(recs); i += kernelBatch {
+		j := min(i+kernelBatch, len(recs))
+		res := k.exchange(recs, i, j, nil, true)
+		for x := i; x < j; x++ {
+			e := res[x-i]
+			switch {
+			case e == 0:
+			case recs[x].Op == OpDelete && e == unix.ENOENT:
+			case recs[x].Op == OpUpsert && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
+				retry = append(retry, x)
+			default:
+				op := "create"
+				if recs[x].Op == OpDelete {
+					op = "delete"
+				}
+				errs[x] = &KernelError{Op: op, Errno: e}
+			}
+		}
+	}
+	for i := 0; i < len(retry); i += kernelBatch {
+		j := min(i+kernelBatch, len(retry))
+		res := k.exchange(recs, 0, 0, retry[i:j], false)
+		for n, x := range retry[i:j] {
+			switch e := res[n]; e {
+			case 0:
+			case unix.EBUSY:
+				// The update would clear SEEN_REPLY or ASSURED, which the
+				// kernel only lets be set: the entry is already further on
+				// than this record (a bulk copy's newer state applied
+				// before an older queued event). Nothing to do.
+			default:
+				errs[x] = &KernelError{Op: "update", Errno: e}
+			}
+		}
+	}
+	return errs
+}
+
+// encode builds the message of r with ti-mo's netfilter types: the
+// reference the fast encoder (nlw) is tested against.
+func (k *Kernel) encode(r *Record, create bool) netlink.Message {
+	f := &r.Flow
+	h := netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, Family: netfilter.ProtoIPv4, Flags: netlinkRequestAckFlags}
+	if f.IPv6() {
+		h.Family = netfilter.ProtoIPv6
+	}
+	var attrs []netfilter.Attribute
+	if r.Op == OpDelete {
+		h.MessageType = ipctnlMsgCtDelete
+		attrs = []netfilter.Attribute{tupleAttr(ctaTupleOrig, f.Proto, f.Orig, f.Zone)}
+		if f.Zone != 0 {
+			attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: u16(f.Zone)})
+		}
+	} else {
+		h.MessageType = ipctnlMsgCtNew
+		if create {
+			h.Flags |= netlink.Create | netlink.Excl
+		}
+		attrs = flowAttrs(f, create)
+	}
+	m, err := netfilter.MarshalNetlink(h, attrs)
+	if err != nil {
+		// Only an attribute larger than 64 KiB fails; none of ours is.
+		panic(err)
+	}
+	return m
+}
+
+// exchange writes recs[from:to] (or recs[idx...] when idx is set) in one
+// sendmsg and returns each one's errno (0: ok).
+func (k *Kernel) exchange(recs []Record, from, to int, idx []int, create bool) []syscall.Errno {
+	n := to - from
+	if idx != nil {
+		n = len(idx)
+	}
+	res := make([]syscall.Errno, n)
+	if k.fd < 0 {
+		for i := range res {
+			res[i] = unix.EBADF
+		}
+		return res
+	}
+	base := k.seq + 1
+	k.w.b = k.w.b[:0]
+	for i := 0; i < n; i++ {
+		x := from + i
+		if idx != nil {
+			x = idx[i]
+		}
+		k.seq++
+		k.w.message(&recs[x], create, k.seq)
+	}
+	k.buf = k.w.b
+	msgs := res // one result per message
+	pending := len(msgs)
+	if err := unix.Sendto(k.fd, k.buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		e, _ := err.(syscall.Errno)
+		if e == 0 {
+			e = unix.EIO
+		}
+		for i := range res {
+			res[i] = e
+		}
+		return res
+	}
+	got := make([]bool, len(msgs))
+	for pending > 0 {
+		n, _, err := unix.Recvfrom(k.fd, k.rx, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			// ENOBUFS: acknowledgments were lost; the kernel did the
+			// work, we cannot tell the outcome of the rest.
+			for i := range res {
+				if !got[i] {
+					res[i] = err.(syscall.Errno)
+				}
+			}
+			return res
+		}
+		b := k.rx[:n]
+		for len(b) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(b))
+			if l < nlmsgHdrLen || l > len(b) {
+				break
+			}
+			typ := binary.NativeEndian.Uint16(b[4:])
+			seq := binary.NativeEndian.Uint32(b[8:])
+			if typ == nlmsgError && l >= nlmsgHdrLen+4 {
+				i := int(seq - base)
+				if i >= 0 && i < len(msgs) && !got[i] {
+					got[i] = true
+					pending--
+					if code := int32(binary.NativeEndian.Uint32(b[16:])); code < 0 {
+						res[i] = syscall.Errno(-code)
+					}
+				}
+			}
+			if a := (l + 3) &^ 3; a < len(b) {
+				b = b[a:]
+			} else {
+				b = nil
+			}
+		}
+	}
+	return res
+}

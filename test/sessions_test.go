@@ -1,0 +1,626 @@
+package test
+
+// Session pickup (SPEC §8) on a stateful firewall pair: a client on the
+// LAN switch, node-a/node-b forwarding and masquerading to the WAN cluster
+// address, a server on the WAN switch, a forward chain that accepts only
+// established/related from the WAN, and nf_conntrack_tcp_loose=0 (the
+// ruleset of deploy/firewall).
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/test/lab"
+)
+
+// sessionConns is the number of long-lived connections (HAGENT_SESSION_CONNS
+// overrides; the issue asks for 1000).
+func sessionConns() int {
+	if n, err := strconv.Atoi(os.Getenv("HAGENT_SESSION_CONNS")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
+
+const sessionExtra = "session_pickup: {enabled: %v, connectionless: true}\nsync: {enabled: false}"
+
+func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		p := params(n.prio, false)
+		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
+		p.Monitor, p.NoIPv6 = true, true
+		p.ClusterExtra = fmt.Sprintf(sessionExtra, pickup) + extra
+		start(t, n.n, p)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	return l, a, b
+}
+
+func sessionsOf(t *testing.T, n *lab.Node) *sessionsync.Status {
+	t.Helper()
+	st := status(t, n)
+	if st.Sessions == nil {
+		t.Fatalf("%s: no sessions object in status", n.Name)
+	}
+	return st.Sessions
+}
+
+// TestSessionPickupFailover: long-lived TCP connections through the pair
+// survive a crash, SIGTERM, `ha failover set` and a link failover of the
+// primary with no reset, no stall beyond the failover, and the same NAT
+// mapping; with session_pickup off (the control) they are lost.
+func TestSessionPickupFailover(t *testing.T) {
+	n := sessionConns()
+	for _, tc := range []struct {
+		name   string
+		pickup bool
+		fail   func(a *lab.Node) error
+	}{
+		{"crash", true, func(a *lab.Node) error { a.Crash(); return nil }},
+		{"sigterm", true, func(a *lab.Node) error { return a.Stop(10 * time.Second) }},
+		{"failover-set", true, func(a *lab.Node) error { _, err := a.Ctl("ha", "failover", "set"); return err }},
+		{"link", true, func(a *lab.Node) error { return a.SetLink("port1", false) }},
+		{"crash-control-off", false, func(a *lab.Node) error { a.Crash(); return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, a, b := firewallPair(t, tc.pickup, "")
+			load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer load.Stop()
+			if tc.pickup {
+				eventually(t, 20*time.Second, "the flows are copied to node-b", func() error {
+					s := sessionsOf(t, b)
+					if s.LocalFlows < n {
+						return fmt.Errorf("node-b holds %d flows, want >= %d", s.LocalFlows, n)
+					}
+					return nil
+				})
+			}
+			time.Sleep(500 * time.Millisecond) // steady traffic before the fault
+			if r := load.Report(time.Second); r.Errors > 0 || r.Stalled > 0 {
+				t.Fatalf("before the failover: %s", r)
+			}
+			load.ResetStalls()
+			failed := time.Now()
+			if err := tc.fail(a); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "node-b takes over", func() error {
+				if r := b.Role(); r != "primary" {
+					return fmt.Errorf("node-b is %q", r)
+				}
+				return nil
+			})
+			took := time.Since(failed)
+			// Three seconds of traffic after the takeover: every connection
+			// must have echoed within the last second.
+			time.Sleep(3 * time.Second)
+			r := load.Report(time.Second)
+			t.Logf("measured: %s failover (%s, %d connections, took over after %v): %s", tc.name, map[bool]string{true: "session pickup", false: "no session pickup"}[tc.pickup], n, took.Round(time.Millisecond), r)
+			hist, _ := b.Ctl("ha", "history")
+			for _, line := range strings.Split(hist, "\n") {
+				if strings.Contains(line, "sessions ready") {
+					t.Logf("node-b: %s", strings.TrimSpace(line))
+				}
+			}
+			if !tc.pickup {
+				if r.Stalled+r.Errors < n/2 {
+					t.Errorf("control: without session pickup %d of %d connections still work: the test cannot tell", n-r.Stalled-r.Errors, n)
+				}
+				return
+			}
+			if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
+				t.Errorf("connections broke: %s", r)
+				t.Logf("node-b sessions: %s", mustCtl(b, "ha", "sessions"))
+			}
+			if r.MaxStall > took+2*time.Second {
+				t.Errorf("longest stall %v, the failover took %v", r.MaxStall, took)
+			}
+		})
+	}
+}
+
+func mustCtl(n *lab.Node, args ...string) string {
+	out, err := n.Ctl(args...)
+	if err != nil {
+		return err.Error() + ": " + out
+	}
+	return out
+}
+
+// bulkFlows are n TCP flows through the masquerade of node-a, as traffic
+// would create them.
+func bulkFlows(n int) []sessionsync.Record {
+	recs := make([]sessionsync.Record, 0, n)
+	nat := netip.MustParseAddr(lab.WANClusterIPv4)
+	for i := 0; i < n; i++ {
+		// 50 000 ports per client and server address pair: the masquerade
+		// port (the reply tuple) stays unique.
+		c := netip.AddrFrom4([4]byte{10, 9, 0, byte(20 + i/50000)})
+		srv := netip.AddrFrom4([4]byte{10, 9, 2, byte(10 + i/50000)})
+		sp := uint16(10000 + i%50000)
+		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
+			Proto:   sessionsync.ProtoTCP,
+			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
+			Reply:   sessionsync.Tuple{Src: srv, Dst: nat, SrcPort: 443, DstPort: sp},
+			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
+			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
+		}})
+	}
+	return recs
+}
+
+// tables returns the flows of two nodes' kernel tables that pass filter.
+func tables(a, b *lab.Node, filter func(*sessionsync.Flow) bool) (ka, kb map[sessionsync.Key]sessionsync.Flow, err error) {
+	fa, err := a.Flows()
+	if err != nil {
+		return nil, nil, err
+	}
+	fb, err := b.Flows()
+	if err != nil {
+		return nil, nil, err
+	}
+	return flowKeys(fa, filter), flowKeys(fb, filter), nil
+}
+
+func flowKeys(fl []sessionsync.Flow, filter func(*sessionsync.Flow) bool) map[sessionsync.Key]sessionsync.Flow {
+	m := map[sessionsync.Key]sessionsync.Flow{}
+	for _, f := range fl {
+		if filter(&f) {
+			m[f.Key()] = f
+		}
+	}
+	return m
+}
+
+// TestSessionPickupBulk: a secondary started after 50 000 flows exist on
+// the primary gets all of them (the two tables compared), and one killed
+// with SIGKILL mid-stream converges again after its restart.
+func TestSessionPickupBulk(t *testing.T) {
+	const n = 50000
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	pa := params(200, false)
+	pa.NoIPv6, pa.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+	pb := params(100, false)
+	pb.NoIPv6, pb.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+	start(t, a, pa)
+	eventually(t, 10*time.Second, "node-a primary alone", func() error {
+		if r := a.Role(); r != "primary" {
+			return fmt.Errorf("node-a is %q", r)
+		}
+		return nil
+	})
+	if err := a.ApplyFlows(bulkFlows(n)); err != nil {
+		t.Fatal(err)
+	}
+	ours := func(f *sessionsync.Flow) bool { return f.Orig.DstPort == 443 }
+	compare := func() error {
+		ka, kb, err := tables(a, b, ours)
+		if err != nil {
+			return err
+		}
+		if len(ka) != n {
+			return fmt.Errorf("node-a has %d flows, want %d", len(ka), n)
+		}
+		missing := 0
+		for k, f := range ka {
+			g, ok := kb[k]
+			if !ok || g.Reply != f.Reply {
+				missing++
+			}
+		}
+		if missing > 0 || len(kb) != len(ka) {
+			return fmt.Errorf("node-b has %d flows, %d of node-a's missing or different", len(kb), missing)
+		}
+		return nil
+	}
+	started := time.Now()
+	start(t, b, pb)
+	// Poll the cheap status; dumping both tables every 10 ms would
+	// compete with the copy for the two cores.
+	eventually(t, 60*time.Second, "node-b's bulk copy", func() error {
+		for _, src := range sessionsOf(t, b).Sources {
+			if src.Bulk.State == "done" {
+				return nil
+			}
+		}
+		return fmt.Errorf("bulk copy not done")
+	})
+	poll(t, 30*time.Second, time.Second, "node-b has every flow", compare)
+	s, sa := sessionsOf(t, b), sessionsOf(t, a)
+	t.Logf("measured: bulk copy of %d flows to a late secondary: tables equal %v after its start; sender: %+v; receiver: %+v", n, time.Since(started).Round(time.Millisecond), sa.Peers, s.Sources)
+
+	// kill -9 of the secondary's agent while flows change, restart.
+	more := bulkFlows(n + 2000)[n:]
+	done := make(chan error, 1)
+	go func() { done <- a.ApplyFlows(more) }()
+	b.Kill()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// and some go away on the primary while node-b is down
+	var gone []sessionsync.Record
+	for _, r := range bulkFlows(500) {
+		r.Op = sessionsync.OpDelete
+		gone = append(gone, r)
+	}
+	if err := a.ApplyFlows(gone); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b, pb)
+	want := n + 2000 - 500
+	poll(t, 60*time.Second, time.Second, "the tables converge after kill -9 and restart", func() error {
+		ka, kb, err := tables(a, b, ours)
+		if err != nil {
+			return err
+		}
+		if len(ka) != want {
+			return fmt.Errorf("node-a has %d, want %d", len(ka), want)
+		}
+		for k := range ka {
+			if _, ok := kb[k]; !ok {
+				return fmt.Errorf("node-b lacks flows of node-a (%d vs %d)", len(kb), len(ka))
+			}
+		}
+		if len(kb) != len(ka) {
+			return fmt.Errorf("node-b holds %d flows, node-a %d (stale copies left)", len(kb), len(ka))
+		}
+		return nil
+	})
+}
+
+// TestSessionPickupUDPBusy: a UDP flow kept busy for three times the lab's
+// shortened UDP timeout (6 s) produces no update events, yet its copy on
+// the secondary is still there (the refresh), and after a crash of the
+// primary it goes on with the same masquerade mapping.
+func TestSessionPickupUDPBusy(t *testing.T) {
+	l, a, b := firewallPair(t, true, "")
+	var srv, cl *net.UDPConn
+	if err := lab.InNS(l.Server, func() (err error) {
+		srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(lab.ServerIPv4), Port: 7009})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := lab.InNS(l.Client, func() (err error) {
+		cl, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(lab.ServerIPv4), Port: 7009})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var mu sync.Mutex
+	froms := map[string]int{}
+	go func() { // echo, remembering the source address:port
+		buf := make([]byte, 64)
+		for {
+			n, from, err := srv.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			froms[from.String()]++
+			mu.Unlock()
+			srv.WriteToUDP(buf[:n], from)
+		}
+	}()
+	var echoes atomic.Int64
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := cl.Read(buf); err != nil {
+				return
+			}
+			echoes.Add(1)
+		}
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+				cl.Write([]byte("ping"))
+			}
+		}
+	}()
+	udp := func(n *lab.Node) (sessionsync.Flow, bool) {
+		fl, err := n.Flows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fl {
+			if f.Proto == sessionsync.ProtoUDP && f.Orig.DstPort == 7009 {
+				return f, true
+			}
+		}
+		return sessionsync.Flow{}, false
+	}
+	time.Sleep(18 * time.Second) // 3 × the UDP timeout
+	orig, ok := udp(a)
+	if !ok {
+		t.Fatal("no UDP flow on node-a")
+	}
+	cp, ok := udp(b)
+	if !ok {
+		t.Fatalf("after 18 s of traffic the copy of the busy UDP flow is gone from node-b (node-a's timeout %d s)", orig.Timeout)
+	}
+	t.Logf("measured: busy UDP flow after 18 s: original timeout %d s, copy timeout %d s, refreshed %d times", orig.Timeout, cp.Timeout, sessionsOf(t, a).Refreshed)
+	if cp.Reply != orig.Reply {
+		t.Fatalf("copy's reply tuple %+v, original %+v", cp.Reply, orig.Reply)
+	}
+	before := echoes.Load()
+	a.Crash()
+	eventually(t, 10*time.Second, "node-b takes over", func() error {
+		if r := b.Role(); r != "primary" {
+			return fmt.Errorf("node-b is %q", r)
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, "echoes after the failover", func() error {
+		if echoes.Load() < before+5 {
+			return fmt.Errorf("%d echoes since the crash", echoes.Load()-before)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(froms) != 1 {
+		t.Fatalf("the server saw the flow from %v: the mapping changed", froms)
+	}
+	// The original went: its copy must go too once the flow stops (not
+	// waited for here: destroy events are covered by the unit tests).
+}
+
+// TestSessionChannelForgedFrames: forged, replayed and malformed 0x8892
+// frames on the hb link are dropped and counted by the session channel;
+// the sync goes on.
+func TestSessionChannelForgedFrames(t *testing.T) {
+	l, a, b := firewallPair(t, true, "")
+	// Capture a real frame of node-a's session channel, then inject it
+	// again (a replay), a copy with a flipped byte (a forgery) and junk.
+	var link heartbeat.Link
+	if err := lab.InNS(a.NS, func() (err error) {
+		link, err = heartbeat.DialLink("ha1", 0x8892)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	var bl heartbeat.Link
+	if err := lab.InNS(b.NS, func() (err error) {
+		bl, err = heartbeat.DialLink("ha1", 0x8892)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	captured := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := bl.Recv(buf)
+			if err != nil {
+				return
+			}
+			if n > 100 {
+				select {
+				case captured <- append([]byte(nil), buf[:n]...):
+				default:
+				}
+			}
+		}
+	}()
+	// New connections make events, events make frames.
+	load, err := lab.StartTCPLoad(l, 20, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	eventually(t, 10*time.Second, "flows copied", func() error {
+		if s := sessionsOf(t, b); s.LocalFlows < 20 {
+			return fmt.Errorf("node-b holds %d flows", s.LocalFlows)
+		}
+		return nil
+	})
+	var frame []byte
+	select {
+	case frame = <-captured:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session frame seen on node-b's ha1")
+	}
+	before := sessionsOf(t, b).Channel
+	for i := 0; i < 5; i++ {
+		// A forgery: a fresh nonce counter (bytes 20-27 of the clear
+		// header, docs/protocol.md) under the old tag fails AES-GCM.
+		forged := append([]byte(nil), frame...)
+		binary.BigEndian.PutUint64(forged[20:], binary.BigEndian.Uint64(frame[20:])+1<<20+uint64(i))
+		link.Send(frame)                        // replay
+		link.Send(forged)                       // bad tag
+		link.Send([]byte("not a frame at all")) // malformed
+	}
+	eventually(t, 5*time.Second, "the frames are counted", func() error {
+		c := sessionsOf(t, b).Channel
+		if c.DroppedReplay < before.DroppedReplay+5 || c.DroppedBadAuth < before.DroppedBadAuth+5 || c.DroppedMalformed < before.DroppedMalformed+5 {
+			return fmt.Errorf("replay %d, bad auth %d, malformed %d (before %d, %d, %d)", c.DroppedReplay, c.DroppedBadAuth, c.DroppedMalformed,
+				before.DroppedReplay, before.DroppedBadAuth, before.DroppedMalformed)
+		}
+		return nil
+	})
+	if s := sessionsOf(t, b); s.Errors != 0 {
+		t.Fatalf("a forged frame reached the table: %d errors (%s)", s.Errors, s.LastError)
+	}
+	if r := load.Report(time.Second); r.Errors != 0 || r.Stalled != 0 {
+		t.Fatal(r)
+	}
+}
+
+// TestSessionPickupOverrideReturn: the primary (override, higher
+// priority) crashes, node-b carries the connections; node-a comes back,
+// holds back until its bulk copy from node-b is complete, then takes the
+// primary role back with no connection reset.
+func TestSessionPickupOverrideReturn(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	pp := func(prio int) lab.Params {
+		p := params(prio, true)
+		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
+		p.NoIPv6, p.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+		return p
+	}
+	start(t, a, pp(200))
+	start(t, b, pp(100))
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	n := sessionConns()
+	load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	eventually(t, 20*time.Second, "copied to node-b", func() error {
+		if s := sessionsOf(t, b); s.LocalFlows < n {
+			return fmt.Errorf("node-b holds %d flows", s.LocalFlows)
+		}
+		return nil
+	})
+	a.Crash()
+	eventually(t, 10*time.Second, "node-b takes over", func() error {
+		if r := b.Role(); r != "primary" {
+			return fmt.Errorf("node-b is %q", r)
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	if err := a.Revive(); err != nil {
+		t.Fatal(err)
+	}
+	load.ResetStalls()
+	start(t, a, pp(200))
+	eventually(t, 30*time.Second, "node-a takes the primary role back", func() error { return agree("node-a", a, b) })
+	time.Sleep(3 * time.Second)
+	r := load.Report(time.Second)
+	hist, _ := a.Ctl("ha", "history")
+	t.Logf("measured: returning override node, %d connections: %s", n, r)
+	var held, ended bool
+	for _, line := range strings.Split(hist, "\n") {
+		if strings.Contains(line, "holding back") || strings.Contains(line, "hold ends") || strings.Contains(line, "bulk session copy") || strings.Contains(line, "sessions ready") {
+			t.Logf("node-a: %s", strings.TrimSpace(line))
+		}
+		held = held || strings.Contains(line, "holding back")
+		ended = ended || strings.Contains(line, "override hold ends: bulk session copy complete")
+	}
+	if !held || !ended {
+		t.Errorf("node-a's history lacks the hold (held %v, ended %v)", held, ended)
+	}
+	if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
+		t.Errorf("connections broke: %s", r)
+	}
+}
+
+// TestSessionPickupSyncDev: with sync_dev [ha2] the session channel runs
+// on ha2; cut, it falls back to the hbdev ha1 and no flow is missing;
+// repaired, it goes back to ha2.
+func TestSessionPickupSyncDev(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 2})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		p := params(n.prio, false)
+		p.NoIPv6, p.HBDevs = true, 1
+		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2]}\nsync: {enabled: false}"
+		start(t, n.n, p)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	active := func(n *lab.Node) string {
+		if c := sessionsOf(t, n).Channel; c != nil {
+			return c.ActiveLink
+		}
+		return ""
+	}
+	load, err := lab.StartTCPLoad(l, 100, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	has := func(want int) func() error {
+		return func() error {
+			if s := sessionsOf(t, b); s.LocalFlows < want {
+				return fmt.Errorf("node-b holds %d flows, want %d", s.LocalFlows, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, 10*time.Second, "copied over ha2", has(100))
+	if got := active(a); got != "ha2" {
+		t.Fatalf("session channel on %q, want ha2 (sync_dev)", got)
+	}
+	if err := a.SetLink("ha2", false); err != nil {
+		t.Fatal(err)
+	}
+	// New connections while ha2 is cut: they must reach node-b over ha1.
+	load2 := mustLoad(t, l, 100)
+	defer load2.Stop()
+	eventually(t, 15*time.Second, "copied over the hbdev after the cut", has(200))
+	if got := active(a); got != "ha1" {
+		t.Errorf("session channel on %q after the cut, want ha1 (fallback)", got)
+	}
+	if err := a.SetLink("ha2", true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "back on ha2", func() error {
+		if got := active(a); got != "ha2" {
+			return fmt.Errorf("session channel on %q", got)
+		}
+		return nil
+	})
+	t.Logf("measured: sync_dev cut and repaired: %+v", sessionsOf(t, a).Channel)
+}
+
+// mustLoad starts n more connections on another server port.
+func mustLoad(t *testing.T, l *lab.Lab, n int) *lab.TCPLoad {
+	t.Helper()
+	ld, err := lab.StartTCPLoadPort(l, n, 100*time.Millisecond, lab.LoadPort+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ld
+}
