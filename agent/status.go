@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/hagent/hagent/cluster"
@@ -66,7 +67,7 @@ func (a *Agent) status() *control.Status {
 		Mode: cfg.Cluster.Mode, Primary: st.PrimaryName, Override: cfg.Node.Override, Priority: cfg.Node.Priority,
 		UptimeS: int64(st.Uptime / time.Second), Reason: st.Reason, FailoverSet: st.FailoverSet, Fault: st.Fault,
 		HBIntervalM: float64(cfg.Cluster.HBInterval) / float64(time.Millisecond), LostThresh: cfg.Cluster.HBLostThreshold,
-		StartedAt: a.started, History: a.hist.last(10),
+		StartedAt: a.started, History: a.hist.last(10), Goroutines: runtime.NumGoroutine(),
 	}
 	sv := a.syncStatus()
 	if sv != nil {

@@ -44,7 +44,10 @@ type Status struct {
 	HBIntervalM float64   `json:"hb_interval_ms"`
 	LostThresh  int       `json:"hb_lost_threshold"`
 	StartedAt   time.Time `json:"started_at"`
-	History     []Event   `json:"history,omitempty"` // the last few, newest last
+	// Goroutines is the agent process's goroutine count (leak checks: the
+	// chaos campaign compares it across thousands of role changes).
+	Goroutines int     `json:"goroutines,omitempty"`
+	History    []Event `json:"history,omitempty"` // the last few, newest last
 	// Sessions is session pickup's state (`ha sessions`, SPEC §8).
 	Sessions *sessionsync.Status `json:"sessions"`
 }

@@ -261,6 +261,30 @@ func (n *Node) Running() bool {
 	}
 }
 
+// Exited reports whether a started hagentd has exited, and how (the error
+// of its wait: nil for exit 0). Not started, or stopped through Kill or
+// Stop: false.
+func (n *Node) Exited() (bool, error) {
+	if n.cmd == nil {
+		return false, nil
+	}
+	select {
+	case err := <-n.done:
+		n.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// Forget drops an hagentd that has exited on its own (after Exited), so
+// that the node can be started again.
+func (n *Node) Forget() {
+	if exited, _ := n.Exited(); exited {
+		n.cmd = nil
+	}
+}
+
 // Kill sends SIGKILL (a crash) and waits for the process to go.
 func (n *Node) Kill() {
 	if n.cmd == nil {

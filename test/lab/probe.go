@@ -161,6 +161,25 @@ func (p *Probe) Snapshot() Result {
 	return p.result(n)
 }
 
+// Sample is one probe: when it was sent and whether it was answered (in
+// time: within a second).
+type Sample struct {
+	Sent     time.Time
+	Answered bool
+}
+
+// Samples returns a copy of every probe sent so far. Answers to the last
+// few hundred milliseconds may still be in flight.
+func (p *Probe) Samples() []Sample {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Sample, len(p.sent))
+	for i := range p.sent {
+		out[i] = Sample{Sent: p.sent[i], Answered: p.answered[i]}
+	}
+	return out
+}
+
 // Stop ends the probe, waits for late answers, and returns the result.
 func (p *Probe) Stop() Result {
 	close(p.stop)

@@ -1,0 +1,205 @@
+package chaos
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/test/lab"
+)
+
+var testShape = Shape{Nodes: 3, Witness: 2, Detect: 600 * time.Millisecond, MaxFaults: 4,
+	QuietMin: 2 * time.Second, QuietMax: 4 * time.Second}
+
+func TestGenerateReplays(t *testing.T) {
+	a, b := Generate(42, 10*time.Minute, testShape), Generate(42, 10*time.Minute, testShape)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("the same seed gave two schedules")
+	}
+	short := Generate(42, time.Minute, testShape)
+	if !reflect.DeepEqual(short.Rounds, a.Rounds[:len(short.Rounds)]) {
+		t.Fatal("a 1-minute schedule is not a prefix of the 10-minute one")
+	}
+	if reflect.DeepEqual(Generate(43, time.Minute, testShape).Rounds, short.Rounds) {
+		t.Fatal("seeds 42 and 43 gave the same schedule")
+	}
+	for _, r := range a.Rounds {
+		if len(r.Faults) == 0 || len(r.Faults) > testShape.MaxFaults || r.Quiet < testShape.QuietMin || r.Quiet > testShape.QuietMax {
+			t.Fatalf("round out of shape: %+v", r)
+		}
+		for _, f := range r.Faults {
+			if (f.Kind == Kill || f.Kind == Term) && f.Target.Role == "" && f.Target.Node == testShape.Witness {
+				t.Fatalf("%s aimed at the witness: %v", f.Kind, f)
+			}
+			if f.Kind == Stop && (f.Dur < testShape.Detect || f.Dur > 5*testShape.Detect) {
+				t.Fatalf("SIGSTOP for %v, want 1-5 detection times", f.Dur)
+			}
+			if f.Kind == HBLoss && (f.Pct < 10 || f.Pct > 60) {
+				t.Fatalf("loss %d%%", f.Pct)
+			}
+		}
+	}
+}
+
+func TestTestSeedCoversEveryFault(t *testing.T) {
+	seen := map[Kind]bool{}
+	for _, r := range Generate(testSeed, time.Minute, testShape).Rounds {
+		for _, f := range r.Faults {
+			seen[f.Kind] = true
+		}
+	}
+	for _, k := range Kinds {
+		if !seen[k] {
+			t.Errorf("the make test seed %d has no %s in its first minute", testSeed, k)
+		}
+	}
+}
+
+// rec builds a record of 10 s with the given holds (seconds from t0).
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+func testRecord() *Record {
+	return &Record{Start: t0, End: at(10), Nodes: []string{"a", "b", "c"}, Interval: 100 * time.Millisecond,
+		Detect: 600 * time.Millisecond, Holds: map[string][]Span{},
+		Reads: ReadStats{Reads: 1, Writes: 1}, Conns: ConnStats{Opened: 1, Echoes: 1}}
+}
+
+var testBounds = Bounds{Slack: 300 * time.Millisecond, Observer: 100 * time.Millisecond, RSSGrowthKB: 8 << 10, Goroutines: 20}
+
+func find(cs []Check, name string) Check {
+	for _, c := range cs {
+		if c.Name == name {
+			return c
+		}
+	}
+	return Check{}
+}
+
+func TestCheckDualVMAC(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		faults []*FaultRec
+		bHold  Span
+		want   int
+	}{
+		{"overlap while hearing", nil, Span{at(2), at(3)}, 1},
+		{"short overlap", nil, Span{at(2), at(2.3)}, 0},
+		{"partitioned", []*FaultRec{{Fault: Fault{Kind: Partition}, Node: "b", Start: at(1.9), End: at(2.9)}}, Span{at(2), at(3)}, 0},
+		{"partition healed, still both", []*FaultRec{{Fault: Fault{Kind: Partition}, Node: "b", Start: at(1.9), End: at(2.2)}}, Span{at(2), at(3)}, 1},
+		{"a data flap does not deafen", []*FaultRec{{Fault: Fault{Kind: DataFlap}, Node: "b", Start: at(1.9), End: at(2.9)}}, Span{at(2), at(3)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := testRecord()
+			r.Holds["a"] = []Span{{From: at(0)}}
+			r.Holds["b"] = []Span{tc.bHold}
+			r.Faults = tc.faults
+			if got := find(Evaluate(r, testBounds), InvDualVMAC); len(got.Violations) != tc.want {
+				t.Errorf("%d violations, want %d: %+v", len(got.Violations), tc.want, got.Violations)
+			}
+		})
+	}
+}
+
+func TestCheckQuiet(t *testing.T) {
+	base := func() *Record {
+		r := testRecord()
+		r.Holds["a"] = []Span{{From: at(0), To: at(2)}, {From: at(3.1)}}
+		r.Holds["b"] = []Span{{From: at(2.05), To: at(3.05)}}
+		r.Faults = []*FaultRec{{Fault: Fault{Kind: Kill}, Node: "a", Start: at(2), End: at(3)}}
+		r.Quiets = []Span{{From: at(3), To: at(6)}}
+		r.GARPs = []GARP{{At: at(3.11), Node: "a"}}
+		for ts := 0.0; ts < 10; ts += 0.001 {
+			r.Probe = append(r.Probe, lab.Sample{Sent: at(ts), Answered: ts < 2 || ts > 3.2})
+		}
+		return r
+	}
+	if cs := Evaluate(base(), testBounds); Failed(cs) {
+		t.Fatalf("a clean failover and return fails: %+v", cs)
+	}
+	r := base()
+	r.GARPs = []GARP{{At: at(2.06), Node: "b"}, {At: at(0.5), Node: "a"}}
+	if c := find(Evaluate(r, testBounds), InvGARP); len(c.Violations) != 1 {
+		t.Errorf("no GARP from the returning a: %+v", c)
+	}
+	r = base()
+	r.Holds["b"] = []Span{{From: at(2.05)}} // b never lets go
+	cs := Evaluate(r, testBounds)
+	if c := find(cs, InvConverge); len(c.Violations) != 1 {
+		t.Errorf("two holders after the quiet bound: %+v", c)
+	}
+	if c := find(cs, InvDualVMAC); len(c.Violations) != 1 {
+		t.Errorf("two holders that hear each other: %+v", c)
+	}
+	r = base()
+	for i := range r.Probe {
+		if s := r.Probe[i].Sent; s.After(at(4.5)) && s.Before(at(4.52)) {
+			r.Probe[i].Answered = false
+		}
+	}
+	if c := find(Evaluate(r, testBounds), InvClient); len(c.Violations) != 1 {
+		t.Errorf("20 ms of loss 1.5 s after the faults stopped: %+v", c)
+	}
+	// A machine stall as long as the excess explains two holders.
+	r = base()
+	r.Holds["b"] = []Span{{From: at(2.05), To: at(4.5)}}
+	r.Holds["a"] = []Span{{From: at(0), To: at(2)}, {From: at(3.1)}}
+	r.Stalls = []Stall{{Span: Span{From: at(3.2), To: at(4.4)}, What: "netlink"}}
+	c := find(Evaluate(r, testBounds), InvDualVMAC)
+	if len(c.Violations) != 0 || len(c.Excused) != 1 {
+		t.Errorf("a 1.2 s netlink stall and 1.4 s of two holders: %+v", c)
+	}
+	r.Stalls = []Stall{{Span: Span{From: at(3.2), To: at(3.3)}, What: "netlink"}}
+	if c := find(Evaluate(r, testBounds), InvDualVMAC); len(c.Violations) != 1 {
+		t.Errorf("a 100 ms stall does not explain 1.4 s: %+v", c)
+	}
+}
+
+func TestCheckConns(t *testing.T) {
+	r := testRecord()
+	r.Holds["a"] = []Span{{From: at(0), To: at(5)}}
+	r.Holds["b"] = []Span{{From: at(5)}}
+	r.Conns.Opened = 2
+	r.Conns.Echoes = 10
+	r.Conns.Ends = []ConnEnd{
+		{ID: 1, Node: "a", Opened: at(1), At: at(5.001), Why: "reset"}, // the vMAC moved to b
+		{ID: 2, Node: "a", Opened: at(1), At: at(3), Why: "reset"},     // a held it throughout
+		{ID: 3, Node: "a", Opened: at(1), At: at(3), Why: "reset", Port: 4000},
+	}
+	r.RSTs = []RST{{At: at(2.999), Node: "c", Port: 4000}} // c had the vMAC, unseen by netlink
+	c := find(Evaluate(r, testBounds), InvConns)
+	if len(c.Violations) != 1 || !strings.Contains(c.Violations[0].Detail, "connection 2") {
+		t.Errorf("%+v", c)
+	}
+}
+
+func TestFileContent(t *testing.T) {
+	for _, v := range []int{1, 2, 77, 4096} {
+		b := fileContent(v)
+		if got, err := checkFile(b); err != nil || got != v {
+			t.Fatalf("version %d read back as %d, %v", v, got, err)
+		}
+		if _, err := checkFile(b[:len(b)/2]); err == nil {
+			t.Fatalf("half of version %d passed", v)
+		}
+		mix := append(append([]byte(nil), fileContent(v + 1)[:100]...), b[100:]...)
+		if _, err := checkFile(mix); err == nil {
+			t.Fatalf("a mix of versions %d and %d passed", v, v+1)
+		}
+	}
+}
+
+func TestReportPrintsTheSeed(t *testing.T) {
+	r := testRecord()
+	r.Faults = []*FaultRec{{Fault: Fault{Kind: Kill, Dur: time.Second}, Round: 1, Node: "a", Role: "primary", Start: at(1), End: at(2)}}
+	var b bytes.Buffer
+	Report(&b, Config{Seed: 99, Duration: time.Minute, Threshold: 6}, &Result{Record: r, Checks: Evaluate(r, testBounds)})
+	for _, want := range []string{"seed 99", "make chaos SEED=99 DURATION=1m0s", "kill      a (primary)", "| dual-vmac |", "result: FAIL"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
