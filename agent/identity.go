@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -230,15 +231,7 @@ func joinAnd(s []string) string {
 	case 1:
 		return s[0]
 	}
-	return fmt.Sprintf("%s and %s", joinComma(s[:len(s)-1]), s[len(s)-1])
-}
-
-func joinComma(s []string) string {
-	out := s[0]
-	for _, x := range s[1:] {
-		out += ", " + x
-	}
-	return out
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 // wireWatch remembers heartbeat-looking frames that hbdev receivers drop
@@ -356,19 +349,9 @@ func (w *wireWatch) active(now time.Time, window time.Duration) []wireKey {
 		if a.kind != b.kind {
 			return int(a.kind) - int(b.kind)
 		}
-		return compareStr(a.describe(), b.describe())
+		return strings.Compare(a.describe(), b.describe())
 	})
 	return out
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // describe is the operator's sentence for k.
