@@ -136,16 +136,8 @@ func TestSessionBenchCrash(t *testing.T) {
 	})
 	t.Run("conntrackd", func(t *testing.T) {
 		l, a, b := firewallLab(t)
-		ca, err := a.StartConntrackd(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ca.Kill()
-		cb, err := b.StartConntrackd(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cb.Kill()
+		ca := startConntrackd(t, a, b)
+		cb := startConntrackd(t, b, a)
 		ka, err := a.StartKeepalived(keepalivedParams(200, ca))
 		if err != nil {
 			t.Fatal(err)
@@ -297,17 +289,9 @@ func TestSessionBenchBulk(t *testing.T) {
 		if err := a.ApplyFlows(flows(0, n)); err != nil {
 			t.Fatal(err)
 		}
-		ca, err := a.StartConntrackd(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ca.Kill()
+		startConntrackd(t, a, b)
 		start := time.Now()
-		cb, err := b.StartConntrackd(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cb.Kill()
+		cb := startConntrackd(t, b, a)
 		if _, err := cb.Run("-n"); err != nil { // request a resync from the peer
 			t.Fatal(err)
 		}
@@ -423,16 +407,8 @@ func TestSessionBenchRate(t *testing.T) {
 	})
 	t.Run("conntrackd", func(t *testing.T) {
 		_, a, b := firewallLab(t)
-		ca, err := a.StartConntrackd(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ca.Kill()
-		cb, err := b.StartConntrackd(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cb.Kill()
+		ca := startConntrackd(t, a, b)
+		cb := startConntrackd(t, b, a)
 		from := 0
 		for _, r := range rates {
 			t0, _ := bench.CPUTicks(ca.PID())
@@ -477,4 +453,16 @@ func deletes(from, n int) []sessionsync.Record {
 		recs[i].Op = sessionsync.OpDelete
 	}
 	return recs
+}
+
+// startConntrackd starts conntrackd on n, synchronizing with peer, and
+// kills it when the test ends.
+func startConntrackd(t *testing.T, n, peer *lab.Node) *lab.Conntrackd {
+	t.Helper()
+	c, err := n.StartConntrackd(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Kill)
+	return c
 }
