@@ -163,6 +163,9 @@ type Syncer struct {
 	// interval and must never wait for mu (held across a state file's
 	// fsync, which a busy disk makes last hundreds of milliseconds).
 	pub atomic.Pointer[published]
+	// noted holds, per peer, its last heartbeat note that agreed with the
+	// published tree (*notedSum): NotePeerChecksum repeats it without mu.
+	noted sync.Map
 
 	mu         sync.Mutex
 	manifest   Manifest
@@ -217,6 +220,7 @@ func (s *Syncer) PeerRestarted(peer string) {
 		}
 	}
 	s.pendMu.Unlock()
+	s.noted.Delete(peer)
 	s.mu.Lock()
 	if w := s.workers[peer]; w != nil {
 		w.needRepair = true
@@ -432,11 +436,29 @@ func (s *Syncer) Rescan() { kick(s.rescanCh) }
 // NotePeerChecksum records the tree checksum and generation a member
 // announced in its heartbeat. On the primary, a mismatch that persists for
 // RepairDelay triggers a repair of that member.
+//
+// It is called for every heartbeat, by the agent's run goroutine: a note
+// that repeats, within notedFor, the last one of that peer that agreed
+// with the same published tree returns without taking the mutex (it would
+// only move lastHeard: agreeing notes clear mismatchSince, and only
+// disagreeing ones set it).
 func (s *Syncer) NotePeerChecksum(peer string, sum [32]byte, gen uint64) {
+	now := s.now()
+	own := s.pub.Load()
+	if v, ok := s.noted.Load(peer); ok {
+		if n := v.(*notedSum); n.sum == sum && n.gen == gen && n.own == own && now.Sub(n.at) < notedFor {
+			return
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.member(peer)
-	m.checksum, m.gen, m.known, m.lastHeard = sum, gen, true, s.now()
+	m.checksum, m.gen, m.known, m.lastHeard = sum, gen, true, now
+	if Digest(sum) == s.checksum && gen <= s.gen {
+		s.noted.Store(peer, &notedSum{sum: sum, gen: gen, own: s.pub.Load(), at: now})
+	} else {
+		s.noted.Delete(peer)
+	}
 	if s.role != RolePrimary || s.catchingUp || s.workers[peer] == nil {
 		m.mismatchSince = time.Time{}
 		return
@@ -452,6 +474,18 @@ func (s *Syncer) NotePeerChecksum(peer string, sum [32]byte, gen uint64) {
 		m.mismatchSince = time.Now()
 		time.AfterFunc(s.cfg.RepairDelay, func() { s.checkMismatch(peer) })
 	}
+}
+
+// notedFor is how long NotePeerChecksum's fast path repeats a note: the
+// staleness of a member's lastHeard in status.
+const notedFor = time.Second
+
+// notedSum is a peer's last agreeing note.
+type notedSum struct {
+	sum [32]byte
+	gen uint64
+	own *published // the published tree it agreed with
+	at  time.Time
 }
 
 func (s *Syncer) checkMismatch(peer string) {
