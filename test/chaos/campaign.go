@@ -88,7 +88,11 @@ func Run(cfg Config) (res *Result, err error) {
 		MaxFaults: 4, QuietMin: 2 * time.Second, QuietMax: 4 * time.Second})
 	logf("chaos: seed %d, %s, %d rounds, %d faults", cfg.Seed, cfg.Duration, len(sched.Rounds), sched.Faults())
 
-	l, err := lab.New(lab.Spec{Nodes: Nodes})
+	// A firewall trio: the client on the LAN switch routes through the
+	// cluster address to a server on the WAN switch; the primary forwards
+	// and masquerades (deploy/firewall), session pickup copies its
+	// conntrack table to the others.
+	l, err := lab.New(lab.Spec{Nodes: Nodes, WAN: true})
 	if err != nil {
 		return nil, err
 	}
@@ -131,10 +135,13 @@ func Run(cfg Config) (res *Result, err error) {
 			return nil, err
 		}
 	}
+	if err := l.SetupFirewall(); err != nil {
+		return nil, err
+	}
 	if err := l.StartEcho(); err != nil {
 		return nil, err
 	}
-	stopTCP, err := echoServers(nodes)
+	stopTCP, err := serverEcho(l)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +166,7 @@ func Run(cfg Config) (res *Result, err error) {
 			GroupID: groupID, Priority: prios[i], Override: true, Monitor: true,
 			HBInterval: cfg.HBInterval, LostThreshold: cfg.Threshold, HelloHolddown: time.Second,
 			ARPs: 2, ARPsInterval: 8 * time.Second,
-			ClusterExtra: fmt.Sprintf("sync:\n  paths: [%s]\n  period: %s\n", d.Path, syncPeriod),
+			ClusterExtra: fmt.Sprintf("session_pickup: {enabled: true}\nsync:\n  paths: [%s]\n  period: %s\n", d.Path, syncPeriod),
 		}
 		m := &member{n: n, params: p, netBusy: map[Kind]bool{}}
 		nm.members = append(nm.members, m)
@@ -222,7 +229,7 @@ func Run(cfg Config) (res *Result, err error) {
 	defer stopWork()
 	var work sync.WaitGroup
 	fileWorkload(wctx, d, nodes, primary, rec, &work)
-	connWorkload(wctx, l, ConnTarget{Addr: net.JoinHostPort(lab.ClusterIPv4, fmt.Sprint(TCPPort))}, cfg.Conns, cfg.ConnEvery, rec, &work)
+	connWorkload(wctx, l, ConnTarget{Addr: net.JoinHostPort(lab.ServerIPv4, fmt.Sprint(TCPPort))}, cfg.Conns, cfg.ConnEvery, rec, &work)
 	for _, m := range nm.members {
 		wg.Add(1)
 		go func() { defer wg.Done(); nm.watch(ctx, m) }()

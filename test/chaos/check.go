@@ -56,8 +56,7 @@ const (
 	InvFile     = "synced-file-reads"
 	InvSync     = "sync-converges"
 	InvDisk     = "disk-full-reported"
-	InvConns    = "tcp-connections"
-	InvPickup   = "tcp-pickup (info)"
+	InvPickup   = "tcp-pickup"
 	InvExits    = "agent-exits"
 	InvLeak     = "rss-goroutines"
 	InvSanity   = "workload-ran"
@@ -70,7 +69,7 @@ func Evaluate(r *Record, b Bounds) []Check {
 	for i := range timing {
 		excuse(r, b, &timing[i])
 	}
-	conns := checkConns(r, b)
+	conns := checkPickup(r, b)
 	excuse(r, b, &conns)
 	return []Check{
 		timing[0], timing[1], timing[2],
@@ -79,7 +78,6 @@ func Evaluate(r *Record, b Bounds) []Check {
 		checkSync(r),
 		checkDisk(r),
 		conns,
-		checkPickup(r),
 		checkExits(r),
 		checkLeak(r, b),
 		checkSanity(r),
@@ -332,75 +330,121 @@ func checkDisk(r *Record) Check {
 	return c
 }
 
-// connExcused reports whether the vMAC left the connection's node (or
-// another node held it too) while the connection lived: without session
-// pickup, the connection then legitimately dies.
-func connExcused(r *Record, e ConnEnd, slack time.Duration) bool {
-	for _, n := range r.Nodes {
-		for _, s := range r.Holds[n] {
-			if s.From.Before(e.At.Add(slack)) && s.end(r).After(e.Opened) && n != e.Node {
-				return true // another node held it
-			}
-		}
-	}
-	// A GARP from another node's port, or a reset of this connection from
-	// another node's port, proves that node carried the vMAC then (a
-	// node's NIC takes frames for the vMAC only while it has it): packet
-	// times, finer than the netlink reads.
-	for _, g := range r.GARPs {
-		if g.Node != e.Node && !g.At.Before(e.Opened) && g.At.Before(e.At.Add(slack)) {
-			return true
-		}
-	}
-	for _, x := range r.RSTs {
-		if x.Node != e.Node && x.Port == e.Port && !x.At.Before(e.Opened) && x.At.Before(e.At.Add(slack)) {
-			return true
-		}
-	}
-	// e.Node held it throughout?
-	for _, s := range r.Holds[e.Node] {
-		if !s.From.After(e.Opened) && !s.end(r).Before(e.At.Add(slack)) {
-			return false
-		}
-	}
-	return true
-}
+// Scopes of a broken connection: where tcp-pickup must hold.
+const (
+	// ScopeSingle: the faults around the break hit one node (or none):
+	// session pickup must carry every connection. A violation.
+	ScopeSingle = "single-node"
+	// ScopeMulti: faults on two or more nodes around the break.
+	ScopeMulti = "multi-node"
+	// ScopeSplit: two nodes forwarded at once: both held the vMAC while
+	// they could not hear each other and one of them, its agent running,
+	// was cut from the hb network (hb-down, hb-loss, partition). Each
+	// then sees part of a flow's packets (the switches learn the vMAC on
+	// either port), so its conntrack entry goes out of window: no single
+	// node failed, the pair's forwarding did.
+	ScopeSplit = "split-brain"
+)
 
-func checkConns(r *Record, b Bounds) Check {
-	c := Check{Name: InvConns, Rule: "no TCP connection to the cluster address breaks while its node keeps the vMAC and no other node takes it (they end on a node's socket: session pickup cannot carry them)",
-		Checked: r.Conns.Opened, Measured: fmt.Sprintf("%d opened, %d echoes, %d broke with the vMAC moving", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends))}
-	for _, e := range r.Conns.Ends {
-		if !connExcused(r, e, b.Observer) {
-			from := "no reset seen on the switch"
-			for _, x := range r.RSTs {
-				if x.Port == e.Port && !x.At.Before(e.Opened) && !x.At.After(e.At.Add(b.Observer)) {
-					from = fmt.Sprintf("the reset came from %s's port at %s", x.Node, clock(r, x.At))
+// faultTail is how long after a fault healed it still counts as the cause
+// of a break: the cluster settles within the convergence bound (a
+// restarted node takes the primary role back within it).
+func faultTail(r *Record, b Bounds) time.Duration { return convergeBound(r, b) }
+
+// connScope classifies a broken connection by the faults and the vMAC
+// holders around it: from its last good echo to its failure.
+func connScope(r *Record, b Bounds, e ConnEnd) (string, string) {
+	from, to := e.LastOK.Add(-b.Observer), e.At.Add(b.Observer)
+	tail := faultTail(r, b)
+	nodes := map[string][]string{}
+	var order []string
+	for _, f := range r.Faults {
+		if f.Skipped != "" {
+			continue
+		}
+		end := f.End
+		if end.IsZero() {
+			end = r.End
+		}
+		if f.Start.Before(to) && end.Add(tail).After(from) {
+			if _, ok := nodes[f.Node]; !ok {
+				order = append(order, f.Node)
+			}
+			nodes[f.Node] = append(nodes[f.Node], string(f.Kind))
+		}
+	}
+	var what []string
+	for _, n := range order {
+		what = append(what, n+" "+strings.Join(nodes[n], "+"))
+	}
+	desc := "no fault"
+	if len(what) > 0 {
+		desc = strings.Join(what, ", ")
+	}
+	if len(order) > 1 {
+		return ScopeMulti, desc
+	}
+	// A split brain: two holders, deaf to each other, one of them cut
+	// from the hb network with its agent running.
+	cut := func(n string, s Span) bool {
+		for _, f := range r.Faults {
+			if f.Skipped == "" && f.Node == n && (f.Kind == HBDown || f.Kind == HBLoss || f.Kind == Partition) {
+				if f.Start.Before(s.To) && f.End.After(s.From) {
+					return true
 				}
 			}
-			c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d to %s (client port %d, open since %s, last echo %s) %s though %s kept the vMAC throughout; %s",
-				e.ID, e.Node, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, e.Node, from)})
 		}
+		return false
 	}
-	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke (%d excused: the vMAC moved)", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), len(r.Conns.Ends)-len(c.Violations))
-	return c
-}
-
-// checkPickup is what session pickup will have to hold: no connection
-// breaks while at most one node is faulted. Informational until then.
-func checkPickup(r *Record) Check {
-	c := Check{Name: InvPickup, Rule: "through the pair with session pickup: no connection breaks while at most one node is faulted (informational: the campaign's connections do not go through the pair yet)", Info: true, Checked: r.Conns.Opened}
-	for _, e := range r.Conns.Ends {
-		nodes := map[string]bool{}
-		for _, f := range r.Faults {
-			if f.Skipped == "" && f.Start.Before(e.At) && f.End.After(e.At.Add(-2*time.Second)) {
-				nodes[f.Node] = true
+	for i, x := range r.Nodes {
+		for _, y := range r.Nodes[i+1:] {
+			for _, sx := range r.Holds[x] {
+				for _, sy := range r.Holds[y] {
+					o := Span{From: later(later(sx.From, sy.From), from), To: earlier(earlier(sx.end(r), sy.end(r)), to)}
+					if !o.To.After(o.From) {
+						continue
+					}
+					for _, d := range deaf(r, x, y) {
+						dd := Span{From: later(d.From, o.From), To: earlier(d.To, o.To)}
+						if dd.To.After(dd.From) && (cut(x, dd) || cut(y, dd)) {
+							return ScopeSplit, fmt.Sprintf("%s; %s and %s both held the vMAC, deaf to each other, from %s", desc, x, y, clock(r, dd.From))
+						}
+					}
+				}
 			}
 		}
-		if len(nodes) <= 1 {
-			c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d to %s %s during a single-node fault", e.ID, e.Node, e.Why)})
-		}
 	}
-	c.Measured = fmt.Sprintf("%d of %d broken connections broke during a single-node fault", len(c.Violations), len(r.Conns.Ends))
+	return ScopeSingle, desc
+}
+
+// checkPickup: no long-lived connection through the pair (session pickup
+// on) breaks by a single-node fault.
+func checkPickup(r *Record, b Bounds) Check {
+	c := Check{Name: InvPickup, Rule: fmt.Sprintf("no TCP connection through the pair (session pickup on) breaks (reset, closed, 3 s without its echo) while the faults from its last echo to its failure (+%s after each healed) hit at most one node; breaks during faults on two or more nodes or a split brain (two forwarding holders cut apart on the hb network) are counted, not violations", faultTail(r, b)),
+		Checked: r.Conns.Opened}
+	by := map[string]int{}
+	why := map[string]int{}
+	for _, e := range r.Conns.Ends {
+		scope, desc := connScope(r, b, e)
+		by[scope]++
+		if scope != ScopeSingle {
+			continue
+		}
+		why[e.Why]++
+		var rst []string
+		for _, x := range r.RSTs {
+			if x.Port == e.Port && !x.At.Before(e.Opened) && !x.At.After(e.At.Add(b.Observer)) {
+				rst = append(rst, fmt.Sprintf("%s's %s port at %s", x.Node, x.Side, clock(r, x.At)))
+			}
+		}
+		from := "no reset from a node seen on the switches"
+		if len(rst) > 0 {
+			from = "resets from " + strings.Join(rst, ", ")
+		}
+		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
+			e.ID, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, desc, r.holders(e.At), from)})
+	}
+	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke: %d by a single-node fault, %d during faults on several nodes, %d in a split brain", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), by[ScopeSingle], by[ScopeMulti], by[ScopeSplit])
 	return c
 }
 

@@ -158,21 +158,50 @@ func TestCheckQuiet(t *testing.T) {
 	}
 }
 
-func TestCheckConns(t *testing.T) {
+func TestCheckPickup(t *testing.T) {
 	r := testRecord()
-	r.Holds["a"] = []Span{{From: at(0), To: at(5)}}
-	r.Holds["b"] = []Span{{From: at(5)}}
-	r.Conns.Opened = 2
-	r.Conns.Echoes = 10
-	r.Conns.Ends = []ConnEnd{
-		{ID: 1, Node: "a", Opened: at(1), At: at(5.001), Why: "reset"}, // the vMAC moved to b
-		{ID: 2, Node: "a", Opened: at(1), At: at(3), Why: "reset"},     // a held it throughout
-		{ID: 3, Node: "a", Opened: at(1), At: at(3), Why: "reset", Port: 4000},
+	r.Holds["a"] = []Span{{From: at(0), To: at(2.1)}, {From: at(8)}}
+	r.Holds["b"] = []Span{{From: at(2.05), To: at(8.01)}}
+	r.Holds["c"] = []Span{{From: at(6), To: at(7.5)}}
+	r.Faults = []*FaultRec{
+		{Fault: Fault{Kind: Kill}, Node: "a", Start: at(2), End: at(2.5)},        // a single-node fault
+		{Fault: Fault{Kind: Stop}, Node: "a", Start: at(4), End: at(4.5)},        // two nodes at once…
+		{Fault: Fault{Kind: DataFlap}, Node: "b", Start: at(4.2), End: at(4.3)},  // …with this one
+		{Fault: Fault{Kind: Partition}, Node: "c", Start: at(5.9), End: at(7.4)}, // c takes the vMAC beside b
+		{Fault: Fault{Kind: Kill}, Node: "b", Start: at(9), End: at(9.5), Skipped: "busy"},
 	}
-	r.RSTs = []RST{{At: at(2.999), Node: "c", Port: 4000}} // c had the vMAC, unseen by netlink
-	c := find(Evaluate(r, testBounds), InvConns)
-	if len(c.Violations) != 1 || !strings.Contains(c.Violations[0].Detail, "connection 2") {
-		t.Errorf("%+v", c)
+	r.Conns.Opened = 10
+	r.Conns.Echoes = 100
+	conn := func(id int, lastOK, failed float64) ConnEnd {
+		return ConnEnd{ID: id, Port: 4000 + id, Opened: at(0.5), LastOK: at(lastOK), At: at(failed), Why: "reset"}
+	}
+	r.Conns.Ends = []ConnEnd{
+		conn(1, 2.0, 2.2),  // during the kill: a violation
+		conn(2, 3.5, 3.55), // 1 s after the kill healed: still its tail (1.1 s)
+		conn(3, 4.1, 4.25), // kill of a, flap of b: multi-node
+		conn(4, 6.5, 6.6),  // split brain b/c
+		conn(5, 9.2, 9.3),  // nothing applied: a violation
+	}
+	r.RSTs = []RST{{At: at(2.19), Node: "b", Side: "wan", Port: 4001}}
+	c := find(Evaluate(r, testBounds), InvPickup)
+	var ids []string
+	for _, v := range c.Violations {
+		ids = append(ids, v.Detail[:len("connection 1")])
+	}
+	if len(c.Violations) != 3 || ids[0] != "connection 1" || ids[1] != "connection 2" || ids[2] != "connection 5" {
+		t.Errorf("violations %v, want connections 1, 2, 5: %+v", ids, c)
+	}
+	if len(c.Violations) > 0 && !strings.Contains(c.Violations[0].Detail, "b's wan port") {
+		t.Errorf("the reset's origin is not named: %s", c.Violations[0].Detail)
+	}
+	if !strings.Contains(c.Measured, "1 during faults on several nodes, 1 in a split brain") {
+		t.Errorf("measured %q", c.Measured)
+	}
+	// A split brain needs a node cut from the hb network: two holders
+	// while one is SIGSTOPped (its kernel forwards alone) is single-node.
+	r.Faults[3].Kind = Stop
+	if c := find(Evaluate(r, testBounds), InvPickup); len(c.Violations) != 4 {
+		t.Errorf("a stopped agent's kernel beside the new primary: %d violations, want 4", len(c.Violations))
 	}
 }
 

@@ -112,78 +112,102 @@ func (w *macWatch) run(ctx context.Context, logf func(string, ...any)) {
 }
 
 // garpSniff records the gratuitous ARPs for the cluster address that enter
-// the data switch from each node's port (n<i>p1 in the switch namespace).
+// the data switch from each node's LAN port (n<i>p1 in the switch
+// namespace), and the TCP resets entering from its LAN and WAN ports.
 func garpSniff(ctx context.Context, l *lab.Lab, nodes []*lab.Node, vmac string, rec *Record) error {
 	hw, _ := net.ParseMAC(vmac)
 	ip := net.ParseIP(lab.ClusterIPv4).To4()
 	for _, n := range nodes {
-		port := fmt.Sprintf("n%dp1", n.Index)
-		var fd int
-		err := lab.InNS(l.Switch, func() error {
-			ifi, err := net.InterfaceByName(port)
+		for d, side := range []string{"lan", "wan"} {
+			if side == "wan" && l.Server == "" {
+				continue
+			}
+			fd, err := sniffPort(l, fmt.Sprintf("n%dp%d", n.Index, d+1))
 			if err != nil {
 				return err
 			}
-			// ETH_P_ALL: a bridge port's rx handler takes the frame
-			// before protocol-specific packet sockets see it; a socket
-			// filter keeps only ARP.
-			fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-			if err != nil {
-				return err
-			}
-			// Jumps are relative to the next instruction.
-			arpOnly := []unix.SockFilter{ // ARP, or IPv4 TCP with RST set (no IP options)
-				{Code: 0x28, K: 12},                  // ldh [12]
-				{Code: 0x15, Jt: 5, Jf: 0, K: 0x806}, // jeq #0x806 → accept
-				{Code: 0x15, Jt: 0, Jf: 5, K: 0x800}, // jeq #0x800 else drop
-				{Code: 0x30, K: 23},                  // ldb [23] (IP protocol)
-				{Code: 0x15, Jt: 0, Jf: 3, K: 6},     // jeq #6 (TCP) else drop
-				{Code: 0x30, K: 47},                  // ldb [47] (TCP flags)
-				{Code: 0x45, Jt: 0, Jf: 1, K: 0x04},  // jset #RST: accept, else drop
-				{Code: 0x06, K: 0xffff},              // ret #65535
-				{Code: 0x06, K: 0},                   // ret #0
-			}
-			if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(arpOnly)), Filter: &arpOnly[0]}); err != nil {
-				unix.Close(fd)
-				return err
-			}
-			if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-				unix.Close(fd)
-				return err
-			}
-			tv := unix.Timeval{Usec: 100000}
-			return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-		})
-		if err != nil {
-			return fmt.Errorf("GARP capture on %s: %w", port, err)
+			go sniffLoop(ctx, fd, n.Name, side, hw, ip, rec)
 		}
-		go func(name string) {
-			defer unix.Close(fd)
-			buf := make([]byte, 256)
-			for ctx.Err() == nil {
-				k, from, err := unix.Recvfrom(fd, buf, 0)
-				if err != nil {
-					continue // timeout: look at ctx
-				}
-				if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
-					continue // towards the node, not from it
-				}
-				if k >= 54 && buf[12] == 0x08 && buf[13] == 0x00 && buf[23] == 6 && buf[47]&0x04 != 0 {
-					// A reset from the node (Ethernet 14 + IPv4 20 + TCP).
-					rec.addRST(RST{At: time.Now(), Node: name, Port: int(buf[36])<<8 | int(buf[37])})
-					continue
-				}
-				// Ethernet (14) + ARP: op 20:22, sha 22:28, spa 28:32, tpa 38:42.
-				if k < 42 || buf[12] != 0x08 || buf[13] != 0x06 {
-					continue
-				}
-				if string(buf[22:28]) == string(hw) && net.IP(buf[28:32]).Equal(ip) && net.IP(buf[38:42]).Equal(ip) {
-					rec.addGARP(GARP{At: time.Now(), Node: name})
-				}
-			}
-		}(n.Name)
 	}
 	return nil
+}
+
+// sniffPort opens a packet socket on a switch port that sees ARP and TCP
+// resets entering the switch from it.
+func sniffPort(l *lab.Lab, port string) (int, error) {
+	var fd int
+	err := lab.InNS(l.Switch, func() error {
+		ifi, err := net.InterfaceByName(port)
+		if err != nil {
+			return err
+		}
+		// ETH_P_ALL: a bridge port's rx handler takes the frame
+		// before protocol-specific packet sockets see it; a socket
+		// filter keeps only ARP.
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		// Jumps are relative to the next instruction.
+		arpOnly := []unix.SockFilter{ // ARP, or IPv4 TCP with RST set (no IP options)
+			{Code: 0x28, K: 12},                  // ldh [12]
+			{Code: 0x15, Jt: 5, Jf: 0, K: 0x806}, // jeq #0x806 → accept
+			{Code: 0x15, Jt: 0, Jf: 5, K: 0x800}, // jeq #0x800 else drop
+			{Code: 0x30, K: 23},                  // ldb [23] (IP protocol)
+			{Code: 0x15, Jt: 0, Jf: 3, K: 6},     // jeq #6 (TCP) else drop
+			{Code: 0x30, K: 47},                  // ldb [47] (TCP flags)
+			{Code: 0x45, Jt: 0, Jf: 1, K: 0x04},  // jset #RST: accept, else drop
+			{Code: 0x06, K: 0xffff},              // ret #65535
+			{Code: 0x06, K: 0},                   // ret #0
+		}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &unix.SockFprog{Len: uint16(len(arpOnly)), Filter: &arpOnly[0]}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		tv := unix.Timeval{Usec: 100000}
+		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	})
+	if err != nil {
+		return -1, fmt.Errorf("GARP capture on %s: %w", port, err)
+	}
+	return fd, nil
+}
+
+// sniffLoop records what enters the switch from one node's port.
+func sniffLoop(ctx context.Context, fd int, name, side string, hw net.HardwareAddr, ip net.IP, rec *Record) {
+	defer unix.Close(fd)
+	buf := make([]byte, 256)
+	for ctx.Err() == nil {
+		k, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue // timeout: look at ctx
+		}
+		if sa, ok := from.(*unix.SockaddrLinklayer); ok && sa.Pkttype == unix.PACKET_OUTGOING {
+			continue // towards the node, not from it
+		}
+		if k >= 54 && buf[12] == 0x08 && buf[13] == 0x00 && buf[23] == 6 && buf[47]&0x04 != 0 {
+			// A reset from the node (Ethernet 14 + IPv4 20 + TCP): the
+			// client's port is the destination on the LAN, the
+			// (masqueraded) source on the WAN.
+			port := int(buf[36])<<8 | int(buf[37])
+			if side == "wan" {
+				port = int(buf[34])<<8 | int(buf[35])
+			}
+			rec.addRST(RST{At: time.Now(), Node: name, Side: side, Port: port})
+			continue
+		}
+		// Ethernet (14) + ARP: op 20:22, sha 22:28, spa 28:32, tpa 38:42.
+		if side != "lan" || k < 42 || buf[12] != 0x08 || buf[13] != 0x06 {
+			continue
+		}
+		if string(buf[22:28]) == string(hw) && net.IP(buf[28:32]).Equal(ip) && net.IP(buf[38:42]).Equal(ip) {
+			rec.addGARP(GARP{At: time.Now(), Node: name})
+		}
+	}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

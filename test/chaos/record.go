@@ -88,12 +88,14 @@ type GARP struct {
 	Node string
 }
 
-// RST is a TCP reset a node sent (seen entering the data switch from its
-// port) to a client port.
+// RST is a TCP reset a node sent, seen entering a switch from its port:
+// on the LAN (port1) towards the client, on the WAN (port2) towards the
+// server (masquerade keeps the client's port when it is free).
 type RST struct {
 	At   time.Time
 	Node string
-	Port int // destination port: the client's end of the connection
+	Side string // "lan" or "wan"
+	Port int    // the client's end of the connection (LAN: destination, WAN: source port)
 }
 
 // ConnStats are the long-lived TCP connections' outcomes.
@@ -107,8 +109,7 @@ type ConnStats struct {
 // ConnEnd is a connection that broke.
 type ConnEnd struct {
 	ID     int
-	Node   string // the node that accepted it (its greeting)
-	Port   int    // the client's local port
+	Port   int // the client's local port
 	Opened time.Time
 	LastOK time.Time // last echo received
 	At     time.Time // when the client saw the failure

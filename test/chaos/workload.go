@@ -20,69 +20,56 @@ import (
 	"github.com/hagent/hagent/test/lab"
 )
 
-// TCPPort is the TCP echo service on the cluster address.
+// TCPPort is the TCP echo service of the server behind the pair.
 const TCPPort = 7008
 
-// ConnTarget says where the long-lived connections go. Today they end on
-// the cluster address itself (an echo service in every node's namespace,
-// which greets with the node's name): a connection lives on one node's
-// socket, so it legitimately dies whenever the vMAC leaves that node, and
-// the invariant is "no connection breaks while its node keeps the vMAC".
-// With session pickup (issue 11) the target becomes a server behind the
-// pair (Through) and the invariant tcp-pickup ("no connection breaks by a
-// single-node fault") becomes binding.
+// ConnTarget says where the long-lived connections go: a server behind
+// the pair (the client's default gateway is the cluster address; the
+// primary forwards and masquerades, with session pickup on), so a
+// connection lives on no node's socket and a failover must carry it.
 type ConnTarget struct {
-	Addr    string // host:port the client dials
-	Through bool   // through the pair (session pickup): every break counts
+	Addr string // host:port the client dials
 }
 
-// echoServers runs the greeting TCP echo service in every node namespace
-// (in this process). The returned function stops them.
-func echoServers(nodes []*lab.Node) (func(), error) {
-	var lns []net.Listener
+// serverEcho runs the greeting TCP echo service in the server namespace
+// (in this process). The returned function stops it.
+func serverEcho(l *lab.Lab) (func(), error) {
+	var ln net.Listener
+	if err := lab.InNS(l.Server, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(lab.ServerIPv4, fmt.Sprint(TCPPort)))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("tcp echo on the server: %w", err)
+	}
 	var mu sync.Mutex
 	var conns []net.Conn
-	stop := func() {
-		for _, ln := range lns {
-			ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				if _, err := io.WriteString(c, "server\n"); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, c)
+			}()
 		}
+	}()
+	return func() {
+		ln.Close()
 		mu.Lock()
 		for _, c := range conns {
 			c.Close()
 		}
 		mu.Unlock()
-	}
-	for _, n := range nodes {
-		var ln net.Listener
-		if err := lab.InNS(n.NS, func() error {
-			var err error
-			ln, err = net.Listen("tcp", fmt.Sprintf(":%d", TCPPort))
-			return err
-		}); err != nil {
-			stop()
-			return nil, fmt.Errorf("tcp echo on %s: %w", n.Name, err)
-		}
-		lns = append(lns, ln)
-		go func(name string) {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-				go func() {
-					defer c.Close()
-					if _, err := io.WriteString(c, name+"\n"); err != nil {
-						return
-					}
-					_, _ = io.Copy(c, c)
-				}()
-			}
-		}(n.Name)
-	}
-	return stop, nil
+	}, nil
 }
 
 // connWorkload keeps k connections open from the client namespace, each
@@ -126,7 +113,11 @@ func oneConn(ctx context.Context, l *lab.Lab, tgt ConnTarget, id int, period tim
 		return
 	}
 	count(func(s *ConnStats) { s.Opened++ })
-	e := &ConnEnd{ID: id, Node: greet[:len(greet)-1], Opened: time.Now()}
+	if greet != "server\n" {
+		count(func(s *ConnStats) { s.Refused++ })
+		return
+	}
+	e := &ConnEnd{ID: id, Opened: time.Now()}
 	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		e.Port = a.Port
 	}
