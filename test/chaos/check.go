@@ -34,6 +34,9 @@ type Violation struct {
 	// Excused names the machine stall that explains it (then it does not
 	// fail the run).
 	Excused string
+	// NoExcuse: no machine stall can explain it (a reset is a state
+	// error, not a delay).
+	NoExcuse bool
 }
 
 // Check is one invariant's outcome.
@@ -441,7 +444,7 @@ func checkPickup(r *Record, b Bounds) Check {
 		if len(rst) > 0 {
 			from = "resets from " + strings.Join(rst, ", ")
 		}
-		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
+		c.Violations = append(c.Violations, Violation{At: e.At, NoExcuse: e.Why != whyStalled, Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
 			e.ID, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, desc, r.holders(e.At), from)})
 	}
 	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke: %d by a single-node fault, %d during faults on several nodes, %d in a split brain", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), by[ScopeSingle], by[ScopeMulti], by[ScopeSplit])
@@ -525,6 +528,10 @@ func excuse(r *Record, b Bounds, c *Check) {
 	window := convergeBound(r, b)
 	var keep []Violation
 	for _, v := range c.Violations {
+		if v.NoExcuse {
+			keep = append(keep, v)
+			continue
+		}
 		from, to, need := v.At.Add(-window), v.At, time.Duration(1)
 		if !v.Span.From.IsZero() {
 			from, to, need = v.Span.From, v.Span.To, v.Span.To.Sub(v.Span.From)-limit

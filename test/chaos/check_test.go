@@ -232,3 +232,41 @@ func TestReportPrintsTheSeed(t *testing.T) {
 		}
 	}
 }
+
+func TestLongestLoss(t *testing.T) {
+	var s []lab.Sample
+	add := func(ms float64, ok bool) { s = append(s, lab.Sample{Sent: at(ms / 1000), Answered: ok}) }
+	for i := 0; i < 10; i++ {
+		add(float64(i), true)
+	}
+	add(10, false) // one probe lost, then the prober slept 7 ms
+	add(17, true)
+	add(18, false) // three lost in a row: a real 3 ms loss
+	add(19, false)
+	add(20, false)
+	add(21, true)
+	x := longestLoss(s, at(0), at(1))
+	if x.Span != 7*time.Millisecond || x.Lost != 1 || x.SendGap != 7*time.Millisecond || !x.probeLimited(time.Millisecond) {
+		t.Errorf("the prober's own gap: %+v", x)
+	}
+	x = longestLoss(s, at(0.0175), at(1))
+	if x.Span != 3*time.Millisecond || x.Lost != 3 || x.probeLimited(time.Millisecond) {
+		t.Errorf("a real loss: %+v", x)
+	}
+}
+
+// A machine stall may explain a connection that stalled, never one that
+// was reset.
+func TestCheckPickupStallExcuse(t *testing.T) {
+	r := testRecord()
+	r.Holds["a"] = []Span{{From: at(0)}}
+	r.Conns.Ends = []ConnEnd{
+		{ID: 1, Opened: at(0.5), LastOK: at(2), At: at(5), Why: whyStalled},
+		{ID: 2, Opened: at(0.5), LastOK: at(4.9), At: at(5), Why: "reset"},
+	}
+	r.Stalls = []Stall{{Span: Span{From: at(4.5), To: at(4.8)}, What: "netlink"}}
+	c := find(Evaluate(r, testBounds), InvPickup)
+	if len(c.Excused) != 1 || len(c.Violations) != 1 || !strings.Contains(c.Violations[0].Detail, "connection 2") {
+		t.Errorf("excused %+v, violations %+v", c.Excused, c.Violations)
+	}
+}

@@ -153,6 +153,9 @@ func oneConn(ctx context.Context, l *lab.Lab, tgt ConnTarget, id int, period tim
 	}
 }
 
+// whyStalled is a connection that went 3 s without its echo.
+const whyStalled = "stalled 3s"
+
 func connWhy(err error) string {
 	switch {
 	case errors.Is(err, syscall.ECONNRESET):
@@ -160,7 +163,7 @@ func connWhy(err error) string {
 	case errors.Is(err, io.EOF):
 		return "closed"
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return "stalled 3s"
+		return whyStalled
 	}
 	return err.Error()
 }
