@@ -295,6 +295,25 @@ func (n *Node) Kill() {
 	n.cmd = nil
 }
 
+// Release runs `hagentd --release` with the node's last configuration, as
+// the systemd unit's ExecStopPost does after hagentd died: the vMACs and
+// cluster addresses it left go at once. Its output goes to the node's log.
+func (n *Node) Release() error {
+	bin := n.Binary
+	if bin == "" {
+		bin = Bin("hagentd")
+	}
+	out, err := exec.Command("ip", "netns", "exec", n.NS, bin, "-c", n.ConfigPath(), "-run-dir", n.RunDir, "--release").CombinedOutput()
+	if f, ferr := os.OpenFile(n.Log, os.O_WRONLY|os.O_APPEND, 0o644); ferr == nil {
+		f.Write(out)
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("%s: hagentd --release: %v: %s", n.Name, err, out)
+	}
+	return nil
+}
+
 // Signal sends sig to hagentd.
 func (n *Node) Signal(sig syscall.Signal) error {
 	if n.cmd == nil {
