@@ -40,7 +40,19 @@ type peer struct {
 	upSince   time.Time
 	alive     bool
 	lostWhy   string // "" = by the lost threshold; else the EventPeerLost reason
+	// reannounce counts the adverts of a peer that came back after which
+	// a primary re-announces the vMAC (returnAnnounces).
+	reannounce int
 }
+
+// returnAnnounces is how many of a returning peer's first adverts make a
+// primary re-announce the vMAC. A peer that was frozen (SIGSTOP, a paused
+// VM) wakes with stale timers: it may take the vMAC for a moment and let
+// it go within a millisecond, before this node heard it claim primary
+// (its claim and its release leave in one heartbeat), and the switch is
+// left pointing at its port. Announcing on its next adverts too repairs
+// that (found by the fault campaign, issue 14).
+const returnAnnounces = 3
 
 // New returns a machine in the starting (hello) state at time now. All
 // monitored links are assumed up until an EventMonitor says otherwise.
@@ -338,8 +350,18 @@ func (m *Machine) heard(adv Advert, now time.Time) error {
 	// A peer that held the vMAC just let it go while we hold it, or one we
 	// had lost comes back (it may have held the vMAC while we could not
 	// hear it): the switch may still point at its port. Tell it again.
-	if m.role == RolePrimary && adv.Role != RolePrimary && (!wasAlive || prev.Role == RolePrimary) {
-		m.emit(Action{Type: ActionAnnounce, Reason: fmt.Sprintf("%s released the virtual MAC", adv.Name)})
+	if !wasAlive {
+		p.reannounce = returnAnnounces
+	}
+	if m.role == RolePrimary && adv.Role != RolePrimary && (p.reannounce > 0 || prev.Role == RolePrimary) {
+		why := "released the virtual MAC"
+		if p.reannounce > 0 {
+			p.reannounce--
+			if prev.Role != RolePrimary {
+				why = "is back (it may have held the virtual MAC)"
+			}
+		}
+		m.emit(Action{Type: ActionAnnounce, Reason: fmt.Sprintf("%s %s", adv.Name, why)})
 	}
 	return nil
 }

@@ -514,3 +514,68 @@ func TestPeerLostByCarrier(t *testing.T) {
 		t.Fatalf("a lost by the threshold: %+v", m)
 	}
 }
+
+// TestReannounceReturningPeer: a peer that was lost comes back; its first
+// adverts say secondary, but between two of them it may have held the
+// vMAC for a moment (a SIGCONTed agent with stale timers takes over and
+// lets go before its claim left): the primary re-announces on each of its
+// first returnAnnounces adverts, then only when a claim is let go.
+func TestReannounceReturningPeer(t *testing.T) {
+	cfg := labConfig()
+	cfg.Name, cfg.Serial, cfg.Priority, cfg.Override = "a", "SN-a", 200, true
+	now := t0
+	m := New(cfg, now)
+	step := func(ev Event) int {
+		ev.Time = now
+		if err := m.Step(ev); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, a := range m.Ready().Actions {
+			if a.Type == ActionAnnounce {
+				n++
+			}
+		}
+		return n
+	}
+	for now.Before(t0.Add(3 * time.Second)) {
+		now = now.Add(cfg.HBInterval)
+		step(Event{Type: EventTick})
+	}
+	if m.Role() != RolePrimary {
+		t.Fatalf("a is %s alone", m.Role())
+	}
+	b := Advert{Name: "b", Serial: "SN-b", Role: RoleSecondary, Priority: 100, Override: true, Primary: "SN-a"}
+	heard := func() int { return step(Event{Type: EventHeartbeat, Advert: b}) }
+	for i := 1; i <= returnAnnounces; i++ {
+		now = now.Add(cfg.HBInterval)
+		if n := heard(); n != 1 {
+			t.Fatalf("advert %d of the new peer b: %d announces, want 1", i, n)
+		}
+	}
+	now = now.Add(cfg.HBInterval)
+	if n := heard(); n != 0 {
+		t.Fatalf("a steady secondary: %d announces", n)
+	}
+	// b is lost (frozen), then comes back.
+	for i := 0; i <= cfg.LostThreshold; i++ {
+		now = now.Add(cfg.HBInterval)
+		step(Event{Type: EventTick})
+	}
+	total := 0
+	for i := 0; i < returnAnnounces+2; i++ {
+		now = now.Add(cfg.HBInterval)
+		total += heard()
+	}
+	if total != returnAnnounces {
+		t.Fatalf("b came back: %d announces over its first %d adverts, want %d", total, returnAnnounces+2, returnAnnounces)
+	}
+	// A claim heard and let go still announces.
+	b.Role = RolePrimary
+	now = now.Add(cfg.HBInterval)
+	heard()
+	b.Role = RoleSecondary
+	if n := heard(); n != 1 {
+		t.Fatalf("b let go of a claim: %d announces", n)
+	}
+}

@@ -37,6 +37,10 @@ type Violation struct {
 	// NoExcuse: no machine stall can explain it (a reset is a state
 	// error, not a delay).
 	NoExcuse bool
+	// Allow, with Span, is how much of Span the invariant allows: the
+	// machine stalls within Span must add up to the rest to excuse it
+	// (zero: 2 intervals + slack).
+	Allow time.Duration
 }
 
 // Check is one invariant's outcome.
@@ -444,8 +448,9 @@ func checkPickup(r *Record, b Bounds) Check {
 		if len(rst) > 0 {
 			from = "resets from " + strings.Join(rst, ", ")
 		}
-		c.Violations = append(c.Violations, Violation{At: e.At, NoExcuse: e.Why != whyStalled, Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
-			e.ID, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, desc, r.holders(e.At), from)})
+		c.Violations = append(c.Violations, Violation{At: e.At, NoExcuse: e.Why != whyStalled,
+			Span: Span{From: e.LastOK, To: e.At}, Allow: convergeBound(r, b), Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
+				e.ID, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, desc, r.holders(e.At), from)})
 	}
 	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke: %d by a single-node fault, %d during faults on several nodes, %d in a split brain", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), by[ScopeSingle], by[ScopeMulti], by[ScopeSplit])
 	return c
@@ -519,8 +524,9 @@ func checkSanity(r *Record) Check {
 }
 
 // excuse moves the violations that a measured machine stall explains to
-// c.Excused: a lasting one (two vMAC holders) when the stalls within it
-// add up to at least its excess over the limit; a point one when a stall
+// c.Excused: a lasting one (two vMAC holders; a connection's silence)
+// when the stalls within it add up to at least its excess over the limit
+// (Allow, or 2 intervals + slack); a point one when a stall
 // overlaps the convergence bound before it (a stall that long makes a
 // peer miss the lost threshold, or delays a release or a takeover).
 func excuse(r *Record, b Bounds, c *Check) {
@@ -534,7 +540,11 @@ func excuse(r *Record, b Bounds, c *Check) {
 		}
 		from, to, need := v.At.Add(-window), v.At, time.Duration(1)
 		if !v.Span.From.IsZero() {
-			from, to, need = v.Span.From, v.Span.To, v.Span.To.Sub(v.Span.From)-limit
+			allow := limit
+			if v.Allow > 0 {
+				allow = v.Allow
+			}
+			from, to, need = v.Span.From, v.Span.To, v.Span.To.Sub(v.Span.From)-allow
 		}
 		var got time.Duration
 		var what []string

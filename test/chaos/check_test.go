@@ -264,9 +264,15 @@ func TestCheckPickupStallExcuse(t *testing.T) {
 		{ID: 1, Opened: at(0.5), LastOK: at(2), At: at(5), Why: whyStalled},
 		{ID: 2, Opened: at(0.5), LastOK: at(4.9), At: at(5), Why: "reset"},
 	}
-	r.Stalls = []Stall{{Span: Span{From: at(4.5), To: at(4.8)}, What: "netlink"}}
+	// 3 s of silence, 1.1 s allowed (detection + 2 intervals + slack):
+	// stalls must add up to 1.9 s.
+	r.Stalls = []Stall{{Span: Span{From: at(2.5), To: at(4.8)}, What: "netlink"}}
 	c := find(Evaluate(r, testBounds), InvPickup)
 	if len(c.Excused) != 1 || len(c.Violations) != 1 || !strings.Contains(c.Violations[0].Detail, "connection 2") {
 		t.Errorf("excused %+v, violations %+v", c.Excused, c.Violations)
+	}
+	r.Stalls = []Stall{{Span: Span{From: at(4.5), To: at(4.8)}, What: "netlink"}}
+	if c := find(Evaluate(r, testBounds), InvPickup); len(c.Excused) != 0 || len(c.Violations) != 2 {
+		t.Errorf("a 300 ms stall excused 3 s of silence: excused %+v", c.Excused)
 	}
 }
