@@ -190,6 +190,9 @@ func Failovers(count int, ival time.Duration, thr int, out io.Writer, logf func(
 			what, to = "unset", a.Name
 		}
 		x, t0 := res.Losses[i], starts[i]
+		if x.Lost == 0 {
+			break
+		}
 		var g []string
 		for _, y := range garps {
 			if y.Node == to && !y.At.Before(t0) && y.At.Before(starts[i+1]) {
