@@ -351,6 +351,11 @@ const (
 	// either port), so its conntrack entry goes out of window: no single
 	// node failed, the pair's forwarding did.
 	ScopeSplit = "split-brain"
+	// ScopeUnsynced: the connection was opened through a node whose agent
+	// was not running (killed, stopped with SIGSTOP or SIGTERM: its kernel
+	// still held the vMAC and forwarded): no agent saw the flow, no copy
+	// of it exists anywhere. Not a connection the fault interrupted.
+	ScopeUnsynced = "opened-unsynced"
 )
 
 // faultTail is how long after a fault healed it still counts as the cause
@@ -391,6 +396,12 @@ func connScope(r *Record, b Bounds, e ConnEnd) (string, string) {
 	if len(order) > 1 {
 		return ScopeMulti, desc
 	}
+	for _, f := range r.Faults {
+		if f.Skipped == "" && (f.Kind == Kill || f.Kind == Term || f.Kind == Stop) && !e.Opened.Before(f.Start) &&
+			(f.End.IsZero() || e.Opened.Before(f.End)) && r.heldAt(f.Node, e.Opened) {
+			return ScopeUnsynced, fmt.Sprintf("%s; opened at %s through %s, whose agent was down (%s)", desc, clock(r, e.Opened), f.Node, f.Kind)
+		}
+	}
 	// A split brain: two holders, deaf to each other, one of them cut
 	// from the hb network with its agent running.
 	cut := func(n string, s Span) bool {
@@ -427,7 +438,7 @@ func connScope(r *Record, b Bounds, e ConnEnd) (string, string) {
 // checkPickup: no long-lived connection through the pair (session pickup
 // on) breaks by a single-node fault.
 func checkPickup(r *Record, b Bounds) Check {
-	c := Check{Name: InvPickup, Rule: fmt.Sprintf("no TCP connection through the pair (session pickup on) breaks (reset, closed, 3 s without its echo) while the faults from its last echo to its failure (+%s after each healed) hit at most one node; breaks during faults on two or more nodes or a split brain (two forwarding holders cut apart on the hb network) are counted, not violations", faultTail(r, b)),
+	c := Check{Name: InvPickup, Rule: fmt.Sprintf("no TCP connection through the pair (session pickup on) breaks (reset, closed, 3 s without its echo) while the faults from its last echo to its failure (+%s after each healed) hit at most one node; breaks during faults on two or more nodes, a split brain (two forwarding holders cut apart on the hb network) or of a connection opened through a node whose agent was down are counted, not violations", faultTail(r, b)),
 		Checked: r.Conns.Opened}
 	by := map[string]int{}
 	why := map[string]int{}
@@ -452,7 +463,7 @@ func checkPickup(r *Record, b Bounds) Check {
 			Span: Span{From: e.LastOK, To: e.At}, Allow: convergeBound(r, b), Detail: fmt.Sprintf("connection %d (client port %d, open since %s, last echo %s) %s during a single-node fault (%s; vMAC holders then %v); %s",
 				e.ID, e.Port, clock(r, e.Opened), clock(r, e.LastOK), e.Why, desc, r.holders(e.At), from)})
 	}
-	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke: %d by a single-node fault, %d during faults on several nodes, %d in a split brain", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), by[ScopeSingle], by[ScopeMulti], by[ScopeSplit])
+	c.Measured = fmt.Sprintf("%d opened, %d echoes, %d broke: %d by a single-node fault, %d during faults on several nodes, %d in a split brain, %d opened through a node whose agent was down", r.Conns.Opened, r.Conns.Echoes, len(r.Conns.Ends), by[ScopeSingle], by[ScopeMulti], by[ScopeSplit], by[ScopeUnsynced])
 	return c
 }
 

@@ -181,6 +181,7 @@ func TestCheckPickup(t *testing.T) {
 		conn(3, 4.1, 4.25), // kill of a, flap of b: multi-node
 		conn(4, 6.5, 6.6),  // split brain b/c
 		conn(5, 9.2, 9.3),  // nothing applied: a violation
+		{ID: 6, Port: 4006, Opened: at(2.05), LastOK: at(2.05), At: at(3.5), Why: whyStalled}, // opened through the killed a
 	}
 	r.RSTs = []RST{{At: at(2.19), Node: "b", Side: "wan", Port: 4001}}
 	c := find(Evaluate(r, testBounds), InvPickup)
@@ -194,7 +195,7 @@ func TestCheckPickup(t *testing.T) {
 	if len(c.Violations) > 0 && !strings.Contains(c.Violations[0].Detail, "b's wan port") {
 		t.Errorf("the reset's origin is not named: %s", c.Violations[0].Detail)
 	}
-	if !strings.Contains(c.Measured, "1 during faults on several nodes, 1 in a split brain") {
+	if !strings.Contains(c.Measured, "1 during faults on several nodes, 1 in a split brain, 1 opened through a node whose agent was down") {
 		t.Errorf("measured %q", c.Measured)
 	}
 	// A split brain needs a node cut from the hb network: two holders
