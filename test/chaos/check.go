@@ -370,20 +370,11 @@ func connScope(r *Record, b Bounds, e ConnEnd) (string, string) {
 	tail := faultTail(r, b)
 	nodes := map[string][]string{}
 	var order []string
-	for _, f := range r.Faults {
-		if f.Skipped != "" {
-			continue
+	for _, f := range around(r, to, to.Sub(from)+tail, 0) {
+		if _, ok := nodes[f.Node]; !ok {
+			order = append(order, f.Node)
 		}
-		end := f.End
-		if end.IsZero() {
-			end = r.End
-		}
-		if f.Start.Before(to) && end.Add(tail).After(from) {
-			if _, ok := nodes[f.Node]; !ok {
-				order = append(order, f.Node)
-			}
-			nodes[f.Node] = append(nodes[f.Node], string(f.Kind))
-		}
+		nodes[f.Node] = append(nodes[f.Node], string(f.Kind))
 	}
 	var what []string
 	for _, n := range order {
