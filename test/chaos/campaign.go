@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +110,8 @@ func Run(cfg Config) (res *Result, err error) {
 		nodes[i] = l.Nodes[name]
 		nodes[i].Binary = cfg.Binary
 	}
+	// The witness logs every GC: its live heap, beside its RSS.
+	nodes[witness].Env = []string{"GODEBUG=gctrace=1"}
 	// A small tmpfs per node under its copy of the synced directory, so
 	// that the disk can be filled (the copy and its node-local sibling
 	// are on it: atomic writes rename within one file system).
@@ -328,7 +332,28 @@ func (nm *nemesis) resources(m *member) Resources {
 	if st, err := m.n.Status(); err == nil {
 		r.Goroutines = st.Goroutines
 	}
+	r.HeapMB = lastHeap(m.n.Log)
 	return r
+}
+
+// gcLine is a GODEBUG=gctrace=1 line: "… 12->13->6 MB, …"; the third
+// figure is the heap live after the collection.
+var gcLine = regexp.MustCompile(`^gc \d+ @.* (\d+)->(\d+)->(\d+) MB`)
+
+// lastHeap is the live heap after the last GC the log shows (-1: none).
+func lastHeap(log string) int {
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return -1
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := gcLine.FindStringSubmatch(lines[i]); m != nil {
+			v, _ := strconv.Atoi(m[3])
+			return v
+		}
+	}
+	return -1
 }
 
 // finalSync waits until every node's copy of the file is the primary's;

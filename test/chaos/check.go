@@ -478,7 +478,7 @@ func checkLeak(r *Record, b Bounds) Check {
 		return c
 	}
 	c.Checked = 1
-	c.Measured = fmt.Sprintf("RSS %d → %d kB, goroutines %d → %d, over %d vMAC moves", s.RSSKB, e.RSSKB, s.Goroutines, e.Goroutines, e.RoleMoves-s.RoleMoves)
+	c.Measured = fmt.Sprintf("RSS %d → %d kB, live heap %d → %d MB, goroutines %d → %d, over %d vMAC moves", s.RSSKB, e.RSSKB, s.HeapMB, e.HeapMB, s.Goroutines, e.Goroutines, e.RoleMoves-s.RoleMoves)
 	switch {
 	case s.PID != e.PID:
 		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("the witness was restarted (pid %d → %d)", s.PID, e.PID)})

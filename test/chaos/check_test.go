@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -275,5 +277,22 @@ func TestCheckPickupStallExcuse(t *testing.T) {
 	r.Stalls = []Stall{{Span: Span{From: at(4.5), To: at(4.8)}, What: "netlink"}}
 	if c := find(Evaluate(r, testBounds), InvPickup); len(c.Excused) != 0 || len(c.Violations) != 2 {
 		t.Errorf("a 300 ms stall excused 3 s of silence: excused %+v", c.Excused)
+	}
+}
+
+func TestLastHeap(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "hagentd.log")
+	if err := os.WriteFile(log, []byte("2026 [INFO] hagentd: starting\n"+
+		"gc 1 @0.012s 1%: 0.010+0.52+0.002 ms clock, 0.020+0.10/0.40/0+0.004 ms cpu, 3->4->1 MB, 4 MB goal, 0 MB stacks, 0 MB globals, 2 P\n"+
+		"2026 [INFO] hagentd: took over\n"+
+		"gc 2 @5.100s 1%: 0.010+0.52+0.002 ms clock, 0.020+0.10/0.40/0+0.004 ms cpu, 14->15->7 MB, 16 MB goal, 0 MB stacks, 0 MB globals, 2 P\n"+
+		"2026 [INFO] hagentd: released\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastHeap(log); got != 7 {
+		t.Errorf("lastHeap = %d, want 7", got)
+	}
+	if got := lastHeap(log + ".none"); got != -1 {
+		t.Errorf("no log: %d", got)
 	}
 }

@@ -153,6 +153,7 @@ type Resources struct {
 	At         time.Time
 	PID        int
 	RSSKB      int64
+	HeapMB     int // live heap after the last GC (GODEBUG=gctrace=1), -1 unknown
 	Goroutines int
 	RoleMoves  int // vMAC changes of hands so far
 }

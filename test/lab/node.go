@@ -26,6 +26,8 @@ type Node struct {
 	Log      string // hagentd's log file
 	// Binary is the hagentd to start; "" is Bin("hagentd").
 	Binary string
+	// Env is added to hagentd's environment (e.g. GODEBUG=gctrace=1).
+	Env []string
 
 	cmd  *exec.Cmd
 	done chan error
@@ -226,6 +228,9 @@ func (n *Node) StartYAML(cfg string) error {
 	}
 	cmd := exec.Command("ip", "netns", "exec", n.NS, bin, "-c", path, "-state-dir", n.StateDir, "-run-dir", n.RunDir)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(n.Env) > 0 {
+		cmd.Env = append(os.Environ(), n.Env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
