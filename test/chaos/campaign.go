@@ -35,6 +35,9 @@ type Config struct {
 	Binary string
 	// RecordFile, if set, gets the Record as JSON (without the probe).
 	RecordFile string
+	// NoPickup turns session pickup off: the control run that shows
+	// tcp-pickup fails without it.
+	NoPickup bool
 	// Out gets the event log and the summary; Logf progress lines.
 	Out  io.Writer
 	Logf func(string, ...any)
@@ -170,7 +173,7 @@ func Run(cfg Config) (res *Result, err error) {
 			GroupID: groupID, Priority: prios[i], Override: true, Monitor: true,
 			HBInterval: cfg.HBInterval, LostThreshold: cfg.Threshold, HelloHolddown: time.Second,
 			ARPs: 2, ARPsInterval: 8 * time.Second,
-			ClusterExtra: fmt.Sprintf("session_pickup: {enabled: true}\nsync:\n  paths: [%s]\n  period: %s\n", d.Path, syncPeriod),
+			ClusterExtra: fmt.Sprintf("session_pickup: {enabled: %v}\nsync:\n  paths: [%s]\n  period: %s\n", !cfg.NoPickup, d.Path, syncPeriod),
 		}
 		m := &member{n: n, params: p, netBusy: map[Kind]bool{}}
 		nm.members = append(nm.members, m)

@@ -45,7 +45,9 @@ const testSeed = 5
 
 // TestChaos is the campaign: 60 s with seed testSeed in make test;
 // HAGENT_CHAOS_SEED and HAGENT_CHAOS_DURATION (make chaos SEED= DURATION=)
-// choose another; HAGENT_CHAOS_HAGENTD tests another hagentd binary.
+// choose another; HAGENT_CHAOS_HAGENTD tests another hagentd binary;
+// HAGENT_CHAOS_NO_PICKUP=1 turns session pickup off (a control run that
+// must fail tcp-pickup).
 func TestChaos(t *testing.T) {
 	needLab(t)
 	seed := int64(testSeed)
@@ -58,6 +60,7 @@ func TestChaos(t *testing.T) {
 	cfg := DefaultConfig(seed, envDuration(t, "HAGENT_CHAOS_DURATION", time.Minute))
 	cfg.Binary = os.Getenv("HAGENT_CHAOS_HAGENTD")
 	cfg.RecordFile = os.Getenv("HAGENT_CHAOS_RECORD")
+	cfg.NoPickup = os.Getenv("HAGENT_CHAOS_NO_PICKUP") == "1" // the control: tcp-pickup must fail
 	var out bytes.Buffer
 	cfg.Out = &out
 	cfg.Logf = t.Logf
