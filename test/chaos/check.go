@@ -405,11 +405,14 @@ func connScope(r *Record, b Bounds, e ConnEnd) (string, string) {
 		}
 		return false
 	}
+	// Its damage shows until the convergence bound after it ended: the
+	// holder that stays had no copies of what the other forwarded.
+	sfrom := from.Add(-tail)
 	for i, x := range r.Nodes {
 		for _, y := range r.Nodes[i+1:] {
 			for _, sx := range r.Holds[x] {
 				for _, sy := range r.Holds[y] {
-					o := Span{From: later(later(sx.From, sy.From), from), To: earlier(earlier(sx.end(r), sy.end(r)), to)}
+					o := Span{From: later(later(sx.From, sy.From), sfrom), To: earlier(earlier(sx.end(r), sy.end(r)), to)}
 					if !o.To.After(o.From) {
 						continue
 					}

@@ -182,6 +182,7 @@ func TestCheckPickup(t *testing.T) {
 		conn(2, 3.5, 3.55), // 1 s after the kill healed: still its tail (1.1 s)
 		conn(3, 4.1, 4.25), // kill of a, flap of b: multi-node
 		conn(4, 6.5, 6.6),  // split brain b/c
+		conn(7, 7.6, 7.7),  // after it (b had no copies of what c forwarded)
 		conn(5, 9.2, 9.3),  // nothing applied: a violation
 		{ID: 6, Port: 4006, Opened: at(2.05), LastOK: at(2.05), At: at(3.5), Why: whyStalled}, // opened through the killed a
 	}
@@ -197,14 +198,14 @@ func TestCheckPickup(t *testing.T) {
 	if len(c.Violations) > 0 && !strings.Contains(c.Violations[0].Detail, "b's wan port") {
 		t.Errorf("the reset's origin is not named: %s", c.Violations[0].Detail)
 	}
-	if !strings.Contains(c.Measured, "1 during faults on several nodes, 1 in a split brain, 1 opened through a node whose agent was down") {
+	if !strings.Contains(c.Measured, "1 during faults on several nodes, 2 in a split brain, 1 opened through a node whose agent was down") {
 		t.Errorf("measured %q", c.Measured)
 	}
 	// A split brain needs a node cut from the hb network: two holders
 	// while one is SIGSTOPped (its kernel forwards alone) is single-node.
 	r.Faults[3].Kind = Stop
-	if c := find(Evaluate(r, testBounds), InvPickup); len(c.Violations) != 4 {
-		t.Errorf("a stopped agent's kernel beside the new primary: %d violations, want 4", len(c.Violations))
+	if c := find(Evaluate(r, testBounds), InvPickup); len(c.Violations) != 5 {
+		t.Errorf("a stopped agent's kernel beside the new primary: %d violations, want 5", len(c.Violations))
 	}
 }
 
