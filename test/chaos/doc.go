@@ -1,10 +1,11 @@
 // Package chaos is hagent's fault campaign (`make chaos`; a 60-second
 // campaign with a fixed seed runs in `make test`): a seeded, randomized
-// schedule of overlapping faults applied to a 3-node netns lab while a
-// client probes the cluster address every millisecond, 200 long-lived TCP
-// connections echo through it and a reader re-reads a synchronized file
-// that the primary keeps rewriting; invariants are then checked on what
-// was observed.
+// schedule of overlapping faults applied to a 3-node netns lab (a
+// stateful firewall trio with session pickup on) while a client probes
+// the cluster address every millisecond, 200 long-lived TCP connections
+// echo through the trio to a server behind it and a reader re-reads a
+// synchronized file that the primary keeps rewriting; invariants are then
+// checked on what was observed.
 //
 // Three parts, each small:
 //
@@ -19,8 +20,9 @@
 //     priority, a full tmpfs under the synced path.
 //   - observe.go, workload.go: the observer trusts facts, not the agents'
 //     status: port1's MAC on every node over netlink, gratuitous ARPs
-//     entering the data switch per port, the probe, the connections, the
-//     file's bytes, the processes.
+//     entering the LAN switch and TCP resets entering the LAN and WAN
+//     switches per port, the probe, the connections, the file's bytes,
+//     the processes.
 //
 // check.go turns the Record into one Check per invariant with every
 // violation timestamped; report.go prints the event log, the violations
