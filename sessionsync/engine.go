@@ -44,8 +44,8 @@ type Config struct {
 	Connectionless bool
 	// NAT also copies NATed flows.
 	NAT bool
-	// Expectation also copies conntrack expectations (not implemented:
-	// counted as unsupported).
+	// Expectation also copies conntrack expectations (FTP, SIP helper
+	// data channels); the Table must be an ExpectTable.
 	Expectation bool
 	// Delay copies a flow only once it has lived this long.
 	Delay time.Duration
@@ -121,10 +121,12 @@ type Engine struct {
 
 type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
+	expectSent                                                    uint64
 }
 
 type recvCounters struct {
 	messages, records, applied, errors, malformed, swept uint64
+	expectApplied                                        uint64
 	lastErr                                              string
 	lastErrAt                                            time.Time
 	reasons                                              map[string]uint64
@@ -390,6 +392,10 @@ func (e *Engine) onEvent(ev Event) {
 		if e.cfg.Event != nil {
 			e.cfg.Event("conntrack event overrun (ENOBUFS): events lost; copying the table again")
 		}
+		return
+	}
+	if ev.Expect != nil {
+		e.onExpectEvent(ev, now)
 		return
 	}
 	f := &ev.Flow
@@ -690,6 +696,9 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	if sendErr != nil {
 		return sendErr
 	}
+	if err := e.bulkExpect(ctx, p, gen, start, buf); err != nil {
+		return fmt.Errorf("expectations: %w", err)
+	}
 	if err := e.send(ctx, p, &Message{Kind: KindBulkEnd, Gen: gen, Count: uint32(count)}, buf); err != nil {
 		return err
 	}
@@ -882,7 +891,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		cloned := false
 		e.recvMu.Lock()
 		for i := range recs {
-			if recs[i].Op != OpUpsert {
+			if recs[i].Op != OpUpsert || recs[i].Expect != nil {
 				continue
 			}
 			if _, ok := rs.applied[recs[i].Flow.Key()]; !ok {
@@ -894,13 +903,23 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		}
 		e.recvMu.Unlock()
 	}
-	errs := e.cfg.Table.Apply(recs)
+	errs := e.applyRecords(recs)
 	done := e.cfg.Now()
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
 	e.rc.records += uint64(len(m.Records))
 	for i, err := range errs {
 		k := m.Records[i].Flow.Key()
+		if x := m.Records[i].Expect; x != nil {
+			if err != nil {
+				e.rc.errors++
+				e.rc.reasons[reason(err)]++
+				e.noteErr(now, fmt.Sprintf("%s: %v", x.String(), err))
+				continue
+			}
+			e.rc.expectApplied++
+			continue
+		}
 		if err != nil {
 			e.rc.errors++
 			e.rc.reasons[reason(err)]++

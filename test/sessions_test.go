@@ -37,6 +37,12 @@ const sessionExtra = "session_pickup: {enabled: %v, connectionless: true}\nsync:
 
 func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
 	t.Helper()
+	return firewallPairWith(t, fmt.Sprintf(sessionExtra, pickup)+extra)
+}
+
+// firewallPairWith is firewallPair with cluster settings of its own.
+func firewallPairWith(t *testing.T, clusterExtra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
 	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
 	if err := l.SetupFirewall("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
 		t.Fatal(err)
@@ -49,7 +55,7 @@ func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node,
 		p := params(n.prio, false)
 		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
 		p.Monitor, p.NoIPv6 = true, true
-		p.ClusterExtra = fmt.Sprintf(sessionExtra, pickup) + extra
+		p.ClusterExtra = clusterExtra
 		start(t, n.n, p)
 	}
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
