@@ -625,3 +625,46 @@ func TestChannelSpread(t *testing.T) {
 		t.Fatalf("group back: frames per link %v -> %v, want both ha1 and ha2", before, after)
 	}
 }
+
+// TestChannelSendAsync: messages queued with SendAsync and Send arrive
+// once each in the order queued, and every result channel yields nil.
+func TestChannelSendAsync(t *testing.T) {
+	n := newFakeNet(9)
+	n.seg("s1").loss = 0.1
+	a := newTestChannel(t, n, "node-a", []string{"s1"})
+	b := newTestChannel(t, n, "node-b", []string{"s1"})
+	var dones []<-chan error
+	for i := 0; i < 50; i++ {
+		msg := []byte(fmt.Sprintf("msg %03d %s", i, bytes.Repeat([]byte("x"), i*100)))
+		if i%10 == 9 {
+			if err := a.Send(context.Background(), "node-b", msg); err != nil {
+				t.Fatalf("Send %d: %v", i, err)
+			}
+			continue
+		}
+		d, err := a.SendAsync("node-b", msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dones = append(dones, d)
+	}
+	for i := 0; i < 50; i++ {
+		m := recvOne(t, b, 10*time.Second)
+		if want := fmt.Sprintf("msg %03d ", i); !bytes.HasPrefix(m.Data, []byte(want)) {
+			t.Fatalf("message %d is %.8q, want %q", i, m.Data, want)
+		}
+	}
+	for i, d := range dones {
+		select {
+		case err := <-d:
+			if err != nil {
+				t.Fatalf("SendAsync %d: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("SendAsync %d: no result", i)
+		}
+	}
+	if _, err := a.SendAsync("node-a", []byte("x")); err == nil {
+		t.Fatal("SendAsync to self accepted")
+	}
+}

@@ -32,6 +32,19 @@ type Transport interface {
 
 var _ Transport = (*l2chan.Channel)(nil)
 
+// AsyncTransport is a Transport that can keep several messages to a peer
+// in flight (l2chan.Channel.SendAsync): the stream is then pipelined, so
+// an event does not wait for the acknowledgement of the message before.
+type AsyncTransport interface {
+	SendAsync(peer string, msg []byte) (<-chan error, error)
+}
+
+var _ AsyncTransport = (*l2chan.Channel)(nil)
+
+// streamWindow is how many stream messages to one peer may await their
+// acknowledgement at once.
+const streamWindow = 4
+
 // Config configures an Engine. Zero values take DefaultConfig's.
 type Config struct {
 	// Self is this node's name.
@@ -577,6 +590,23 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 			}
 			p.queueOldest = e.cfg.Now().UnixNano()
 			e.mu.Unlock()
+			if at, ok := e.cfg.Transport.(AsyncTransport); ok {
+				if err := e.pipeline(ctx, p, at, &m, &buf); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					e.sendFailed(p, "stream", err)
+					e.mu.Lock()
+					p.needBulk, p.queue = true, nil
+					e.mu.Unlock()
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(500 * time.Millisecond):
+					}
+				}
+				continue
+			}
 			if err := e.send(ctx, p, &m, &buf); err != nil {
 				if ctx.Err() != nil {
 					return
@@ -608,6 +638,77 @@ func (e *Engine) sendFailed(p *peerState, what string, err error) {
 	if p.bulk.State == "running" {
 		p.bulk.State = "failed"
 	}
+}
+
+// pipeline sends the stream message m and every stream message queued
+// while it and the ones after it are in flight, up to streamWindow at once,
+// and returns when all are acknowledged (nil) or one failed. Each is
+// encoded and queued at once; the channel keeps their order.
+func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, m *Message, buf *[]byte) error {
+	type flight struct {
+		done <-chan error
+		recs int
+	}
+	var inflight []flight
+	queue := func(m *Message) error {
+		b, err := m.AppendBinary((*buf)[:0])
+		if err != nil {
+			return err
+		}
+		*buf = b
+		done, err := at.SendAsync(p.name, b)
+		if err != nil {
+			return err
+		}
+		inflight = append(inflight, flight{done, len(m.Records)})
+		return nil
+	}
+	if err := queue(m); err != nil {
+		return err
+	}
+	timeout := time.NewTimer(e.cfg.SendTimeout)
+	defer timeout.Stop()
+	for len(inflight) > 0 {
+		// Fill the window with what has queued up meanwhile.
+		for len(inflight) < streamWindow {
+			e.mu.Lock()
+			n := min(len(p.queue), e.cfg.BatchRecords)
+			if n == 0 || p.needBulk {
+				e.mu.Unlock()
+				break
+			}
+			next := Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
+			p.queue = p.queue[n:]
+			if len(p.queue) == 0 {
+				p.queue = nil
+			}
+			p.queueOldest = e.cfg.Now().UnixNano()
+			e.mu.Unlock()
+			if err := queue(&next); err != nil {
+				return err
+			}
+		}
+		select {
+		case err := <-inflight[0].done:
+			if err != nil {
+				return err
+			}
+			e.mu.Lock()
+			p.sentMsgs++
+			p.sentRecs += uint64(inflight[0].recs)
+			p.lastProgress = e.cfg.Now()
+			e.mu.Unlock()
+			inflight = inflight[1:]
+			timeout.Reset(e.cfg.SendTimeout) // (Go 1.23+: no stale expiry after Reset)
+		case <-p.wake:
+			// More records: the loop above takes them if the window allows.
+		case <-timeout.C:
+			return fmt.Errorf("no acknowledgement within %v", e.cfg.SendTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (e *Engine) send(ctx context.Context, p *peerState, m *Message, buf *[]byte) error {
