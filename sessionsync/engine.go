@@ -577,37 +577,20 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 				}
 				continue
 			}
-			n := min(len(p.queue), e.cfg.BatchRecords)
-			if n == 0 {
+			m := e.nextStream(p)
+			if m == nil {
 				p.busySince = time.Time{}
 				e.mu.Unlock()
 				break
 			}
-			m := Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
-			p.queue = p.queue[n:]
-			if len(p.queue) == 0 {
-				p.queue = nil
-			}
-			p.queueOldest = e.cfg.Now().UnixNano()
 			e.mu.Unlock()
+			var err error
 			if at, ok := e.cfg.Transport.(AsyncTransport); ok {
-				if err := e.pipeline(ctx, p, at, &m, &buf); err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					e.sendFailed(p, "stream", err)
-					e.mu.Lock()
-					p.needBulk, p.queue = true, nil
-					e.mu.Unlock()
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(500 * time.Millisecond):
-					}
-				}
-				continue
+				err = e.pipeline(ctx, p, at, m, &buf)
+			} else {
+				err = e.send(ctx, p, m, &buf)
 			}
-			if err := e.send(ctx, p, &m, &buf); err != nil {
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -623,6 +606,22 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 			}
 		}
 	}
+}
+
+// nextStream takes the next stream message's records off p's queue, nil
+// when it is empty (e.mu held).
+func (e *Engine) nextStream(p *peerState) *Message {
+	n := min(len(p.queue), e.cfg.BatchRecords)
+	if n == 0 {
+		return nil
+	}
+	m := &Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
+	p.queue = p.queue[n:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	p.queueOldest = e.cfg.Now().UnixNano()
+	return m
 }
 
 func (e *Engine) sendFailed(p *peerState, what string, err error) {
@@ -672,19 +671,15 @@ func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, 
 		// Fill the window with what has queued up meanwhile.
 		for len(inflight) < streamWindow {
 			e.mu.Lock()
-			n := min(len(p.queue), e.cfg.BatchRecords)
-			if n == 0 || p.needBulk {
-				e.mu.Unlock()
+			var next *Message
+			if !p.needBulk {
+				next = e.nextStream(p)
+			}
+			e.mu.Unlock()
+			if next == nil {
 				break
 			}
-			next := Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
-			p.queue = p.queue[n:]
-			if len(p.queue) == 0 {
-				p.queue = nil
-			}
-			p.queueOldest = e.cfg.Now().UnixNano()
-			e.mu.Unlock()
-			if err := queue(&next); err != nil {
+			if err := queue(next); err != nil {
 				return err
 			}
 		}

@@ -170,13 +170,7 @@ func decodeExpect(b []byte, r *Record) (int, error) {
 	p := expFixed
 	var addrs []netip.Addr
 	addr := func() netip.Addr {
-		var a netip.Addr
-		if alen == 16 {
-			a = netip.AddrFrom16([16]byte(b[p : p+16]))
-		} else {
-			a = netip.AddrFrom4([4]byte(b[p : p+4]))
-		}
-		p += alen
+		a := readAddr(b, &p, alen)
 		addrs = append(addrs, a)
 		return a
 	}

@@ -384,6 +384,19 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// readAddr reads an address of alen (4 or 16) bytes at b[*p] and
+// advances *p; the caller checked the length.
+func readAddr(b []byte, p *int, alen int) netip.Addr {
+	var a netip.Addr
+	if alen == 16 {
+		a = netip.AddrFrom16([16]byte(b[*p : *p+16]))
+	} else {
+		a = netip.AddrFrom4([4]byte(b[*p : *p+4]))
+	}
+	*p += alen
+	return a
+}
+
 func decodeRecord(b []byte, r *Record) (int, error) {
 	if len(b) < 19 {
 		return 0, io.ErrUnexpectedEOF
@@ -420,16 +433,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 		return 0, io.ErrUnexpectedEOF
 	}
 	p := 17
-	addr := func() netip.Addr {
-		var a netip.Addr
-		if alen == 16 {
-			a = netip.AddrFrom16([16]byte(b[p : p+16]))
-		} else {
-			a = netip.AddrFrom4([4]byte(b[p : p+4]))
-		}
-		p += alen
-		return a
-	}
+	addr := func() netip.Addr { return readAddr(b, &p, alen) }
 	for _, t := range []*Tuple{&f.Orig, &f.Reply} {
 		t.Src = addr()
 		t.Dst = addr()
