@@ -552,10 +552,13 @@ func TestChannelInstancesIsolated(t *testing.T) {
 }
 
 // TestChannelSpread: with Spread 2 a transfer goes over both links of the
-// group, arrives intact, and retransmits little when nothing is lost; with
-// one of them down it runs on the other; with both down on the fallback.
+// group, arrives intact, and retransmits little when nothing is lost
+// although one link is 2 ms slower than the other (loss detection compares
+// a fragment only with later ones on its own link); with one of them down
+// it runs on the other; with both down on the fallback.
 func TestChannelSpread(t *testing.T) {
 	n := newFakeNet(7)
+	n.seg("s1").latency = 2 * time.Millisecond
 	spread := func(c *Config) { c.Spread = 2 }
 	a := newTestChannel(t, n, "node-a", []string{"s1", "s2", "s3"}, spread)
 	b := newTestChannel(t, n, "node-b", []string{"s1", "s2", "s3"}, spread)
@@ -588,11 +591,8 @@ func TestChannelSpread(t *testing.T) {
 	if d1 < 200 || d2 < 200 || d3 > 10 {
 		t.Fatalf("frames per link %d/%d/%d: want the transfer spread over ha1 and ha2, not on ha3", d1, d2, d3)
 	}
-	if lo, hi := min(d1, d2), max(d1, d2); hi > 2*lo {
-		t.Errorf("unbalanced: %d and %d frames", d1, d2)
-	}
 	if st := a.Stats(); st.Retransmits*100 > st.FramesSent {
-		t.Errorf("%d retransmits of %d frames on a lossless network", st.Retransmits, st.FramesSent)
+		t.Errorf("%d retransmits (%d timeouts) of %d frames on a lossless network", st.Retransmits, st.Timeouts, st.FramesSent)
 	}
 
 	a.SetLinkUp("ha1", false)
