@@ -37,6 +37,12 @@ const sessionExtra = "session_pickup: {enabled: %v, connectionless: true}\nsync:
 
 func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
 	t.Helper()
+	return firewallPairWith(t, fmt.Sprintf(sessionExtra, pickup)+extra)
+}
+
+// firewallPairWith is firewallPair with cluster settings of its own.
+func firewallPairWith(t *testing.T, clusterExtra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
 	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
 	if err := l.SetupFirewall("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
 		t.Fatal(err)
@@ -49,7 +55,7 @@ func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node,
 		p := params(n.prio, false)
 		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
 		p.Monitor, p.NoIPv6 = true, true
-		p.ClusterExtra = fmt.Sprintf(sessionExtra, pickup) + extra
+		p.ClusterExtra = clusterExtra
 		start(t, n.n, p)
 	}
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
@@ -632,11 +638,12 @@ func overrideReturn(t *testing.T, leave, back func(t *testing.T, a *lab.Node), r
 	}
 }
 
-// TestSessionPickupSyncDev: with sync_dev [ha2] the session channel runs
-// on ha2; cut, it falls back to the hbdev ha1 and no flow is missing;
-// repaired, it goes back to ha2.
+// TestSessionPickupSyncDev: with sync_dev [ha2, ha3] the session channel
+// is load-balanced over both; with ha2 cut it runs on ha3, with both cut
+// it falls back to the hbdev ha1, and no flow is missing; repaired, it
+// spreads over ha2 and ha3 again.
 func TestSessionPickupSyncDev(t *testing.T) {
-	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 2})
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 3})
 	if err := l.SetupFirewall(); err != nil {
 		t.Fatal(err)
 	}
@@ -647,21 +654,24 @@ func TestSessionPickupSyncDev(t *testing.T) {
 	}{{a, 200}, {b, 100}} {
 		p := params(n.prio, false)
 		p.NoIPv6, p.HBDevs = true, 1
-		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2]}\nsync: {enabled: false}"
+		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2, ha3]}\nsync: {enabled: false}"
 		start(t, n.n, p)
 	}
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
-	active := func(n *lab.Node) string {
-		if c := sessionsOf(t, n).Channel; c != nil {
-			return c.ActiveLink
+	channel := func() *sessionsync.ChannelStatus {
+		if c := sessionsOf(t, a).Channel; c != nil {
+			return c
 		}
-		return ""
+		t.Fatal("node-a: no session channel in status")
+		return nil
 	}
-	load, err := lab.StartTCPLoad(l, 100, 100*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
+	tx := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, l := range channel().Links {
+			out[l.Name] = l.Tx
+		}
+		return out
 	}
-	defer load.Stop()
 	has := func(want int) func() error {
 		return func() error {
 			if s := sessionsOf(t, b); s.LocalFlows < want {
@@ -670,30 +680,57 @@ func TestSessionPickupSyncDev(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 10*time.Second, "copied over ha2", has(100))
-	if got := active(a); got != "ha2" {
-		t.Fatalf("session channel on %q, want ha2 (sync_dev)", got)
+	// step starts 100 more connections on a port of their own and checks
+	// where the channel carried their flows.
+	port := lab.LoadPort
+	step := func(what string, want int, on, off []string) {
+		t.Helper()
+		before := tx()
+		ld, err := lab.StartTCPLoadPort(l, 100, 100*time.Millisecond, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port++
+		t.Cleanup(ld.Stop)
+		eventually(t, 15*time.Second, what, has(want))
+		after := tx()
+		for _, n := range on {
+			if after[n]-before[n] < 5 {
+				t.Errorf("%s: %s sent %d frames, want it to carry the copies (%v -> %v)", what, n, after[n]-before[n], before, after)
+			}
+		}
+		for _, n := range off {
+			if after[n] != before[n] {
+				t.Errorf("%s: %s sent %d frames, want none (%v -> %v)", what, n, after[n]-before[n], before, after)
+			}
+		}
 	}
+	step("copied over ha2 and ha3", 100, []string{"ha2", "ha3"}, nil)
 	if err := a.SetLink("ha2", false); err != nil {
 		t.Fatal(err)
 	}
-	// New connections while ha2 is cut: they must reach node-b over ha1.
-	load2 := mustLoad(t, l, 100)
-	defer load2.Stop()
-	eventually(t, 15*time.Second, "copied over the hbdev after the cut", has(200))
-	if got := active(a); got != "ha1" {
-		t.Errorf("session channel on %q after the cut, want ha1 (fallback)", got)
-	}
-	if err := a.SetLink("ha2", true); err != nil {
+	step("copied over ha3 with ha2 cut", 200, []string{"ha3"}, []string{"ha2"})
+	if err := a.SetLink("ha3", false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "back on ha2", func() error {
-		if got := active(a); got != "ha2" {
+	step("copied over the hbdev with both sync_devs cut", 300, []string{"ha1"}, []string{"ha2", "ha3"})
+	if got := channel().ActiveLink; got != "ha1" {
+		t.Errorf("session channel on %q with both sync_devs cut, want ha1 (fallback)", got)
+	}
+	for _, n := range []string{"ha2", "ha3"} {
+		if err := a.SetLink(n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, "back on the sync_devs", func() error {
+		if got := channel().ActiveLink; got != "ha2" {
 			return fmt.Errorf("session channel on %q", got)
 		}
 		return nil
 	})
-	t.Logf("measured: sync_dev cut and repaired: %+v", sessionsOf(t, a).Channel)
+	step("copied over ha2 and ha3 again", 400, []string{"ha2", "ha3"}, nil)
+	st := channel()
+	t.Logf("measured: sync_dev load-balanced, cut and repaired: %d frames, %d retransmitted, links %+v", st.FramesSent, st.Retransmits, st.Links)
 }
 
 // mustLoad starts n more connections on another server port.
@@ -704,4 +741,57 @@ func mustLoad(t *testing.T, l *lab.Lab, n int) *lab.TCPLoad {
 		t.Fatal(err)
 	}
 	return ld
+}
+
+// TestSessionPickupDelayIgnore: with delay 2s a flow reaches the secondary
+// only once it has lived 2 s; a flow of an ignored prefix never does.
+func TestSessionPickupDelayIgnore(t *testing.T) {
+	const n, delay = 100, 2 * time.Second
+	_, a, b := firewallPairWith(t, "session_pickup: {enabled: true, delay: 2s, ignore: [10.9.0.20/32]}\nsync: {enabled: false}")
+	ignored := bulkFlows(n) // from 10.9.0.20
+	kept := bulkFlows(n)
+	client := netip.MustParseAddr("10.9.0.30")
+	for i := range kept {
+		kept[i].Flow.Orig.Src, kept[i].Flow.Reply.DstPort = client, kept[i].Flow.Reply.DstPort+1000
+		kept[i].Flow.Orig.SrcPort = kept[i].Flow.Reply.DstPort
+	}
+	count := func() (ign, kep int, err error) {
+		fl, err := b.Flows()
+		for _, f := range fl {
+			switch f.Orig.Src {
+			case netip.MustParseAddr("10.9.0.20"):
+				ign++
+			case client:
+				kep++
+			}
+		}
+		return ign, kep, err
+	}
+	created := time.Now()
+	if err := a.ApplyFlows(append(append([]sessionsync.Record(nil), ignored...), kept...)); err != nil {
+		t.Fatal(err)
+	}
+	consistently(t, delay*8/10, "nothing copied before the delay", func() error {
+		if ign, kep, err := count(); err != nil || ign+kep != 0 {
+			return fmt.Errorf("after %v node-b holds %d ignored and %d delayed flows (%v)", time.Since(created).Round(time.Millisecond), ign, kep, err)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "the delayed flows copied", func() error {
+		if _, kep, err := count(); err != nil || kep != n {
+			return fmt.Errorf("node-b holds %d of %d (%v)", kep, n, err)
+		}
+		return nil
+	})
+	took := time.Since(created)
+	consistently(t, time.Second, "no ignored flow copied", func() error {
+		if ign, _, err := count(); err != nil || ign != 0 {
+			return fmt.Errorf("node-b holds %d flows of the ignored prefix (%v)", ign, err)
+		}
+		return nil
+	})
+	if st := sessionsOf(t, a); st.Filtered < n {
+		t.Errorf("node-a filtered %d flows, want >= %d (the ignored ones)", st.Filtered, n)
+	}
+	t.Logf("measured: delay %v: the %d flows reached node-b %v after their creation; %d ignored flows not copied", delay, n, took.Round(time.Millisecond), n)
 }
