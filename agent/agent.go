@@ -506,6 +506,7 @@ func (a *Agent) run(ctx context.Context) error {
 			a.drainRx()
 			runtime.Gosched()
 			a.drainRx()
+			a.catchUpAfterFreeze(due)
 			now := a.now()
 			if !a.faultUntil.IsZero() && !now.Before(a.faultUntil) {
 				a.faultUntil = time.Time{}
@@ -543,6 +544,32 @@ func (a *Agent) run(ctx context.Context) error {
 		if next := now.Add(a.nextWake()); fired || next.Before(due) {
 			timer.Reset(next.Sub(now))
 			due = next
+		}
+	}
+}
+
+// catchUpAfterFreeze: a timer that fires later than half the detection
+// time means this process did not run (SIGSTOP, a paused VM, a stalled
+// machine). The heartbeats that arrived meanwhile are still in the
+// sockets, not yet read by the receivers: judging peers now would declare
+// them lost on stale timers and take the vMAC for a moment (found by the
+// chaos campaign: a SIGCONTed secondary grabbed the vMAC for 3 ms). Give
+// the receivers one interval to catch up first.
+func (a *Agent) catchUpAfterFreeze(due time.Time) {
+	late := a.now().Sub(due)
+	if late <= a.detection()/2 {
+		return
+	}
+	ival := a.config().Cluster.HBInterval
+	a.log.Warn("the agent did not run for a while; reading queued heartbeats before judging peers", "late", late.Round(time.Millisecond))
+	t := time.NewTimer(ival)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-a.rx:
+			a.stepFrame(r)
+		case <-t.C:
+			return
 		}
 	}
 }

@@ -1,0 +1,72 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/test/lab"
+)
+
+// TestFrozenSecondaryWakes: a secondary SIGSTOPped for 3 detection times
+// and SIGCONTed must not take the vMAC on its stale timers (it did for a
+// few milliseconds, and the switch kept pointing at its port): no
+// gratuitous ARP may enter the data switch from its port after SIGCONT.
+func TestFrozenSecondaryWakes(t *testing.T) {
+	needLab(t)
+	l, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}, HBSwitch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	const ival, thr = 100 * time.Millisecond, 6
+	for i, n := range []*lab.Node{a, b} {
+		p := lab.Params{GroupID: groupID, Priority: 200 - 100*i, Override: true, HBInterval: ival, LostThreshold: thr,
+			HelloHolddown: time.Second, ARPs: 1, NoIPv6: true}
+		if err := n.Start(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lab.Eventually(10*time.Second, func() error {
+		if a.Role() != "primary" || b.Role() != "secondary" {
+			return fmt.Errorf("roles %s/%s", a.Role(), b.Role())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := &Record{Nodes: []string{a.Name, b.Name}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := garpSniff(ctx, l, []*lab.Node{a, b}, vmac, rec); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		if err := b.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * thr * ival)
+		woke := time.Now()
+		if err := b.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		rec.mu.Lock()
+		var grabbed []string
+		for _, g := range rec.GARPs {
+			if g.Node == b.Name && g.At.After(woke) {
+				grabbed = append(grabbed, ms(g.At.Sub(woke)))
+			}
+		}
+		rec.mu.Unlock()
+		if len(grabbed) > 0 {
+			t.Fatalf("round %d: node-b sent GARPs for the vMAC %v after SIGCONT (it took the vMAC on stale timers)\n%s", round, grabbed, b.Tail(15))
+		}
+		if r := b.Role(); r != "secondary" {
+			t.Fatalf("round %d: node-b is %s", round, r)
+		}
+	}
+}
