@@ -21,7 +21,9 @@ type Bounds struct {
 	// RSS and goroutines of the witness at the end may exceed the start by
 	// this much.
 	RSSGrowthKB int64
-	Goroutines  int
+	// HeapGrowthMB bounds the live heap after GC (when the log shows it).
+	HeapGrowthMB int
+	Goroutines   int
 }
 
 // Violation is one broken invariant.
@@ -475,7 +477,7 @@ func checkExits(r *Record) Check {
 
 func checkLeak(r *Record, b Bounds) Check {
 	s, e := r.Res[0], r.Res[1]
-	c := Check{Name: InvLeak, Rule: fmt.Sprintf("the witness (never restarted) ends within +%d MiB RSS and +%d goroutines of its start", b.RSSGrowthKB>>10, b.Goroutines)}
+	c := Check{Name: InvLeak, Rule: fmt.Sprintf("the witness (never restarted) ends within +%d MiB RSS, +%d MB live heap and +%d goroutines of its start", b.RSSGrowthKB>>10, b.HeapGrowthMB, b.Goroutines)}
 	if s.PID == 0 || e.PID == 0 {
 		c.Measured = "not measured"
 		return c
@@ -487,6 +489,8 @@ func checkLeak(r *Record, b Bounds) Check {
 		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("the witness was restarted (pid %d → %d)", s.PID, e.PID)})
 	case e.RSSKB > s.RSSKB+b.RSSGrowthKB:
 		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("RSS grew from %d kB to %d kB", s.RSSKB, e.RSSKB)})
+	case b.HeapGrowthMB > 0 && s.HeapMB >= 0 && e.HeapMB > s.HeapMB+b.HeapGrowthMB:
+		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("live heap grew from %d MB to %d MB", s.HeapMB, e.HeapMB)})
 	case e.Goroutines > s.Goroutines+b.Goroutines:
 		c.Violations = append(c.Violations, Violation{At: e.At, Detail: fmt.Sprintf("goroutines grew from %d to %d", s.Goroutines, e.Goroutines)})
 	}

@@ -297,3 +297,26 @@ func TestLastHeap(t *testing.T) {
 		t.Errorf("no log: %d", got)
 	}
 }
+
+func TestCheckLeak(t *testing.T) {
+	b := testBounds
+	b.HeapGrowthMB = 8
+	for _, tc := range []struct {
+		name       string
+		start, end Resources
+		want       int
+	}{
+		{"flat", Resources{PID: 1, RSSKB: 50000, HeapMB: 3, Goroutines: 25}, Resources{PID: 1, RSSKB: 55000, HeapMB: 4, Goroutines: 25}, 0},
+		{"heap leak", Resources{PID: 1, RSSKB: 50000, HeapMB: 3, Goroutines: 25}, Resources{PID: 1, RSSKB: 55000, HeapMB: 12, Goroutines: 25}, 1},
+		{"heap unknown", Resources{PID: 1, RSSKB: 50000, HeapMB: -1, Goroutines: 25}, Resources{PID: 1, RSSKB: 55000, HeapMB: 30, Goroutines: 25}, 0},
+		{"rss", Resources{PID: 1, RSSKB: 50000, HeapMB: 3}, Resources{PID: 1, RSSKB: 60000, HeapMB: 3}, 1},
+		{"goroutines", Resources{PID: 1, Goroutines: 25}, Resources{PID: 1, Goroutines: 60}, 1},
+		{"restarted", Resources{PID: 1}, Resources{PID: 2}, 1},
+	} {
+		r := testRecord()
+		r.Res = [2]Resources{tc.start, tc.end}
+		if c := checkLeak(r, b); len(c.Violations) != tc.want {
+			t.Errorf("%s: %d violations, want %d: %+v", tc.name, len(c.Violations), tc.want, c)
+		}
+	}
+}
