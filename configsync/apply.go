@@ -69,7 +69,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		}
 		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true)
 		s.noteApply(errs)
-		s.rescanLocked(true)
+		s.afterApplyLocked(m.hdr.Entries, m.hdr.Deleted, errs)
 		s.mu.Lock()
 		if len(errs) == 0 {
 			// Only a tree that is all here takes the primary's generation

@@ -37,9 +37,10 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
 	tmps := make([]string, len(es))
 	perFile := len(es) < flushPerFileBelow
+	dirs := &dirCache{m: map[string]dirResult{}}
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
-		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile)
+		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile, dirs)
 	})
 	t1 := time.Now()
 	t.Write = t1.Sub(t0)
@@ -63,23 +64,28 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 	}
 	t2 := time.Now()
 	t.Flush = t2.Sub(t1)
+	// Rename, and take the stat signature of the result for noteFresh
+	// (the rename changed its ctime).
+	fresh := make([]fs.FileInfo, len(es))
 	parallel(len(written), workers, func(k int) {
 		i := written[k]
-		if err := os.Rename(tmps[i], s.fsPath(es[i].Path)); err != nil {
+		fp := s.fsPath(es[i].Path)
+		if err := renameFile(tmps[i], fp); err != nil {
 			os.Remove(tmps[i])
 			errs[i] = err
 			return
 		}
 		applied[i] = true
+		fresh[i], _ = os.Lstat(fp)
 	})
-	dirs := map[string]bool{}
+	syncs := map[string]bool{}
 	for _, i := range written {
 		if applied[i] {
-			dirs[filepath.Dir(s.fsPath(es[i].Path))] = true
+			syncs[filepath.Dir(s.fsPath(es[i].Path))] = true
 		}
 	}
-	dirList := make([]string, 0, len(dirs))
-	for d := range dirs {
+	dirList := make([]string, 0, len(syncs))
+	for d := range syncs {
 		dirList = append(dirList, d)
 	}
 	t3 := time.Now()
@@ -94,8 +100,49 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 			}
 		}
 	}
-	s.noteFresh(es, applied)
+	s.noteFresh(es, fresh)
 	return applied, errs, t
+}
+
+// dirCache remembers, for one ApplyFiles batch, the directories already
+// checked (no symlink on the way from the sync path, created if missing)
+// and what a file created in each gets: each is checked once per batch,
+// not once per file.
+type dirCache struct {
+	mu sync.Mutex
+	m  map[string]dirResult // sync path, NUL, logical directory → result
+}
+
+type dirResult struct {
+	info dirInfo
+	err  error
+}
+
+// prepareDir checks and creates the directory of logical path p once per
+// batch.
+func (s *Store) prepareDir(p string, c *dirCache) (dirInfo, error) {
+	dir := filepath.Dir(p)
+	// The check runs from the sync path that covers p: two files of one
+	// directory may be covered by different ones.
+	key := s.root(p) + "\x00" + dir
+	c.mu.Lock()
+	r, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return r.info, r.err
+	}
+	// Two workers may check the same directory at once: both get the same
+	// answer.
+	if r.err = s.checkPath(p); r.err == nil {
+		fd := s.fsPath(dir)
+		if r.err = os.MkdirAll(fd, 0o755); r.err == nil {
+			r.info, r.err = lookDir(fd)
+		}
+	}
+	c.mu.Lock()
+	c.m[key] = r
+	c.mu.Unlock()
+	return r.info, r.err
 }
 
 // BatchTimes is where the time of an ApplyFiles batch went.
@@ -108,16 +155,21 @@ type BatchTimes struct {
 
 // prepareFile checks entry e and its content and writes them to a
 // temporary file beside the target, fsynced if syncNow; it returns the
-// temporary file's name, or "" if the file is already identical.
-func (s *Store) prepareFile(e Entry, content []byte, syncNow bool) (string, error) {
-	if err := s.checkPath(e.Path); err != nil {
-		return "", err
+// temporary file's name, or "" if the file is already identical. dirs
+// holds the directories of the batch already checked.
+func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCache) (string, error) {
+	if s.root(e.Path) == "" {
+		return "", fmt.Errorf("configsync: %q is not below a sync path", e.Path)
 	}
 	if e.Kind != KindFile {
 		return "", fmt.Errorf("configsync: %s entry %s is not a file", e.Kind, e.Path)
 	}
 	if int64(len(content)) != e.Size || sha256.Sum256(content) != e.SHA256 {
 		return "", fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+	}
+	di, err := s.prepareDir(e.Path, dirs)
+	if err != nil {
+		return "", err
 	}
 	cur, err := s.stat(e.Path)
 	switch {
@@ -131,11 +183,7 @@ func (s *Store) prepareFile(e Entry, content []byte, syncNow bool) (string, erro
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return "", err
 	}
-	fp := s.fsPath(e.Path)
-	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
-		return "", err
-	}
-	return writeTemp(fp, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+	return createTemp(filepath.Dir(s.fsPath(e.Path)), di, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
 }
 
 // writeTemp writes data to a new temporary file beside path, with its
@@ -196,13 +244,14 @@ func (s *Store) flushTemps(tmps []string, idx []int, workers int) error {
 }
 
 // noteFresh remembers the digests of the files just written, for the
-// scans of the next freshFor: their content is known, so neither the scan
+// scans of the next freshFor (stats: each file's Lstat after its rename,
+// nil if not applied): their content is known, so neither the scan
 // after the batch nor those the watcher asks for while more batches arrive
 // read them again. The regular cache refuses a file changed within the
 // last second (a second write in the same timestamp tick would go
 // unnoticed); a fresh entry is likewise matched by the file's stat, and
 // dropped after freshFor, so the first scan after that reads the file.
-func (s *Store) noteFresh(es []Entry, applied []bool) {
+func (s *Store) noteFresh(es []Entry, stats []fs.FileInfo) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,14 +259,10 @@ func (s *Store) noteFresh(es []Entry, applied []bool) {
 		s.fresh = map[string]freshEntry{}
 	}
 	for i, e := range es {
-		if !applied[i] {
+		if stats[i] == nil {
 			continue
 		}
-		fi, err := os.Lstat(s.fsPath(e.Path))
-		if err != nil {
-			continue
-		}
-		if key, ok := statSignature(fi); ok {
+		if key, ok := statSignature(stats[i]); ok {
 			s.fresh[e.Path] = freshEntry{hashCache{stat: key, sum: e.SHA256}, now}
 		}
 	}

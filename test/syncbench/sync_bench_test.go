@@ -357,6 +357,7 @@ func TestSyncBench(t *testing.T) {
 		}
 		hf.RunsS = append(hf.RunsS, took.Seconds())
 		t.Logf("hagent full sync %d: %.2f s; node-b's batches:\n%s", r+1, took.Seconds(), appliedLines(x.b))
+		keepLogs(t, fmt.Sprintf("fullsync-%d", r+1), t0, x.a, x.b)
 	}
 	rep.Full = append(rep.Full, hf)
 
@@ -529,4 +530,32 @@ func hostInfo() string {
 		parts = append(parts, strings.TrimSpace(string(out)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// keepLogs copies what each node logged since t0 (hagentd's debug log)
+// to bench-results/NAME-NODE.log: the timeline of a run.
+func keepLogs(t *testing.T, name string, t0 time.Time, nodes ...*lab.Node) {
+	dir := filepath.Join(lab.RepoRoot(), "bench-results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	since := t0.UTC().Add(-time.Millisecond).Format("2006-01-02T15:04:05.000Z")
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			t.Log(err)
+			continue
+		}
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if len(l) >= len(since) && l[:len(since)] >= since {
+				out = append(out, l)
+			}
+		}
+		out = append(out, "")
+		if err := os.WriteFile(filepath.Join(dir, name+"-"+n.Name+".log"), []byte(strings.Join(out, "\n")), 0o644); err != nil {
+			t.Log(err)
+		}
+	}
 }
