@@ -143,7 +143,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	for k, i := range files {
 		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers)
+	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers())
 	for k, i := range files {
 		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
 	}
