@@ -473,8 +473,11 @@ func appliedLines(n *lab.Node) string {
 }
 
 // settleFS waits until inodes freed so far no longer count as recently
-// deleted for ext4 (vm.dirty_expire_centisecs, 30 s by default), so that no
-// full-sync run pays for the deletions of an earlier phase.
+// deleted for ext4 without a journal (fs/ext4/ialloc.c recently_deleted:
+// 60 s after the deletion once the inode table block is written back,
+// which vm.dirty_expire_centisecs (30 s by default) and the flusher's 5 s
+// period bound; 360 s while it is dirty), so that no full-sync run pays for
+// the deletions of an earlier phase or of the previous benchmark's cleanup.
 func settleFS(t *testing.T) {
 	cs := 3000
 	if b, err := os.ReadFile("/proc/sys/vm/dirty_expire_centisecs"); err == nil {
@@ -482,8 +485,8 @@ func settleFS(t *testing.T) {
 			cs = v
 		}
 	}
-	d := time.Duration(cs)*10*time.Millisecond + time.Second
-	t.Logf("waiting %v (vm.dirty_expire_centisecs) before the full syncs", d)
+	d := max(time.Duration(cs)*10*time.Millisecond+6*time.Second, 61*time.Second)
+	t.Logf("waiting %v (ext4's recently-deleted inodes) before the full syncs", d)
 	time.Sleep(d)
 }
 
