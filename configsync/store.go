@@ -499,6 +499,9 @@ func (s *Store) Load(p string) (Entry, []byte, error) {
 		return Entry{}, nil, fmt.Errorf("configsync: %s is not a sync path", p)
 	}
 	fp := s.fsPath(p)
+	if e, b, ok := loadRegular(p, fp); ok {
+		return e, b, nil
+	}
 	fi, err := os.Lstat(fp)
 	if err != nil {
 		return Entry{}, nil, err

@@ -97,3 +97,51 @@ func TestApplyFilesModesAndOwners(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadKinds: Load's fast path for regular files gives the entry a scan
+// gives (mode with setuid, owner, size, digest), and everything else goes
+// the slow way: a symlink is not followed, a FIFO is refused without
+// waiting for a writer, a directory has no content.
+func TestLoadKinds(t *testing.T) {
+	root := t.TempDir()
+	s, err := NewStore(root, []string{"/etc/app"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, root+"/etc/app/f", "some content\n", 0o644)
+	if err := os.Chmod(root+"/etc/app/f", 0o4750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("f", root+"/etc/app/l"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(root+"/etc/app/fifo", 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(root+"/etc/app/d", 0o710); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		p       string
+		kind    EntryKind
+		content string
+	}{{"/etc/app/f", KindFile, "some content\n"}, {"/etc/app/l", KindSymlink, "f"}, {"/etc/app/d", KindDir, ""}} {
+		e, b, err := s.Load(c.p)
+		if err != nil {
+			t.Fatalf("%s: %v", c.p, err)
+		}
+		want, err := s.stat(c.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !e.Same(want) || e.Kind != c.kind || string(b) != c.content {
+			t.Errorf("%s: Load gives %+v %q, a scan %+v", c.p, e, b, want)
+		}
+	}
+	if _, _, err := s.Load("/etc/app/fifo"); err == nil {
+		t.Error("a FIFO loaded")
+	}
+	if _, _, err := s.Load("/etc/app/missing"); !os.IsNotExist(err) {
+		t.Errorf("a missing file: %v", err)
+	}
+}
