@@ -33,15 +33,29 @@ const flushPerFileBelow = 8
 //
 // A crash before 3 leaves temporary files that CleanTemp removes at the
 // next start.
-func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
+//
+// pre, if not nil, holds temporary files PrewriteFiles already wrote for
+// some of the entries (while the previous batch was applied); ApplyFiles
+// uses them and removes those it does not use.
+func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten) (applied []bool, errs []error, t BatchTimes) {
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
 	tmps := make([]string, len(es))
 	perFile := len(es) < flushPerFileBelow
-	dirs := &dirCache{m: map[string]dirResult{}}
+	if perFile {
+		// Files written ahead were not fsynced one by one.
+		pre.Discard()
+		pre = nil
+	}
+	dirs := newDirCache()
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
+		if tmp := pre.take(es[i]); tmp != "" {
+			tmps[i] = tmp
+			return
+		}
 		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile, dirs)
 	})
+	pre.Discard()
 	t1 := time.Now()
 	t.Write = t1.Sub(t0)
 	var written []int
@@ -78,7 +92,12 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 		applied[i] = true
 		fresh[i], _ = os.Lstat(fp)
 	})
-	syncs := map[string]bool{}
+	syncs := dirs.parents
+	if pre != nil {
+		for d := range pre.dirs.parents {
+			syncs[d] = true
+		}
+	}
 	for _, i := range written {
 		if applied[i] {
 			syncs[filepath.Dir(s.fsPath(es[i].Path))] = true
@@ -111,6 +130,13 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 type dirCache struct {
 	mu sync.Mutex
 	m  map[string]dirResult // sync path, NUL, logical directory → result
+	// parents: file system paths of the directories in which a directory
+	// was created, to be fsynced.
+	parents map[string]bool
+}
+
+func newDirCache() *dirCache {
+	return &dirCache{m: map[string]dirResult{}, parents: map[string]bool{}}
 }
 
 type dirResult struct {
@@ -135,8 +161,24 @@ func (s *Store) prepareDir(p string, c *dirCache) (dirInfo, error) {
 	// answer.
 	if r.err = s.checkPath(p); r.err == nil {
 		fd := s.fsPath(dir)
+		// The directories created here become durable when their parents
+		// are fsynced (ApplyFiles, with the directories renamed into).
+		var created []string
+		for d := fd; ; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+				break
+			}
+			created = append(created, filepath.Dir(d))
+		}
 		if r.err = os.MkdirAll(fd, 0o755); r.err == nil {
 			r.info, r.err = lookDir(fd)
+		}
+		if len(created) > 0 {
+			c.mu.Lock()
+			for _, d := range created {
+				c.parents[d] = true
+			}
+			c.mu.Unlock()
 		}
 	}
 	c.mu.Lock()
@@ -308,4 +350,80 @@ func parallel(n, workers int, fn func(i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Prewritten holds temporary files written ahead for the entries of a
+// batch (PrewriteFiles), not yet renamed: nothing visible changed.
+type Prewritten struct {
+	mu   sync.Mutex
+	tmps map[string]prewrittenFile // logical path → its temporary file
+	dirs *dirCache
+}
+
+type prewrittenFile struct {
+	e   Entry
+	tmp string
+}
+
+// take returns the temporary file written ahead for e (and forgets it),
+// or "" if there is none for exactly this entry.
+func (p *Prewritten) take(e Entry) string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, ok := p.tmps[e.Path]
+	if !ok || !f.e.Same(e) {
+		return ""
+	}
+	delete(p.tmps, e.Path)
+	return f.tmp
+}
+
+// Discard removes the temporary files not taken.
+func (p *Prewritten) Discard() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, f := range p.tmps {
+		os.Remove(f.tmp)
+		delete(p.tmps, k)
+	}
+}
+
+// PrewriteFiles writes the temporary files of the regular-file entries of
+// a batch ahead, while the previous batch is still being applied (the
+// caller makes sure the two batches touch no common path, see
+// independentPushes): only entries whose target is missing or a regular
+// file with other content or attributes, in a directory that exists or
+// can be created; everything else is left to ApplyFiles. A crash leaves
+// temporary files only (CleanTemp).
+func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten {
+	dirs := newDirCache()
+	p := &Prewritten{tmps: map[string]prewrittenFile{}, dirs: dirs}
+	parallel(len(es), workers, func(i int) {
+		e := es[i]
+		if e.Kind != KindFile || s.root(e.Path) == "" || int64(len(cs[i])) != e.Size || sha256.Sum256(cs[i]) != e.SHA256 {
+			return
+		}
+		di, err := s.prepareDir(e.Path, dirs)
+		if err != nil {
+			return
+		}
+		cur, err := s.stat(e.Path)
+		if (err == nil && (cur.Kind != KindFile || cur.Same(e))) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+			return
+		}
+		tmp, err := createTemp(filepath.Dir(s.fsPath(e.Path)), di, cs[i], fileMode(e.Mode), e.UID, e.GID, false)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.tmps[e.Path] = prewrittenFile{e, tmp}
+		p.mu.Unlock()
+	})
+	return p
 }

@@ -82,7 +82,7 @@ func TestManifestAfterApply(t *testing.T) {
 		s.mu.Lock()
 		before := s.manifest
 		s.mu.Unlock()
-		_, errs := s.applyLocked(es, cs, p.deleted, false)
+		_, errs := s.applyLocked(es, cs, p.deleted, false, nil)
 		if len(errs) > 0 {
 			t.Fatalf("%s: %v", p.name, errs)
 		}

@@ -355,7 +355,7 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 		}
 		entries, contents = resp.hdr.Entries, resp.contents()
 	}
-	_, errs := s.applyLocked(entries, contents, deleted, true)
+	_, errs := s.applyLocked(entries, contents, deleted, true, nil)
 	s.noteApply(errs)
 	s.rescanLocked(true)
 	s.mu.Lock()

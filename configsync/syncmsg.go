@@ -71,6 +71,8 @@ type syncMsg struct {
 	kind msgKind
 	hdr  syncHeader
 	blob []byte
+	// pre: files of this push written ahead (applyLoop), or nil.
+	pre *Prewritten
 }
 
 // carriesContent reports whether entries of kind k have content in the blob.

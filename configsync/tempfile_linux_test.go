@@ -66,7 +66,7 @@ func TestApplyFilesModesAndOwners(t *testing.T) {
 		}
 		// Below and above flushPerFileBelow: fsync per file, one syncfs.
 		for _, n := range []int{3, len(es)} {
-			applied, errs, _ := s.ApplyFiles(es[:n], cs[:n], workers)
+			applied, errs, _ := s.ApplyFiles(es[:n], cs[:n], workers, nil)
 			for i := 0; i < n; i++ {
 				e, c := es[i], cases[i]
 				if errs[i] != nil {
