@@ -247,7 +247,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	}
 	if len(changed) > 0 {
 		s.log.Info("applied synchronized paths", "count", len(changed), "files", len(files),
-			"write", times.Write, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
+			"write", times.Write, "written_ahead", times.Prewritten, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
 	}
 	dels := slices.Clone(deleted)
 	slices.Sort(dels)

@@ -47,17 +47,19 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 		pre = nil
 	}
 	dirs := newDirCache()
+	var prewritten atomic.Int64
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
 		if tmp := pre.take(es[i]); tmp != "" {
 			tmps[i] = tmp
+			prewritten.Add(1)
 			return
 		}
 		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile, dirs)
 	})
 	pre.Discard()
 	t1 := time.Now()
-	t.Write = t1.Sub(t0)
+	t.Write, t.Prewritten = t1.Sub(t0), int(prewritten.Load())
 	var written []int
 	for i, t := range tmps {
 		if t != "" && errs[i] == nil {
@@ -193,6 +195,8 @@ type BatchTimes struct {
 	Flush    time.Duration // syncfs (or the fsync of each file)
 	Rename   time.Duration // the renames over the targets
 	SyncDirs time.Duration // the fsync of each directory
+	// Prewritten is how many files had been written ahead (PrewriteFiles).
+	Prewritten int
 }
 
 // prepareFile checks entry e and its content and writes them to a

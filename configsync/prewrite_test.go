@@ -48,7 +48,10 @@ func TestPrewriteFiles(t *testing.T) {
 	// Entry 3 changed since it was written ahead: written again.
 	c3 := []byte("changed\n")
 	es[3].Size, es[3].SHA256, cs[3] = int64(len(c3)), sha256.Sum256(c3), c3
-	applied, errs, _ := s.ApplyFiles(es, cs, 2, pre)
+	applied, errs, times := s.ApplyFiles(es, cs, 2, pre)
+	if times.Prewritten != len(es)-1 {
+		t.Errorf("%d files used as written ahead, want %d", times.Prewritten, len(es)-1)
+	}
 	for i, e := range es {
 		if errs[i] != nil || !applied[i] {
 			t.Fatalf("%s: applied %v, %v", e.Path, applied[i], errs[i])
