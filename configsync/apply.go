@@ -13,14 +13,13 @@ import (
 )
 
 // applyLoop applies pushes one at a time, in arrival order. When the next
-// push is already here and touches none of the paths of the one being
-// applied, its files are written ahead meanwhile (Store.PrewriteFiles):
-// the write of one batch overlaps the flush and renames of the previous.
+// push arrives while one is applied and touches none of its paths, its
+// files are written ahead meanwhile (Store.PrewriteFiles): the write of
+// one batch overlaps the flush and renames of the previous.
 func (s *Syncer) applyLoop(ctx context.Context) {
 	var next *syncMsg
 	for {
 		m := next
-		next = nil
 		if m == nil {
 			select {
 			case <-ctx.Done():
@@ -28,21 +27,28 @@ func (s *Syncer) applyLoop(ctx context.Context) {
 			case m = <-s.applyQ:
 			}
 		}
-		var pre chan *Prewritten
-		select {
-		case next = <-s.applyQ:
-			if independentPushes(m, next) {
-				pre = make(chan *Prewritten, 1)
-				go func(n *syncMsg) {
-					pre <- s.store.PrewriteFiles(n.hdr.Entries, n.contents(), prewriteWorkers)
-				}(next)
-			}
-		default:
-		}
-		s.applyPush(ctx, m)
-		if pre != nil {
+		done := make(chan struct{})
+		got := make(chan *syncMsg, 1)
+		go func() {
 			select {
-			case next.pre = <-pre:
+			case n := <-s.applyQ:
+				if independentPushes(m, n) {
+					n.preCh = make(chan *Prewritten, 1)
+					go func() { n.preCh <- s.store.PrewriteFiles(n.hdr.Entries, n.contents(), prewriteWorkers) }()
+				}
+				got <- n
+			case <-done:
+				got <- nil
+			case <-ctx.Done():
+				got <- nil
+			}
+		}()
+		s.applyPush(ctx, m)
+		close(done)
+		next = <-got
+		if next != nil && next.preCh != nil {
+			select {
+			case next.pre = <-next.preCh:
 			case <-ctx.Done():
 				return // the temporary files go at the next start (CleanTemp)
 			}
