@@ -194,3 +194,144 @@ func TestKernelApplyNATAndEvents(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelReplace: OpReplace deletes an existing entry and creates the
+// record's afresh (a destroy and a new event, not an update), NAT mapping
+// included; a missing one is simply created.
+func TestKernelReplace(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: tcpFlow(1)}}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		evs := make(chan Event, 100)
+		go k.Listen(ctx, func(ev Event) { evs <- ev })
+		time.Sleep(50 * time.Millisecond)
+		a, b := tcpFlow(1), tcpFlow(2)
+		a.Mark, b.Mark = 88, 89
+		for i, err := range k.Apply([]Record{{Op: OpReplace, Flow: a}, {Op: OpReplace, Flow: b}}) {
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		// The kernel reports a destroy when the entry is freed, which may
+		// come after the new events: count them per flow, not in order.
+		type seen struct{ destroy, new int }
+		ev := map[Key]*seen{a.Key(): {}, b.Key(): {}}
+		deadline := time.After(2 * time.Second)
+		for n := 0; n < 3; {
+			select {
+			case e := <-evs:
+				if s, ok := ev[e.Flow.Key()]; ok {
+					n++
+					switch e.Type {
+					case EventDestroy:
+						s.destroy++
+					case EventNew:
+						s.new++
+					}
+				}
+			case <-deadline:
+				t.Fatalf("events so far: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
+			}
+		}
+		if *ev[a.Key()] != (seen{1, 1}) || *ev[b.Key()] != (seen{0, 1}) {
+			t.Fatalf("events: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
+		}
+		got := map[Key]Flow{}
+		k.Dump(func(f *Flow) { got[f.Key()] = *f })
+		for _, f := range []Flow{a, b} {
+			g, ok := got[f.Key()]
+			if !ok || g.Mark != f.Mark || g.Reply != f.Reply || g.Status&StatusSrcNAT == 0 {
+				t.Fatalf("%s after replace: %+v (present %v)", f.String(), g, ok)
+			}
+		}
+		if len(got) != 2 {
+			t.Fatalf("%d flows, want 2", len(got))
+		}
+	})
+}
+
+// TestKernelExpect: a flow created with a helper gets it, an expectation
+// of it is created, reported as an event, dumped as created and deleted;
+// an expectation of a master without a helper is refused.
+func TestKernelExpect(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		evs := make(chan Event, 100)
+		go k.Listen(ctx, func(ev Event) { evs <- ev })
+		time.Sleep(50 * time.Millisecond)
+
+		master, plain := tcpFlow(5), tcpFlow(6)
+		master.Orig.DstPort, master.Reply.SrcPort, master.Helper = 21, 21, "ftp"
+		for i, err := range k.Apply([]Record{{Op: OpUpsert, Flow: master}, {Op: OpUpsert, Flow: plain}}) {
+			if err != nil {
+				t.Fatalf("flow %d: %v", i, err)
+			}
+		}
+		var got Flow
+		k.Dump(func(f *Flow) {
+			if f.Key() == master.Key() {
+				got = *f
+			}
+		})
+		if got.Helper != "ftp" {
+			t.Fatalf("the copy's helper is %q, want ftp (CTA_HELP on create)", got.Helper)
+		}
+		x := sampleExpect(master)
+		x.Tuple.DstPort, x.NATPort = 50007, 50007
+		for i, err := range k.ApplyExpect([]Record{{Op: OpUpsert, Expect: x}}) {
+			if err != nil {
+				t.Fatalf("expectation %d: %v", i, err)
+			}
+		}
+		deadline := time.After(2 * time.Second)
+		for seen := false; !seen; {
+			select {
+			case ev := <-evs:
+				seen = ev.Expect != nil && ev.Type == EventNew && ev.Expect.Key() == x.Key()
+			case <-deadline:
+				t.Fatal("no expectation event")
+			}
+		}
+		var dumped []Expect
+		if err := k.DumpExpect(func(e *Expect) { dumped = append(dumped, *e) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(dumped) != 1 {
+			t.Fatalf("dumped %d expectations, want 1", len(dumped))
+		}
+		d := dumped[0]
+		if d.Key() != x.Key() || d.Master != x.Master || d.Helper != "ftp" || d.MaskSrc != x.MaskSrc || !d.NAT || d.NATAddr != x.NATAddr || d.NATPort != x.NATPort || d.NATDir != x.NATDir || d.Timeout == 0 || d.Timeout > x.Timeout {
+			t.Fatalf("dumped %+v, created %+v", d, *x)
+		}
+		// Of a master without a helper: refused, with the reason.
+		y := sampleExpect(plain)
+		if errs := k.ApplyExpect([]Record{{Op: OpUpsert, Expect: y}}); errs[0] == nil {
+			t.Fatal("an expectation of a flow without a helper was created")
+		}
+		// Delete, twice: the second is not an error.
+		for n := 0; n < 2; n++ {
+			if errs := k.ApplyExpect([]Record{{Op: OpDelete, Expect: x}}); errs[0] != nil {
+				t.Fatalf("delete %d: %v", n, errs[0])
+			}
+		}
+		dumped = nil
+		k.DumpExpect(func(e *Expect) { dumped = append(dumped, *e) })
+		if len(dumped) != 0 {
+			t.Fatalf("after delete: %+v", dumped)
+		}
+	})
+}
