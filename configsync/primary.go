@@ -263,8 +263,11 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 const firstBatchDiv = 16
 
 // pushDepth is how many pushes to one member may wait for their ack at
-// once (pushPaths).
-const pushDepth = 2
+// once (pushPaths): three, so that the member has the next push (and
+// writes its files ahead) while it applies one and the primary reads the
+// one after (a full sync here: 2.09 s with 3, 2.87 s with 2, one run each
+// on a shared machine).
+const pushDepth = 3
 
 // catchUp runs when this node becomes primary: before pushing anything it
 // asks every member for its generation and pulls the newest tree if it is
