@@ -42,25 +42,13 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"priority", intNode(h.Priority),
 			"direct", boolNode(h.Direct)))
 	}
-	ifaces := seqNode(false)
-	for _, ifc := range c.Interfaces {
-		addrs := seqNode(true)
-		for _, a := range ifc.Addresses {
-			if !a.IsValid() {
-				return nil, fmt.Errorf("marshal cluster: interface %s: invalid address", ifc.Name)
-			}
-			addrs.Content = append(addrs.Content, strNode(a.String()))
-		}
-		ifaces.Content = append(ifaces.Content, mapNode(false,
-			"name", strNode(ifc.Name),
-			"addresses", addrs))
+	ifaces, err := ifacesNode(c.Interfaces)
+	if err != nil {
+		return nil, err
 	}
-	targets := seqNode(true)
-	for _, a := range c.PingServer.Targets {
-		if !a.IsValid() {
-			return nil, fmt.Errorf("marshal cluster: pingserver: invalid target address")
-		}
-		targets.Content = append(targets.Content, strNode(a.String()))
+	targets, err := targetsNode(c.PingServer.Targets)
+	if err != nil {
+		return nil, err
 	}
 	ignore := seqNode(true)
 	for _, p := range c.SessionPickup.Ignore {
@@ -82,7 +70,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		onChange.Style = yaml.FlowStyle
 	}
 
-	return mapNode(false,
+	root := mapNode(false,
 		"group_name", strNode(c.GroupName),
 		"group_id", intNode(c.GroupID),
 		"password_file", strNode(c.PasswordFile),
@@ -137,7 +125,58 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"secondary", strNode(c.Hooks.Secondary),
 			"fault", strNode(c.Hooks.Fault),
 			"timeout", durNode(c.Hooks.Timeout)),
-	), nil
+	)
+	// vcluster2 is written only when it is not all defaults, so that the
+	// canonical bytes (and the checksum) of a single-vcluster section are
+	// those of the releases before it.
+	if v := &c.VCluster2; !v.isDefault() {
+		ifaces2, err := ifacesNode(v.Interfaces)
+		if err != nil {
+			return nil, err
+		}
+		targets2, err := targetsNode(v.PingServer.Targets)
+		if err != nil {
+			return nil, err
+		}
+		root.Content = append(root.Content, strNode("vcluster2"), mapNode(false,
+			"enabled", boolNode(v.Enabled),
+			"interfaces", ifaces2,
+			"monitor", strSeq(v.Monitor),
+			"pingserver", mapNode(false,
+				"interfaces", strSeq(v.PingServer.Interfaces),
+				"targets", targets2,
+				"interval", durNode(v.PingServer.Interval),
+				"failover_threshold", intNode(v.PingServer.FailoverThreshold))))
+	}
+	return root, nil
+}
+
+func ifacesNode(list []Interface) (*yaml.Node, error) {
+	ifaces := seqNode(false)
+	for _, ifc := range list {
+		addrs := seqNode(true)
+		for _, a := range ifc.Addresses {
+			if !a.IsValid() {
+				return nil, fmt.Errorf("marshal cluster: interface %s: invalid address", ifc.Name)
+			}
+			addrs.Content = append(addrs.Content, strNode(a.String()))
+		}
+		ifaces.Content = append(ifaces.Content, mapNode(false,
+			"name", strNode(ifc.Name),
+			"addresses", addrs))
+	}
+	return ifaces, nil
+}
+
+func targetsNode(list []netip.Addr) (*yaml.Node, error) {
+	targets := seqNode(true)
+	for _, a := range list {
+		if !a.IsValid() {
+			return nil, fmt.Errorf("marshal cluster: pingserver: invalid target address")
+		}
+		targets.Content = append(targets.Content, strNode(a.String()))
+	}
+	return targets, nil
 }
 
 // mapNode builds a mapping from alternating key names and value nodes.
@@ -220,4 +259,12 @@ func addrSeq(list []netip.Addr) *yaml.Node {
 		}
 	}
 	return n
+}
+
+// isDefault reports whether v is DefaultCluster's vcluster2 (off, empty).
+func (v *VCluster2) isDefault() bool {
+	ps := &v.PingServer
+	return !v.Enabled && len(v.Interfaces) == 0 && len(v.Monitor) == 0 &&
+		len(ps.Interfaces) == 0 && len(ps.Targets) == 0 &&
+		ps.Interval == DefaultPingInterval && ps.FailoverThreshold == DefaultPingThreshold
 }
