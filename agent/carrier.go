@@ -194,6 +194,6 @@ func (a *Agent) checkCarrier(now time.Time) {
 		a.log.Warn("peer lost: carrier down on every direct hbdev it was heard on", "peer", peer, "hbdevs", strings.Join(on, ","),
 			"down_for", now.Sub(latestDown).Round(time.Microsecond), "debounce", deb)
 		a.hist.add(Event{Time: now, Kind: "lost", Reason: fmt.Sprintf("lost: %s, %s (detected by carrier, %s debounce)", peer, why, deb)})
-		_ = a.m.Step(cluster.Event{Type: cluster.EventPeerLost, Time: now, Serial: serial, Reason: why})
+		a.stepAll(cluster.Event{Type: cluster.EventPeerLost, Time: now, Serial: serial, Reason: why}) // membership is shared
 	}
 }

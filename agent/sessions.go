@@ -211,7 +211,7 @@ func (a *Agent) sessionHold() {
 				a.log.Info("override hold ends", "reason", why)
 			}
 			a.hist.add(Event{Time: now, Kind: "sessions", Reason: "override hold ends: " + why})
-			if !a.operatorFailoverSet {
+			if !a.vcs[0].operatorFailoverSet {
 				_ = a.m.Step(cluster.Event{Type: cluster.EventFailoverUnset, Time: now})
 				a.process()
 			}

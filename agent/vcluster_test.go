@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/config"
+	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/heartbeat"
+)
+
+// vcConfig is a two-vcluster node: priority p1 in vcluster 1 (port1),
+// p2 in vcluster 2 (port2), override in both.
+func vcConfig(t *testing.T, name string, p1, p2 int) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf(`
+control_socket: %s/sock
+node: {name: %s, serial: SN-%s, priority: %d, override: true, vcluster2: {priority: %d, override: true}}
+cluster:
+  group_id: 10
+  password_file: %s
+  hbdev: [{name: ha1}]
+  hb_interval: 20ms
+  hb_lost_threshold: 3
+  hello_holddown: 200ms
+  monitor: [port1]
+  sync: {enabled: false}
+  vcluster2: {enabled: true, monitor: [port2]}
+`, dir, name, name, p1, p2, key)
+	cfg, err := config.Parse(name+".yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type vcNode struct {
+	*testNode
+	net2 *fakeNet
+}
+
+func startVCNode(t *testing.T, mem *heartbeat.MemNetwork, name string, p1, p2 int) *vcNode {
+	n := &vcNode{net2: &fakeNet{}}
+	n.testNode = startNode(t, mem, vcConfig(t, name, p1, p2), func(o *Options) { o.Network2 = n.net2 })
+	return n
+}
+
+func roles(st *control.Status) (string, string) {
+	if len(st.VClusters) != 2 {
+		return st.Role, "(no vcluster 2)"
+	}
+	return st.VClusters[0].Role, st.VClusters[1].Role
+}
+
+// Two vclusters over one heartbeat: a is primary of vcluster 1, b of
+// vcluster 2; a monitored link of vcluster 2 moves only vcluster 2; when a
+// dies b has both; a returns (override) and takes vcluster 1 back while b
+// keeps vcluster 2 without a release.
+func TestTwoVClustersSplitPrimaries(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	a := startVCNode(t, mem, "a", 200, 100)
+	b := startVCNode(t, mem, "b", 100, 200)
+	split := func(x, y *vcNode) func() bool {
+		return func() bool {
+			ax, ay := x.net.Owned(), x.net2.Owned()
+			bx, by := y.net.Owned(), y.net2.Owned()
+			return ax && !ay && !bx && by
+		}
+	}
+	eventually(t, 5*time.Second, "a primary of vc1, b of vc2", split(a, b))
+	st := a.status(t)
+	if r1, r2 := roles(st); r1 != "primary" || r2 != "secondary" {
+		t.Fatalf("a: vcluster roles %s/%s, want primary/secondary", r1, r2)
+	}
+	if st.Role != "primary" || st.VClusters[1].Primary != "b" || st.VClusters[0].Primary != "a" {
+		t.Fatalf("a: role %s, primaries %q/%q", st.Role, st.VClusters[0].Primary, st.VClusters[1].Primary)
+	}
+	if m := st.VClusters[1].Members; len(m) != 2 || m[0].Priority != 100 || m[1].Priority != 200 {
+		t.Fatalf("a: vcluster 2 members %+v, want self 100, b 200", m)
+	}
+
+	// vcluster 2's monitored link fails on b: vcluster 2 moves to a, 1 stays.
+	b.links.set("port2", false)
+	eventually(t, 3*time.Second, "vcluster 2 on a after b's port2 failed", func() bool {
+		return a.net.Owned() && a.net2.Owned() && !b.net.Owned() && !b.net2.Owned()
+	})
+	if _, takes, rel, _ := a.net.counts(); takes != 1 || rel != 0 {
+		t.Fatalf("vcluster 1 disturbed by vcluster 2's link: a took %d, released %d", takes, rel)
+	}
+	b.links.set("port2", true)
+	eventually(t, 3*time.Second, "vcluster 2 back on b (override)", split(a, b))
+
+	// a dies: b takes vcluster 1 too, and never released vcluster 2.
+	_, _, rel2Before, _ := b.net2.counts()
+	a.stop(t)()
+	eventually(t, 3*time.Second, "b primary of both", func() bool { return b.net.Owned() && b.net2.Owned() })
+
+	// a returns with override: it takes vcluster 1 back, vcluster 2 stays.
+	a2 := startVCNode(t, mem, "a", 200, 100)
+	eventually(t, 5*time.Second, "a takes vcluster 1 back", split(a2, b))
+	if _, _, rel, _ := b.net2.counts(); rel != rel2Before {
+		t.Fatalf("vcluster 2 released on b %d times while a crashed and returned", rel-rel2Before)
+	}
+	h, _ := b.a.Handle(control.Request{Cmd: control.CmdHistory})
+	tagged := map[int]int{}
+	for _, e := range h.([]Event) {
+		if e.Kind == "role" {
+			tagged[e.VCluster]++
+		}
+	}
+	if tagged[1] == 0 || tagged[2] == 0 || tagged[0] != 0 {
+		t.Fatalf("role entries by vcluster tag: %v, want some of 1 and 2, none untagged", tagged)
+	}
+}
+
+func TestFailoverSetPerVCluster(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	a := startVCNode(t, mem, "a", 200, 200)
+	b := startVCNode(t, mem, "b", 100, 100)
+	eventually(t, 5*time.Second, "a primary of both", func() bool { return a.net.Owned() && a.net2.Owned() })
+	v, err := a.a.Handle(control.Request{Cmd: control.CmdFailoverSet, VCluster: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs := v.(control.FailoverStatus); !fs.Set || fs.VCluster != 2 {
+		t.Fatalf("failover set --vcluster 2 = %+v", fs)
+	}
+	eventually(t, 3*time.Second, "vcluster 2 on b, 1 on a", func() bool {
+		return a.net.Owned() && !a.net2.Owned() && b.net2.Owned() && !b.net.Owned()
+	})
+	if _, err := a.a.Handle(control.Request{Cmd: control.CmdFailoverSet, VCluster: 3}); err == nil {
+		t.Fatal("failover set --vcluster 3 accepted")
+	}
+	if _, err := a.a.Handle(control.Request{Cmd: control.CmdFailoverUnset, VCluster: 2}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 3*time.Second, "vcluster 2 back on a (override)", func() bool { return a.net.Owned() && a.net2.Owned() })
+}
