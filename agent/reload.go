@@ -15,7 +15,7 @@ const cmdReload = "reload"
 // section) where that is safe while running: node priority and override,
 // the election timers, hb_interval and hb_lost_threshold, hooks. Changes
 // that need new sockets, a new vMAC manager or a new syncer (hbdevs,
-// interfaces, group, Ethertypes, password, vcluster, monitor list, arps,
+// interfaces, group, Ethertypes, password, vcluster, vcluster2, monitor list, arps,
 // sync, unicast_hb, carrier_debounce, metrics_listen) are reported and wait
 // for a restart. It returns
 // what was not applied.
