@@ -182,16 +182,12 @@ func vc2Advert(f *heartbeat.Frame, id int) (cluster.Advert, bool) {
 	if !f.HasVC2 || int(s.VCluster) != id || !cluster.Role(s.Role).Valid() {
 		return cluster.Advert{}, false
 	}
-	return cluster.Advert{
-		Name: f.Node, Serial: f.Serial, Role: cluster.Role(s.Role), Priority: s.Priority,
-		Override:     s.Flags&heartbeat.FlagOverride != 0,
-		FailoverSet:  s.Flags&heartbeat.FlagFailoverSet != 0,
-		Leaving:      f.Flags&heartbeat.FlagLeaving != 0,
-		MonitorUp:    int(s.MonitorUp),
-		MonitorTotal: int(s.MonitorTotal),
-		Uptime:       time.Duration(s.Uptime) * time.Millisecond,
-		Primary:      s.Primary,
-	}, true
+	// The sender as it would announce itself in a frame of its own for
+	// that vcluster; leaving is the node's.
+	v := heartbeat.Frame{Node: f.Node, Serial: f.Serial, Role: s.Role, Priority: s.Priority,
+		Flags:     s.Flags&(heartbeat.FlagOverride|heartbeat.FlagFailoverSet) | f.Flags&heartbeat.FlagLeaving,
+		MonitorUp: s.MonitorUp, MonitorTotal: s.MonitorTotal, Uptime: s.Uptime, Primary: s.Primary}
+	return advertOf(&v), true
 }
 
 // putVC2 writes the advert of the second vcluster into f's TLV 3.

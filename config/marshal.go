@@ -42,11 +42,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"priority", intNode(h.Priority),
 			"direct", boolNode(h.Direct)))
 	}
-	ifaces, err := ifacesNode(c.Interfaces)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := targetsNode(c.PingServer.Targets)
+	ifaces, targets, err := sectionNodes(c.Interfaces, c.PingServer.Targets)
 	if err != nil {
 		return nil, err
 	}
@@ -130,11 +126,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 	// canonical bytes (and the checksum) of a single-vcluster section are
 	// those of the releases before it.
 	if v := &c.VCluster2; !v.isDefault() {
-		ifaces2, err := ifacesNode(v.Interfaces)
-		if err != nil {
-			return nil, err
-		}
-		targets2, err := targetsNode(v.PingServer.Targets)
+		ifaces2, targets2, err := sectionNodes(v.Interfaces, v.PingServer.Targets)
 		if err != nil {
 			return nil, err
 		}
@@ -149,6 +141,18 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 				"failover_threshold", intNode(v.PingServer.FailoverThreshold))))
 	}
 	return root, nil
+}
+
+// sectionNodes returns the interfaces and the pingserver targets of a
+// vcluster as YAML sequences.
+func sectionNodes(ifs []Interface, ts []netip.Addr) (ifaces, targets *yaml.Node, err error) {
+	if ifaces, err = ifacesNode(ifs); err != nil {
+		return nil, nil, err
+	}
+	if targets, err = targetsNode(ts); err != nil {
+		return nil, nil, err
+	}
+	return ifaces, targets, nil
 }
 
 func ifacesNode(list []Interface) (*yaml.Node, error) {
