@@ -251,6 +251,8 @@ func TestVClusterConfigErrors(t *testing.T) {
 			":8: cluster.vcluster2.interfaces[0].name: port1 is already in vcluster 1 (interfaces[0]); an interface belongs to one vcluster only"},
 		{"vcluster-2", head + "  vcluster: 2\n  vcluster2:\n    enabled: true\n    interfaces: [{name: port2}]\n",
 			":8: cluster.vcluster2.enabled: needs vcluster: 1"},
+		{"session-pickup", head + "  session_pickup: {enabled: true}\n  vcluster2:\n    enabled: true\n    interfaces: [{name: port2}]\n",
+			":8: cluster.vcluster2.enabled: not together with session_pickup.enabled yet"},
 		{"priority", strings.Replace(head, "serial: FGVM1}", "serial: FGVM1, vcluster2: {priority: 256}}", 1),
 			":1: node.vcluster2.priority: 256 is out of range 0-255"},
 		{"unknown-key", head + "  vcluster2:\n    enabled: true\n    interface: [{name: port2}]\n",
