@@ -152,6 +152,9 @@ type Agent struct {
 	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
+	// sessOwned are the vclusters (sections) whose flows session pickup
+	// sends, on a node running two (vcsessions.go; run goroutine).
+	sessOwned []int
 }
 
 // hbLink is one hbdev with its counters.

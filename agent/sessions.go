@@ -140,6 +140,11 @@ func (a *Agent) updateSessions() {
 	if s == nil {
 		return
 	}
+	if len(a.vcs) > 1 {
+		a.updateVCSessions() // vcsessions.go
+		a.sessionHold()
+		return
+	}
 	primary := a.m.Role() == cluster.RolePrimary
 	// Copy to the live members that do not claim primary: a leaving
 	// primary still holds the addresses, and their removal destroys its

@@ -258,24 +258,22 @@ func (a *Agent) process() {
 }
 
 // processVC performs v's pending actions; it reports whether a heartbeat
-// is asked for. Session pickup follows the first vcluster (it carries the
-// whole conntrack table).
+// is asked for.
 func (a *Agent) processVC(v *vcluster) (send bool) {
 	if !v.m.HasReady() {
 		return false
 	}
-	sess := v == a.vcs[0]
+	// Session pickup: every takeover waits for the copies received; a
+	// release stops sending v's flows (vcsessions.go), or everything on a
+	// single-vcluster node.
+	multi := len(a.vcs) > 1
 	rd := v.m.Ready()
 	for _, act := range rd.Actions {
 		switch act.Type {
 		case cluster.ActionTakeover:
 			// Sessions in place first: every copy received is applied
 			// before the vMAC moves (SPEC §8).
-			var sessDur time.Duration
-			var sessN int
-			if sess {
-				sessDur, sessN = a.sessionsReady()
-			}
+			sessDur, sessN := a.sessionsReady()
 			rep, err := v.net.Take()
 			if err != nil {
 				// The vMACs or addresses could not be set: undo what was
@@ -309,7 +307,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
 				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
 			}
-			if sess && a.sess != nil {
+			if a.sess != nil {
 				ev.SessionsUs = sessDur.Microseconds()
 				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
 			}
@@ -319,7 +317,9 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			}
 			a.log.Info("took over", "vcluster", v.id, "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
 		case cluster.ActionRelease:
-			if sess {
+			if multi {
+				a.sessionsRelease(v)
+			} else {
 				a.sessionsStopSending()
 			}
 			if err := v.net.Release(); err != nil {

@@ -134,13 +134,8 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	addrs := map[netip.Addr]string{}
 	d.validateSection(path, "", c.Section(1), hbdevs, ifaces, addrs)
 	if c.VCluster2.Enabled {
-		switch {
-		case c.VCluster != 1:
+		if c.VCluster != 1 {
 			d.errorf(k("vcluster2.enabled"), "needs vcluster: 1 (this node then runs both virtual clusters), not vcluster: %d", c.VCluster)
-		case c.SessionPickup.Enabled:
-			// Only vcluster 1's primary would send, and its bulk copy would
-			// sweep the live flows of vcluster 2's primary as stale copies.
-			d.errorf(k("vcluster2.enabled"), "not together with session_pickup.enabled yet: session pickup per vcluster is not implemented")
 		}
 		d.validateSection(path, "vcluster2.", c.Section(2), hbdevs, ifaces, addrs)
 	}

@@ -251,8 +251,6 @@ func TestVClusterConfigErrors(t *testing.T) {
 			":8: cluster.vcluster2.interfaces[0].name: port1 is already in vcluster 1 (interfaces[0]); an interface belongs to one vcluster only"},
 		{"vcluster-2", head + "  vcluster: 2\n  vcluster2:\n    enabled: true\n    interfaces: [{name: port2}]\n",
 			":8: cluster.vcluster2.enabled: needs vcluster: 1"},
-		{"session-pickup", head + "  session_pickup: {enabled: true}\n  vcluster2:\n    enabled: true\n    interfaces: [{name: port2}]\n",
-			":8: cluster.vcluster2.enabled: not together with session_pickup.enabled yet"},
 		{"priority", strings.Replace(head, "serial: FGVM1}", "serial: FGVM1, vcluster2: {priority: 256}}", 1),
 			":1: node.vcluster2.priority: 256 is out of range 0-255"},
 		{"unknown-key", head + "  vcluster2:\n    enabled: true\n    interface: [{name: port2}]\n",
@@ -283,5 +281,88 @@ func TestVClusterConfigErrors(t *testing.T) {
 	}
 	if out, err := exec.Command(lab.Bin("hagentd"), "-c", path, "--check").CombinedOutput(); err != nil {
 		t.Errorf("vcluster: 2 alone: %v\n%s", err, out)
+	}
+}
+
+// hasFlow reports whether n's conntrack table holds a UDP flow from src to
+// dst:EchoPort (a probe's).
+func hasFlow(n *lab.Node, src, dst string) error {
+	fl, err := n.Flows()
+	if err != nil {
+		return err
+	}
+	for _, f := range fl {
+		if f.Orig.Src.String() == src && f.Orig.Dst.String() == dst && f.Orig.DstPort == lab.EchoPort {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s has no flow %s -> %s:%d among its %d", n.Name, src, dst, lab.EchoPort, len(fl))
+}
+
+// Session pickup per vcluster: each vcluster's primary copies the flows of
+// its vcluster to the other node, both send at once, and neither's bulk
+// copy sweeps the other's own flows. With one sender (vcluster 1's
+// primary, the behaviour before), node-a would never hold vcluster 2's
+// flow and node-b's would be swept as a stale copy.
+func TestVClusterSessions(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFirewall(); err != nil { // conntrack on in the nodes
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n      *lab.Node
+		p1, p2 int
+	}{{a, 200, 100}, {b, 100, 200}} {
+		p := params(n.p1, true)
+		p.NoIPv6, p.ClusterExtra = true, fmt.Sprintf(sessionExtra, true)
+		cfg, err := n.n.VClusterConfig(p, lab.VCluster2{Priority: n.p2, Override: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.n.StartYAML(cfg); err != nil {
+			t.Fatalf("start %s: %v", n.n.Name, err)
+		}
+	}
+	eventually(t, 10*time.Second, "split primaries", func() error { return vcAgree("node-a", "node-b", a, b) })
+	startProbe(t, l) // client -> 10.9.0.100 on node-a (vcluster 1)
+	lp2, err := lab.StartProbeFrom(l.Server, lab.WANClusterIPv4, probeEvery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2 := &probe{Probe: lp2}
+	t.Cleanup(func() { p2.stop() })
+	vc1Flow := func(n *lab.Node) error { return hasFlow(n, lab.ClientIPv4, lab.ClusterIPv4) }
+	vc2Flow := func(n *lab.Node) error { return hasFlow(n, lab.ServerIPv4, lab.WANClusterIPv4) }
+	eventually(t, 10*time.Second, "each primary's flow copied to the other node", func() error {
+		return errors.Join(vc1Flow(a), vc1Flow(b), vc2Flow(b), vc2Flow(a))
+	})
+	// Both stay: neither node's bulk copy or stream removes the other's own.
+	consistently(t, 2*time.Second, "both flows on both nodes", func() error {
+		return errors.Join(vc1Flow(a), vc1Flow(b), vc2Flow(b), vc2Flow(a))
+	})
+	for _, n := range []*lab.Node{a, b} {
+		s := sessionsOf(t, n)
+		if len(s.Peers) != 1 || s.Peers[0].SentFlows == 0 {
+			t.Errorf("%s sends to %+v, want its vcluster's flows to the other node", n.Name, s.Peers)
+		}
+		if s.Applied == 0 {
+			t.Errorf("%s applied no copy of the other vcluster's flows: %+v", n.Name, s)
+		}
+	}
+	// node-b crashes: node-a is primary of both and keeps both flows.
+	b.Crash()
+	eventually(t, 5*time.Second, "node-a primary of both", func() error {
+		st, err := a.Status()
+		if err != nil {
+			return err
+		}
+		if st.VClusters[0].Role != "primary" || st.VClusters[1].Role != "primary" {
+			return fmt.Errorf("node-a is %s/%s", st.VClusters[0].Role, st.VClusters[1].Role)
+		}
+		return nil
+	})
+	if err := errors.Join(vc1Flow(a), vc2Flow(a)); err != nil {
+		t.Error(err)
 	}
 }
