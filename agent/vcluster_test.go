@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -143,4 +146,55 @@ func TestFailoverSetPerVCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 3*time.Second, "vcluster 2 back on a (override)", func() bool { return a.net.Owned() && a.net2.Owned() })
+}
+
+// node.vcluster2's priority changes live (SIGHUP): vcluster 2 moves, 1 stays.
+func TestReloadVCluster2Priority(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	a := startVCNode(t, mem, "a", 200, 200)
+	b := startVCNode(t, mem, "b", 100, 100)
+	eventually(t, 5*time.Second, "a primary of both", func() bool { return a.net.Owned() && a.net2.Owned() })
+	c := *b.a.config()
+	c.Node.VCluster2.Priority = 250
+	pending, err := b.a.Reload(context.Background(), &c)
+	if err != nil || len(pending) != 0 {
+		t.Fatalf("reload: pending %v, err %v", pending, err)
+	}
+	eventually(t, 3*time.Second, "vcluster 2 on b after its priority rose", func() bool {
+		return a.net.Owned() && !a.net2.Owned() && b.net2.Owned() && !b.net.Owned()
+	})
+	c2 := c
+	c2.Cluster.VCluster2.Monitor = nil
+	if pending, _ := b.a.Reload(context.Background(), &c2); len(pending) != 1 || pending[0] != "cluster.vcluster2" {
+		t.Fatalf("a changed cluster.vcluster2: pending %v, want [cluster.vcluster2]", pending)
+	}
+}
+
+// Each vcluster monitors its own links and pingserver targets.
+func TestVClusterMonitorSections(t *testing.T) {
+	cfg := vcConfig(t, "a", 200, 100)
+	cfg.Cluster.Interfaces = []config.Interface{{Name: "port1", Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
+	cfg.Cluster.VCluster2.Interfaces = []config.Interface{{Name: "port2", Addresses: []netip.Prefix{netip.MustParsePrefix("10.9.2.100/24")}}}
+	cfg.Cluster.VCluster2.PingServer = config.PingServer{Interfaces: []string{"port2"},
+		Targets: []netip.Addr{netip.MustParseAddr("10.9.2.254")}, Interval: 3 * time.Second, FailoverThreshold: 2}
+	a := &Agent{vcs: []*vcluster{{id: 1, sec: 1}, {id: 2, sec: 2}}}
+	if got := a.vcs[0].monitored(cfg); len(got) != 1 || got[0] != "port1" {
+		t.Errorf("vcluster 1 monitors %v, want [port1]", got)
+	}
+	if got := a.vcs[1].monitored(cfg); len(got) != 2 || got[0] != "port2" || got[1] != "port2>10.9.2.254" {
+		t.Errorf("vcluster 2 monitors %v, want [port2 port2>10.9.2.254]", got)
+	}
+	items := a.pingItems(cfg)
+	if len(items) != 1 || items[0].ifname != "port2" || items[0].interval != 3*time.Second || items[0].threshold != 2 {
+		t.Errorf("ping items %+v, want port2's target at 3s, threshold 2", items)
+	}
+	if m := machineConfig(cfg, 2); m.Priority != 100 || !m.Override || m.MonitorTotal != 2 {
+		t.Errorf("vcluster 2's machine config %+v", m)
+	}
+	req := RequiredInterfaces(cfg)
+	for _, n := range []string{"ha1", "port1", "port2"} {
+		if !slices.Contains(req, n) {
+			t.Errorf("RequiredInterfaces %v lacks %s", req, n)
+		}
+	}
 }
