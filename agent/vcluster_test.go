@@ -2,10 +2,7 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -15,33 +12,13 @@ import (
 	"github.com/hagent/hagent/heartbeat"
 )
 
-// vcConfig is a two-vcluster node: priority p1 in vcluster 1 (port1),
-// p2 in vcluster 2 (port2), override in both.
+// vcConfig is a two-vcluster node: priority p1 in vcluster 1 (monitor
+// port1), p2 in vcluster 2 (monitor port2), override in both.
 func vcConfig(t *testing.T, name string, p1, p2 int) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
-	key := filepath.Join(dir, "key")
-	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	text := fmt.Sprintf(`
-control_socket: %s/sock
-node: {name: %s, serial: SN-%s, priority: %d, override: true, vcluster2: {priority: %d, override: true}}
-cluster:
-  group_id: 10
-  password_file: %s
-  hbdev: [{name: ha1}]
-  hb_interval: 20ms
-  hb_lost_threshold: 3
-  hello_holddown: 200ms
-  monitor: [port1]
-  sync: {enabled: false}
-  vcluster2: {enabled: true, monitor: [port2]}
-`, dir, name, name, p1, p2, key)
-	cfg, err := config.Parse(name+".yaml", []byte(text))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testConfig(t, name, p1, true)
+	cfg.Node.VCluster2 = config.NodeVCluster{Priority: p2, Override: true}
+	cfg.Cluster.VCluster2.Enabled, cfg.Cluster.VCluster2.Monitor = true, []string{"port2"}
 	return cfg
 }
 

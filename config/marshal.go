@@ -88,11 +88,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"transparent", boolNode(c.Transparent),
 		"interfaces", ifaces,
 		"monitor", strSeq(c.Monitor),
-		"pingserver", mapNode(false,
-			"interfaces", strSeq(c.PingServer.Interfaces),
-			"targets", targets,
-			"interval", durNode(c.PingServer.Interval),
-			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"pingserver", pingserverNode(&c.PingServer, targets),
 		"unicast_hb", mapNode(false,
 			"enabled", boolNode(c.UnicastHB.Enabled),
 			"peers", addrSeq(c.UnicastHB.Peers),
@@ -134,11 +130,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"enabled", boolNode(v.Enabled),
 			"interfaces", ifaces2,
 			"monitor", strSeq(v.Monitor),
-			"pingserver", mapNode(false,
-				"interfaces", strSeq(v.PingServer.Interfaces),
-				"targets", targets2,
-				"interval", durNode(v.PingServer.Interval),
-				"failover_threshold", intNode(v.PingServer.FailoverThreshold))))
+			"pingserver", pingserverNode(&v.PingServer, targets2)))
 	}
 	return root, nil
 }
@@ -153,6 +145,14 @@ func sectionNodes(ifs []Interface, ts []netip.Addr) (ifaces, targets *yaml.Node,
 		return nil, nil, err
 	}
 	return ifaces, targets, nil
+}
+
+func pingserverNode(ps *PingServer, targets *yaml.Node) *yaml.Node {
+	return mapNode(false,
+		"interfaces", strSeq(ps.Interfaces),
+		"targets", targets,
+		"interval", durNode(ps.Interval),
+		"failover_threshold", intNode(ps.FailoverThreshold))
 }
 
 func ifacesNode(list []Interface) (*yaml.Node, error) {

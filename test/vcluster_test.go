@@ -84,6 +84,26 @@ func holds(n *lab.Node, port, mac, addr string, want bool) error {
 	return nil
 }
 
+// startServerProbe probes vcluster 2's address (port2, WANClusterIPv4)
+// from the server namespace every probeEvery (the echo responders run
+// already: startProbe) and waits for the first answer.
+func startServerProbe(t *testing.T, l *lab.Lab) *probe {
+	t.Helper()
+	lp, err := lab.StartProbeFrom(l.Server, lab.WANClusterIPv4, probeEvery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &probe{Probe: lp}
+	t.Cleanup(func() { p.stop() })
+	eventually(t, 5*time.Second, "the server side reaches vcluster 2's address", func() error {
+		if p.Snapshot().Answered == 0 {
+			return errors.New("no answer yet")
+		}
+		return nil
+	})
+	return p
+}
+
 // lostAfterFirst counts the unanswered probes between the first answered
 // one and the last 300 ms (answers possibly still in flight).
 func lostAfterFirst(s []lab.Sample) (lost, total int) {
@@ -121,19 +141,8 @@ func TestVClusterSplitPrimaries(t *testing.T) {
 			holds(b, "port2", vmacVC2, lab.WANClusterIPv4+"/24", true), holds(b, "port1", vmacVC1, lab.ClusterIPv4+"/24", false))
 	})
 
-	p1 := startProbe(t, l) // the client on port1's side, vcluster 1
-	lp2, err := lab.StartProbeFrom(l.Server, lab.WANClusterIPv4, probeEvery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2 := &probe{Probe: lp2} // the server on port2's side, vcluster 2
-	t.Cleanup(func() { p2.stop() })
-	eventually(t, 5*time.Second, "the server side reaches vcluster 2's address", func() error {
-		if p2.Snapshot().Answered == 0 {
-			return errors.New("no answer yet")
-		}
-		return nil
-	})
+	p1 := startProbe(t, l)       // the client on port1's side, vcluster 1
+	p2 := startServerProbe(t, l) // the server on port2's side, vcluster 2
 	if mac, err := l.ClientNeighbor(lab.ClusterIPv4); err != nil || mac != vmacVC1 {
 		t.Errorf("client's neighbour entry for %s: %q (%v), want vcluster 1's vMAC %s", lab.ClusterIPv4, mac, err, vmacVC1)
 	}
@@ -325,13 +334,8 @@ func TestVClusterSessions(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "split primaries", func() error { return vcAgree("node-a", "node-b", a, b) })
-	startProbe(t, l) // client -> 10.9.0.100 on node-a (vcluster 1)
-	lp2, err := lab.StartProbeFrom(l.Server, lab.WANClusterIPv4, probeEvery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2 := &probe{Probe: lp2}
-	t.Cleanup(func() { p2.stop() })
+	startProbe(t, l)       // client -> 10.9.0.100 on node-a (vcluster 1)
+	startServerProbe(t, l) // server -> 10.9.2.100 on node-b (vcluster 2)
 	vc1Flow := func(n *lab.Node) error { return hasFlow(n, lab.ClientIPv4, lab.ClusterIPv4) }
 	vc2Flow := func(n *lab.Node) error { return hasFlow(n, lab.ServerIPv4, lab.WANClusterIPv4) }
 	eventually(t, 10*time.Second, "each primary's flow copied to the other node", func() error {
