@@ -108,6 +108,8 @@ type Engine struct {
 	c         counters
 	listenErr string
 
+	isPrimary atomic.Bool // e.primary, for the receiving side
+
 	recvMu sync.Mutex
 	recv   map[string]*recvState
 	rc     recvCounters
@@ -252,6 +254,7 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 		e.recvMu.Unlock()
 	}
 	e.primary = primary
+	e.isPrimary.Store(primary)
 	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
 		// A secondary ignores events: stop decoding them. Delay needs
 		// the birth times of flows, which only a primary keeps.
@@ -872,7 +875,32 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		e.event("bulk session copy from %s complete: %d flows applied in %s, %d stale copies removed", msg.From, n, d.Round(time.Millisecond), len(stale))
 		return
 	}
-	errs := e.cfg.Table.Apply(m.Records)
+	recs := m.Records
+	if !e.isPrimary.Load() {
+		// A flow this member's table holds but did not get from this
+		// peer is its own, from its own traffic (it was primary, or the
+		// peer's bulk copy finds what it forwarded before a restart):
+		// replace it with a plain copy. Kept, the kernel may still delete
+		// it later for its own reasons: an own masqueraded entry goes
+		// when its address goes (the masquerade cleanup runs after the
+		// address is removed, asynchronously, so it can hit the entry
+		// after this copy updated it), and its window tracking is stale.
+		cloned := false
+		e.recvMu.Lock()
+		for i := range recs {
+			if recs[i].Op != OpUpsert {
+				continue
+			}
+			if _, ok := rs.applied[recs[i].Flow.Key()]; !ok {
+				if !cloned {
+					recs, cloned = slices.Clone(m.Records), true
+				}
+				recs[i].Op = OpReplace
+			}
+		}
+		e.recvMu.Unlock()
+	}
+	errs := e.cfg.Table.Apply(recs)
 	done := e.cfg.Now()
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
