@@ -86,11 +86,7 @@ func machineConfig(cfg *config.Config, sec int) cluster.Config {
 // cluster.interfaces...), and vcluster 2 when cluster.vcluster2 is on.
 // nets are the Networks given in Options (nil entries: built here).
 func newVClusters(cfg *config.Config, nets [2]Network, runDir string, log hclog.Logger, now time.Time) ([]*vcluster, error) {
-	vcs := []*vcluster{{id: cfg.Cluster.VCluster, sec: 1}}
-	if cfg.Cluster.VCluster2.Enabled {
-		vcs = append(vcs, &vcluster{id: 2, sec: 2})
-		vcs[0].tag, vcs[1].tag = vcs[0].id, 2
-	}
+	vcs := configured(cfg)
 	for i, v := range vcs {
 		v.monitor = map[string]bool{}
 		v.net = nets[i]
@@ -107,6 +103,16 @@ func newVClusters(cfg *config.Config, nets [2]Network, runDir string, log hclog.
 		v.m = cluster.New(machineConfig(cfg, v.sec), now)
 	}
 	return vcs, nil
+}
+
+// configured returns the vclusters cfg runs, without machines or networks.
+func configured(cfg *config.Config) []*vcluster {
+	vcs := []*vcluster{{id: cfg.Cluster.VCluster, sec: 1}}
+	if cfg.Cluster.VCluster2.Enabled {
+		vcs = append(vcs, &vcluster{id: 2, sec: 2})
+		vcs[0].tag, vcs[1].tag = vcs[0].id, 2
+	}
+	return vcs
 }
 
 // newNetwork builds v's vMAC manager, or a no-op one without interfaces.

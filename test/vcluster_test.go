@@ -369,4 +369,15 @@ func TestVClusterSessions(t *testing.T) {
 	if err := errors.Join(vc1Flow(a), vc2Flow(a)); err != nil {
 		t.Error(err)
 	}
+	// hagentd --release (ExecStopPost after a crash) gives back vcluster
+	// 2's vMAC and address too, not only vcluster 1's.
+	if err := holds(b, "port2", vmacVC2, lab.WANClusterIPv4+"/24", true); err != nil {
+		t.Fatalf("before the release: %v", err)
+	}
+	if err := b.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := holds(b, "port2", vmacVC2, lab.WANClusterIPv4+"/24", false); err != nil {
+		t.Errorf("after hagentd --release: %v", err)
+	}
 }
