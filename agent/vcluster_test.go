@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -173,5 +174,44 @@ func TestVClusterMonitorSections(t *testing.T) {
 		if !slices.Contains(req, n) {
 			t.Errorf("RequiredInterfaces %v lacks %s", req, n)
 		}
+	}
+}
+
+// A node returning with override in vcluster 2 only holds vcluster 2 back
+// until its bulk session copy is in (the hold was vcluster 1's alone).
+func TestVClusterSessionOverrideHold(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	sessCfg := func(name string, p1, p2 int, o1, o2 bool) *config.Config {
+		cfg := vcConfig(t, name, p1, p2)
+		cfg.Node.Override, cfg.Node.VCluster2.Override = o1, o2
+		cfg.Cluster.Monitor, cfg.Cluster.VCluster2.Monitor = nil, nil
+		cfg.Cluster.SessionPickup.Enabled, cfg.Cluster.SessionPickup.Connectionless = true, true
+		return cfg
+	}
+	b := startSessNodeConfig(t, mem, sessCfg("b", 200, 100, true, false))
+	waitFor(t, 5*time.Second, func() error {
+		if st := b.status(t); len(st.VClusters) != 2 || st.VClusters[0].Role != "primary" || st.VClusters[1].Role != "primary" {
+			return fmt.Errorf("b is not primary of both: %+v", st.VClusters)
+		}
+		return nil
+	})
+	for i := 0; i < 200; i++ {
+		b.table.Put(testFlow(i))
+	}
+	// a: lower in vcluster 1, higher with override in vcluster 2; its
+	// copy takes 400 ms.
+	a := startSessNodeConfig(t, mem, sessCfg("a", 100, 200, false, true), 2*time.Millisecond)
+	waitFor(t, 5*time.Second, func() error {
+		if st := a.status(t); len(st.VClusters) != 2 || st.VClusters[1].Role != "primary" {
+			return fmt.Errorf("a is not primary of vcluster 2: %+v", st.VClusters)
+		}
+		return nil
+	})
+	if n, _ := a.table.Count(); n != 200 {
+		t.Fatalf("a took vcluster 2 over with %d of 200 flows", n)
+	}
+	st := a.status(t)
+	if st.VClusters[0].Role != "secondary" || st.VClusters[1].FailoverSet || st.VClusters[0].FailoverSet {
+		t.Fatalf("a after the hold: %+v", st.VClusters)
 	}
 }

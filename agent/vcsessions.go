@@ -3,8 +3,10 @@ package agent
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/sessionsync"
 )
 
@@ -84,4 +86,63 @@ func flowSection(f *sessionsync.Flow, vc2 []netip.Prefix) int {
 		}
 	}
 	return 1
+}
+
+// The returning-override hold (sessionHold) over every vcluster: a node
+// with override in a vcluster holds back there (failover set) until its
+// bulk copy is in.
+
+// holdsOverride reports whether a starting node holds back for its bulk
+// copy: it has override in one of its vclusters.
+func holdsOverride(cfg *config.Config) bool {
+	return cfg.Node.Override || (cfg.Cluster.VCluster2.Enabled && cfg.Node.VCluster2.Override)
+}
+
+// overrides reports whether v runs with override on this node.
+func (v *vcluster) overrides(cfg *config.Config) bool {
+	if v.sec == 2 {
+		return cfg.Node.VCluster2.Override
+	}
+	return cfg.Node.Override
+}
+
+// holdPeer returns a live peer that claims primary in a vcluster: the one
+// the bulk copy comes from.
+func (a *Agent) holdPeer() (bool, string) {
+	for _, v := range a.vcs {
+		for _, m := range v.m.Status().Members {
+			if !m.Self && m.Alive && m.Role == cluster.RolePrimary {
+				return true, m.Name
+			}
+		}
+	}
+	return false, ""
+}
+
+// holdDecided reports whether an election has placed this node beyond
+// waiting (primary or fault in a vcluster).
+func (a *Agent) holdDecided() bool {
+	for _, v := range a.vcs {
+		if r := v.m.Role(); r != cluster.RoleStarting && r != cluster.RoleSecondary {
+			return true
+		}
+	}
+	return false
+}
+
+// holdStep sets (or ends) the hold's failover in every vcluster this node
+// has override in; an operator's `ha failover set` stays.
+func (a *Agent) holdStep(set bool, now time.Time) {
+	cfg := a.config()
+	for _, v := range a.vcs {
+		if !v.overrides(cfg) {
+			continue
+		}
+		if set {
+			_ = v.m.Step(cluster.Event{Type: cluster.EventFailoverSet, Time: now})
+		} else if !v.operatorFailoverSet {
+			_ = v.m.Step(cluster.Event{Type: cluster.EventFailoverUnset, Time: now})
+		}
+	}
+	a.process()
 }
