@@ -77,6 +77,9 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	}
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
 	cc.Label = sessionsync.ChannelLabel
+	if n := len(sp.SyncDev); n >= 2 && links != nil && n <= len(links) {
+		cc.Spread = n // the sync_devs come first: load-balanced
+	}
 	cc.Logger = a.log.Named("session-channel")
 	cc.Epoch = a.epoch
 	cc.PeerTimeout = 3 * time.Second
@@ -257,6 +260,11 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 	st.Channel = &sessionsync.ChannelStatus{ActiveLink: cs.ActiveLink, FramesSent: cs.FramesSent, FramesReceived: cs.FramesReceived,
 		Retransmits: cs.Retransmits, Failovers: cs.Failovers, DroppedBadAuth: cs.DroppedAuth,
 		DroppedReplay: cs.DroppedReplay, DroppedMalformed: cs.DroppedMalformed}
+	spread := len(a.config().Cluster.SessionPickup.SyncDev)
+	for i, l := range cs.Links {
+		st.Channel.Links = append(st.Channel.Links, sessionsync.ChannelLink{Name: l.Name, Up: l.Up, Alive: l.Alive,
+			Spread: spread >= 2 && i < spread, Tx: l.TxFrames, Rx: l.RxFrames})
+	}
 	if a.sess.held {
 		st.Holding = true
 	}

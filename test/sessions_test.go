@@ -632,11 +632,12 @@ func overrideReturn(t *testing.T, leave, back func(t *testing.T, a *lab.Node), r
 	}
 }
 
-// TestSessionPickupSyncDev: with sync_dev [ha2] the session channel runs
-// on ha2; cut, it falls back to the hbdev ha1 and no flow is missing;
-// repaired, it goes back to ha2.
+// TestSessionPickupSyncDev: with sync_dev [ha2, ha3] the session channel
+// is load-balanced over both; with ha2 cut it runs on ha3, with both cut
+// it falls back to the hbdev ha1, and no flow is missing; repaired, it
+// spreads over ha2 and ha3 again.
 func TestSessionPickupSyncDev(t *testing.T) {
-	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 2})
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true, HBLinks: 3})
 	if err := l.SetupFirewall(); err != nil {
 		t.Fatal(err)
 	}
@@ -647,21 +648,24 @@ func TestSessionPickupSyncDev(t *testing.T) {
 	}{{a, 200}, {b, 100}} {
 		p := params(n.prio, false)
 		p.NoIPv6, p.HBDevs = true, 1
-		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2]}\nsync: {enabled: false}"
+		p.ClusterExtra = "session_pickup: {enabled: true, sync_dev: [ha2, ha3]}\nsync: {enabled: false}"
 		start(t, n.n, p)
 	}
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
-	active := func(n *lab.Node) string {
-		if c := sessionsOf(t, n).Channel; c != nil {
-			return c.ActiveLink
+	channel := func() *sessionsync.ChannelStatus {
+		if c := sessionsOf(t, a).Channel; c != nil {
+			return c
 		}
-		return ""
+		t.Fatal("node-a: no session channel in status")
+		return nil
 	}
-	load, err := lab.StartTCPLoad(l, 100, 100*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
+	tx := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, l := range channel().Links {
+			out[l.Name] = l.Tx
+		}
+		return out
 	}
-	defer load.Stop()
 	has := func(want int) func() error {
 		return func() error {
 			if s := sessionsOf(t, b); s.LocalFlows < want {
@@ -670,30 +674,57 @@ func TestSessionPickupSyncDev(t *testing.T) {
 			return nil
 		}
 	}
-	eventually(t, 10*time.Second, "copied over ha2", has(100))
-	if got := active(a); got != "ha2" {
-		t.Fatalf("session channel on %q, want ha2 (sync_dev)", got)
+	// step starts 100 more connections on a port of their own and checks
+	// where the channel carried their flows.
+	port := lab.LoadPort
+	step := func(what string, want int, on, off []string) {
+		t.Helper()
+		before := tx()
+		ld, err := lab.StartTCPLoadPort(l, 100, 100*time.Millisecond, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		port++
+		t.Cleanup(ld.Stop)
+		eventually(t, 15*time.Second, what, has(want))
+		after := tx()
+		for _, n := range on {
+			if after[n]-before[n] < 5 {
+				t.Errorf("%s: %s sent %d frames, want it to carry the copies (%v -> %v)", what, n, after[n]-before[n], before, after)
+			}
+		}
+		for _, n := range off {
+			if after[n] != before[n] {
+				t.Errorf("%s: %s sent %d frames, want none (%v -> %v)", what, n, after[n]-before[n], before, after)
+			}
+		}
 	}
+	step("copied over ha2 and ha3", 100, []string{"ha2", "ha3"}, nil)
 	if err := a.SetLink("ha2", false); err != nil {
 		t.Fatal(err)
 	}
-	// New connections while ha2 is cut: they must reach node-b over ha1.
-	load2 := mustLoad(t, l, 100)
-	defer load2.Stop()
-	eventually(t, 15*time.Second, "copied over the hbdev after the cut", has(200))
-	if got := active(a); got != "ha1" {
-		t.Errorf("session channel on %q after the cut, want ha1 (fallback)", got)
-	}
-	if err := a.SetLink("ha2", true); err != nil {
+	step("copied over ha3 with ha2 cut", 200, []string{"ha3"}, []string{"ha2"})
+	if err := a.SetLink("ha3", false); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "back on ha2", func() error {
-		if got := active(a); got != "ha2" {
+	step("copied over the hbdev with both sync_devs cut", 300, []string{"ha1"}, []string{"ha2", "ha3"})
+	if got := channel().ActiveLink; got != "ha1" {
+		t.Errorf("session channel on %q with both sync_devs cut, want ha1 (fallback)", got)
+	}
+	for _, n := range []string{"ha2", "ha3"} {
+		if err := a.SetLink(n, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, "back on the sync_devs", func() error {
+		if got := channel().ActiveLink; got != "ha2" {
 			return fmt.Errorf("session channel on %q", got)
 		}
 		return nil
 	})
-	t.Logf("measured: sync_dev cut and repaired: %+v", sessionsOf(t, a).Channel)
+	step("copied over ha2 and ha3 again", 400, []string{"ha2", "ha3"}, nil)
+	st := channel()
+	t.Logf("measured: sync_dev load-balanced, cut and repaired: %d frames, %d retransmitted, links %+v", st.FramesSent, st.Retransmits, st.Links)
 }
 
 // mustLoad starts n more connections on another server port.
