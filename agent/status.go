@@ -40,7 +40,7 @@ func (a *Agent) handle(cmd string, vcn int) any {
 	case control.CmdSessions:
 		return a.sessionsStatus()
 	case control.CmdFailoverStatus:
-		v, err := a.vcluster(vcn)
+		v, err := a.vclusterByID(vcn)
 		if err != nil {
 			return err
 		}

@@ -134,8 +134,11 @@ func newNetwork(cfg *config.Config, v *vcluster, runDir string, log hclog.Logger
 		vc.Interfaces = append(vc.Interfaces, vmac.Interface{Name: ifc.Name, Prefixes: ifc.Addresses})
 	}
 	mgr, err := vmac.NewManager(vc)
-	if err != nil {
+	if err != nil && v.tag != 0 {
 		return nil, fmt.Errorf("vcluster %d: %w", v.id, err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return mgr, nil
 }
@@ -147,8 +150,8 @@ func (a *Agent) closeNets() {
 	}
 }
 
-// vcluster returns the vcluster numbered n, or the first for 0.
-func (a *Agent) vcluster(n int) (*vcluster, error) {
+// vclusterByID returns the vcluster numbered n, or the first for 0.
+func (a *Agent) vclusterByID(n int) (*vcluster, error) {
 	if n == 0 {
 		return a.vcs[0], nil
 	}
@@ -243,6 +246,9 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 // A takeover comes first and inline; the heartbeat goes out once after
 // all actions.
 func (a *Agent) process() {
+	if !slices.ContainsFunc(a.vcs, func(v *vcluster) bool { return v.m.HasReady() }) {
+		return // nothing to do: no new snapshot, no allocation per frame
+	}
 	send := false
 	for _, v := range a.vcs {
 		if a.processVC(v) {
@@ -255,12 +261,7 @@ func (a *Agent) process() {
 	}
 	a.updateSync()
 	// Actions produced while performing these (a fault after a failed takeover).
-	for _, v := range a.vcs {
-		if v.m.HasReady() {
-			a.process()
-			return
-		}
-	}
+	a.process()
 }
 
 // processVC performs v's pending actions; it reports whether a heartbeat
@@ -419,7 +420,7 @@ func (a *Agent) vclusterStatus(v *vcluster, cfg *config.Config, now time.Time, m
 
 // failover runs `ha failover set|unset [--vcluster N]` on one vcluster.
 func (a *Agent) failover(set bool, n int) any {
-	v, err := a.vcluster(n)
+	v, err := a.vclusterByID(n)
 	if err != nil {
 		return err
 	}
