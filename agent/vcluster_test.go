@@ -17,7 +17,9 @@ import (
 // port1), p2 in vcluster 2 (monitor port2), override in both.
 func vcConfig(t *testing.T, name string, p1, p2 int) *config.Config {
 	t.Helper()
-	cfg := testConfig(t, name, p1, true)
+	// 10 × 20 ms: a loaded machine (-race, make test) must not lose a
+	// peer; these tests are about the elections, not the detection.
+	cfg := testConfigLost(t, name, p1, true, 10)
 	cfg.Node.VCluster2 = config.NodeVCluster{Priority: p2, Override: true}
 	cfg.Cluster.VCluster2.Enabled, cfg.Cluster.VCluster2.Monitor = true, []string{"port2"}
 	return cfg
