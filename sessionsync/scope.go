@@ -35,3 +35,10 @@ func (e *Engine) keeps(f *Flow) bool {
 	s := e.scope.Load()
 	return s != nil && (*s)(f)
 }
+
+// ownedExpect reports whether an expectation's master flow is in this
+// node's scope: an expectation goes with its master.
+func (e *Engine) ownedExpect(x *Expect) bool {
+	m := x.Master
+	return e.owned(&Flow{Zone: m.Zone, Proto: m.Proto, Orig: m.Orig, Reply: Tuple{Src: m.Orig.Dst, Dst: m.Orig.Src}})
+}
