@@ -175,6 +175,9 @@ type rxFrame struct {
 	link  int
 	at    time.Time
 	frame heartbeat.Frame
+	// dup: the same heartbeat already came on another hbdev; only the
+	// carrier detection's record of where a peer is heard wants it.
+	dup bool
 }
 
 type linkEvent struct {
@@ -536,6 +539,10 @@ func (a *Agent) run(ctx context.Context) error {
 
 // stepFrame feeds one received heartbeat to the machine and the syncer.
 func (a *Agent) stepFrame(r rxFrame) {
+	if r.dup {
+		a.carrierSeen(r.frame.Serial, r.frame.Node, r.link, r.at)
+		return
+	}
 	cfg := a.config()
 	hbdev := a.links[r.link].Name()
 	if r.frame.Serial == cfg.Node.Serial {
@@ -759,6 +766,7 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 	cfg := a.config()
 	vc := uint8(cfg.Cluster.VCluster)
 	serial := cfg.Node.Serial
+	direct := len(directHBDevs(&cfg.Cluster)) > 0
 	var backoff time.Duration
 	var f heartbeat.Frame
 	for {
@@ -812,6 +820,15 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 		case errors.Is(err, heartbeat.ErrDuplicate):
 			l.rx.Add(1)
 			l.lastRxNs.Store(at.UnixNano())
+			if direct {
+				// The copy on this hbdev says the peer is reachable here
+				// too: a carrier loss of the hbdev that delivered first
+				// must not declare it lost.
+				select {
+				case a.rx <- rxFrame{link: idx, at: at, frame: f, dup: true}:
+				default:
+				}
+			}
 			continue
 		case err != nil:
 			l.replay.Add(1)
