@@ -41,9 +41,10 @@ func TestDefault(t *testing.T) {
 		LogFormat:     "text",
 		LogLevel:      "info",
 		Node: Node{
-			Name:     "box1",
-			Serial:   "HAGT0123456789AB",
-			Priority: 128,
+			Name:      "box1",
+			Serial:    "HAGT0123456789AB",
+			Priority:  128,
+			VCluster2: NodeVCluster{Priority: 128},
 		},
 		Cluster: Cluster{
 			Auth:             true,
@@ -62,6 +63,7 @@ func TestDefault(t *testing.T) {
 			Sync:             Sync{Enabled: true, Period: 60 * time.Second},
 			SessionPickup:    SessionPickup{NAT: true},
 			Hooks:            Hooks{Timeout: 30 * time.Second},
+			VCluster2:        VCluster2{PingServer: PingServer{Interval: time.Second, FailoverThreshold: 5}},
 		},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
