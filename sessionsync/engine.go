@@ -73,6 +73,13 @@ type Config struct {
 	// addresses (forwarded flows: on a secondary, copies) are deleted, so
 	// copies made before an agent restart do not linger.
 	LocalAddrs func() []netip.Addr
+	// Symmetric is FGSP (cluster.mode fgsp): every member sends its flows
+	// to every other and applies theirs; the caller passes primary true
+	// to SetRole with every live peer. A received flow's own events are
+	// not sent back, a change of it made by this member's traffic is
+	// (symmetric.go), and the stale sweep at a bulk end spares the flows
+	// this member forwards.
+	Symmetric bool
 	// Event, when set, receives history entries (kind "sessions").
 	Event func(msg string)
 	// Now is the clock; nil is time.Now.
@@ -102,9 +109,11 @@ type Engine struct {
 	peers     map[string]*peerState
 	gen       uint32
 	runCtx    context.Context
-	lastSent  map[Key]int64     // connectionless: expiry (unix ns) last sent
-	born      map[Key]time.Time // Delay: when a flow was first seen
-	pending   map[Key]Flow      // Delay: flows not old enough yet
+	lastSent  map[Key]int64        // connectionless: expiry (unix ns) last sent
+	born      map[Key]time.Time    // Delay: when a flow was first seen
+	pending   map[Key]Flow         // Delay: flows not old enough yet
+	known     map[Key]*known       // Symmetric: flows learned or sent (symmetric.go)
+	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
 	c         counters
 	listenErr string
 
@@ -119,6 +128,7 @@ type Engine struct {
 
 type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
+	echoes, learnedSent                                           uint64
 }
 
 type recvCounters struct {
@@ -151,6 +161,10 @@ type recvState struct {
 	inBulk  bool
 	seen    map[Key]struct{}
 	applied map[Key]struct{}
+	// received counts the records received from this peer.
+	received uint64
+	// bulkDone: a complete bulk copy came from this peer.
+	bulkDone bool
 	// before are the forwarded flows of the local table when the bulk
 	// copy began (sweep candidates at its end).
 	before []Key
@@ -190,7 +204,8 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, log: cfg.Logger,
 		peers: map[string]*peerState{}, lastSent: map[Key]int64{},
-		born: map[Key]time.Time{}, pending: map[Key]Flow{},
+		born: map[Key]time.Time{}, pending: map[Key]Flow{}, known: map[Key]*known{},
+		gone:    map[string][2]uint64{},
 		recv:    map[string]*recvState{},
 		rc:      recvCounters{reasons: map[string]uint64{}},
 		readyCh: make(chan chan int),
@@ -241,7 +256,7 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) SetRole(primary bool, peers []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if primary && !e.primary {
+	if primary && !e.primary && !e.cfg.Symmetric {
 		// The copies this node made are its own flows now.
 		e.recvMu.Lock()
 		for _, rs := range e.recv {
@@ -263,6 +278,8 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 			if p.cancel != nil {
 				p.cancel()
 			}
+			g := e.gone[name]
+			e.gone[name] = [2]uint64{g[0] + p.sentRecs, g[1] + p.sentMsgs}
 			delete(e.peers, name)
 		}
 	}
@@ -401,6 +418,9 @@ func (e *Engine) onEvent(ev Event) {
 		if !e.primary || !e.wanted(f) {
 			return
 		}
+		if e.cfg.Symmetric && !e.symmetricDestroy(f) {
+			return
+		}
 		e.enqueue(Record{Op: OpDelete, Flow: *f}, now)
 		return
 	}
@@ -412,6 +432,9 @@ func (e *Engine) onEvent(ev Event) {
 	}
 	if !e.wanted(f) {
 		e.c.filtered++
+		return
+	}
+	if e.cfg.Symmetric && !e.symmetricEvent(f) {
 		return
 	}
 	if e.cfg.Delay > 0 {
@@ -814,16 +837,20 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		// The local table before the copy: its forwarded flows that the
 		// copy does not contain are removed at its end. Taken now, while
 		// the table is small (empty on a fresh member), not at the end.
-		own := map[netip.Addr]bool{}
-		for _, a := range e.localAddrs() {
-			own[a] = true
-		}
+		// In symmetric mode this member forwards flows of its own: only
+		// the copies it made are swept.
 		var before []Key
-		_ = e.cfg.Table.Dump(func(f *Flow) {
-			if e.wanted(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
-				before = append(before, f.Key())
+		if !e.cfg.Symmetric {
+			own := map[netip.Addr]bool{}
+			for _, a := range e.localAddrs() {
+				own[a] = true
 			}
-		})
+			_ = e.cfg.Table.Dump(func(f *Flow) {
+				if e.wanted(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+					before = append(before, f.Key())
+				}
+			})
+		}
 		e.recvMu.Lock()
 		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, map[Key]struct{}{}, before
 		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
@@ -849,6 +876,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			}
 		}
 		e.recvMu.Unlock()
+		if e.cfg.Symmetric {
+			stale = e.sweepable(msg.From, stale)
+		}
 		if len(stale) > 0 {
 			e.cfg.Table.Apply(stale)
 		}
@@ -861,16 +891,25 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		rs.bulk.State, rs.bulk.Done, rs.bulk.Duration = "done", now, now.Sub(rs.bulk.Started)
 		rs.bulk.Total = int(m.Count)
 		e.rc.bulkDone = true
+		rs.bulkDone = true
 		n, d := rs.bulk.Sent, rs.bulk.Duration
 		e.recvMu.Unlock()
 		e.event("bulk session copy from %s complete: %d flows applied in %s, %d stale copies removed", msg.From, n, d.Round(time.Millisecond), len(stale))
 		return
 	}
+	var had []bool
+	if e.cfg.Symmetric {
+		had = e.learn(msg.From, m.Records, now)
+	}
 	errs := e.cfg.Table.Apply(m.Records)
+	if e.cfg.Symmetric {
+		e.forgetRefused(m.Records, had, errs)
+	}
 	done := e.cfg.Now()
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
 	e.rc.records += uint64(len(m.Records))
+	rs.received += uint64(len(m.Records))
 	for i, err := range errs {
 		k := m.Records[i].Flow.Key()
 		if err != nil {
@@ -885,6 +924,14 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			continue
 		}
 		rs.applied[k] = struct{}{}
+		if e.cfg.Symmetric {
+			// The copy is this peer's now, not another's.
+			for _, o := range e.recv {
+				if o != rs {
+					delete(o.applied, k)
+				}
+			}
+		}
 		if rs.inBulk {
 			rs.seen[k] = struct{}{}
 		}

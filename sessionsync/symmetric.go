@@ -1,0 +1,180 @@
+package sessionsync
+
+import "time"
+
+// Symmetric mode (FGSP, cluster.mode fgsp): every member sends its flows to
+// every other and applies theirs. Applying a peer's record makes the local
+// kernel emit an event for it, which must not go back (ping-pong); a later
+// change of the same flow made by this member's own traffic must (the
+// asymmetric handshake: SYN through one member, SYN-ACK through the other).
+//
+// The two are told apart by remembering, per flow, the state last applied
+// from a peer (known): the status bits a peer can set (SEEN_REPLY, ASSURED),
+// the TCP state, the mark and the labels. An event whose state equals it is
+// the echo of the apply and is dropped (counted as echoes); an event whose
+// state differs was made by this member's traffic and is sent, to every
+// peer, the one it came from included (counted as learned_updates_sent).
+// Timeouts are not compared: traffic renews them without an event, and the
+// busy connectionless flows are re-sent by the refresh, whose baseline is
+// the expiry of the applied copy (so a copy is not refreshed back either).
+//
+// A flow this member sent (its own, or a learned one it changed) is owned:
+// its destroy is sent, and the stale sweep at the end of a peer's bulk copy
+// leaves it alone. A flow only learned is the peer's: its local destroy
+// (expiry, a peer's delete applied, the sweep) is not sent back.
+
+// peerSettable are the status bits a received record sets (and so the ones
+// compared with the applied state).
+const peerSettable = StatusSeenReply | StatusAssured
+
+// known is what symmetric mode remembers of a flow.
+type known struct {
+	// from is the peer the flow's state was last applied from; "" when
+	// this member's own event was the last change sent.
+	from string
+	// owned is set once this member sent the flow: it carries traffic of
+	// it.
+	owned bool
+	// deleted: a peer's delete was applied (its destroy event is the echo).
+	deleted bool
+	// The applied state.
+	status uint32
+	tcp    int16 // TCP state; -1 unknown (the record had none)
+	mark   uint32
+	labels string
+}
+
+func stateOf(f *Flow) known {
+	k := known{status: f.Status & peerSettable, tcp: -1, mark: f.Mark, labels: string(f.Labels)}
+	if f.TCP != nil {
+		k.tcp = int16(f.TCP.State)
+	}
+	return k
+}
+
+// echo reports whether an event's flow has the state last applied from a
+// peer. An unknown TCP state of the applied record matches any.
+func (k *known) echo(f *Flow) bool {
+	if k.from == "" || k.deleted {
+		return false
+	}
+	s := stateOf(f)
+	if s.status != k.status || s.mark != k.mark || s.labels != k.labels {
+		return false
+	}
+	return k.tcp < 0 || s.tcp < 0 || s.tcp == k.tcp
+}
+
+// symmetricEvent decides what symmetric mode does with a new or update
+// event (e.mu held): false drops it as the echo of an apply.
+func (e *Engine) symmetricEvent(f *Flow) bool {
+	k := f.Key()
+	kn, ok := e.known[k]
+	if ok && kn.echo(f) {
+		if kn.tcp < 0 && f.TCP != nil {
+			kn.tcp = int16(f.TCP.State)
+		}
+		e.c.echoes++
+		return false
+	}
+	if ok && kn.from != "" {
+		e.c.learnedSent++ // this member's traffic changed a learned flow
+	}
+	if !ok {
+		kn = &known{}
+		e.known[k] = kn
+	}
+	kn.from, kn.owned, kn.deleted = "", true, false
+	return true
+}
+
+// symmetricDestroy decides whether a destroy event is sent (e.mu held).
+func (e *Engine) symmetricDestroy(f *Flow) bool {
+	k := f.Key()
+	kn, ok := e.known[k]
+	if !ok {
+		return true // not learned: this member's own flow
+	}
+	delete(e.known, k)
+	if kn.deleted || !kn.owned {
+		e.c.echoes++
+		return false
+	}
+	return true
+}
+
+// learn records the state of received records before they are applied
+// (their events can arrive before Apply returns). It returns, per record,
+// whether the flow was known before (a refused create is forgotten again).
+func (e *Engine) learn(from string, recs []Record, now time.Time) []bool {
+	had := make([]bool, len(recs))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i := range recs {
+		f := &recs[i].Flow
+		k := f.Key()
+		kn, ok := e.known[k]
+		had[i] = ok
+		if !ok {
+			kn = &known{}
+			e.known[k] = kn
+		}
+		if recs[i].Op == OpDelete {
+			kn.from, kn.deleted = from, true
+			delete(e.lastSent, k)
+			continue
+		}
+		s := stateOf(f)
+		kn.from, kn.deleted = from, false
+		kn.status, kn.tcp, kn.mark, kn.labels = s.status, s.tcp, s.mark, s.labels
+		if f.Connectionless() {
+			// The refresh compares the local expiry with this one: a copy
+			// is re-sent only when this member's traffic moved it on.
+			exp := now.UnixNano() + int64(f.Timeout)*int64(time.Second)
+			e.lastSent[k] = max(e.lastSent[k], exp)
+		}
+	}
+	return had
+}
+
+// forgetRefused drops the state learned for records the table refused and
+// that were not known before (nothing was applied, no event will follow).
+func (e *Engine) forgetRefused(recs []Record, had []bool, errs []error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, err := range errs {
+		if err != nil && !had[i] {
+			delete(e.known, recs[i].Flow.Key())
+		}
+	}
+}
+
+// sweepable keeps the stale-sweep candidates of a bulk copy from a peer
+// that are still that peer's: not owned here, not since learned from
+// another peer. Their destroy events are echoes.
+func (e *Engine) sweepable(from string, stale []Record) []Record {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := stale[:0]
+	for _, r := range stale {
+		kn, ok := e.known[r.Flow.Key()]
+		if ok && (kn.owned || kn.from != from) {
+			continue
+		}
+		if ok {
+			kn.deleted = true
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// BulkDoneFrom reports whether a complete bulk copy from peer has been
+// received since the engine started (a restarting fgsp member keeps its
+// down_until_synced interfaces down until every live peer's is in).
+func (e *Engine) BulkDoneFrom(peer string) bool {
+	e.recvMu.Lock()
+	defer e.recvMu.Unlock()
+	rs := e.recv[peer]
+	return rs != nil && rs.bulkDone
+}
