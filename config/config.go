@@ -22,6 +22,9 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultNodePriority    = 128
 	DefaultMode            = "a-p"
+	// ModeFGSP is active-active with shared sessions (SPEC §8): no
+	// virtual MAC, no cluster address, every member syncs its flows.
+	ModeFGSP = "fgsp"
 	DefaultVCluster        = 1
 	DefaultHBInterval      = 200 * time.Millisecond
 	DefaultHBLostThreshold = 6
@@ -105,7 +108,9 @@ type Cluster struct {
 	PasswordFile string
 	// Auth enables heartbeat authentication (auth), default true.
 	Auth bool
-	// Mode is the cluster mode (mode); only "a-p" is supported.
+	// Mode is the cluster mode (mode): "a-p" (active-passive, the
+	// default) or "fgsp" (ModeFGSP: every member forwards and syncs its
+	// sessions to the others; no data interfaces).
 	Mode string
 	// VCluster is the virtual cluster, 1 or 2 (vcluster), default 1.
 	VCluster int
