@@ -41,6 +41,9 @@ type sessionEngine struct {
 	holdStart  time.Time
 	// down: down_until_synced interfaces still down.
 	down []string
+	// fgsp: cluster.mode fgsp, every member sends to every live peer
+	// (agent/fgsp.go).
+	fgsp bool
 }
 
 // newSessionEngine builds the engine. links are the channel's links
@@ -95,6 +98,7 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	ec.Self, ec.Table, ec.Transport = cfg.Node.Name, table, ch
 	ec.Connectionless, ec.NAT, ec.Expectation, ec.Delay = sp.Connectionless, sp.NAT, sp.Expectation, sp.Delay
 	ec.Ignore = sp.Ignore
+	ec.Symmetric = cfg.Cluster.Mode == config.ModeFGSP
 	ec.Logger = a.log.Named("sessions")
 	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }
 	e, err := sessionsync.New(ec)
@@ -106,11 +110,11 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	if sp.Expectation {
 		a.log.Warn("session_pickup.expectation: copying conntrack expectations is not implemented; FTP/SIP helper data channels opened before a failover are not carried over")
 	}
-	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced)}
+	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
 	}
-	se.hold = cfg.Node.Override
+	se.hold = cfg.Node.Override && !se.fgsp // fgsp: the role moves no traffic
 	se.holdStart = a.now()
 	return se, nil
 }
@@ -138,6 +142,10 @@ func (a *Agent) startSessions() {
 func (a *Agent) updateSessions() {
 	s := a.sess
 	if s == nil {
+		return
+	}
+	if s.fgsp {
+		a.updateSessionsFGSP()
 		return
 	}
 	primary := a.m.Role() == cluster.RolePrimary
@@ -249,8 +257,8 @@ func (a *Agent) sessionsReady() (time.Duration, int) {
 // go: their removal destroys the masqueraded flows in this kernel, and
 // those destroy events must not reach the new primary.
 func (a *Agent) sessionsStopSending() {
-	if a.sess == nil {
-		return
+	if a.sess == nil || a.sess.fgsp {
+		return // fgsp: no addresses go, every member keeps sending
 	}
 	a.sess.primary, a.sess.peers = false, nil
 	a.sess.e.SetRole(false, nil)
@@ -268,6 +276,9 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 		DroppedReplay: cs.DroppedReplay, DroppedMalformed: cs.DroppedMalformed}
 	if a.sess.held {
 		st.Holding = true
+	}
+	if a.sess.fgsp {
+		a.fgspPeerHealth(&st)
 	}
 	return &st
 }
