@@ -1,0 +1,460 @@
+package test
+
+// FGSP (cluster.mode fgsp, SPEC §8): two members that both forward, each
+// with addresses of its own, and share their sessions. The lab's routes
+// (lab.RouteVia) play the upstream router: they choose which member each
+// direction of the traffic goes through. Both members run the strict
+// stateful ruleset lab.FGSPRuleset (ct state invalid dropped, only
+// established/related from the WAN) with nf_conntrack_tcp_loose=0.
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/test/lab"
+)
+
+// fgspConns is the number of connections of the FGSP tests.
+const fgspConns = 200
+
+// fgspPair builds the FGSP lab and starts node-a (priority 200) and node-b
+// (100) in mode fgsp; extra is appended to each cluster section, pickup
+// turns session sync on.
+func fgspPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFGSP(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		if err := n.n.StartFGSP(fgspParams(n.prio, fmt.Sprintf("enabled: %v", pickup), extra)); err != nil {
+			t.Fatalf("start %s: %v", n.n.Name, err)
+		}
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	if pickup {
+		eventually(t, 10*time.Second, "bulk copies both ways", func() error {
+			for _, n := range []*lab.Node{a, b} {
+				st := sessionsOf(t, n)
+				if !st.BulkDone || st.Mode != "fgsp" {
+					return fmt.Errorf("%s: bulk_done %v, mode %q", n.Name, st.BulkDone, st.Mode)
+				}
+			}
+			return nil
+		})
+	}
+	return l, a, b
+}
+
+// fgspParams are the parameters of an FGSP member: sp is the body of its
+// session_pickup mapping, extra more cluster lines.
+func fgspParams(prio int, sp, extra string) lab.Params {
+	p := params(prio, false)
+	p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
+	p.ClusterExtra = "session_pickup: {" + sp + "}\n" + extra
+	if !strings.Contains(extra, "sync:") {
+		p.ClusterExtra += "sync: {enabled: false}\n"
+	}
+	return p
+}
+
+// loadFlow reports whether a flow is one of the test load's connections.
+func loadFlow(f *sessionsync.Flow) bool {
+	return f.Proto == sessionsync.ProtoTCP && f.Orig.Dst == netip.MustParseAddr(lab.ServerIPv4) && f.Orig.DstPort == lab.LoadPort
+}
+
+// established counts a node's load flows in state ESTABLISHED.
+func established(n *lab.Node) (int, error) {
+	fl, err := n.Flows()
+	if err != nil {
+		return 0, err
+	}
+	c := 0
+	for _, f := range fl {
+		if loadFlow(&f) && f.TCP != nil && f.TCP.State == sessionsync.TCPEstablished {
+			c++
+		}
+	}
+	return c, nil
+}
+
+// TestFGSPAsymmetricHandshake: the client's packets go through node-a, the
+// server's replies through node-b ("FGT-A receives the TCP-SYN, FGT-B
+// receives the TCP-SYN-ACK, and FGT-A receives the TCP-ACK"): with
+// session sync, 200 connections open and carry data through two strict
+// firewalls; without it (the control) none does.
+func TestFGSPAsymmetricHandshake(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pickup bool
+	}{{"sync", true}, {"control without sync", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, a, b := fgspPair(t, tc.pickup, "")
+			if err := l.RouteVia(a, b); err != nil {
+				t.Fatal(err)
+			}
+			dial := 30 * time.Second
+			if !tc.pickup {
+				dial = 5 * time.Second
+			}
+			t0 := time.Now()
+			ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, dial, lab.LoadPort)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ld.Stop()
+			opened := fgspConns - len(failed)
+			t.Logf("measured: %d of %d connections opened in %v", opened, fgspConns, time.Since(t0).Round(time.Millisecond))
+			if !tc.pickup {
+				time.Sleep(2 * time.Second)
+				if n := ld.Echoed(); n > 0 || opened == fgspConns {
+					t.Fatalf("without session sync %d connections opened and %d carried data; the asymmetric path must not pass the strict firewalls", opened, n)
+				}
+				return
+			}
+			if len(failed) > 0 {
+				t.Fatalf("%d of %d connections did not open, first: %v", len(failed), fgspConns, failed[0])
+			}
+			eventually(t, 20*time.Second, "data on every connection", func() error {
+				if n := ld.Echoed(); n != fgspConns {
+					return fmt.Errorf("%d of %d connections got an echo", n, fgspConns)
+				}
+				return nil
+			})
+			ld.ResetStalls()
+			time.Sleep(3 * time.Second)
+			if r := ld.Report(2 * time.Second); r.Resets+r.Errors+r.Stalled > 0 {
+				t.Fatalf("after the handshakes: %s", r)
+			}
+			// Both members hold every connection, established.
+			eventually(t, 10*time.Second, "established on both", func() error {
+				for _, n := range []*lab.Node{a, b} {
+					if c, err := established(n); err != nil || c != fgspConns {
+						return fmt.Errorf("%s: %d established load flows (%v), want %d", n.Name, c, err, fgspConns)
+					}
+				}
+				return nil
+			})
+			sa, sb := sessionsOf(t, a), sessionsOf(t, b)
+			t.Logf("measured: node-a sent %d records, learned updates sent %d, echoes %d; node-b sent %d, learned updates sent %d, echoes %d",
+				sentTo(sa, "node-b"), sa.LearnedSent, sa.Echoes, sentTo(sb, "node-a"), sb.LearnedSent, sb.Echoes)
+			// node-b's SYN-ACKs changed flows it learned from node-a; no
+			// flow went back and forth without a change.
+			if sb.LearnedSent < fgspConns {
+				t.Errorf("node-b sent %d changes of learned flows, want ≥ %d (one SYN-ACK each)", sb.LearnedSent, fgspConns)
+			}
+			if sa.Echoes < fgspConns || sb.Echoes < fgspConns {
+				t.Errorf("echoes not sent back: node-a %d, node-b %d, want ≥ %d each", sa.Echoes, sb.Echoes, fgspConns)
+			}
+			if s := sentTo(sa, "node-b") + sentTo(sb, "node-a"); s > 8*fgspConns {
+				t.Errorf("%d records for %d handshakes: ping-pong", s, fgspConns)
+			}
+			out := mustCtl(b, "ha", "sessions")
+			for _, want := range []string{"mode fgsp", "To node-a (heartbeat alive)", "From node-a"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("ha sessions lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func sentTo(st *sessionsync.Status, peer string) uint64 {
+	for _, p := range st.Peers {
+		if p.Node == peer {
+			return p.SentFlows
+		}
+	}
+	return 0
+}
+
+// TestFGSPMemberFailure: 200 connections run through node-a (both
+// directions); node-a fails (links down, SIGKILL) and the lab's routes
+// move to node-b: every connection continues, none reset.
+func TestFGSPMemberFailure(t *testing.T) {
+	l, a, b := fgspPair(t, true, "")
+	ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, 10*time.Second, lab.LoadPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Stop()
+	if len(failed) > 0 {
+		t.Fatalf("%d connections did not open: %v", len(failed), failed[0])
+	}
+	eventually(t, 10*time.Second, "node-b holds the flows", func() error {
+		if c, err := established(b); err != nil || c != fgspConns {
+			return fmt.Errorf("node-b: %d established load flows (%v), want %d", c, err, fgspConns)
+		}
+		return nil
+	})
+	ld.ResetStalls()
+	t0 := time.Now()
+	a.Crash()
+	if err := l.RouteVia(b, b); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "node-b sees node-a lost", func() error {
+		st := status(t, b)
+		if m, ok := member(st, "node-a"); ok && m.Alive {
+			return fmt.Errorf("node-a still alive for node-b")
+		}
+		return nil
+	})
+	time.Sleep(3 * time.Second)
+	r := ld.Report(2 * time.Second)
+	t.Logf("measured: member failure with %d connections: %s (%v after the crash)", fgspConns, r, time.Since(t0).Round(time.Millisecond))
+	if r.Resets+r.Errors+r.Stalled > 0 {
+		t.Fatalf("after node-a failed: %s", r)
+	}
+	st := sessionsOf(t, b)
+	for _, p := range st.Peers {
+		if p.Node == "node-a" && p.Heartbeat != "lost" {
+			t.Errorf("ha sessions on node-b: node-a's heartbeat %q, want lost", p.Heartbeat)
+		}
+	}
+}
+
+// TestFGSPDownUntilSynced: node-b restarts with an empty table (a reboot)
+// while node-a carries connections and 20 000 more flows; its
+// down_until_synced links stay down until its table holds node-a's
+// flows, then come up.
+func TestFGSPDownUntilSynced(t *testing.T) {
+	const extraFlows = 20000
+	l, a, b := fgspPairDown(t)
+	ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, 10*time.Second, lab.LoadPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Stop()
+	if len(failed) > 0 {
+		t.Fatalf("%d connections did not open: %v", len(failed), failed[0])
+	}
+	if err := a.ApplyFlows(fgspBulkFlows(extraFlows)); err != nil {
+		t.Fatal(err)
+	}
+	want := fgspConns + extraFlows
+	eventually(t, 20*time.Second, "node-b holds node-a's flows", func() error {
+		if c, err := b.FlowCount(); err != nil || c < want {
+			return fmt.Errorf("node-b has %d flows (%v), want ≥ %d", c, err, want)
+		}
+		return nil
+	})
+	// A reboot: node-b dies, its table is emptied, its heartbeat link
+	// comes back, its data links stay down, hagentd starts again.
+	b.Crash()
+	fl, err := b.Flows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var del []sessionsync.Record
+	for _, f := range fl {
+		del = append(del, sessionsync.Record{Op: sessionsync.OpDelete, Flow: f})
+	}
+	if err := b.ApplyFlows(del); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := b.FlowCount(); c != 0 {
+		t.Fatalf("node-b's table holds %d flows after the flush", c)
+	}
+	b.Forget()
+	for _, h := range b.HBNames() {
+		if err := b.SetLink(h, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	if err := b.StartFGSP(downParams(100)); err != nil {
+		t.Fatal(err)
+	}
+	// Poll: the table first, then the link. A count taken while the link
+	// is still down that already holds every flow, or the first up seen
+	// right after a full count, shows the order; the links must not be
+	// seen up with a table short of node-a's flows.
+	var downSeen, upAt int
+	var lastDown int
+	for time.Since(t0) < 70*time.Second {
+		c, err := b.FlowCount()
+		if err != nil {
+			t.Fatal(err)
+		}
+		up1, err := b.LinkUp("port1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		up2, _ := b.LinkUp("port2")
+		if up1 != up2 && c < want {
+			t.Fatalf("port1 up %v, port2 up %v with %d of %d flows", up1, up2, c, want)
+		}
+		if !up1 {
+			downSeen++
+			lastDown = c
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		upAt = c
+		break
+	}
+	took := time.Since(t0)
+	if downSeen == 0 {
+		t.Fatal("node-b's down_until_synced links were never seen down after the restart")
+	}
+	if upAt < want {
+		t.Fatalf("node-b's links came up with %d flows in its table, want ≥ %d (last count while down %d)", upAt, want, lastDown)
+	}
+	t.Logf("measured: node-b's links came up %v after its start, with %d flows in its table (seen down %d times, last count while down %d)",
+		took.Round(time.Millisecond), upAt, downSeen, lastDown)
+	out := mustCtl(b, "ha", "history")
+	if !strings.Contains(out, "down_until_synced [port1 port2] up: bulk session copies from [node-a] complete") {
+		t.Fatalf("node-b's history lacks the down_until_synced line:\n%s", out)
+	}
+}
+
+// fgspPairDown is fgspPair with down_until_synced on node-b's data links.
+func fgspPairDown(t *testing.T) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFGSP(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	if err := a.StartFGSP(downParams(200)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StartFGSP(downParams(100)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	eventually(t, 10*time.Second, "node-b's links up", func() error {
+		if up, err := b.LinkUp("port1"); err != nil || !up {
+			return fmt.Errorf("port1 up %v (%v)", up, err)
+		}
+		return nil
+	})
+	return l, a, b
+}
+
+func downParams(prio int) lab.Params {
+	// The cluster section is synchronized: the same on both (only
+	// node-b's restart is tested).
+	return fgspParams(prio, "enabled: true, down_until_synced: [port1, port2]", "")
+}
+
+// fgspBulkFlows are n established TCP flows from the LAN to the WAN, as
+// forwarded traffic would create them (no NAT).
+func fgspBulkFlows(n int) []sessionsync.Record {
+	recs := make([]sessionsync.Record, 0, n)
+	for i := 0; i < n; i++ {
+		c := netip.AddrFrom4([4]byte{10, 9, 0, byte(20 + i/50000)})
+		srv := netip.AddrFrom4([4]byte{10, 9, 2, byte(10 + i/50000)})
+		sp := uint16(10000 + i%50000)
+		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
+			Proto:   sessionsync.ProtoTCP,
+			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
+			Reply:   sessionsync.Tuple{Src: srv, Dst: c, SrcPort: 443, DstPort: sp},
+			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
+			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
+		}})
+	}
+	return recs
+}
+
+// TestFGSPConfigSync: in mode fgsp the elected primary (node-a, priority
+// 200) still synchronizes the configuration: a file edit and a cluster
+// section change made on it reach node-b; each member keeps its own
+// addresses and node section.
+func TestFGSPConfigSync(t *testing.T) {
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	d, err := l.NewSyncDir("sync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		l.Close()
+		if err := d.Remove(); err != nil {
+			t.Errorf("removing the sync directories: %v", err)
+		}
+	})
+	if err := l.SetupFGSP(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	for _, n := range []*lab.Node{a, b} {
+		if err := os.WriteFile(d.File(n, "app.conf"), []byte("version 0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncExtra := fmt.Sprintf("sync:\n  paths: [%s]\n  period: %s\n", d.Path, syncPeriod)
+	pa, pb := fgspParams(200, "enabled: true", syncExtra), fgspParams(100, "enabled: true", syncExtra)
+	if err := a.StartFGSP(pa); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StartFGSP(pb); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "election", func() error { return agree("node-a", a, b) })
+	eventually(t, 10*time.Second, "initial sync", func() error { return sameChecksum(a, b) })
+	addrs := func(n *lab.Node) []string {
+		var out []string
+		for _, p := range []string{"port1", "port2"} {
+			as, err := n.Addrs(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, as...)
+		}
+		slices.Sort(out)
+		return out
+	}
+	wantA := []string{lab.FGSPLANAddr(0) + "/24", lab.FGSPWANAddr(0) + "/24"}
+	wantB := []string{lab.FGSPLANAddr(1) + "/24", lab.FGSPWANAddr(1) + "/24"}
+	// A file edit on the primary.
+	t0 := time.Now()
+	if err := d.WriteFile(a, "app.conf", []byte("version 1 from the primary\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, time.Millisecond, "node-b's copy", fileIs(d.File(b, "app.conf"), "version 1 from the primary\n"))
+	t.Logf("measured: file edit on the primary reached node-b in %v", time.Since(t0).Round(time.Millisecond))
+	// A cluster section edit on the primary (hb_lost_threshold 3 → 5).
+	pa.LostThreshold = 5
+	cfg, err := a.FGSPConfig(pa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(a.ConfigPath(), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "node-b takes the primary's cluster section", func() error {
+		st := status(t, b)
+		if st.LostThresh != 5 {
+			return fmt.Errorf("node-b's hb_lost_threshold is %d, want 5", st.LostThresh)
+		}
+		return nil
+	})
+	st := status(t, b)
+	if st.Mode != "fgsp" || st.Priority != 100 || st.Node != "node-b" {
+		t.Fatalf("node-b after sync: mode %q, priority %d, node %q; want fgsp, its own 100, node-b", st.Mode, st.Priority, st.Node)
+	}
+	if len(st.Interfaces) != 0 {
+		t.Fatalf("node-b manages data interfaces in mode fgsp: %+v", st.Interfaces)
+	}
+	if got := addrs(a); !slices.Equal(got, wantA) {
+		t.Errorf("node-a's addresses %v, want its own %v", got, wantA)
+	}
+	if got := addrs(b); !slices.Equal(got, wantB) {
+		t.Errorf("node-b's addresses %v, want its own %v", got, wantB)
+	}
+}
