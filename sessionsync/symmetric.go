@@ -23,6 +23,10 @@ import "time"
 // leaves it alone. A flow only learned is the peer's: its local destroy
 // (expiry, a peer's delete applied, the sweep) is not sent back.
 
+// tcpBeLiberal is IP_CT_TCP_FLAG_BE_LIBERAL in the high (flags) byte of
+// TCPInfo.FlagsOrig/FlagsReply (the low byte is the mask).
+const tcpBeLiberal = 0x08 << 8
+
 // peerSettable are the status bits a received record sets (and so the ones
 // compared with the applied state).
 const peerSettable = StatusSeenReply | StatusAssured
@@ -123,6 +127,14 @@ func (e *Engine) learn(from string, recs []Record, now time.Time) []bool {
 			kn.from, kn.deleted = from, true
 			delete(e.lastSent, k)
 			continue
+		}
+		if f.TCP != nil {
+			// This member has not seen the flow's sequence numbers (a
+			// SYN-ACK through it answers a SYN it never saw): window
+			// tracking of the copy is off, as conntrackd's default
+			// (TCPWindowTracking off); the state machine still runs.
+			f.TCP.FlagsOrig |= tcpBeLiberal
+			f.TCP.FlagsReply |= tcpBeLiberal
 		}
 		s := stateOf(f)
 		kn.from, kn.deleted = from, false
