@@ -22,9 +22,6 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultNodePriority    = 128
 	DefaultMode            = "a-p"
-	// ModeFGSP is active-active with shared sessions (SPEC §8): no
-	// virtual MAC, no cluster address, every member syncs its flows.
-	ModeFGSP = "fgsp"
 	DefaultVCluster        = 1
 	DefaultHBInterval      = 200 * time.Millisecond
 	DefaultHBLostThreshold = 6
@@ -60,6 +57,11 @@ const (
 	// MaxPasswordFileSize bounds what Password reads.
 	MaxPasswordFileSize = 64 << 10
 )
+
+// ModeFGSP is cluster.mode fgsp, active-active with shared sessions
+// (SPEC §8): no virtual MAC, no cluster address, every member syncs its
+// flows to every other.
+const ModeFGSP = "fgsp"
 
 // Config is a whole hagent configuration file.
 type Config struct {
