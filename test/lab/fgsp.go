@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
@@ -206,4 +207,27 @@ func (n *Node) LinkUp(ifname string) (bool, error) {
 		return nil
 	})
 	return up, err
+}
+
+// WatchNew calls fn with the arrival time of every new-flow event of a
+// node's kernel table until ctx is done (the benchmarks' "flow present"
+// clock: one process, one clock for every node).
+func (n *Node) WatchNew(ctx context.Context, fn func(f *sessionsync.Flow, at time.Time)) error {
+	var k *sessionsync.Kernel
+	if err := InNS(n.NS, func() error {
+		var err error
+		k, err = sessionsync.OpenKernel()
+		return err
+	}); err != nil {
+		return err
+	}
+	go func() {
+		defer k.Close()
+		_ = k.Listen(ctx, func(ev sessionsync.Event) {
+			if ev.Type == sessionsync.EventNew {
+				fn(&ev.Flow, time.Now())
+			}
+		})
+	}()
+	return nil
 }
