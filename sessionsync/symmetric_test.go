@@ -2,6 +2,7 @@ package sessionsync
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,4 +159,82 @@ func TestSymmetricDestroy(t *testing.T) {
 	if ba != 2 {
 		t.Fatalf("b sent %d records, want 2 (f2's update and destroy)", ba)
 	}
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// TestSymmetricRefreshNotSentBack: a UDP flow kept busy by node-a's
+// traffic is refreshed to node-b; node-b's copy, idle there (its timeout
+// counts down as the kernel's does), is never refreshed back, until
+// node-b's own traffic renews it.
+func TestSymmetricRefreshNotSentBack(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
+	nw := heartbeat.NewMemNetwork()
+	mod := func(c *Config) { c.Symmetric, c.Now, c.Refresh = true, clk.now, 200*time.Millisecond }
+	a := newMember(t, nw, "node-a", mod)
+	b := newMember(t, nw, "node-b", mod)
+	a.e.SetRole(true, []string{"node-b"})
+	b.e.SetRole(true, []string{"node-a"})
+	eventually(t, 5*time.Second, func() error {
+		if !a.e.BulkDoneFrom("node-b") || !b.e.BulkDoneFrom("node-a") {
+			return fmt.Errorf("bulk copies not done")
+		}
+		return nil
+	})
+	u := flowN(ProtoUDP, 3)
+	u.Timeout = 30
+	a.table.Put(u)
+	eventually(t, 5*time.Second, func() error {
+		if _, ok := b.table.Get(u.Key()); !ok {
+			return fmt.Errorf("not copied")
+		}
+		return nil
+	})
+	// step moves the clock by 1 s: a member's flow that its traffic
+	// keeps busy stays at 30 s, an idle one counts down (as the kernel's).
+	step := func(busyA, busyB bool) {
+		clk.add(time.Second)
+		for _, m := range []struct {
+			m    *member
+			busy bool
+		}{{a, busyA}, {b, busyB}} {
+			if f, ok := m.m.table.Get(u.Key()); ok {
+				if m.busy {
+					m.m.table.Touch(u.Key(), 30)
+				} else {
+					m.m.table.Touch(u.Key(), f.Timeout-1)
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // the timers tick on real time
+	}
+	for i := 0; i < 4; i++ {
+		step(true, false)
+	}
+	if r := a.e.Status().Refreshed; r == 0 {
+		t.Fatal("node-a's busy flow was not refreshed")
+	}
+	if s := sentTo(b, "node-a"); s != 0 {
+		st := b.e.Status()
+		t.Fatalf("node-b sent %d records for an idle copy (refresh back): %+v", s, st)
+	}
+	// The traffic moves to node-b: its copy's expiry moves beyond the
+	// applied one, and node-b refreshes it to node-a.
+	for i := 0; i < 4; i++ {
+		step(false, true)
+	}
+	eventually(t, 3*time.Second, func() error {
+		if s := sentTo(b, "node-a"); s == 0 {
+			return fmt.Errorf("node-b never refreshed a flow its traffic keeps busy")
+		}
+		return nil
+	})
 }
