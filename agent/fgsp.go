@@ -73,7 +73,8 @@ func (a *Agent) fgspDownUntilSynced(peers []string) {
 }
 
 // fgspPeerHealth adds each member's heartbeat health to the session
-// status, with a row for a member session sync never copied to.
+// status ("alive", "lost"), with a row for a member session sync never
+// copied to; a peer copied to that is no member any more is lost.
 func (a *Agent) fgspPeerHealth(st *sessionsync.Status) {
 	for _, m := range a.m.Status().Members {
 		if m.Self {
@@ -89,6 +90,11 @@ func (a *Agent) fgspPeerHealth(st *sessionsync.Status) {
 			i = len(st.Peers) - 1
 		}
 		st.Peers[i].Heartbeat = hb
+	}
+	for i := range st.Peers {
+		if st.Peers[i].Heartbeat == "" {
+			st.Peers[i].Heartbeat = "lost" // not a member any more (it left, or was forgotten)
+		}
 	}
 	slices.SortFunc(st.Peers, func(x, y sessionsync.PeerStatus) int { return strings.Compare(x.Node, y.Node) })
 }
