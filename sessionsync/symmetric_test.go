@@ -12,8 +12,18 @@ import (
 // newSymmetricPair starts node-a and node-b in fgsp mode, each sending to
 // the other.
 func newSymmetricPair(t *testing.T) (a, b *member) {
+	return newSymmetricPairMod(t, nil)
+}
+
+// newSymmetricPairMod is newSymmetricPair with more configuration.
+func newSymmetricPairMod(t *testing.T, mod func(*Config)) (a, b *member) {
 	nw := heartbeat.NewMemNetwork()
-	sym := func(c *Config) { c.Symmetric = true }
+	sym := func(c *Config) {
+		c.Symmetric = true
+		if mod != nil {
+			mod(c)
+		}
+	}
 	a = newMember(t, nw, "node-a", sym)
 	b = newMember(t, nw, "node-b", sym)
 	a.e.SetRole(true, []string{"node-b"})
@@ -177,18 +187,7 @@ func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 // node-b's own traffic renews it.
 func TestSymmetricRefreshNotSentBack(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_000_000, 0)}
-	nw := heartbeat.NewMemNetwork()
-	mod := func(c *Config) { c.Symmetric, c.Now, c.Refresh = true, clk.now, 200*time.Millisecond }
-	a := newMember(t, nw, "node-a", mod)
-	b := newMember(t, nw, "node-b", mod)
-	a.e.SetRole(true, []string{"node-b"})
-	b.e.SetRole(true, []string{"node-a"})
-	eventually(t, 5*time.Second, func() error {
-		if !a.e.BulkDoneFrom("node-b") || !b.e.BulkDoneFrom("node-a") {
-			return fmt.Errorf("bulk copies not done")
-		}
-		return nil
-	})
+	a, b := newSymmetricPairMod(t, func(c *Config) { c.Now, c.Refresh = clk.now, 200*time.Millisecond })
 	u := flowN(ProtoUDP, 3)
 	u.Timeout = 30
 	a.table.Put(u)

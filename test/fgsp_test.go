@@ -170,6 +170,21 @@ func TestFGSPAsymmetricHandshake(t *testing.T) {
 	}
 }
 
+// fgspLoad opens the fgspConns connections of a symmetric path: all
+// must open.
+func fgspLoad(t *testing.T, l *lab.Lab) *lab.TCPLoad {
+	t.Helper()
+	ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, 10*time.Second, lab.LoadPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) > 0 {
+		ld.Stop()
+		t.Fatalf("%d connections did not open: %v", len(failed), failed[0])
+	}
+	return ld
+}
+
 func sentTo(st *sessionsync.Status, peer string) uint64 {
 	for _, p := range st.Peers {
 		if p.Node == peer {
@@ -184,14 +199,8 @@ func sentTo(st *sessionsync.Status, peer string) uint64 {
 // move to node-b: every connection continues, none reset.
 func TestFGSPMemberFailure(t *testing.T) {
 	l, a, b := fgspPair(t, true, "")
-	ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, 10*time.Second, lab.LoadPort)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ld := fgspLoad(t, l)
 	defer ld.Stop()
-	if len(failed) > 0 {
-		t.Fatalf("%d connections did not open: %v", len(failed), failed[0])
-	}
 	eventually(t, 10*time.Second, "node-b holds the flows", func() error {
 		if c, err := established(b); err != nil || c != fgspConns {
 			return fmt.Errorf("node-b: %d established load flows (%v), want %d", c, err, fgspConns)
@@ -232,15 +241,9 @@ func TestFGSPMemberFailure(t *testing.T) {
 func TestFGSPDownUntilSynced(t *testing.T) {
 	const extraFlows = 20000
 	l, a, b := fgspPairDown(t)
-	ld, failed, err := lab.StartTCPLoadParallel(l, fgspConns, 100*time.Millisecond, 10*time.Second, lab.LoadPort)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ld := fgspLoad(t, l)
 	defer ld.Stop()
-	if len(failed) > 0 {
-		t.Fatalf("%d connections did not open: %v", len(failed), failed[0])
-	}
-	if err := a.ApplyFlows(fgspBulkFlows(extraFlows)); err != nil {
+	if err := a.ApplyFlows(bulkFlowsTo(extraFlows, false)); err != nil {
 		t.Fatal(err)
 	}
 	want := fgspConns + extraFlows
@@ -348,25 +351,6 @@ func downParams(prio int) lab.Params {
 	// The cluster section is synchronized: the same on both (only
 	// node-b's restart is tested).
 	return fgspParams(prio, "enabled: true, down_until_synced: [port1, port2]", "")
-}
-
-// fgspBulkFlows are n established TCP flows from the LAN to the WAN, as
-// forwarded traffic would create them (no NAT).
-func fgspBulkFlows(n int) []sessionsync.Record {
-	recs := make([]sessionsync.Record, 0, n)
-	for i := 0; i < n; i++ {
-		c := netip.AddrFrom4([4]byte{10, 9, 0, byte(20 + i/50000)})
-		srv := netip.AddrFrom4([4]byte{10, 9, 2, byte(10 + i/50000)})
-		sp := uint16(10000 + i%50000)
-		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
-			Proto:   sessionsync.ProtoTCP,
-			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
-			Reply:   sessionsync.Tuple{Src: srv, Dst: c, SrcPort: 443, DstPort: sp},
-			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
-			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
-		}})
-	}
-	return recs
 }
 
 // TestFGSPConfigSync: in mode fgsp the elected primary (node-a, priority

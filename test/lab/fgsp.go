@@ -125,16 +125,10 @@ func (n *Node) StartFGSP(p Params) error {
 // retransmissions). It returns the load of the connections that opened
 // (nil when none did) and the errors of those that did not.
 func StartTCPLoadParallel(l *Lab, n int, every, timeout time.Duration, port int) (*TCPLoad, []error, error) {
-	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, stop: make(chan struct{})}
-	if err := InNS(l.Server, func() error {
-		var err error
-		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
-		return err
-	}); err != nil {
+	t, err := listenTCPLoad(l, every, port)
+	if err != nil {
 		return nil, nil, err
 	}
-	t.wg.Add(1)
-	go t.serve()
 	conns := make([]net.Conn, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -159,13 +153,7 @@ func StartTCPLoadParallel(l *Lab, n int, every, timeout time.Duration, port int)
 		}
 		t.conns = append(t.conns, &loadConn{id: uint32(i), c: c})
 	}
-	now := time.Now().UnixNano()
-	for _, c := range t.conns {
-		c.lastOK.Store(now)
-		t.wg.Add(2)
-		go t.write(c)
-		go t.read(c)
-	}
+	t.run()
 	return t, failed, nil
 }
 

@@ -12,10 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,21 +74,11 @@ var fgspImpls = []fgspImpl{
 	}},
 }
 
-type fgspRow struct{ what, hagent, conntrackd, ratio string }
+var fgspRows []row
 
-var fgspRows []fgspRow
-
-func addFGSPRow(t *testing.T, r fgspRow) {
-	t.Logf("measured: %s: hagent %s, conntrackd %s, ratio %s", r.what, r.hagent, r.conntrackd, r.ratio)
+func addFGSPRow(t *testing.T, r row) {
 	fgspRows = append(fgspRows, r)
-	var b strings.Builder
-	b.WriteString("| measurement (FGSP, asymmetric paths) | hagent mode fgsp | conntrackd multi-primary (FTFW both ways, DisableExternalCache On) | ratio |\n|---|---|---|---|\n")
-	for _, r := range fgspRows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.what, r.hagent, r.conntrackd, r.ratio)
-	}
-	dir := filepath.Join(lab.RepoRoot(), "bench-results")
-	_ = os.MkdirAll(dir, 0o755)
-	_ = os.WriteFile(filepath.Join(dir, "sessions-fgsp.md"), []byte(b.String()), 0o644)
+	writeRows(t, "sessions-fgsp.md", "| measurement (FGSP, asymmetric paths) | hagent mode fgsp | conntrackd multi-primary (FTFW both ways, DisableExternalCache On) | ratio |", fgspRows)
 }
 
 func fgspLab(t *testing.T) (*lab.Lab, *lab.Node, *lab.Node) {
@@ -150,11 +137,11 @@ func TestSessionBenchFGSPAsymmetric(t *testing.T) {
 		})
 	}
 	h, c := res["hagent"], res["conntrackd"]
-	addFGSPRow(t, fgspRow{what: fmt.Sprintf("connections of %d that open through the asymmetric path (SYN via node-a, SYN-ACK via node-b) and carry data", fgspConns),
+	addFGSPRow(t, row{what: fmt.Sprintf("connections of %d that open through the asymmetric path (SYN via node-a, SYN-ACK via node-b) and carry data", fgspConns),
 		hagent:     fmt.Sprintf("%d open (in %v), %d carry data", h.opened, h.open.Round(time.Millisecond), h.carried),
 		conntrackd: fmt.Sprintf("%d open (in %v), %d carry data", c.opened, c.open.Round(time.Millisecond), c.carried),
 		ratio:      ratio(float64(h.carried), float64(c.carried))})
-	addFGSPRow(t, fgspRow{what: "of those, surviving node-a's failure (routes moved to node-b)",
+	addFGSPRow(t, row{what: "of those, surviving node-a's failure (routes moved to node-b)",
 		hagent:     fmt.Sprintf("%d, %d resets, longest stall %v", h.survived, h.report.Resets, h.report.MaxStall.Round(time.Millisecond)),
 		conntrackd: fmt.Sprintf("%d, %d resets, longest stall %v", c.survived, c.report.Resets, c.report.MaxStall.Round(time.Millisecond)),
 		ratio:      ratio(float64(h.survived), float64(c.survived))})
@@ -252,7 +239,7 @@ func TestSessionBenchFGSPLatency(t *testing.T) {
 		})
 	}
 	h, c := res["hagent"], res["conntrackd"]
-	addFGSPRow(t, fgspRow{what: "from a SYN creating the flow on node-a to the flow in node-b's kernel table (p50 / p99)",
+	addFGSPRow(t, row{what: "from a SYN creating the flow on node-a to the flow in node-b's kernel table (p50 / p99)",
 		hagent:     fmt.Sprintf("%.2f / %.2f ms (%d flows)", ms(h.p50), ms(h.p99), h.n),
 		conntrackd: fmt.Sprintf("%.2f / %.2f ms (%d flows)", ms(c.p50), ms(c.p99), c.n),
 		ratio:      ratio(ms(h.p50), ms(c.p50)) + " (p50)"})
