@@ -114,6 +114,7 @@ type Engine struct {
 	pending   map[Key]Flow         // Delay: flows not old enough yet
 	known     map[Key]*known       // Symmetric: flows learned or sent (symmetric.go)
 	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
+	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
 	c         counters
 	listenErr string
 
@@ -394,6 +395,7 @@ func (e *Engine) onEvent(ev Event) {
 	e.c.events++
 	if ev.Type == EventOverrun {
 		e.c.overruns++
+		e.prune = e.cfg.Symmetric
 		if e.primary {
 			for _, p := range e.peers {
 				p.needBulk, p.queue = true, nil
@@ -503,8 +505,12 @@ func (e *Engine) timers(ctx context.Context) {
 				}
 			}
 		}
-		primary := e.primary
+		primary, prune := e.primary, e.prune
+		e.prune = false
 		e.mu.Unlock()
+		if prune {
+			e.pruneKnown()
+		}
 		if primary && e.cfg.Connectionless && now.Sub(lastRefresh) >= e.cfg.Refresh {
 			lastRefresh = now
 			e.refresh(now)

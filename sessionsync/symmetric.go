@@ -190,3 +190,30 @@ func (e *Engine) BulkDoneFrom(peer string) bool {
 	rs := e.recv[peer]
 	return rs != nil && rs.bulkDone
 }
+
+// pruneKnown forgets the flows that are no longer in the table: an event
+// overrun lost their destroy events. Only entries older than the dump
+// are candidates.
+func (e *Engine) pruneKnown() {
+	e.mu.Lock()
+	old := make([]Key, 0, len(e.known))
+	for k := range e.known {
+		old = append(old, k)
+	}
+	e.mu.Unlock()
+	present := make(map[Key]struct{}, len(old))
+	if err := e.cfg.Table.Dump(func(f *Flow) { present[f.Key()] = struct{}{} }); err != nil {
+		e.log.Warn("pruning the fgsp flow states: dump failed", "error", err)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, k := range old {
+		if _, ok := present[k]; !ok {
+			delete(e.known, k)
+			n++
+		}
+	}
+	e.log.Info("fgsp flow states pruned after an event overrun", "forgotten", n)
+}

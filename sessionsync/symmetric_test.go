@@ -237,3 +237,35 @@ func TestSymmetricRefreshNotSentBack(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSymmetricOverrunPrunes: after an event overrun the states of flows
+// whose destroy events were lost are forgotten.
+func TestSymmetricOverrunPrunes(t *testing.T) {
+	a, b := newSymmetricPair(t)
+	for i := 0; i < 10; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := len(b.table.Flows()); n != 10 {
+			return fmt.Errorf("b has %d flows", n)
+		}
+		return nil
+	})
+	known := func() int { b.e.mu.Lock(); defer b.e.mu.Unlock(); return len(b.e.known) }
+	if n := known(); n != 10 {
+		t.Fatalf("b remembers %d flows, want 10", n)
+	}
+	// Five copies go without their destroy events reaching the engine.
+	b.table.mu.Lock()
+	for i := 0; i < 5; i++ {
+		delete(b.table.flows, flowN(ProtoTCP, i).Key())
+	}
+	b.table.mu.Unlock()
+	b.e.onEvent(Event{Type: EventOverrun})
+	eventually(t, 5*time.Second, func() error {
+		if n := known(); n != 5 {
+			return fmt.Errorf("b remembers %d flows, want 5", n)
+		}
+		return nil
+	})
+}
