@@ -150,7 +150,8 @@ type Agent struct {
 	sync    *syncEngine                    // config sync (nil when disabled)
 	sess    *sessionEngine                 // session pickup (nil when disabled)
 	metrics *metrics.Exporter              // nil without metrics_listen
-	udpSync *udplink.Link                  // the sync channel\'s unicast_hb link, if any
+	udpSync *udplink.Link                  // the sync channel's unicast_hb link, if any
+	udpSess *udplink.Link                  // the session channel's unicast_hb link, if any
 	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string

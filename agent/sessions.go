@@ -61,17 +61,9 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		}
 	}
 	if links == nil {
-		names := append([]string(nil), sp.SyncDev...)
-		for _, hb := range cfg.Cluster.HBDevsByPriority() {
-			names = append(names, hb.Name)
-		}
-		for _, n := range names {
-			l, err := heartbeat.DialLink(n, cfg.Cluster.EthType.Session)
-			if err != nil {
-				closeAll()
-				return nil, fmt.Errorf("session channel on %s: %w", n, err)
-			}
-			links = append(links, l)
+		var err error
+		if links, err = a.sessionLinks(cfg); err != nil {
+			return nil, err
 		}
 	}
 	if table == nil {
@@ -83,8 +75,14 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		table = k
 	}
 	cc := l2chan.DefaultConfig()
+	if cfg.Cluster.UnicastHB.Enabled {
+		cc.MTU = unicastMTU
+	}
 	cc.Self, cc.GroupID, cc.Password, cc.Links = cfg.Node.Name, uint16(cfg.Cluster.GroupID), pw, links
 	cc.Label = sessionsync.ChannelLabel
+	if n := len(sp.SyncDev); n >= 2 && links != nil && n <= len(links) {
+		cc.Spread = n // the sync_devs come first: load-balanced
+	}
 	cc.Logger = a.log.Named("session-channel")
 	cc.Epoch = a.epoch
 	cc.PeerTimeout = 3 * time.Second
@@ -274,6 +272,11 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 	st.Channel = &sessionsync.ChannelStatus{ActiveLink: cs.ActiveLink, FramesSent: cs.FramesSent, FramesReceived: cs.FramesReceived,
 		Retransmits: cs.Retransmits, Failovers: cs.Failovers, DroppedBadAuth: cs.DroppedAuth,
 		DroppedReplay: cs.DroppedReplay, DroppedMalformed: cs.DroppedMalformed}
+	spread := len(a.config().Cluster.SessionPickup.SyncDev)
+	for i, l := range cs.Links {
+		st.Channel.Links = append(st.Channel.Links, sessionsync.ChannelLink{Name: l.Name, Up: l.Up, Alive: l.Alive,
+			Spread: spread >= 2 && i < spread, Tx: l.TxFrames, Rx: l.RxFrames})
+	}
 	if a.sess.held {
 		st.Holding = true
 	}
@@ -290,9 +293,62 @@ func (a *Agent) sessionExposure(e *control.Exposure) {
 	}
 	et := fmt.Sprintf("0x%04x", a.config().Cluster.EthType.Session)
 	for _, n := range a.sess.links {
+		if u := a.udpSess; u != nil && n == u.Name() {
+			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "session pickup (AES-GCM; unicast_hb, only from its peers)"})
+			continue
+		}
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: n, EtherType: et, Direction: "rx/tx", Purpose: "session pickup (AES-GCM)"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_NETFILTER", Direction: "rx/tx", Purpose: "conntrack events, dumps and writes (ctnetlink)"})
+}
+
+// sessionLinks opens the session channel's links: the sync_dev interfaces
+// first (in config order), then the hbdevs by priority with the unicast_hb
+// path among them by its own priority (as the configuration-sync channel).
+func (a *Agent) sessionLinks(cfg *config.Config) ([]heartbeat.Link, error) {
+	var links []heartbeat.Link
+	fail := func(err error) ([]heartbeat.Link, error) {
+		for _, l := range links {
+			l.Close()
+		}
+		return nil, err
+	}
+	dial := func(n string) error {
+		l, err := heartbeat.DialLink(n, cfg.Cluster.EthType.Session)
+		if err != nil {
+			return fmt.Errorf("session channel on %s: %w", n, err)
+		}
+		links = append(links, l)
+		return nil
+	}
+	for _, n := range cfg.Cluster.SessionPickup.SyncDev {
+		if err := dial(n); err != nil {
+			return fail(err)
+		}
+	}
+	var ul heartbeat.Link
+	if u := &cfg.Cluster.UnicastHB; u.Enabled {
+		l, err := a.openUnicast(u, u.SessionPort, "session pickup")
+		if err != nil {
+			return fail(err)
+		}
+		a.udpSess, ul = l, l
+	}
+	for _, hb := range cfg.Cluster.HBDevsByPriority() {
+		if ul != nil && cfg.Cluster.UnicastHB.Priority > hb.Priority {
+			links, ul = append(links, ul), nil
+		}
+		if err := dial(hb.Name); err != nil {
+			if ul != nil {
+				ul.Close()
+			}
+			return fail(err)
+		}
+	}
+	if ul != nil {
+		links = append(links, ul)
+	}
+	return links, nil
 }
 
 // setLinkUp sets an interface up or down (down_until_synced).

@@ -318,7 +318,6 @@ func TestValidation(t *testing.T) {
 		{"session_pickup bad prefix", base + "  session_pickup:\n    ignore: [10.9.1.0/33]\n", "t.yaml:5: cluster.session_pickup.ignore[0]: "},
 		{"session_pickup sync_dev hbdev", base + "  session_pickup:\n    sync_dev: [ha1]\n", "t.yaml:5: cluster.session_pickup.sync_dev[0]: ha1 is an hbdev"},
 		{"session_pickup down hbdev", base + "  session_pickup:\n    down_until_synced: [ha1]\n", "t.yaml:5: cluster.session_pickup.down_until_synced[0]: ha1 is an hbdev"},
-		{"session_pickup over unicast_hb", "cluster:\n  password_file: /k\n  hbdev: []\n  unicast_hb: {enabled: true, peers: [10.99.1.1, 10.99.2.1]}\n  session_pickup:\n    enabled: true\n", "t.yaml:6: cluster.session_pickup.enabled: needs an hbdev or a sync_dev"},
 		{"session_pickup ignore dup", base + "  session_pickup:\n    ignore: [10.9.1.0/24, 10.9.1.7/24]\n", "t.yaml:5: cluster.session_pickup.ignore[1]: 10.9.1.0/24 is already ignore[0]"},
 		{"sync period high", base + "  sync: {period: 25h}\n", "t.yaml:4: cluster.sync.period: 25h is out of range 1s-24h"},
 		{"on_change not synced", base + "  sync:\n    paths: [/etc/a]\n    on_change:\n      /etc/ab: \"true\"\n", `t.yaml:7: cluster.sync.on_change["/etc/ab"]: /etc/ab is not one of sync.paths nor under one`},
@@ -383,6 +382,10 @@ func TestValid(t *testing.T) {
 		{"empty lists stay nil", base + "  monitor: []\n  interfaces: []\n  sync: {paths: [], on_change: {}}\n",
 			func(c *Config) bool {
 				return c.Cluster.Monitor == nil && c.Cluster.Interfaces == nil && c.Cluster.Sync.Paths == nil && c.Cluster.Sync.OnChange == nil
+			}},
+		{"session_pickup over unicast_hb alone", "cluster:\n  password_file: /k\n  hbdev: []\n  unicast_hb: {enabled: true, peers: [10.99.1.1, 10.99.2.1]}\n  session_pickup:\n    enabled: true\n",
+			func(c *Config) bool {
+				return c.Cluster.SessionPickup.Enabled && c.Cluster.UnicastHB.SessionPort == 6067
 			}},
 		{"log settings", "log_format: json\nlog_level: trace\n" + base, func(c *Config) bool { return c.LogFormat == "json" && c.LogLevel == "trace" }},
 	}

@@ -242,8 +242,8 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 			}
 		}
 	}
-	if sp.Enabled && len(c.HBDevs) == 0 && len(sp.SyncDev) == 0 {
-		d.errorf(k("session_pickup.enabled"), "needs an hbdev or a sync_dev: the session channel runs on raw Ethernet (eth_type.session); over unicast_hb it is not implemented yet")
+	if sp.Enabled && len(c.HBDevs) == 0 && len(sp.SyncDev) == 0 && !c.UnicastHB.Enabled {
+		d.errorf(k("session_pickup.enabled"), "needs a path for the session channel: an hbdev, a sync_dev or unicast_hb")
 	}
 	if sp.Enabled && c.EthType.Session == 0 {
 		d.errorf(k("eth_type.session"), "required when session_pickup is enabled")

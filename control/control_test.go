@@ -129,10 +129,11 @@ func TestFormatSessions(t *testing.T) {
 	FormatSessions(&b, &sessionsync.Status{Enabled: true, Sending: true, LocalFlows: 12,
 		Peers:        []sessionsync.PeerStatus{{Node: "node-b", Bulk: sessionsync.BulkStatus{State: "done", Sent: 10, Total: 10}, SentFlows: 12}},
 		ErrorReasons: map[string]uint64{"file exists": 2}, Errors: 2, Problems: []string{"session sync to node-b stalled"},
-		Channel: &sessionsync.ChannelStatus{ActiveLink: "ha1", DroppedBadAuth: 3}})
+		Channel: &sessionsync.ChannelStatus{ActiveLink: "ha1", DroppedBadAuth: 3,
+			Links: []sessionsync.ChannelLink{{Name: "ha2", Up: false, Spread: true}, {Name: "ha3", Up: true, Alive: true, Spread: true, Tx: 7}}}})
 	out := b.String()
 	for _, want := range []string{"Session pickup: enable, sending (primary), health ERROR", "session sync to node-b stalled",
-		"To node-b: bulk done 10/10", "refused: file exists: 2", "Channel: link ha1", "bad_auth 3"} {
+		"To node-b: bulk done 10/10", "refused: file exists: 2", "Channel: link ha1", "bad_auth 3", "ha2: down, load-balanced", "ha3: up, load-balanced, tx 7"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}

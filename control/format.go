@@ -324,5 +324,19 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	if c := s.Channel; c != nil {
 		fmt.Fprintf(w, "Channel: link %s, frames tx %d rx %d, retransmits %d, failovers %d, dropped bad_auth %d replay %d malformed %d\n",
 			c.ActiveLink, c.FramesSent, c.FramesReceived, c.Retransmits, c.Failovers, c.DroppedBadAuth, c.DroppedReplay, c.DroppedMalformed)
+		for _, l := range c.Links {
+			state := "up"
+			switch {
+			case !l.Up:
+				state = "down"
+			case !l.Alive:
+				state = "not answering"
+			}
+			spread := ""
+			if l.Spread {
+				spread = ", load-balanced"
+			}
+			fmt.Fprintf(w, "    %s: %s%s, tx %d rx %d\n", l.Name, state, spread, l.Tx, l.Rx)
+		}
 	}
 }

@@ -185,6 +185,14 @@ func TestUnitSyncPathsWritable(t *testing.T) {
 	if !strings.Contains(exec, "--state-dir /var/lib/hagent") || !strings.Contains(exec, "--run-dir /run/hagent") {
 		t.Errorf("ExecStart=%s does not pass the unit's directories", exec)
 	}
+	// After a crash the leftover vMACs go at once, with the permanent MACs
+	// of the run directory, which an automatic restart keeps.
+	if post := u.last("ExecStopPost"); !strings.Contains(post, "--release") || !strings.Contains(post, "--run-dir /run/hagent") {
+		t.Errorf("ExecStopPost=%q, want hagentd --release with the unit's run directory", post)
+	}
+	if got := u.last("RuntimeDirectoryPreserve"); got != "restart" {
+		t.Errorf("RuntimeDirectoryPreserve=%q, want restart (the permanent MACs survive a crash and its restart)", got)
+	}
 }
 
 // TestUnitVerify runs systemd-analyze verify (Debian's systemd package) on

@@ -46,6 +46,14 @@ type Config struct {
 	// (the hbdevs, or a dedicated device list), highest priority first.
 	// The Channel owns them and closes them on Close.
 	Links []heartbeat.Link
+	// Spread, when 2 or more, makes the first Spread links a load-balanced
+	// group (session pickup's sync_dev): first transmissions of data
+	// fragments go round-robin over the group's links that are up and
+	// alive, retransmissions and control frames on the active link. The
+	// receiver reorders (the window), and loss detection tolerates the
+	// reordering of a few frames between the links. With no link of the
+	// group usable, the channel falls back to the other links in order.
+	Spread int
 	// MTU is the largest frame payload a link carries (Ethernet payload,
 	// without the Ethernet header).
 	MTU int
@@ -185,6 +193,7 @@ type outFrag struct {
 	data    []byte
 	sentAt  time.Time
 	serial  uint64 // transmission serial, for loss detection
+	link    int    // the link of its last transmission
 	retrans bool
 	sacked  bool
 }
@@ -209,14 +218,17 @@ type peer struct {
 	zeroWnd   bool // we advertised a zero window to this peer
 
 	// send stream
-	sndNext      uint64
-	sndUna       uint64
-	inflight     []*outFrag // seq sndUna.. in order
-	queue        []*outMsg  // not yet completely fragmented
-	sentMsgs     []*outMsg  // completely fragmented, not yet acknowledged
-	peerWnd      int
-	serial       uint64
-	rackSerial   uint64
+	sndNext  uint64
+	sndUna   uint64
+	inflight []*outFrag // seq sndUna.. in order
+	queue    []*outMsg  // not yet completely fragmented
+	sentMsgs []*outMsg  // completely fragmented, not yet acknowledged
+	peerWnd  int
+	serial   uint64
+	// rack is, per link, the serial of the latest transmission on it
+	// known to have arrived: loss detection compares fragments with the
+	// later ones sent on the same link (links reorder among each other).
+	rack         []uint64
 	rtoSeq       uint64 // the fragment a first timeout resent, until acknowledged
 	srtt, rttvar time.Duration
 	baseRTO, rto time.Duration
@@ -240,6 +252,8 @@ type Channel struct {
 
 	links  []*linkState
 	active int
+	rr     int // the group link the next spread fragment goes on
+	ackBuf []uint64
 
 	in       chan inFrame
 	sendReq  chan *outMsg
@@ -306,6 +320,8 @@ func New(cfg Config) (*Channel, error) {
 		return nil, fmt.Errorf("l2chan: label %q must be 1..64 bytes", cfg.Label)
 	case len(cfg.Links) == 0:
 		return nil, errors.New("l2chan: channel needs at least one link")
+	case cfg.Spread < 0 || cfg.Spread > len(cfg.Links):
+		return nil, fmt.Errorf("l2chan: spread %d out of range 0..%d (the links)", cfg.Spread, len(cfg.Links))
 	case cfg.MTU < 256 || cfg.MTU > 65535:
 		return nil, fmt.Errorf("l2chan: MTU %d out of range 256..65535", cfg.MTU)
 	case cfg.Window < 1 || cfg.Window > 1<<16:

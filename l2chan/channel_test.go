@@ -550,3 +550,78 @@ func TestChannelInstancesIsolated(t *testing.T) {
 		}
 	}
 }
+
+// TestChannelSpread: with Spread 2 a transfer goes over both links of the
+// group, arrives intact, and retransmits little when nothing is lost; with
+// one of them down it runs on the other; with both down on the fallback.
+func TestChannelSpread(t *testing.T) {
+	n := newFakeNet(7)
+	spread := func(c *Config) { c.Spread = 2 }
+	a := newTestChannel(t, n, "node-a", []string{"s1", "s2", "s3"}, spread)
+	b := newTestChannel(t, n, "node-b", []string{"s1", "s2", "s3"}, spread)
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MB
+	send := func(what string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- a.Send(ctx, "node-b", payload) }()
+		m := recvOne(t, b, 20*time.Second)
+		if err := <-errc; err != nil {
+			t.Fatalf("%s: Send: %v", what, err)
+		}
+		if !bytes.Equal(m.Data, payload) {
+			t.Fatalf("%s: payload corrupted", what)
+		}
+	}
+	tx := func() [3]uint64 {
+		var out [3]uint64
+		for i, l := range a.Stats().Links {
+			out[i] = l.TxFrames
+		}
+		return out
+	}
+	before := tx()
+	send("both up")
+	after := tx()
+	d1, d2, d3 := after[0]-before[0], after[1]-before[1], after[2]-before[2]
+	if d1 < 200 || d2 < 200 || d3 > 10 {
+		t.Fatalf("frames per link %d/%d/%d: want the transfer spread over ha1 and ha2, not on ha3", d1, d2, d3)
+	}
+	if lo, hi := min(d1, d2), max(d1, d2); hi > 2*lo {
+		t.Errorf("unbalanced: %d and %d frames", d1, d2)
+	}
+	if st := a.Stats(); st.Retransmits*100 > st.FramesSent {
+		t.Errorf("%d retransmits of %d frames on a lossless network", st.Retransmits, st.FramesSent)
+	}
+
+	a.SetLinkUp("ha1", false)
+	b.SetLinkUp("ha1", false)
+	before = tx()
+	send("ha1 down")
+	after = tx()
+	if after[0] != before[0] || after[1]-before[1] < 400 {
+		t.Fatalf("with ha1 down: frames per link %v -> %v, want all on ha2", before, after)
+	}
+
+	a.SetLinkUp("ha2", false)
+	b.SetLinkUp("ha2", false)
+	before = tx()
+	send("group down")
+	after = tx()
+	if after[0] != before[0] || after[1] != before[1] || after[2]-before[2] < 400 {
+		t.Fatalf("with the group down: frames per link %v -> %v, want all on ha3 (fallback)", before, after)
+	}
+
+	a.SetLinkUp("ha1", true)
+	b.SetLinkUp("ha1", true)
+	a.SetLinkUp("ha2", true)
+	b.SetLinkUp("ha2", true)
+	eventually(t, 5*time.Second, "back on the group", func() bool { return a.Stats().ActiveLink == "ha1" })
+	before = tx()
+	send("group back")
+	after = tx()
+	if after[0]-before[0] < 200 || after[1]-before[1] < 200 {
+		t.Fatalf("group back: frames per link %v -> %v, want both ha1 and ha2", before, after)
+	}
+}

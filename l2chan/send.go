@@ -44,10 +44,32 @@ func (c *Channel) transmit(p *peer, f *outFrag, now time.Time) {
 	f.sentAt = now
 	p.serial++
 	f.serial = p.serial
+	link := c.active
+	if !f.retrans {
+		link = c.spreadLink()
+	}
+	f.link = link
 	body := DataBody{Seq: f.seq, MsgLen: uint32(len(f.msg.data)), Offset: uint32(f.off), Data: f.data}
 	if b, ok := c.frameStart(p, FrameData); ok {
-		c.frameSend(p, c.active, body.appendTo(b))
+		c.frameSend(p, link, body.appendTo(b))
 	}
+}
+
+// spreadLink returns the link for a first transmission: the next usable
+// link of the Spread group round-robin while the active link is one of
+// them, else the active link.
+func (c *Channel) spreadLink() int {
+	n := c.cfg.Spread
+	if n < 2 || c.active >= n {
+		return c.active
+	}
+	for i := 0; i < n; i++ {
+		c.rr = (c.rr + 1) % n
+		if l := c.links[c.rr]; l.up && !l.suspect {
+			return c.rr
+		}
+	}
+	return c.active
 }
 
 func (c *Channel) sendControl(p *peer, kind FrameKind, link int, body []byte) {
@@ -104,13 +126,21 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	}
 	now := time.Now()
 	progress := false
-	var sample *outFrag   // the latest transmission acknowledged that was sent once
-	var retransMax uint64 // the latest retransmission acknowledged
+	var sample *outFrag // the latest transmission acknowledged that was sent once
+	if len(p.rack) != len(c.links) {
+		p.rack = make([]uint64, len(c.links))
+	}
+	// Per link: the latest first transmission and the latest
+	// retransmission acknowledged.
+	once, retransMax := c.ackScratch(len(c.links))
 	ack := func(f *outFrag) {
 		progress = true
 		if f.retrans {
-			retransMax = max(retransMax, f.serial)
-		} else if sample == nil || f.serial > sample.serial {
+			retransMax[f.link] = max(retransMax[f.link], f.serial)
+			return
+		}
+		once[f.link] = max(once[f.link], f.serial)
+		if sample == nil || f.serial > sample.serial {
 			sample = f
 		}
 	}
@@ -139,13 +169,17 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 	p.peerWnd = int(a.Window)
 	if sample != nil {
 		c.rttSample(p, now.Sub(sample.sentAt))
-		// Loss detection goes by the latest fragment known to have
-		// arrived. An acknowledged retransmission is ambiguous (the ack
-		// may be for its first transmission, after a spurious timeout):
-		// it counts only when nothing sent once was acknowledged with it.
-		p.rackSerial = max(p.rackSerial, sample.serial)
-	} else {
-		p.rackSerial = max(p.rackSerial, retransMax)
+	}
+	// Loss detection goes by the latest fragment known to have arrived on
+	// each link. An acknowledged retransmission is ambiguous (the ack may
+	// be for its first transmission, after a spurious timeout): it counts
+	// only when nothing sent once on that link was acknowledged with it.
+	for i := range p.rack {
+		if once[i] != 0 {
+			p.rack[i] = max(p.rack[i], once[i])
+		} else {
+			p.rack[i] = max(p.rack[i], retransMax[i])
+		}
 	}
 	if progress {
 		p.timeouts = 0
@@ -172,12 +206,25 @@ func (c *Channel) onAck(p *peer, a *AckBody) {
 		afterRTO = a.Cum == p.rtoSeq
 		p.rtoSeq = 0
 	}
-	// Loss detection: a fragment sent well before one that arrived is lost.
+	// Loss detection: a fragment sent well before one that arrived on its
+	// link is lost. Serials count the transmissions on every link: with
+	// Spread links taking turns, a link sees every Spread-th of them.
+	threshold := uint64(reorderThreshold * max(1, c.cfg.Spread))
 	for _, f := range p.inflight {
-		if !f.sacked && (afterRTO || f.serial+reorderThreshold < p.rackSerial) {
+		if !f.sacked && (afterRTO || f.serial+threshold < p.rack[f.link]) {
 			c.transmit(p, f, now)
 		}
 	}
+}
+
+// ackScratch returns two zeroed per-link slices for onAck (reused: onAck
+// runs on the channel's goroutine only).
+func (c *Channel) ackScratch(n int) (once, retrans []uint64) {
+	if len(c.ackBuf) != 2*n {
+		c.ackBuf = make([]uint64, 2*n)
+	}
+	clear(c.ackBuf)
+	return c.ackBuf[:n], c.ackBuf[n:]
 }
 
 func (c *Channel) rttSample(p *peer, r time.Duration) {

@@ -118,6 +118,8 @@ type Engine struct {
 	c         counters
 	listenErr string
 
+	isPrimary atomic.Bool // e.primary, for the receiving side
+
 	recvMu sync.Mutex
 	recv   map[string]*recvState
 	rc     recvCounters
@@ -266,6 +268,7 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 		e.recvMu.Unlock()
 	}
 	e.primary = primary
+	e.isPrimary.Store(primary)
 	if q, ok := e.cfg.Table.(interface{ SetQuiet(bool) }); ok {
 		// A secondary ignores events: stop decoding them. Delay needs
 		// the birth times of flows, which only a primary keeps.
@@ -907,9 +910,36 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	if e.cfg.Symmetric {
 		had = e.learn(msg.From, m.Records, now)
 	}
-	errs := e.cfg.Table.Apply(m.Records)
+	recs := m.Records
+	if !e.isPrimary.Load() && !e.cfg.Symmetric {
+		// A flow this member's table holds but did not get from this
+		// peer is its own, from its own traffic (it was primary, or the
+		// peer's bulk copy finds what it forwarded before a restart):
+		// replace it with a plain copy. Kept, the kernel may still delete
+		// it later for its own reasons: an own masqueraded entry goes
+		// when its address goes (the masquerade cleanup runs after the
+		// address is removed, asynchronously, so it can hit the entry
+		// after this copy updated it), and its window tracking is stale.
+		// (In symmetric mode the member's own flows carry its traffic:
+		// they are updated, never replaced.)
+		cloned := false
+		e.recvMu.Lock()
+		for i := range recs {
+			if recs[i].Op != OpUpsert {
+				continue
+			}
+			if _, ok := rs.applied[recs[i].Flow.Key()]; !ok {
+				if !cloned {
+					recs, cloned = slices.Clone(m.Records), true
+				}
+				recs[i].Op = OpReplace
+			}
+		}
+		e.recvMu.Unlock()
+	}
+	errs := e.cfg.Table.Apply(recs)
 	if e.cfg.Symmetric {
-		e.forgetRefused(m.Records, had, errs)
+		e.forgetRefused(recs, had, errs)
 	}
 	done := e.cfg.Now()
 	e.recvMu.Lock()

@@ -419,3 +419,44 @@ func TestStallIsAProblem(t *testing.T) {
 		return fmt.Errorf("no stall problem: %v", e.Status().Problems)
 	})
 }
+
+// TestReceiverReplacesOwnFlows: a flow the receiver's table holds from its
+// own traffic (it forwarded it as primary) is replaced by the peer's copy,
+// not updated, once; copies it already made are updated in place.
+func TestReceiverReplacesOwnFlows(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	a := newMember(t, nw, "node-a", nil)
+	b := newMember(t, nw, "node-b", nil)
+	own := flowN(ProtoTCP, 1)
+	b.table.Put(own) // node-b's own entry, before node-a sends anything
+	a.e.SetRole(true, []string{"node-b"})
+	a.table.Put(flowN(ProtoTCP, 1))
+	a.table.Put(flowN(ProtoTCP, 2))
+	eventually(t, 5*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no bulk yet")
+		}
+		if n, _ := b.table.Count(); n != 2 {
+			return fmt.Errorf("%d flows", n)
+		}
+		return nil
+	})
+	if n := b.table.Replaced(); n != 1 {
+		t.Fatalf("replaced %d flows, want 1 (the own one)", n)
+	}
+	// Updates of copies are updates: no more replacements.
+	for i := 0; i < 3; i++ {
+		f := flowN(ProtoTCP, 1)
+		f.Mark = uint32(100 + i)
+		a.table.Put(f)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if f, ok := b.table.Get(own.Key()); !ok || f.Mark != 102 {
+			return fmt.Errorf("node-b's copy: %+v %v", f, ok)
+		}
+		return nil
+	})
+	if n := b.table.Replaced(); n != 1 {
+		t.Fatalf("replaced %d flows after updates, want still 1", n)
+	}
+}

@@ -120,6 +120,13 @@ const (
 	OpInvalid Op = 0
 	OpUpsert  Op = 1 // create the flow, or update it when it exists
 	OpDelete  Op = 2 // delete the flow (its key)
+	// OpReplace is local to a Table, never on the wire: create the flow;
+	// when it exists, delete it and create it afresh. A receiver uses it
+	// for flows its table holds as its own (created by its own traffic):
+	// ctnetlink cannot update what such an entry carries besides the
+	// record (the masquerade interface that makes the kernel delete it
+	// when an address goes, window tracking), so it becomes a plain copy.
+	OpReplace Op = 3
 )
 
 // Record is one operation on one flow.

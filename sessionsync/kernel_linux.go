@@ -1,6 +1,7 @@
 package sessionsync
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -446,7 +447,7 @@ func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.
 // those that exist are updated in a second pass.
 func (k *Kernel) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
-	var retry []int
+	var retry, replace []int
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := 0; i < len(recs); i += kernelBatch {
@@ -457,7 +458,9 @@ func (k *Kernel) Apply(recs []Record) []error {
 			switch {
 			case e == 0:
 			case recs[x].Op == OpDelete && e == unix.ENOENT:
-			case recs[x].Op == OpUpsert && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
+			case recs[x].Op == OpReplace && e == unix.EEXIST:
+				replace = append(replace, x)
+			case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
 				retry = append(retry, x)
 			default:
 				op := "create"
@@ -465,6 +468,26 @@ func (k *Kernel) Apply(recs []Record) []error {
 					op = "delete"
 				}
 				errs[x] = &KernelError{Op: op, Errno: e}
+			}
+		}
+	}
+	// Replacements: delete the existing entry and create the record's in
+	// one sendmsg, pairwise (a packet between the two meets no entry for
+	// microseconds; on a receiver, which forwards none of them, none does).
+	for i := 0; i < len(replace); i += kernelBatch / 2 {
+		j := min(i+kernelBatch/2, len(replace))
+		pair := make([]Record, 0, 2*(j-i))
+		for _, x := range replace[i:j] {
+			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: recs[x].Flow})
+		}
+		res := k.exchange(pair, 0, len(pair), nil, true)
+		for n, x := range replace[i:j] {
+			switch del, cr := res[2*n], res[2*n+1]; {
+			case cr == 0 && (del == 0 || del == unix.ENOENT):
+			case cr == unix.EEXIST:
+				retry = append(retry, x) // created again in between: update it
+			default:
+				errs[x] = &KernelError{Op: "replace", Errno: cmp.Or(cr, del)}
 			}
 		}
 	}

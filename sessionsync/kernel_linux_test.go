@@ -194,3 +194,66 @@ func TestKernelApplyNATAndEvents(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelReplace: OpReplace deletes an existing entry and creates the
+// record's afresh (a destroy and a new event, not an update), NAT mapping
+// included; a missing one is simply created.
+func TestKernelReplace(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: tcpFlow(1)}}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		evs := make(chan Event, 100)
+		go k.Listen(ctx, func(ev Event) { evs <- ev })
+		time.Sleep(50 * time.Millisecond)
+		a, b := tcpFlow(1), tcpFlow(2)
+		a.Mark, b.Mark = 88, 89
+		for i, err := range k.Apply([]Record{{Op: OpReplace, Flow: a}, {Op: OpReplace, Flow: b}}) {
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		// The kernel reports a destroy when the entry is freed, which may
+		// come after the new events: count them per flow, not in order.
+		type seen struct{ destroy, new int }
+		ev := map[Key]*seen{a.Key(): {}, b.Key(): {}}
+		deadline := time.After(2 * time.Second)
+		for n := 0; n < 3; {
+			select {
+			case e := <-evs:
+				if s, ok := ev[e.Flow.Key()]; ok {
+					n++
+					switch e.Type {
+					case EventDestroy:
+						s.destroy++
+					case EventNew:
+						s.new++
+					}
+				}
+			case <-deadline:
+				t.Fatalf("events so far: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
+			}
+		}
+		if *ev[a.Key()] != (seen{1, 1}) || *ev[b.Key()] != (seen{0, 1}) {
+			t.Fatalf("events: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
+		}
+		got := map[Key]Flow{}
+		k.Dump(func(f *Flow) { got[f.Key()] = *f })
+		for _, f := range []Flow{a, b} {
+			g, ok := got[f.Key()]
+			if !ok || g.Mark != f.Mark || g.Reply != f.Reply || g.Status&StatusSrcNAT == 0 {
+				t.Fatalf("%s after replace: %+v (present %v)", f.String(), g, ok)
+			}
+		}
+		if len(got) != 2 {
+			t.Fatalf("%d flows, want 2", len(got))
+		}
+	})
+}

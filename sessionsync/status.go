@@ -62,6 +62,20 @@ type ChannelStatus struct {
 	DroppedBadAuth   uint64 `json:"dropped_bad_auth"`
 	DroppedReplay    uint64 `json:"dropped_replay"`
 	DroppedMalformed uint64 `json:"dropped_malformed"`
+	// Links are the channel's links (sync_dev first, then the hbdevs):
+	// their state and frame counters.
+	Links []ChannelLink `json:"links,omitempty"`
+}
+
+// ChannelLink is one link of the session channel.
+type ChannelLink struct {
+	Name  string `json:"name"`
+	Up    bool   `json:"up"`
+	Alive bool   `json:"alive"`
+	// Spread is true for a sync_dev of a load-balanced group (2 or more).
+	Spread bool   `json:"spread"`
+	Tx     uint64 `json:"tx"`
+	Rx     uint64 `json:"rx"`
 }
 
 // Status is a snapshot of an engine (agentctl ha sessions).

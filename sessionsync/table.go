@@ -57,8 +57,16 @@ type MemTable struct {
 	flows     map[Key]Flow
 	listeners []chan Event
 	// Refuse, when set, is asked for every upsert; an error refuses it.
-	Refuse  func(*Flow) error
-	applied int
+	Refuse   func(*Flow) error
+	applied  int
+	replaced int
+}
+
+// Replaced returns how many existing flows OpReplace records replaced.
+func (t *MemTable) Replaced() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.replaced
 }
 
 // NewMemTable returns an empty table.
@@ -179,7 +187,7 @@ func (t *MemTable) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
 	for i := range recs {
 		r := &recs[i]
-		if r.Op == OpUpsert && t.Refuse != nil {
+		if (r.Op == OpUpsert || r.Op == OpReplace) && t.Refuse != nil {
 			// Outside the lock: a slow Refuse is a slow kernel, which
 			// must not block Count or Dump.
 			if err := t.Refuse(&r.Flow); err != nil {
@@ -196,9 +204,14 @@ func (t *MemTable) Apply(recs []Record) []error {
 			continue
 		}
 		switch r.Op {
-		case OpUpsert:
+		case OpUpsert, OpReplace:
 			typ := EventUpdate
-			if _, ok := t.flows[k]; !ok {
+			if old, ok := t.flows[k]; !ok {
+				typ = EventNew
+			} else if r.Op == OpReplace {
+				delete(t.flows, k)
+				t.replaced++
+				t.emit(Event{Type: EventDestroy, Flow: old})
 				typ = EventNew
 			}
 			f := r.Flow

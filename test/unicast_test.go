@@ -21,38 +21,10 @@ func TestUnicastHeartbeat(t *testing.T) {
 	startPair(t, a, b, pa, pb)
 
 	// Only the configured sockets: UDP on this node's address, ports 6065
-	// (heartbeat) and 6066 (sync), no wildcard bind.
-	checkSockets := func(n *lab.Node, hb, sync int) {
-		t.Helper()
-		out, err := lab.Exec(n.NS, "ss", "-H", "-a", "-n", "-u", "-p")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var lines []string // hagentd's (the test's echo responder aside)
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if strings.Contains(l, `"hagentd"`) {
-				lines = append(lines, l)
-			}
-		}
-		ss := strings.Join(lines, "\n")
-		want := []string{fmt.Sprintf("%s:%d", lab.UnicastAddr(n.Index), hb), fmt.Sprintf("%s:%d", lab.UnicastAddr(n.Index), sync)}
-		if len(lines) != 2 {
-			t.Errorf("%s: UDP sockets:\n%s\nwant exactly %v", n.Name, ss, want)
-		}
-		for _, w := range want {
-			if !strings.Contains(ss, w) {
-				t.Errorf("%s: no UDP socket on %s:\n%s", n.Name, w, ss)
-			}
-		}
-		exp, _ := n.Ctl("ha", "exposure")
-		for _, w := range want {
-			if !strings.Contains(exp, w) {
-				t.Errorf("%s: ha exposure does not list %s:\n%s", n.Name, w, exp)
-			}
-		}
-	}
-	checkSockets(a, 6065, 6066)
-	checkSockets(b, 6065, 6066)
+	// (heartbeat) and 6066 (sync), no wildcard bind; no session socket
+	// while session pickup is off.
+	checkSockets(t, a, 6065, 6066)
+	checkSockets(t, b, 6065, 6066)
 
 	// Configuration sync works over it.
 	if err := d.WriteFile(a, "app.conf", []byte("over udp\n"), 0o644); err != nil {
@@ -106,6 +78,118 @@ func TestUnicastHeartbeat(t *testing.T) {
 	}
 	pa.UnicastPort, pb.UnicastPort = 7065, 7065
 	startPair(t, a, b, pa, pb)
-	checkSockets(a, 7065, 7066)
-	checkSockets(b, 7065, 7066)
+	checkSockets(t, a, 7065, 7066)
+	checkSockets(t, b, 7065, 7066)
+}
+
+// checkSockets checks that hagentd on n has exactly the UDP sockets
+// ports on its unicast_hb address (the test's echo responder aside), and
+// that `ha exposure` lists them.
+func checkSockets(t *testing.T, n *lab.Node, ports ...int) {
+	t.Helper()
+	out, err := lab.Exec(n.NS, "ss", "-H", "-a", "-n", "-u", "-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.Contains(l, `"hagentd"`) {
+			lines = append(lines, l)
+		}
+	}
+	ss := strings.Join(lines, "\n")
+	var want []string
+	for _, p := range ports {
+		want = append(want, fmt.Sprintf("%s:%d", lab.UnicastAddr(n.Index), p))
+	}
+	if len(lines) != len(want) {
+		t.Errorf("%s: UDP sockets:\n%s\nwant exactly %v", n.Name, ss, want)
+	}
+	for _, w := range want {
+		if !strings.Contains(ss, w) {
+			t.Errorf("%s: no UDP socket on %s:\n%s", n.Name, w, ss)
+		}
+	}
+	exp, _ := n.Ctl("ha", "exposure")
+	for _, w := range want {
+		if !strings.Contains(exp, w) {
+			t.Errorf("%s: ha exposure does not list %s:\n%s", n.Name, w, exp)
+		}
+	}
+}
+
+// TestUnicastSessionPickup: session pickup over unicast_hb alone (no
+// hbdev, no sync_dev; the session channel on UDP 6067 across the routed
+// hop): connections through the firewall pair survive a crash of the
+// primary, and a port change moves the session socket too.
+func TestUnicastSessionPickup(t *testing.T) {
+	const n = 200
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, RoutedHB: true, WAN: true})
+	if err := l.SetupFirewall(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	ps := map[*lab.Node]lab.Params{}
+	for _, x := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 100}} {
+		p := params(x.prio, false)
+		p.HBInterval, p.LostThreshold = 100*time.Millisecond, 3
+		p.Monitor, p.NoIPv6 = true, true
+		p.ClusterExtra = fmt.Sprintf(sessionExtra, true)
+		ps[x.n] = p
+		start(t, x.n, p)
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	checkSockets(t, a, 6065, 6067) // sync is off in sessionExtra: no 6066
+	checkSockets(t, b, 6065, 6067)
+
+	load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer load.Stop()
+	eventually(t, 20*time.Second, "the flows are copied to node-b over UDP", func() error {
+		s := sessionsOf(t, b)
+		if s.LocalFlows < n {
+			return fmt.Errorf("node-b holds %d flows, want >= %d", s.LocalFlows, n)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	if r := load.Report(time.Second); r.Errors > 0 || r.Stalled > 0 {
+		t.Fatalf("before the failover: %s", r)
+	}
+	load.ResetStalls()
+	failed := time.Now()
+	a.Crash()
+	eventually(t, 10*time.Second, "node-b takes over", func() error {
+		if r := b.Role(); r != "primary" {
+			return fmt.Errorf("node-b is %q", r)
+		}
+		return nil
+	})
+	took := time.Since(failed)
+	time.Sleep(3 * time.Second)
+	r := load.Report(time.Second)
+	t.Logf("measured: crash failover over unicast_hb with session pickup on UDP (%d connections, took over after %v): %s", n, took.Round(time.Millisecond), r)
+	if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
+		t.Errorf("connections broke: %s", r)
+		t.Logf("node-b sessions: %s", mustCtl(b, "ha", "sessions"))
+	}
+	load.Stop()
+
+	// A port change (restart): nothing stays on the old session port.
+	if err := b.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revive(); err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := ps[a], ps[b]
+	pa.UnicastPort, pb.UnicastPort = 7065, 7065
+	startPair(t, a, b, pa, pb)
+	checkSockets(t, a, 7065, 7067)
+	checkSockets(t, b, 7065, 7067)
 }

@@ -76,6 +76,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Name: "hagentd", Output: stderr, Level: hclog.LevelFromString(cfg.LogLevel),
 		JSONFormat: cfg.LogFormat == "json", TimeFormat: "2006-01-02T15:04:05.000Z07:00",
 	})
+	if flags.Release {
+		if err := agent.Release(cfg, flags.RunDir, log); err != nil {
+			log.Error("release", "error", err)
+			return 1
+		}
+		return 0
+	}
 	// The heartbeat path allocates nothing per frame; keep the heap small
 	// and the collector rare for a daemon with a tiny live set.
 	debug.SetGCPercent(400)

@@ -28,6 +28,7 @@ const DefaultConfig = "/etc/hagent/hagent.yaml"
 type Hagentd struct {
 	Config   string // -c
 	Check    bool   // --check
+	Release  bool   // --release
 	Version  bool   // --version
 	StateDir string // --state-dir
 	RunDir   string // --run-dir
@@ -39,6 +40,7 @@ func HagentdFlags(fs *flag.FlagSet) *Hagentd {
 	h := &Hagentd{}
 	fs.StringVar(&h.Config, "c", DefaultConfig, "configuration `file`")
 	fs.BoolVar(&h.Check, "check", false, "validate the configuration, print ok or the errors, and exit")
+	fs.BoolVar(&h.Release, "release", false, "release what a hagentd that died left on this node (the data interfaces' virtual MACs and cluster addresses) and exit; the systemd unit runs it as ExecStopPost")
 	fs.BoolVar(&h.Version, "version", false, "print the version and exit")
 	fs.StringVar(&h.StateDir, "state-dir", agent.DefaultStateDir, "`dir`ectory of the persistent state: heartbeat epoch, sync generation (kept across reboots)")
 	fs.StringVar(&h.RunDir, "run-dir", agent.DefaultRunDir, "`dir`ectory of the runtime state: the interfaces' permanent MACs (cleared at boot)")

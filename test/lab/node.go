@@ -63,8 +63,8 @@ type Params struct {
 	// HBDevs is how many of the heartbeat links (ha1, ha2…) are hbdevs;
 	// 0 is all. The others are free (session_pickup.sync_dev).
 	HBDevs int
-	// UnicastPort sets unicast_hb.port (and sync_port to the next) in a
-	// RoutedHB lab; 0 keeps the defaults (6065, 6066).
+	// UnicastPort sets unicast_hb.port (sync_port and session_port to the
+	// next two) in a RoutedHB lab; 0 keeps the defaults (6065-6067).
 	UnicastPort int
 }
 
@@ -146,7 +146,7 @@ func (n *Node) Config(p Params) (string, error) {
 		}
 		b.WriteString("]\n")
 		if p.UnicastPort != 0 {
-			fmt.Fprintf(&b, "    port: %d\n    sync_port: %d\n", p.UnicastPort, p.UnicastPort+1)
+			fmt.Fprintf(&b, "    port: %d\n    sync_port: %d\n    session_port: %d\n", p.UnicastPort, p.UnicastPort+1, p.UnicastPort+2)
 		}
 	} else {
 		b.WriteString("  hbdev:\n")
@@ -293,6 +293,25 @@ func (n *Node) Kill() {
 	_ = n.cmd.Process.Signal(syscall.SIGKILL)
 	<-n.done
 	n.cmd = nil
+}
+
+// Release runs `hagentd --release` with the node's last configuration, as
+// the systemd unit's ExecStopPost does after hagentd died: the vMACs and
+// cluster addresses it left go at once. Its output goes to the node's log.
+func (n *Node) Release() error {
+	bin := n.Binary
+	if bin == "" {
+		bin = Bin("hagentd")
+	}
+	out, err := exec.Command("ip", "netns", "exec", n.NS, bin, "-c", n.ConfigPath(), "-run-dir", n.RunDir, "--release").CombinedOutput()
+	if f, ferr := os.OpenFile(n.Log, os.O_WRONLY|os.O_APPEND, 0o644); ferr == nil {
+		f.Write(out)
+		f.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("%s: hagentd --release: %v: %s", n.Name, err, out)
+	}
+	return nil
 }
 
 // Signal sends sig to hagentd.
