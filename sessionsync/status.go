@@ -151,14 +151,17 @@ func (e *Engine) Status() Status {
 	st.Unsupported = e.c.unsupported
 	st.Echoes, st.LearnedSent = e.c.echoes, e.c.learnedSent
 	for name, g := range e.gone {
-		if _, live := e.peers[name]; !live {
+		if _, live := e.peers[name]; !live && e.cfg.Symmetric { // a-p: only the members copied to now
 			st.Peers = append(st.Peers, PeerStatus{Node: name, SentFlows: g[0], SentMsgs: g[1]})
 		}
 	}
 	st.Delayed = len(e.pending)
 	st.ListenError = e.listenErr
 	for _, p := range e.peers {
-		g := e.gone[p.name]
+		var g [2]uint64
+		if e.cfg.Symmetric {
+			g = e.gone[p.name] // fgsp: counters kept across a loss of the peer
+		}
 		ps := PeerStatus{Node: p.name, Bulk: p.bulk, Queued: len(p.queue), SentFlows: g[0] + p.sentRecs, SentMsgs: g[1] + p.sentMsgs, LastError: p.lastErr, Live: true}
 		if len(p.queue) > 0 {
 			ps.LagMs = ms(now.Sub(time.Unix(0, p.queueOldest)))
