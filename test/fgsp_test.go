@@ -9,6 +9,7 @@ package test
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -444,5 +445,95 @@ func TestFGSPConfigSync(t *testing.T) {
 	}
 	if got := addrs(b); !slices.Equal(got, wantB) {
 		t.Errorf("node-b's addresses %v, want its own %v", got, wantB)
+	}
+}
+
+// TestFGSPAsymmetricUDP: a UDP exchange whose requests go through node-a
+// and whose replies come back through node-b, kept busy for 3× the lab's
+// 6 s UDP timeout: with session sync (connectionless) the replies pass
+// node-b's strict firewall and keep passing (the copies are refreshed);
+// without it (the control) none does.
+func TestFGSPAsymmetricUDP(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pickup bool
+	}{{"sync", true}, {"control without sync", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+			if err := l.SetupFGSP("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
+				t.Fatal(err)
+			}
+			a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+			sp := fmt.Sprintf("enabled: %v, connectionless: true", tc.pickup)
+			for _, n := range []struct {
+				n    *lab.Node
+				prio int
+			}{{a, 200}, {b, 100}} {
+				if err := n.n.StartFGSP(fgspParams(n.prio, sp, "")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+			if err := l.RouteVia(a, b); err != nil {
+				t.Fatal(err)
+			}
+			var srv *net.UDPConn
+			if err := lab.InNS(l.Server, func() error {
+				var err error
+				srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(lab.ServerIPv4), Port: 7010})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					n, from, err := srv.ReadFromUDP(buf)
+					if err != nil {
+						return
+					}
+					_, _ = srv.WriteToUDP(buf[:n], from)
+				}
+			}()
+			var cl *net.UDPConn
+			if err := lab.InNS(l.Client, func() error {
+				var err error
+				cl, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(lab.ServerIPv4), Port: 7010})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			const every, total = 200 * time.Millisecond, 18 * time.Second
+			sent, got, late := 0, 0, 0
+			buf := make([]byte, 64)
+			for start := time.Now(); time.Since(start) < total; {
+				sent++
+				if _, err := cl.Write([]byte(fmt.Sprint(sent))); err != nil {
+					t.Fatal(err)
+				}
+				_ = cl.SetReadDeadline(time.Now().Add(every))
+				if _, err := cl.Read(buf); err == nil {
+					got++
+					if time.Since(start) > 12*time.Second {
+						late++
+					}
+				}
+				time.Sleep(time.Until(start.Add(time.Duration(sent) * every)))
+			}
+			t.Logf("measured: asymmetric UDP (%s): %d of %d requests answered, %d after 12 s", tc.name, got, sent, late)
+			if !tc.pickup {
+				if got > 0 {
+					t.Fatalf("without session sync %d replies passed node-b's strict firewall", got)
+				}
+				return
+			}
+			if got < sent*9/10 || late < 20 {
+				t.Fatalf("%d of %d requests answered (%d after 12 s, 2× the UDP timeout): want ≥ 90%%, ≥ 20 late", got, sent, late)
+			}
+			sb := sessionsOf(t, b)
+			t.Logf("measured: node-b: refreshed %d, echoes %d, learned updates sent %d", sb.Refreshed, sb.Echoes, sb.LearnedSent)
+		})
 	}
 }
