@@ -537,3 +537,79 @@ func TestFGSPAsymmetricUDP(t *testing.T) {
 		})
 	}
 }
+
+// TestFGSPThreeMembers: three members on one hb switch; the connections'
+// SYNs go through node-a and their replies through node-b, and node-c,
+// which carries none of them, holds every one established too (each
+// member sends to every other); node-a fails and the routes move to
+// node-c, which carries all of them on.
+func TestFGSPThreeMembers(t *testing.T) {
+	const conns = 100
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b", "node-c"}, WAN: true})
+	if err := l.SetupFGSP(); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := l.Nodes["node-a"], l.Nodes["node-b"], l.Nodes["node-c"]
+	for _, n := range []struct {
+		n    *lab.Node
+		prio int
+	}{{a, 200}, {b, 150}, {c, 100}} {
+		if err := n.n.StartFGSP(fgspParams(n.prio, "enabled: true", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b, c) })
+	eventually(t, 10*time.Second, "bulk copies from every peer", func() error {
+		for _, n := range []*lab.Node{a, b, c} {
+			st := sessionsOf(t, n)
+			done := 0
+			for _, s := range st.Sources {
+				if s.Bulk.State == "done" {
+					done++
+				}
+			}
+			if done != 2 {
+				return fmt.Errorf("%s: %d bulk copies received, want 2", n.Name, done)
+			}
+		}
+		return nil
+	})
+	if err := l.RouteVia(a, b); err != nil {
+		t.Fatal(err)
+	}
+	ld, failed, err := lab.StartTCPLoadParallel(l, conns, 100*time.Millisecond, 30*time.Second, lab.LoadPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Stop()
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d connections did not open: %v", len(failed), conns, failed[0])
+	}
+	eventually(t, 20*time.Second, "established on all three", func() error {
+		if n := ld.Echoed(); n != conns {
+			return fmt.Errorf("%d of %d connections got an echo", n, conns)
+		}
+		for _, n := range []*lab.Node{a, b, c} {
+			if e, err := established(n); err != nil || e != conns {
+				return fmt.Errorf("%s: %d established load flows (%v), want %d", n.Name, e, err, conns)
+			}
+		}
+		return nil
+	})
+	sc := sessionsOf(t, c)
+	t.Logf("measured: node-c (carries nothing): sent %d/%d records to node-a/node-b, echoes %d", sentTo(sc, "node-a"), sentTo(sc, "node-b"), sc.Echoes)
+	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s != 0 {
+		t.Errorf("node-c carries no traffic but sent %d records (echoes sent on)", s)
+	}
+	ld.ResetStalls()
+	a.Crash()
+	if err := l.RouteVia(c, c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	r := ld.Report(2 * time.Second)
+	t.Logf("measured: three members, node-a failed, routes to node-c: %s", r)
+	if r.Resets+r.Errors+r.Stalled > 0 {
+		t.Fatalf("after node-a failed: %s", r)
+	}
+}
