@@ -161,7 +161,7 @@ var Keys = []Key{
 	{Path: "cluster.session_pickup.ignore", Type: "list", Range: "0-256 prefixes or addresses",
 		Doc: "Flows with any address in these prefixes are never copied (the hb link, management)."},
 	{Path: "cluster.session_pickup.down_until_synced", Type: "list", Range: "0-16 interface names, not hbdevs or sync_dev",
-		Doc: "Interfaces a (re)starting member keeps down until its bulk session copy is complete."},
+		Doc: "Interfaces a (re)starting member keeps down until its bulk session copy is complete (mode fgsp: the copies of every live peer), at most 60s."},
 	{Path: "cluster.hooks", Type: "mapping",
 		Doc: "Commands run with /bin/sh -c, asynchronously, on role changes; they never delay a failover."},
 	{Path: "cluster.hooks.primary", Type: "command", Default: `""`,
