@@ -277,6 +277,13 @@ func TestFGSPDownUntilSynced(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Frames sent before the link is operationally up are lost: node-b
+	// would not hear node-a within hello_holddown and go on alone.
+	for _, n := range []*lab.Node{a, b} {
+		if err := n.WaitOperUp("ha1"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t0 := time.Now()
 	if err := b.StartFGSP(downParams(100)); err != nil {
 		t.Fatal(err)
@@ -314,7 +321,8 @@ func TestFGSPDownUntilSynced(t *testing.T) {
 		t.Fatal("node-b's down_until_synced links were never seen down after the restart")
 	}
 	if upAt < want {
-		t.Fatalf("node-b's links came up with %d flows in its table, want ≥ %d (last count while down %d)", upAt, want, lastDown)
+		hist, _ := b.Ctl("ha", "history")
+		t.Fatalf("node-b's links came up with %d flows in its table, want ≥ %d (last count while down %d); its history:\n%s", upAt, want, lastDown, hist)
 	}
 	t.Logf("measured: node-b's links came up %v after its start, with %d flows in its table (seen down %d times, last count while down %d)",
 		took.Round(time.Millisecond), upAt, downSeen, lastDown)
@@ -350,8 +358,12 @@ func fgspPairDown(t *testing.T) (*lab.Lab, *lab.Node, *lab.Node) {
 
 func downParams(prio int) lab.Params {
 	// The cluster section is synchronized: the same on both (only
-	// node-b's restart is tested).
-	return fgspParams(prio, "enabled: true, down_until_synced: [port1, port2]", "")
+	// node-b's restart is tested). hello_holddown bounds how long a
+	// member that hears no peer keeps the links down: 3 s, so that a
+	// loaded machine's slow start does not end the wait early.
+	p := fgspParams(prio, "enabled: true, down_until_synced: [port1, port2]", "")
+	p.HelloHolddown = 3 * time.Second
+	return p
 }
 
 // TestFGSPConfigSync: in mode fgsp the elected primary (node-a, priority

@@ -219,3 +219,19 @@ func (n *Node) WatchNew(ctx context.Context, fn func(f *sessionsync.Flow, at tim
 	}()
 	return nil
 }
+
+// WaitOperUp waits until a node's interface is operationally up (after a
+// test set it up again: a new carrier drops frames until the kernel's
+// linkwatch attaches the qdisc, up to a second on a busy machine).
+func (n *Node) WaitOperUp(ifname string) error {
+	return Eventually(10*time.Second, func() error {
+		out, err := Exec(n.NS, "ip", "-o", "link", "show", "dev", ifname)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "state UP") {
+			return fmt.Errorf("%s: %s not operationally up", n.Name, ifname)
+		}
+		return nil
+	})
+}
