@@ -105,9 +105,6 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		table.Close()
 		return nil, err
 	}
-	if sp.Expectation {
-		a.log.Warn("session_pickup.expectation: copying conntrack expectations is not implemented; FTP/SIP helper data channels opened before a failover are not carried over")
-	}
 	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())

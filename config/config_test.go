@@ -221,6 +221,7 @@ func TestValidation(t *testing.T) {
 		{"mode a-a", base + "  mode: a-a\n", `t.yaml:4: cluster.mode: active-active mode "a-a" is not supported`},
 		{"mode other", base + "  mode: x\n", `t.yaml:4: cluster.mode: "x" is not a mode; want a-p or fgsp`},
 		{"fgsp interfaces", base + "  mode: fgsp\n  interfaces:\n    - {name: port1, addresses: [10.9.0.100/24]}\n", "t.yaml:5: cluster.interfaces: not used in mode fgsp"},
+		{"fgsp expectation", base + "  mode: fgsp\n  session_pickup: {enabled: true, expectation: true}\n", "t.yaml:5: cluster.session_pickup.expectation: not supported in mode fgsp"},
 		{"vcluster", base + "  vcluster: 3\n", "t.yaml:4: cluster.vcluster: 3 is not a vcluster; want 1 or 2"},
 		{"vcluster zero", base + "  vcluster: 0\n", "t.yaml:4: cluster.vcluster: 0 is not a vcluster"},
 

@@ -77,6 +77,9 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		if len(c.Interfaces) > 0 {
 			d.errorf(k("interfaces"), "not used in mode fgsp: every member forwards with its own addresses (no virtual MAC, no cluster address); remove interfaces")
 		}
+		if c.SessionPickup.Expectation {
+			d.errorf(k("session_pickup.expectation"), "not supported in mode fgsp (expectations are copied one way, from the primary)")
+		}
 	case "a-a":
 		d.errorf(k("mode"), "active-active mode \"a-a\" is not supported; want a-p or fgsp")
 	default:

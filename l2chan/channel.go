@@ -470,6 +470,30 @@ func (c *Channel) Send(ctx context.Context, peer string, msg []byte) error {
 	}
 }
 
+// SendAsync queues msg for peer like Send and returns at once with a
+// channel that yields Send's result: nil when the peer has acknowledged
+// all of it, ErrPeerUnreachable, or ErrChannelClosed. Messages queued by
+// SendAsync and Send are delivered in the order they were queued, so a
+// caller can keep several in flight (a pipeline) and still know each
+// one's fate. msg is copied.
+func (c *Channel) SendAsync(peer string, msg []byte) (<-chan error, error) {
+	switch {
+	case len(peer) == 0 || len(peer) > MaxNameLen:
+		return nil, fmt.Errorf("l2chan: bad peer name %q", peer)
+	case peer == c.cfg.Self:
+		return nil, errors.New("l2chan: cannot send to self")
+	case len(msg) > c.cfg.MaxMessage:
+		return nil, fmt.Errorf("%w: %d > %d bytes", ErrMessageTooLarge, len(msg), c.cfg.MaxMessage)
+	}
+	m := &outMsg{peer: peer, data: append([]byte(nil), msg...), done: make(chan error, 1)}
+	select {
+	case c.sendReq <- m:
+		return m.done, nil
+	case <-c.closed:
+		return nil, ErrChannelClosed
+	}
+}
+
 // Recv returns the channel of received messages, in order per sender. It
 // is closed by Close. Not reading it closes the receive window after
 // RecvQueue messages, which stalls the senders.

@@ -25,8 +25,12 @@ type fakeSeg struct {
 	// loss, dup and reorder are probabilities per frame and receiver;
 	// reordered frames are delayed by up to 3 ms.
 	loss, dup, reorder float64
-	cut                bool
-	tap                func([]byte) // sees every frame sent, before loss
+	// latency delays every frame by the same time, in order (a slower
+	// link beside a fast one).
+	latency time.Duration
+	line    chan delayed
+	cut     bool
+	tap     func([]byte) // sees every frame sent, before loss
 }
 
 type fakeLink struct {
@@ -36,6 +40,29 @@ type fakeLink struct {
 	ch     chan fakeFrame
 	closed chan struct{}
 	once   sync.Once
+}
+
+type delayed struct {
+	at  time.Time
+	dst *fakeLink
+	f   fakeFrame
+}
+
+// delay hands f to dst after s.latency, in the order sent (n.mu held).
+func (s *fakeSeg) delay(dst *fakeLink, f fakeFrame) {
+	if s.line == nil {
+		s.line = make(chan delayed, 1<<16)
+		go func(line chan delayed) {
+			for d := range line {
+				time.Sleep(time.Until(d.at))
+				d.dst.deliver(d.f)
+			}
+		}(s.line)
+	}
+	select {
+	case s.line <- delayed{time.Now().Add(s.latency), dst, f}:
+	default: // the line is full: dropped
+	}
 }
 
 type fakeFrame struct {
@@ -122,7 +149,9 @@ func (l *fakeLink) Send(payload []byte) error {
 		}
 		for i := 0; i < copies; i++ {
 			f := fakeFrame{data: append([]byte(nil), payload...), from: l.mac}
-			if n.rng.Float64() < s.reorder {
+			if s.latency > 0 {
+				s.delay(dst, f)
+			} else if n.rng.Float64() < s.reorder {
 				d := time.Duration(n.rng.IntN(3000)) * time.Microsecond
 				time.AfterFunc(d, func() { dst.deliver(f) })
 			} else {

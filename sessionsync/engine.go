@@ -32,6 +32,19 @@ type Transport interface {
 
 var _ Transport = (*l2chan.Channel)(nil)
 
+// AsyncTransport is a Transport that can keep several messages to a peer
+// in flight (l2chan.Channel.SendAsync): the stream is then pipelined, so
+// an event does not wait for the acknowledgement of the message before.
+type AsyncTransport interface {
+	SendAsync(peer string, msg []byte) (<-chan error, error)
+}
+
+var _ AsyncTransport = (*l2chan.Channel)(nil)
+
+// streamWindow is how many stream messages to one peer may await their
+// acknowledgement at once.
+const streamWindow = 4
+
 // Config configures an Engine. Zero values take DefaultConfig's.
 type Config struct {
 	// Self is this node's name.
@@ -44,8 +57,8 @@ type Config struct {
 	Connectionless bool
 	// NAT also copies NATed flows.
 	NAT bool
-	// Expectation also copies conntrack expectations (not implemented:
-	// counted as unsupported).
+	// Expectation also copies conntrack expectations (FTP, SIP helper
+	// data channels); the Table must be an ExpectTable.
 	Expectation bool
 	// Delay copies a flow only once it has lived this long.
 	Delay time.Duration
@@ -132,10 +145,12 @@ type Engine struct {
 type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
 	echoes, learnedSent                                           uint64
+	expectSent                                                    uint64
 }
 
 type recvCounters struct {
 	messages, records, applied, errors, malformed, swept uint64
+	expectApplied                                        uint64
 	lastErr                                              string
 	lastErrAt                                            time.Time
 	reasons                                              map[string]uint64
@@ -411,6 +426,10 @@ func (e *Engine) onEvent(ev Event) {
 		}
 		return
 	}
+	if ev.Expect != nil {
+		e.onExpectEvent(ev, now)
+		return
+	}
 	f := &ev.Flow
 	k := f.Key()
 	if ev.Type == EventDestroy {
@@ -587,20 +606,20 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 				}
 				continue
 			}
-			n := min(len(p.queue), e.cfg.BatchRecords)
-			if n == 0 {
+			m := e.nextStream(p)
+			if m == nil {
 				p.busySince = time.Time{}
 				e.mu.Unlock()
 				break
 			}
-			m := Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
-			p.queue = p.queue[n:]
-			if len(p.queue) == 0 {
-				p.queue = nil
-			}
-			p.queueOldest = e.cfg.Now().UnixNano()
 			e.mu.Unlock()
-			if err := e.send(ctx, p, &m, &buf); err != nil {
+			var err error
+			if at, ok := e.cfg.Transport.(AsyncTransport); ok {
+				err = e.pipeline(ctx, p, at, m, &buf)
+			} else {
+				err = e.send(ctx, p, m, &buf)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -618,6 +637,22 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 	}
 }
 
+// nextStream takes the next stream message's records off p's queue, nil
+// when it is empty (e.mu held).
+func (e *Engine) nextStream(p *peerState) *Message {
+	n := min(len(p.queue), e.cfg.BatchRecords)
+	if n == 0 {
+		return nil
+	}
+	m := &Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
+	p.queue = p.queue[n:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	p.queueOldest = e.cfg.Now().UnixNano()
+	return m
+}
+
 func (e *Engine) sendFailed(p *peerState, what string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -631,6 +666,73 @@ func (e *Engine) sendFailed(p *peerState, what string, err error) {
 	if p.bulk.State == "running" {
 		p.bulk.State = "failed"
 	}
+}
+
+// pipeline sends the stream message m and every stream message queued
+// while it and the ones after it are in flight, up to streamWindow at once,
+// and returns when all are acknowledged (nil) or one failed. Each is
+// encoded and queued at once; the channel keeps their order.
+func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, m *Message, buf *[]byte) error {
+	type flight struct {
+		done <-chan error
+		recs int
+	}
+	var inflight []flight
+	queue := func(m *Message) error {
+		b, err := m.AppendBinary((*buf)[:0])
+		if err != nil {
+			return err
+		}
+		*buf = b
+		done, err := at.SendAsync(p.name, b)
+		if err != nil {
+			return err
+		}
+		inflight = append(inflight, flight{done, len(m.Records)})
+		return nil
+	}
+	if err := queue(m); err != nil {
+		return err
+	}
+	timeout := time.NewTimer(e.cfg.SendTimeout)
+	defer timeout.Stop()
+	for len(inflight) > 0 {
+		// Fill the window with what has queued up meanwhile.
+		for len(inflight) < streamWindow {
+			e.mu.Lock()
+			var next *Message
+			if !p.needBulk {
+				next = e.nextStream(p)
+			}
+			e.mu.Unlock()
+			if next == nil {
+				break
+			}
+			if err := queue(next); err != nil {
+				return err
+			}
+		}
+		select {
+		case err := <-inflight[0].done:
+			if err != nil {
+				return err
+			}
+			e.mu.Lock()
+			p.sentMsgs++
+			p.sentRecs += uint64(inflight[0].recs)
+			p.lastProgress = e.cfg.Now()
+			e.mu.Unlock()
+			inflight = inflight[1:]
+			timeout.Reset(e.cfg.SendTimeout) // (Go 1.23+: no stale expiry after Reset)
+		case <-p.wake:
+			// More records: the loop above takes them if the window allows.
+		case <-timeout.C:
+			return fmt.Errorf("no acknowledgement within %v", e.cfg.SendTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (e *Engine) send(ctx context.Context, p *peerState, m *Message, buf *[]byte) error {
@@ -718,6 +820,9 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 	}
 	if sendErr != nil {
 		return sendErr
+	}
+	if err := e.bulkExpect(ctx, p, gen, start, buf); err != nil {
+		return fmt.Errorf("expectations: %w", err)
 	}
 	if err := e.send(ctx, p, &Message{Kind: KindBulkEnd, Gen: gen, Count: uint32(count)}, buf); err != nil {
 		return err
@@ -925,7 +1030,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		cloned := false
 		e.recvMu.Lock()
 		for i := range recs {
-			if recs[i].Op != OpUpsert {
+			if recs[i].Op != OpUpsert || recs[i].Expect != nil {
 				continue
 			}
 			if _, ok := rs.applied[recs[i].Flow.Key()]; !ok {
@@ -937,7 +1042,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		}
 		e.recvMu.Unlock()
 	}
-	errs := e.cfg.Table.Apply(recs)
+	errs := e.applyRecords(recs)
 	if e.cfg.Symmetric {
 		e.forgetRefused(recs, had, errs)
 	}
@@ -948,6 +1053,16 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	rs.received += uint64(len(m.Records))
 	for i, err := range errs {
 		k := m.Records[i].Flow.Key()
+		if x := m.Records[i].Expect; x != nil {
+			if err != nil {
+				e.rc.errors++
+				e.rc.reasons[reason(err)]++
+				e.noteErr(now, fmt.Sprintf("%s: %v", x.String(), err))
+				continue
+			}
+			e.rc.expectApplied++
+			continue
+		}
 		if err != nil {
 			e.rc.errors++
 			e.rc.reasons[reason(err)]++

@@ -460,3 +460,69 @@ func TestReceiverReplacesOwnFlows(t *testing.T) {
 		t.Fatalf("replaced %d flows after updates, want still 1", n)
 	}
 }
+
+// TestExpectations: with Expectation on, an expectation created on the
+// primary reaches the secondary after its master, its removal too, and a
+// member that joins later gets it in the bulk copy; with it off, none
+// travels.
+func TestExpectations(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("expectation=%v", on), func(t *testing.T) {
+			nw := heartbeat.NewMemNetwork()
+			mod := func(c *Config) { c.Expectation = on }
+			a := newMember(t, nw, "node-a", mod)
+			b := newMember(t, nw, "node-b", mod)
+			a.e.SetRole(true, []string{"node-b"})
+			master := flowN(ProtoTCP, 1)
+			master.Orig.DstPort, master.Helper = 21, "ftp"
+			a.table.Put(master)
+			x := sampleExpect(master)
+			if err := a.table.PutExpect(*x); err != nil {
+				t.Fatal(err)
+			}
+			a.table.Put(flowN(ProtoTCP, 2)) // after the expectation: the stream is in order
+			eventually(t, 5*time.Second, func() error {
+				if _, ok := b.table.Get(flowN(ProtoTCP, 2).Key()); !ok {
+					return fmt.Errorf("the later flow is not there yet")
+				}
+				return nil
+			})
+			got, ok := b.table.GetExpect(x.Key())
+			if !on {
+				if ok {
+					t.Fatal("expectation copied with expectation off")
+				}
+				if n := a.e.Status().ExpectSent; n != 0 {
+					t.Fatalf("%d expectation records sent with expectation off", n)
+				}
+				return
+			}
+			if !ok || got.Helper != "ftp" || got.NATAddr != x.NATAddr || got.Master != master.Key() {
+				t.Fatalf("node-b's expectation: %+v (present %v)", got, ok)
+			}
+			if f, _ := b.table.Get(master.Key()); f.Helper != "ftp" {
+				t.Fatalf("node-b's master has helper %q", f.Helper)
+			}
+			// A member that joins now gets it in its bulk copy.
+			c := newMember(t, nw, "node-c", mod)
+			a.e.SetRole(true, []string{"node-b", "node-c"})
+			eventually(t, 5*time.Second, func() error {
+				if _, ok := c.table.GetExpect(x.Key()); !ok {
+					return fmt.Errorf("node-c has no expectation")
+				}
+				return nil
+			})
+			// Used or expired on the primary: gone on the others.
+			a.table.RemoveExpect(x.Key())
+			eventually(t, 5*time.Second, func() error {
+				if _, ok := b.table.GetExpect(x.Key()); ok {
+					return fmt.Errorf("node-b still has it")
+				}
+				return nil
+			})
+			if st := b.e.Status(); st.ExpectApplied < 2 {
+				t.Fatalf("node-b applied %d expectation records, want 2 (new, delete)", st.ExpectApplied)
+			}
+		})
+	}
+}

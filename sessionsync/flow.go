@@ -70,6 +70,10 @@ type Flow struct {
 	Labels []byte
 	// TCP is the TCP state; nil for other protocols.
 	TCP *TCPInfo
+	// Helper is the name of the connection-tracking helper attached to
+	// the flow ("ftp", "sip"; CTA_HELP), "" for none: a copy gets the same
+	// helper at its creation, so the expectations it owns can be copied.
+	Helper string
 }
 
 // Key returns the flow's key.
@@ -129,10 +133,12 @@ const (
 	OpReplace Op = 3
 )
 
-// Record is one operation on one flow.
+// Record is one operation on one flow, or, when Expect is set, on one
+// expectation (Op is then OpUpsert or OpDelete, Flow unused).
 type Record struct {
-	Op   Op
-	Flow Flow
+	Op     Op
+	Flow   Flow
+	Expect *Expect
 }
 
 // Kind is the kind of a message.
@@ -162,8 +168,11 @@ const (
 //	timeout(4) mark(4) orig src,dst (4 or 16 each) orig sport,dport (2 each)
 //	reply src,dst reply sport,dport [labels(16)]
 //	[tcp state(1) wscale orig(1) wscale reply(1) flags orig(2) flags reply(2)]
+//	[helper length(1) helper name]            (flags 8)
 //
-// A delete record carries the same fields (only the key is used).
+// A delete record carries the same fields (only the key is used). An
+// expectation record has the op's high bit set (0x81 upsert, 0x82
+// delete); its layout is in expect.go.
 type Message struct {
 	Kind Kind
 	// Gen is the sender's bulk generation the message belongs to.
@@ -184,6 +193,11 @@ const (
 	flagIPv6  = 1
 	flagLabel = 2
 	flagTCP   = 4
+	flagHelp  = 8
+	// opExpect marks an expectation record on the wire.
+	opExpect = 0x80
+	// MaxHelperName is the longest helper name (NF_CT_HELPER_NAME_LEN - 1).
+	MaxHelperName = 15
 )
 
 // Errors of UnmarshalBinary.
@@ -205,6 +219,9 @@ func recordLen(f *Flow) int {
 	}
 	if f.TCP != nil {
 		n += 7
+	}
+	if f.Helper != "" {
+		n += 1 + len(f.Helper)
 	}
 	return n
 }
@@ -232,6 +249,10 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 func (m *Message) MarshalBinary() ([]byte, error) {
 	n := headerLen
 	for i := range m.Records {
+		if e := m.Records[i].Expect; e != nil {
+			n += expectLen(e)
+			continue
+		}
 		n += recordLen(&m.Records[i].Flow)
 	}
 	return m.AppendBinary(make([]byte, 0, n))
@@ -247,6 +268,9 @@ func appendAddr(b []byte, a netip.Addr, v6 bool) []byte {
 }
 
 func appendRecord(b []byte, r *Record) ([]byte, error) {
+	if r.Expect != nil {
+		return appendExpect(b, r)
+	}
 	f := &r.Flow
 	v6 := f.IPv6()
 	for _, a := range []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
@@ -260,6 +284,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if len(f.Labels) != 0 && len(f.Labels) != 16 {
 		return nil, fmt.Errorf("sessionsync: flow %s: labels of %d bytes, want 16", f, len(f.Labels))
 	}
+	if len(f.Helper) > MaxHelperName {
+		return nil, fmt.Errorf("sessionsync: flow %s: helper name %q longer than %d bytes", f, f.Helper, MaxHelperName)
+	}
 	var flags byte
 	if v6 {
 		flags |= flagIPv6
@@ -269,6 +296,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	}
 	if f.TCP != nil {
 		flags |= flagTCP
+	}
+	if f.Helper != "" {
+		flags |= flagHelp
 	}
 	b = append(b, byte(r.Op), f.Proto, flags)
 	b = binary.BigEndian.AppendUint16(b, f.Zone)
@@ -288,6 +318,10 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 		b = append(b, t.State, t.WScaleOrig, t.WScaleReply)
 		b = binary.BigEndian.AppendUint16(b, t.FlagsOrig)
 		b = binary.BigEndian.AppendUint16(b, t.FlagsReply)
+	}
+	if f.Helper != "" {
+		b = append(b, byte(len(f.Helper)))
+		b = append(b, f.Helper...)
 	}
 	return b, nil
 }
@@ -350,9 +384,25 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
+// readAddr reads an address of alen (4 or 16) bytes at b[*p] and
+// advances *p; the caller checked the length.
+func readAddr(b []byte, p *int, alen int) netip.Addr {
+	var a netip.Addr
+	if alen == 16 {
+		a = netip.AddrFrom16([16]byte(b[*p : *p+16]))
+	} else {
+		a = netip.AddrFrom4([4]byte(b[*p : *p+4]))
+	}
+	*p += alen
+	return a
+}
+
 func decodeRecord(b []byte, r *Record) (int, error) {
 	if len(b) < 19 {
 		return 0, io.ErrUnexpectedEOF
+	}
+	if b[0]&opExpect != 0 {
+		return decodeExpect(b, r)
 	}
 	r.Op = Op(b[0])
 	if r.Op != OpUpsert && r.Op != OpDelete {
@@ -361,7 +411,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 	f := &r.Flow
 	f.Proto = b[1]
 	flags := b[2]
-	if flags&^(flagIPv6|flagLabel|flagTCP) != 0 {
+	if flags&^(flagIPv6|flagLabel|flagTCP|flagHelp) != 0 {
 		return 0, fmt.Errorf("%w: flags %#x", ErrMalformed, flags)
 	}
 	f.Zone = binary.BigEndian.Uint16(b[3:])
@@ -383,16 +433,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 		return 0, io.ErrUnexpectedEOF
 	}
 	p := 17
-	addr := func() netip.Addr {
-		var a netip.Addr
-		if alen == 16 {
-			a = netip.AddrFrom16([16]byte(b[p : p+16]))
-		} else {
-			a = netip.AddrFrom4([4]byte(b[p : p+4]))
-		}
-		p += alen
-		return a
-	}
+	addr := func() netip.Addr { return readAddr(b, &p, alen) }
 	for _, t := range []*Tuple{&f.Orig, &f.Reply} {
 		t.Src = addr()
 		t.Dst = addr()
@@ -416,6 +457,17 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 		f.TCP = &TCPInfo{State: b[p], WScaleOrig: b[p+1], WScaleReply: b[p+2],
 			FlagsOrig: binary.BigEndian.Uint16(b[p+3:]), FlagsReply: binary.BigEndian.Uint16(b[p+5:])}
 		p += 7
+	}
+	if flags&flagHelp != 0 {
+		name, n, err := decodeName(b[p:])
+		if err != nil {
+			return 0, err
+		}
+		if name == "" || len(name) > MaxHelperName {
+			return 0, fmt.Errorf("%w: helper name of %d bytes", ErrMalformed, len(name))
+		}
+		f.Helper = name
+		p += n
 	}
 	return p, nil
 }

@@ -18,8 +18,23 @@ func sampleMessage() *Message {
 		Orig:   Tuple{Src: netip.MustParseAddr("10.9.0.10"), Dst: netip.MustParseAddr("10.9.2.10"), SrcPort: 77, DstPort: 8 << 8},
 		Reply:  Tuple{Src: netip.MustParseAddr("10.9.2.10"), Dst: netip.MustParseAddr("10.9.2.100"), SrcPort: 77, DstPort: 0},
 		Status: StatusConfirmed, Timeout: 30}
+	ftp := tcpFlow(2)
+	ftp.Orig.DstPort, ftp.Reply.SrcPort, ftp.Helper = 21, 21, "ftp"
 	return &Message{Kind: KindStream, Gen: 3, Oldest: 1234567890, Records: []Record{
-		{Op: OpUpsert, Flow: tcpFlow(1)}, {Op: OpUpsert, Flow: v6}, {Op: OpDelete, Flow: icmp}}}
+		{Op: OpUpsert, Flow: tcpFlow(1)}, {Op: OpUpsert, Flow: v6}, {Op: OpDelete, Flow: icmp},
+		{Op: OpUpsert, Flow: ftp}, {Op: OpUpsert, Expect: sampleExpect(ftp)},
+		{Op: OpDelete, Expect: &Expect{Master: v6.Key(), Proto: ProtoUDP,
+			Tuple:   Tuple{Src: v6.Orig.Dst, Dst: v6.Orig.Src, SrcPort: 0, DstPort: 40000},
+			MaskSrc: netip.MustParseAddr("::"), Timeout: 60, Helper: "sip", Class: 1, Fn: "nat-follow-master"}}}}
+}
+
+// sampleExpect is an FTP data connection expected from the server to the
+// client's announced port, NATed to the client (active FTP behind masquerade).
+func sampleExpect(master Flow) *Expect {
+	return &Expect{Master: master.Key(), Proto: ProtoTCP,
+		Tuple:   Tuple{Src: master.Reply.Src, Dst: master.Reply.Dst, SrcPort: 0, DstPort: 50001},
+		MaskSrc: netip.MustParseAddr("255.255.255.255"), MaskSrcPort: 0, Timeout: 300, Helper: "ftp",
+		NAT: true, NATDir: 1, NATAddr: master.Orig.Src, NATPort: 50001}
 }
 
 func TestMessageRoundTrip(t *testing.T) {
@@ -68,6 +83,9 @@ func FuzzMessage(f *testing.F) {
 	f.Add(append([]byte("SS\x02\x01"), make([]byte, 16)...))                               // another version
 	f.Add(append(append([]byte(nil), good...), 0))                                         // trailing byte
 	f.Add(append([]byte("SS\x01\x01\x00\x00\x00\x00"), bytes.Repeat([]byte{0xff}, 12)...)) // a huge count
+	ex, _ := (&Message{Kind: KindBulk, Records: []Record{{Op: OpUpsert, Expect: sampleExpect(tcpFlow(3))}}}).MarshalBinary()
+	f.Add(ex)             // an expectation alone
+	f.Add(ex[:len(ex)-1]) // cut in its names
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Message
 		if err := m.UnmarshalBinary(b); err != nil {

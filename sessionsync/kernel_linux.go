@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,9 @@ type Kernel struct {
 	drx    []byte
 	events *netfilter.Conn
 	quiet  atomic.Bool // events are read and dropped undecoded
+
+	xmu sync.Mutex      // xc
+	xc  *netfilter.Conn // expectation writes (rare: one query each)
 
 	mu  sync.Mutex
 	fd  int
@@ -70,7 +74,7 @@ func OpenKernel() (*Kernel, error) {
 	ev, err := netfilter.Dial(nil)
 	if err == nil {
 		_ = ev.SetReadBuffer(8 << 20)
-		if err = ev.JoinGroups(netfilter.GroupsCT); err != nil {
+		if err = ev.JoinGroups(append(slices.Clone(netfilter.GroupsCT), netfilter.GroupCTExpNew, netfilter.GroupCTExpDestroy)); err != nil {
 			ev.Close()
 		}
 	}
@@ -92,7 +96,15 @@ func OpenKernel() (*Kernel, error) {
 		return nil, fmt.Errorf("ctnetlink dump socket: %w", err)
 	}
 	_ = unix.SetsockoptInt(dfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
-	return &Kernel{dump: d, events: ev, fd: fd, dfd: dfd, rx: make([]byte, 1<<20), drx: make([]byte, 1<<20)}, nil
+	xc, err := netfilter.Dial(nil)
+	if err != nil {
+		unix.Close(dfd)
+		ev.Close()
+		unix.Close(fd)
+		d.Close()
+		return nil, fmt.Errorf("ctnetlink expectations: %w", err)
+	}
+	return &Kernel{dump: d, events: ev, fd: fd, dfd: dfd, xc: xc, rx: make([]byte, 1<<20), drx: make([]byte, 1<<20)}, nil
 }
 
 // Close implements Table.
@@ -104,6 +116,9 @@ func (k *Kernel) Close() error {
 		k.fd = -1
 	}
 	k.events.Close()
+	k.xmu.Lock()
+	k.xc.Close()
+	k.xmu.Unlock()
 	k.dumpMu.Lock()
 	if k.dfd >= 0 {
 		unix.Close(k.dfd)
@@ -215,7 +230,21 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 		}
 		for _, m := range msgs {
 			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err != nil || ev.Flow == nil {
+			if err := ev.Unmarshal(m); err != nil {
+				continue
+			}
+			if ev.Expect != nil {
+				x, ok := fromTiMoExpect(ev.Expect)
+				switch {
+				case !ok:
+				case ev.Type == conntrack.EventExpNew:
+					fn(Event{Type: EventNew, Expect: &x})
+				case ev.Type == conntrack.EventExpDestroy:
+					fn(Event{Type: EventDestroy, Expect: &x})
+				}
+				continue
+			}
+			if ev.Flow == nil {
 				continue
 			}
 			f, ok := fromTiMo(ev.Flow)
@@ -269,6 +298,9 @@ func fromTiMo(t *conntrack.Flow) (Flow, bool) {
 		f.TCP = &TCPInfo{State: p.State, WScaleOrig: p.OriginalWindowScale, WScaleReply: p.ReplyWindowScale,
 			FlagsOrig: p.OriginalFlags, FlagsReply: p.ReplyFlags}
 	}
+	if n := t.Helper.Name; n != "" && len(n) <= MaxHelperName {
+		f.Helper = n
+	}
 	return f, true
 }
 
@@ -285,6 +317,8 @@ const (
 	ctaNATDst     = 13
 	ctaZone       = 18
 	ctaLabels     = 22
+	ctaHelp       = 5
+	ctaHelpName   = 1
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
@@ -431,6 +465,11 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 		if f.DstNAT() {
 			attrs = append(attrs, natAttr(ctaNATDst, f.Proto, f.Reply.Src, f.Reply.SrcPort))
 		}
+		if f.Helper != "" {
+			// CTA_HELP: the kernel attaches a helper only at creation.
+			attrs = append(attrs, netfilter.Attribute{Type: ctaHelp, Nested: true, Children: []netfilter.Attribute{
+				{Type: ctaHelpName, Data: append([]byte(f.Helper), 0)}}})
+		}
 	}
 	return attrs
 }
@@ -447,7 +486,7 @@ func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.
 // those that exist are updated in a second pass.
 func (k *Kernel) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
-	var retry, replace []int
+	var retry, replace, noHelper []int
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := 0; i < len(recs); i += kernelBatch {
@@ -460,6 +499,8 @@ func (k *Kernel) Apply(recs []Record) []error {
 			case recs[x].Op == OpDelete && e == unix.ENOENT:
 			case recs[x].Op == OpReplace && e == unix.EEXIST:
 				replace = append(replace, x)
+			case e == unix.EOPNOTSUPP && recs[x].Flow.Helper != "" && recs[x].Op != OpDelete:
+				noHelper = append(noHelper, x)
 			case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
 				retry = append(retry, x)
 			default:
@@ -486,8 +527,34 @@ func (k *Kernel) Apply(recs []Record) []error {
 			case cr == 0 && (del == 0 || del == unix.ENOENT):
 			case cr == unix.EEXIST:
 				retry = append(retry, x) // created again in between: update it
+			case cr == unix.EOPNOTSUPP && recs[x].Flow.Helper != "":
+				noHelper = append(noHelper, x)
 			default:
 				errs[x] = &KernelError{Op: "replace", Errno: cmp.Or(cr, del)}
+			}
+		}
+	}
+	// This kernel lacks the flow's helper (its module is not loaded): the
+	// flow is created without it (it forwards, its expectations cannot be
+	// copied). Counted by the caller through the expectations refused.
+	if len(noHelper) > 0 {
+		plain := make([]Record, len(noHelper))
+		for n, x := range noHelper {
+			plain[n] = recs[x]
+			plain[n].Flow.Helper = ""
+		}
+		for i := 0; i < len(plain); i += kernelBatch {
+			j := min(i+kernelBatch, len(plain))
+			res := k.exchange(plain, i, j, nil, true)
+			for n := i; n < j; n++ {
+				x := noHelper[n]
+				switch e := res[n-i]; {
+				case e == 0:
+				case e == unix.EEXIST:
+					retry = append(retry, x)
+				default:
+					errs[x] = &KernelError{Op: "create", Errno: e}
+				}
 			}
 		}
 	}

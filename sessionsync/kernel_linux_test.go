@@ -257,3 +257,81 @@ func TestKernelReplace(t *testing.T) {
 		}
 	})
 }
+
+// TestKernelExpect: a flow created with a helper gets it, an expectation
+// of it is created, reported as an event, dumped as created and deleted;
+// an expectation of a master without a helper is refused.
+func TestKernelExpect(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		evs := make(chan Event, 100)
+		go k.Listen(ctx, func(ev Event) { evs <- ev })
+		time.Sleep(50 * time.Millisecond)
+
+		master, plain := tcpFlow(5), tcpFlow(6)
+		master.Orig.DstPort, master.Reply.SrcPort, master.Helper = 21, 21, "ftp"
+		for i, err := range k.Apply([]Record{{Op: OpUpsert, Flow: master}, {Op: OpUpsert, Flow: plain}}) {
+			if err != nil {
+				t.Fatalf("flow %d: %v", i, err)
+			}
+		}
+		var got Flow
+		k.Dump(func(f *Flow) {
+			if f.Key() == master.Key() {
+				got = *f
+			}
+		})
+		if got.Helper != "ftp" {
+			t.Fatalf("the copy's helper is %q, want ftp (CTA_HELP on create)", got.Helper)
+		}
+		x := sampleExpect(master)
+		x.Tuple.DstPort, x.NATPort = 50007, 50007
+		for i, err := range k.ApplyExpect([]Record{{Op: OpUpsert, Expect: x}}) {
+			if err != nil {
+				t.Fatalf("expectation %d: %v", i, err)
+			}
+		}
+		deadline := time.After(2 * time.Second)
+		for seen := false; !seen; {
+			select {
+			case ev := <-evs:
+				seen = ev.Expect != nil && ev.Type == EventNew && ev.Expect.Key() == x.Key()
+			case <-deadline:
+				t.Fatal("no expectation event")
+			}
+		}
+		var dumped []Expect
+		if err := k.DumpExpect(func(e *Expect) { dumped = append(dumped, *e) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(dumped) != 1 {
+			t.Fatalf("dumped %d expectations, want 1", len(dumped))
+		}
+		d := dumped[0]
+		if d.Key() != x.Key() || d.Master != x.Master || d.Helper != "ftp" || d.MaskSrc != x.MaskSrc || !d.NAT || d.NATAddr != x.NATAddr || d.NATPort != x.NATPort || d.NATDir != x.NATDir || d.Timeout == 0 || d.Timeout > x.Timeout {
+			t.Fatalf("dumped %+v, created %+v", d, *x)
+		}
+		// Of a master without a helper: refused, with the reason.
+		y := sampleExpect(plain)
+		if errs := k.ApplyExpect([]Record{{Op: OpUpsert, Expect: y}}); errs[0] == nil {
+			t.Fatal("an expectation of a flow without a helper was created")
+		}
+		// Delete, twice: the second is not an error.
+		for n := 0; n < 2; n++ {
+			if errs := k.ApplyExpect([]Record{{Op: OpDelete, Expect: x}}); errs[0] != nil {
+				t.Fatalf("delete %d: %v", n, errs[0])
+			}
+		}
+		dumped = nil
+		k.DumpExpect(func(e *Expect) { dumped = append(dumped, *e) })
+		if len(dumped) != 0 {
+			t.Fatalf("after delete: %+v", dumped)
+		}
+	})
+}

@@ -163,6 +163,17 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 			if f.DstNAT() {
 				w.nat(ctaNATDst, f.Proto, f.Reply.Src.As16(), v4, f.Reply.SrcPort)
 			}
+			if f.Helper != "" {
+				h := w.begin(ctaHelp)
+				w.b = binary.NativeEndian.AppendUint16(w.b, uint16(4+len(f.Helper)+1))
+				w.b = binary.NativeEndian.AppendUint16(w.b, ctaHelpName)
+				w.b = append(w.b, f.Helper...)
+				w.b = append(w.b, 0)
+				for n := 4 + len(f.Helper) + 1; n%4 != 0; n++ {
+					w.b = append(w.b, 0)
+				}
+				w.end(h)
+			}
 		}
 	}
 	binary.NativeEndian.PutUint32(w.b[start:], uint32(len(w.b)-start))

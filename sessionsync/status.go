@@ -104,6 +104,10 @@ type Status struct {
 	// this member's traffic, which were.
 	Echoes      uint64 `json:"echoes_not_sent,omitempty"`
 	LearnedSent uint64 `json:"learned_updates_sent,omitempty"`
+	// ExpectSent counts expectation records queued to the peers (creations
+	// and removals); ExpectApplied those received and applied here.
+	ExpectSent    uint64 `json:"expectations_sent"`
+	ExpectApplied uint64 `json:"expectations_applied"`
 
 	Messages  uint64 `json:"received_messages"`
 	Received  uint64 `json:"received_flows"`
@@ -148,7 +152,7 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	st.Sending = e.primary
 	st.Events, st.Filtered, st.Overruns, st.Refreshed, st.Overflows = e.c.events, e.c.filtered, e.c.overruns, e.c.refreshed, e.c.overflows
-	st.Unsupported = e.c.unsupported
+	st.Unsupported, st.ExpectSent = e.c.unsupported, e.c.expectSent
 	st.Echoes, st.LearnedSent = e.c.echoes, e.c.learnedSent
 	for name, g := range e.gone {
 		if _, live := e.peers[name]; !live && e.cfg.Symmetric { // a-p: only the members copied to now
@@ -187,6 +191,7 @@ func (e *Engine) Status() Status {
 	e.recvMu.Lock()
 	st.Messages, st.Received, st.Applied, st.Errors = e.rc.messages, e.rc.records, e.rc.applied, e.rc.errors
 	st.Malformed, st.Swept, st.BulkDone = e.rc.malformed, e.rc.swept, e.rc.bulkDone
+	st.ExpectApplied = e.rc.expectApplied
 	if len(e.rc.reasons) > 0 {
 		st.ErrorReasons = map[string]uint64{}
 		for k, v := range e.rc.reasons {

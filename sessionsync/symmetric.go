@@ -115,6 +115,9 @@ func (e *Engine) learn(from string, recs []Record, now time.Time) []bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := range recs {
+		if recs[i].Expect != nil {
+			continue // expectations: not in fgsp mode (config rejects them)
+		}
 		f := &recs[i].Flow
 		k := f.Key()
 		kn, ok := e.known[k]
@@ -155,7 +158,7 @@ func (e *Engine) forgetRefused(recs []Record, had []bool, errs []error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i, err := range errs {
-		if err != nil && !had[i] {
+		if err != nil && !had[i] && recs[i].Expect == nil {
 			delete(e.known, recs[i].Flow.Key())
 		}
 	}

@@ -20,10 +20,23 @@ const (
 	EventOverrun EventType = 4
 )
 
-// Event is one change of a table.
+// Event is one change of a table: of a flow, or, when Expect is set, of
+// an expectation (EventNew or EventDestroy).
 type Event struct {
-	Type EventType
-	Flow Flow
+	Type   EventType
+	Flow   Flow
+	Expect *Expect
+}
+
+// ExpectTable is a Table that also holds expectations (the kernel's, a
+// MemTable). The engine copies expectations only through one.
+type ExpectTable interface {
+	// DumpExpect calls fn for every expectation of the table.
+	DumpExpect(fn func(*Expect)) error
+	// ApplyExpect performs expectation records (Record.Expect set) in
+	// order: an upsert creates the expectation (or refreshes its
+	// timeout); a delete of a missing one is not an error.
+	ApplyExpect(recs []Record) []error
 }
 
 // Table is a connection-tracking table: the kernel's (Kernel) or one in
@@ -55,6 +68,7 @@ var ErrRefused = errors.New("sessionsync: flow refused")
 type MemTable struct {
 	mu        sync.Mutex
 	flows     map[Key]Flow
+	expects   map[Key]Expect
 	listeners []chan Event
 	// Refuse, when set, is asked for every upsert; an error refuses it.
 	Refuse   func(*Flow) error
@@ -70,7 +84,87 @@ func (t *MemTable) Replaced() int {
 }
 
 // NewMemTable returns an empty table.
-func NewMemTable() *MemTable { return &MemTable{flows: map[Key]Flow{}} }
+func NewMemTable() *MemTable { return &MemTable{flows: map[Key]Flow{}, expects: map[Key]Expect{}} }
+
+var _ ExpectTable = (*MemTable)(nil)
+
+// PutExpect creates an expectation, as a helper would, and emits the
+// event. Its master must be in the table (as in the kernel).
+func (t *MemTable) PutExpect(x Expect) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.flows[x.Master]; !ok {
+		return ErrRefused
+	}
+	t.expects[x.Key()] = x
+	t.emit(Event{Type: EventNew, Expect: &x})
+	return nil
+}
+
+// RemoveExpect deletes an expectation, as its use or expiry would, and
+// emits the event.
+func (t *MemTable) RemoveExpect(k Key) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if x, ok := t.expects[k]; ok {
+		delete(t.expects, k)
+		t.emit(Event{Type: EventDestroy, Expect: &x})
+	}
+}
+
+// GetExpect returns an expectation.
+func (t *MemTable) GetExpect(k Key) (Expect, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	x, ok := t.expects[k]
+	return x, ok
+}
+
+// DumpExpect implements ExpectTable.
+func (t *MemTable) DumpExpect(fn func(*Expect)) error {
+	t.mu.Lock()
+	xs := make([]Expect, 0, len(t.expects))
+	for _, x := range t.expects {
+		xs = append(xs, x)
+	}
+	t.mu.Unlock()
+	for i := range xs {
+		fn(&xs[i])
+	}
+	return nil
+}
+
+// ApplyExpect implements ExpectTable: an upsert whose master is missing
+// is refused, as the kernel refuses it (ENOENT).
+func (t *MemTable) ApplyExpect(recs []Record) []error {
+	errs := make([]error, len(recs))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range recs {
+		x := recs[i].Expect
+		if x == nil {
+			errs[i] = ErrMalformed
+			continue
+		}
+		switch recs[i].Op {
+		case OpUpsert:
+			if _, ok := t.flows[x.Master]; !ok {
+				errs[i] = ErrRefused
+				continue
+			}
+			t.expects[x.Key()] = *x
+			t.emit(Event{Type: EventNew, Expect: x})
+		case OpDelete:
+			if old, ok := t.expects[x.Key()]; ok {
+				delete(t.expects, x.Key())
+				t.emit(Event{Type: EventDestroy, Expect: &old})
+			}
+		default:
+			errs[i] = ErrMalformed
+		}
+	}
+	return errs
+}
 
 var _ Table = (*MemTable)(nil)
 
@@ -108,6 +202,7 @@ func (t *MemTable) Remove(k Key) {
 	if f, ok := t.flows[k]; ok {
 		delete(t.flows, k)
 		t.emit(Event{Type: EventDestroy, Flow: f})
+		t.dropExpects(k)
 	}
 }
 
@@ -128,6 +223,17 @@ func (t *MemTable) Get(k Key) (Flow, bool) {
 	defer t.mu.Unlock()
 	f, ok := t.flows[k]
 	return f, ok
+}
+
+// dropExpects removes the expectations of master k, as the kernel does
+// when a master goes (t.mu held).
+func (t *MemTable) dropExpects(k Key) {
+	for ek, x := range t.expects {
+		if x.Master == k {
+			delete(t.expects, ek)
+			t.emit(Event{Type: EventDestroy, Expect: &x})
+		}
+	}
 }
 
 // Flows returns a copy of every flow, sorted by key.
@@ -228,6 +334,7 @@ func (t *MemTable) Apply(recs []Record) []error {
 				delete(t.flows, k)
 				t.applied++
 				t.emit(Event{Type: EventDestroy, Flow: f})
+				t.dropExpects(k)
 			}
 		default:
 			errs[i] = ErrMalformed

@@ -37,6 +37,12 @@ const sessionExtra = "session_pickup: {enabled: %v, connectionless: true}\nsync:
 
 func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *lab.Node) {
 	t.Helper()
+	return firewallPairWith(t, fmt.Sprintf(sessionExtra, pickup)+extra)
+}
+
+// firewallPairWith is firewallPair with cluster settings of its own.
+func firewallPairWith(t *testing.T, clusterExtra string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
 	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
 	if err := l.SetupFirewall("net.netfilter.nf_conntrack_udp_timeout_stream=6", "net.netfilter.nf_conntrack_udp_timeout=6"); err != nil {
 		t.Fatal(err)
@@ -49,7 +55,7 @@ func firewallPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node,
 		p := params(n.prio, false)
 		p.HBInterval, p.LostThreshold, p.Direct = 100*time.Millisecond, 3, true
 		p.Monitor, p.NoIPv6 = true, true
-		p.ClusterExtra = fmt.Sprintf(sessionExtra, pickup) + extra
+		p.ClusterExtra = clusterExtra
 		start(t, n.n, p)
 	}
 	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
@@ -743,4 +749,57 @@ func mustLoad(t *testing.T, l *lab.Lab, n int) *lab.TCPLoad {
 		t.Fatal(err)
 	}
 	return ld
+}
+
+// TestSessionPickupDelayIgnore: with delay 2s a flow reaches the secondary
+// only once it has lived 2 s; a flow of an ignored prefix never does.
+func TestSessionPickupDelayIgnore(t *testing.T) {
+	const n, delay = 100, 2 * time.Second
+	_, a, b := firewallPairWith(t, "session_pickup: {enabled: true, delay: 2s, ignore: [10.9.0.20/32]}\nsync: {enabled: false}")
+	ignored := bulkFlows(n) // from 10.9.0.20
+	kept := bulkFlows(n)
+	client := netip.MustParseAddr("10.9.0.30")
+	for i := range kept {
+		kept[i].Flow.Orig.Src, kept[i].Flow.Reply.DstPort = client, kept[i].Flow.Reply.DstPort+1000
+		kept[i].Flow.Orig.SrcPort = kept[i].Flow.Reply.DstPort
+	}
+	count := func() (ign, kep int, err error) {
+		fl, err := b.Flows()
+		for _, f := range fl {
+			switch f.Orig.Src {
+			case netip.MustParseAddr("10.9.0.20"):
+				ign++
+			case client:
+				kep++
+			}
+		}
+		return ign, kep, err
+	}
+	created := time.Now()
+	if err := a.ApplyFlows(append(append([]sessionsync.Record(nil), ignored...), kept...)); err != nil {
+		t.Fatal(err)
+	}
+	consistently(t, delay*8/10, "nothing copied before the delay", func() error {
+		if ign, kep, err := count(); err != nil || ign+kep != 0 {
+			return fmt.Errorf("after %v node-b holds %d ignored and %d delayed flows (%v)", time.Since(created).Round(time.Millisecond), ign, kep, err)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "the delayed flows copied", func() error {
+		if _, kep, err := count(); err != nil || kep != n {
+			return fmt.Errorf("node-b holds %d of %d (%v)", kep, n, err)
+		}
+		return nil
+	})
+	took := time.Since(created)
+	consistently(t, time.Second, "no ignored flow copied", func() error {
+		if ign, _, err := count(); err != nil || ign != 0 {
+			return fmt.Errorf("node-b holds %d flows of the ignored prefix (%v)", ign, err)
+		}
+		return nil
+	})
+	if st := sessionsOf(t, a); st.Filtered < n {
+		t.Errorf("node-a filtered %d flows, want >= %d (the ignored ones)", st.Filtered, n)
+	}
+	t.Logf("measured: delay %v: the %d flows reached node-b %v after their creation; %d ignored flows not copied", delay, n, took.Round(time.Millisecond), n)
 }
