@@ -35,15 +35,7 @@ func fgspPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *la
 		t.Fatal(err)
 	}
 	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
-	for _, n := range []struct {
-		n    *lab.Node
-		prio int
-	}{{a, 200}, {b, 100}} {
-		if err := n.n.StartFGSP(fgspParams(n.prio, fmt.Sprintf("enabled: %v", pickup), extra)); err != nil {
-			t.Fatalf("start %s: %v", n.n.Name, err)
-		}
-	}
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+	startFGSP(t, fmt.Sprintf("enabled: %v", pickup), extra, a, b)
 	if pickup {
 		eventually(t, 10*time.Second, "bulk copies both ways", func() error {
 			for _, n := range []*lab.Node{a, b} {
@@ -56,6 +48,22 @@ func fgspPair(t *testing.T, pickup bool, extra string) (*lab.Lab, *lab.Node, *la
 		})
 	}
 	return l, a, b
+}
+
+// startFGSP starts the nodes in mode fgsp (priorities 200, 150 or 100
+// down the list) and waits until they elect the first.
+func startFGSP(t *testing.T, sp, extra string, nodes ...*lab.Node) {
+	t.Helper()
+	for i, n := range nodes {
+		prio := 200 - 50*i
+		if i == len(nodes)-1 && i > 0 {
+			prio = 100
+		}
+		if err := n.StartFGSP(fgspParams(prio, sp, extra)); err != nil {
+			t.Fatalf("start %s: %v", n.Name, err)
+		}
+	}
+	eventually(t, 10*time.Second, "initial election", func() error { return agree(nodes[0].Name, nodes...) })
 }
 
 // fgspParams are the parameters of an FGSP member: sp is the body of its
@@ -477,15 +485,7 @@ func TestFGSPAsymmetricUDP(t *testing.T) {
 			}
 			a, b := l.Nodes["node-a"], l.Nodes["node-b"]
 			sp := fmt.Sprintf("enabled: %v, connectionless: true", tc.pickup)
-			for _, n := range []struct {
-				n    *lab.Node
-				prio int
-			}{{a, 200}, {b, 100}} {
-				if err := n.n.StartFGSP(fgspParams(n.prio, sp, "")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b) })
+			startFGSP(t, sp, "", a, b)
 			if err := l.RouteVia(a, b); err != nil {
 				t.Fatal(err)
 			}
@@ -562,15 +562,7 @@ func TestFGSPThreeMembers(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b, c := l.Nodes["node-a"], l.Nodes["node-b"], l.Nodes["node-c"]
-	for _, n := range []struct {
-		n    *lab.Node
-		prio int
-	}{{a, 200}, {b, 150}, {c, 100}} {
-		if err := n.n.StartFGSP(fgspParams(n.prio, "enabled: true", "")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	eventually(t, 10*time.Second, "initial election", func() error { return agree("node-a", a, b, c) })
+	startFGSP(t, "enabled: true", "", a, b, c)
 	eventually(t, 10*time.Second, "bulk copies from every peer", func() error {
 		for _, n := range []*lab.Node{a, b, c} {
 			st := sessionsOf(t, n)
