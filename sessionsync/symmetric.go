@@ -1,6 +1,9 @@
 package sessionsync
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Symmetric mode (FGSP, cluster.mode fgsp): every member sends its flows to
 // every other and applies theirs. Applying a peer's record makes the local
@@ -83,6 +86,12 @@ func (e *Engine) symmetricEvent(f *Flow) bool {
 	}
 	if ok && kn.from != "" {
 		e.c.learnedSent++ // this member's traffic changed a learned flow
+		if e.log.IsDebug() {
+			s := stateOf(f)
+			e.log.Debug("fgsp: a learned flow changed here; sending it", "flow", f.String(), "from", kn.from,
+				"applied", fmt.Sprintf("status %#x tcp %d mark %d", kn.status, kn.tcp, kn.mark),
+				"now", fmt.Sprintf("status %#x tcp %d mark %d", s.status, s.tcp, s.mark))
+		}
 	}
 	if !ok {
 		kn = &known{}

@@ -606,6 +606,15 @@ func TestFGSPThreeMembers(t *testing.T) {
 	// runs it sent 2 records per peer (of 300 applied); the cause is not
 	// identified (suspected: the two peers' changes of one flow arriving
 	// in the other order). More than 5 % would be the design failing.
+	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s > 0 {
+		if log, err := os.ReadFile(c.Log); err == nil {
+			for _, line := range strings.Split(string(log), "\n") {
+				if strings.Contains(line, "learned flow changed here") {
+					t.Logf("node-c: %s", line)
+				}
+			}
+		}
+	}
 	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s > 2*conns*5/100 {
 		t.Errorf("node-c carries no traffic but sent %d records (echoes sent on)", s)
 	}
