@@ -18,7 +18,6 @@ import (
 	"net"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,8 +61,9 @@ type Options struct {
 	// Links are the hbdevs in config order; nil opens AF_PACKET links.
 	Links []heartbeat.Link
 	// Network manages the vMACs; nil builds a vmac.Manager (or a no-op one
-	// when no data interfaces are configured).
-	Network Network
+	// when no data interfaces are configured). Network2 is vcluster 2's
+	// (cluster.vcluster2).
+	Network, Network2 Network
 	// WatchLinks reports carrier changes; nil uses vmac.WatchLinks.
 	WatchLinks func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	// PollCarrier reads the carrier of direct hbdevs every interval; nil
@@ -99,7 +99,6 @@ type Agent struct {
 	now   func() time.Time
 	codec *heartbeat.Codec
 	guard heartbeat.ReplayGuard
-	net   Network
 	watch func(ctx context.Context, names []string, fn func(name string, up bool)) error
 	poll  func(ctx context.Context, names []string, every, debounce time.Duration, fn func(name string, up bool)) error
 	// epoch and seq (under sendMu) are this run's heartbeat epoch and
@@ -118,7 +117,11 @@ type Agent struct {
 
 	links []*hbLink
 
-	m *cluster.Machine // owned by run
+	// vcs are the virtual clusters (one, or two with cluster.vcluster2),
+	// owned by run; m is the first one's machine, which configuration
+	// and session sync follow.
+	vcs []*vcluster
+	m   *cluster.Machine
 
 	rx     chan rxFrame
 	linkCh chan linkEvent
@@ -134,16 +137,11 @@ type Agent struct {
 	hooks   *hookRunner
 	started time.Time
 
-	monitor    map[string]bool           // monitored link carrier, owned by run
 	peerEpochs map[heartbeat.Peer]uint64 // last heartbeat epoch per sender, owned by run
-	faultUntil time.Time                 // a failed takeover's fault clears then (run)
 	conf       *conflicts                // serial conflicts (run)
 	cstate     carrierState              // direct hbdevs' carrier (run)
-	// Faults given to the machine (run): a failed takeover, a lost serial
-	// conflict; applied is what the machine has now.
-	takeoverFault, appliedFault string
-	syncRoot                    string
-	carrier                     sync.Map // hbdev name → bool
+	syncRoot   string
+	carrier    sync.Map // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
 
@@ -155,9 +153,9 @@ type Agent struct {
 	msrv    atomic.Pointer[metrics.Server] // set by Run
 	applyCh chan *config.Config
 	peerBuf []string
-	// operatorFailoverSet is `ha failover set` given by the operator (the
-	// session hold sets failover too, and must not clear the operator's).
-	operatorFailoverSet bool
+	// sessOwned are the vclusters (sections) whose flows session pickup
+	// sends, on a node running two (vcsessions.go; run goroutine).
+	sessOwned []int
 }
 
 // hbLink is one hbdev with its counters.
@@ -177,6 +175,9 @@ type rxFrame struct {
 	link  int
 	at    time.Time
 	frame heartbeat.Frame
+	// dup: the same heartbeat already came on another hbdev; only the
+	// carrier detection's record of where a peer is heard wants it.
+	dup bool
 }
 
 type linkEvent struct {
@@ -188,15 +189,20 @@ type linkEvent struct {
 }
 
 type command struct {
-	cmd   string
-	arg   any
-	reply chan any
+	cmd      string
+	arg      any
+	vcluster int // the request's vcluster (ha failover)
+	reply    chan any
 }
 
-// snapshot is what the sender transmits until the next change.
+// snapshot is what the sender transmits until the next change: the first
+// vcluster's advert, and the second's (TLV 3) when has2.
 type snapshot struct {
-	adv cluster.Advert
-	at  time.Time
+	adv  cluster.Advert
+	adv2 cluster.Advert
+	has2 bool
+	id2  int
+	at   time.Time
 }
 
 // New builds an agent: it opens the hbdevs and the vMAC manager, makes sure
@@ -225,7 +231,6 @@ func New(o Options) (*Agent, error) {
 		cmdCh:      make(chan command),
 		hist:       newHistory(256),
 		started:    now(),
-		monitor:    map[string]bool{},
 		peerEpochs: map[heartbeat.Peer]uint64{},
 		conf:       newConflicts(),
 		cstate:     newCarrierState(),
@@ -290,31 +295,17 @@ func New(o Options) (*Agent, error) {
 	}
 	a.epoch = a.state.startEpoch(uint64(a.started.UnixNano()))
 
-	a.net = o.Network
-	if a.net == nil {
-		if len(cfg.Cluster.Interfaces) == 0 {
-			a.net = noNetwork{}
-		} else {
-			vc := vmac.Config{
-				GroupID: cfg.Cluster.GroupID, VCluster: cfg.Cluster.VCluster,
-				ARPs: cfg.Cluster.ARPs, ARPInterval: cfg.Cluster.ARPsInterval,
-				StateDir: o.RunDir, Logger: a.log.Named("vmac"),
-			}
-			for _, ifc := range cfg.Cluster.Interfaces {
-				vc.Interfaces = append(vc.Interfaces, vmac.Interface{Name: ifc.Name, Prefixes: ifc.Addresses})
-			}
-			mgr, err := vmac.NewManager(vc)
-			if err != nil {
-				a.closeLinks()
-				return nil, err
-			}
-			a.net = mgr
-		}
+	runDir := o.RunDir
+	a.vcs, err = newVClusters(cfg, [2]Network{o.Network, o.Network2}, runDir, a.log, a.started)
+	if err != nil {
+		a.closeLinks()
+		return nil, err
 	}
-	if len(cfg.Cluster.PingServer.Targets) > 0 {
-		if a.probers, err = openProbers(&cfg.Cluster); err != nil {
+	a.m = a.vcs[0].m
+	if items := a.pingItems(cfg); len(items) > 0 {
+		if a.probers, err = openProbers(items); err != nil {
 			a.closeLinks()
-			a.net.Close()
+			a.closeNets()
 			return nil, fmt.Errorf("pingserver: %w", err)
 		}
 	}
@@ -322,7 +313,7 @@ func New(o Options) (*Agent, error) {
 		e, err := a.newSyncEngine(cfg, o.SyncLinks, o.StateDir, o.SyncRoot)
 		if err != nil {
 			a.closeLinks()
-			a.net.Close()
+			a.closeNets()
 			return nil, fmt.Errorf("configuration sync: %w", err)
 		}
 		a.sync = e
@@ -334,32 +325,22 @@ func New(o Options) (*Agent, error) {
 				a.sync.ch.Close()
 			}
 			a.closeLinks()
-			a.net.Close()
+			a.closeNets()
 			return nil, fmt.Errorf("session pickup: %w", err)
 		}
 		a.sess = e
 	}
-	if err := a.net.Reset(); err != nil {
-		a.log.Warn("could not reset the data interfaces", "error", err)
+	for _, v := range a.vcs {
+		if err := v.net.Reset(); err != nil {
+			a.log.Warn("could not reset the data interfaces", "vcluster", v.id, "error", err)
+		}
 	}
 	if cfg.MetricsListen != "" {
 		a.metrics = metrics.New(a.metricsStatus, o.Version)
 	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
-	a.m = cluster.New(machineConfig(cfg), a.started)
 	a.publish()
 	return a, nil
-}
-
-func machineConfig(cfg *config.Config) cluster.Config {
-	c := cfg.Cluster
-	return cluster.Config{
-		Name: cfg.Node.Name, Serial: cfg.Node.Serial,
-		Priority: uint8(cfg.Node.Priority), Override: cfg.Node.Override,
-		HBInterval: c.HBInterval, LostThreshold: c.HBLostThreshold,
-		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
-		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(monitoredNames(&c)),
-	}
 }
 
 func (a *Agent) config() *config.Config {
@@ -381,7 +362,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	cfg := a.config()
 	a.log.Info("starting", "serial", cfg.Node.Serial, "priority", cfg.Node.Priority, "override", cfg.Node.Override,
 		"group_id", cfg.Cluster.GroupID, "hb_interval", cfg.Cluster.HBInterval, "hb_lost_threshold", cfg.Cluster.HBLostThreshold,
-		"hbdevs", len(a.links))
+		"hbdevs", len(a.links), "vclusters", len(a.vcs))
 	a.hist.add(Event{Time: a.now(), Kind: "start", Role: cluster.RoleStarting.String(), Reason: "hagentd started"})
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -403,6 +384,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.sendLoop(bg) }()
 	watchNames := append([]string(nil), cfg.Cluster.Monitor...)
+	for _, n := range cfg.Cluster.Section(2).Monitor {
+		if !slices.Contains(watchNames, n) {
+			watchNames = append(watchNames, n)
+		}
+	}
 	for _, l := range a.links {
 		if !isUnicast(l.Link) { // a UDP path has no carrier to watch
 			watchNames = append(watchNames, l.Name())
@@ -446,7 +432,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = a.sess.e.Run(bg) }()
 	}
-	if items := pingItems(&cfg.Cluster); len(items) > 0 && a.probers != nil {
+	if items := a.pingItems(cfg); len(items) > 0 && a.probers != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.pingLoop(bg, items, a.probers) }()
 	}
@@ -469,7 +455,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if srv := a.msrv.Load(); srv != nil {
 		srv.Close()
 	}
-	a.net.Close()
+	a.closeNets()
 	a.state.wait()
 	a.log.Info("stopped")
 	return err
@@ -496,7 +482,7 @@ func (a *Agent) run(ctx context.Context) error {
 			if c.cmd == cmdReload {
 				c.reply <- a.reload(c.arg.(*config.Config))
 			} else {
-				c.reply <- a.handle(c.cmd)
+				c.reply <- a.handle(c.cmd, c.vcluster)
 			}
 		case <-timer.C:
 			fired = true
@@ -507,34 +493,38 @@ func (a *Agent) run(ctx context.Context) error {
 			runtime.Gosched()
 			a.drainRx()
 			now := a.now()
-			if !a.faultUntil.IsZero() && !now.Before(a.faultUntil) {
-				a.faultUntil = time.Time{}
-				a.log.Info("retrying after the failed takeover")
-				a.takeoverFault = ""
-				a.applyFault()
+			for _, v := range a.vcs {
+				if !v.faultUntil.IsZero() && !now.Before(v.faultUntil) {
+					v.faultUntil = time.Time{}
+					a.log.Info("retrying after the failed takeover", "vcluster", v.id)
+					v.takeoverFault = ""
+					a.applyFault()
+				}
 			}
 			a.housekeeping(now)
 			a.checkCarrier(now)
-			_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+			a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
 			a.noteLosses(now)
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
-			_ = a.m.Step(cluster.Event{Type: cluster.EventShutdown, Time: a.now()})
+			a.stepAll(cluster.Event{Type: cluster.EventShutdown, Time: a.now()})
 			hardStop = time.After(5 * time.Second)
 		case <-hardStop:
 			a.log.Warn("hand-over did not finish in time; releasing")
-			if err := a.net.Release(); err != nil {
-				a.log.Error("release failed", "error", err)
+			for _, v := range a.vcs {
+				if err := v.net.Release(); err != nil {
+					a.log.Error("release failed", "vcluster", v.id, "error", err)
+				}
 			}
 			return nil
 		}
 		a.process()
 		a.updateSessions()
-		if fired || a.m.Stopped() {
+		if fired || a.stopped() {
 			a.updateSync()
 		}
-		if a.m.Stopped() {
+		if a.stopped() {
 			return nil
 		}
 		// Re-arm only when the timer fired or something is due sooner: a
@@ -549,6 +539,10 @@ func (a *Agent) run(ctx context.Context) error {
 
 // stepFrame feeds one received heartbeat to the machine and the syncer.
 func (a *Agent) stepFrame(r rxFrame) {
+	if r.dup {
+		a.carrierSeen(r.frame.Serial, r.frame.Node, r.link, r.at)
+		return
+	}
 	cfg := a.config()
 	hbdev := a.links[r.link].Name()
 	if r.frame.Serial == cfg.Node.Serial {
@@ -572,6 +566,14 @@ func (a *Agent) stepFrame(r rxFrame) {
 	if err := a.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: advertOf(&r.frame)}); err != nil {
 		a.links[r.link].dropped.Add(1)
 		a.log.Debug("heartbeat ignored", "from", r.frame.Node, "error", err)
+	}
+	// The same frame carries the sender's state in the other vcluster.
+	for _, v := range a.vcs[1:] {
+		if adv, ok := vc2Advert(&r.frame, v.id); ok {
+			if err := v.m.Step(cluster.Event{Type: cluster.EventHeartbeat, Time: r.at, Advert: adv}); err != nil {
+				a.log.Debug("heartbeat ignored", "vcluster", v.id, "from", r.frame.Node, "error", err)
+			}
+		}
 	}
 	key := heartbeat.Peer{Serial: r.frame.Serial, NodeID: r.frame.NodeID}
 	if old, ok := a.peerEpochs[key]; !ok || r.frame.Epoch > old {
@@ -627,8 +629,10 @@ func (a *Agent) nextWake() time.Duration {
 			}
 		}
 	}
-	min(a.m.NextDeadline())
-	min(a.faultUntil)
+	for _, v := range a.vcs {
+		min(v.m.NextDeadline())
+		min(v.faultUntil)
+	}
 	min(a.conf.nextExpiry(a.detection()))
 	min(a.carrierDeadline())
 	if wait < 0 {
@@ -639,8 +643,6 @@ func (a *Agent) nextWake() time.Duration {
 
 func (a *Agent) linkChanged(ev linkEvent) {
 	cfg := a.config()
-	monitored := monitoredNames(&cfg.Cluster)
-	isMon := slices.Contains(monitored, ev.name)
 	for _, l := range a.links {
 		if l.Name() != ev.name {
 			continue
@@ -660,139 +662,16 @@ func (a *Agent) linkChanged(ev linkEvent) {
 			a.sess.ch.SetLinkUp(ev.name, ev.up)
 		}
 	}
-	if !isMon {
-		return
-	}
-	if old, ok := a.monitor[ev.name]; ok && old == ev.up {
-		return
-	}
-	a.monitor[ev.name] = ev.up
-	up := 0
-	for _, n := range monitored {
-		if v, ok := a.monitor[n]; !ok || v {
-			up++
-		}
-	}
-	what := "monitored link"
-	if strings.Contains(ev.name, ">") {
-		what = "pingserver target"
-	}
-	a.log.Info(what+" changed", "link", ev.name, "up", ev.up, "monitor_up", up, "monitor_total", len(monitored))
-	a.hist.add(Event{Time: a.now(), Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, ev.name, updown(ev.up), up, len(monitored))})
-	_ = a.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: a.now(), MonitorUp: up})
+	a.monitorChanged(cfg, ev.name, ev.up) // the vclusters that monitor it
 }
 
-// process performs the machine's actions in order. The takeover comes
-// first and inline; the heartbeat goes out once after all actions.
-func (a *Agent) process() {
-	if !a.m.HasReady() {
-		return
-	}
-	rd := a.m.Ready()
-	send := false
-	for _, act := range rd.Actions {
-		switch act.Type {
-		case cluster.ActionTakeover:
-			// Sessions in place first: every copy received is applied
-			// before the vMAC moves (SPEC §8).
-			sessDur, sessN := a.sessionsReady()
-			rep, err := a.net.Take()
-			if err != nil {
-				// The vMACs or addresses could not be set: undo what was
-				// done, leave the election as faulted, and try again later
-				// (an interface may come back).
-				a.log.Error("takeover failed; faulted, retrying", "error", err, "retry_in", faultRetry)
-				a.hist.add(Event{Time: a.now(), Kind: "fault", Reason: "takeover failed: " + err.Error()})
-				if rerr := a.net.Release(); rerr != nil {
-					a.log.Warn("undoing the failed takeover", "error", rerr)
-				}
-				a.takeoverFault = "takeover failed: " + err.Error()
-				a.faultUntil = a.now().Add(faultRetry)
-				a.applyFault()
-				continue
-			}
-			if rep.AnnounceErr != nil {
-				a.log.Warn("took over, but some announcements could not be sent", "error", rep.AnnounceErr)
-				a.hist.add(Event{Time: a.now(), Kind: "takeover", Reason: "announcement not sent: " + rep.AnnounceErr.Error()})
-			}
-			// Publish at once: peers must hear the claim before anything slow.
-			a.publish()
-			a.sendHeartbeat()
-			ev := Event{Time: act.Time, Kind: "takeover", Role: "primary", Reason: "took the virtual MACs and addresses"}
-			if !rep.FirstGARP.IsZero() {
-				ev.TakeoverUs = rep.FirstGARP.Sub(act.Time).Microseconds()
-				ev.Reason = "took the virtual MACs and addresses, sent the first gratuitous ARP"
-			}
-			if !rep.MACSet.IsZero() {
-				ev.MACSetUs = rep.MACSet.Sub(rep.Start).Microseconds()
-			}
-			if !rep.AddrsAdded.IsZero() && !rep.MACSet.IsZero() {
-				ev.AddrsUs = rep.AddrsAdded.Sub(rep.MACSet).Microseconds()
-			}
-			if a.sess != nil {
-				ev.SessionsUs = sessDur.Microseconds()
-				ev.Reason = fmt.Sprintf("sessions ready (%d messages applied in %s), then %s", sessN, sessDur.Round(time.Microsecond), ev.Reason)
-			}
-			a.hist.add(ev)
-			if a.metrics != nil && !rep.FirstGARP.IsZero() {
-				a.metrics.Takeover(rep.FirstGARP.Sub(act.Time))
-			}
-			a.log.Info("took over", "takeover_us", ev.TakeoverUs, "mac_us", ev.MACSetUs, "addrs_us", ev.AddrsUs)
-		case cluster.ActionRelease:
-			a.sessionsStopSending()
-			if err := a.net.Release(); err != nil {
-				a.log.Error("release failed", "error", err)
-			}
-			a.publish()
-			a.sendHeartbeat()
-			a.hist.add(Event{Time: a.now(), Kind: "release", Reason: act.Reason})
-		case cluster.ActionAnnounce:
-			if err := a.net.Announce(); err != nil && !errors.Is(err, vmac.ErrNotOwned) {
-				a.log.Warn("re-announce failed", "error", err)
-			}
-			a.log.Debug("re-announced the virtual MACs", "reason", act.Reason)
-		case cluster.ActionRoleChange:
-			st := a.m.Status()
-			a.log.Info("role change", "role", act.Role.String(), "previous", act.Previous.String(),
-				"primary", st.PrimaryName, "reason", act.Reason)
-			a.hist.add(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
-				Primary: st.PrimaryName, Reason: act.Reason})
-			if a.metrics != nil && act.Role == cluster.RolePrimary {
-				a.metrics.Failover(act.Reason)
-			}
-		case cluster.ActionHeartbeat:
-			send = true
-		case cluster.ActionRunHook:
-			cfg := a.config()
-			var cmd string
-			switch act.Role {
-			case cluster.RolePrimary:
-				cmd = cfg.Cluster.Hooks.Primary
-			case cluster.RoleSecondary:
-				cmd = cfg.Cluster.Hooks.Secondary
-			case cluster.RoleFault:
-				cmd = cfg.Cluster.Hooks.Fault
-			}
-			a.hooks.run(hookJob{cmd: cmd, role: act.Role.String(), previous: act.Previous.String(),
-				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout})
-		case cluster.ActionStopped:
-			a.hist.add(Event{Time: a.now(), Kind: "stop", Reason: act.Reason})
-		}
-	}
-	a.publish()
-	if send {
-		a.sendHeartbeat()
-	}
-	a.updateSync()
-	// Actions produced while performing these (a fault after a failed takeover).
-	if a.m.HasReady() {
-		a.process()
-	}
-}
-
-// publish makes the machine's current advert the one the sender transmits.
+// publish makes the machines' current adverts the ones the sender transmits.
 func (a *Agent) publish() {
-	a.snap.Store(&snapshot{adv: a.m.Advert(), at: a.now()})
+	s := &snapshot{adv: a.m.Advert(), at: a.now()}
+	if len(a.vcs) > 1 {
+		s.adv2, s.has2, s.id2 = a.vcs[1].m.Advert(), true, a.vcs[1].id
+	}
+	a.snap.Store(s)
 }
 
 func advertOf(f *heartbeat.Frame) cluster.Advert {
@@ -850,6 +729,9 @@ func (a *Agent) sendHeartbeat() {
 		Node: adv.Name, Serial: adv.Serial, Primary: adv.Primary, NodeID: a.nodeID,
 	}
 	f.NumHints = a.guard.Hints(&f.Hints)
+	if s.has2 {
+		putVC2(&f, s.id2, &s.adv2, s.adv2.Uptime+a.now().Sub(s.at))
+	}
 	if adv.Override {
 		f.Flags |= heartbeat.FlagOverride
 	}
@@ -884,6 +766,7 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 	cfg := a.config()
 	vc := uint8(cfg.Cluster.VCluster)
 	serial := cfg.Node.Serial
+	direct := len(directHBDevs(&cfg.Cluster)) > 0
 	var backoff time.Duration
 	var f heartbeat.Frame
 	for {
@@ -937,6 +820,15 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 		case errors.Is(err, heartbeat.ErrDuplicate):
 			l.rx.Add(1)
 			l.lastRxNs.Store(at.UnixNano())
+			if direct {
+				// The copy on this hbdev says the peer is reachable here
+				// too: a carrier loss of the hbdev that delivered first
+				// must not declare it lost.
+				select {
+				case a.rx <- rxFrame{link: idx, at: at, frame: f, dup: true}:
+				default:
+				}
+			}
 			continue
 		case err != nil:
 			l.replay.Add(1)
@@ -954,7 +846,12 @@ func (a *Agent) receive(ctx context.Context, idx int, l *hbLink) {
 
 // call runs a command in the run goroutine and returns its answer.
 func (a *Agent) call(ctx context.Context, cmd string) (any, error) {
-	c := command{cmd: cmd, reply: make(chan any, 1)}
+	return a.callVC(ctx, cmd, 0)
+}
+
+// callVC is call for a command about vcluster vcn (0: the first).
+func (a *Agent) callVC(ctx context.Context, cmd string, vcn int) (any, error) {
+	c := command{cmd: cmd, vcluster: vcn, reply: make(chan any, 1)}
 	select {
 	case a.cmdCh <- c:
 	case <-ctx.Done():
@@ -1007,11 +904,13 @@ func RequiredInterfaces(cfg *config.Config) []string {
 	for _, h := range cfg.Cluster.HBDevs {
 		add(h.Name)
 	}
-	for _, i := range cfg.Cluster.Interfaces {
-		add(i.Name)
-	}
-	for _, p := range pingItems(&cfg.Cluster) {
-		add(p.ifname)
+	for _, sec := range []int{1, 2} {
+		for _, i := range cfg.Cluster.Section(sec).Interfaces {
+			add(i.Name)
+		}
+		for _, p := range pingItemsOf(cfg.Cluster.Section(sec)) {
+			add(p.ifname)
+		}
 	}
 	return out
 }

@@ -65,6 +65,14 @@ func (a *Agent) carrierHeard(serial, name string, link int, at time.Time) bool {
 		}
 		delete(c.lostAt, serial)
 	}
+	a.carrierSeen(serial, name, link, at)
+	return true
+}
+
+// carrierSeen records that serial was heard on hbdev index link at at
+// (also a duplicate: the same heartbeat on a second hbdev).
+func (a *Agent) carrierSeen(serial, name string, link int, at time.Time) {
+	c := &a.cstate
 	h := c.heardOn[serial]
 	if len(h) < len(a.links) {
 		h = append(h, make([]time.Time, len(a.links)-len(h))...)
@@ -74,7 +82,6 @@ func (a *Agent) carrierHeard(serial, name string, link int, at time.Time) bool {
 		h[link] = at
 	}
 	c.names[serial] = name
-	return true
 }
 
 // noteLosses records in the log and history the peers the lost threshold
@@ -194,6 +201,6 @@ func (a *Agent) checkCarrier(now time.Time) {
 		a.log.Warn("peer lost: carrier down on every direct hbdev it was heard on", "peer", peer, "hbdevs", strings.Join(on, ","),
 			"down_for", now.Sub(latestDown).Round(time.Microsecond), "debounce", deb)
 		a.hist.add(Event{Time: now, Kind: "lost", Reason: fmt.Sprintf("lost: %s, %s (detected by carrier, %s debounce)", peer, why, deb)})
-		_ = a.m.Step(cluster.Event{Type: cluster.EventPeerLost, Time: now, Serial: serial, Reason: why})
+		a.stepAll(cluster.Event{Type: cluster.EventPeerLost, Time: now, Serial: serial, Reason: why}) // membership is shared
 	}
 }

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
 )
 
@@ -76,4 +78,64 @@ func TestCarrierLoss(t *testing.T) {
 		sa, sb := a.status(t), b.status(t)
 		return sa.Role == "primary" && sb.Role == "secondary" && alive(sb, "a")
 	})
+}
+
+// slowLink delivers every frame of its link d late (in order): the copy of
+// each heartbeat on it always comes after the one on the other hbdev, as a
+// duplicate.
+type slowLink struct {
+	heartbeat.Link
+	d time.Duration
+}
+
+func (l slowLink) Recv(buf []byte) (int, net.HardwareAddr, error) {
+	n, from, err := l.Link.Recv(buf)
+	time.Sleep(l.d)
+	return n, from, err
+}
+
+// TestCarrierHeardOnSecondHBDev: a peer heard on two direct hbdevs is not
+// lost when the carrier of one goes, also when every heartbeat comes
+// first on that one (the other hbdev's copies are duplicates of the replay
+// guard, and must still count as heard there).
+func TestCarrierHeardOnSecondHBDev(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	two := func(c *config.Config) {
+		c.Cluster.HBDevs = []config.HBDev{{Name: "ha1", Priority: 50, Direct: true}, {Name: "ha2", Priority: 40, Direct: true}}
+		c.Cluster.CarrierDebounce = 10 * time.Millisecond
+	}
+	ca := testConfigLost(t, "a", 200, false, 50) // 1 s threshold
+	cb := testConfigLost(t, "b", 100, false, 50)
+	two(ca)
+	two(cb)
+	links := func(node string, slow bool) func(*Options) {
+		return func(o *Options) {
+			var l2 heartbeat.Link = mem.Link("hb2", node, "ha2")
+			if slow {
+				l2 = slowLink{l2, 3 * time.Millisecond}
+			}
+			o.Links = []heartbeat.Link{mem.Link("hb1", node, "ha1"), l2}
+		}
+	}
+	a := startNode(t, mem, ca, links("a", false))
+	pb := &fakePoll{}
+	b := startNode(t, mem, cb, links("b", true), func(o *Options) { o.PollCarrier = pb.poll })
+	eventually(t, 3*time.Second, "a primary", func() bool {
+		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
+	})
+	eventually(t, time.Second, "poller running", func() bool { return pb.set("ha1", true) && pb.set("ha2", true) })
+	time.Sleep(200 * time.Millisecond) // heard on both for a while
+	mem.Cut("hb1")
+	pb.set("ha1", false)
+	time.Sleep(300 * time.Millisecond) // well past the debounce
+	if st := b.status(t); st.Role != "secondary" || !alive(st, "a") || hasEvent(b, "lost", "lost: a") {
+		t.Fatalf("ha1's carrier went with ha2 still carrying a's heartbeats: b is %s, a alive %v, lost in the history %v (%s)", st.Role, alive(st, "a"), hasEvent(b, "lost", "lost: a"), st.Reason)
+	}
+	// Both gone: lost by carrier at once.
+	mem.Cut("hb2")
+	pb.set("ha2", false)
+	eventually(t, 500*time.Millisecond, "b primary by carrier", func() bool { return b.status(t).Role == "primary" })
+	if m := member(b.status(t), "a"); m == nil || m.LostBy != "carrier" {
+		t.Fatalf("a in b's view: %+v", m)
+	}
 }

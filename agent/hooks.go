@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 type hookJob struct {
 	cmd, role, previous, reason, node string
 	timeout                           time.Duration
+	vcluster                          int // the vcluster whose role changed
 }
 
 // hookRunner runs hooks one after another, in order, on a goroutine of its
@@ -66,6 +68,7 @@ func (r *hookRunner) exec(j hookJob) {
 		"HAGENT_PREVIOUS_ROLE="+j.previous,
 		"HAGENT_REASON="+j.reason,
 		"HAGENT_NODE="+j.node,
+		"HAGENT_VCLUSTER="+strconv.Itoa(j.vcluster),
 	)
 	var out bytes.Buffer
 	cmd.Stdout = &out

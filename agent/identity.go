@@ -425,20 +425,25 @@ func (a *Agent) selfConflict(r rxFrame, hbdev string) {
 	a.applyFault()
 }
 
-// applyFault gives the machine the fault it must have now: a lost serial
-// conflict first, then a failed takeover; nothing when neither holds.
+// applyFault gives each vcluster's machine the fault it must have now: a
+// lost serial conflict first (the node's, so every vcluster's), then the
+// vcluster's failed takeover; nothing when neither holds.
 func (a *Agent) applyFault() {
-	reason := ""
+	conflict := ""
 	if x := a.conf.loser(a.nodeID); x != nil {
-		reason = fmt.Sprintf("serial conflict: %s (node id %s) has this node's serial %s and a higher node id", x.name, x.id, x.serial)
-	} else if a.takeoverFault != "" {
-		reason = a.takeoverFault
+		conflict = fmt.Sprintf("serial conflict: %s (node id %s) has this node's serial %s and a higher node id", x.name, x.id, x.serial)
 	}
-	if reason == a.appliedFault {
-		return
+	for _, v := range a.vcs {
+		reason := conflict
+		if reason == "" {
+			reason = v.takeoverFault
+		}
+		if reason == v.appliedFault {
+			continue
+		}
+		v.appliedFault = reason
+		_ = v.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: reason != "", Reason: reason})
 	}
-	a.appliedFault = reason
-	_ = a.m.Step(cluster.Event{Type: cluster.EventFault, Time: a.now(), Fault: reason != "", Reason: reason})
 }
 
 // housekeeping ends conflicts and wire problems that are no longer heard

@@ -17,23 +17,38 @@ type pingItem struct {
 	name   string // "port1>10.9.0.254", as shown in status and history
 	ifname string
 	target netip.Addr
+	// interval and threshold are those of its vcluster's pingserver.
+	interval  time.Duration
+	threshold int
 }
 
-func pingItems(c *config.Cluster) []pingItem {
+// pingItemsOf lists the checks of one vcluster's pingserver.
+func pingItemsOf(s config.VClusterSection) []pingItem {
 	var out []pingItem
-	for _, t := range c.PingServer.Targets {
-		for _, ifname := range config.PingServerInterfaces(c, t) {
-			out = append(out, pingItem{name: ifname + ">" + t.String(), ifname: ifname, target: t})
+	for _, t := range s.PingServer.Targets {
+		for _, ifname := range s.PingServerInterfaces(t) {
+			out = append(out, pingItem{name: ifname + ">" + t.String(), ifname: ifname, target: t,
+				interval: s.PingServer.Interval, threshold: s.PingServer.FailoverThreshold})
 		}
 	}
 	return out
 }
 
-// monitoredNames lists what counts toward monitor_up/monitor_total:
-// the monitored interfaces, then the pingserver checks.
-func monitoredNames(c *config.Cluster) []string {
-	names := append([]string(nil), c.Monitor...)
-	for _, p := range pingItems(c) {
+// pingItems lists the checks of every vcluster the agent runs.
+func (a *Agent) pingItems(cfg *config.Config) []pingItem {
+	var out []pingItem
+	for _, v := range a.vcs {
+		out = append(out, pingItemsOf(v.section(cfg))...)
+	}
+	return out
+}
+
+// monitoredOf lists what counts toward a vcluster's
+// monitor_up/monitor_total: the monitored interfaces, then the pingserver
+// checks.
+func monitoredOf(s config.VClusterSection) []string {
+	names := append([]string(nil), s.Monitor...)
+	for _, p := range pingItemsOf(s) {
 		names = append(names, p.name)
 	}
 	return names
@@ -46,9 +61,9 @@ type prober interface {
 }
 
 // openProbers opens one ARP prober per pingserver interface.
-func openProbers(c *config.Cluster) (map[string]prober, error) {
+func openProbers(items []pingItem) (map[string]prober, error) {
 	out := map[string]prober{}
-	for _, it := range pingItems(c) {
+	for _, it := range items {
 		if out[it.ifname] != nil {
 			continue
 		}
@@ -73,17 +88,25 @@ func (a *Agent) pingLoop(ctx context.Context, items []pingItem, probers map[stri
 			p.Close()
 		}
 	}()
-	ps := a.config().Cluster.PingServer
-	timeout := ps.Interval / 2
-	if timeout > time.Second {
-		timeout = time.Second
+	// One loop for every vcluster's targets, at the shortest interval; a
+	// target of a longer one is probed at its own interval.
+	every := items[0].interval
+	for _, it := range items {
+		every = min(every, it.interval)
 	}
+	timeout := min(every/2, time.Second)
 	misses := make([]int, len(items))
 	down := make([]bool, len(items))
-	t := time.NewTicker(ps.Interval)
+	last := make([]time.Time, len(items))
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		for i, it := range items {
+			if now := time.Now(); !last[i].IsZero() && now.Sub(last[i]) < it.interval-every/2 {
+				continue
+			} else {
+				last[i] = now
+			}
 			ok, err := probers[it.ifname].Probe(it.target, timeout)
 			if err != nil {
 				a.log.Warn("pingserver probe failed", "interface", it.ifname, "target", it.target, "error", err)
@@ -97,7 +120,7 @@ func (a *Agent) pingLoop(ctx context.Context, items []pingItem, probers map[stri
 				}
 			default:
 				misses[i]++
-				if !down[i] && misses[i] >= ps.FailoverThreshold {
+				if !down[i] && misses[i] >= it.threshold {
 					down[i] = true
 					a.pingEvent(ctx, it, false)
 				}

@@ -7,7 +7,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/hagent/hagent/config"
-	"github.com/hagent/hagent/vmac"
 )
 
 // Release undoes what a hagentd that died (SIGKILL, a crash) left on this
@@ -20,24 +19,17 @@ import (
 // RestartSec and a start-up later. On a node that holds nothing it changes
 // nothing.
 func Release(cfg *config.Config, runDir string, log hclog.Logger) error {
-	if len(cfg.Cluster.Interfaces) == 0 {
-		return nil
-	}
 	if runDir == "" {
 		runDir = DefaultRunDir
 	}
-	vc := vmac.Config{
-		GroupID: cfg.Cluster.GroupID, VCluster: cfg.Cluster.VCluster,
-		ARPs: cfg.Cluster.ARPs, ARPInterval: cfg.Cluster.ARPsInterval,
-		StateDir: runDir, Logger: log.Named("vmac"),
+	var errs []error
+	for _, v := range configured(cfg) { // both vclusters' interfaces
+		n, err := newNetwork(cfg, v, runDir, log)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("release: %w", err))
+			continue
+		}
+		errs = append(errs, n.Reset(), n.Close())
 	}
-	for _, ifc := range cfg.Cluster.Interfaces {
-		vc.Interfaces = append(vc.Interfaces, vmac.Interface{Name: ifc.Name, Prefixes: ifc.Addresses})
-	}
-	m, err := vmac.NewManager(vc)
-	if err != nil {
-		return fmt.Errorf("release: %w", err)
-	}
-	err = m.Reset()
-	return errors.Join(err, m.Close())
+	return errors.Join(errs...)
 }

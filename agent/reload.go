@@ -15,7 +15,7 @@ const cmdReload = "reload"
 // section) where that is safe while running: node priority and override,
 // the election timers, hb_interval and hb_lost_threshold, hooks. Changes
 // that need new sockets, a new vMAC manager or a new syncer (hbdevs,
-// interfaces, group, Ethertypes, password, vcluster, monitor list, arps,
+// interfaces, group, Ethertypes, password, vcluster, vcluster2, monitor list, arps,
 // sync, unicast_hb, carrier_debounce, metrics_listen) are reported and wait
 // for a restart. It returns
 // what was not applied.
@@ -52,6 +52,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	need("cluster.password_file/auth", o.PasswordFile == n.PasswordFile && o.Auth == n.Auth)
 	need("cluster.monitor", slices.Equal(o.Monitor, n.Monitor))
 	need("cluster.pingserver", reflect.DeepEqual(o.PingServer, n.PingServer))
+	need("cluster.vcluster2", reflect.DeepEqual(o.VCluster2, n.VCluster2))
 	need("cluster.sync", reflect.DeepEqual(o.Sync, n.Sync))
 	need("cluster.arps/arps_interval", o.ARPs == n.ARPs && o.ARPsInterval == n.ARPsInterval)
 	need("cluster.unicast_hb", reflect.DeepEqual(o.UnicastHB, n.UnicastHB))
@@ -70,6 +71,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	merged.Cluster.PasswordFile, merged.Cluster.Auth = o.PasswordFile, o.Auth
 	merged.Cluster.Monitor = o.Monitor
 	merged.Cluster.PingServer = o.PingServer
+	merged.Cluster.VCluster2 = o.VCluster2
 	merged.Cluster.Sync = o.Sync
 	merged.Cluster.ARPs, merged.Cluster.ARPsInterval = o.ARPs, o.ARPsInterval
 	merged.Cluster.UnicastHB = o.UnicastHB
@@ -82,7 +84,9 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	a.cfg = &merged
 	a.desired = newCfg.Cluster
 	a.cfgMu.Unlock()
-	a.m.UpdateConfig(machineConfig(&merged), a.now())
+	for _, v := range a.vcs {
+		v.m.UpdateConfig(machineConfig(&merged, v.sec), a.now())
+	}
 	a.process()
 	reason := "configuration reloaded"
 	if len(pending) > 0 {

@@ -109,7 +109,7 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
 	}
-	se.hold = cfg.Node.Override && !se.fgsp // fgsp: the role moves no traffic
+	se.hold = holdsOverride(cfg) && !se.fgsp // vcsessions.go; fgsp: the role moves no traffic
 	se.holdStart = a.now()
 	return se, nil
 }
@@ -141,6 +141,11 @@ func (a *Agent) updateSessions() {
 	}
 	if s.fgsp {
 		a.updateSessionsFGSP()
+		return
+	}
+	if len(a.vcs) > 1 {
+		a.updateVCSessions() // vcsessions.go
+		a.sessionHold()
 		return
 	}
 	primary := a.m.Role() == cluster.RolePrimary
@@ -176,19 +181,14 @@ func (a *Agent) sessionHold() {
 		return
 	}
 	// A live peer that claims primary is the one the copy comes from.
-	primaryPeer, peerName := false, ""
-	for _, m := range a.m.Status().Members {
-		if !m.Self && m.Alive && m.Role == cluster.RolePrimary {
-			primaryPeer, peerName = true, m.Name
-		}
-	}
+	primaryPeer, peerName := a.holdPeer()
 	done, why := false, ""
 	switch {
 	case s.e.BulkDone():
 		done, why = true, "bulk session copy complete"
 	case now.Sub(s.holdStart) >= sessionHoldMax:
 		done, why = true, fmt.Sprintf("no complete bulk session copy within %s; going on without it", sessionHoldMax)
-	case !primaryPeer && a.m.Role() != cluster.RoleStarting && a.m.Role() != cluster.RoleSecondary:
+	case !primaryPeer && a.holdDecided():
 		done, why = true, "no other primary to copy sessions from"
 	case !primaryPeer && now.Sub(s.holdStart) >= a.config().Cluster.HelloHolddown:
 		done, why = true, "no other primary to copy sessions from"
@@ -198,8 +198,7 @@ func (a *Agent) sessionHold() {
 		s.held = true
 		a.log.Info("override: holding back until the bulk session copy is complete", "primary", peerName, "max", sessionHoldMax)
 		a.hist.add(Event{Time: now, Kind: "sessions", Reason: "override: holding back (failover set) until the bulk session copy from " + peerName + " is complete"})
-		_ = a.m.Step(cluster.Event{Type: cluster.EventFailoverSet, Time: now})
-		a.process()
+		a.holdStep(true, now)
 	}
 	if !done {
 		return
@@ -214,10 +213,7 @@ func (a *Agent) sessionHold() {
 				a.log.Info("override hold ends", "reason", why)
 			}
 			a.hist.add(Event{Time: now, Kind: "sessions", Reason: "override hold ends: " + why})
-			if !a.operatorFailoverSet {
-				_ = a.m.Step(cluster.Event{Type: cluster.EventFailoverUnset, Time: now})
-				a.process()
-			}
+			a.holdStep(false, now)
 		}
 	}
 	if len(s.down) > 0 {

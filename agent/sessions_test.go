@@ -49,6 +49,14 @@ cluster:
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startSessNodeConfig(t, mem, cfg, slow...)
+}
+
+// startSessNodeConfig is startSessNode for a configuration of its own.
+func startSessNodeConfig(t *testing.T, mem *heartbeat.MemNetwork, cfg *config.Config, slow ...time.Duration) *sessNode {
+	t.Helper()
+	name := cfg.Node.Name
+	var err error
 	n := &sessNode{table: sessionsync.NewMemTable(), done: make(chan struct{})}
 	if len(slow) > 0 {
 		// A slow kernel: every applied flow costs this long.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/udplink"
 )
@@ -25,30 +26,26 @@ func (a *Agent) Handle(req control.Request) (any, error) {
 	case control.CmdExposure:
 		return a.exposure(), nil
 	}
-	return a.call(context.Background(), req.Cmd)
+	return a.callVC(context.Background(), req.Cmd, req.VCluster)
 }
 
-// handle runs in the run goroutine.
-func (a *Agent) handle(cmd string) any {
+// handle runs in the run goroutine; vcn is the request's vcluster (0: the
+// first).
+func (a *Agent) handle(cmd string, vcn int) any {
 	switch cmd {
 	case control.CmdStatus:
 		return a.status()
 	case control.CmdFailoverSet, control.CmdFailoverUnset:
-		typ, what := cluster.EventFailoverSet, "set"
-		if cmd == control.CmdFailoverUnset {
-			typ, what = cluster.EventFailoverUnset, "unset"
-		}
-		a.operatorFailoverSet = cmd == control.CmdFailoverSet
-		a.log.Info("operator: ha failover " + what)
-		a.hist.add(Event{Time: a.now(), Kind: "operator", Reason: "ha failover " + what})
-		_ = a.m.Step(cluster.Event{Type: typ, Time: a.now()})
-		a.process()
-		return control.FailoverStatus{Set: a.m.Status().FailoverSet, Role: a.m.Role().String()}
+		return a.failover(cmd == control.CmdFailoverSet, vcn)
 	case control.CmdSessions:
 		return a.sessionsStatus()
 	case control.CmdFailoverStatus:
-		st := a.m.Status()
-		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String()}
+		v, err := a.vclusterByID(vcn)
+		if err != nil {
+			return err
+		}
+		st := v.m.Status()
+		return control.FailoverStatus{Set: st.FailoverSet, Role: st.Role.String(), VCluster: v.id}
 	}
 	return fmt.Errorf("unknown command %q", cmd)
 }
@@ -58,7 +55,7 @@ func (a *Agent) status() *control.Status {
 	now := a.now()
 	// Bring the machine's clock to now so uptimes are current (the run
 	// loop does not tick while nothing is due).
-	_ = a.m.Step(cluster.Event{Type: cluster.EventTick, Time: now})
+	a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
 	a.process()
 	st := a.m.Status()
 	out := &control.Status{
@@ -128,10 +125,10 @@ func (a *Agent) status() *control.Status {
 			out.HBDevs[len(out.HBDevs)-1].Foreign = u.Foreign()
 		}
 	}
-	for _, n := range monitoredNames(&cfg.Cluster) {
-		up, ok := a.monitor[n]
-		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
+	for _, v := range a.vcs {
+		out.VClusters = append(out.VClusters, a.vclusterStatus(v, cfg, now, out.Members))
 	}
+	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()
@@ -140,13 +137,6 @@ func (a *Agent) status() *control.Status {
 	out.Sessions = a.sessionsStatus()
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
 	out.Health, _ = control.HealthOf(out)
-	for _, i := range a.net.Status() {
-		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
-		for _, p := range i.Addresses {
-			vi.Addresses = append(vi.Addresses, p.String())
-		}
-		out.Interfaces = append(out.Interfaces, vi)
-	}
 	return out
 }
 
@@ -188,7 +178,7 @@ func (a *Agent) exposure() *control.Exposure {
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "udp", Address: u.LocalAddr().String(), Direction: "rx/tx", Purpose: "configuration sync (AES-GCM; unicast_hb, only from its peers)"})
 		}
 	}
-	for _, i := range cfg.Cluster.Interfaces {
+	for _, i := range append(append([]config.Interface(nil), cfg.Cluster.Interfaces...), cfg.Cluster.Section(2).Interfaces...) {
 		v4, v6 := false, false
 		for _, p := range i.Addresses {
 			if p.Addr().Is4() {

@@ -97,6 +97,17 @@ type Node struct {
 	// Realtime runs the heartbeat path with SCHED_FIFO and mlockall
 	// (realtime), default false.
 	Realtime bool
+	// VCluster2 is this node's election weight in virtual cluster 2
+	// (vcluster2); used only when cluster.vcluster2.enabled is true.
+	VCluster2 NodeVCluster
+}
+
+// NodeVCluster is a node's election weight in one virtual cluster.
+type NodeVCluster struct {
+	// Priority is the election priority there, 0-255 (priority), default 128.
+	Priority int
+	// Override ranks priority above uptime there (override), default false.
+	Override bool
 }
 
 // Cluster is the synchronized part of the configuration.
@@ -160,6 +171,46 @@ type Cluster struct {
 	SessionPickup SessionPickup
 	// Hooks are commands run on role changes (hooks).
 	Hooks Hooks
+	// VCluster2 is the second virtual cluster (vcluster2): its own data
+	// interfaces, monitored links and pingserver, elected separately over
+	// the same heartbeats. The keys above (interfaces, monitor, pingserver)
+	// then belong to virtual cluster 1.
+	VCluster2 VCluster2
+}
+
+// VCluster2 is the second virtual cluster of a cluster (FGCP vcluster2).
+type VCluster2 struct {
+	// Enabled turns it on (enabled), default false. It requires vcluster 1.
+	Enabled bool
+	// Interfaces are its data interfaces (interfaces), none of them in
+	// cluster.interfaces; their vMACs have vcx 2.
+	Interfaces []Interface
+	// Monitor lists its monitored links (monitor).
+	Monitor []string
+	// PingServer is its remote link monitoring (pingserver); its
+	// interfaces are among Interfaces.
+	PingServer PingServer
+}
+
+// VClusterSection is the part of a cluster section that belongs to one
+// virtual cluster: its data interfaces, monitored links and pingserver.
+type VClusterSection struct {
+	Interfaces []Interface
+	Monitor    []string
+	PingServer PingServer
+}
+
+// Section returns the interfaces, monitor and pingserver of vcluster n (1
+// or 2); vcluster 2 is empty unless VCluster2.Enabled.
+func (c *Cluster) Section(n int) VClusterSection {
+	if n == 2 {
+		if !c.VCluster2.Enabled {
+			return VClusterSection{}
+		}
+		v := &c.VCluster2
+		return VClusterSection{Interfaces: v.Interfaces, Monitor: v.Monitor, PingServer: v.PingServer}
+	}
+	return VClusterSection{Interfaces: c.Interfaces, Monitor: c.Monitor, PingServer: c.PingServer}
 }
 
 // HBDev is one heartbeat device.
@@ -290,7 +341,7 @@ func Default() Config {
 		ControlSocket: DefaultControlSocket,
 		LogFormat:     DefaultLogFormat,
 		LogLevel:      DefaultLogLevel,
-		Node:          Node{Priority: DefaultNodePriority},
+		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}},
 		Cluster:       DefaultCluster(),
 	}
 	c.Node.Name, c.Node.Serial = defaultIdentity()
@@ -325,6 +376,10 @@ func DefaultCluster() Cluster {
 		Sync:          Sync{Enabled: true, Period: DefaultSyncPeriod},
 		SessionPickup: SessionPickup{NAT: true},
 		Hooks:         Hooks{Timeout: DefaultHookTimeout},
+		VCluster2: VCluster2{PingServer: PingServer{
+			Interval:          DefaultPingInterval,
+			FailoverThreshold: DefaultPingThreshold,
+		}},
 	}
 }
 

@@ -41,9 +41,10 @@ func TestDefault(t *testing.T) {
 		LogFormat:     "text",
 		LogLevel:      "info",
 		Node: Node{
-			Name:     "box1",
-			Serial:   "HAGT0123456789AB",
-			Priority: 128,
+			Name:      "box1",
+			Serial:    "HAGT0123456789AB",
+			Priority:  128,
+			VCluster2: NodeVCluster{Priority: 128},
 		},
 		Cluster: Cluster{
 			Auth:             true,
@@ -62,6 +63,7 @@ func TestDefault(t *testing.T) {
 			Sync:             Sync{Enabled: true, Period: 60 * time.Second},
 			SessionPickup:    SessionPickup{NAT: true},
 			Hooks:            Hooks{Timeout: 30 * time.Second},
+			VCluster2:        VCluster2{PingServer: PingServer{Interval: time.Second, FailoverThreshold: 5}},
 		},
 	}
 	if got := Default(); !reflect.DeepEqual(got, want) {
@@ -221,6 +223,7 @@ func TestValidation(t *testing.T) {
 		{"mode a-a", base + "  mode: a-a\n", `t.yaml:4: cluster.mode: active-active mode "a-a" is not supported`},
 		{"mode other", base + "  mode: x\n", `t.yaml:4: cluster.mode: "x" is not a mode; want a-p or fgsp`},
 		{"fgsp interfaces", base + "  mode: fgsp\n  interfaces:\n    - {name: port1, addresses: [10.9.0.100/24]}\n", "t.yaml:5: cluster.interfaces: not used in mode fgsp"},
+		{"fgsp vcluster2", base + "  mode: fgsp\n  vcluster2: {enabled: true}\n", "t.yaml:5: cluster.vcluster2: not used in mode fgsp"},
 		{"fgsp expectation", base + "  mode: fgsp\n  session_pickup: {enabled: true, expectation: true}\n", "t.yaml:5: cluster.session_pickup.expectation: not supported in mode fgsp"},
 		{"vcluster", base + "  vcluster: 3\n", "t.yaml:4: cluster.vcluster: 3 is not a vcluster; want 1 or 2"},
 		{"vcluster zero", base + "  vcluster: 0\n", "t.yaml:4: cluster.vcluster: 0 is not a vcluster"},

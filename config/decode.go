@@ -331,7 +331,7 @@ func (d *decoder) parseConfig(data []byte) *Config {
 		ControlSocket: DefaultControlSocket,
 		LogFormat:     DefaultLogFormat,
 		LogLevel:      DefaultLogLevel,
-		Node:          Node{Priority: DefaultNodePriority},
+		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}},
 		Cluster:       DefaultCluster(),
 		Path:          d.file,
 	}
@@ -648,6 +648,12 @@ func (d *decoder) node(path string, n *yaml.Node, c *Node) {
 		"priority": func(p string, v *yaml.Node) { d.integer(p, v, &c.Priority) },
 		"override": func(p string, v *yaml.Node) { d.boolean(p, v, &c.Override) },
 		"realtime": func(p string, v *yaml.Node) { d.boolean(p, v, &c.Realtime) },
+		"vcluster2": func(p string, v *yaml.Node) {
+			d.mapping(p, v, map[string]field{
+				"priority": func(p string, v *yaml.Node) { d.integer(p, v, &c.VCluster2.Priority) },
+				"override": func(p string, v *yaml.Node) { d.boolean(p, v, &c.VCluster2.Override) },
+			})
+		},
 	})
 }
 
@@ -689,43 +695,16 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 			})
 		},
 		"transparent": func(p string, v *yaml.Node) { d.boolean(p, v, &c.Transparent) },
-		"interfaces": func(p string, v *yaml.Node) {
-			c.Interfaces = nil
-			d.seq(p, v, MaxInterfaces, "interfaces", func(p string, v *yaml.Node) {
-				var ifc Interface
-				d.mapping(p, v, map[string]field{
-					"name": func(p string, v *yaml.Node) { d.str(p, v, &ifc.Name) },
-					"addresses": func(p string, v *yaml.Node) {
-						d.seq(p, v, maxAddresses, "addresses", func(p string, v *yaml.Node) {
-							var s string
-							d.str(p, v, &s)
-							if d.bad[p] {
-								ifc.Addresses = append(ifc.Addresses, netip.Prefix{})
-								return
-							}
-							pfx, err := netip.ParsePrefix(s)
-							if err != nil {
-								d.typeErr(p, v, "an address with its prefix length such as 10.9.0.100/24")
-							}
-							ifc.Addresses = append(ifc.Addresses, pfx)
-						})
-					},
-				})
-				c.Interfaces = append(c.Interfaces, ifc)
-			})
-		},
-		"monitor": func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &c.Monitor) },
-		"pingserver": func(p string, v *yaml.Node) {
-			ps := &c.PingServer
+		"interfaces":  func(p string, v *yaml.Node) { d.interfaces(p, v, &c.Interfaces) },
+		"monitor":     func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &c.Monitor) },
+		"pingserver":  func(p string, v *yaml.Node) { d.pingserver(p, v, &c.PingServer) },
+		"vcluster2": func(p string, v *yaml.Node) {
+			vc := &c.VCluster2
 			d.mapping(p, v, map[string]field{
-				"interfaces": func(p string, v *yaml.Node) {
-					d.strList(p, v, maxPingIfaces, "interfaces", &ps.Interfaces)
-				},
-				"targets": func(p string, v *yaml.Node) {
-					d.addrList(p, v, maxPingTargets, "targets", "10.9.0.254", &ps.Targets)
-				},
-				"interval":           dur(&ps.Interval),
-				"failover_threshold": num(&ps.FailoverThreshold),
+				"enabled":    func(p string, v *yaml.Node) { d.boolean(p, v, &vc.Enabled) },
+				"interfaces": func(p string, v *yaml.Node) { d.interfaces(p, v, &vc.Interfaces) },
+				"monitor":    func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &vc.Monitor) },
+				"pingserver": func(p string, v *yaml.Node) { d.pingserver(p, v, &vc.PingServer) },
 			})
 		},
 		"unicast_hb": func(p string, v *yaml.Node) {
@@ -843,4 +822,48 @@ func (d *decoder) stringMap(path string, n *yaml.Node, max int) map[string]strin
 		out[k] = v
 	}
 	return out
+}
+
+// interfaces decodes a list of data interfaces (cluster.interfaces,
+// cluster.vcluster2.interfaces).
+func (d *decoder) interfaces(path string, n *yaml.Node, out *[]Interface) {
+	*out = nil
+	d.seq(path, n, MaxInterfaces, "interfaces", func(p string, v *yaml.Node) {
+		var ifc Interface
+		d.mapping(p, v, map[string]field{
+			"name": func(p string, v *yaml.Node) { d.str(p, v, &ifc.Name) },
+			"addresses": func(p string, v *yaml.Node) {
+				d.seq(p, v, maxAddresses, "addresses", func(p string, v *yaml.Node) {
+					var s string
+					d.str(p, v, &s)
+					if d.bad[p] {
+						ifc.Addresses = append(ifc.Addresses, netip.Prefix{})
+						return
+					}
+					pfx, err := netip.ParsePrefix(s)
+					if err != nil {
+						d.typeErr(p, v, "an address with its prefix length such as 10.9.0.100/24")
+					}
+					ifc.Addresses = append(ifc.Addresses, pfx)
+				})
+			},
+		})
+		*out = append(*out, ifc)
+	})
+}
+
+// pingserver decodes a pingserver mapping (cluster.pingserver,
+// cluster.vcluster2.pingserver).
+func (d *decoder) pingserver(path string, n *yaml.Node, ps *PingServer) {
+	dur := func(out *time.Duration) field { return func(p string, v *yaml.Node) { d.duration(p, v, out) } }
+	d.mapping(path, n, map[string]field{
+		"interfaces": func(p string, v *yaml.Node) {
+			d.strList(p, v, maxPingIfaces, "interfaces", &ps.Interfaces)
+		},
+		"targets": func(p string, v *yaml.Node) {
+			d.addrList(p, v, maxPingTargets, "targets", "10.9.0.254", &ps.Targets)
+		},
+		"interval":           dur(&ps.Interval),
+		"failover_threshold": func(p string, v *yaml.Node) { d.integer(p, v, &ps.FailoverThreshold) },
+	})
 }

@@ -42,25 +42,9 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"priority", intNode(h.Priority),
 			"direct", boolNode(h.Direct)))
 	}
-	ifaces := seqNode(false)
-	for _, ifc := range c.Interfaces {
-		addrs := seqNode(true)
-		for _, a := range ifc.Addresses {
-			if !a.IsValid() {
-				return nil, fmt.Errorf("marshal cluster: interface %s: invalid address", ifc.Name)
-			}
-			addrs.Content = append(addrs.Content, strNode(a.String()))
-		}
-		ifaces.Content = append(ifaces.Content, mapNode(false,
-			"name", strNode(ifc.Name),
-			"addresses", addrs))
-	}
-	targets := seqNode(true)
-	for _, a := range c.PingServer.Targets {
-		if !a.IsValid() {
-			return nil, fmt.Errorf("marshal cluster: pingserver: invalid target address")
-		}
-		targets.Content = append(targets.Content, strNode(a.String()))
+	ifaces, targets, err := sectionNodes(c.Interfaces, c.PingServer.Targets)
+	if err != nil {
+		return nil, err
 	}
 	ignore := seqNode(true)
 	for _, p := range c.SessionPickup.Ignore {
@@ -82,7 +66,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		onChange.Style = yaml.FlowStyle
 	}
 
-	return mapNode(false,
+	root := mapNode(false,
 		"group_name", strNode(c.GroupName),
 		"group_id", intNode(c.GroupID),
 		"password_file", strNode(c.PasswordFile),
@@ -104,11 +88,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"transparent", boolNode(c.Transparent),
 		"interfaces", ifaces,
 		"monitor", strSeq(c.Monitor),
-		"pingserver", mapNode(false,
-			"interfaces", strSeq(c.PingServer.Interfaces),
-			"targets", targets,
-			"interval", durNode(c.PingServer.Interval),
-			"failover_threshold", intNode(c.PingServer.FailoverThreshold)),
+		"pingserver", pingserverNode(&c.PingServer, targets),
 		"unicast_hb", mapNode(false,
 			"enabled", boolNode(c.UnicastHB.Enabled),
 			"peers", addrSeq(c.UnicastHB.Peers),
@@ -137,7 +117,70 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"secondary", strNode(c.Hooks.Secondary),
 			"fault", strNode(c.Hooks.Fault),
 			"timeout", durNode(c.Hooks.Timeout)),
-	), nil
+	)
+	// vcluster2 is written only when it is not all defaults, so that the
+	// canonical bytes (and the checksum) of a single-vcluster section are
+	// those of the releases before it.
+	if v := &c.VCluster2; !v.isDefault() {
+		ifaces2, targets2, err := sectionNodes(v.Interfaces, v.PingServer.Targets)
+		if err != nil {
+			return nil, err
+		}
+		root.Content = append(root.Content, strNode("vcluster2"), mapNode(false,
+			"enabled", boolNode(v.Enabled),
+			"interfaces", ifaces2,
+			"monitor", strSeq(v.Monitor),
+			"pingserver", pingserverNode(&v.PingServer, targets2)))
+	}
+	return root, nil
+}
+
+// sectionNodes returns the interfaces and the pingserver targets of a
+// vcluster as YAML sequences.
+func sectionNodes(ifs []Interface, ts []netip.Addr) (ifaces, targets *yaml.Node, err error) {
+	if ifaces, err = ifacesNode(ifs); err != nil {
+		return nil, nil, err
+	}
+	if targets, err = targetsNode(ts); err != nil {
+		return nil, nil, err
+	}
+	return ifaces, targets, nil
+}
+
+func pingserverNode(ps *PingServer, targets *yaml.Node) *yaml.Node {
+	return mapNode(false,
+		"interfaces", strSeq(ps.Interfaces),
+		"targets", targets,
+		"interval", durNode(ps.Interval),
+		"failover_threshold", intNode(ps.FailoverThreshold))
+}
+
+func ifacesNode(list []Interface) (*yaml.Node, error) {
+	ifaces := seqNode(false)
+	for _, ifc := range list {
+		addrs := seqNode(true)
+		for _, a := range ifc.Addresses {
+			if !a.IsValid() {
+				return nil, fmt.Errorf("marshal cluster: interface %s: invalid address", ifc.Name)
+			}
+			addrs.Content = append(addrs.Content, strNode(a.String()))
+		}
+		ifaces.Content = append(ifaces.Content, mapNode(false,
+			"name", strNode(ifc.Name),
+			"addresses", addrs))
+	}
+	return ifaces, nil
+}
+
+func targetsNode(list []netip.Addr) (*yaml.Node, error) {
+	targets := seqNode(true)
+	for _, a := range list {
+		if !a.IsValid() {
+			return nil, fmt.Errorf("marshal cluster: pingserver: invalid target address")
+		}
+		targets.Content = append(targets.Content, strNode(a.String()))
+	}
+	return targets, nil
 }
 
 // mapNode builds a mapping from alternating key names and value nodes.
@@ -220,4 +263,12 @@ func addrSeq(list []netip.Addr) *yaml.Node {
 		}
 	}
 	return n
+}
+
+// isDefault reports whether v is DefaultCluster's vcluster2 (off, empty).
+func (v *VCluster2) isDefault() bool {
+	ps := &v.PingServer
+	return !v.Enabled && len(v.Interfaces) == 0 && len(v.Monitor) == 0 &&
+		len(ps.Interfaces) == 0 && len(ps.Targets) == 0 &&
+		ps.Interval == DefaultPingInterval && ps.FailoverThreshold == DefaultPingThreshold
 }

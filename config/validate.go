@@ -52,6 +52,7 @@ func (d *decoder) validate(c *Config) {
 		d.errorf("node.serial", "%s", msg)
 	}
 	d.intRange("node.priority", n.Priority, 0, 255)
+	d.intRange("node.vcluster2.priority", n.VCluster2.Priority, 0, 255)
 
 	d.validateCluster("cluster", &c.Cluster)
 }
@@ -76,6 +77,9 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		// Every member keeps its own addresses: nothing to take over.
 		if len(c.Interfaces) > 0 {
 			d.errorf(k("interfaces"), "not used in mode fgsp: every member forwards with its own addresses (no virtual MAC, no cluster address); remove interfaces")
+		}
+		if c.VCluster2.Enabled {
+			d.errorf(k("vcluster2"), "not used in mode fgsp: every member forwards all traffic (virtual clusters split the roles of a-p mode)")
 		}
 		if c.SessionPickup.Expectation {
 			d.errorf(k("session_pickup.expectation"), "not supported in mode fgsp (expectations are copied one way, from the primary)")
@@ -136,81 +140,22 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		}
 	}
 
-	// Data interfaces and their addresses.
-	ifaces := map[string]int{}
+	// Data interfaces, monitored links and pingservers of each vcluster.
+	ifaces := map[string]string{}
 	addrs := map[netip.Addr]string{}
-	for i, ifc := range c.Interfaces {
-		p := indexKey(k("interfaces"), i)
-		d.ifName(p+".name", ifc.Name)
-		if first, dup := ifaces[ifc.Name]; dup && ifc.Name != "" {
-			d.errorf(p+".name", "%s is already interfaces[%d]", ifc.Name, first)
-		} else {
-			ifaces[ifc.Name] = i
+	d.validateSection(path, "", c.Section(1), hbdevs, ifaces, addrs)
+	if c.VCluster2.Enabled {
+		if c.VCluster != 1 {
+			d.errorf(k("vcluster2.enabled"), "needs vcluster: 1 (this node then runs both virtual clusters), not vcluster: %d", c.VCluster)
 		}
-		if _, ok := hbdevs[ifc.Name]; ok && ifc.Name != "" {
-			d.errorf(p+".name", "%s is also an hbdev; a data interface cannot carry heartbeats", ifc.Name)
-		}
-		for j, a := range ifc.Addresses {
-			ap := indexKey(p+".addresses", j)
-			if msg := checkHostPrefix(a); msg != "" {
-				d.errorf(ap, "%s", msg)
-				continue
-			}
-			if first, dup := addrs[a.Addr()]; dup {
-				d.errorf(ap, "%s is already at %s", a.Addr(), first)
-				continue
-			}
-			addrs[a.Addr()] = strings.TrimPrefix(ap, path+".")
-		}
+		d.validateSection(path, "vcluster2.", c.Section(2), hbdevs, ifaces, addrs)
 	}
-
-	d.nameList(k("monitor"), c.Monitor)
-
-	// Ping servers.
-	ps := &c.PingServer
-	d.nameList(k("pingserver.interfaces"), ps.Interfaces)
-	targets := map[netip.Addr]int{}
-	for i, a := range ps.Targets {
-		p := indexKey(k("pingserver.targets"), i)
-		switch {
-		case !a.IsValid():
-			d.errorf(p, "not an IP address")
-		case a.Zone() != "":
-			d.errorf(p, "%s has a zone; the interface comes from pingserver.interfaces", a)
-		case a.Is4In6():
-			d.errorf(p, "%s is an IPv4-mapped IPv6 address; write %s", a, a.Unmap())
-		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
-			d.errorf(p, "%s is not a unicast address of another host", a)
-		default:
-			if first, dup := targets[a]; dup {
-				d.errorf(p, "%s is already targets[%d]", a, first)
-			} else {
-				targets[a] = i
-			}
-		}
+	if !c.VCluster2.Enabled {
+		// Checked as well when off, so a mistake shows before it is enabled.
+		ps := &c.VCluster2.PingServer
+		d.durRange(k("vcluster2.pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
+		d.intRange(k("vcluster2.pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
 	}
-	if len(ps.Targets) > 0 && len(ps.Interfaces) == 0 {
-		d.errorf(k("pingserver.interfaces"), "required when pingserver.targets is set")
-	}
-	if len(ps.Interfaces) > 0 && len(ps.Targets) == 0 {
-		d.errorf(k("pingserver.targets"), "required when pingserver.interfaces is set")
-	}
-	// hagent checks targets with ARP probes from every member (a secondary
-	// holds no address), so a target must be an IPv4 neighbour on a
-	// pingserver interface: inside one of its cluster subnets.
-	for i, a := range ps.Targets {
-		if !a.IsValid() || !a.Is4() {
-			if a.IsValid() && a.Is6() && !a.Is4In6() && a.Zone() == "" {
-				d.errorf(indexKey(k("pingserver.targets"), i), "%s: only IPv4 targets are supported (checked with ARP probes)", a)
-			}
-			continue
-		}
-		if len(PingServerInterfaces(c, a)) == 0 && len(ps.Interfaces) > 0 {
-			d.errorf(indexKey(k("pingserver.targets"), i), "%s is not inside a cluster subnet of pingserver.interfaces %v (targets are checked with ARP probes on the local segment)", a, ps.Interfaces)
-		}
-	}
-	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
-	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
 
 	d.intRange(k("arps"), c.ARPs, 1, 60)
 	d.durRange(k("arps_interval"), c.ARPsInterval, time.Second, 20*time.Second)
@@ -519,12 +464,18 @@ func (d *decoder) checkPasswordFile(c *Cluster) {
 	}
 }
 
-// PingServerInterfaces returns the pingserver interfaces whose cluster
-// subnets contain target: where target is probed.
+// PingServerInterfaces returns the pingserver interfaces of vcluster 1
+// whose cluster subnets contain target: where target is probed.
 func PingServerInterfaces(c *Cluster, target netip.Addr) []string {
+	return c.Section(1).PingServerInterfaces(target)
+}
+
+// PingServerInterfaces returns the pingserver interfaces of s whose
+// cluster subnets contain target: where target is probed.
+func (s VClusterSection) PingServerInterfaces(target netip.Addr) []string {
 	var out []string
-	for _, name := range c.PingServer.Interfaces {
-		for _, ifc := range c.Interfaces {
+	for _, name := range s.PingServer.Interfaces {
+		for _, ifc := range s.Interfaces {
 			if ifc.Name != name {
 				continue
 			}
@@ -570,4 +521,92 @@ func (d *decoder) unicastHB(p string, u *UnicastHB) {
 	if u.Enabled && len(u.Peers) < 2 {
 		d.errorf(p+".peers", "every member's address, this node's included: at least 2")
 	}
+}
+
+// validateSection checks one vcluster's interfaces, monitor and pingserver;
+// sub is "" for vcluster 1 and "vcluster2." for vcluster 2. ifaces and addrs
+// collect the names and addresses seen so far (across both vclusters) with
+// where they were seen.
+func (d *decoder) validateSection(path, sub string, s VClusterSection, hbdevs map[string]int, ifaces map[string]string, addrs map[netip.Addr]string) {
+	k := func(key string) string { return joinKey(path, sub+key) }
+	for i, ifc := range s.Interfaces {
+		p := indexKey(k("interfaces"), i)
+		d.ifName(p+".name", ifc.Name)
+		if first, dup := ifaces[ifc.Name]; dup && ifc.Name != "" {
+			if strings.HasPrefix(first, "vcluster2.") == (sub != "") {
+				d.errorf(p+".name", "%s is already %s", ifc.Name, first)
+			} else {
+				other := 1
+				if sub == "" {
+					other = 2
+				}
+				d.errorf(p+".name", "%s is already in vcluster %d (%s); an interface belongs to one vcluster only", ifc.Name, other, first)
+			}
+		} else {
+			ifaces[ifc.Name] = indexKey(sub+"interfaces", i)
+		}
+		if _, ok := hbdevs[ifc.Name]; ok && ifc.Name != "" {
+			d.errorf(p+".name", "%s is also an hbdev; a data interface cannot carry heartbeats", ifc.Name)
+		}
+		for j, a := range ifc.Addresses {
+			ap := indexKey(p+".addresses", j)
+			if msg := checkHostPrefix(a); msg != "" {
+				d.errorf(ap, "%s", msg)
+				continue
+			}
+			if first, dup := addrs[a.Addr()]; dup {
+				d.errorf(ap, "%s is already at %s", a.Addr(), first)
+				continue
+			}
+			addrs[a.Addr()] = strings.TrimPrefix(ap, path+".")
+		}
+	}
+
+	d.nameList(k("monitor"), s.Monitor)
+
+	// Ping servers.
+	ps := &s.PingServer
+	d.nameList(k("pingserver.interfaces"), ps.Interfaces)
+	targets := map[netip.Addr]int{}
+	for i, a := range ps.Targets {
+		p := indexKey(k("pingserver.targets"), i)
+		switch {
+		case !a.IsValid():
+			d.errorf(p, "not an IP address")
+		case a.Zone() != "":
+			d.errorf(p, "%s has a zone; the interface comes from pingserver.interfaces", a)
+		case a.Is4In6():
+			d.errorf(p, "%s is an IPv4-mapped IPv6 address; write %s", a, a.Unmap())
+		case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+			d.errorf(p, "%s is not a unicast address of another host", a)
+		default:
+			if first, dup := targets[a]; dup {
+				d.errorf(p, "%s is already targets[%d]", a, first)
+			} else {
+				targets[a] = i
+			}
+		}
+	}
+	if len(ps.Targets) > 0 && len(ps.Interfaces) == 0 {
+		d.errorf(k("pingserver.interfaces"), "required when pingserver.targets is set")
+	}
+	if len(ps.Interfaces) > 0 && len(ps.Targets) == 0 {
+		d.errorf(k("pingserver.targets"), "required when pingserver.interfaces is set")
+	}
+	// hagent checks targets with ARP probes from every member (a secondary
+	// holds no address), so a target must be an IPv4 neighbour on a
+	// pingserver interface: inside one of its cluster subnets.
+	for i, a := range ps.Targets {
+		if !a.IsValid() || !a.Is4() {
+			if a.IsValid() && a.Is6() && !a.Is4In6() && a.Zone() == "" {
+				d.errorf(indexKey(k("pingserver.targets"), i), "%s: only IPv4 targets are supported (checked with ARP probes)", a)
+			}
+			continue
+		}
+		if len(s.PingServerInterfaces(a)) == 0 && len(ps.Interfaces) > 0 {
+			d.errorf(indexKey(k("pingserver.targets"), i), "%s is not inside a cluster subnet of pingserver.interfaces %v (targets are checked with ARP probes on the local segment)", a, ps.Interfaces)
+		}
+	}
+	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
+	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
 }

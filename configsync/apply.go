@@ -6,21 +6,108 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 )
 
-// applyLoop applies pushes one at a time, in arrival order.
+// applyLoop applies pushes one at a time, in arrival order. When the next
+// push arrives while one is applied and touches none of its paths, its
+// files are written ahead meanwhile (Store.PrewriteFiles): the write of
+// one batch overlaps the flush and renames of the previous.
 func (s *Syncer) applyLoop(ctx context.Context) {
+	var next *syncMsg
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m := <-s.applyQ:
-			s.applyPush(ctx, m)
+		m := next
+		if m == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case m = <-s.applyQ:
+			}
+		}
+		done := make(chan struct{})
+		got := make(chan *syncMsg, 1)
+		go func() {
+			select {
+			case n := <-s.applyQ:
+				if independentPushes(m, n) {
+					n.preCh = make(chan *Prewritten, 1)
+					go func() { n.preCh <- s.store.PrewriteFiles(n.hdr.Entries, n.contents(), prewriteWorkers) }()
+				}
+				got <- n
+			case <-done:
+				got <- nil
+			case <-ctx.Done():
+				got <- nil
+			}
+		}()
+		s.applyPush(ctx, m)
+		close(done)
+		next = <-got
+		if next != nil && next.preCh != nil {
+			select {
+			case next.pre = <-next.preCh:
+			case <-ctx.Done():
+				return // the temporary files go at the next start (CleanTemp)
+			}
 		}
 	}
+}
+
+// prewriteWorkers write the next push's files ahead: one, beside the
+// applyWorkers of the current push (see applyWorkers for why not more).
+const prewriteWorkers = 1
+
+// independentPushes reports whether next's files may be written ahead
+// while m is applied: both are pushes, next is a batch large enough to be
+// flushed as one (smaller ones fsync each file as it is written), and no
+// file of next is a path of m, an ancestor of one, or below a path m
+// deletes or makes a file or symlink.
+func independentPushes(m, next *syncMsg) bool {
+	if m.kind != msgPush || next.kind != msgPush {
+		return false
+	}
+	files := 0
+	for _, e := range next.hdr.Entries {
+		if e.Kind == KindFile {
+			files++
+		}
+	}
+	if files < flushPerFileBelow {
+		return false
+	}
+	touched := map[string]bool{} // m's paths and their ancestors
+	notDir := map[string]bool{}  // m's paths that end up not being directories
+	mark := func(p string, dir bool) {
+		if !dir {
+			notDir[p] = true
+		}
+		for a := p; a != "/" && a != "." && !touched[a]; a = filepath.Dir(a) {
+			touched[a] = true
+		}
+	}
+	for _, e := range m.hdr.Entries {
+		mark(e.Path, e.Kind == KindDir)
+	}
+	for _, p := range m.hdr.Deleted {
+		mark(p, false)
+	}
+	for _, e := range next.hdr.Entries {
+		if e.Kind != KindFile {
+			continue
+		}
+		if touched[e.Path] {
+			return false
+		}
+		for a := filepath.Dir(e.Path); a != "/" && a != "."; a = filepath.Dir(a) {
+			if notDir[a] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
@@ -38,6 +125,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 	}
 	ack := syncHeader{ID: m.hdr.ID}
 	if role != RoleSecondary || primary != m.from {
+		m.pre.Discard()
 		s.log.Warn("rejecting push from a node that is not our primary", "peer", m.from, "role", role, "primary", primary)
 		ack.Error = fmt.Sprintf("%s does not accept pushes from %s (role %s, primary %q)", s.cfg.Self, m.from, role, primary)
 	} else {
@@ -67,9 +155,9 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 		if len(drift) > 0 {
 			s.event("drift", "local edits overwritten by the primary %s: %s", m.from, strings.Join(drift, " "))
 		}
-		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true)
+		ran, errs := s.applyLocked(m.hdr.Entries, m.contents(), m.hdr.Deleted, true, m.pre)
 		s.noteApply(errs)
-		s.rescanLocked(true)
+		s.afterApplyLocked(m.hdr.Entries, m.hdr.Deleted, errs)
 		s.mu.Lock()
 		if len(errs) == 0 {
 			// Only a tree that is all here takes the primary's generation
@@ -102,9 +190,10 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 const startingGrace = 2 * time.Second
 
 // applyLocked writes entries and deletions atomically, then runs the
-// on_change commands of what changed (if runCommands). scanMu is held. It
-// returns the command runs and the errors.
-func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []string, runCommands bool) ([]CommandStatus, []error) {
+// on_change commands of what changed (if runCommands). scanMu is held. pre
+// holds files written ahead, or is nil. It returns the command runs and
+// the errors.
+func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []string, runCommands bool, pre *Prewritten) ([]CommandStatus, []error) {
 	var errs []error
 	changed := map[string]Digest{} // path → new digest (zero: deleted)
 	order := make([]int, len(entries))
@@ -143,7 +232,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	for k, i := range files {
 		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers)
+	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers(), pre)
 	for k, i := range files {
 		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
 	}
@@ -164,7 +253,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	}
 	if len(changed) > 0 {
 		s.log.Info("applied synchronized paths", "count", len(changed), "files", len(files),
-			"write", times.Write, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
+			"write", times.Write, "written_ahead", times.Prewritten, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
 	}
 	dels := slices.Clone(deleted)
 	slices.Sort(dels)

@@ -49,7 +49,7 @@ func BenchmarkApplyFullTree(b *testing.B) {
 		b.StartTimer()
 		t0 := time.Now()
 		s.scanMu.Lock()
-		_, errs := s.applyLocked(entries, contents, nil, false)
+		_, errs := s.applyLocked(entries, contents, nil, false, nil)
 		t1 := time.Now()
 		s.rescanLocked(true)
 		s.scanMu.Unlock()

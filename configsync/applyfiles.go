@@ -33,16 +33,33 @@ const flushPerFileBelow = 8
 //
 // A crash before 3 leaves temporary files that CleanTemp removes at the
 // next start.
-func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
+//
+// pre, if not nil, holds temporary files PrewriteFiles already wrote for
+// some of the entries (while the previous batch was applied); ApplyFiles
+// uses them and removes those it does not use.
+func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten) (applied []bool, errs []error, t BatchTimes) {
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
 	tmps := make([]string, len(es))
 	perFile := len(es) < flushPerFileBelow
+	if perFile {
+		// Files written ahead were not fsynced one by one.
+		pre.Discard()
+		pre = nil
+	}
+	dirs := newDirCache()
+	var prewritten atomic.Int64
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
-		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile)
+		if tmp := pre.take(es[i]); tmp != "" {
+			tmps[i] = tmp
+			prewritten.Add(1)
+			return
+		}
+		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile, dirs)
 	})
+	pre.Discard()
 	t1 := time.Now()
-	t.Write = t1.Sub(t0)
+	t.Write, t.Prewritten = t1.Sub(t0), int(prewritten.Load())
 	var written []int
 	for i, t := range tmps {
 		if t != "" && errs[i] == nil {
@@ -63,23 +80,33 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 	}
 	t2 := time.Now()
 	t.Flush = t2.Sub(t1)
+	// Rename, and take the stat signature of the result for noteFresh
+	// (the rename changed its ctime).
+	fresh := make([]fs.FileInfo, len(es))
 	parallel(len(written), workers, func(k int) {
 		i := written[k]
-		if err := os.Rename(tmps[i], s.fsPath(es[i].Path)); err != nil {
+		fp := s.fsPath(es[i].Path)
+		if err := renameFile(tmps[i], fp); err != nil {
 			os.Remove(tmps[i])
 			errs[i] = err
 			return
 		}
 		applied[i] = true
+		fresh[i], _ = os.Lstat(fp)
 	})
-	dirs := map[string]bool{}
-	for _, i := range written {
-		if applied[i] {
-			dirs[filepath.Dir(s.fsPath(es[i].Path))] = true
+	syncs := dirs.parents
+	if pre != nil {
+		for d := range pre.dirs.parents {
+			syncs[d] = true
 		}
 	}
-	dirList := make([]string, 0, len(dirs))
-	for d := range dirs {
+	for _, i := range written {
+		if applied[i] {
+			syncs[filepath.Dir(s.fsPath(es[i].Path))] = true
+		}
+	}
+	dirList := make([]string, 0, len(syncs))
+	for d := range syncs {
 		dirList = append(dirList, d)
 	}
 	t3 := time.Now()
@@ -94,8 +121,72 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int) (applied []bool
 			}
 		}
 	}
-	s.noteFresh(es, applied)
+	s.noteFresh(es, fresh)
 	return applied, errs, t
+}
+
+// dirCache remembers, for one ApplyFiles batch, the directories already
+// checked (no symlink on the way from the sync path, created if missing)
+// and what a file created in each gets: each is checked once per batch,
+// not once per file.
+type dirCache struct {
+	mu sync.Mutex
+	m  map[string]dirResult // sync path, NUL, logical directory → result
+	// parents: file system paths of the directories in which a directory
+	// was created, to be fsynced.
+	parents map[string]bool
+}
+
+func newDirCache() *dirCache {
+	return &dirCache{m: map[string]dirResult{}, parents: map[string]bool{}}
+}
+
+type dirResult struct {
+	info dirInfo
+	err  error
+}
+
+// prepareDir checks and creates the directory of logical path p once per
+// batch.
+func (s *Store) prepareDir(p string, c *dirCache) (dirInfo, error) {
+	dir := filepath.Dir(p)
+	// The check runs from the sync path that covers p: two files of one
+	// directory may be covered by different ones.
+	key := s.root(p) + "\x00" + dir
+	c.mu.Lock()
+	r, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return r.info, r.err
+	}
+	// Two workers may check the same directory at once: both get the same
+	// answer.
+	if r.err = s.checkPath(p); r.err == nil {
+		fd := s.fsPath(dir)
+		// The directories created here become durable when their parents
+		// are fsynced (ApplyFiles, with the directories renamed into).
+		var created []string
+		for d := fd; ; d = filepath.Dir(d) {
+			if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+				break
+			}
+			created = append(created, filepath.Dir(d))
+		}
+		if r.err = os.MkdirAll(fd, 0o755); r.err == nil {
+			r.info, r.err = lookDir(fd)
+		}
+		if len(created) > 0 {
+			c.mu.Lock()
+			for _, d := range created {
+				c.parents[d] = true
+			}
+			c.mu.Unlock()
+		}
+	}
+	c.mu.Lock()
+	c.m[key] = r
+	c.mu.Unlock()
+	return r.info, r.err
 }
 
 // BatchTimes is where the time of an ApplyFiles batch went.
@@ -104,20 +195,27 @@ type BatchTimes struct {
 	Flush    time.Duration // syncfs (or the fsync of each file)
 	Rename   time.Duration // the renames over the targets
 	SyncDirs time.Duration // the fsync of each directory
+	// Prewritten is how many files had been written ahead (PrewriteFiles).
+	Prewritten int
 }
 
 // prepareFile checks entry e and its content and writes them to a
 // temporary file beside the target, fsynced if syncNow; it returns the
-// temporary file's name, or "" if the file is already identical.
-func (s *Store) prepareFile(e Entry, content []byte, syncNow bool) (string, error) {
-	if err := s.checkPath(e.Path); err != nil {
-		return "", err
+// temporary file's name, or "" if the file is already identical. dirs
+// holds the directories of the batch already checked.
+func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCache) (string, error) {
+	if s.root(e.Path) == "" {
+		return "", fmt.Errorf("configsync: %q is not below a sync path", e.Path)
 	}
 	if e.Kind != KindFile {
 		return "", fmt.Errorf("configsync: %s entry %s is not a file", e.Kind, e.Path)
 	}
 	if int64(len(content)) != e.Size || sha256.Sum256(content) != e.SHA256 {
 		return "", fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+	}
+	di, err := s.prepareDir(e.Path, dirs)
+	if err != nil {
+		return "", err
 	}
 	cur, err := s.stat(e.Path)
 	switch {
@@ -131,11 +229,7 @@ func (s *Store) prepareFile(e Entry, content []byte, syncNow bool) (string, erro
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return "", err
 	}
-	fp := s.fsPath(e.Path)
-	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
-		return "", err
-	}
-	return writeTemp(fp, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+	return createTemp(filepath.Dir(s.fsPath(e.Path)), di, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
 }
 
 // writeTemp writes data to a new temporary file beside path, with its
@@ -196,13 +290,14 @@ func (s *Store) flushTemps(tmps []string, idx []int, workers int) error {
 }
 
 // noteFresh remembers the digests of the files just written, for the
-// scans of the next freshFor: their content is known, so neither the scan
+// scans of the next freshFor (stats: each file's Lstat after its rename,
+// nil if not applied): their content is known, so neither the scan
 // after the batch nor those the watcher asks for while more batches arrive
 // read them again. The regular cache refuses a file changed within the
 // last second (a second write in the same timestamp tick would go
 // unnoticed); a fresh entry is likewise matched by the file's stat, and
 // dropped after freshFor, so the first scan after that reads the file.
-func (s *Store) noteFresh(es []Entry, applied []bool) {
+func (s *Store) noteFresh(es []Entry, stats []fs.FileInfo) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,14 +305,10 @@ func (s *Store) noteFresh(es []Entry, applied []bool) {
 		s.fresh = map[string]freshEntry{}
 	}
 	for i, e := range es {
-		if !applied[i] {
+		if stats[i] == nil {
 			continue
 		}
-		fi, err := os.Lstat(s.fsPath(e.Path))
-		if err != nil {
-			continue
-		}
-		if key, ok := statSignature(fi); ok {
+		if key, ok := statSignature(stats[i]); ok {
 			s.fresh[e.Path] = freshEntry{hashCache{stat: key, sum: e.SHA256}, now}
 		}
 	}
@@ -263,4 +354,80 @@ func parallel(n, workers int, fn func(i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Prewritten holds temporary files written ahead for the entries of a
+// batch (PrewriteFiles), not yet renamed: nothing visible changed.
+type Prewritten struct {
+	mu   sync.Mutex
+	tmps map[string]prewrittenFile // logical path → its temporary file
+	dirs *dirCache
+}
+
+type prewrittenFile struct {
+	e   Entry
+	tmp string
+}
+
+// take returns the temporary file written ahead for e (and forgets it),
+// or "" if there is none for exactly this entry.
+func (p *Prewritten) take(e Entry) string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, ok := p.tmps[e.Path]
+	if !ok || !f.e.Same(e) {
+		return ""
+	}
+	delete(p.tmps, e.Path)
+	return f.tmp
+}
+
+// Discard removes the temporary files not taken.
+func (p *Prewritten) Discard() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, f := range p.tmps {
+		os.Remove(f.tmp)
+		delete(p.tmps, k)
+	}
+}
+
+// PrewriteFiles writes the temporary files of the regular-file entries of
+// a batch ahead, while the previous batch is still being applied (the
+// caller makes sure the two batches touch no common path, see
+// independentPushes): only entries whose target is missing or a regular
+// file with other content or attributes, in a directory that exists or
+// can be created; everything else is left to ApplyFiles. A crash leaves
+// temporary files only (CleanTemp).
+func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten {
+	dirs := newDirCache()
+	p := &Prewritten{tmps: map[string]prewrittenFile{}, dirs: dirs}
+	parallel(len(es), workers, func(i int) {
+		e := es[i]
+		if e.Kind != KindFile || s.root(e.Path) == "" || int64(len(cs[i])) != e.Size || sha256.Sum256(cs[i]) != e.SHA256 {
+			return
+		}
+		di, err := s.prepareDir(e.Path, dirs)
+		if err != nil {
+			return
+		}
+		cur, err := s.stat(e.Path)
+		if (err == nil && (cur.Kind != KindFile || cur.Same(e))) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
+			return
+		}
+		tmp, err := createTemp(filepath.Dir(s.fsPath(e.Path)), di, cs[i], fileMode(e.Mode), e.UID, e.GID, false)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		p.tmps[e.Path] = prewrittenFile{e, tmp}
+		p.mu.Unlock()
+	})
+	return p
 }

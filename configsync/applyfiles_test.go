@@ -51,7 +51,7 @@ func TestApplyFiles(t *testing.T) {
 				}
 				es, cs = append(es, e), append(cs, c)
 			}
-			applied, errs, _ := s.ApplyFiles(es, cs, 4)
+			applied, errs, _ := s.ApplyFiles(es, cs, 4, nil)
 			for i, e := range es {
 				switch {
 				case i == tt.corrupt:

@@ -134,7 +134,8 @@ func (s *Syncer) notePeerManifestLocked(peer string, resp *syncMsg, theirs Manif
 }
 
 // pushPaths sends the current state of paths (content, or deletion) to
-// peer in batches of at most MaxBatch content bytes.
+// peer in batches of at most MaxBatch content bytes (the first ones
+// smaller).
 func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, repair bool) error {
 	var (
 		hdr    syncHeader
@@ -212,6 +213,11 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 		hdr, blob = syncHeader{}, nil
 		return nil
 	}
+	// The first push is small so that the member starts writing at once,
+	// each next one twice as large up to MaxBatch: a full sync otherwise
+	// waits for a whole MaxBatch to be read and sent before anything is
+	// written (0.5-0.9 s of 10 000 files / 50 MiB here).
+	limit := max(s.cfg.MaxBatch/firstBatchDiv, 1)
 	for _, p := range paths {
 		e, content, err := s.store.Load(p)
 		switch {
@@ -222,10 +228,11 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 			errs = append(errs, err)
 			continue
 		}
-		if len(blob) > 0 && len(blob)+len(content) > s.cfg.MaxBatch {
+		if len(blob) > 0 && len(blob)+len(content) > limit {
 			if err := flush(false); err != nil {
 				return err
 			}
+			limit = min(2*limit, s.cfg.MaxBatch)
 		}
 		hdr.Entries = append(hdr.Entries, e)
 		blob = append(blob, content...)
@@ -251,9 +258,16 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 	return errors.Join(errs...)
 }
 
+// firstBatchDiv: the first push of pushPaths carries at most
+// MaxBatch/firstBatchDiv content bytes.
+const firstBatchDiv = 16
+
 // pushDepth is how many pushes to one member may wait for their ack at
-// once (pushPaths).
-const pushDepth = 2
+// once (pushPaths): three, so that the member has the next push (and
+// writes its files ahead) while it applies one and the primary reads the
+// one after (a full sync here: 2.09 s with 3, 2.87 s with 2, one run each
+// on a shared machine).
+const pushDepth = 3
 
 // catchUp runs when this node becomes primary: before pushing anything it
 // asks every member for its generation and pulls the newest tree if it is
@@ -344,7 +358,7 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 		}
 		entries, contents = resp.hdr.Entries, resp.contents()
 	}
-	_, errs := s.applyLocked(entries, contents, deleted, true)
+	_, errs := s.applyLocked(entries, contents, deleted, true, nil)
 	s.noteApply(errs)
 	s.rescanLocked(true)
 	s.mu.Lock()

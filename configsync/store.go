@@ -499,6 +499,9 @@ func (s *Store) Load(p string) (Entry, []byte, error) {
 		return Entry{}, nil, fmt.Errorf("configsync: %s is not a sync path", p)
 	}
 	fp := s.fsPath(p)
+	if e, b, ok := loadRegular(p, fp); ok {
+		return e, b, nil
+	}
 	fi, err := os.Lstat(fp)
 	if err != nil {
 		return Entry{}, nil, err
@@ -586,7 +589,21 @@ func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
 	case KindSymlink:
 		err = symlinkAtomic(fp, string(content), e.UID, e.GID)
 	case KindDir:
-		err = applyDir(fp, fileMode(e.Mode), e.UID, e.GID)
+		var created bool
+		created, err = applyDir(fp, fileMode(e.Mode), e.UID, e.GID)
+		if err == nil && created {
+			// The new directory's entry in its parent is durable once
+			// the parent is fsynced: once per batch.
+			s.mu.Lock()
+			batch := s.batch
+			if batch != nil {
+				batch[filepath.Dir(fp)] = true
+			}
+			s.mu.Unlock()
+			if batch == nil {
+				err = syncDir(filepath.Dir(fp))
+			}
+		}
 	default:
 		err = fmt.Errorf("configsync: cannot apply %s entry %s", e.Kind, e.Path)
 	}
@@ -721,23 +738,18 @@ func symlinkAtomic(path, target string, uid, gid int) error {
 	return syncDir(dir)
 }
 
-func applyDir(path string, perm fs.FileMode, uid, gid int) error {
-	created := false
+// applyDir creates directory path if missing and sets its owner and mode;
+// it reports whether it created it (the caller fsyncs the parent).
+func applyDir(path string, perm fs.FileMode, uid, gid int) (created bool, err error) {
 	if err := os.Mkdir(path, 0o700); err == nil {
 		created = true
 	} else if !errors.Is(err, fs.ErrExist) {
-		return err
+		return false, err
 	}
 	if err := lchown(path, uid, gid); err != nil {
-		return err
+		return created, err
 	}
-	if err := os.Chmod(path, perm); err != nil {
-		return err
-	}
-	if created {
-		return syncDir(filepath.Dir(path))
-	}
-	return nil
+	return created, os.Chmod(path, perm)
 }
 
 func syncDir(dir string) error {

@@ -71,6 +71,10 @@ type syncMsg struct {
 	kind msgKind
 	hdr  syncHeader
 	blob []byte
+	// pre: files of this push written ahead (applyLoop), or nil; preCh
+	// delivers them while they are being written.
+	pre   *Prewritten
+	preCh chan *Prewritten
 }
 
 // carriesContent reports whether entries of kind k have content in the blob.

@@ -35,6 +35,10 @@ const (
 // Request is one operator command.
 type Request struct {
 	Cmd string `json:"cmd"`
+	// VCluster selects the virtual cluster of the ha failover commands
+	// (1 or 2); 0 is the node's first (its only one on a single-vcluster
+	// node).
+	VCluster int `json:"vcluster,omitempty"`
 }
 
 // Response carries the result of a Request: Error, or the command's data.
@@ -130,6 +134,11 @@ var ErrNotRunning = errors.New("hagentd is not running")
 // Call sends one request to the agent at path and decodes the reply's data
 // into out (if non-nil).
 func Call(path string, cmd string, out any, timeout time.Duration) error {
+	return Do(path, Request{Cmd: cmd}, out, timeout)
+}
+
+// Do is Call with a whole Request.
+func Do(path string, req Request, out any, timeout time.Duration) error {
 	c, err := net.DialTimeout("unix", path, timeout)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -139,7 +148,7 @@ func Call(path string, cmd string, out any, timeout time.Duration) error {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(timeout))
-	if err := json.NewEncoder(c).Encode(Request{Cmd: cmd}); err != nil {
+	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return err
 	}
 	var resp Response

@@ -150,3 +150,54 @@ func TestFormatSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatStatusVClusters(t *testing.T) {
+	st := &Status{Node: "node-a", Serial: "SA", Role: "primary", Mode: "a-p",
+		Members: []Member{{Node: "node-a", Serial: "SA", Role: "primary", Self: true, Alive: true}},
+		VClusters: []VCluster{
+			{VCluster: 1, Role: "primary", Primary: "node-a", Priority: 200, Override: true,
+				Members:    []Member{{Node: "node-a", Serial: "SA", Role: "primary", Priority: 200, Self: true, Alive: true}},
+				Interfaces: []VIface{{Name: "port1", VMAC: "00:09:0f:09:0a:00", Owned: true}}},
+			{VCluster: 2, Role: "secondary", Primary: "node-b", Priority: 100,
+				Members: []Member{{Node: "node-a", Serial: "SA", Role: "secondary", Priority: 100, Self: true, Alive: true, MonitorUp: 0, MonitorTotal: 1},
+					{Node: "node-b", Serial: "SB", Role: "primary", Priority: 200, Alive: true}},
+				Monitor:    []Link{{Name: "port2", Up: false}},
+				Interfaces: []VIface{{Name: "port2", VMAC: "00:09:0f:09:0a:20"}}},
+		},
+	}
+	var b bytes.Buffer
+	FormatStatus(&b, st, time.Now())
+	out := b.String()
+	for _, want := range []string{
+		"vcluster 1: primary, priority 200, override enable, primary node-a",
+		"vMAC port1: 00:09:0f:09:0a:00 (held)",
+		"vcluster 2: secondary, priority 100, override disable, primary node-b",
+		"Primary: node-b(SB), priority 200",
+		"vMAC port2: 00:09:0f:09:0a:20 (not held)",
+		"monitor port2: down",
+		// vcluster 2's monitored link counts in the health.
+		"HA Health Status: ERROR",
+		"node-a(SA) has 1 of 1 monitored links of vcluster 2 down",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	// One vcluster: no blocks (the output of before).
+	st.VClusters = st.VClusters[:1]
+	b.Reset()
+	FormatStatus(&b, st, time.Now())
+	if strings.Contains(b.String(), "vcluster 1:") {
+		t.Errorf("a single vcluster printed a block:\n%s", b.String())
+	}
+}
+
+func TestFormatHistoryVCluster(t *testing.T) {
+	var b bytes.Buffer
+	FormatHistory(&b, []Event{{Time: time.Now(), Kind: "role", Role: "primary", Previous: "secondary", VCluster: 2, Reason: "x"},
+		{Time: time.Now(), Kind: "start", Reason: "hagentd started"}})
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "vcluster 2  secondary -> primary") || strings.Contains(lines[1], "vcluster") {
+		t.Errorf("history:\n%s", b.String())
+	}
+}

@@ -51,6 +51,19 @@ func HealthOf(s *Status) (string, []string) {
 	if s.Fault != "" {
 		problems = append(problems, s.Node+": "+s.Fault)
 	}
+	for i, v := range s.VClusters {
+		if i == 0 { // the fields above
+			continue
+		}
+		for _, m := range v.Members {
+			if m.MonitorUp < m.MonitorTotal {
+				problems = append(problems, fmt.Sprintf("%s(%s) has %d of %d monitored links of vcluster %d down", m.Node, m.Serial, m.MonitorTotal-m.MonitorUp, m.MonitorTotal, v.VCluster))
+			}
+		}
+		if v.Fault != "" {
+			problems = append(problems, fmt.Sprintf("%s: vcluster %d: %s", s.Node, v.VCluster, v.Fault))
+		}
+	}
 	problems = append(problems, s.Problems...)
 	if len(problems) > 0 {
 		health = "ERROR"
@@ -82,6 +95,9 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 		fmt.Fprintf(w, "    %s\n", s.Reason)
 	}
 	fmt.Fprintf(w, "override: %s\n", enable(s.Override))
+	if len(s.VClusters) > 1 {
+		formatVClusters(w, s)
+	}
 	fmt.Fprintf(w, "Configuration Status:\n")
 	for _, m := range s.Members {
 		state := "in-sync"
@@ -164,6 +180,9 @@ func FormatHistory(w io.Writer, h []Event) {
 	}
 	for _, e := range h {
 		line := fmt.Sprintf("%s  %-8s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind)
+		if e.VCluster != 0 {
+			line += fmt.Sprintf("  vcluster %d", e.VCluster)
+		}
 		if e.Role != "" {
 			line += fmt.Sprintf("  %s -> %s", e.Previous, e.Role)
 		}
@@ -339,4 +358,42 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 			fmt.Fprintf(w, "    %s: %s%s, tx %d rx %d\n", l.Name, state, spread, l.Tx, l.Rx)
 		}
 	}
+}
+
+// formatVClusters writes the "vcluster 1" / "vcluster 2" blocks of a node
+// running two virtual clusters (FortiOS get system ha status).
+func formatVClusters(w io.Writer, s *Status) {
+	for _, v := range s.VClusters {
+		fmt.Fprintf(w, "vcluster %d: %s, priority %d, override %s, primary %s\n",
+			v.VCluster, v.Role, v.Priority, enable(v.Override), orNone(v.Primary))
+		if v.FailoverSet {
+			fmt.Fprintf(w, "    ha failover: set\n")
+		}
+		if v.Fault != "" {
+			fmt.Fprintf(w, "    fault: %s\n", v.Fault)
+		}
+		if v.Reason != "" {
+			fmt.Fprintf(w, "    selected by: %s\n", v.Reason)
+		}
+		for _, m := range v.Members {
+			fmt.Fprintf(w, "    %s: %s(%s), priority %d, monitor %d/%d\n", title(m.Role), m.Node, m.Serial, m.Priority, m.MonitorUp, m.MonitorTotal)
+		}
+		for _, i := range v.Interfaces {
+			own := "not held"
+			if i.Owned {
+				own = "held"
+			}
+			fmt.Fprintf(w, "    vMAC %s: %s (%s) %s\n", i.Name, i.VMAC, own, strings.Join(i.Addresses, " "))
+		}
+		for _, l := range v.Monitor {
+			fmt.Fprintf(w, "    monitor %s: %s\n", l.Name, updown(l.Up))
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

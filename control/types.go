@@ -50,6 +50,31 @@ type Status struct {
 	History    []Event `json:"history,omitempty"` // the last few, newest last
 	// Sessions is session pickup's state (`ha sessions`, SPEC §8).
 	Sessions *sessionsync.Status `json:"sessions"`
+	// VClusters are the node's virtual clusters, the first being the one
+	// of the fields above (Role, Primary, Members' roles, Monitor,
+	// Interfaces...), which are kept for compatibility; a node running
+	// cluster.vcluster2 has two. Absent in the status of older agents.
+	VClusters []VCluster `json:"vclusters,omitempty"`
+}
+
+// VCluster is one virtual cluster's election as this node sees it.
+type VCluster struct {
+	VCluster    int       `json:"vcluster"`
+	Role        string    `json:"role"`
+	RoleSince   time.Time `json:"role_since"`
+	Primary     string    `json:"primary"` // node name of the primary, "" none
+	Priority    int       `json:"priority"`
+	Override    bool      `json:"override"`
+	UptimeS     int64     `json:"uptime_s"`
+	Reason      string    `json:"reason"`
+	FailoverSet bool      `json:"failover_set"`
+	Fault       string    `json:"fault,omitempty"`
+	// Members are the members' state in this vcluster (self first); the
+	// membership is shared, so Alive, LastHeardMs and LostBy are those of
+	// Status.Members.
+	Members    []Member `json:"members"`
+	Monitor    []Link   `json:"monitor"`
+	Interfaces []VIface `json:"interfaces"`
 }
 
 // Member is one cluster member as this node sees it.
@@ -137,6 +162,10 @@ type Event struct {
 	Previous string    `json:"previous,omitempty"`
 	Primary  string    `json:"primary,omitempty"`
 	Reason   string    `json:"reason"`
+	// VCluster tags the entries of one virtual cluster's election (role,
+	// takeover, release, hook, monitored link...) on a node running two;
+	// 0 for the node's shared events and on a single-vcluster node.
+	VCluster int `json:"vcluster,omitempty"`
 	// Takeover timings (kind takeover): from the decision to the first
 	// GARP on the wire, and the parts.
 	TakeoverUs int64 `json:"takeover_us,omitempty"`
@@ -151,6 +180,8 @@ type Event struct {
 type FailoverStatus struct {
 	Set  bool   `json:"set"`
 	Role string `json:"role"`
+	// VCluster is the virtual cluster it is about.
+	VCluster int `json:"vcluster,omitempty"`
 }
 
 // Checksums is the answer to `ha checksum`.

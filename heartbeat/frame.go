@@ -59,7 +59,7 @@ const (
 	// MaxFrameLen is the longest frame that Append produces: fixed part,
 	// three maximal strings, the node id and MaxHints epoch hints, and the
 	// tag.
-	MaxFrameLen = fixedLen + 3*MaxStringLen + nodeIDTLVLen + MaxHints*hintTLVLen + tagLen
+	MaxFrameLen = fixedLen + 3*MaxStringLen + nodeIDTLVLen + MaxHints*hintTLVLen + vclusterTLVMax + tagLen
 )
 
 // Extension TLV types (docs/protocol.md §5). The numeric values are part of
@@ -70,9 +70,39 @@ const (
 	// tlvEpochHint carries one EpochHint: node id (6) and epoch (8).
 	tlvEpochHint = 2
 
-	nodeIDTLVLen = 2 + 6
-	hintTLVLen   = 2 + 6 + 8
+	// tlvVCluster carries Frame.VC2: the sender's state in its second
+	// virtual cluster: vcluster (1), role (1), priority (1), flags (1),
+	// monitor up (1), monitor total (1), uptime in ms (8), primary serial
+	// (the rest, 0-MaxStringLen bytes).
+	tlvVCluster = 3
+
+	nodeIDTLVLen   = 2 + 6
+	hintTLVLen     = 2 + 6 + 8
+	vclusterFixed  = 14
+	vclusterTLVMax = 2 + vclusterFixed + MaxStringLen
 )
+
+// VClusterState is a member's election state in a second virtual cluster,
+// carried beside the frame's own (vcluster 1) state in extension TLV 3, so
+// that one heartbeat serves both virtual clusters (FGCP virtual
+// clustering). Flags uses FlagOverride and FlagFailoverSet; leaving is the
+// frame's FlagLeaving (a node leaves both vclusters at once).
+type VClusterState struct {
+	// VCluster is the virtual cluster the state is for (2).
+	VCluster uint8
+	// Role is the sender's role there (1..4; 0 is invalid on the wire).
+	Role uint8
+	// Priority is the sender's priority there.
+	Priority uint8
+	// Flags are FlagOverride and FlagFailoverSet for that vcluster.
+	Flags Flags
+	// MonitorUp and MonitorTotal count that vcluster's monitored links.
+	MonitorUp, MonitorTotal uint8
+	// Uptime is the sender's HA uptime there, in milliseconds.
+	Uptime uint64
+	// Primary is the serial the sender sees as that vcluster's primary.
+	Primary string
+}
 
 // NodeID is a member's stable identity beside its serial: the lowest MAC
 // address of its hbdevs. Serials can collide (VMs cloned from one
@@ -229,6 +259,12 @@ type Frame struct {
 	Hints [MaxHints]EpochHint
 	// NumHints is the number of valid entries in Hints (0..MaxHints).
 	NumHints uint8
+	// HasVC2 says VC2 is sent (extension TLV 3): the sender runs a
+	// second virtual cluster.
+	HasVC2 bool
+	// VC2 is the sender's state in its second virtual cluster; zero
+	// unless HasVC2.
+	VC2 VClusterState
 }
 
 // errHints reports a frame with more than MaxHints hints to encode.
@@ -252,6 +288,12 @@ func (f *Frame) encodedLen() (int, error) {
 	if f.NumHints > MaxHints {
 		return 0, errHints
 	}
+	if f.HasVC2 && (f.VC2.Role == 0 || f.VC2.VCluster == 0) {
+		return 0, errExtension
+	}
+	if f.HasVC2 && len(f.VC2.Primary) > MaxStringLen {
+		return 0, errStringLen
+	}
 	return fixedLen + len(f.Node) + len(f.Serial) + len(f.Primary) + f.extLen() + tagLen, nil
 }
 
@@ -260,6 +302,9 @@ func (f *Frame) extLen() int {
 	n := int(f.NumHints) * hintTLVLen
 	if !f.NodeID.IsZero() {
 		n += nodeIDTLVLen
+	}
+	if f.HasVC2 {
+		n += 2 + vclusterFixed + len(f.VC2.Primary)
 	}
 	return n
 }
@@ -299,6 +344,13 @@ func (f *Frame) put(b []byte, n int, flags Flags) {
 		copy(b[o+2:], h.NodeID[:])
 		binary.BigEndian.PutUint64(b[o+8:], h.Epoch)
 		o += hintTLVLen
+	}
+	if v := &f.VC2; f.HasVC2 {
+		b[o], b[o+1] = tlvVCluster, byte(vclusterFixed+len(v.Primary))
+		b[o+2], b[o+3], b[o+4], b[o+5] = v.VCluster, v.Role, v.Priority, byte(v.Flags)
+		b[o+6], b[o+7] = v.MonitorUp, v.MonitorTotal
+		binary.BigEndian.PutUint64(b[o+8:], v.Uptime)
+		copy(b[o+16:], v.Primary)
 	}
 }
 
@@ -347,6 +399,7 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	var id NodeID
 	var hints [MaxHints]EpochHint
 	nh := 0
+	var vc []byte // the first vcluster TLV's value
 	for e := ext; len(e) > 0; {
 		if len(e) < 2 || e[0] == 0 || len(e) < 2+int(e[1]) {
 			return nil, errExtension
@@ -366,6 +419,13 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 				copy(hints[nh].NodeID[:], v[:6])
 				hints[nh].Epoch = binary.BigEndian.Uint64(v[6:])
 				nh++
+			}
+		case tlvVCluster:
+			if len(v) < vclusterFixed || len(v) > vclusterFixed+MaxStringLen || v[0] == 0 || v[1] == 0 {
+				return nil, errExtension
+			}
+			if vc == nil { // a second one is ignored
+				vc = v
 			}
 		}
 		e = e[2+int(e[1]):]
@@ -391,6 +451,16 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	o += sl
 	setString(&f.Primary, body[o:o+pl])
 	f.NodeID, f.Hints, f.NumHints = id, hints, uint8(nh)
+	f.HasVC2 = vc != nil
+	if vc != nil {
+		v := &f.VC2
+		v.VCluster, v.Role, v.Priority, v.Flags = vc[0], vc[1], vc[2], Flags(vc[3])
+		v.MonitorUp, v.MonitorTotal = vc[4], vc[5]
+		v.Uptime = binary.BigEndian.Uint64(vc[6:14])
+		setString(&v.Primary, vc[14:])
+	} else {
+		f.VC2 = VClusterState{}
+	}
 	return ext, nil
 }
 

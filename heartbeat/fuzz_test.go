@@ -84,6 +84,16 @@ func fuzzSeeds() []fuzzSeed {
 			}},
 		{"valid-node-id-hints", "authentic frame with a node id and two epoch hints (TLVs 1 and 2)", nil,
 			func(t testing.TB) []byte { return mustAppend(t, auth, extFrame()) }},
+		{"valid-vcluster2", "authentic frame with vcluster 2's state (TLV 3)", nil,
+			func(t testing.TB) []byte { return mustAppend(t, auth, vc2Frame()) }},
+		{"bad-vcluster-short-sealed", "vcluster TLV of 13 bytes, resealed: authentic but malformed", ErrMalformed,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, valid(t), append([]byte{3, 13}, make([]byte, 13)...))
+			}},
+		{"bad-vcluster-role-sealed", "vcluster TLV with role 0, resealed: authentic but malformed", ErrMalformed,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, valid(t), append([]byte{3, 14, 2, 0}, make([]byte, 12)...))
+			}},
 		{"bad-node-id-length-sealed", "node id TLV of 5 bytes, resealed: authentic but malformed", ErrMalformed,
 			func(t testing.TB) []byte {
 				return withExtensionWith(auth, fuzzPassword, valid(t), []byte{1, 5, 2, 0, 0, 0, 1})

@@ -207,6 +207,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range Roles {
 		g(descRole, b2f(st.Role == r), vc, r)
 	}
+	for i, v := range st.VClusters { // the first is st.Role, above
+		if i == 0 {
+			continue
+		}
+		for _, r := range Roles {
+			g(descRole, b2f(v.Role == r), strconv.Itoa(v.VCluster), r)
+		}
+	}
 	health, problems := control.HealthOf(st)
 	g(descHealth, b2f(health == "OK"))
 	g(descProblems, float64(len(problems)))

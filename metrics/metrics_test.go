@@ -129,3 +129,23 @@ func TestFailoverReason(t *testing.T) {
 		}
 	}
 }
+
+func TestRolePerVCluster(t *testing.T) {
+	st := testStatus()
+	st.VClusters = []control.VCluster{{VCluster: 1, Role: "primary"}, {VCluster: 2, Role: "secondary"}}
+	e := New(func(context.Context) (*control.Status, error) { return st, nil }, "x")
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(`
+# HELP hagent_role 1 for this node's current role in the vcluster, 0 for the others.
+# TYPE hagent_role gauge
+hagent_role{role="fault",vcluster="1"} 0
+hagent_role{role="primary",vcluster="1"} 1
+hagent_role{role="secondary",vcluster="1"} 0
+hagent_role{role="starting",vcluster="1"} 0
+hagent_role{role="fault",vcluster="2"} 0
+hagent_role{role="primary",vcluster="2"} 0
+hagent_role{role="secondary",vcluster="2"} 1
+hagent_role{role="starting",vcluster="2"} 0
+`), "hagent_role"); err != nil {
+		t.Fatal(err)
+	}
+}

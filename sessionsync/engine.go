@@ -140,6 +140,8 @@ type Engine struct {
 
 	readyCh chan chan int
 	wg      sync.WaitGroup
+
+	scope atomic.Pointer[func(*Flow) bool] // SetScope; nil: every flow
 }
 
 type counters struct {
@@ -439,7 +441,7 @@ func (e *Engine) onEvent(ev Event) {
 			delete(e.pending, k) // never sent
 			return
 		}
-		if !e.primary || !e.wanted(f) {
+		if !e.primary || !e.wanted(f) || !e.owned(f) {
 			return
 		}
 		if e.cfg.Symmetric && !e.symmetricDestroy(f) {
@@ -454,7 +456,7 @@ func (e *Engine) onEvent(ev Event) {
 	if f.Status&StatusDying != 0 {
 		return
 	}
-	if !e.wanted(f) {
+	if !e.wanted(f) || !e.owned(f) {
 		e.c.filtered++
 		return
 	}
@@ -546,7 +548,7 @@ func (e *Engine) refresh(now time.Time) {
 	last := maps2(e.lastSent)
 	e.mu.Unlock()
 	if err := e.cfg.Table.Dump(func(f *Flow) {
-		if !f.Connectionless() || !e.wanted(f) {
+		if !f.Connectionless() || !e.wanted(f) || !e.owned(f) {
 			return
 		}
 		exp := now.UnixNano() + int64(f.Timeout)*int64(time.Second)
@@ -786,7 +788,7 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 			batch = make([]Record, 0, e.cfg.BatchRecords)
 		}
 		err := e.cfg.Table.Dump(func(f *Flow) {
-			if stop.Load() || f.Status&StatusDying != 0 || !e.wanted(f) {
+			if stop.Load() || f.Status&StatusDying != 0 || !e.wanted(f) || !e.owned(f) {
 				return
 			}
 			e.mu.Lock()
@@ -960,7 +962,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 				own[a] = true
 			}
 			_ = e.cfg.Table.Dump(func(f *Flow) {
-				if e.wanted(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+				if e.wanted(f) && !e.keeps(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
 					before = append(before, f.Key())
 				}
 			})
@@ -986,7 +988,11 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 				}
 			}
 			for k := range del {
-				stale = append(stale, Record{Op: OpDelete, Flow: Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}})
+				fl := Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src}}
+				if e.keeps(&fl) {
+					continue // this node's own now (SetScope), not a stale copy
+				}
+				stale = append(stale, Record{Op: OpDelete, Flow: fl})
 			}
 		}
 		e.recvMu.Unlock()

@@ -49,6 +49,9 @@ func (e *Engine) wantedExpect(x *Expect) bool {
 			}
 		}
 	}
+	if !e.ownedExpect(x) { // scope.go
+		return false
+	}
 	switch x.Master.Proto {
 	case ProtoTCP:
 	case ProtoUDP:

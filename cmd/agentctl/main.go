@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hagent/hagent/control"
@@ -39,16 +42,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, opts := rest[1], rest[2:]
 	asJSON := false
+	vcn := 0 // --vcluster N (ha failover, ha history)
 	var extra []string
-	for _, o := range opts {
-		if o == "--json" || o == "-json" {
+	for i := 0; i < len(opts); i++ {
+		switch o := opts[i]; {
+		case o == "--json" || o == "-json":
 			asJSON = true
-		} else {
+		case o == "--vcluster" || o == "-vcluster" || strings.HasPrefix(o, "--vcluster=") || strings.HasPrefix(o, "-vcluster="):
+			v, ok := strings.CutPrefix(strings.TrimLeft(o, "-"), "vcluster=")
+			if !ok {
+				if i+1 >= len(opts) {
+					fmt.Fprintln(stderr, "agentctl: --vcluster needs 1 or 2")
+					return 2
+				}
+				i++
+				v = opts[i]
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || (n != 1 && n != 2) {
+				fmt.Fprintf(stderr, "agentctl: --vcluster %s: want 1 or 2\n", v)
+				return 2
+			}
+			vcn = n
+		default:
 			extra = append(extra, o)
 		}
 	}
 	call := func(c string, out any) bool {
-		if err := control.Call(*sock, c, out, *timeout); err != nil {
+		if err := control.Do(*sock, control.Request{Cmd: c, VCluster: vcn}, out, *timeout); err != nil {
 			fmt.Fprintf(stderr, "agentctl: %v\n", err)
 			if errors.Is(err, control.ErrNotRunning) {
 				fmt.Fprintf(stderr, "agentctl: is hagentd running? (systemctl status hagent; or pass -s SOCKET)\n")
@@ -78,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		control.FormatStatus(stdout, &st, time.Now())
 	case "failover":
 		if len(extra) != 1 {
-			fmt.Fprintln(stderr, "agentctl: ha failover set|unset|status")
+			fmt.Fprintln(stderr, "agentctl: ha failover set|unset|status [--vcluster N]")
 			return 2
 		}
 		c := map[string]string{"set": control.CmdFailoverSet, "unset": control.CmdFailoverUnset, "status": control.CmdFailoverStatus}[extra[0]]
@@ -97,11 +118,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if fs.Set {
 			state = "set"
 		}
-		fmt.Fprintf(stdout, "ha failover: %s (role %s)\n", state, fs.Role)
+		if fs.VCluster != 0 && vcn != 0 {
+			fmt.Fprintf(stdout, "ha failover: %s (vcluster %d, role %s)\n", state, fs.VCluster, fs.Role)
+		} else {
+			fmt.Fprintf(stdout, "ha failover: %s (role %s)\n", state, fs.Role)
+		}
 	case "history":
 		var h []control.Event
 		if !call(control.CmdHistory, &h) {
 			return 1
+		}
+		if vcn != 0 { // that vcluster's entries and the node's shared ones
+			h = slices.DeleteFunc(h, func(e control.Event) bool { return e.VCluster != 0 && e.VCluster != vcn })
 		}
 		if asJSON {
 			return printJSON(h)

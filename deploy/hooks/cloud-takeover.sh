@@ -14,6 +14,7 @@
 #                         primary because it is the only healthy member (lost:
 #                         node-a, no heartbeat for 1.2s)")
 #   HAGENT_NODE           this node's name
+#   HAGENT_VCLUSTER       the virtual cluster whose role changed (1 or 2)
 # A hook that fails is logged and in `agentctl ha history`; it is not retried.
 set -eu
 

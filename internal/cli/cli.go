@@ -80,6 +80,9 @@ type Command struct {
 	// Args are the words that may follow, one of them at a time
 	// ("set", "unset", "status"); none for most commands.
 	Args []string
+	// Options are the optional flags besides --json, as usage text
+	// ("[--vcluster N]").
+	Options string
 	// JSON is whether the command takes --json.
 	JSON bool
 	// Summary says what it does, in one line.
@@ -93,6 +96,9 @@ func (c Command) Synopsis() string {
 	if len(c.Args) > 0 {
 		parts = append(parts, strings.Join(c.Args, "|"))
 	}
+	if c.Options != "" {
+		parts = append(parts, c.Options)
+	}
 	if c.JSON {
 		parts = append(parts, "[--json]")
 	}
@@ -102,8 +108,8 @@ func (c Command) Synopsis() string {
 // AgentctlCommands lists agentctl's commands in the order of its usage.
 var AgentctlCommands = []Command{
 	{Name: "status", JSON: true, Summary: `cluster status (FortiOS "get system ha status")`},
-	{Name: "failover", Args: []string{"set", "unset", "status"}, JSON: true, Summary: "step this node down and keep it out / back in"},
-	{Name: "history", JSON: true, Summary: "role changes with timestamps and reasons"},
+	{Name: "failover", Args: []string{"set", "unset", "status"}, Options: "[--vcluster N]", JSON: true, Summary: "step this node down and keep it out / back in (in vcluster N, default the first)"},
+	{Name: "history", Options: "[--vcluster N]", JSON: true, Summary: "role changes with timestamps and reasons (vcluster N's and the node's)"},
 	{Name: "synchronize", Summary: "force a full configuration sync now"},
 	{Name: "checksum", JSON: true, Summary: "configuration checksums per member"},
 	{Name: "exposure", JSON: true, Summary: "every socket and Ethertype the agent uses"},

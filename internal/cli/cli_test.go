@@ -48,7 +48,7 @@ func TestAgentctlUsage(t *testing.T) {
 			t.Errorf("usage lacks %s:\n%s", c.Name, u)
 		}
 	}
-	if got := AgentctlCommands[1].Synopsis(); got != "set|unset|status [--json]" {
+	if got := AgentctlCommands[1].Synopsis(); got != "set|unset|status [--vcluster N] [--json]" {
 		t.Errorf("failover synopsis = %q", got)
 	}
 }

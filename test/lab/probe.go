@@ -79,9 +79,15 @@ func (r Result) String() string {
 // StartProbe starts probing target (ClusterIPv4 or ClusterIPv6) every
 // interval.
 func (l *Lab) StartProbe(target string, interval time.Duration) (*Probe, error) {
+	return StartProbeFrom(l.Client, target, interval)
+}
+
+// StartProbeFrom is StartProbe from namespace ns (the server namespace of
+// a WAN lab, for a cluster address on port2).
+func StartProbeFrom(ns, target string, interval time.Duration) (*Probe, error) {
 	p := &Probe{interval: interval, stop: make(chan struct{}),
 		target: &net.UDPAddr{IP: net.ParseIP(target), Port: EchoPort}}
-	if err := InNS(l.Client, func() error {
+	if err := InNS(ns, func() error {
 		var err error
 		p.conn, err = net.ListenPacket("udp", ":0")
 		return err
@@ -235,7 +241,12 @@ func (p *Probe) result(n int) Result {
 
 // ClientNeighbor returns the MAC the client's neighbour table holds for ip.
 func (l *Lab) ClientNeighbor(ip string) (string, error) {
-	out, err := exec.Command("ip", "-n", l.Client, "neigh", "show", ip).CombinedOutput()
+	return Neighbor(l.Client, ip)
+}
+
+// Neighbor returns the MAC the neighbour table of namespace ns holds for ip.
+func Neighbor(ns, ip string) (string, error) {
+	out, err := exec.Command("ip", "-n", ns, "neigh", "show", ip).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("ip neigh: %v: %s", err, out)
 	}

@@ -357,6 +357,7 @@ func TestSyncBench(t *testing.T) {
 		}
 		hf.RunsS = append(hf.RunsS, took.Seconds())
 		t.Logf("hagent full sync %d: %.2f s; node-b's batches:\n%s", r+1, took.Seconds(), appliedLines(x.b))
+		keepLogs(t, fmt.Sprintf("fullsync-%d", r+1), t0, x.a, x.b)
 	}
 	rep.Full = append(rep.Full, hf)
 
@@ -472,8 +473,11 @@ func appliedLines(n *lab.Node) string {
 }
 
 // settleFS waits until inodes freed so far no longer count as recently
-// deleted for ext4 (vm.dirty_expire_centisecs, 30 s by default), so that no
-// full-sync run pays for the deletions of an earlier phase.
+// deleted for ext4 without a journal (fs/ext4/ialloc.c recently_deleted:
+// 60 s after the deletion once the inode table block is written back,
+// which vm.dirty_expire_centisecs (30 s by default) and the flusher's 5 s
+// period bound; 360 s while it is dirty), so that no full-sync run pays for
+// the deletions of an earlier phase or of the previous benchmark's cleanup.
 func settleFS(t *testing.T) {
 	cs := 3000
 	if b, err := os.ReadFile("/proc/sys/vm/dirty_expire_centisecs"); err == nil {
@@ -481,8 +485,8 @@ func settleFS(t *testing.T) {
 			cs = v
 		}
 	}
-	d := time.Duration(cs)*10*time.Millisecond + time.Second
-	t.Logf("waiting %v (vm.dirty_expire_centisecs) before the full syncs", d)
+	d := max(time.Duration(cs)*10*time.Millisecond+6*time.Second, 61*time.Second)
+	t.Logf("waiting %v (ext4's recently-deleted inodes) before the full syncs", d)
 	time.Sleep(d)
 }
 
@@ -529,4 +533,32 @@ func hostInfo() string {
 		parts = append(parts, strings.TrimSpace(string(out)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// keepLogs copies what each node logged since t0 (hagentd's debug log)
+// to bench-results/NAME-NODE.log: the timeline of a run.
+func keepLogs(t *testing.T, name string, t0 time.Time, nodes ...*lab.Node) {
+	dir := filepath.Join(lab.RepoRoot(), "bench-results")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	since := t0.UTC().Add(-time.Millisecond).Format("2006-01-02T15:04:05.000Z")
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.Log)
+		if err != nil {
+			t.Log(err)
+			continue
+		}
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if len(l) >= len(since) && l[:len(since)] >= since {
+				out = append(out, l)
+			}
+		}
+		out = append(out, "")
+		if err := os.WriteFile(filepath.Join(dir, name+"-"+n.Name+".log"), []byte(strings.Join(out, "\n")), 0o644); err != nil {
+			t.Log(err)
+		}
+	}
 }
