@@ -44,32 +44,68 @@ type known struct {
 	owned bool
 	// deleted: a peer's delete was applied (its destroy event is the echo).
 	deleted bool
-	// The applied state.
+	// applied are the states applied from peers since this member last
+	// sent the flow, oldest first, at most appliedKeep: the events of
+	// the applies arrive after them, so the echo of an earlier apply
+	// (one peer's SYN_RECV) can arrive after a later one was learned
+	// (another peer's ESTABLISHED).
+	applied []flowState
+}
+
+// appliedKeep bounds known.applied.
+const appliedKeep = 4
+
+// flowState is what an echo is compared on.
+type flowState struct {
 	status uint32
 	tcp    int16 // TCP state; -1 unknown (the record had none)
 	mark   uint32
 	labels string
 }
 
-func stateOf(f *Flow) known {
-	k := known{status: f.Status & peerSettable, tcp: -1, mark: f.Mark, labels: string(f.Labels)}
+func stateOf(f *Flow) flowState {
+	s := flowState{status: f.Status & peerSettable, tcp: -1, mark: f.Mark, labels: string(f.Labels)}
 	if f.TCP != nil {
-		k.tcp = int16(f.TCP.State)
+		s.tcp = int16(f.TCP.State)
 	}
-	return k
+	return s
 }
 
-// echo reports whether an event's flow has the state last applied from a
-// peer. An unknown TCP state of the applied record matches any.
+// matches reports whether an event's state s equals an applied state a;
+// an unknown TCP state on either side matches any.
+func (a flowState) matches(s flowState) bool {
+	if s.status != a.status || s.mark != a.mark || s.labels != a.labels {
+		return false
+	}
+	return a.tcp < 0 || s.tcp < 0 || s.tcp == a.tcp
+}
+
+// echo reports whether an event's flow has a state applied from a peer
+// whose event has not been seen yet; the states applied before the one
+// it matches are forgotten (their events came earlier).
 func (k *known) echo(f *Flow) bool {
 	if k.from == "" || k.deleted {
 		return false
 	}
 	s := stateOf(f)
-	if s.status != k.status || s.mark != k.mark || s.labels != k.labels {
-		return false
+	for i := range k.applied {
+		if k.applied[i].matches(s) {
+			if k.applied[i].tcp < 0 {
+				k.applied[i].tcp = s.tcp
+			}
+			k.applied = k.applied[i:]
+			return true
+		}
 	}
-	return k.tcp < 0 || s.tcp < 0 || s.tcp == k.tcp
+	return false
+}
+
+// last is the newest applied state (for the log).
+func (k *known) last() flowState {
+	if len(k.applied) == 0 {
+		return flowState{tcp: -1}
+	}
+	return k.applied[len(k.applied)-1]
 }
 
 // symmetricEvent decides what symmetric mode does with a new or update
@@ -78,18 +114,15 @@ func (e *Engine) symmetricEvent(f *Flow) bool {
 	k := f.Key()
 	kn, ok := e.known[k]
 	if ok && kn.echo(f) {
-		if kn.tcp < 0 && f.TCP != nil {
-			kn.tcp = int16(f.TCP.State)
-		}
 		e.c.echoes++
 		return false
 	}
 	if ok && kn.from != "" {
 		e.c.learnedSent++ // this member's traffic changed a learned flow
 		if e.log.IsDebug() {
-			s := stateOf(f)
+			s, l := stateOf(f), kn.last()
 			e.log.Debug("fgsp: a learned flow changed here; sending it", "flow", f.String(), "from", kn.from,
-				"applied", fmt.Sprintf("status %#x tcp %d mark %d", kn.status, kn.tcp, kn.mark),
+				"applied", fmt.Sprintf("status %#x tcp %d mark %d", l.status, l.tcp, l.mark),
 				"now", fmt.Sprintf("status %#x tcp %d mark %d", s.status, s.tcp, s.mark))
 		}
 	}
@@ -97,7 +130,7 @@ func (e *Engine) symmetricEvent(f *Flow) bool {
 		kn = &known{}
 		e.known[k] = kn
 	}
-	kn.from, kn.owned, kn.deleted = "", true, false
+	kn.from, kn.owned, kn.deleted, kn.applied = "", true, false, kn.applied[:0]
 	return true
 }
 
@@ -148,9 +181,14 @@ func (e *Engine) learn(from string, recs []Record, now time.Time) []bool {
 			f.TCP.FlagsOrig |= tcpBeLiberal
 			f.TCP.FlagsReply |= tcpBeLiberal
 		}
-		s := stateOf(f)
+		if kn.deleted {
+			kn.applied = kn.applied[:0]
+		}
 		kn.from, kn.deleted = from, false
-		kn.status, kn.tcp, kn.mark, kn.labels = s.status, s.tcp, s.mark, s.labels
+		if len(kn.applied) == appliedKeep {
+			kn.applied = append(kn.applied[:0], kn.applied[1:]...)
+		}
+		kn.applied = append(kn.applied, stateOf(f))
 		if f.Connectionless() {
 			// The refresh compares the local expiry with this one: a copy
 			// is re-sent only when this member's traffic moved it on.

@@ -269,3 +269,29 @@ func TestSymmetricOverrunPrunes(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSymmetricLateEcho: the echo of an earlier apply (node-b's SYN_RECV)
+// arriving after a later apply was learned (node-a's ESTABLISHED) is still
+// an echo; a state neither applied is not.
+func TestSymmetricLateEcho(t *testing.T) {
+	_, c := newSymmetricPair(t)
+	f := flowN(ProtoTCP, 9)
+	synRecv, est, finWait := f, f, f
+	synRecv.Status, synRecv.TCP = StatusConfirmed|StatusSeenReply, &TCPInfo{State: TCPSynRecv}
+	est.TCP = &TCPInfo{State: TCPEstablished}
+	finWait.TCP = &TCPInfo{State: 4}
+	now := time.Now()
+	c.e.learn("node-b", []Record{{Op: OpUpsert, Flow: synRecv}}, now)
+	c.e.learn("node-a", []Record{{Op: OpUpsert, Flow: est}}, now)
+	c.e.mu.Lock()
+	defer c.e.mu.Unlock()
+	if c.e.symmetricEvent(&synRecv) {
+		t.Fatal("the late echo of node-b's SYN_RECV was sent on")
+	}
+	if c.e.symmetricEvent(&est) {
+		t.Fatal("the echo of node-a's ESTABLISHED was sent on")
+	}
+	if !c.e.symmetricEvent(&finWait) {
+		t.Fatal("a state made here (FIN_WAIT) was not sent")
+	}
+}

@@ -602,10 +602,10 @@ func TestFGSPThreeMembers(t *testing.T) {
 	})
 	sc := sessionsOf(t, c)
 	t.Logf("measured: node-c (carries nothing): sent %d/%d records to node-a/node-b, echoes %d", sentTo(sc, "node-a"), sentTo(sc, "node-b"), sc.Echoes)
-	// node-c carries no traffic: what it sends are echoes. In 1 of 3
-	// runs it sent 2 records per peer (of 300 applied); the cause is not
-	// identified (suspected: the two peers' changes of one flow arriving
-	// in the other order). More than 5 % would be the design failing.
+	// node-c carries no traffic: what it would send are echoes (the
+	// echo of node-b's SYN_RECV arriving after node-a's ESTABLISHED was
+	// learned sent 2-8 records per peer before applied states were kept
+	// until their events came, TestSymmetricLateEcho).
 	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s > 0 {
 		if log, err := os.ReadFile(c.Log); err == nil {
 			for _, line := range strings.Split(string(log), "\n") {
@@ -615,7 +615,7 @@ func TestFGSPThreeMembers(t *testing.T) {
 			}
 		}
 	}
-	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s > 2*conns*5/100 {
+	if s := sentTo(sc, "node-a") + sentTo(sc, "node-b"); s != 0 {
 		t.Errorf("node-c carries no traffic but sent %d records (echoes sent on)", s)
 	}
 	ld.ResetStalls()
