@@ -41,6 +41,9 @@ type sessionEngine struct {
 	holdStart  time.Time
 	// down: down_until_synced interfaces still down.
 	down []string
+	// fgsp: cluster.mode fgsp, every member sends to every live peer
+	// (agent/fgsp.go).
+	fgsp bool
 }
 
 // newSessionEngine builds the engine. links are the channel's links
@@ -93,6 +96,7 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	ec.Self, ec.Table, ec.Transport = cfg.Node.Name, table, ch
 	ec.Connectionless, ec.NAT, ec.Expectation, ec.Delay = sp.Connectionless, sp.NAT, sp.Expectation, sp.Delay
 	ec.Ignore = sp.Ignore
+	ec.Symmetric = cfg.Cluster.Mode == config.ModeFGSP
 	ec.Logger = a.log.Named("sessions")
 	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }
 	e, err := sessionsync.New(ec)
@@ -101,11 +105,11 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		table.Close()
 		return nil, err
 	}
-	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced)}
+	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
 	}
-	se.hold = holdsOverride(cfg) // vcsessions.go
+	se.hold = holdsOverride(cfg) && !se.fgsp // vcsessions.go; fgsp: the role moves no traffic
 	se.holdStart = a.now()
 	return se, nil
 }
@@ -133,6 +137,10 @@ func (a *Agent) startSessions() {
 func (a *Agent) updateSessions() {
 	s := a.sess
 	if s == nil {
+		return
+	}
+	if s.fgsp {
+		a.updateSessionsFGSP()
 		return
 	}
 	if len(a.vcs) > 1 {
@@ -240,8 +248,8 @@ func (a *Agent) sessionsReady() (time.Duration, int) {
 // go: their removal destroys the masqueraded flows in this kernel, and
 // those destroy events must not reach the new primary.
 func (a *Agent) sessionsStopSending() {
-	if a.sess == nil {
-		return
+	if a.sess == nil || a.sess.fgsp {
+		return // fgsp: no addresses go, every member keeps sending
 	}
 	a.sess.primary, a.sess.peers = false, nil
 	a.sess.e.SetRole(false, nil)
@@ -264,6 +272,9 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 	}
 	if a.sess.held {
 		st.Holding = true
+	}
+	if a.sess.fgsp {
+		a.fgspPeerHealth(&st)
 	}
 	return &st
 }

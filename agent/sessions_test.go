@@ -25,11 +25,18 @@ type sessNode struct {
 
 func startSessNode(t *testing.T, mem *heartbeat.MemNetwork, keyDir, name string, prio int, override bool, slow ...time.Duration) *sessNode {
 	t.Helper()
+	return startSessNodeMode(t, mem, keyDir, name, prio, override, config.DefaultMode, slow...)
+}
+
+// startSessNodeMode is startSessNode in a cluster mode of its own.
+func startSessNodeMode(t *testing.T, mem *heartbeat.MemNetwork, keyDir, name string, prio int, override bool, mode string, slow ...time.Duration) *sessNode {
+	t.Helper()
 	text := fmt.Sprintf(`
 control_socket: /tmp/unused.sock
 node: {name: %s, serial: SN-%s, priority: %d, override: %v}
 cluster:
   group_id: 10
+  mode: %s
   password_file: %s/key
   hbdev: [{name: ha1, priority: 50}]
   hb_interval: 20ms
@@ -37,7 +44,7 @@ cluster:
   hello_holddown: 200ms
   sync: {enabled: false}
   session_pickup: {enabled: true, connectionless: true}
-`, name, name, prio, override, keyDir)
+`, name, name, prio, override, mode, keyDir)
 	cfg, err := config.Parse(name+".yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)

@@ -58,6 +58,11 @@ const (
 	MaxPasswordFileSize = 64 << 10
 )
 
+// ModeFGSP is cluster.mode fgsp, active-active with shared sessions
+// (SPEC §8): no virtual MAC, no cluster address, every member syncs its
+// flows to every other.
+const ModeFGSP = "fgsp"
+
 // Config is a whole hagent configuration file.
 type Config struct {
 	// ControlSocket is the unix socket agentctl talks to (control_socket).
@@ -116,7 +121,9 @@ type Cluster struct {
 	PasswordFile string
 	// Auth enables heartbeat authentication (auth), default true.
 	Auth bool
-	// Mode is the cluster mode (mode); only "a-p" is supported.
+	// Mode is the cluster mode (mode): "a-p" (active-passive, the
+	// default) or "fgsp" (ModeFGSP: every member forwards and syncs its
+	// sessions to the others; no data interfaces).
 	Mode string
 	// VCluster is the virtual cluster, 1 or 2 (vcluster), default 1.
 	VCluster int

@@ -221,7 +221,10 @@ func TestValidation(t *testing.T) {
 		{"password_file empty", "cluster:\n  password_file: \"\"\n  hbdev: [{name: ha1}]\n", "t.yaml:2: cluster.password_file: required when auth is true"},
 		{"password_file relative", "cluster:\n  password_file: key\n  hbdev: [{name: ha1}]\n", `t.yaml:2: cluster.password_file: "key" is not an absolute path`},
 		{"mode a-a", base + "  mode: a-a\n", `t.yaml:4: cluster.mode: active-active mode "a-a" is not supported`},
-		{"mode other", base + "  mode: x\n", `t.yaml:4: cluster.mode: "x" is not a mode; want a-p`},
+		{"mode other", base + "  mode: x\n", `t.yaml:4: cluster.mode: "x" is not a mode; want a-p or fgsp`},
+		{"fgsp interfaces", base + "  mode: fgsp\n  interfaces:\n    - {name: port1, addresses: [10.9.0.100/24]}\n", "t.yaml:5: cluster.interfaces: not used in mode fgsp"},
+		{"fgsp vcluster2", base + "  mode: fgsp\n  vcluster2: {enabled: true}\n", "t.yaml:5: cluster.vcluster2: not used in mode fgsp"},
+		{"fgsp expectation", base + "  mode: fgsp\n  session_pickup: {enabled: true, expectation: true}\n", "t.yaml:5: cluster.session_pickup.expectation: not supported in mode fgsp"},
 		{"vcluster", base + "  vcluster: 3\n", "t.yaml:4: cluster.vcluster: 3 is not a vcluster; want 1 or 2"},
 		{"vcluster zero", base + "  vcluster: 0\n", "t.yaml:4: cluster.vcluster: 0 is not a vcluster"},
 
@@ -514,7 +517,7 @@ cluster:
 		"m.yaml:5: cluster.bogus: unknown key",
 		"m.yaml:7: cluster.hbdev[0].priority: -1 is out of range 0-255",
 		`m.yaml:8: cluster.hb_interval: want a duration such as "200ms", got "200"`,
-		`m.yaml:9: cluster.mode: active-active mode "a-a" is not supported; want a-p`,
+		`m.yaml:9: cluster.mode: active-active mode "a-a" is not supported; want a-p or fgsp`,
 	}
 	if err == nil {
 		t.Fatal("no error")

@@ -73,10 +73,21 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	}
 	switch c.Mode {
 	case "a-p":
+	case ModeFGSP:
+		// Every member keeps its own addresses: nothing to take over.
+		if len(c.Interfaces) > 0 {
+			d.errorf(k("interfaces"), "not used in mode fgsp: every member forwards with its own addresses (no virtual MAC, no cluster address); remove interfaces")
+		}
+		if c.VCluster2.Enabled {
+			d.errorf(k("vcluster2"), "not used in mode fgsp: every member forwards all traffic (virtual clusters split the roles of a-p mode)")
+		}
+		if c.SessionPickup.Expectation {
+			d.errorf(k("session_pickup.expectation"), "not supported in mode fgsp (expectations are copied one way, from the primary)")
+		}
 	case "a-a":
-		d.errorf(k("mode"), "active-active mode \"a-a\" is not supported; want a-p")
+		d.errorf(k("mode"), "active-active mode \"a-a\" is not supported; want a-p or fgsp")
 	default:
-		d.errorf(k("mode"), "%q is not a mode; want a-p", c.Mode)
+		d.errorf(k("mode"), "%q is not a mode; want a-p or fgsp", c.Mode)
 	}
 	if c.VCluster != 1 && c.VCluster != 2 {
 		d.errorf(k("vcluster"), "%d is not a vcluster; want 1 or 2", c.VCluster)

@@ -138,6 +138,17 @@ func TestFormatSessions(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
+	b.Reset()
+	FormatSessions(&b, &sessionsync.Status{Enabled: true, Sending: true, Mode: "fgsp", Echoes: 7, LearnedSent: 3,
+		Peers:   []sessionsync.PeerStatus{{Node: "node-b", Heartbeat: "lost", SentFlows: 5}},
+		Sources: []sessionsync.SourceStatus{{Node: "node-b", Copies: 4, Received: 9}}})
+	out = b.String()
+	for _, want := range []string{"mode fgsp", "To node-b (heartbeat lost)", "4 copies held, 9 records received",
+		"not sent back 7, changes of learned flows sent 3"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("fgsp: missing %q in:\n%s", want, out)
+		}
+	}
 }
 
 func TestFormatStatusVClusters(t *testing.T) {

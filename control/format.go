@@ -283,6 +283,9 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	if s.Sending {
 		role = "sending (primary)"
 	}
+	if s.Mode == "fgsp" {
+		role = "mode fgsp (every member sends and applies)"
+	}
 	health := "OK"
 	if len(s.Problems) > 0 {
 		health = "ERROR"
@@ -296,7 +299,11 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	}
 	fmt.Fprintf(w, "Local flows: %d\n", s.LocalFlows)
 	for _, p := range s.Peers {
-		fmt.Fprintf(w, "To %s: bulk %s %d/%d", p.Node, p.Bulk.State, p.Bulk.Sent, p.Bulk.Total)
+		if p.Heartbeat != "" {
+			fmt.Fprintf(w, "To %s (heartbeat %s): bulk %s %d/%d", p.Node, p.Heartbeat, p.Bulk.State, p.Bulk.Sent, p.Bulk.Total)
+		} else {
+			fmt.Fprintf(w, "To %s: bulk %s %d/%d", p.Node, p.Bulk.State, p.Bulk.Sent, p.Bulk.Total)
+		}
 		if p.Bulk.State == "done" {
 			fmt.Fprintf(w, " in %s", p.Bulk.Duration.Round(time.Millisecond))
 		}
@@ -310,10 +317,13 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 		if src.Bulk.State == "done" {
 			fmt.Fprintf(w, " in %s", src.Bulk.Duration.Round(time.Millisecond))
 		}
-		fmt.Fprintf(w, ", %d copies held\n", src.Copies)
+		fmt.Fprintf(w, ", %d copies held, %d records received\n", src.Copies, src.Received)
 	}
 	fmt.Fprintf(w, "Sender: events %d, filtered %d, overruns %d (repaired by bulk copies), refreshed %d, delayed %d\n",
 		s.Events, s.Filtered, s.Overruns, s.Refreshed, s.Delayed)
+	if s.Mode == "fgsp" {
+		fmt.Fprintf(w, "FGSP: echoes of applied flows not sent back %d, changes of learned flows sent %d\n", s.Echoes, s.LearnedSent)
+	}
 	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
 		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
 	if len(s.ErrorReasons) > 0 {

@@ -86,6 +86,13 @@ type Config struct {
 	// addresses (forwarded flows: on a secondary, copies) are deleted, so
 	// copies made before an agent restart do not linger.
 	LocalAddrs func() []netip.Addr
+	// Symmetric is FGSP (cluster.mode fgsp): every member sends its flows
+	// to every other and applies theirs; the caller passes primary true
+	// to SetRole with every live peer. A received flow's own events are
+	// not sent back, a change of it made by this member's traffic is
+	// (symmetric.go), and the stale sweep at a bulk end spares the flows
+	// this member forwards.
+	Symmetric bool
 	// Event, when set, receives history entries (kind "sessions").
 	Event func(msg string)
 	// Now is the clock; nil is time.Now.
@@ -115,9 +122,12 @@ type Engine struct {
 	peers     map[string]*peerState
 	gen       uint32
 	runCtx    context.Context
-	lastSent  map[Key]int64     // connectionless: expiry (unix ns) last sent
-	born      map[Key]time.Time // Delay: when a flow was first seen
-	pending   map[Key]Flow      // Delay: flows not old enough yet
+	lastSent  map[Key]int64        // connectionless: expiry (unix ns) last sent
+	born      map[Key]time.Time    // Delay: when a flow was first seen
+	pending   map[Key]Flow         // Delay: flows not old enough yet
+	known     map[Key]*known       // Symmetric: flows learned or sent (symmetric.go)
+	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
+	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
 	c         counters
 	listenErr string
 
@@ -136,6 +146,7 @@ type Engine struct {
 
 type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
+	echoes, learnedSent                                           uint64
 	expectSent                                                    uint64
 }
 
@@ -170,6 +181,10 @@ type recvState struct {
 	inBulk  bool
 	seen    map[Key]struct{}
 	applied map[Key]struct{}
+	// received counts the records received from this peer.
+	received uint64
+	// bulkDone: a complete bulk copy came from this peer.
+	bulkDone bool
 	// before are the forwarded flows of the local table when the bulk
 	// copy began (sweep candidates at its end).
 	before []Key
@@ -209,7 +224,8 @@ func New(cfg Config) (*Engine, error) {
 	return &Engine{
 		cfg: cfg, log: cfg.Logger,
 		peers: map[string]*peerState{}, lastSent: map[Key]int64{},
-		born: map[Key]time.Time{}, pending: map[Key]Flow{},
+		born: map[Key]time.Time{}, pending: map[Key]Flow{}, known: map[Key]*known{},
+		gone:    map[string][2]uint64{},
 		recv:    map[string]*recvState{},
 		rc:      recvCounters{reasons: map[string]uint64{}},
 		readyCh: make(chan chan int),
@@ -260,7 +276,7 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) SetRole(primary bool, peers []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if primary && !e.primary {
+	if primary && !e.primary && !e.cfg.Symmetric {
 		// The copies this node made are its own flows now.
 		e.recvMu.Lock()
 		for _, rs := range e.recv {
@@ -283,6 +299,8 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 			if p.cancel != nil {
 				p.cancel()
 			}
+			g := e.gone[name]
+			e.gone[name] = [2]uint64{g[0] + p.sentRecs, g[1] + p.sentMsgs}
 			delete(e.peers, name)
 		}
 	}
@@ -397,6 +415,7 @@ func (e *Engine) onEvent(ev Event) {
 	e.c.events++
 	if ev.Type == EventOverrun {
 		e.c.overruns++
+		e.prune = e.cfg.Symmetric
 		if e.primary {
 			for _, p := range e.peers {
 				p.needBulk, p.queue = true, nil
@@ -425,6 +444,9 @@ func (e *Engine) onEvent(ev Event) {
 		if !e.primary || !e.wanted(f) || !e.owned(f) {
 			return
 		}
+		if e.cfg.Symmetric && !e.symmetricDestroy(f) {
+			return
+		}
 		e.enqueue(Record{Op: OpDelete, Flow: *f}, now)
 		return
 	}
@@ -436,6 +458,9 @@ func (e *Engine) onEvent(ev Event) {
 	}
 	if !e.wanted(f) || !e.owned(f) {
 		e.c.filtered++
+		return
+	}
+	if e.cfg.Symmetric && !e.symmetricEvent(f) {
 		return
 	}
 	if e.cfg.Delay > 0 {
@@ -504,8 +529,12 @@ func (e *Engine) timers(ctx context.Context) {
 				}
 			}
 		}
-		primary := e.primary
+		primary, prune := e.primary, e.prune
+		e.prune = false
 		e.mu.Unlock()
+		if prune {
+			e.pruneKnown()
+		}
 		if primary && e.cfg.Connectionless && now.Sub(lastRefresh) >= e.cfg.Refresh {
 			lastRefresh = now
 			e.refresh(now)
@@ -924,16 +953,20 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		// The local table before the copy: its forwarded flows that the
 		// copy does not contain are removed at its end. Taken now, while
 		// the table is small (empty on a fresh member), not at the end.
-		own := map[netip.Addr]bool{}
-		for _, a := range e.localAddrs() {
-			own[a] = true
-		}
+		// In symmetric mode this member forwards flows of its own: only
+		// the copies it made are swept.
 		var before []Key
-		_ = e.cfg.Table.Dump(func(f *Flow) {
-			if e.wanted(f) && !e.keeps(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
-				before = append(before, f.Key())
+		if !e.cfg.Symmetric {
+			own := map[netip.Addr]bool{}
+			for _, a := range e.localAddrs() {
+				own[a] = true
 			}
-		})
+			_ = e.cfg.Table.Dump(func(f *Flow) {
+				if e.wanted(f) && !e.keeps(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+					before = append(before, f.Key())
+				}
+			})
+		}
 		e.recvMu.Lock()
 		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, map[Key]struct{}{}, before
 		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
@@ -963,6 +996,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			}
 		}
 		e.recvMu.Unlock()
+		if e.cfg.Symmetric {
+			stale = e.sweepable(msg.From, stale)
+		}
 		if len(stale) > 0 {
 			e.cfg.Table.Apply(stale)
 		}
@@ -975,13 +1011,18 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		rs.bulk.State, rs.bulk.Done, rs.bulk.Duration = "done", now, now.Sub(rs.bulk.Started)
 		rs.bulk.Total = int(m.Count)
 		e.rc.bulkDone = true
+		rs.bulkDone = true
 		n, d := rs.bulk.Sent, rs.bulk.Duration
 		e.recvMu.Unlock()
 		e.event("bulk session copy from %s complete: %d flows applied in %s, %d stale copies removed", msg.From, n, d.Round(time.Millisecond), len(stale))
 		return
 	}
+	var had []bool
+	if e.cfg.Symmetric {
+		had = e.learn(msg.From, m.Records, now)
+	}
 	recs := m.Records
-	if !e.isPrimary.Load() {
+	if !e.isPrimary.Load() && !e.cfg.Symmetric {
 		// A flow this member's table holds but did not get from this
 		// peer is its own, from its own traffic (it was primary, or the
 		// peer's bulk copy finds what it forwarded before a restart):
@@ -990,6 +1031,8 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		// when its address goes (the masquerade cleanup runs after the
 		// address is removed, asynchronously, so it can hit the entry
 		// after this copy updated it), and its window tracking is stale.
+		// (In symmetric mode the member's own flows carry its traffic:
+		// they are updated, never replaced.)
 		cloned := false
 		e.recvMu.Lock()
 		for i := range recs {
@@ -1006,10 +1049,14 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		e.recvMu.Unlock()
 	}
 	errs := e.applyRecords(recs)
+	if e.cfg.Symmetric {
+		e.forgetRefused(recs, had, errs)
+	}
 	done := e.cfg.Now()
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
 	e.rc.records += uint64(len(m.Records))
+	rs.received += uint64(len(m.Records))
 	for i, err := range errs {
 		k := m.Records[i].Flow.Key()
 		if x := m.Records[i].Expect; x != nil {
@@ -1034,6 +1081,14 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			continue
 		}
 		rs.applied[k] = struct{}{}
+		if e.cfg.Symmetric {
+			// The copy is this peer's now, not another's.
+			for _, o := range e.recv {
+				if o != rs {
+					delete(o.applied, k)
+				}
+			}
+		}
 		if rs.inBulk {
 			rs.seen[k] = struct{}{}
 		}

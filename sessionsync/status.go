@@ -33,6 +33,12 @@ type PeerStatus struct {
 	SentMsgs    uint64  `json:"sent_messages"`
 	LastError   string  `json:"last_error,omitempty"`
 	LastErrorAt string  `json:"last_error_at,omitempty"`
+	// Live is false for a peer not copied to any more (it was lost):
+	// its counters are kept.
+	Live bool `json:"live"`
+	// Heartbeat is the peer's health as the election sees it ("alive",
+	// "lost"); set by the agent, "" when unknown.
+	Heartbeat string `json:"heartbeat,omitempty"`
 }
 
 // SourceStatus is the receiver's view of one sender.
@@ -41,6 +47,9 @@ type SourceStatus struct {
 	Bulk BulkStatus `json:"bulk"`
 	// Copies is the number of flows this node holds for the sender.
 	Copies int `json:"copies"`
+	// Received is the number of records received from the sender (flows
+	// learned from it, updates and deletes included).
+	Received uint64 `json:"received_flows"`
 }
 
 // ChannelStatus are the counters of the session channel (l2chan.Stats).
@@ -72,6 +81,9 @@ type ChannelLink struct {
 // Status is a snapshot of an engine (agentctl ha sessions).
 type Status struct {
 	Enabled bool `json:"enabled"`
+	// Mode is "a-p" (the primary sends, the others apply) or "fgsp"
+	// (every member sends and applies).
+	Mode string `json:"mode,omitempty"`
 	// Sending is true while this node is primary and copies its flows.
 	Sending bool `json:"sending"`
 	// LocalFlows is the number of flows in the local kernel table (-1
@@ -87,6 +99,11 @@ type Status struct {
 	Overflows   uint64 `json:"queue_overflows"`
 	Delayed     int    `json:"delayed"`
 	Unsupported uint64 `json:"unsupported"`
+	// Echoes counts events of flows applied from a peer that were not
+	// sent back (fgsp); LearnedSent the changes of learned flows made by
+	// this member's traffic, which were.
+	Echoes      uint64 `json:"echoes_not_sent,omitempty"`
+	LearnedSent uint64 `json:"learned_updates_sent,omitempty"`
 	// ExpectSent counts expectation records queued to the peers (creations
 	// and removals); ExpectApplied those received and applied here.
 	ExpectSent    uint64 `json:"expectations_sent"`
@@ -125,7 +142,10 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // Status returns a snapshot.
 func (e *Engine) Status() Status {
 	now := e.cfg.Now()
-	st := Status{Enabled: true, LocalFlows: -1}
+	st := Status{Enabled: true, LocalFlows: -1, Mode: "a-p"}
+	if e.cfg.Symmetric {
+		st.Mode = "fgsp"
+	}
 	if n, err := e.cfg.Table.Count(); err == nil {
 		st.LocalFlows = n
 	}
@@ -133,10 +153,20 @@ func (e *Engine) Status() Status {
 	st.Sending = e.primary
 	st.Events, st.Filtered, st.Overruns, st.Refreshed, st.Overflows = e.c.events, e.c.filtered, e.c.overruns, e.c.refreshed, e.c.overflows
 	st.Unsupported, st.ExpectSent = e.c.unsupported, e.c.expectSent
+	st.Echoes, st.LearnedSent = e.c.echoes, e.c.learnedSent
+	for name, g := range e.gone {
+		if _, live := e.peers[name]; !live && e.cfg.Symmetric { // a-p: only the members copied to now
+			st.Peers = append(st.Peers, PeerStatus{Node: name, SentFlows: g[0], SentMsgs: g[1]})
+		}
+	}
 	st.Delayed = len(e.pending)
 	st.ListenError = e.listenErr
 	for _, p := range e.peers {
-		ps := PeerStatus{Node: p.name, Bulk: p.bulk, Queued: len(p.queue), SentFlows: p.sentRecs, SentMsgs: p.sentMsgs, LastError: p.lastErr}
+		var g [2]uint64
+		if e.cfg.Symmetric {
+			g = e.gone[p.name] // fgsp: counters kept across a loss of the peer
+		}
+		ps := PeerStatus{Node: p.name, Bulk: p.bulk, Queued: len(p.queue), SentFlows: g[0] + p.sentRecs, SentMsgs: g[1] + p.sentMsgs, LastError: p.lastErr, Live: true}
 		if len(p.queue) > 0 {
 			ps.LagMs = ms(now.Sub(time.Unix(0, p.queueOldest)))
 		}
@@ -178,7 +208,7 @@ func (e *Engine) Status() Status {
 	p50, p99, last := e.lat.quantiles()
 	st.LagP50Ms, st.LagP99Ms, st.LagLastMs = ms(p50), ms(p99), ms(last)
 	for _, rs := range e.recv {
-		st.Sources = append(st.Sources, SourceStatus{Node: rs.from, Bulk: rs.bulk, Copies: len(rs.applied)})
+		st.Sources = append(st.Sources, SourceStatus{Node: rs.from, Bulk: rs.bulk, Copies: len(rs.applied), Received: rs.received})
 	}
 	e.recvMu.Unlock()
 	sort.Slice(st.Sources, func(i, j int) bool { return st.Sources[i].Node < st.Sources[j].Node })

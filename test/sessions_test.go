@@ -158,19 +158,27 @@ func mustCtl(n *lab.Node, args ...string) string {
 
 // bulkFlows are n TCP flows through the masquerade of node-a, as traffic
 // would create them.
-func bulkFlows(n int) []sessionsync.Record {
+func bulkFlows(n int) []sessionsync.Record { return bulkFlowsTo(n, true) }
+
+// bulkFlowsTo are n established TCP flows from the LAN to the WAN,
+// masqueraded to the WAN cluster address or (nat false, the FGSP lab)
+// not translated.
+func bulkFlowsTo(n int, masquerade bool) []sessionsync.Record {
 	recs := make([]sessionsync.Record, 0, n)
-	nat := netip.MustParseAddr(lab.WANClusterIPv4)
 	for i := 0; i < n; i++ {
 		// 50 000 ports per client and server address pair: the masquerade
 		// port (the reply tuple) stays unique.
 		c := netip.AddrFrom4([4]byte{10, 9, 0, byte(20 + i/50000)})
 		srv := netip.AddrFrom4([4]byte{10, 9, 2, byte(10 + i/50000)})
 		sp := uint16(10000 + i%50000)
+		to := c
+		if masquerade {
+			to = netip.MustParseAddr(lab.WANClusterIPv4)
+		}
 		recs = append(recs, sessionsync.Record{Op: sessionsync.OpUpsert, Flow: sessionsync.Flow{
 			Proto:   sessionsync.ProtoTCP,
 			Orig:    sessionsync.Tuple{Src: c, Dst: srv, SrcPort: sp, DstPort: 443},
-			Reply:   sessionsync.Tuple{Src: srv, Dst: nat, SrcPort: 443, DstPort: sp},
+			Reply:   sessionsync.Tuple{Src: srv, Dst: to, SrcPort: 443, DstPort: sp},
 			Status:  sessionsync.StatusConfirmed | sessionsync.StatusSeenReply | sessionsync.StatusAssured,
 			Timeout: 3600, TCP: &sessionsync.TCPInfo{State: sessionsync.TCPEstablished},
 		}})

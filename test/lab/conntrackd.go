@@ -44,6 +44,12 @@ func (n *Node) ConntrackdAddr() string { return fmt.Sprintf("10.9.250.%d", n.Ind
 // to peer, TCP only like the upstream example) and primary-backup.sh, and
 // starts conntrackd in the foreground.
 func (n *Node) StartConntrackd(peer *Node) (*Conntrackd, error) {
+	return n.StartConntrackdMode(peer, "FTFW {\n\t\tDisableExternalCache Off\n\t}")
+}
+
+// StartConntrackdMode is StartConntrackd with the Sync Mode block given
+// (after "Mode "): "FTFW {…}" or "NOTRACK {…}".
+func (n *Node) StartConntrackdMode(peer *Node, mode string) (*Conntrackd, error) {
 	bin, err := EnsureConntrackd()
 	if err != nil {
 		return nil, err
@@ -55,9 +61,7 @@ func (n *Node) StartConntrackd(peer *Node) (*Conntrackd, error) {
 		return nil, err
 	}
 	conf := fmt.Sprintf(`Sync {
-	Mode FTFW {
-		DisableExternalCache Off
-	}
+	Mode %s
 	UDP {
 		IPv4_address %s
 		IPv4_Destination_Address %s
@@ -89,7 +93,7 @@ General {
 		}
 	}
 }
-`, n.ConntrackdAddr(), peer.ConntrackdAddr(), c.Log, filepath.Join(dir, "conntrackd.lock"), c.Ctl(),
+`, mode, n.ConntrackdAddr(), peer.ConntrackdAddr(), c.Log, filepath.Join(dir, "conntrackd.lock"), c.Ctl(),
 		n.ConntrackdAddr(), peer.ConntrackdAddr())
 	if err := os.WriteFile(c.Conf, []byte(conf), 0o600); err != nil {
 		return nil, err

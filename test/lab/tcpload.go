@@ -52,17 +52,11 @@ func StartTCPLoad(l *Lab, n int, every time.Duration) (*TCPLoad, error) {
 // StartTCPLoadPort is StartTCPLoad with a server port of its own (several
 // loads side by side).
 func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, error) {
-	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, stop: make(chan struct{})}
-	if err := InNS(l.Server, func() error {
-		var err error
-		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
-		return err
-	}); err != nil {
+	t, err := listenTCPLoad(l, every, port)
+	if err != nil {
 		return nil, err
 	}
-	t.wg.Add(1)
-	go t.serve()
-	err := InNS(l.Client, func() error {
+	err = InNS(l.Client, func() error {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		for i := 0; i < n; i++ {
 			c, err := d.Dial("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
@@ -77,6 +71,27 @@ func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, e
 		t.Stop()
 		return nil, err
 	}
+	t.run()
+	return t, nil
+}
+
+// listenTCPLoad starts the load's server in the server namespace.
+func listenTCPLoad(l *Lab, every time.Duration, port int) (*TCPLoad, error) {
+	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, stop: make(chan struct{})}
+	if err := InNS(l.Server, func() error {
+		var err error
+		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	t.wg.Add(1)
+	go t.serve()
+	return t, nil
+}
+
+// run starts the writers and readers of the open connections.
+func (t *TCPLoad) run() {
 	now := time.Now().UnixNano()
 	for _, c := range t.conns {
 		c.lastOK.Store(now)
@@ -84,7 +99,6 @@ func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, e
 		go t.write(c)
 		go t.read(c)
 	}
-	return t, nil
 }
 
 func (t *TCPLoad) serve() {

@@ -77,16 +77,22 @@ type row struct{ what, hagent, conntrackd, ratio string }
 var rows []row
 
 func addRow(t *testing.T, r row) {
-	t.Logf("measured: %s: hagent %s, conntrackd %s, ratio %s", r.what, r.hagent, r.conntrackd, r.ratio)
 	rows = append(rows, r)
+	writeRows(t, "sessions.md", "| measurement | hagent | conntrackd (FTFW) + keepalived | ratio |", rows)
+}
+
+// writeRows logs the last row and writes the table to bench-results/file.
+func writeRows(t *testing.T, file, header string, rows []row) {
+	r := rows[len(rows)-1]
+	t.Logf("measured: %s: hagent %s, conntrackd %s, ratio %s", r.what, r.hagent, r.conntrackd, r.ratio)
 	var b strings.Builder
-	b.WriteString("| measurement | hagent | conntrackd (FTFW) + keepalived | ratio |\n|---|---|---|---|\n")
+	b.WriteString(header + "\n|---|---|---|---|\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.what, r.hagent, r.conntrackd, r.ratio)
 	}
 	dir := filepath.Join(lab.RepoRoot(), "bench-results")
 	_ = os.MkdirAll(dir, 0o755)
-	_ = os.WriteFile(filepath.Join(dir, "sessions.md"), []byte(b.String()), 0o644)
+	_ = os.WriteFile(filepath.Join(dir, file), []byte(b.String()), 0o644)
 }
 
 // TestSessionBenchCrash: 1000 long-lived connections through the pair,
