@@ -41,9 +41,12 @@ type AsyncTransport interface {
 
 var _ AsyncTransport = (*l2chan.Channel)(nil)
 
-// streamWindow is how many stream messages to one peer may await their
-// acknowledgement at once.
-const streamWindow = 4
+// streamWindow and bulkWindow are how many stream and bulk messages to one
+// peer may await their acknowledgement at once.
+const (
+	streamWindow = 4
+	bulkWindow   = 4
+)
 
 // Config configures an Engine. Zero values take DefaultConfig's.
 type Config struct {
@@ -670,37 +673,101 @@ func (e *Engine) sendFailed(p *peerState, what string, err error) {
 	}
 }
 
-// pipeline sends the stream message m and every stream message queued
-// while it and the ones after it are in flight, up to streamWindow at once,
-// and returns when all are acknowledged (nil) or one failed. Each is
-// encoded and queued at once; the channel keeps their order.
-func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, m *Message, buf *[]byte) error {
-	type flight struct {
-		done <-chan error
-		recs int
-	}
-	var inflight []flight
-	queue := func(m *Message) error {
-		b, err := m.AppendBinary((*buf)[:0])
-		if err != nil {
-			return err
-		}
-		*buf = b
-		done, err := at.SendAsync(p.name, b)
-		if err != nil {
-			return err
-		}
-		inflight = append(inflight, flight{done, len(m.Records)})
-		return nil
-	}
-	if err := queue(m); err != nil {
+// sendPipe keeps up to its window of messages to one peer in flight on an
+// AsyncTransport (the channel keeps their order) and accounts for each as
+// its acknowledgement comes.
+type sendPipe struct {
+	e        *Engine
+	p        *peerState
+	at       AsyncTransport
+	buf      *[]byte
+	inflight []flight
+	timeout  *time.Timer
+}
+
+type flight struct {
+	done <-chan error
+	recs int
+	bulk bool
+}
+
+func (e *Engine) newPipe(p *peerState, at AsyncTransport, buf *[]byte) *sendPipe {
+	return &sendPipe{e: e, p: p, at: at, buf: buf, timeout: time.NewTimer(e.cfg.SendTimeout)}
+}
+
+func (sp *sendPipe) stop() { sp.timeout.Stop() }
+
+// push encodes m and queues it.
+func (sp *sendPipe) push(m *Message) error {
+	b, err := m.AppendBinary((*sp.buf)[:0])
+	if err != nil {
 		return err
 	}
-	timeout := time.NewTimer(e.cfg.SendTimeout)
-	defer timeout.Stop()
-	for len(inflight) > 0 {
+	*sp.buf = b
+	done, err := sp.at.SendAsync(sp.p.name, b)
+	if err != nil {
+		return err
+	}
+	if len(sp.inflight) == 0 {
+		sp.timeout.Reset(sp.e.cfg.SendTimeout) // (Go 1.23+: no stale expiry after Reset)
+	}
+	sp.inflight = append(sp.inflight, flight{done, len(m.Records), m.Kind == KindBulk})
+	return nil
+}
+
+// wait waits for the oldest message in flight (or for wake, when set, to
+// say more can be queued: it returns nil then with the message still in
+// flight).
+func (sp *sendPipe) wait(ctx context.Context, wake <-chan struct{}) error {
+	select {
+	case err := <-sp.inflight[0].done:
+		if err != nil {
+			return err
+		}
+		f := sp.inflight[0]
+		sp.inflight = sp.inflight[1:]
+		e, p := sp.e, sp.p
+		e.mu.Lock()
+		p.sentMsgs++
+		p.sentRecs += uint64(f.recs)
+		p.lastProgress = e.cfg.Now()
+		if f.bulk {
+			p.bulk.Sent += f.recs
+		}
+		e.mu.Unlock()
+		sp.timeout.Reset(e.cfg.SendTimeout)
+		return nil
+	case <-wake:
+		return nil
+	case <-sp.timeout.C:
+		return fmt.Errorf("no acknowledgement within %v", sp.e.cfg.SendTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drain waits for every message in flight.
+func (sp *sendPipe) drain(ctx context.Context) error {
+	for len(sp.inflight) > 0 {
+		if err := sp.wait(ctx, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pipeline sends the stream message m and every stream message queued
+// while it and the ones after it are in flight, up to streamWindow at once,
+// and returns when all are acknowledged (nil) or one failed.
+func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, m *Message, buf *[]byte) error {
+	sp := e.newPipe(p, at, buf)
+	defer sp.stop()
+	if err := sp.push(m); err != nil {
+		return err
+	}
+	for len(sp.inflight) > 0 {
 		// Fill the window with what has queued up meanwhile.
-		for len(inflight) < streamWindow {
+		for len(sp.inflight) < streamWindow {
 			e.mu.Lock()
 			var next *Message
 			if !p.needBulk {
@@ -710,28 +777,12 @@ func (e *Engine) pipeline(ctx context.Context, p *peerState, at AsyncTransport, 
 			if next == nil {
 				break
 			}
-			if err := queue(next); err != nil {
+			if err := sp.push(next); err != nil {
 				return err
 			}
 		}
-		select {
-		case err := <-inflight[0].done:
-			if err != nil {
-				return err
-			}
-			e.mu.Lock()
-			p.sentMsgs++
-			p.sentRecs += uint64(inflight[0].recs)
-			p.lastProgress = e.cfg.Now()
-			e.mu.Unlock()
-			inflight = inflight[1:]
-			timeout.Reset(e.cfg.SendTimeout) // (Go 1.23+: no stale expiry after Reset)
-		case <-p.wake:
-			// More records: the loop above takes them if the window allows.
-		case <-timeout.C:
-			return fmt.Errorf("no acknowledgement within %v", e.cfg.SendTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := sp.wait(ctx, p.wake); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -810,12 +861,33 @@ func (e *Engine) bulk(ctx context.Context, p *peerState, buf *[]byte) error {
 		dumpErr <- err
 	}()
 	var sendErr error
+	at, async := e.cfg.Transport.(AsyncTransport)
+	var sp *sendPipe
+	if async {
+		sp = e.newPipe(p, at, buf)
+		defer sp.stop()
+	}
 	for b := range batches {
-		if sendErr == nil {
-			if sendErr = e.send(ctx, p, &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: b}, buf); sendErr != nil {
-				stop.Store(true)
+		if sendErr != nil {
+			continue
+		}
+		m := &Message{Kind: KindBulk, Gen: gen, Oldest: start.UnixNano(), Records: b}
+		if !async {
+			sendErr = e.send(ctx, p, m, buf)
+		} else {
+			for len(sp.inflight) >= bulkWindow && sendErr == nil {
+				sendErr = sp.wait(ctx, nil)
+			}
+			if sendErr == nil {
+				sendErr = sp.push(m)
 			}
 		}
+		if sendErr != nil {
+			stop.Store(true)
+		}
+	}
+	if async && sendErr == nil {
+		sendErr = sp.drain(ctx)
 	}
 	if err := <-dumpErr; err != nil {
 		return fmt.Errorf("dump: %w", err)
