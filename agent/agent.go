@@ -472,6 +472,12 @@ func (a *Agent) run(ctx context.Context) error {
 		fired := false
 		select {
 		case r := <-a.rx:
+			if a.frozen(due) {
+				// The first thing read after a freeze may be a frame, not
+				// the late timer: catch up the same way.
+				a.catchUpAfterFreeze(due, &r)
+				break
+			}
 			a.stepFrame(r)
 		case nc := <-a.applyCh:
 			a.log.Info("applying the cluster section synchronized from the primary")
@@ -489,10 +495,13 @@ func (a *Agent) run(ctx context.Context) error {
 			// A deadline (a peer's expiry) must never win over a heartbeat
 			// that has already arrived: select picks among ready cases at
 			// random, and under load the receiver may be a step behind.
-			a.drainRx()
-			runtime.Gosched()
-			a.drainRx()
-			a.catchUpAfterFreeze(due)
+			if a.frozen(due) {
+				a.catchUpAfterFreeze(due, nil)
+			} else {
+				a.drainRx()
+				runtime.Gosched()
+				a.drainRx()
+			}
 			now := a.now()
 			for _, v := range a.vcs {
 				if !v.faultUntil.IsZero() && !now.Before(v.faultUntil) {
@@ -538,29 +547,59 @@ func (a *Agent) run(ctx context.Context) error {
 	}
 }
 
-// catchUpAfterFreeze: a timer that fires later than half the detection
-// time means this process did not run (SIGSTOP, a paused VM, a stalled
-// machine). The heartbeats that arrived meanwhile are still in the
-// sockets, not yet read by the receivers: judging peers now would declare
-// them lost on stale timers and take the vMAC for a moment (found by the
-// chaos campaign: a SIGCONTed secondary grabbed the vMAC for 3 ms). Give
-// the receivers one interval to catch up first.
-func (a *Agent) catchUpAfterFreeze(due time.Time) {
-	late := a.now().Sub(due)
-	if late <= a.detection()/2 {
-		return
-	}
+// frozen reports whether the run loop wakes later than half the detection
+// time after its deadline due: this process did not run (SIGSTOP, a paused
+// VM, a stalled machine).
+func (a *Agent) frozen(due time.Time) bool {
+	return !due.IsZero() && a.now().Sub(due) > a.detection()/2
+}
+
+// catchUpAfterFreeze runs when the agent wakes from a freeze. The
+// heartbeats that arrived meanwhile are still in the sockets, not yet read
+// by the receivers: judging peers now would declare them lost on stale
+// timers and take the vMAC for a moment (found by the chaos campaign: a
+// SIGCONTed secondary grabbed the vMAC for 3 ms). So it reads for one
+// interval first. And it steps only each peer's newest heartbeat: the
+// backlog holds the peers' states of the whole freeze in order, and
+// stepping them one by one replays elections long over (the campaign: a
+// peer restarted during the freeze and, holding back for its bulk session
+// copy, was not a candidate in its first heartbeats; stepped in order they
+// made the thawed node the winner for one batch, which took the vMAC and
+// released it 7 ms later). first is a frame already read, if any.
+func (a *Agent) catchUpAfterFreeze(due time.Time, first *rxFrame) {
 	ival := a.config().Cluster.HBInterval
-	a.log.Warn("the agent did not run for a while; reading queued heartbeats before judging peers", "late", late.Round(time.Millisecond))
-	t := time.NewTimer(ival)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-a.rx:
-			a.stepFrame(r)
-		case <-t.C:
+	a.log.Warn("the agent did not run for a while; reading queued heartbeats before judging peers", "late", a.now().Sub(due).Round(time.Millisecond))
+	newest := map[heartbeat.Peer]rxFrame{}
+	var order []heartbeat.Peer
+	keep := func(r rxFrame) {
+		if r.dup {
+			a.carrierSeen(r.frame.Serial, r.frame.Node, r.link, r.at)
 			return
 		}
+		k := heartbeat.Peer{Serial: r.frame.Serial, NodeID: r.frame.NodeID}
+		old, ok := newest[k]
+		if !ok {
+			order = append(order, k)
+		} else if old.frame.Epoch > r.frame.Epoch || (old.frame.Epoch == r.frame.Epoch && old.frame.Seq > r.frame.Seq) {
+			return
+		}
+		newest[k] = r
+	}
+	if first != nil {
+		keep(*first)
+	}
+	t := time.NewTimer(ival)
+	defer t.Stop()
+	for reading := true; reading; {
+		select {
+		case r := <-a.rx:
+			keep(r)
+		case <-t.C:
+			reading = false
+		}
+	}
+	for _, k := range order {
+		a.stepFrame(newest[k])
 	}
 }
 
