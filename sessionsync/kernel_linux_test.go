@@ -49,6 +49,22 @@ func inNetns(t *testing.T, fn func(t *testing.T)) {
 	<-done
 }
 
+// listeningKernel opens the namespace's table and listens to its events
+// (closed when the test ends).
+func listeningKernel(t *testing.T) (*Kernel, chan Event) {
+	t.Helper()
+	k, err := OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); k.Close() })
+	evs := make(chan Event, 1000)
+	go k.Listen(ctx, func(ev Event) { evs <- ev })
+	time.Sleep(50 * time.Millisecond) // the listener joins its groups
+	return k, evs
+}
+
 func tcpFlow(i int) Flow {
 	c := netip.AddrFrom4([4]byte{10, 9, 0, byte(10 + i/200)})
 	s := netip.MustParseAddr("10.9.2.10")
@@ -63,16 +79,7 @@ func tcpFlow(i int) Flow {
 
 func TestKernelApplyNATAndEvents(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		k, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		evs := make(chan Event, 1000)
-		go k.Listen(ctx, func(ev Event) { evs <- ev })
-		time.Sleep(50 * time.Millisecond) // the listener joins its groups
+		k, evs := listeningKernel(t)
 
 		var recs []Record
 		for i := 0; i < 300; i++ {
@@ -263,16 +270,7 @@ func TestKernelReplace(t *testing.T) {
 // an expectation of a master without a helper is refused.
 func TestKernelExpect(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		k, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		evs := make(chan Event, 100)
-		go k.Listen(ctx, func(ev Event) { evs <- ev })
-		time.Sleep(50 * time.Millisecond)
+		k, evs := listeningKernel(t)
 
 		master, plain := tcpFlow(5), tcpFlow(6)
 		master.Orig.DstPort, master.Reply.SrcPort, master.Helper = 21, 21, "ftp"

@@ -151,7 +151,7 @@ func StartTCPLoadParallel(l *Lab, n int, every, timeout time.Duration, port int)
 			failed = append(failed, fmt.Errorf("connection %d: %w", i, errs[i]))
 			continue
 		}
-		t.conns = append(t.conns, &loadConn{id: uint32(i), c: c})
+		t.conns = append(t.conns, &loadConn{id: uint32(i), connHealth: connHealth{c: c}})
 	}
 	t.run()
 	return t, failed, nil

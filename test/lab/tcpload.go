@@ -2,13 +2,11 @@ package lab
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -22,25 +20,27 @@ const LoadPort = 7008
 type TCPLoad struct {
 	Interval time.Duration
 	conns    []*loadConn
-	ln       net.Listener
+	connSet
 
 	mu       sync.Mutex
 	remotes  map[uint32]string // connection id → address:port seen by the server
 	changed  int               // an id seen again from another address:port
 	accepted int
-	stop     chan struct{}
-	wg       sync.WaitGroup
 }
 
 type loadConn struct {
-	id      uint32
-	c       net.Conn
-	lastOK  atomic.Int64 // unix ns of the last echo
-	maxGap  atomic.Int64 // longest gap between echoes (ns)
-	echoes  atomic.Uint64
-	reset   atomic.Bool
-	errMsg  atomic.Value // string
-	stopped atomic.Bool
+	connHealth // maxGap: the longest gap between echoes
+	id         uint32
+	lastOK     atomic.Int64 // unix ns of the last echo
+	echoes     atomic.Uint64
+}
+
+func (t *TCPLoad) health() []*connHealth {
+	out := make([]*connHealth, len(t.conns))
+	for i, c := range t.conns {
+		out[i] = &c.connHealth
+	}
+	return out
 }
 
 // StartTCPLoad opens n connections from the client namespace to a server
@@ -63,7 +63,7 @@ func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, e
 			if err != nil {
 				return fmt.Errorf("connection %d: %w", i, err)
 			}
-			t.conns = append(t.conns, &loadConn{id: uint32(i), c: c})
+			t.conns = append(t.conns, &loadConn{id: uint32(i), connHealth: connHealth{c: c}})
 		}
 		return nil
 	})
@@ -77,7 +77,7 @@ func StartTCPLoadPort(l *Lab, n int, every time.Duration, port int) (*TCPLoad, e
 
 // listenTCPLoad starts the load's server in the server namespace.
 func listenTCPLoad(l *Lab, every time.Duration, port int) (*TCPLoad, error) {
-	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, stop: make(chan struct{})}
+	t := &TCPLoad{Interval: every, remotes: map[uint32]string{}, connSet: connSet{stop: make(chan struct{})}}
 	if err := InNS(l.Server, func() error {
 		var err error
 		t.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(port)))
@@ -140,18 +140,6 @@ func (t *TCPLoad) serve() {
 	}
 }
 
-func (t *TCPLoad) fail(c *loadConn, err error) {
-	if c.stopped.Load() {
-		return
-	}
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		c.reset.Store(true)
-	}
-	if c.errMsg.Load() == nil {
-		c.errMsg.Store(err.Error())
-	}
-}
-
 func (t *TCPLoad) write(c *loadConn) {
 	defer t.wg.Done()
 	tk := time.NewTicker(t.Interval)
@@ -161,7 +149,7 @@ func (t *TCPLoad) write(c *loadConn) {
 	for seq := uint32(0); ; seq++ {
 		binary.BigEndian.PutUint32(buf[4:], seq)
 		if _, err := c.c.Write(buf); err != nil {
-			t.fail(c, err)
+			c.fail(err)
 			return
 		}
 		select {
@@ -177,7 +165,7 @@ func (t *TCPLoad) read(c *loadConn) {
 	buf := make([]byte, 8)
 	for {
 		if _, err := io.ReadFull(c.c, buf); err != nil {
-			t.fail(c, err)
+			c.fail(err)
 			return
 		}
 		now := time.Now().UnixNano()
@@ -238,28 +226,7 @@ func (t *TCPLoad) Report(bound time.Duration) LoadReport {
 }
 
 // ResetStalls forgets the gaps seen so far (to measure one failover).
-func (t *TCPLoad) ResetStalls() {
-	for _, c := range t.conns {
-		c.maxGap.Store(0)
-	}
-}
+func (t *TCPLoad) ResetStalls() { resetStalls(t.health()) }
 
 // Stop closes every connection and the server.
-func (t *TCPLoad) Stop() {
-	select {
-	case <-t.stop:
-		return
-	default:
-	}
-	for _, c := range t.conns {
-		c.stopped.Store(true)
-	}
-	close(t.stop)
-	if t.ln != nil {
-		t.ln.Close()
-	}
-	for _, c := range t.conns {
-		c.c.Close()
-	}
-	t.wg.Wait()
-}
+func (t *TCPLoad) Stop() { t.close(t.health()) }

@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -20,25 +18,27 @@ const StreamPort = 7009
 // whose window tracking is stale (seen packets long ago) no longer matches.
 type TCPStream struct {
 	conns []*streamConn
-	ln    net.Listener
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	connSet
 }
 
 type streamConn struct {
-	c       net.Conn
-	rx      atomic.Int64 // bytes the server received
-	lastRx  atomic.Int64 // unix ns of the last bytes the server received
-	maxGap  atomic.Int64
-	reset   atomic.Bool
-	errMsg  atomic.Value // string
-	stopped atomic.Bool
+	connHealth              // maxGap: the longest gap in what the server received
+	rx         atomic.Int64 // bytes the server received
+	lastRx     atomic.Int64 // unix ns of the last bytes the server received
+}
+
+func (s *TCPStream) health() []*connHealth {
+	out := make([]*connHealth, len(s.conns))
+	for i, c := range s.conns {
+		out[i] = &c.connHealth
+	}
+	return out
 }
 
 // StartTCPStream opens n connections from the client to the server
 // (Spec.WAN), each sending rate bytes per second.
 func StartTCPStream(l *Lab, n int, rate int) (*TCPStream, error) {
-	s := &TCPStream{stop: make(chan struct{})}
+	s := &TCPStream{connSet: connSet{stop: make(chan struct{})}}
 	if err := InNS(l.Server, func() error {
 		var err error
 		s.ln, err = net.Listen("tcp4", net.JoinHostPort(ServerIPv4, fmt.Sprint(StreamPort)))
@@ -65,7 +65,7 @@ func StartTCPStream(l *Lab, n int, rate int) (*TCPStream, error) {
 			if err != nil {
 				return fmt.Errorf("stream %d: %w", i, err)
 			}
-			s.conns = append(s.conns, &streamConn{c: c})
+			s.conns = append(s.conns, &streamConn{connHealth: connHealth{c: c}})
 		}
 		return nil
 	})
@@ -90,18 +90,6 @@ func StartTCPStream(l *Lab, n int, rate int) (*TCPStream, error) {
 	return s, nil
 }
 
-func (s *TCPStream) fail(c *streamConn, err error) {
-	if c.stopped.Load() {
-		return
-	}
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
-		c.reset.Store(true)
-	}
-	if c.errMsg.Load() == nil {
-		c.errMsg.Store(err.Error())
-	}
-}
-
 func (s *TCPStream) send(c *streamConn, rate int) {
 	defer s.wg.Done()
 	const tick = 10 * time.Millisecond
@@ -113,7 +101,7 @@ func (s *TCPStream) send(c *streamConn, rate int) {
 		if _, err := c.c.Write(chunk); err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
-				s.fail(c, err)
+				c.fail(err)
 				return
 			}
 		}
@@ -141,7 +129,7 @@ func (s *TCPStream) receive(c *streamConn, srv net.Conn) {
 		}
 		if err != nil {
 			if err != io.EOF {
-				s.fail(c, err)
+				c.fail(err)
 			}
 			return
 		}
@@ -186,28 +174,7 @@ func (s *TCPStream) Report(bound time.Duration) StreamReport {
 }
 
 // ResetStalls forgets the gaps seen so far.
-func (s *TCPStream) ResetStalls() {
-	for _, c := range s.conns {
-		c.maxGap.Store(0)
-	}
-}
+func (s *TCPStream) ResetStalls() { resetStalls(s.health()) }
 
 // Stop closes every connection and the server.
-func (s *TCPStream) Stop() {
-	select {
-	case <-s.stop:
-		return
-	default:
-	}
-	for _, c := range s.conns {
-		c.stopped.Store(true)
-	}
-	close(s.stop)
-	if s.ln != nil {
-		s.ln.Close()
-	}
-	for _, c := range s.conns {
-		c.c.Close()
-	}
-	s.wg.Wait()
-}
+func (s *TCPStream) Stop() { s.close(s.health()) }
