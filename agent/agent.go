@@ -565,11 +565,17 @@ func (a *Agent) frozen(due time.Time) bool {
 // peer restarted during the freeze and, holding back for its bulk session
 // copy, was not a candidate in its first heartbeats; stepped in order they
 // made the thawed node the winner for one batch, which took the vMAC and
-// released it 7 ms later). first is a frame already read, if any.
+// released it 7 ms later). One older frame of a peer is kept besides its
+// newest: the last one in which it claimed primary, if it claims it no
+// more. That edge is what tells a primary that the peer let the vMAC go
+// and the switch must be told again (a primary frozen while another took
+// over, then the other released: without the edge no GARP, and the
+// clients lost 1-4 s). first is a frame already read, if any.
 func (a *Agent) catchUpAfterFreeze(due time.Time, first *rxFrame) {
 	ival := a.config().Cluster.HBInterval
 	a.log.Warn("the agent did not run for a while; reading queued heartbeats before judging peers", "late", a.now().Sub(due).Round(time.Millisecond))
 	newest := map[heartbeat.Peer]rxFrame{}
+	claimed := map[heartbeat.Peer]rxFrame{} // the last frame claiming primary
 	var order []heartbeat.Peer
 	keep := func(r rxFrame) {
 		if r.dup {
@@ -584,6 +590,9 @@ func (a *Agent) catchUpAfterFreeze(due time.Time, first *rxFrame) {
 			return
 		}
 		newest[k] = r
+		if a.claimsPrimary(&r.frame) {
+			claimed[k] = r
+		}
 	}
 	if first != nil {
 		keep(*first)
@@ -599,8 +608,26 @@ func (a *Agent) catchUpAfterFreeze(due time.Time, first *rxFrame) {
 		}
 	}
 	for _, k := range order {
-		a.stepFrame(newest[k])
+		n := newest[k]
+		if c, ok := claimed[k]; ok && !a.claimsPrimary(&n.frame) {
+			a.stepFrame(c)
+		}
+		a.stepFrame(n)
 	}
+}
+
+// claimsPrimary reports whether f's sender says it is primary of any of
+// this node's vclusters.
+func (a *Agent) claimsPrimary(f *heartbeat.Frame) bool {
+	if cluster.Role(f.Role) == cluster.RolePrimary {
+		return true
+	}
+	for _, v := range a.vcs[1:] {
+		if adv, ok := vc2Advert(f, v.id); ok && adv.Role == cluster.RolePrimary {
+			return true
+		}
+	}
+	return false
 }
 
 // stepFrame feeds one received heartbeat to the machine and the syncer.

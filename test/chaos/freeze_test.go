@@ -70,3 +70,75 @@ func TestFrozenSecondaryWakes(t *testing.T) {
 		}
 	}
 }
+
+// TestFrozenPrimaryWakes: a primary SIGSTOPped for 3 detection times,
+// while the secondary takes the vMAC over, and SIGCONTed (it wins back:
+// override, higher priority) must tell the switch again once the other
+// lets the vMAC go: a gratuitous ARP from its port after the other's
+// last one. (Stepping only each peer's newest queued heartbeat after the
+// freeze once hid the other's release, and no GARP came.)
+func TestFrozenPrimaryWakes(t *testing.T) {
+	needLab(t)
+	l, err := lab.New(lab.Spec{Nodes: []string{"node-a", "node-b"}, HBSwitch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	const ival, thr = 100 * time.Millisecond, 6
+	for i, n := range []*lab.Node{a, b} {
+		p := lab.Params{GroupID: groupID, Priority: 200 - 100*i, Override: true, HBInterval: ival, LostThreshold: thr,
+			HelloHolddown: time.Second, ARPs: 1, NoIPv6: true}
+		if err := n.Start(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roles := func(ra, rb string) func() error {
+		return func() error {
+			if a.Role() != ra || b.Role() != rb {
+				return fmt.Errorf("roles %s/%s, want %s/%s", a.Role(), b.Role(), ra, rb)
+			}
+			return nil
+		}
+	}
+	if err := lab.Eventually(10*time.Second, roles("primary", "secondary")); err != nil {
+		t.Fatal(err)
+	}
+	rec := &Record{Nodes: []string{a.Name, b.Name}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := garpSniff(ctx, l, []*lab.Node{a, b}, vmac, rec); err != nil {
+		t.Fatal(err)
+	}
+	last := func(node string) time.Time {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		var at time.Time
+		for _, g := range rec.GARPs {
+			if g.Node == node && g.At.After(at) {
+				at = g.At
+			}
+		}
+		return at
+	}
+	for round := 0; round < 3; round++ {
+		if err := a.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * thr * ival) // node-b takes over meanwhile
+		if last(b.Name).IsZero() {
+			t.Fatalf("round %d: node-b sent no GARP while node-a was frozen", round)
+		}
+		if err := a.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Eventually(5*time.Second, roles("primary", "secondary")); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if la, lb := last(a.Name), last(b.Name); !la.After(lb) {
+			t.Fatalf("round %d: node-a took back without a GARP after node-b's last one (node-a's last %v, node-b's %v): the switch still points at node-b\n%s",
+				round, la.Format("15:04:05.000"), lb.Format("15:04:05.000"), a.Tail(20))
+		}
+	}
+}
