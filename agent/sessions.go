@@ -12,6 +12,7 @@ import (
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/l2chan"
 	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/udplink"
 	"github.com/vishvananda/netlink"
 )
 
@@ -61,10 +62,11 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		}
 	}
 	if links == nil {
-		var err error
-		if links, err = a.sessionLinks(cfg); err != nil {
+		var ul *udplink.Link
+		if links, ul, err = a.channelLinks(cfg, cfg.Cluster.EthType.Session, sp.SyncDev, cfg.Cluster.UnicastHB.SessionPort, "session", "session pickup"); err != nil {
 			return nil, err
 		}
+		a.udpSess = ul
 	}
 	if table == nil {
 		k, err := sessionsync.OpenKernel()
@@ -293,55 +295,6 @@ func (a *Agent) sessionExposure(e *control.Exposure) {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: n, EtherType: et, Direction: "rx/tx", Purpose: "session pickup (AES-GCM)"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_NETFILTER", Direction: "rx/tx", Purpose: "conntrack events, dumps and writes (ctnetlink)"})
-}
-
-// sessionLinks opens the session channel's links: the sync_dev interfaces
-// first (in config order), then the hbdevs by priority with the unicast_hb
-// path among them by its own priority (as the configuration-sync channel).
-func (a *Agent) sessionLinks(cfg *config.Config) ([]heartbeat.Link, error) {
-	var links []heartbeat.Link
-	fail := func(err error) ([]heartbeat.Link, error) {
-		for _, l := range links {
-			l.Close()
-		}
-		return nil, err
-	}
-	dial := func(n string) error {
-		l, err := heartbeat.DialLink(n, cfg.Cluster.EthType.Session)
-		if err != nil {
-			return fmt.Errorf("session channel on %s: %w", n, err)
-		}
-		links = append(links, l)
-		return nil
-	}
-	for _, n := range cfg.Cluster.SessionPickup.SyncDev {
-		if err := dial(n); err != nil {
-			return fail(err)
-		}
-	}
-	var ul heartbeat.Link
-	if u := &cfg.Cluster.UnicastHB; u.Enabled {
-		l, err := a.openUnicast(u, u.SessionPort, "session pickup")
-		if err != nil {
-			return fail(err)
-		}
-		a.udpSess, ul = l, l
-	}
-	for _, hb := range cfg.Cluster.HBDevsByPriority() {
-		if ul != nil && cfg.Cluster.UnicastHB.Priority > hb.Priority {
-			links, ul = append(links, ul), nil
-		}
-		if err := dial(hb.Name); err != nil {
-			if ul != nil {
-				ul.Close()
-			}
-			return fail(err)
-		}
-	}
-	if ul != nil {
-		links = append(links, ul)
-	}
-	return links, nil
 }
 
 // setLinkUp sets an interface up or down (down_until_synced).

@@ -16,6 +16,7 @@ import (
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/l2chan"
+	"github.com/hagent/hagent/udplink"
 )
 
 // syncEngine drives configuration sync (SPEC §6) for the agent: the 0x8893
@@ -39,30 +40,12 @@ func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateD
 		return nil, err
 	}
 	if links == nil {
-		// hbdevs by priority; the unicast_hb path among them by its own.
-		ul, err := a.unicastSyncLink(cfg)
+		var ul *udplink.Link
+		links, ul, err = a.channelLinks(cfg, cfg.Cluster.EthType.L2EP, nil, cfg.Cluster.UnicastHB.SyncPort, "sync", "configuration sync")
 		if err != nil {
 			return nil, err
 		}
-		for _, hb := range cfg.Cluster.HBDevsByPriority() {
-			if ul != nil && cfg.Cluster.UnicastHB.Priority > hb.Priority {
-				links, ul = append(links, ul), nil
-			}
-			l, err := heartbeat.DialLink(hb.Name, cfg.Cluster.EthType.L2EP)
-			if err != nil {
-				for _, l := range links {
-					l.Close()
-				}
-				if ul != nil {
-					ul.Close()
-				}
-				return nil, fmt.Errorf("sync channel on %s: %w", hb.Name, err)
-			}
-			links = append(links, l)
-		}
-		if ul != nil {
-			links = append(links, ul)
-		}
+		a.udpSync = ul
 	}
 	cc := l2chan.DefaultConfig()
 	if cfg.Cluster.UnicastHB.Enabled {

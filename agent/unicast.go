@@ -77,19 +77,56 @@ func (a *Agent) openUnicast(u *config.UnicastHB, port int, what string) (*udplin
 	return l, nil
 }
 
-// unicastSyncLink opens the configuration-sync channel's UDP link when
-// unicast_hb is on (nil otherwise).
-func (a *Agent) unicastSyncLink(cfg *config.Config) (heartbeat.Link, error) {
-	u := &cfg.Cluster.UnicastHB
-	if !u.Enabled {
-		return nil, nil
+// channelLinks opens the links of a reliable channel on Ethertype et:
+// the devices first (in order: session pickup's sync_dev), then the hbdevs
+// by priority, with the unicast_hb path (UDP port) among them by its own
+// priority. name names the channel in errors ("sync", "session"), what its
+// UDP socket in the log. The UDP link, if any, is returned too.
+func (a *Agent) channelLinks(cfg *config.Config, et uint16, first []string, port int, name, what string) ([]heartbeat.Link, *udplink.Link, error) {
+	var links []heartbeat.Link
+	var ul *udplink.Link
+	fail := func(err error) ([]heartbeat.Link, *udplink.Link, error) {
+		for _, l := range links {
+			l.Close()
+		}
+		if ul != nil && !slices.Contains(links, heartbeat.Link(ul)) {
+			ul.Close()
+		}
+		return nil, nil, err
 	}
-	l, err := a.openUnicast(u, u.SyncPort, "configuration sync")
-	if err != nil {
-		return nil, err
+	dial := func(n string) error {
+		l, err := heartbeat.DialLink(n, et)
+		if err != nil {
+			return fmt.Errorf("%s channel on %s: %w", name, n, err)
+		}
+		links = append(links, l)
+		return nil
 	}
-	a.udpSync = l
-	return l, nil
+	for _, n := range first {
+		if err := dial(n); err != nil {
+			return fail(err)
+		}
+	}
+	if u := &cfg.Cluster.UnicastHB; u.Enabled {
+		l, err := a.openUnicast(u, port, what)
+		if err != nil {
+			return fail(err)
+		}
+		ul = l
+	}
+	placed := ul == nil
+	for _, hb := range cfg.Cluster.HBDevsByPriority() {
+		if !placed && cfg.Cluster.UnicastHB.Priority > hb.Priority {
+			links, placed = append(links, ul), true
+		}
+		if err := dial(hb.Name); err != nil {
+			return fail(err)
+		}
+	}
+	if !placed {
+		links = append(links, ul)
+	}
+	return links, ul, nil
 }
 
 // isUnicast reports whether l is a unicast_hb link.
