@@ -145,40 +145,9 @@ func TestUnicastSessionPickup(t *testing.T) {
 	checkSockets(t, a, 6065, 6067) // sync is off in sessionExtra: no 6066
 	checkSockets(t, b, 6065, 6067)
 
-	load, err := lab.StartTCPLoad(l, n, 100*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer load.Stop()
-	eventually(t, 20*time.Second, "the flows are copied to node-b over UDP", func() error {
-		s := sessionsOf(t, b)
-		if s.LocalFlows < n {
-			return fmt.Errorf("node-b holds %d flows, want >= %d", s.LocalFlows, n)
-		}
-		return nil
-	})
-	time.Sleep(500 * time.Millisecond)
-	if r := load.Report(time.Second); r.Errors > 0 || r.Stalled > 0 {
-		t.Fatalf("before the failover: %s", r)
-	}
-	load.ResetStalls()
-	failed := time.Now()
-	a.Crash()
-	eventually(t, 10*time.Second, "node-b takes over", func() error {
-		if r := b.Role(); r != "primary" {
-			return fmt.Errorf("node-b is %q", r)
-		}
-		return nil
-	})
-	took := time.Since(failed)
-	time.Sleep(3 * time.Second)
-	r := load.Report(time.Second)
+	r, took := pickupFailover(t, l, a, b, n, true, func(a *lab.Node) error { a.Crash(); return nil })
 	t.Logf("measured: crash failover over unicast_hb with session pickup on UDP (%d connections, took over after %v): %s", n, took.Round(time.Millisecond), r)
-	if r.Resets != 0 || r.Errors != 0 || r.Stalled != 0 || r.RemoteChanged != 0 || r.Accepted != n {
-		t.Errorf("connections broke: %s", r)
-		t.Logf("node-b sessions: %s", mustCtl(b, "ha", "sessions"))
-	}
-	load.Stop()
+	checkSurvived(t, b, r, n)
 
 	// A port change (restart): nothing stays on the old session port.
 	if err := b.Stop(10 * time.Second); err != nil {
