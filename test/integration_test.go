@@ -282,9 +282,16 @@ func startProbeEvery(t *testing.T, l *lab.Lab, every time.Duration) *probe {
 	if err != nil {
 		t.Fatalf("probe: %v", err)
 	}
+	return answeredProbe(t, lp, "client reaches the cluster address")
+}
+
+// answeredProbe wraps a running probe (stopped when the test ends) and
+// waits for its first answer.
+func answeredProbe(t *testing.T, lp *lab.Probe, what string) *probe {
+	t.Helper()
 	p := &probe{Probe: lp}
 	t.Cleanup(func() { p.stop() })
-	eventually(t, 5*time.Second, "client reaches the cluster address", func() error {
+	eventually(t, 5*time.Second, what, func() error {
 		if p.Snapshot().Answered == 0 {
 			return errors.New("no answer yet")
 		}

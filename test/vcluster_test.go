@@ -93,15 +93,7 @@ func startServerProbe(t *testing.T, l *lab.Lab) *probe {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &probe{Probe: lp}
-	t.Cleanup(func() { p.stop() })
-	eventually(t, 5*time.Second, "the server side reaches vcluster 2's address", func() error {
-		if p.Snapshot().Answered == 0 {
-			return errors.New("no answer yet")
-		}
-		return nil
-	})
-	return p
+	return answeredProbe(t, lp, "the server side reaches vcluster 2's address")
 }
 
 // lostAfterFirst counts the unanswered probes between the first answered
