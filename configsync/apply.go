@@ -69,13 +69,7 @@ func independentPushes(m, next *syncMsg) bool {
 	if m.kind != msgPush || next.kind != msgPush {
 		return false
 	}
-	files := 0
-	for _, e := range next.hdr.Entries {
-		if e.Kind == KindFile {
-			files++
-		}
-	}
-	if files < flushPerFileBelow {
+	if countFiles(next.hdr.Entries) < flushPerFileBelow {
 		return false
 	}
 	touched := map[string]bool{} // m's paths and their ancestors
@@ -108,6 +102,17 @@ func independentPushes(m, next *syncMsg) bool {
 		}
 	}
 	return true
+}
+
+// countFiles counts the regular-file entries of es.
+func countFiles(es []Entry) int {
+	n := 0
+	for _, e := range es {
+		if e.Kind == KindFile {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
@@ -212,6 +217,19 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	var files []int
 	applied := make([]bool, len(entries))
 	applyErr := make([]error, len(entries))
+	// New directories are built aside and renamed into place with their
+	// files (see stage), for a batch large enough to be flushed as one.
+	st := pre.takeStage()
+	var staged map[int]bool
+	if countFiles(entries) >= flushPerFileBelow {
+		if st == nil {
+			st = newStage()
+		}
+		staged = s.store.stageDirs(st, entries, order)
+	} else {
+		st.discard()
+		st = nil
+	}
 	for _, i := range order {
 		e := entries[i]
 		if e.Kind == KindCluster || e.Path == ClusterPath {
@@ -226,15 +244,22 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 			files = append(files, i)
 			continue
 		}
+		if staged[i] {
+			continue // its result comes with the files'
+		}
 		applied[i], applyErr[i] = s.store.Apply(e, contents[i])
 	}
 	fileEntries, fileContents := make([]Entry, len(files)), make([][]byte, len(files))
 	for k, i := range files {
 		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	fileApplied, fileErrs, times := s.store.ApplyFiles(fileEntries, fileContents, applyWorkers(), pre)
+	fileApplied, fileErrs, times := s.store.applyFiles(fileEntries, fileContents, applyWorkers(), pre, st)
 	for k, i := range files {
 		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
+	}
+	for i := range staged {
+		applyErr[i] = st.result(entries[i].Path)
+		applied[i] = applyErr[i] == nil
 	}
 	for _, i := range order {
 		e := entries[i]
@@ -252,7 +277,7 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 		errs = append(errs, err)
 	}
 	if len(changed) > 0 {
-		s.log.Info("applied synchronized paths", "count", len(changed), "files", len(files),
+		s.log.Info("applied synchronized paths", "count", len(changed), "files", len(files), "staged_dirs", len(staged),
 			"write", times.Write, "written_ahead", times.Prewritten, "flush", times.Flush, "rename", times.Rename, "sync_dirs", times.SyncDirs)
 	}
 	dels := slices.Clone(deleted)

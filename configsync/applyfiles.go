@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,8 +40,17 @@ const flushPerFileBelow = 8
 // some of the entries (while the previous batch was applied); ApplyFiles
 // uses them and removes those it does not use.
 func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten) (applied []bool, errs []error, t BatchTimes) {
+	return s.applyFiles(es, cs, workers, pre, nil)
+}
+
+// applyFiles is ApplyFiles with the batch's stage st (nil: none): files in
+// a staged directory are written there with their final names, and the
+// staged trees are renamed into place after the flush, instead of each
+// file.
+func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten, st *stage) (applied []bool, errs []error, t BatchTimes) {
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
 	tmps := make([]string, len(es))
+	staged := make([]bool, len(es)) // tmps[i] is the final name in a staged directory
 	perFile := len(es) < flushPerFileBelow
 	if perFile {
 		// Files written ahead were not fsynced one by one.
@@ -50,14 +61,21 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	var prewritten atomic.Int64
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
-		if tmp := pre.take(es[i]); tmp != "" {
-			tmps[i] = tmp
+		if tmp, inStage := pre.take(es[i]); tmp != "" {
+			tmps[i], staged[i] = tmp, inStage
 			prewritten.Add(1)
+			return
+		}
+		if fp, di, ok := st.stagedFile(es[i].Path); ok {
+			if errs[i] = checkContent(es[i], cs[i]); errs[i] == nil {
+				tmps[i], errs[i] = createFile(fp, di, cs[i], fileMode(es[i].Mode), es[i].UID, es[i].GID, perFile)
+				staged[i] = errs[i] == nil
+			}
 			return
 		}
 		tmps[i], errs[i] = s.prepareFile(es[i], cs[i], perFile, dirs)
 	})
-	pre.Discard()
+	pre.discardFiles()
 	t1 := time.Now()
 	t.Write, t.Prewritten = t1.Sub(t0), int(prewritten.Load())
 	var written []int
@@ -66,17 +84,16 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 			written = append(written, i)
 		}
 	}
-	if len(written) == 0 {
+	if len(written) == 0 && !st.any() {
 		return applied, errs, t
 	}
-	if !perFile {
-		if err := s.flushTemps(tmps, written, workers); err != nil {
-			for _, i := range written {
-				os.Remove(tmps[i])
-				errs[i] = err
-			}
-			return applied, errs, t
+	if err := s.flushTemps(tmps, written, workers, perFile, st); err != nil {
+		for _, i := range written {
+			os.Remove(tmps[i])
+			errs[i] = err
 		}
+		st.discard()
+		return applied, errs, t
 	}
 	t2 := time.Now()
 	t.Flush = t2.Sub(t1)
@@ -85,6 +102,9 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	fresh := make([]fs.FileInfo, len(es))
 	parallel(len(written), workers, func(k int) {
 		i := written[k]
+		if staged[i] {
+			return
+		}
 		fp := s.fsPath(es[i].Path)
 		if err := renameFile(tmps[i], fp); err != nil {
 			os.Remove(tmps[i])
@@ -95,13 +115,24 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 		fresh[i], _ = os.Lstat(fp)
 	})
 	syncs := dirs.parents
+	for _, d := range s.commitStage(st) {
+		syncs[d] = true
+	}
+	for _, i := range written {
+		if staged[i] {
+			if errs[i] = st.result(es[i].Path); errs[i] == nil {
+				applied[i] = true
+				fresh[i], _ = os.Lstat(s.fsPath(es[i].Path))
+			}
+		}
+	}
 	if pre != nil {
 		for d := range pre.dirs.parents {
 			syncs[d] = true
 		}
 	}
 	for _, i := range written {
-		if applied[i] {
+		if applied[i] && !staged[i] {
 			syncs[filepath.Dir(s.fsPath(es[i].Path))] = true
 		}
 	}
@@ -207,11 +238,8 @@ func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCach
 	if s.root(e.Path) == "" {
 		return "", fmt.Errorf("configsync: %q is not below a sync path", e.Path)
 	}
-	if e.Kind != KindFile {
-		return "", fmt.Errorf("configsync: %s entry %s is not a file", e.Kind, e.Path)
-	}
-	if int64(len(content)) != e.Size || sha256.Sum256(content) != e.SHA256 {
-		return "", fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+	if err := checkContent(e, content); err != nil {
+		return "", err
 	}
 	di, err := s.prepareDir(e.Path, dirs)
 	if err != nil {
@@ -230,6 +258,18 @@ func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCach
 		return "", err
 	}
 	return createTemp(filepath.Dir(s.fsPath(e.Path)), di, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+}
+
+// checkContent refuses a regular-file entry whose content does not match
+// its size and digest.
+func checkContent(e Entry, content []byte) error {
+	if e.Kind != KindFile {
+		return fmt.Errorf("configsync: %s entry %s is not a file", e.Kind, e.Path)
+	}
+	if int64(len(content)) != e.Size || sha256.Sum256(content) != e.SHA256 {
+		return fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
+	}
+	return nil
 }
 
 // writeTemp writes data to a new temporary file beside path, with its
@@ -267,26 +307,46 @@ func writeTemp(path string, data []byte, perm fs.FileMode, uid, gid int, syncNow
 // flushTemps makes the temporary files tmps[i], i in idx, durable: one
 // syncfs per file system they are on, or, where syncfs is not available,
 // an fsync of each.
-func (s *Store) flushTemps(tmps []string, idx []int, workers int) error {
+//
+// perFile: the files were fsynced as they were written; only the staged
+// directories (st) are left to fsync, so that their entries are durable
+// before they are renamed into place.
+func (s *Store) flushTemps(tmps []string, idx []int, workers int, perFile bool, st *stage) error {
+	stagedDirs := st.stagedDirs()
+	syncEach := func(paths []string) error {
+		errs := make([]error, len(paths))
+		parallel(len(paths), workers, func(k int) {
+			f, err := os.Open(paths[k])
+			if err == nil {
+				if err = f.Sync(); errors.Is(err, os.ErrInvalid) {
+					err = nil
+				}
+				f.Close()
+			}
+			errs[k] = err
+		})
+		return errors.Join(errs...)
+	}
+	if perFile {
+		return syncEach(stagedDirs)
+	}
 	dirs := map[string]bool{}
 	for _, i := range idx {
 		dirs[filepath.Dir(tmps[i])] = true
+	}
+	for _, d := range stagedDirs {
+		dirs[d] = true
 	}
 	if err := syncFileSystems(dirs); err == nil {
 		return nil
 	} else if !errors.Is(err, errors.ErrUnsupported) {
 		return err
 	}
-	errs := make([]error, len(idx))
-	parallel(len(idx), workers, func(k int) {
-		f, err := os.OpenFile(tmps[idx[k]], os.O_WRONLY, 0)
-		if err == nil {
-			err = f.Sync()
-			f.Close()
-		}
-		errs[k] = err
-	})
-	return errors.Join(errs...)
+	files := make([]string, len(idx))
+	for k, i := range idx {
+		files[k] = tmps[i]
+	}
+	return syncEach(append(files, stagedDirs...))
 }
 
 // noteFresh remembers the digests of the files just written, for the
@@ -357,36 +417,56 @@ func parallel(n, workers int, fn func(i int)) {
 }
 
 // Prewritten holds temporary files written ahead for the entries of a
-// batch (PrewriteFiles), not yet renamed: nothing visible changed.
+// batch (PrewriteFiles), not yet renamed, and the new directories staged
+// for it: nothing visible changed.
 type Prewritten struct {
 	mu   sync.Mutex
 	tmps map[string]prewrittenFile // logical path → its temporary file
 	dirs *dirCache
+	// stage holds the batch's new directories, built aside, with the
+	// files written into them (prewrittenFile.staged).
+	stage *stage
 }
 
 type prewrittenFile struct {
 	e   Entry
 	tmp string
+	// staged: tmp is the file's final name inside a staged directory.
+	staged bool
 }
 
-// take returns the temporary file written ahead for e (and forgets it),
-// or "" if there is none for exactly this entry.
-func (p *Prewritten) take(e Entry) string {
+// take returns the file written ahead for e (and forgets it), or "" if
+// there is none for exactly this entry; staged tells that it is inside a
+// staged directory, with its final name.
+func (p *Prewritten) take(e Entry) (tmp string, staged bool) {
 	if p == nil {
-		return ""
+		return "", false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f, ok := p.tmps[e.Path]
 	if !ok || !f.e.Same(e) {
-		return ""
+		return "", false
 	}
 	delete(p.tmps, e.Path)
-	return f.tmp
+	return f.tmp, f.staged
 }
 
-// Discard removes the temporary files not taken.
-func (p *Prewritten) Discard() {
+// takeStage returns the staged directories (nil if none) for the batch to
+// commit; Discard no longer removes them.
+func (p *Prewritten) takeStage() *stage {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.stage
+	p.stage = nil
+	return st
+}
+
+// discardFiles removes the temporary files not taken.
+func (p *Prewritten) discardFiles() {
 	if p == nil {
 		return
 	}
@@ -398,19 +478,42 @@ func (p *Prewritten) Discard() {
 	}
 }
 
+// Discard removes the temporary files not taken and the staged
+// directories not taken (the batch will not be applied).
+func (p *Prewritten) Discard() {
+	p.discardFiles()
+	p.takeStage().discard()
+}
+
 // PrewriteFiles writes the temporary files of the regular-file entries of
 // a batch ahead, while the previous batch is still being applied (the
 // caller makes sure the two batches touch no common path, see
 // independentPushes): only entries whose target is missing or a regular
 // file with other content or attributes, in a directory that exists or
-// can be created; everything else is left to ApplyFiles. A crash leaves
-// temporary files only (CleanTemp).
+// can be created; everything else is left to ApplyFiles. New directories
+// of the batch with files in it are staged (see stage), the files in them
+// written with their final names. A crash leaves temporary files and
+// staged directories only (CleanTemp).
 func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten {
 	dirs := newDirCache()
-	p := &Prewritten{tmps: map[string]prewrittenFile{}, dirs: dirs}
+	p := &Prewritten{tmps: map[string]prewrittenFile{}, dirs: dirs, stage: newStage()}
+	order := make([]int, len(es))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(es[a].Path, es[b].Path) })
+	s.stageDirs(p.stage, es, order)
 	parallel(len(es), workers, func(i int) {
 		e := es[i]
-		if e.Kind != KindFile || s.root(e.Path) == "" || int64(len(cs[i])) != e.Size || sha256.Sum256(cs[i]) != e.SHA256 {
+		if e.Kind != KindFile || s.root(e.Path) == "" || checkContent(e, cs[i]) != nil {
+			return
+		}
+		if fp, di, ok := p.stage.stagedFile(e.Path); ok {
+			if _, err := createFile(fp, di, cs[i], fileMode(e.Mode), e.UID, e.GID, false); err == nil {
+				p.mu.Lock()
+				p.tmps[e.Path] = prewrittenFile{e, fp, true}
+				p.mu.Unlock()
+			}
 			return
 		}
 		di, err := s.prepareDir(e.Path, dirs)
@@ -426,7 +529,7 @@ func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten 
 			return
 		}
 		p.mu.Lock()
-		p.tmps[e.Path] = prewrittenFile{e, tmp}
+		p.tmps[e.Path] = prewrittenFile{e: e, tmp: tmp}
 		p.mu.Unlock()
 	})
 	return p

@@ -268,6 +268,9 @@ type Store struct {
 	// fresh holds the digests of files ApplyFiles just wrote, for the
 	// scans of the next freshFor (see noteFresh).
 	fresh map[string]freshEntry
+	// beforeCommit, if set (tests), runs after a batch's files are
+	// durable and before its staged directories are renamed into place.
+	beforeCommit func()
 }
 
 // BeginBatch starts a batch of Apply calls: each file is still written
@@ -382,6 +385,9 @@ func (s *Store) Scan() (Manifest, error) {
 				return err
 			}
 			if strings.HasPrefix(d.Name(), tempPrefix) {
+				if d.IsDir() {
+					return fs.SkipDir // a staged directory (see stage)
+				}
 				return nil
 			}
 			e, err := s.stat(p)
@@ -650,8 +656,9 @@ func (s *Store) forget(p string) {
 	}
 }
 
-// CleanTemp removes temporary files left by an interrupted atomic write
-// (for example after SIGKILL) next to and below the sync paths.
+// CleanTemp removes temporary files and staged directories left by an
+// interrupted atomic write (for example after SIGKILL) next to and below
+// the sync paths.
 func (s *Store) CleanTemp() (removed int, err error) {
 	seen := map[string]bool{}
 	var errs []error
@@ -669,7 +676,8 @@ func (s *Store) CleanTemp() (removed int, err error) {
 		}
 		for _, d := range des {
 			if strings.HasPrefix(d.Name(), tempPrefix) {
-				if err := os.Remove(filepath.Join(dir, d.Name())); err != nil {
+				// RemoveAll: a staged directory holds a tree.
+				if err := os.RemoveAll(filepath.Join(dir, d.Name())); err != nil {
 					errs = append(errs, err)
 				} else {
 					removed++

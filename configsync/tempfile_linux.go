@@ -42,7 +42,13 @@ func lookDir(dir string) (dirInfo, error) {
 // allows: the mode is given at creation when the umask keeps it, the owner
 // is set only when the created file would not already have it.
 func createTemp(dir string, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (tmp string, err error) {
-	tmp = tempName(dir)
+	return createFile(tempName(dir), di, data, perm, uid, gid, syncNow)
+}
+
+// createFile is createTemp with the new file's name given: path must not
+// exist (O_EXCL). ApplyFiles uses it for files in a staged directory,
+// which get their final names at once.
+func createFile(tmp string, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (string, error) {
 	mode := uint32(perm.Perm())
 	if perm&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
 		mode |= unix.S_ISUID * boolBit(perm&fs.ModeSetuid != 0)
@@ -172,6 +178,14 @@ func processIDs() (uid, gid int) {
 // first checks with an lstat that the target is no directory, which
 // rename(2) refuses by itself for a file (EISDIR).
 func renameFile(from, to string) error {
+	if _, err := retryEINTR(func() (int, error) { return 0, unix.Rename(from, to) }); err != nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	return nil
+}
+
+// renameDir renames directory from to the missing (or empty) directory to.
+func renameDir(from, to string) error {
 	if _, err := retryEINTR(func() (int, error) { return 0, unix.Rename(from, to) }); err != nil {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
 	}

@@ -22,8 +22,24 @@ func createTemp(dir string, _ dirInfo, data []byte, perm fs.FileMode, uid, gid i
 	return writeTemp(filepath.Join(dir, "file"), data, perm, uid, gid, syncNow)
 }
 
+// renameDir is os.Rename.
+func renameDir(from, to string) error { return os.Rename(from, to) }
+
 // renameFile is os.Rename.
 func renameFile(from, to string) error { return os.Rename(from, to) }
 
 // loadRegular is not available here: Load reads the slow way.
 func loadRegular(string, string) (Entry, []byte, bool) { return Entry{}, nil, false }
+
+// createFile writes data to the new file path (writeTemp, then a rename).
+func createFile(path string, _ dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (string, error) {
+	tmp, err := writeTemp(path, data, perm, uid, gid, syncNow)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return path, nil
+}
