@@ -20,7 +20,7 @@ func (s *Syncer) afterApplyLocked(entries []Entry, deleted []string, errs []erro
 		s.mu.Unlock()
 		if m, ok := s.store.manifestAfter(cur, entries, deleted); ok {
 			s.mu.Lock()
-			s.manifest, s.checksum = m, m.Checksum()
+			s.manifest, s.checksum, s.scannedFrom = m, m.Checksum(), 0
 			s.publishLocked()
 			s.mu.Unlock()
 			return

@@ -72,10 +72,12 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 // repairPeer compares manifests with peer and pushes the paths that differ,
 // or pulls the peer's tree if its generation is newer than ours.
 func (s *Syncer) repairPeer(ctx context.Context, peer string) error {
+	t0 := time.Now()
 	resp, err := s.request(ctx, peer, msgManifestReq, &syncHeader{}, nil)
 	if err != nil {
 		return fmt.Errorf("manifest of %s: %w", peer, err)
 	}
+	s.log.Debug("member manifest received", "peer", peer, "entries", len(resp.hdr.Entries), "after", time.Since(t0))
 	theirs := NewManifest(resp.hdr.Entries)
 	s.mu.Lock()
 	gen := s.gen
@@ -96,11 +98,15 @@ func (s *Syncer) repairPeer(ctx context.Context, peer string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.rescan()
+	t1 := time.Now()
+	if !s.manifestCurrent() {
+		s.rescan()
+	}
 	s.mu.Lock()
 	mine := s.manifest
 	s.mu.Unlock()
 	changes := Diff(theirs, mine)
+	s.log.Debug("member diff", "peer", peer, "changes", len(changes), "rescan_and_diff", time.Since(t1))
 	if len(changes) == 0 {
 		s.mu.Lock()
 		m := s.member(peer)

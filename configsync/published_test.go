@@ -82,3 +82,41 @@ func TestNotePeerChecksumFastPath(t *testing.T) {
 		t.Fatal("a note against an older published tree skipped the mutex")
 	}
 }
+
+// TestManifestCurrent: repairPeer skips its rescan only for a manifest
+// from a scan that began after the watcher followed the tree and after
+// its last event; a live watcher records a change as an event.
+func TestManifestCurrent(t *testing.T) {
+	_, a, _ := pair(t, 0)
+	eventually(t, 5*time.Second, "the watcher follows the tree", func() bool { return a.s.watchSince.Load() != 0 })
+	// (A primary that is still catching up keeps its manifest: retry.)
+	eventually(t, 5*time.Second, "a scan after the watcher started and after its last event is current", func() bool {
+		a.s.rescan()
+		return a.s.manifestCurrent()
+	})
+	before := a.s.lastEvent.Load()
+	a.write(t, "/etc/app/new.conf", "x", 0o644)
+	eventually(t, 5*time.Second, "the watcher saw the change", func() bool { return a.s.lastEvent.Load() > before })
+	for _, c := range []struct {
+		name                        string
+		watchSince, lastEvent, from int64
+		want                        bool
+	}{
+		{"no watcher", 0, 1, 10, false},
+		{"scan before the watcher started", 5, 1, 4, false},
+		{"event after the scan began", 1, 11, 10, false},
+		{"scan after the watcher and the last event", 1, 9, 10, true},
+		{"manifest not from a scan", 1, 0, 0, false},
+	} {
+		a.s.scanMu.Lock() // no rescan meanwhile
+		a.s.watchSince.Store(c.watchSince)
+		a.s.lastEvent.Store(c.lastEvent)
+		a.s.mu.Lock()
+		a.s.scannedFrom = c.from
+		a.s.mu.Unlock()
+		if got := a.s.manifestCurrent(); got != c.want {
+			t.Errorf("%s: current = %v, want %v", c.name, got, c.want)
+		}
+		a.s.scanMu.Unlock()
+	}
+}

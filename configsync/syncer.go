@@ -159,6 +159,15 @@ type Syncer struct {
 
 	scanMu sync.Mutex // serializes scans and writes of the tree
 
+	// watchSince is when the file watcher started to follow every sync
+	// path (unix ns; 0: no watcher), lastEvent the time of the last file
+	// event or watcher error it saw, scannedFrom the start of the scan
+	// whose result is the manifest (0: not from a scan). A manifest whose
+	// scan started after the watcher did and after its last event is
+	// current: repairPeer uses it without scanning the tree again.
+	watchSince, lastEvent atomic.Int64
+	scannedFrom           int64 // under mu
+
 	// pub is the checksum and generation as of the last change, for
 	// Checksum and Generation: the heartbeat sender reads them at every
 	// interval and must never wait for mu (held across a state file's
@@ -577,6 +586,19 @@ func (s *Syncer) Run(ctx context.Context) error {
 	}
 }
 
+// manifestCurrent reports whether the manifest is known to match the
+// tree without a scan: it comes from a scan that started after the file
+// watcher followed every sync path and after the last event it saw. A
+// change the watcher has not delivered yet was made after that scan
+// started, at the same time as the caller's question; its event rescans.
+func (s *Syncer) manifestCurrent() bool {
+	since := s.watchSince.Load()
+	s.mu.Lock()
+	from := s.scannedFrom
+	s.mu.Unlock()
+	return since != 0 && from > since && from > s.lastEvent.Load()
+}
+
 // rescan scans the tree; on the primary a change increments the generation
 // and is pushed to every member at once.
 func (s *Syncer) rescan() {
@@ -588,6 +610,7 @@ func (s *Syncer) rescan() {
 // rescanLocked scans with scanMu held. quiet suppresses the generation bump
 // (the caller just applied a tree from elsewhere).
 func (s *Syncer) rescanLocked(quiet bool) {
+	start := time.Now().UnixNano()
 	m, err := s.store.Scan()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -603,7 +626,7 @@ func (s *Syncer) rescanLocked(quiet bool) {
 		return // catchUp rescans when it is done
 	}
 	changes := Diff(s.manifest, m)
-	s.manifest, s.checksum = m, m.Checksum()
+	s.manifest, s.checksum, s.scannedFrom = m, m.Checksum(), start
 	s.publishLocked()
 	if len(changes) == 0 || quiet {
 		return

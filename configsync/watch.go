@@ -49,6 +49,10 @@ func (s *Syncer) watch(ctx context.Context) {
 		add(filepath.Dir(s.store.fsPath(r))) // a file root is replaced by rename: watch its directory
 		addTree(s.store.fsPath(r))
 	}
+	// From now on every change makes an event (manifestCurrent).
+	s.lastEvent.Store(time.Now().UnixNano())
+	s.watchSince.Store(time.Now().UnixNano())
+	defer s.watchSince.Store(0)
 	// The first event of a burst (after a quiet burstGap, or Debounce/4
 	// if shorter) that names a complete change (a file renamed or moved
 	// into place, removed, its mode or owner changed, a new non-empty
@@ -78,6 +82,7 @@ func (s *Syncer) watch(ctx context.Context) {
 			if strings.HasPrefix(filepath.Base(ev.Name), tempPrefix) || !s.store.Covers(s.store.logical(ev.Name)) {
 				continue
 			}
+			s.lastEvent.Store(time.Now().UnixNano())
 			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 				for d := range watched {
 					if d == ev.Name || strings.HasPrefix(d, ev.Name+"/") {
@@ -113,6 +118,7 @@ func (s *Syncer) watch(ctx context.Context) {
 			if !ok {
 				return
 			}
+			s.lastEvent.Store(time.Now().UnixNano())
 			s.log.Warn("file watcher error, rescanning", "error", err)
 			kick(s.rescanCh)
 		}
