@@ -479,7 +479,7 @@ func (a *Agent) problems(now time.Time) (errs, warns []string) {
 	}
 	if a.sync != nil {
 		errs = append(errs, unwritableSyncPaths(a.syncRoot, cfg.Cluster.Sync.Paths)...)
-		if e := a.sync.s.Status().LastApplyError; e != "" {
+		if e := a.sync.s.Summary().LastApplyError; e != "" {
 			errs = append(errs, "configuration sync: cannot apply the primary's files: "+e)
 		}
 	}

@@ -163,7 +163,7 @@ func (a *Agent) synchronize() (any, error) {
 		a.hist.add(Event{Time: a.now(), Kind: "sync", Reason: "ha synchronize failed: " + err.Error()})
 		return nil, err
 	}
-	st := a.sync.s.Status()
+	st := a.sync.s.Summary()
 	msg := fmt.Sprintf("synchronized in %s: checksum %s, generation %d", time.Since(start).Round(time.Millisecond), hex.EncodeToString(st.Checksum[:]), st.Generation)
 	a.hist.add(Event{Time: a.now(), Kind: "sync", Reason: "ha synchronize: " + msg})
 	return msg, nil
@@ -205,7 +205,7 @@ func (a *Agent) syncStatus() *syncView {
 	if a.sync == nil {
 		return nil
 	}
-	st := a.sync.s.Status()
+	st := a.sync.s.Summary()
 	v := &syncView{sum: hex.EncodeToString(st.Checksum[:]), gen: st.Generation, inSync: st.InSync,
 		members: map[string]configsync.MemberStatus{}}
 	for _, m := range st.Members {

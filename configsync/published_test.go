@@ -1,6 +1,7 @@
 package configsync
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -118,5 +119,23 @@ func TestManifestCurrent(t *testing.T) {
 			t.Errorf("%s: current = %v, want %v", c.name, got, c.want)
 		}
 		a.s.scanMu.Unlock()
+	}
+}
+
+// TestSummary: Summary is Status without this node's own path list.
+func TestSummary(t *testing.T) {
+	_, a, b := pair(t, 0)
+	a.write(t, "/etc/app/x.conf", "x", 0o644)
+	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+	full, sum := a.s.Status(), a.s.Summary()
+	if len(full.Members[0].Paths) == 0 {
+		t.Fatal("Status lists no paths of its own tree")
+	}
+	if sum.Members[0].Paths != nil {
+		t.Errorf("Summary lists %d paths of its own tree", len(sum.Members[0].Paths))
+	}
+	full.Members[0].Paths = nil
+	if !reflect.DeepEqual(full, sum) {
+		t.Errorf("Summary differs from Status beyond the path list:\n%+v\n%+v", sum, full)
 	}
 }

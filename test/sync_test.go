@@ -440,6 +440,90 @@ func TestSyncKillDuringApply(t *testing.T) {
 	}
 }
 
+// SIGKILL of a new secondary's agent during a full sync onto an empty
+// tree, whose new directories are built aside and renamed into place
+// (configsync's stage): every file that is visible is complete, nothing
+// but temporary names is left besides them, and restarted, the node
+// removes the staged directories and catches up.
+func TestSyncKillDuringFullSync(t *testing.T) {
+	l, d := newSyncLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}})
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	tree := lab.TreeSpec{Files: 4000, Bytes: 32 << 20, Dirs: 40, Version: 1}
+	if err := tree.Write(filepath.Join(d.On(a), "t")); err != nil {
+		t.Fatal(err)
+	}
+	startAlone(t, a, syncParams(200, d, ""))
+	start(t, b, syncParams(100, d, ""))
+	file := func(i int) string { return d.File(b, filepath.Join("t", tree.TreeFile(i))) }
+	// Kill once some files are in and the last one is not.
+	first, last := 0, tree.Files-1
+	poll(t, 60*time.Second, time.Millisecond, "the full sync is under way", func() error {
+		if _, err := os.Lstat(file(first)); err != nil {
+			return errors.New("nothing applied yet")
+		}
+		if _, err := os.Lstat(file(last)); err == nil {
+			t.Fatal("the full sync completed before the kill could land")
+		}
+		return nil
+	})
+	b.Kill()
+
+	present := 0
+	for i := 0; i < tree.Files; i++ {
+		got, err := os.ReadFile(file(i))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("after the kill: %v", err)
+		}
+		if !bytes.Equal(got, tree.Content(i)) {
+			t.Fatalf("%s is torn: %d bytes, want %d: %q", tree.TreeFile(i), len(got), tree.Size(i), trunc(string(got)))
+		}
+		present++
+	}
+	expected := map[string]bool{}
+	for i := 0; i < tree.Files; i++ {
+		expected[filepath.Join("t", tree.TreeFile(i))] = true
+	}
+	staged := 0
+	err := filepath.WalkDir(d.On(b), func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(de.Name(), ".hagent-sync-") {
+			if de.IsDir() {
+				staged++
+				return fs.SkipDir
+			}
+			return nil
+		}
+		rel, _ := filepath.Rel(d.On(b), p)
+		if !de.IsDir() && !expected[rel] {
+			return fmt.Errorf("unexpected file %s after the kill", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("measured after SIGKILL mid-full-sync: %d of %d files present (each complete), %d staged directories left", present, tree.Files, staged)
+	if present == 0 || present == tree.Files {
+		t.Fatalf("the kill did not land mid-sync (%d of %d files)", present, tree.Files)
+	}
+
+	start(t, b, syncParams(100, d, ""))
+	eventually(t, 30*time.Second, "the restarted secondary catches up", func() error {
+		if err := sameChecksum(a, b); err != nil {
+			return err
+		}
+		return treesEqual(d, a, b)
+	})
+	if temps := tempFiles(t, d.On(b)); len(temps) != 0 {
+		t.Fatalf("temporary files or staged directories left after the restart: %v", temps)
+	}
+}
+
 // tempFiles lists the atomic-write temporaries below root.
 func tempFiles(t *testing.T, root string) []string {
 	t.Helper()
