@@ -122,8 +122,9 @@ func TestReannounceUnheardHold(t *testing.T) {
 	})
 	t.Run("first count heard is a baseline", func(t *testing.T) {
 		l := newLonePrimary(t)
-		n := 0
-		for i := 0; i < returnAnnounces+3; i++ {
+		wantAnnounce(t, "first advert, count 7", l.heard(secondaryB(7)), 1, "b is back")
+		n := 1
+		for i := 1; i < returnAnnounces+3; i++ {
 			n += len(l.heard(secondaryB(7)))
 		}
 		if n != returnAnnounces {
