@@ -82,44 +82,56 @@ func wantAnnounce(t *testing.T, step string, why []string, want int, what string
 // peer's takeover count, and re-announces once per change (issue 14,
 // chaos campaign: heavy heartbeat loss). The election is never changed.
 func TestReannounceUnheardHold(t *testing.T) {
-	t.Run("count grows: one announce per change", func(t *testing.T) {
-		l := newLonePrimary(t)
-		l.settle(0)
-		wantAnnounce(t, "count 0 -> 1", l.heard(secondaryB(1)), 1, "b held the virtual MAC unheard (takeover count 0 -> 1)")
-		wantAnnounce(t, "count 1 again", l.heard(secondaryB(1)), 0, "")
-		wantAnnounce(t, "count 1 again", l.heard(secondaryB(1)), 0, "")
-		wantAnnounce(t, "count 1 -> 3", l.heard(secondaryB(3)), 1, "(takeover count 1 -> 3)")
-		if st := l.m.Status(); st.Role != RolePrimary || st.Primary != "SN-a" {
-			t.Fatalf("the count changed the election: %s, primary %q", st.Role, st.Primary)
-		}
-	})
-	t.Run("restart: count 0 is a new baseline, not a freeze", func(t *testing.T) {
-		l := newLonePrimary(t)
-		l.settle(5)
-		wantAnnounce(t, "restarted, count 5 -> 0", l.heard(secondaryB(0)), 0, "")
-		wantAnnounce(t, "count 0 again", l.heard(secondaryB(0)), 0, "")
+	claim := func(n uint64) Advert {
+		adv := secondaryB(n)
+		adv.Role, adv.Primary = RolePrimary, "SN-b"
+		return adv
+	}
+	type heard struct {
+		adv  Advert
+		want int    // announces
+		what string // in the first one's reason
+	}
+	tests := []struct {
+		name  string
+		from  uint64 // b's steady count before
+		heard []heard
+	}{
+		{"count grows: one announce per change", 0, []heard{
+			{secondaryB(1), 1, "b held the virtual MAC unheard (takeover count 0 -> 1)"},
+			{secondaryB(1), 0, ""}, {secondaryB(1), 0, ""},
+			{secondaryB(3), 1, "(takeover count 1 -> 3)"},
+		}},
 		// Its first takeover of the new run is below the old count of 5,
-		// and still a change.
-		wantAnnounce(t, "count 0 -> 1", l.heard(secondaryB(1)), 1, "held the virtual MAC unheard (takeover count 0 -> 1)")
-	})
-	t.Run("restart and unheard hold: count goes down, not to 0", func(t *testing.T) {
-		l := newLonePrimary(t)
-		l.settle(5)
-		wantAnnounce(t, "count 5 -> 2", l.heard(secondaryB(2)), 1, "restarted and held the virtual MAC unheard (takeover count 5 -> 2)")
-		wantAnnounce(t, "count 2 again", l.heard(secondaryB(2)), 0, "")
-	})
-	t.Run("count grows while the peer claims: election, then one release announce", func(t *testing.T) {
-		l := newLonePrimary(t)
-		l.settle(0)
-		claim := secondaryB(1)
-		claim.Role, claim.Primary = RolePrimary, "SN-b"
-		wantAnnounce(t, "b claims with count 1", l.heard(claim), 0, "")
-		if st := l.m.Status(); st.Role != RolePrimary || st.Primary != "SN-a" {
-			t.Fatalf("a lost the election to a lower priority claim: %s, primary %q", st.Role, st.Primary)
-		}
-		wantAnnounce(t, "b steps down, count 1", l.heard(secondaryB(1)), 1, "b released the virtual MAC")
-		wantAnnounce(t, "count 1 again", l.heard(secondaryB(1)), 0, "")
-	})
+		// and still a change: the baseline was reset.
+		{"restart: count 0 is a new baseline", 5, []heard{
+			{secondaryB(0), 0, ""}, {secondaryB(0), 0, ""},
+			{secondaryB(1), 1, "held the virtual MAC unheard (takeover count 0 -> 1)"},
+		}},
+		{"restart and unheard hold: count goes down, not to 0", 5, []heard{
+			{secondaryB(2), 1, "restarted and held the virtual MAC unheard (takeover count 5 -> 2)"},
+			{secondaryB(2), 0, ""},
+		}},
+		// Two primaries: a (priority 200) stays; b's step-down is the one
+		// announce, a release.
+		{"count grows while the peer claims", 0, []heard{
+			{claim(1), 0, ""},
+			{secondaryB(1), 1, "b released the virtual MAC"},
+			{secondaryB(1), 0, ""},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLonePrimary(t)
+			l.settle(tt.from)
+			for i, h := range tt.heard {
+				wantAnnounce(t, fmt.Sprintf("advert %d (%s, count %d)", i, h.adv.Role, h.adv.Takeovers), l.heard(h.adv), h.want, h.what)
+				if st := l.m.Status(); st.Role != RolePrimary || st.Primary != "SN-a" {
+					t.Fatalf("advert %d changed the election: a is %s, primary %q", i, st.Role, st.Primary)
+				}
+			}
+		})
+	}
 	t.Run("first count heard is a baseline", func(t *testing.T) {
 		l := newLonePrimary(t)
 		wantAnnounce(t, "first advert, count 7", l.heard(secondaryB(7)), 1, "b is back")
