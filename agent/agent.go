@@ -777,6 +777,7 @@ func advertOf(f *heartbeat.Frame) cluster.Advert {
 		MonitorTotal: int(f.MonitorTotal),
 		Uptime:       time.Duration(f.Uptime) * time.Millisecond,
 		Primary:      f.Primary,
+		Takeovers:    f.Takeovers,
 	}
 }
 
@@ -820,6 +821,7 @@ func (a *Agent) sendHeartbeat() {
 		MonitorUp: uint8(adv.MonitorUp), MonitorTotal: uint8(adv.MonitorTotal),
 		Uptime: uint64(up / time.Millisecond), Epoch: a.epoch, Seq: a.seq,
 		Node: adv.Name, Serial: adv.Serial, Primary: adv.Primary, NodeID: a.nodeID,
+		Takeovers: adv.Takeovers,
 	}
 	f.NumHints = a.guard.Hints(&f.Hints)
 	if s.has2 {

@@ -195,7 +195,8 @@ func vc2Advert(f *heartbeat.Frame, id int) (cluster.Advert, bool) {
 	// that vcluster; leaving is the node's.
 	v := heartbeat.Frame{Node: f.Node, Serial: f.Serial, Role: s.Role, Priority: s.Priority,
 		Flags:     s.Flags&(heartbeat.FlagOverride|heartbeat.FlagFailoverSet) | f.Flags&heartbeat.FlagLeaving,
-		MonitorUp: s.MonitorUp, MonitorTotal: s.MonitorTotal, Uptime: s.Uptime, Primary: s.Primary}
+		MonitorUp: s.MonitorUp, MonitorTotal: s.MonitorTotal, Uptime: s.Uptime, Primary: s.Primary,
+		Takeovers: s.Takeovers}
 	return advertOf(&v), true
 }
 
@@ -206,6 +207,7 @@ func putVC2(f *heartbeat.Frame, id int, adv *cluster.Advert, up time.Duration) {
 		VCluster: uint8(id), Role: uint8(adv.Role), Priority: adv.Priority,
 		MonitorUp: uint8(adv.MonitorUp), MonitorTotal: uint8(adv.MonitorTotal),
 		Uptime: uint64(up / time.Millisecond), Primary: adv.Primary,
+		Takeovers: adv.Takeovers,
 	}
 	if adv.Override {
 		f.VC2.Flags |= heartbeat.FlagOverride

@@ -31,6 +31,10 @@
 // says it released it, so the switch never keeps pointing at a port that
 // dropped the MAC. Two primaries that hear each other resolve within one
 // heartbeat: the loser steps down as soon as it hears the winner claim.
+// Every advert carries the sender's count of its takeovers of the MAC
+// (Advert.Takeovers); a primary that sees a peer's count change while the
+// peer does not claim primary knows it held the MAC unheard (its claim and
+// release both lost) and re-announces it, once per change.
 //
 // Every decision carries a readable reason, in FortiOS's words where FortiOS
 // has them ("node-a is selected as the primary because it has the largest

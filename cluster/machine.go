@@ -25,6 +25,10 @@ type Machine struct {
 	failoverSet bool
 	fault       string
 
+	// takeovers counts this node's takeovers of the vMAC (becoming
+	// primary) since New; it travels in every advert (Advert.Takeovers).
+	takeovers uint64
+
 	leaving       bool // shutdown requested
 	leaveDeadline time.Time
 	stopped       bool
@@ -44,15 +48,6 @@ type peer struct {
 	// a primary re-announces the vMAC (returnAnnounces).
 	reannounce int
 }
-
-// returnAnnounces is how many of a returning peer's first adverts make a
-// primary re-announce the vMAC. A peer that was frozen (SIGSTOP, a paused
-// VM) wakes with stale timers: it may take the vMAC for a moment and let
-// it go within a millisecond, before this node heard it claim primary
-// (its claim and its release leave in one heartbeat), and the switch is
-// left pointing at its port. Announcing on its next adverts too repairs
-// that (found by the fault campaign, issue 14).
-const returnAnnounces = 3
 
 // New returns a machine in the starting (hello) state at time now. All
 // monitored links are assumed up until an EventMonitor says otherwise.
@@ -198,6 +193,7 @@ func (m *Machine) Advert() Advert {
 		MonitorTotal: m.cfg.MonitorTotal,
 		Uptime:       m.now.Sub(m.upSince),
 		Primary:      m.primary,
+		Takeovers:    m.takeovers,
 	}
 }
 
@@ -325,8 +321,8 @@ func (m *Machine) heard(adv Advert, now time.Time) error {
 	if adv.Serial == m.cfg.Serial {
 		return ErrSameSerial
 	}
-	p, ok := m.peers[adv.Serial]
-	if !ok {
+	p, known := m.peers[adv.Serial]
+	if !known {
 		if len(m.peers) >= MaxMembers-1 && !m.evictDead() {
 			return ErrClusterFull
 		}
@@ -347,22 +343,7 @@ func (m *Machine) heard(adv Advert, now time.Time) error {
 		// instead of waiting for the lost threshold.
 		delete(m.peers, adv.Serial)
 	}
-	// A peer that held the vMAC just let it go while we hold it, or one we
-	// had lost comes back (it may have held the vMAC while we could not
-	// hear it): the switch may still point at its port. Tell it again.
-	if !wasAlive {
-		p.reannounce = returnAnnounces
-	}
-	if m.role == RolePrimary && adv.Role != RolePrimary && (p.reannounce > 0 || prev.Role == RolePrimary) {
-		why := "released the virtual MAC"
-		if p.reannounce > 0 {
-			p.reannounce--
-			if prev.Role != RolePrimary {
-				why = "is back (it may have held the virtual MAC)"
-			}
-		}
-		m.emit(Action{Type: ActionAnnounce, Reason: fmt.Sprintf("%s %s", adv.Name, why)})
-	}
+	m.reannounce(p, prev, adv, known, wasAlive)
 	return nil
 }
 
@@ -773,6 +754,7 @@ func (m *Machine) become(r Role, now time.Time, reason string) {
 	m.emit(Action{Type: ActionRoleChange, Role: r, Previous: prev, Reason: reason})
 	switch {
 	case r == RolePrimary:
+		m.takeovers++
 		m.emit(Action{Type: ActionTakeover, Reason: reason})
 	case prev == RolePrimary:
 		m.emit(Action{Type: ActionRelease, Reason: reason})

@@ -9,7 +9,9 @@ import (
 )
 
 // sim is an in-memory cluster: machines, a fake clock and a network that can
-// cut links and kill nodes. Adverts are delivered synchronously.
+// cut links, lose single frames and kill nodes. Adverts are delivered
+// synchronously. It models the LAN switch too: port is the node whose port
+// the switch has learned the vMAC on, from the last takeover or announce.
 type sim struct {
 	t     *testing.T
 	now   time.Time
@@ -17,14 +19,19 @@ type sim struct {
 	nodes map[string]*simNode
 	order []string
 	cut   map[string]bool // "a|b" with a<b
-	log   []string
+	// drop, when set, loses the heartbeat from → to for which it returns
+	// true (one direction, one frame).
+	drop func(from, to string) bool
+	port string
+	log  []string
 }
 
 type simNode struct {
 	name      string
 	m         *Machine
 	dead      bool
-	owns      bool // holds the vMAC
+	owns      bool      // holds the vMAC
+	released  time.Time // when it last let the vMAC go
 	announces int
 	hooks     []Role
 	stopped   bool
@@ -109,6 +116,9 @@ func (s *sim) broadcast(from *simNode) {
 		if to == from || to.m == nil || to.stopped || !s.reachable(from.name, name) {
 			continue
 		}
+		if s.drop != nil && s.drop(from.name, name) {
+			continue
+		}
 		if err := to.m.Step(Event{Type: EventHeartbeat, Time: s.now, Advert: adv}); err != nil {
 			s.log = append(s.log, fmt.Sprintf("%s rejects %s: %v", name, from.name, err))
 		}
@@ -130,10 +140,14 @@ func (s *sim) process() {
 				switch a.Type {
 				case ActionTakeover:
 					n.owns = true
+					s.port = name
 				case ActionRelease:
 					n.owns = false
+					n.released = s.now
 				case ActionAnnounce:
 					n.announces++
+					s.port = name
+					s.log = append(s.log, fmt.Sprintf("%s %s announces: %s", s.now.Sub(t0), name, a.Reason))
 				case ActionHeartbeat:
 					send = true
 				case ActionRunHook:

@@ -56,6 +56,11 @@ type Advert struct {
 	MonitorTotal int
 	Uptime       time.Duration // HA uptime when the advert was made
 	Primary      string        // serial of the member the sender sees as primary, "" for none
+	// Takeovers counts the sender's takeovers of the vMAC (becoming
+	// primary) in its current run; 0 from senders that do not send it.
+	// It is no input of the election: a primary that sees a peer's count
+	// change while the peer does not claim primary re-announces the vMAC.
+	Takeovers uint64
 }
 
 // EventType says what an Event is. The zero value is invalid.

@@ -57,9 +57,9 @@ const (
 	// cluster has at most 4 members: 3 peers, and one spare).
 	MaxHints = 4
 	// MaxFrameLen is the longest frame that Append produces: fixed part,
-	// three maximal strings, the node id and MaxHints epoch hints, and the
-	// tag.
-	MaxFrameLen = fixedLen + 3*MaxStringLen + nodeIDTLVLen + MaxHints*hintTLVLen + vclusterTLVMax + tagLen
+	// three maximal strings, the node id, MaxHints epoch hints, the second
+	// vcluster's state, both takeover counts, and the tag.
+	MaxFrameLen = fixedLen + 3*MaxStringLen + nodeIDTLVLen + MaxHints*hintTLVLen + vclusterTLVMax + 2*takeoversTLVLen + tagLen
 )
 
 // Extension TLV types (docs/protocol.md §5). The numeric values are part of
@@ -75,11 +75,20 @@ const (
 	// monitor up (1), monitor total (1), uptime in ms (8), primary serial
 	// (the rest, 0-MaxStringLen bytes).
 	tlvVCluster = 3
+	// tlvTakeovers carries Frame.Takeovers (8): how many times the sender
+	// took the vMAC of the frame's vcluster in this run.
+	tlvTakeovers = 4
+	// tlvVCTakeovers carries Frame.VC2.Takeovers (8): the same count for
+	// the vcluster of TLV 3. It is ignored in a frame without TLV 3. (TLV 3
+	// cannot grow: its primary serial is "the rest" of its value, so older
+	// receivers would read an appended count as part of the serial.)
+	tlvVCTakeovers = 5
 
-	nodeIDTLVLen   = 2 + 6
-	hintTLVLen     = 2 + 6 + 8
-	vclusterFixed  = 14
-	vclusterTLVMax = 2 + vclusterFixed + MaxStringLen
+	nodeIDTLVLen    = 2 + 6
+	hintTLVLen      = 2 + 6 + 8
+	vclusterFixed   = 14
+	vclusterTLVMax  = 2 + vclusterFixed + MaxStringLen
+	takeoversTLVLen = 2 + 8
 )
 
 // VClusterState is a member's election state in a second virtual cluster,
@@ -102,6 +111,9 @@ type VClusterState struct {
 	Uptime uint64
 	// Primary is the serial the sender sees as that vcluster's primary.
 	Primary string
+	// Takeovers is the sender's takeover count there (extension TLV 5;
+	// see Frame.Takeovers). Zero is not sent.
+	Takeovers uint64
 }
 
 // NodeID is a member's stable identity beside its serial: the lowest MAC
@@ -265,6 +277,13 @@ type Frame struct {
 	// VC2 is the sender's state in its second virtual cluster; zero
 	// unless HasVC2.
 	VC2 VClusterState
+	// Takeovers counts the times the sender took the virtual MAC of the
+	// frame's vcluster (became primary) since it started (extension TLV
+	// 4). A receiver that sees it grow while the sender does not claim
+	// primary knows the sender held the vMAC in between, unheard, and may
+	// have taught the switch its port. Zero is not sent, and a frame
+	// without the TLV (an older sender) decodes as zero.
+	Takeovers uint64
 }
 
 // errHints reports a frame with more than MaxHints hints to encode.
@@ -305,6 +324,12 @@ func (f *Frame) extLen() int {
 	}
 	if f.HasVC2 {
 		n += 2 + vclusterFixed + len(f.VC2.Primary)
+	}
+	if f.Takeovers != 0 {
+		n += takeoversTLVLen
+	}
+	if f.HasVC2 && f.VC2.Takeovers != 0 {
+		n += takeoversTLVLen
 	}
 	return n
 }
@@ -350,8 +375,22 @@ func (f *Frame) put(b []byte, n int, flags Flags) {
 		b[o+2], b[o+3], b[o+4], b[o+5] = v.VCluster, v.Role, v.Priority, byte(v.Flags)
 		b[o+6], b[o+7] = v.MonitorUp, v.MonitorTotal
 		binary.BigEndian.PutUint64(b[o+8:], v.Uptime)
-		copy(b[o+16:], v.Primary)
+		o += 2 + copy(b[o+16:], v.Primary) + vclusterFixed
 	}
+	if f.Takeovers != 0 {
+		o = putCount(b, o, tlvTakeovers, f.Takeovers)
+	}
+	if f.HasVC2 && f.VC2.Takeovers != 0 {
+		putCount(b, o, tlvVCTakeovers, f.VC2.Takeovers)
+	}
+}
+
+// putCount writes a TLV of type typ with the 8-byte count n at b[o:] and
+// returns the offset after it.
+func putCount(b []byte, o int, typ byte, n uint64) int {
+	b[o], b[o+1] = typ, 8
+	binary.BigEndian.PutUint64(b[o+2:], n)
+	return o + takeoversTLVLen
 }
 
 // parseHeader checks the parts of b that can be checked without the key and
@@ -399,7 +438,8 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	var id NodeID
 	var hints [MaxHints]EpochHint
 	nh := 0
-	var vc []byte // the first vcluster TLV's value
+	var vc []byte       // the first vcluster TLV's value
+	var tk, vctk []byte // the first takeover TLVs' values
 	for e := ext; len(e) > 0; {
 		if len(e) < 2 || e[0] == 0 || len(e) < 2+int(e[1]) {
 			return nil, errExtension
@@ -427,6 +467,15 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 			if vc == nil { // a second one is ignored
 				vc = v
 			}
+		case tlvTakeovers, tlvVCTakeovers:
+			if len(v) != 8 {
+				return nil, errExtension
+			}
+			if e[0] == tlvTakeovers && tk == nil {
+				tk = v
+			} else if e[0] == tlvVCTakeovers && vctk == nil {
+				vctk = v
+			}
 		}
 		e = e[2+int(e[1]):]
 	}
@@ -451,6 +500,7 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	o += sl
 	setString(&f.Primary, body[o:o+pl])
 	f.NodeID, f.Hints, f.NumHints = id, hints, uint8(nh)
+	f.Takeovers = count(tk)
 	f.HasVC2 = vc != nil
 	if vc != nil {
 		v := &f.VC2
@@ -458,10 +508,19 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 		v.MonitorUp, v.MonitorTotal = vc[4], vc[5]
 		v.Uptime = binary.BigEndian.Uint64(vc[6:14])
 		setString(&v.Primary, vc[14:])
+		v.Takeovers = count(vctk)
 	} else {
 		f.VC2 = VClusterState{}
 	}
 	return ext, nil
+}
+
+// count decodes the value of a takeover TLV; nil (no TLV) is zero.
+func count(v []byte) uint64 {
+	if v == nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
 }
 
 // setString sets *s to b, reusing the current string when it is equal, so

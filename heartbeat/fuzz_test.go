@@ -86,6 +86,16 @@ func fuzzSeeds() []fuzzSeed {
 			func(t testing.TB) []byte { return mustAppend(t, auth, extFrame()) }},
 		{"valid-vcluster2", "authentic frame with vcluster 2's state (TLV 3)", nil,
 			func(t testing.TB) []byte { return mustAppend(t, auth, vc2Frame()) }},
+		{"valid-takeovers", "authentic frame with takeover counts of both vclusters (TLVs 4 and 5)", nil,
+			func(t testing.TB) []byte { return mustAppend(t, auth, tkFrame()) }},
+		{"bad-takeovers-length-sealed", "takeover count TLV of 7 bytes, resealed: authentic but malformed", ErrMalformed,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, valid(t), append([]byte{4, 7}, make([]byte, 7)...))
+			}},
+		{"bad-vcluster-takeovers-length-sealed", "vcluster 2 takeover count TLV of 9 bytes, resealed: authentic but malformed", ErrMalformed,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, mustAppend(t, auth, vc2Frame()), append([]byte{5, 9}, make([]byte, 9)...))
+			}},
 		{"bad-vcluster-short-sealed", "vcluster TLV of 13 bytes, resealed: authentic but malformed", ErrMalformed,
 			func(t testing.TB) []byte {
 				return withExtensionWith(auth, fuzzPassword, valid(t), append([]byte{3, 13}, make([]byte, 13)...))

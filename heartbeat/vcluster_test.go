@@ -15,25 +15,34 @@ func vc2Frame() Frame {
 	return f
 }
 
+// roundTrip encodes f, checks that it is grow bytes longer than base
+// encoded, decodes it into got and compares, then decodes base into got
+// (a warm frame) and returns the encoded f.
+func roundTrip(t *testing.T, c *Codec, f, base Frame, grow int, got *Frame) []byte {
+	t.Helper()
+	wire := mustAppend(t, c, f)
+	baseWire := mustAppend(t, c, base)
+	if want := len(baseWire) + grow; len(wire) != want {
+		t.Fatalf("frame is %d bytes, want %d", len(wire), want)
+	}
+	if err := c.Decode(wire, got); err != nil {
+		t.Fatal(err)
+	}
+	if *got != f {
+		t.Fatalf("round trip\n got %+v\nwant %+v", *got, f)
+	}
+	if err := c.Decode(baseWire, got); err != nil {
+		t.Fatal(err)
+	}
+	return wire
+}
+
 func TestVClusterTLVRoundTrip(t *testing.T) {
 	c := NewCodec(testPassword, testGroup)
 	f := vc2Frame()
-	wire := mustAppend(t, c, f)
-	base := mustAppend(t, c, extFrame())
-	if want := len(base) + 2 + vclusterFixed + len(f.VC2.Primary); len(wire) != want {
-		t.Fatalf("frame is %d bytes, want %d", len(wire), want)
-	}
 	var got Frame
-	if err := c.Decode(wire, &got); err != nil {
-		t.Fatal(err)
-	}
-	if got != f {
-		t.Fatalf("round trip\n got %+v\nwant %+v", got, f)
-	}
+	wire := roundTrip(t, c, f, extFrame(), 2+vclusterFixed+len(f.VC2.Primary), &got)
 	// A warm frame that had the TLV loses it when the next one has none.
-	if err := c.Decode(base, &got); err != nil {
-		t.Fatal(err)
-	}
 	if got.HasVC2 || got.VC2 != (VClusterState{}) {
 		t.Fatalf("VC2 kept from the previous frame: %+v", got.VC2)
 	}
