@@ -224,8 +224,10 @@ func (s *Syncer) pushPaths(ctx context.Context, peer string, paths []string, rep
 	// waits for a whole MaxBatch to be read and sent before anything is
 	// written (0.5-0.9 s of 10 000 files / 50 MiB here).
 	limit := max(s.cfg.MaxBatch/firstBatchDiv, 1)
+	next, stop := s.store.readAhead(paths, readAheadWorkers, readAheadWindow)
+	defer stop()
 	for _, p := range paths {
-		e, content, err := s.store.Load(p)
+		e, content, err, _ := next()
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			hdr.Deleted = append(hdr.Deleted, p)
