@@ -60,3 +60,33 @@ func BenchmarkApplyFullTree(b *testing.B) {
 		b.ReportMetric(time.Since(t1).Seconds(), "rescan-s")
 	}
 }
+
+// BenchmarkStatus10k: Status (with this node's path list) and Summary
+// (what `ha status` takes, twice per call) of a syncer holding 10 000
+// synchronized paths.
+func BenchmarkStatus10k(b *testing.B) {
+	cfg := LabSyncConfig()
+	cfg.Self, cfg.Root, cfg.Paths = "b", b.TempDir(), []string{"/big"}
+	cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
+	s, err := NewSyncer(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var es []Entry
+	for i := 0; i < 10000; i++ {
+		es = append(es, Entry{Path: fmt.Sprintf("/big/d%03d/f%05d.conf", i%100, i), Kind: KindFile, Mode: 0o644, Size: 5242})
+	}
+	s.mu.Lock()
+	s.manifest = NewManifest(es)
+	s.mu.Unlock()
+	b.Run("Status", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			s.Status()
+		}
+	})
+	b.Run("Summary", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			s.Summary()
+		}
+	})
+}
