@@ -51,7 +51,7 @@ lab: build
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./heartbeat/ ./configsync/ ./l2chan/ ./sessionsync/ | grep -E '^(Benchmark|ok|FAIL)'
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestBench' ./test/bench/
-	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=2 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
+	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=3 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
 	HAGENT_BENCH=1 $(GO) test -count=1 -timeout 10m -v -run 'TestChannelBench' ./test/chanbench/
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSessionBench' ./test/sessbench/ | grep -E '^(=== RUN|--- |ok|FAIL)|measured'; exit $${PIPESTATUS[0]}
 
