@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/hagent/hagent/l2chan"
 )
 
 // BenchmarkApplyFullTree applies a full sync of 10 000 files / 50 MiB in
@@ -39,13 +37,7 @@ func BenchmarkApplyFullTree(b *testing.B) {
 		if err := os.MkdirAll(filepath.Join(root, "big"), 0o755); err != nil {
 			b.Fatal(err)
 		}
-		cfg := LabSyncConfig()
-		cfg.Self, cfg.Root, cfg.Paths = "b", root, []string{"/big"}
-		cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
-		s, err := NewSyncer(cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
+		s := offlineSyncer(b, root, "/big")
 		b.StartTimer()
 		t0 := time.Now()
 		s.scanMu.Lock()
@@ -65,13 +57,7 @@ func BenchmarkApplyFullTree(b *testing.B) {
 // (what `ha status` takes, twice per call) of a syncer holding 10 000
 // synchronized paths.
 func BenchmarkStatus10k(b *testing.B) {
-	cfg := LabSyncConfig()
-	cfg.Self, cfg.Root, cfg.Paths = "b", b.TempDir(), []string{"/big"}
-	cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
-	s, err := NewSyncer(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := offlineSyncer(b, b.TempDir(), "/big")
 	var es []Entry
 	for i := 0; i < 10000; i++ {
 		es = append(es, Entry{Path: fmt.Sprintf("/big/d%03d/f%05d.conf", i%100, i), Kind: KindFile, Mode: 0o644, Size: 5242})

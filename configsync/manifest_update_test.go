@@ -40,13 +40,7 @@ func TestManifestAfterApply(t *testing.T) {
 	if err := os.Symlink("a/x", filepath.Join(root, "t/l")); err != nil {
 		t.Fatal(err)
 	}
-	cfg := LabSyncConfig()
-	cfg.Self, cfg.Root, cfg.Paths = "b", root, []string{"/t"}
-	cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
-	s, err := NewSyncer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := offlineSyncer(t, root, "/t")
 	type push struct {
 		name    string
 		entries []func() (Entry, []byte)
@@ -106,4 +100,19 @@ func TestManifestAfterApply(t *testing.T) {
 			t.Errorf("%s: checksum %s, a scan gives %s", p.name, sum, want.Checksum())
 		}
 	}
+}
+
+// offlineSyncer is a syncer "b" over root's sync path p whose transport
+// never delivers anything: for tests and benchmarks that call its apply
+// and scan directly.
+func offlineSyncer(tb testing.TB, root, p string) *Syncer {
+	tb.Helper()
+	cfg := LabSyncConfig()
+	cfg.Self, cfg.Root, cfg.Paths = "b", root, []string{p}
+	cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
+	s, err := NewSyncer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }

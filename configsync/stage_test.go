@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/hagent/hagent/l2chan"
 )
 
 // stageFixture is a secondary's syncer on a tree /t holding /t/old, and
@@ -28,14 +26,7 @@ func newStageFixture(t *testing.T) *stageFixture {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(root, "t/old"), "old", 0o644)
-	cfg := LabSyncConfig()
-	cfg.Self, cfg.Root, cfg.Paths = "b", root, []string{"/t"}
-	cfg.Transport = &silentTransport{msgs: make(chan l2chan.Message)}
-	s, err := NewSyncer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &stageFixture{root: root, s: s}
+	f := &stageFixture{root: root, s: offlineSyncer(t, root, "/t")}
 	uid, gid := os.Getuid(), os.Getgid()
 	add := func(e Entry, c []byte) { f.es, f.cs = append(f.es, e), append(f.cs, c) }
 	add(Entry{Path: "/t/n", Kind: KindDir, Mode: 0o750, UID: uid, GID: gid}, nil)
