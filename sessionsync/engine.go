@@ -155,6 +155,7 @@ type counters struct {
 
 type recvCounters struct {
 	messages, records, applied, errors, malformed, swept uint64
+	sweepsSkipped                                        uint64
 	expectApplied                                        uint64
 	lastErr                                              string
 	lastErrAt                                            time.Time
@@ -1028,7 +1029,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		// In symmetric mode this member forwards flows of its own: only
 		// the copies it made are swept.
 		var before []Key
-		if !e.cfg.Symmetric {
+		// A primary forwards: its flows are its own traffic, not copies,
+		// whatever a peer that claimed the role for a moment (this node
+		// was frozen, or cut off) holds. Its table is not swept.
+		if !e.cfg.Symmetric && !e.isPrimary.Load() {
 			own := map[netip.Addr]bool{}
 			for _, a := range e.localAddrs() {
 				own[a] = true
@@ -1047,7 +1051,11 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	case KindBulkEnd:
 		e.recvMu.Lock()
 		var stale []Record
-		if rs.inBulk && rs.gen == m.Gen {
+		primary := e.isPrimary.Load()
+		if primary && rs.inBulk && !e.cfg.Symmetric {
+			e.rc.sweepsSkipped++
+		}
+		if rs.inBulk && rs.gen == m.Gen && (!primary || e.cfg.Symmetric) {
 			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
@@ -1086,6 +1094,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		rs.bulkDone = true
 		n, d := rs.bulk.Sent, rs.bulk.Duration
 		e.recvMu.Unlock()
+		if primary && !e.cfg.Symmetric {
+			e.event("bulk session copy from %s complete while this node is primary: %d flows applied in %s, nothing swept (this node's flows are its own traffic)", msg.From, n, d.Round(time.Millisecond))
+			return
+		}
 		e.event("bulk session copy from %s complete: %d flows applied in %s, %d stale copies removed", msg.From, n, d.Round(time.Millisecond), len(stale))
 		return
 	}

@@ -115,6 +115,9 @@ type Status struct {
 	Errors    uint64 `json:"errors"`
 	Malformed uint64 `json:"malformed"`
 	Swept     uint64 `json:"stale_removed"`
+	// SweepsSkipped counts peers' bulk copies that ended while this node
+	// was primary: its table is its own traffic and is not swept.
+	SweepsSkipped uint64 `json:"sweeps_skipped_as_primary,omitempty"`
 	// ErrorReasons counts refused flows by reason (errno).
 	ErrorReasons map[string]uint64 `json:"error_reasons,omitempty"`
 	LastError    string            `json:"last_error,omitempty"`
@@ -191,6 +194,7 @@ func (e *Engine) Status() Status {
 	e.recvMu.Lock()
 	st.Messages, st.Received, st.Applied, st.Errors = e.rc.messages, e.rc.records, e.rc.applied, e.rc.errors
 	st.Malformed, st.Swept, st.BulkDone = e.rc.malformed, e.rc.swept, e.rc.bulkDone
+	st.SweepsSkipped = e.rc.sweepsSkipped
 	st.ExpectApplied = e.rc.expectApplied
 	if len(e.rc.reasons) > 0 {
 		st.ErrorReasons = map[string]uint64{}
