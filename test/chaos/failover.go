@@ -180,6 +180,7 @@ func Failovers(count int, ival time.Duration, thr int, out io.Writer, logf func(
 		}
 	}
 	fmt.Fprintf(out, "%d of %d failovers lost at least one probe; %d of them lost fewer probes than half their span (the prober itself was late); the longest loss that was not: %s\n", lossy, count, limited, ms(real))
+	fmt.Fprintf(out, "prober's sender under SCHED_FIFO: %v\n", probe.Realtime())
 	fmt.Fprintf(out, "the worst (times after the command; GARPs entering the switch from the new primary):\n")
 	rec.mu.Lock()
 	garps := append([]GARP(nil), rec.GARPs...)

@@ -5,10 +5,15 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
 )
+
+// probePriority is the prober's SCHED_FIFO priority: below hagentd's
+// realtime heartbeat path (50), above everything else in a test.
+const probePriority = 40
 
 // StartEcho runs a UDP echo responder on EchoPort in every node namespace
 // (in this process; it answers only where the cluster address lives). It is
@@ -45,6 +50,9 @@ type Probe struct {
 	target   *net.UDPAddr
 	interval time.Duration
 	start    time.Time
+
+	// realtime: the sender got SCHED_FIFO (see send).
+	realtime bool
 
 	mu       sync.Mutex
 	sent     []time.Time
@@ -103,21 +111,27 @@ func StartProbeFrom(ns, target string, interval time.Duration) (*Probe, error) {
 
 func (p *Probe) send() {
 	defer p.done.Done()
+	// The sender runs on a thread of its own under SCHED_FIFO (when this
+	// process may) and sleeps in the kernel, not on a Go timer: on a busy
+	// machine a timer fires late when the thread that runs it is not
+	// scheduled, and a send gap of 10-20 ms then reads as an outage of
+	// the cluster. The thread is not unlocked, so it ends with the
+	// goroutine and its policy goes with it.
+	runtime.LockOSThread()
+	rt := setFIFO(probePriority) == nil
+	p.mu.Lock()
+	p.realtime = rt
+	p.mu.Unlock()
 	buf := make([]byte, 16)
 	for i := 0; ; i++ {
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
 		next := p.start.Add(time.Duration(i) * p.interval)
 		if d := time.Until(next); d > 0 {
-			select {
-			case <-p.stop:
-				return
-			case <-time.After(d):
-			}
-		} else {
-			select {
-			case <-p.stop:
-				return
-			default:
-			}
+			sleep(d)
 		}
 		now := time.Now()
 		binary.BigEndian.PutUint64(buf, uint64(i))
@@ -152,6 +166,14 @@ func (p *Probe) recv() {
 		}
 		p.mu.Unlock()
 	}
+}
+
+// Realtime reports whether the sender runs under SCHED_FIFO (see send);
+// it is known once the first probe went out.
+func (p *Probe) Realtime() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.realtime
 }
 
 // Snapshot computes the result so far, ignoring the last 300 ms (whose
