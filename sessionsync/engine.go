@@ -131,6 +131,7 @@ type Engine struct {
 	known     map[Key]*known       // Symmetric: flows learned or sent (symmetric.go)
 	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
 	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
+	renewing  map[Key]*renewMark   // flows Renew replaced, their events to come (renew.go)
 	c         counters
 	listenErr string
 
@@ -151,6 +152,7 @@ type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
 	echoes, learnedSent                                           uint64
 	expectSent                                                    uint64
+	renewed                                                       uint64
 }
 
 type recvCounters struct {
@@ -279,13 +281,19 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) SetRole(primary bool, peers []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if primary && !e.primary && !e.cfg.Symmetric {
-		// The copies this node made are its own flows now.
+	if primary != e.primary && !e.cfg.Symmetric {
+		// Becoming primary, the copies this node made are its own flows
+		// now. Becoming secondary, every flow of the table is one it
+		// forwarded (its window tracking is this node's, its masquerade
+		// interface maybe too): none is a plain copy of the next
+		// primary's, so the next primary's records replace them all
+		// (handle), whatever this node received while it was primary.
 		e.recvMu.Lock()
 		for _, rs := range e.recv {
 			rs.applied, rs.seen, rs.inBulk = map[Key]struct{}{}, nil, false
 		}
 		e.recvMu.Unlock()
+		e.renewing = nil
 	}
 	e.primary = primary
 	e.isPrimary.Store(primary)
@@ -437,6 +445,9 @@ func (e *Engine) onEvent(ev Event) {
 	}
 	f := &ev.Flow
 	k := f.Key()
+	if e.renewing != nil && e.renewalEvent(ev.Type, k, now) {
+		return // a renewal's own: the peers' copies stay as they are
+	}
 	if ev.Type == EventDestroy {
 		delete(e.lastSent, k)
 		delete(e.born, k)
@@ -1047,7 +1058,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	case KindBulkEnd:
 		e.recvMu.Lock()
 		var stale []Record
-		if rs.inBulk && rs.gen == m.Gen {
+		// A primary never sweeps: its table holds the flows it forwards
+		// (a peer that began the copy while this node was secondary, or
+		// that takes it for one).
+		if rs.inBulk && rs.gen == m.Gen && (e.cfg.Symmetric || !e.isPrimary.Load()) {
 			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
@@ -1094,7 +1108,11 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		had = e.learn(msg.From, m.Records, now)
 	}
 	recs := m.Records
-	if !e.isPrimary.Load() && !e.cfg.Symmetric {
+	// A primary applies what a peer sends to its live entries, as
+	// updates; they are not copies (a-p: the sweep at a bulk end and the
+	// replacement of own flows keep to copies made as a secondary).
+	asPrimary := e.isPrimary.Load() && !e.cfg.Symmetric
+	if !asPrimary && !e.cfg.Symmetric {
 		// A flow this member's table holds but did not get from this
 		// peer is its own, from its own traffic (it was primary, or the
 		// peer's bulk copy finds what it forwarded before a restart):
@@ -1150,6 +1168,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		e.rc.applied++
 		if m.Records[i].Op == OpDelete {
 			delete(rs.applied, k)
+			continue
+		}
+		if asPrimary {
 			continue
 		}
 		rs.applied[k] = struct{}{}
