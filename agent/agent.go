@@ -614,12 +614,6 @@ func (a *Agent) catchUpAfterFreeze(due time.Time, first *rxFrame) {
 		}
 		a.stepFrame(n)
 	}
-	// Still primary: another member may have taken over meanwhile and
-	// forwarded packets this node never saw. Fresh session entries before
-	// the announces that follow (the peer's release renews them again).
-	if slices.ContainsFunc(a.vcs, func(v *vcluster) bool { return v.m.Role() == cluster.RolePrimary }) {
-		a.sessionsRenew("woke from a freeze as primary")
-	}
 }
 
 // claimsPrimary reports whether f's sender says it is primary of any of
