@@ -1060,8 +1060,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		var stale []Record
 		// A primary never sweeps: its table holds the flows it forwards
 		// (a peer that began the copy while this node was secondary, or
-		// that takes it for one).
-		if rs.inBulk && rs.gen == m.Gen && (e.cfg.Symmetric || !e.isPrimary.Load()) {
+		// that takes it for one). With a scope, the sweep spares the
+		// flows in it (keeps, below).
+		if rs.inBulk && rs.gen == m.Gen && (e.cfg.Symmetric || !e.isPrimary.Load() || e.scope.Load() != nil) {
 			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
@@ -1108,9 +1109,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		had = e.learn(msg.From, m.Records, now)
 	}
 	recs := m.Records
-	// A primary applies what a peer sends to its live entries, as
-	// updates; they are not copies (a-p: the sweep at a bulk end and the
-	// replacement of own flows keep to copies made as a secondary).
+	// A primary applies what a peer sends to its live entries (those in
+	// its scope), as updates; they are not copies (a-p: the sweep at a
+	// bulk end and the replacement of own flows keep to copies made as a
+	// secondary).
 	asPrimary := e.isPrimary.Load() && !e.cfg.Symmetric
 	if !asPrimary && !e.cfg.Symmetric {
 		// A flow this member's table holds but did not get from this
@@ -1170,7 +1172,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			delete(rs.applied, k)
 			continue
 		}
-		if asPrimary {
+		if asPrimary && e.owned(&m.Records[i].Flow) {
 			continue
 		}
 		rs.applied[k] = struct{}{}
