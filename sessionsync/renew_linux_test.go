@@ -24,27 +24,9 @@ func TestKernelRenew(t *testing.T) {
 				t.Fatalf("record %d: %v", i, err)
 			}
 		}
-		type seen struct{ destroy, new int }
-		ev := map[Key]*seen{a.Key(): {}, gone.Key(): {}}
-		deadline := time.After(2 * time.Second)
-		for n := 0; n < 4; {
-			select {
-			case e := <-evs:
-				if s, ok := ev[e.Flow.Key()]; ok {
-					n++
-					switch e.Type {
-					case EventDestroy:
-						s.destroy++
-					case EventNew:
-						s.new++
-					}
-				}
-			case <-deadline:
-				t.Fatalf("events so far: renewed %+v, gone %+v; want destroy+new for both", *ev[a.Key()], *ev[gone.Key()])
-			}
-		}
-		if *ev[a.Key()] != (seen{1, 1}) || *ev[gone.Key()] != (seen{1, 1}) {
-			t.Fatalf("events: renewed %+v, gone %+v; want destroy+new for both", *ev[a.Key()], *ev[gone.Key()])
+		ev := kernelEvents(t, evs, 4, a.Key(), gone.Key())
+		if ev[0] != (seen{1, 1}) || ev[1] != (seen{1, 1}) {
+			t.Fatalf("events: renewed %+v, gone %+v; want destroy+new for both", ev[0], ev[1])
 		}
 		got := map[Key]Flow{}
 		k.Dump(func(f *Flow) { got[f.Key()] = *f })
@@ -73,4 +55,44 @@ func TestKernelRenew(t *testing.T) {
 		d := time.Since(start)
 		t.Logf("measured: %d flows renewed in %v: %.0f flows/s", n, d.Round(time.Millisecond), n/d.Seconds())
 	})
+}
+
+// seen counts a flow's destroy and new events.
+type seen struct{ destroy, new int }
+
+// kernelEvents reads events until n of them concern keys (the kernel
+// reports a destroy when the entry is freed, which may come after the
+// new events: counted per flow, not in order) and returns the counts in
+// the order of keys.
+func kernelEvents(t *testing.T, evs chan Event, n int, keys ...Key) []seen {
+	t.Helper()
+	ev := map[Key]*seen{}
+	for _, k := range keys {
+		ev[k] = &seen{}
+	}
+	out := func() []seen {
+		r := make([]seen, len(keys))
+		for i, k := range keys {
+			r[i] = *ev[k]
+		}
+		return r
+	}
+	deadline := time.After(2 * time.Second)
+	for got := 0; got < n; {
+		select {
+		case e := <-evs:
+			if s, ok := ev[e.Flow.Key()]; ok {
+				got++
+				switch e.Type {
+				case EventDestroy:
+					s.destroy++
+				case EventNew:
+					s.new++
+				}
+			}
+		case <-deadline:
+			t.Fatalf("events so far: %+v, want %d", out(), n)
+		}
+	}
+	return out()
 }

@@ -20,6 +20,31 @@ func quietPair(t *testing.T) (a, b *member) {
 	return a, b
 }
 
+// mixedFlows puts on a's table TCP flows 0-2, a TCP flow 3 in state
+// closing and a UDP flow 4, and waits for b to hold their copies.
+func mixedFlows(t *testing.T, a, b *member, closing uint8) {
+	t.Helper()
+	for i := 0; i < 3; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	c := flowN(ProtoTCP, 3)
+	c.TCP.State = closing
+	a.table.Put(c)
+	a.table.Put(flowN(ProtoUDP, 4))
+	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
+}
+
+// waitBulk waits until m has received a complete bulk copy.
+func waitBulk(t *testing.T, m *member) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		if !m.e.BulkDone() {
+			return fmt.Errorf("%s: no complete bulk copy yet", m.name)
+		}
+		return nil
+	})
+}
+
 // sentinel puts flow i on a's table and waits for b to hold it: the
 // stream is in order, so whatever a sent before has been applied on b.
 func sentinel(t *testing.T, a, b *member, i int) {
@@ -40,13 +65,7 @@ func sentinel(t *testing.T, a, b *member, i int) {
 // stay, and it receives nothing but the next real change.
 func TestRenewPrimary(t *testing.T) {
 	a, b := quietPair(t)
-	for i := 0; i < 3; i++ {
-		a.table.Put(flowN(ProtoTCP, i))
-	}
-	closing := flowN(ProtoTCP, 3)
-	closing.TCP.State = tcpTimeWait
-	a.table.Put(closing)
-	a.table.Put(flowN(ProtoUDP, 4))
+	mixedFlows(t, a, b, tcpTimeWait)
 	sentinel(t, a, b, 5)
 	before := b.e.Status().Received
 	renewed, total, err := a.e.Renew(context.Background(), "test")
@@ -92,12 +111,14 @@ func TestRenewEndedFlow(t *testing.T) {
 	if _, ok := a.table.Get(f.Key()); ok {
 		t.Fatal("the renewal brought an ended flow back")
 	}
-	eventually(t, 5*time.Second, func() error {
-		if _, ok := b.table.Get(f.Key()); ok {
-			return fmt.Errorf("node-b still holds the copy of the ended flow")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := b.table.Get(f.Key()); !ok {
+			break
 		}
-		return nil
-	})
+		if time.Now().After(deadline) {
+			t.Fatal("node-b still holds the copy of the ended flow")
+		}
+	}
 }
 
 // TestDemotedReplacesAll: records a member applied while it was primary
@@ -143,12 +164,7 @@ func TestPrimaryDoesNotSweep(t *testing.T) {
 	b.table.Put(flowN(ProtoTCP, 6))
 	a.table.Put(flowN(ProtoTCP, 1))
 	a.e.SetRole(true, []string{"node-b"})
-	eventually(t, 5*time.Second, func() error {
-		if !b.e.BulkDone() {
-			return fmt.Errorf("no bulk yet")
-		}
-		return nil
-	})
+	waitBulk(t, b)
 	for _, i := range []int{5, 6} {
 		if _, ok := b.table.Get(flowN(ProtoTCP, i).Key()); !ok {
 			t.Fatalf("the primary's flow %d was swept by a peer's bulk copy", i)
@@ -164,14 +180,7 @@ func TestPrimaryDoesNotSweep(t *testing.T) {
 // those keep rejects aside; nothing is sent.
 func TestKeepFlows(t *testing.T) {
 	a, b := quietPair(t)
-	for i := 0; i < 3; i++ {
-		a.table.Put(flowN(ProtoTCP, i))
-	}
-	closing := flowN(ProtoTCP, 3)
-	closing.TCP.State = tcpClose
-	a.table.Put(closing)
-	a.table.Put(flowN(ProtoUDP, 4))
-	eventually(t, 5*time.Second, func() error { return sameKeys(a.table, b.table, nil) })
+	mixedFlows(t, a, b, tcpClose)
 	a.e.SetRole(false, nil)
 	before := b.e.Status().Received
 	skip := flowN(ProtoTCP, 2).Key()

@@ -328,13 +328,7 @@ func (t *MemTable) Apply(recs []Record) []error {
 				t.emit(Event{Type: EventDestroy, Flow: old})
 				typ = EventNew
 			}
-			f := r.Flow
-			f.Labels = slices.Clone(f.Labels)
-			if f.TCP != nil {
-				c := *f.TCP
-				f.TCP = &c
-			}
-			t.flows[k] = f
+			f := t.store(r.Flow)
 			t.applied++
 			t.emit(Event{Type: typ, Flow: f})
 		case OpRenew:
@@ -347,13 +341,7 @@ func (t *MemTable) Apply(recs []Record) []error {
 				continue
 			}
 			t.emit(Event{Type: EventDestroy, Flow: old})
-			f := r.Flow
-			f.Labels = slices.Clone(f.Labels)
-			if f.TCP != nil {
-				c := *f.TCP
-				f.TCP = &c
-			}
-			t.flows[k] = f
+			f := t.store(r.Flow)
 			t.renewed++
 			t.emit(Event{Type: EventNew, Flow: f})
 		case OpDelete:
@@ -368,6 +356,18 @@ func (t *MemTable) Apply(recs []Record) []error {
 		}
 	}
 	return errs
+}
+
+// store keeps a copy of f that shares nothing with the caller's (t.mu
+// held) and returns it.
+func (t *MemTable) store(f Flow) Flow {
+	f.Labels = slices.Clone(f.Labels)
+	if f.TCP != nil {
+		c := *f.TCP
+		f.TCP = &c
+	}
+	t.flows[f.Key()] = f
+	return f
 }
 
 // Count implements Table.
