@@ -47,10 +47,11 @@ type renewMark struct {
 // Renew replaces the TCP flows this primary forwards (in its scope) by
 // fresh copies of themselves, NAT mapping, state, status, mark and
 // timeout kept: their window tracking restarts from the next packet. A
-// flow that ended meanwhile stays gone; the replacement's own destroy
-// events are not sent (the new entry's event updates the copies). It
-// stops at ctx's deadline and returns the flows renewed and the flows to
-// renew. Only a primary renews (a secondary's entries are copies).
+// flow that ended meanwhile stays gone; the replacements' own events are
+// not sent (the peers' copies stay as they are). It returns the flows
+// renewed and the flows to renew, or 0, 0 at ctx's deadline (the renewal
+// stops at its next chunk; its history entry says how far it got). Only a
+// primary renews (a secondary's entries are copies).
 func (e *Engine) Renew(ctx context.Context, why string) (renewed, total int, err error) {
 	if !e.isPrimary.Load() || e.cfg.Symmetric {
 		return 0, 0, nil
@@ -64,8 +65,8 @@ func (e *Engine) Renew(ctx context.Context, why string) (renewed, total int, err
 // then spares them, and their windows restart from the next packet if the
 // node forwards them again. Called once the engine stopped sending
 // (SetRole(false), or the scope narrowed): the replacements' events are
-// not sent. A flow the cleanup already removed is created again. It stops
-// at ctx's deadline.
+// not sent. A flow the cleanup already removed is created again. It
+// returns as Renew does.
 func (e *Engine) KeepFlows(ctx context.Context, why string, keep func(*Flow) bool) (renewed, total int, err error) {
 	if e.cfg.Symmetric {
 		return 0, 0, nil
@@ -94,7 +95,30 @@ const (
 	tcpClose    = 8
 )
 
+// renew runs renewNow on a goroutine of its own and waits for it until
+// ctx is done: the table's dump may wait for a bulk copy's, which holds
+// it while it sends, and the caller is the agent's run goroutine. Past
+// the deadline the renewal stops at its next chunk (and says so in its
+// history entry); renew returns 0, 0 then.
 func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
+	type result struct {
+		renewed, total int
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, n, err := e.renewNow(ctx, why, live, keep)
+		done <- result{r, n, err}
+	}()
+	select {
+	case r := <-done:
+		return r.renewed, r.total, r.err
+	case <-ctx.Done():
+		return 0, 0, nil
+	}
+}
+
+func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
 	start := e.cfg.Now()
 	var flows []Flow
 	if err := e.cfg.Table.Dump(func(f *Flow) {
@@ -111,6 +135,15 @@ func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Fl
 		op = OpRenew
 	}
 	failed := 0
+	if live {
+		e.mu.Lock()
+		for k, m := range e.renewing { // events lost (an overrun)
+			if start.Sub(m.at) >= renewHold {
+				delete(e.renewing, k)
+			}
+		}
+		e.mu.Unlock()
+	}
 	for i := 0; i < len(flows) && ctx.Err() == nil; i += renewChunk {
 		chunk := flows[i:min(i+renewChunk, len(flows))]
 		recs := make([]Record, len(chunk))
@@ -126,13 +159,19 @@ func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Fl
 			}
 		}
 		e.mu.Unlock()
-		for _, err := range e.cfg.Table.Apply(recs) {
-			if err != nil {
-				failed++
-			} else {
+		errs := e.cfg.Table.Apply(recs)
+		e.mu.Lock()
+		for n, err := range errs {
+			if err == nil {
 				renewed++
+				continue
+			}
+			failed++
+			if live {
+				delete(e.renewing, chunk[n].Key()) // no events of ours to come
 			}
 		}
+		e.mu.Unlock()
 	}
 	e.mu.Lock()
 	e.c.renewed += uint64(renewed)
