@@ -246,6 +246,43 @@ func (a *Agent) sessionsReady() (time.Duration, int) {
 	return time.Since(start), n
 }
 
+// sessionRenewTimeout bounds how long a release or an announce waits for
+// the session entries to be renewed (sessionsync/renew.go).
+const sessionRenewTimeout = 200 * time.Millisecond
+
+// sessionsRenew renews this primary's TCP entries after another member
+// held the vMAC for a moment (its forwarding left their windows behind).
+// Runs on the run goroutine, before the announce.
+func (a *Agent) sessionsRenew(why string) {
+	if a.sess == nil || a.sess.fgsp {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sessionRenewTimeout)
+	defer cancel()
+	if _, _, err := a.sess.e.Renew(ctx, "session entries renewed ("+why+")"); err != nil {
+		a.log.Warn("renewing the session entries failed", "error", err)
+	}
+}
+
+// sessionsKeep makes this node's own entries of v plain copies before v's
+// addresses go (after the engine stopped sending them): the masquerade
+// cleanup of the removal spares them, so a quick return to the role finds
+// them. Runs on the run goroutine, bounded by sessionRenewTimeout.
+func (a *Agent) sessionsKeep(v *vcluster, multi bool) {
+	if a.sess == nil || a.sess.fgsp {
+		return
+	}
+	var keep func(*sessionsync.Flow) bool
+	if multi {
+		keep = a.sectionFlows(v.sec)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sessionRenewTimeout)
+	defer cancel()
+	if _, _, err := a.sess.e.KeepFlows(ctx, "own session entries kept as copies before the release", keep); err != nil {
+		a.log.Warn("keeping the session entries failed", "error", err)
+	}
+}
+
 // sessionsStopSending makes the engine stop sending before the addresses
 // go: their removal destroys the masqueraded flows in this kernel, and
 // those destroy events must not reach the new primary.

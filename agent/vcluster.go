@@ -331,6 +331,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			} else {
 				a.sessionsStopSending()
 			}
+			a.sessionsKeep(v, multi)
 			if err := v.net.Release(); err != nil {
 				a.log.Error("release failed", "vcluster", v.id, "error", err)
 			}
@@ -338,6 +339,11 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			a.sendHeartbeat()
 			a.hist.add(v.event(Event{Time: a.now(), Kind: "release", Reason: act.Reason}))
 		case cluster.ActionAnnounce:
+			if act.PeerHeld {
+				// The peer forwarded for a moment: fresh entries first,
+				// then the switch is told to send the traffic here.
+				a.sessionsRenew(act.Reason)
+			}
 			if err := v.net.Announce(); err != nil && !errors.Is(err, vmac.ErrNotOwned) {
 				a.log.Warn("re-announce failed", "vcluster", v.id, "error", err)
 			}

@@ -67,14 +67,26 @@ func (a *Agent) sessionsRelease(v *vcluster) {
 // sweep) the flows of the vclusters (sections) in owned.
 func (a *Agent) setSessionScope(owned []int) {
 	a.sessOwned = owned
+	vc2 := a.vc2Subnets()
+	set := slices.Clone(owned)
+	a.sess.e.SetScope(func(f *sessionsync.Flow) bool { return slices.Contains(set, flowSection(f, vc2)) })
+}
+
+// sectionFlows selects the flows of vcluster section sec.
+func (a *Agent) sectionFlows(sec int) func(*sessionsync.Flow) bool {
+	vc2 := a.vc2Subnets()
+	return func(f *sessionsync.Flow) bool { return flowSection(f, vc2) == sec }
+}
+
+// vc2Subnets are the subnets of vcluster 2's interfaces.
+func (a *Agent) vc2Subnets() []netip.Prefix {
 	var vc2 []netip.Prefix
 	for _, ifc := range a.config().Cluster.Section(2).Interfaces {
 		for _, p := range ifc.Addresses {
 			vc2 = append(vc2, p.Masked())
 		}
 	}
-	set := slices.Clone(owned)
-	a.sess.e.SetScope(func(f *sessionsync.Flow) bool { return slices.Contains(set, flowSection(f, vc2)) })
+	return vc2
 }
 
 // flowSection is the vcluster (section) a flow belongs to: 2 when one of

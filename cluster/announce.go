@@ -35,7 +35,10 @@ const returnAnnounces = 3
 //     peer is therefore only a baseline: this rule already announces.
 //
 // A count that grows while p claims primary (two primaries) is left to
-// the election; the release rule announces when p lets go.
+// the election; the release rule announces when p lets go. The release
+// and unheard-hold announces are PeerHeld: p did hold the vMAC, and the
+// daemon renews its session entries before it announces (p may have
+// forwarded packets this node never saw).
 func (m *Machine) reannounce(p *peer, prev, adv Advert, known, wasAlive bool) {
 	if !wasAlive {
 		p.reannounce = returnAnnounces
@@ -44,6 +47,7 @@ func (m *Machine) reannounce(p *peer, prev, adv Advert, known, wasAlive bool) {
 		return
 	}
 	var why string
+	held := true
 	switch {
 	case prev.Role == RolePrimary:
 		why = "released the virtual MAC"
@@ -54,12 +58,12 @@ func (m *Machine) reannounce(p *peer, prev, adv Advert, known, wasAlive bool) {
 		}
 		why = fmt.Sprintf("%s (takeover count %d -> %d)", why, prev.Takeovers, adv.Takeovers)
 	case p.reannounce > 0:
-		why = "is back (it may have held the virtual MAC)"
+		why, held = "is back (it may have held the virtual MAC)", false
 	default:
 		return
 	}
 	if p.reannounce > 0 {
 		p.reannounce--
 	}
-	m.emit(Action{Type: ActionAnnounce, Reason: fmt.Sprintf("%s %s", adv.Name, why)})
+	m.emit(Action{Type: ActionAnnounce, Reason: fmt.Sprintf("%s %s", adv.Name, why), PeerHeld: held})
 }

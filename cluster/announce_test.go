@@ -273,3 +273,38 @@ func TestSimHeavyLoss(t *testing.T) {
 		})
 	}
 }
+
+// TestReannouncePeerHeld: the release and unheard-hold announces say the
+// peer held the vMAC (the daemon renews its session entries first); the
+// returning-peer ones, which only guess, do not.
+func TestReannouncePeerHeld(t *testing.T) {
+	l := newLonePrimary(t)
+	held := func(adv Advert) []bool {
+		l.now = l.now.Add(l.m.cfg.HBInterval)
+		if err := l.m.Step(Event{Type: EventHeartbeat, Time: l.now, Advert: adv}); err != nil {
+			t.Fatal(err)
+		}
+		var out []bool
+		for _, a := range l.m.Ready().Actions {
+			if a.Type == ActionAnnounce {
+				out = append(out, a.PeerHeld)
+			}
+		}
+		return out
+	}
+	if got := held(secondaryB(0)); len(got) != 1 || got[0] {
+		t.Fatalf("returning peer: announces held %v, want [false]", got)
+	}
+	l.settle(0)
+	if got := held(secondaryB(1)); len(got) != 1 || !got[0] {
+		t.Fatalf("unheard hold: announces held %v, want [true]", got)
+	}
+	claim := secondaryB(2)
+	claim.Role, claim.Primary = RolePrimary, "SN-b"
+	if got := held(claim); len(got) != 0 {
+		t.Fatalf("claim: announces %v", got)
+	}
+	if got := held(secondaryB(2)); len(got) != 1 || !got[0] {
+		t.Fatalf("release: announces held %v, want [true]", got)
+	}
+}

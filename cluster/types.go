@@ -134,6 +134,10 @@ type Action struct {
 	Role     Role   // ActionRoleChange, ActionRunHook: the new role
 	Previous Role   // ActionRoleChange, ActionRunHook: the role before
 	Reason   string // why
+	// PeerHeld (ActionAnnounce): the peer the announce is for did hold
+	// the vMAC (it released it, or its takeover count moved), so it may
+	// have forwarded traffic this node never saw.
+	PeerHeld bool
 }
 
 // Ready holds the actions produced since the last call to Ready.

@@ -319,8 +319,8 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 		}
 		fmt.Fprintf(w, ", %d copies held, %d records received\n", src.Copies, src.Received)
 	}
-	fmt.Fprintf(w, "Sender: events %d, filtered %d, overruns %d (repaired by bulk copies), refreshed %d, delayed %d\n",
-		s.Events, s.Filtered, s.Overruns, s.Refreshed, s.Delayed)
+	fmt.Fprintf(w, "Sender: events %d, filtered %d, overruns %d (repaired by bulk copies), refreshed %d, delayed %d, renewed %d\n",
+		s.Events, s.Filtered, s.Overruns, s.Refreshed, s.Delayed, s.Renewed)
 	if s.Mode == "fgsp" {
 		fmt.Fprintf(w, "FGSP: echoes of applied flows not sent back %d, changes of learned flows sent %d\n", s.Echoes, s.LearnedSent)
 	}

@@ -131,6 +131,7 @@ type Engine struct {
 	known     map[Key]*known       // Symmetric: flows learned or sent (symmetric.go)
 	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
 	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
+	renewing  map[Key]*renewMark   // flows Renew replaced, their events to come (renew.go)
 	c         counters
 	listenErr string
 
@@ -151,6 +152,7 @@ type counters struct {
 	events, filtered, overruns, refreshed, overflows, unsupported uint64
 	echoes, learnedSent                                           uint64
 	expectSent                                                    uint64
+	renewed                                                       uint64
 }
 
 type recvCounters struct {
@@ -280,13 +282,19 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) SetRole(primary bool, peers []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if primary && !e.primary && !e.cfg.Symmetric {
-		// The copies this node made are its own flows now.
+	if primary != e.primary && !e.cfg.Symmetric {
+		// Becoming primary, the copies this node made are its own flows
+		// now. Becoming secondary, every flow of the table is one it
+		// forwarded (its window tracking is this node's, its masquerade
+		// interface maybe too): none is a plain copy of the next
+		// primary's, so the next primary's records replace them all
+		// (handle), whatever this node received while it was primary.
 		e.recvMu.Lock()
 		for _, rs := range e.recv {
 			rs.applied, rs.seen, rs.inBulk = map[Key]struct{}{}, nil, false
 		}
 		e.recvMu.Unlock()
+		e.renewing = nil
 	}
 	e.primary = primary
 	e.isPrimary.Store(primary)
@@ -438,6 +446,9 @@ func (e *Engine) onEvent(ev Event) {
 	}
 	f := &ev.Flow
 	k := f.Key()
+	if e.renewing != nil && e.renewalEvent(ev.Type, k, now) {
+		return // a renewal's own: the peers' copies stay as they are
+	}
 	if ev.Type == EventDestroy {
 		delete(e.lastSent, k)
 		delete(e.born, k)
@@ -1032,7 +1043,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		// A primary forwards: its flows are its own traffic, not copies,
 		// whatever a peer that claimed the role for a moment (this node
 		// was frozen, or cut off) holds. Its table is not swept.
-		if !e.cfg.Symmetric && !e.isPrimary.Load() {
+		if !e.cfg.Symmetric && (!e.isPrimary.Load() || e.scope.Load() != nil) {
 			own := map[netip.Addr]bool{}
 			for _, a := range e.localAddrs() {
 				own[a] = true
@@ -1051,11 +1062,16 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	case KindBulkEnd:
 		e.recvMu.Lock()
 		var stale []Record
+		// A primary never sweeps: its table holds the flows it forwards
+		// (a peer that began the copy while this node was secondary, or
+		// that takes it for one). With a scope, the sweep spares the
+		// flows in it (keeps, below).
 		primary := e.isPrimary.Load()
-		if primary && rs.inBulk && !e.cfg.Symmetric {
+		sweep := e.cfg.Symmetric || !primary || e.scope.Load() != nil
+		if rs.inBulk && !sweep {
 			e.rc.sweepsSkipped++
 		}
-		if rs.inBulk && rs.gen == m.Gen && (!primary || e.cfg.Symmetric) {
+		if rs.inBulk && rs.gen == m.Gen && sweep {
 			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
@@ -1094,7 +1110,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		rs.bulkDone = true
 		n, d := rs.bulk.Sent, rs.bulk.Duration
 		e.recvMu.Unlock()
-		if primary && !e.cfg.Symmetric {
+		if !sweep {
 			e.event("bulk session copy from %s complete while this node is primary: %d flows applied in %s, nothing swept (this node's flows are its own traffic)", msg.From, n, d.Round(time.Millisecond))
 			return
 		}
@@ -1106,7 +1122,12 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		had = e.learn(msg.From, m.Records, now)
 	}
 	recs := m.Records
-	if !e.isPrimary.Load() && !e.cfg.Symmetric {
+	// A primary applies what a peer sends to its live entries (those in
+	// its scope), as updates; they are not copies (a-p: the sweep at a
+	// bulk end and the replacement of own flows keep to copies made as a
+	// secondary).
+	asPrimary := e.isPrimary.Load() && !e.cfg.Symmetric
+	if !asPrimary && !e.cfg.Symmetric {
 		// A flow this member's table holds but did not get from this
 		// peer is its own, from its own traffic (it was primary, or the
 		// peer's bulk copy finds what it forwarded before a restart):
@@ -1162,6 +1183,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		e.rc.applied++
 		if m.Records[i].Op == OpDelete {
 			delete(rs.applied, k)
+			continue
+		}
+		if asPrimary && e.owned(&m.Records[i].Flow) {
 			continue
 		}
 		rs.applied[k] = struct{}{}

@@ -315,35 +315,6 @@ func TestBulkSweepsUnknownCopies(t *testing.T) {
 	}
 }
 
-// TestPrimaryNotSweptByPeerBulk: a peer that takes the role for a moment
-// (this primary was frozen, or cut off) sends it a bulk copy without the
-// flows it forwards; its table is its own traffic and keeps them.
-func TestPrimaryNotSweptByPeerBulk(t *testing.T) {
-	nw := heartbeat.NewMemNetwork()
-	a := newMember(t, nw, "node-a", nil)
-	b := newMember(t, nw, "node-b", nil)
-	young := flowN(ProtoTCP, 9) // opened on node-a, never copied to node-b
-	a.table.Put(young)
-	a.e.SetRole(true, nil) // node-a forwards, alone for now
-	b.table.Put(flowN(ProtoTCP, 1))
-	b.e.SetRole(true, []string{"node-a"}) // node-b claims the role and copies its table
-	eventually(t, 5*time.Second, func() error {
-		if !a.e.BulkDone() {
-			return fmt.Errorf("no bulk from node-b yet")
-		}
-		return nil
-	})
-	if _, ok := a.table.Get(young.Key()); !ok {
-		t.Fatal("the primary's own flow was swept by a peer's bulk copy")
-	}
-	if _, ok := a.table.Get(flowN(ProtoTCP, 1).Key()); !ok {
-		t.Fatal("the bulk's flow is missing")
-	}
-	if st := a.e.Status(); st.SweepsSkipped != 1 || st.Swept != 0 {
-		t.Fatalf("sweeps skipped %d, swept %d; want 1, 0", st.SweepsSkipped, st.Swept)
-	}
-}
-
 func TestRefusedFlowCountedRestContinue(t *testing.T) {
 	nw := heartbeat.NewMemNetwork()
 	a := newMember(t, nw, "node-a", nil)

@@ -131,6 +131,12 @@ const (
 	// record (the masquerade interface that makes the kernel delete it
 	// when an address goes, window tracking), so it becomes a plain copy.
 	OpReplace Op = 3
+	// OpRenew is local to a Table, never on the wire: when the flow
+	// exists, delete it and create it afresh; when it does not (it ended
+	// meanwhile), leave it gone. Engine.Renew uses it for the flows a
+	// primary forwards: a fresh entry picks its TCP window up from the
+	// next packet.
+	OpRenew Op = 4
 )
 
 // Record is one operation on one flow, or, when Expect is set, on one

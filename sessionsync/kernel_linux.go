@@ -483,38 +483,59 @@ type KernelError struct {
 func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.Op, e.Errno) }
 
 // Apply implements Table: upserts are created (with their NAT mapping);
-// those that exist are updated in a second pass.
+// those that exist are updated in a second pass. OpReplace records that
+// exist and OpRenew records are deleted and created in one sendmsg; an
+// OpRenew whose flow had ended is deleted again.
 func (k *Kernel) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
-	var retry, replace, noHelper []int
+	var retry, replace, noHelper, renew, first []int
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for i := 0; i < len(recs); i += kernelBatch {
-		j := min(i+kernelBatch, len(recs))
-		res := k.exchange(recs, i, j, nil, true)
-		for x := i; x < j; x++ {
-			e := res[x-i]
-			switch {
-			case e == 0:
-			case recs[x].Op == OpDelete && e == unix.ENOENT:
-			case recs[x].Op == OpReplace && e == unix.EEXIST:
-				replace = append(replace, x)
-			case e == unix.EOPNOTSUPP && recs[x].Flow.Helper != "" && recs[x].Op != OpDelete:
-				noHelper = append(noHelper, x)
-			case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
-				retry = append(retry, x)
-			default:
-				op := "create"
-				if recs[x].Op == OpDelete {
-					op = "delete"
-				}
-				errs[x] = &KernelError{Op: op, Errno: e}
+	for i := range recs {
+		if recs[i].Op == OpRenew {
+			renew = append(renew, i)
+		} else if renew != nil {
+			first = append(first, i)
+		}
+	}
+	classify := func(x int, e syscall.Errno) {
+		switch {
+		case e == 0:
+		case recs[x].Op == OpDelete && e == unix.ENOENT:
+		case recs[x].Op == OpReplace && e == unix.EEXIST:
+			replace = append(replace, x)
+		case e == unix.EOPNOTSUPP && recs[x].Flow.Helper != "" && recs[x].Op != OpDelete:
+			noHelper = append(noHelper, x)
+		case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
+			retry = append(retry, x)
+		default:
+			op := "create"
+			if recs[x].Op == OpDelete {
+				op = "delete"
+			}
+			errs[x] = &KernelError{Op: op, Errno: e}
+		}
+	}
+	if renew == nil {
+		for i := 0; i < len(recs); i += kernelBatch {
+			j := min(i+kernelBatch, len(recs))
+			for x, e := range k.exchange(recs, i, j, nil, true) {
+				classify(i+x, e)
+			}
+		}
+	} else {
+		for i := 0; i < len(first); i += kernelBatch {
+			idx := first[i:min(i+kernelBatch, len(first))]
+			for n, e := range k.exchange(recs, 0, 0, idx, true) {
+				classify(idx[n], e)
 			}
 		}
 	}
 	// Replacements: delete the existing entry and create the record's in
 	// one sendmsg, pairwise (a packet between the two meets no entry for
 	// microseconds; on a receiver, which forwards none of them, none does).
+	var gone []Record // renewed flows that had ended: created by the pair, deleted again
+	replace = append(replace, renew...)
 	for i := 0; i < len(replace); i += kernelBatch / 2 {
 		j := min(i+kernelBatch/2, len(replace))
 		pair := make([]Record, 0, 2*(j-i))
@@ -523,7 +544,20 @@ func (k *Kernel) Apply(recs []Record) []error {
 		}
 		res := k.exchange(pair, 0, len(pair), nil, true)
 		for n, x := range replace[i:j] {
-			switch del, cr := res[2*n], res[2*n+1]; {
+			del, cr := res[2*n], res[2*n+1]
+			if recs[x].Op == OpRenew {
+				switch {
+				case del == unix.ENOENT && cr == 0:
+					gone = append(gone, Record{Op: OpDelete, Flow: recs[x].Flow})
+				case del == 0 && cr == unix.EEXIST:
+					// Traffic created it again in between: it is fresh.
+				case del == 0 && cr == 0, del == unix.ENOENT && cr == unix.EEXIST:
+				default:
+					errs[x] = &KernelError{Op: "renew", Errno: cmp.Or(cr, del)}
+				}
+				continue
+			}
+			switch {
 			case cr == 0 && (del == 0 || del == unix.ENOENT):
 			case cr == unix.EEXIST:
 				retry = append(retry, x) // created again in between: update it
@@ -533,6 +567,9 @@ func (k *Kernel) Apply(recs []Record) []error {
 				errs[x] = &KernelError{Op: "replace", Errno: cmp.Or(cr, del)}
 			}
 		}
+	}
+	for i := 0; i < len(gone); i += kernelBatch {
+		k.exchange(gone, i, min(i+kernelBatch, len(gone)), nil, true)
 	}
 	// This kernel lacks the flow's helper (its module is not loaded): the
 	// flow is created without it (it forwards, its expectations cannot be

@@ -227,29 +227,9 @@ func TestKernelReplace(t *testing.T) {
 				t.Fatalf("record %d: %v", i, err)
 			}
 		}
-		// The kernel reports a destroy when the entry is freed, which may
-		// come after the new events: count them per flow, not in order.
-		type seen struct{ destroy, new int }
-		ev := map[Key]*seen{a.Key(): {}, b.Key(): {}}
-		deadline := time.After(2 * time.Second)
-		for n := 0; n < 3; {
-			select {
-			case e := <-evs:
-				if s, ok := ev[e.Flow.Key()]; ok {
-					n++
-					switch e.Type {
-					case EventDestroy:
-						s.destroy++
-					case EventNew:
-						s.new++
-					}
-				}
-			case <-deadline:
-				t.Fatalf("events so far: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
-			}
-		}
-		if *ev[a.Key()] != (seen{1, 1}) || *ev[b.Key()] != (seen{0, 1}) {
-			t.Fatalf("events: replaced %+v, created %+v; want destroy+new and new", *ev[a.Key()], *ev[b.Key()])
+		ev := kernelEvents(t, evs, 3, a.Key(), b.Key())
+		if ev[0] != (seen{1, 1}) || ev[1] != (seen{0, 1}) {
+			t.Fatalf("events: replaced %+v, created %+v; want destroy+new and new", ev[0], ev[1])
 		}
 		got := map[Key]Flow{}
 		k.Dump(func(f *Flow) { got[f.Key()] = *f })

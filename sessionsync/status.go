@@ -99,6 +99,9 @@ type Status struct {
 	Overflows   uint64 `json:"queue_overflows"`
 	Delayed     int    `json:"delayed"`
 	Unsupported uint64 `json:"unsupported"`
+	// Renewed counts the flows replaced by fresh copies of themselves
+	// (Engine.Renew, Engine.KeepFlows).
+	Renewed uint64 `json:"renewed"`
 	// Echoes counts events of flows applied from a peer that were not
 	// sent back (fgsp); LearnedSent the changes of learned flows made by
 	// this member's traffic, which were.
@@ -157,6 +160,7 @@ func (e *Engine) Status() Status {
 	st.Events, st.Filtered, st.Overruns, st.Refreshed, st.Overflows = e.c.events, e.c.filtered, e.c.overruns, e.c.refreshed, e.c.overflows
 	st.Unsupported, st.ExpectSent = e.c.unsupported, e.c.expectSent
 	st.Echoes, st.LearnedSent = e.c.echoes, e.c.learnedSent
+	st.Renewed = e.c.renewed
 	for name, g := range e.gone {
 		if _, live := e.peers[name]; !live && e.cfg.Symmetric { // a-p: only the members copied to now
 			st.Peers = append(st.Peers, PeerStatus{Node: name, SentFlows: g[0], SentMsgs: g[1]})

@@ -74,6 +74,14 @@ type MemTable struct {
 	Refuse   func(*Flow) error
 	applied  int
 	replaced int
+	renewed  int
+}
+
+// Renewed returns how many flows OpRenew records renewed.
+func (t *MemTable) Renewed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.renewed
 }
 
 // Replaced returns how many existing flows OpReplace records replaced.
@@ -293,7 +301,7 @@ func (t *MemTable) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
 	for i := range recs {
 		r := &recs[i]
-		if (r.Op == OpUpsert || r.Op == OpReplace) && t.Refuse != nil {
+		if (r.Op == OpUpsert || r.Op == OpReplace || r.Op == OpRenew) && t.Refuse != nil {
 			// Outside the lock: a slow Refuse is a slow kernel, which
 			// must not block Count or Dump.
 			if err := t.Refuse(&r.Flow); err != nil {
@@ -320,15 +328,22 @@ func (t *MemTable) Apply(recs []Record) []error {
 				t.emit(Event{Type: EventDestroy, Flow: old})
 				typ = EventNew
 			}
-			f := r.Flow
-			f.Labels = slices.Clone(f.Labels)
-			if f.TCP != nil {
-				c := *f.TCP
-				f.TCP = &c
-			}
-			t.flows[k] = f
+			f := t.store(r.Flow)
 			t.applied++
 			t.emit(Event{Type: typ, Flow: f})
+		case OpRenew:
+			old, ok := t.flows[k]
+			if !ok {
+				// It ended: not brought back. The kernel's replacement
+				// creates it and deletes it again; so do its events.
+				t.emit(Event{Type: EventNew, Flow: r.Flow})
+				t.emit(Event{Type: EventDestroy, Flow: r.Flow})
+				continue
+			}
+			t.emit(Event{Type: EventDestroy, Flow: old})
+			f := t.store(r.Flow)
+			t.renewed++
+			t.emit(Event{Type: EventNew, Flow: f})
 		case OpDelete:
 			if f, ok := t.flows[k]; ok {
 				delete(t.flows, k)
@@ -341,6 +356,18 @@ func (t *MemTable) Apply(recs []Record) []error {
 		}
 	}
 	return errs
+}
+
+// store keeps a copy of f that shares nothing with the caller's (t.mu
+// held) and returns it.
+func (t *MemTable) store(f Flow) Flow {
+	f.Labels = slices.Clone(f.Labels)
+	if f.TCP != nil {
+		c := *f.TCP
+		f.TCP = &c
+	}
+	t.flows[f.Key()] = f
+	return f
 }
 
 // Count implements Table.

@@ -1,0 +1,215 @@
+package sessionsync
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Renewing the entries of this node's own table (a-p mode). An entry this
+// node forwarded carries what no record can update: its TCP window
+// tracking, and, when its own masquerade translated it, the interface
+// that makes the kernel delete it once the cluster address goes. Two
+// moments need fresh entries (the chaos campaign, issue 14):
+//
+//   - Another member held the vMAC for a moment while this node stayed
+//     primary (a frozen primary woke, a restarted or lossy peer took over
+//     unheard) and forwarded packets this node never saw: the entries'
+//     windows are behind, and the next packets are out of window, dropped
+//     as invalid (or, for a masqueraded reply, answered with a reset by
+//     the local stack). Renew replaces every TCP flow by a fresh copy of
+//     itself, which picks its window up from the next packet.
+//   - This node lets the role go: KeepFlows makes its own entries plain
+//     copies before the addresses go, so the masquerade cleanup that
+//     follows the removal spares them, and a node that takes the role
+//     back before the new primary's bulk copy reached it still has them
+//     (measured: all 200 connections stalled after a 30 ms demotion, and
+//     the empty bulk copy it then sent swept every copy on a peer).
+
+// renewChunk is how many flows one Apply call renews; the deadline is
+// checked between chunks.
+const renewChunk = 1024
+
+// renewHold is how long the events of a flow Renew replaced are taken as
+// the renewal's own (not sent to the peers).
+const renewHold = 5 * time.Second
+
+// renewMark is a flow Renew replaced whose events have not all come: the
+// destroy of the old entry and the new one's creation. (A flow that had
+// ended is created by the replacement and deleted again: the same two
+// events, in the other order.) They are not sent: the peers' copies stay
+// as they are.
+type renewMark struct {
+	at           time.Time
+	destroy, new bool // still to come
+}
+
+// Renew replaces the TCP flows this primary forwards (in its scope) by
+// fresh copies of themselves, NAT mapping, state, status, mark and
+// timeout kept: their window tracking restarts from the next packet. A
+// flow that ended meanwhile stays gone; the replacements' own events are
+// not sent (the peers' copies stay as they are). It returns the flows
+// renewed and the flows to renew, or 0, 0 at ctx's deadline (the renewal
+// stops at its next chunk; its history entry says how far it got). Only a
+// primary renews (a secondary's entries are copies).
+func (e *Engine) Renew(ctx context.Context, why string) (renewed, total int, err error) {
+	if !e.isPrimary.Load() || e.cfg.Symmetric {
+		return 0, 0, nil
+	}
+	return e.renew(ctx, why, true, e.owned)
+}
+
+// KeepFlows makes the flows of the local table that keep selects (nil:
+// every flow session pickup copies) plain copies of themselves before
+// this node's addresses go: the masquerade cleanup of the address removal
+// then spares them, and their windows restart from the next packet if the
+// node forwards them again. Called once the engine stopped sending
+// (SetRole(false), or the scope narrowed): the replacements' events are
+// not sent. A flow the cleanup already removed is created again. It
+// returns as Renew does.
+func (e *Engine) KeepFlows(ctx context.Context, why string, keep func(*Flow) bool) (renewed, total int, err error) {
+	if e.cfg.Symmetric {
+		return 0, 0, nil
+	}
+	if keep == nil {
+		keep = func(*Flow) bool { return true }
+	}
+	return e.renew(ctx, why, false, keep)
+}
+
+// renewable reports whether a TCP flow is worth renewing: not closing.
+func renewable(f *Flow) bool {
+	if f.TCP == nil {
+		return true
+	}
+	switch f.TCP.State {
+	case TCPNone, tcpTimeWait, tcpClose:
+		return false
+	}
+	return true
+}
+
+// TCP conntrack states a renewal skips (enum tcp_conntrack).
+const (
+	tcpTimeWait = 7
+	tcpClose    = 8
+)
+
+// renew runs renewNow on a goroutine of its own and waits for it until
+// ctx is done: the table's dump may wait for a bulk copy's, which holds
+// it while it sends, and the caller is the agent's run goroutine. Past
+// the deadline the renewal stops at its next chunk (and says so in its
+// history entry); renew returns 0, 0 then.
+func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
+	type result struct {
+		renewed, total int
+		err            error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, n, err := e.renewNow(ctx, why, live, keep)
+		done <- result{r, n, err}
+	}()
+	select {
+	case r := <-done:
+		return r.renewed, r.total, r.err
+	case <-ctx.Done():
+		return 0, 0, nil
+	}
+}
+
+func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
+	start := e.cfg.Now()
+	var flows []Flow
+	if err := e.cfg.Table.Dump(func(f *Flow) {
+		if f.Status&StatusDying != 0 || !e.wanted(f) || !keep(f) || !renewable(f) || (live && f.Proto != ProtoTCP) {
+			return
+		}
+		flows = append(flows, *f)
+	}); err != nil {
+		return 0, 0, fmt.Errorf("dump: %w", err)
+	}
+	dumped := e.cfg.Now()
+	op := OpReplace
+	if live {
+		op = OpRenew
+	}
+	failed := 0
+	if live {
+		e.mu.Lock()
+		for k, m := range e.renewing { // events lost (an overrun)
+			if start.Sub(m.at) >= renewHold {
+				delete(e.renewing, k)
+			}
+		}
+		e.mu.Unlock()
+	}
+	for i := 0; i < len(flows) && ctx.Err() == nil; i += renewChunk {
+		chunk := flows[i:min(i+renewChunk, len(flows))]
+		recs := make([]Record, len(chunk))
+		now := e.cfg.Now()
+		e.mu.Lock()
+		for n := range chunk {
+			recs[n] = Record{Op: op, Flow: chunk[n]}
+			if live {
+				if e.renewing == nil {
+					e.renewing = map[Key]*renewMark{}
+				}
+				e.renewing[chunk[n].Key()] = &renewMark{at: now, destroy: true, new: true}
+			}
+		}
+		e.mu.Unlock()
+		errs := e.cfg.Table.Apply(recs)
+		e.mu.Lock()
+		for n, err := range errs {
+			if err == nil {
+				renewed++
+				continue
+			}
+			failed++
+			if live {
+				delete(e.renewing, chunk[n].Key()) // no events of ours to come
+			}
+		}
+		e.mu.Unlock()
+	}
+	e.mu.Lock()
+	e.c.renewed += uint64(renewed)
+	e.mu.Unlock()
+	end := e.cfg.Now()
+	msg := fmt.Sprintf("%s: %d of %d flows renewed in %s (dump %s)", why, renewed, len(flows),
+		end.Sub(start).Round(time.Microsecond), dumped.Sub(start).Round(time.Microsecond))
+	if failed > 0 {
+		msg += fmt.Sprintf(", %d refused", failed)
+	}
+	if renewed+failed < len(flows) {
+		msg += " (stopped at the deadline)"
+	}
+	e.event("%s", msg)
+	return renewed, len(flows), nil
+}
+
+// renewalEvent reports whether an event of flow k is one of a renewal's
+// own, and takes it off (e.mu held).
+func (e *Engine) renewalEvent(typ EventType, k Key, now time.Time) bool {
+	m, ok := e.renewing[k]
+	if !ok {
+		return false
+	}
+	if now.Sub(m.at) >= renewHold {
+		delete(e.renewing, k)
+		return false
+	}
+	switch {
+	case typ == EventDestroy && m.destroy:
+		m.destroy = false
+	case typ == EventNew && m.new:
+		m.new = false
+	default:
+		return false
+	}
+	if !m.destroy && !m.new {
+		delete(e.renewing, k)
+	}
+	return true
+}
