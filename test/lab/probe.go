@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -118,7 +119,7 @@ func (p *Probe) send() {
 	// the cluster. The thread is not unlocked, so it ends with the
 	// goroutine and its policy goes with it.
 	runtime.LockOSThread()
-	rt := setFIFO(probePriority) == nil
+	rt := os.Getenv("HAGENT_PROBE_NO_FIFO") == "" && setFIFO(probePriority) == nil
 	p.mu.Lock()
 	p.realtime = rt
 	p.mu.Unlock()
