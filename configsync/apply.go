@@ -104,6 +104,17 @@ func independentPushes(m, next *syncMsg) bool {
 	return true
 }
 
+// pathOrder returns the indexes of es in path order (a directory before
+// what it contains; equal paths keep their order).
+func pathOrder(es []Entry) []int {
+	order := make([]int, len(es))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(es[a].Path, es[b].Path) })
+	return order
+}
+
 // countFiles counts the regular-file entries of es.
 func countFiles(es []Entry) int {
 	n := 0
@@ -201,12 +212,7 @@ const startingGrace = 2 * time.Second
 func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []string, runCommands bool, pre *Prewritten) ([]CommandStatus, []error) {
 	var errs []error
 	changed := map[string]Digest{} // path → new digest (zero: deleted)
-	order := make([]int, len(entries))
-	for i := range order {
-		order[i] = i
-	}
-	// Directories before what they contain.
-	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(entries[a].Path, entries[b].Path) })
+	order := pathOrder(entries)    // directories before what they contain
 	var cluster []byte
 	haveCluster := false
 	s.store.BeginBatch()

@@ -7,8 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -497,12 +495,7 @@ func (p *Prewritten) Discard() {
 func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten {
 	dirs := newDirCache()
 	p := &Prewritten{tmps: map[string]prewrittenFile{}, dirs: dirs, stage: newStage()}
-	order := make([]int, len(es))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return strings.Compare(es[a].Path, es[b].Path) })
-	s.stageDirs(p.stage, es, order)
+	s.stageDirs(p.stage, es, pathOrder(es))
 	parallel(len(es), workers, func(i int) {
 		e := es[i]
 		if e.Kind != KindFile || s.root(e.Path) == "" || checkContent(e, cs[i]) != nil {
