@@ -116,10 +116,9 @@ func (p *Probe) send() {
 	// process may) and sleeps in the kernel, not on a Go timer: on a busy
 	// machine a timer fires late when the thread that runs it is not
 	// scheduled, and a send gap of 10-20 ms then reads as an outage of
-	// the cluster. The thread is not unlocked, so it ends with the
-	// goroutine and its policy goes with it.
-	runtime.LockOSThread()
-	rt := os.Getenv("HAGENT_PROBE_NO_FIFO") == "" && setFIFO(probePriority) == nil
+	// the cluster.
+	rt, restore := realtimeThread(os.Getenv("HAGENT_PROBE_NO_FIFO") == "")
+	defer restore()
 	p.mu.Lock()
 	p.realtime = rt
 	p.mu.Unlock()
@@ -166,6 +165,22 @@ func (p *Probe) recv() {
 			p.answered[seq] = true
 		}
 		p.mu.Unlock()
+	}
+}
+
+// realtimeThread locks the calling goroutine to its thread and, if fifo,
+// puts the thread under SCHED_FIFO at probePriority; rt tells whether it
+// got it. restore gives the thread the normal policy back and unlocks it,
+// so that the runtime keeps it as an ordinary thread; if the policy cannot
+// be reset the thread stays locked and ends with the goroutine rather than
+// carry SCHED_FIFO into the pool.
+func realtimeThread(fifo bool) (rt bool, restore func()) {
+	runtime.LockOSThread()
+	rt = fifo && setFIFO(probePriority) == nil
+	return rt, func() {
+		if !rt || setNormal() == nil {
+			runtime.UnlockOSThread()
+		}
 	}
 }
 
