@@ -171,9 +171,12 @@ func (p *Probe) recv() {
 // realtimeThread locks the calling goroutine to its thread and, if fifo,
 // puts the thread under SCHED_FIFO at probePriority; rt tells whether it
 // got it. restore gives the thread the normal policy back and unlocks it,
-// so that the runtime keeps it as an ordinary thread; if the policy cannot
-// be reset the thread stays locked and ends with the goroutine rather than
-// carry SCHED_FIFO into the pool.
+// so that the runtime keeps it as an ordinary thread: a goroutine that
+// ends locked ends its thread, and the kernel then SIGKILLs every agent
+// that thread once started (the lab starts them with Pdeathsig, which is
+// tied to the forking thread; TestRealtimeThreadKeepsChildren). If the
+// policy cannot be reset the thread stays locked and ends with the
+// goroutine rather than carry SCHED_FIFO into the pool.
 func realtimeThread(fifo bool) (rt bool, restore func()) {
 	runtime.LockOSThread()
 	rt = fifo && setFIFO(probePriority) == nil
