@@ -472,7 +472,7 @@ func TestChannelConfigErrors(t *testing.T) {
 // BenchmarkChannelThroughput measures bulk transfer over a clean in-memory
 // segment.
 func BenchmarkChannelThroughput(b *testing.B) {
-	for _, size := range []int{64 << 10, 1 << 20} {
+	for _, size := range []int{64 << 10, 1 << 20, 16 << 20} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
 			n := newFakeNet(10)
 			x := newTestChannel(b, n, "node-a", []string{"s1"})

@@ -213,11 +213,18 @@ func TestSeedFramesAccepted(t *testing.T) {
 // unread messages, the out-of-order buffer (fragments and bytes), the
 // reassembly buffer against the bytes arrived, the peers.
 func FuzzReceive(f *testing.F) {
-	f.Add([]byte{1, 0, 1, 0, 0, 0, 5, 0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'})      // a whole message
-	f.Add([]byte{1, 0, 1, 0x04, 0, 0, 0, 0, 0, 0, 0, 8, 't', 'i', 'n', 'y', 1, 1})  // 64 MiB announced, twice
-	f.Add([]byte{1, 2, 1, 0, 0, 1, 0, 0, 0, 0, 0, 4, 'a', 'b', 'c', 'd', 4, 5})     // out of order, then read
-	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9}) // an ack, a probe
-	f.Add([]byte{0, 12, 1, 1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 6, 9})                 // raw bytes, a stranger
+	// Operations (see the switch below): 1 data (seq byte, 4 is the next
+	// in order; message length; offset; data length; data), 2 read, 3 ack
+	// (9: probe), 4 stranger, 5 timer, 0 raw bytes.
+	f.Add([]byte{1, 4, 0, 0, 0, 5, 0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o', 2, 1}) // a whole message, read
+	f.Add([]byte{1, 4, 0x04, 0, 0, 0, 0, 0, 0, 0, 4, 't', 'i', 'n', 'y',
+		1, 4, 0x04, 0, 0, 0, 0, 0, 0, 0, 4, 't', 'i', 'n', 'y'}) // 64 MiB announced, twice
+	f.Add([]byte{1, 5, 0, 0, 0, 4, 0, 0, 0, 0, 4, 'a', 'b', 'c', 'd',
+		1, 4, 0, 0, 0, 4, 0, 0, 0, 0, 4, 'w', 'x', 'y', 'z', 2, 3}) // out of order, then in order, read
+	f.Add([]byte{1, 4, 0, 0, 0, 9, 0, 0, 0, 0, 4, 'f', 'i', 'r', 's',
+		1, 4, 0, 0, 0, 9, 0, 0, 0, 9, 4, 'l', 'a', 's', 't'}) // a fragment out of place
+	f.Add([]byte{3, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 9, 0, 5}) // an ack, a probe, a timer
+	f.Add([]byte{0, 12, 1, 1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 4, 6, 9}) // raw bytes, a stranger
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, _ := bareChannel(t, "node-b", 2)
 		c.cfg.MaxMessage = DefaultConfig().MaxMessage
