@@ -344,6 +344,17 @@ func BenchmarkBogusFrame(b *testing.B) {
 			c.handleFrame(0, frames[i%len(frames)])
 		}
 	})
+	// Every name admitted (as names made up in unauthenticated heartbeats
+	// would be): the derivation budget is what bounds the cost.
+	all, _ := bareChannel(b, "node-b", 2)
+	all.adm.all = true
+	b.Run("handleFrame-all-admitted", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			all.handleFrame(0, frames[i%len(frames)])
+		}
+		b.ReportMetric(float64(all.derived.Load()), "derivations")
+	})
 }
 
 // floodLink is a link whose Recv returns, as fast as it is called, frames
