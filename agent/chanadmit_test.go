@@ -17,19 +17,7 @@ import (
 // locked out at the next change. Session pickup still works after the
 // raise. Before, only the sync channel was rekeyed.
 func TestSessionChannelFollowsEpochHint(t *testing.T) {
-	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mem := heartbeat.NewMemNetwork()
-	a := startSessNode(t, mem, keyDir, "a", 200, false)
-	b := startSessNode(t, mem, keyDir, "b", 100, false)
-	waitFor(t, 5*time.Second, func() error {
-		if r := a.status(t).Role; r != "primary" {
-			return fmt.Errorf("a is %s", r)
-		}
-		return nil
-	})
+	a, b := startSessPair(t)
 	b.a.sendMu.Lock()
 	old, id := b.a.epoch, b.a.nodeID
 	b.a.sendMu.Unlock()
@@ -51,4 +39,24 @@ func TestSessionChannelFollowsEpochHint(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startSessPair starts session-pickup nodes a (priority 200) and b (100)
+// sharing a key and returns them once a is primary.
+func startSessPair(t *testing.T) (a, b *sessNode) {
+	t.Helper()
+	keyDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := heartbeat.NewMemNetwork()
+	a = startSessNode(t, mem, keyDir, "a", 200, false)
+	b = startSessNode(t, mem, keyDir, "b", 100, false)
+	waitFor(t, 5*time.Second, func() error {
+		if r := a.status(t).Role; r != "primary" {
+			return fmt.Errorf("a is %s", r)
+		}
+		return nil
+	})
+	return a, b
 }
