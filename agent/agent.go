@@ -682,6 +682,15 @@ func (a *Agent) stepFrame(r rxFrame) {
 		a.peerEpochs[key] = r.frame.Epoch
 		a.state.notePeer(key, r.frame.Epoch)
 	}
+	// The channels derive keys only for the members and epochs heard here
+	// (l2chan.Channel.Admit): a frame from any other name costs them no
+	// cryptography. Both channels run on the heartbeat's epoch.
+	if a.sync != nil {
+		a.sync.ch.Admit(r.frame.Node, r.frame.Epoch)
+	}
+	if a.sess != nil {
+		a.sess.ch.Admit(r.frame.Node, r.frame.Epoch)
+	}
 	if a.sync != nil {
 		a.sync.s.NotePeerChecksum(r.frame.Node, r.frame.ConfigSum, r.frame.ConfigGen)
 		if !slices.Contains(a.sync.peers, r.frame.Node) && r.frame.Node != a.sync.lead {

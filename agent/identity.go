@@ -77,6 +77,9 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 		if a.sync != nil {
 			a.sync.ch.Rekey(e)
 		}
+		if a.sess != nil {
+			a.sess.ch.Rekey(e) // it runs on the heartbeat's epoch too
+		}
 		a.sendHeartbeat() // be heard at once, not at the next tick
 	}
 }

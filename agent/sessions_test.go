@@ -115,19 +115,7 @@ func waitFor(t *testing.T, d time.Duration, cond func() error) {
 // `ha failover set` the new primary's takeover records sessions ready
 // before the vMAC, and it copies its table back to the old primary.
 func TestAgentSessionPickup(t *testing.T) {
-	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mem := heartbeat.NewMemNetwork()
-	a := startSessNode(t, mem, keyDir, "a", 200, false)
-	b := startSessNode(t, mem, keyDir, "b", 100, false)
-	waitFor(t, 5*time.Second, func() error {
-		if r := a.status(t).Role; r != "primary" {
-			return fmt.Errorf("a is %s", r)
-		}
-		return nil
-	})
+	a, b := startSessPair(t)
 	for i := 0; i < 50; i++ {
 		a.table.Put(testFlow(i))
 	}

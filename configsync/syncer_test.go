@@ -81,6 +81,7 @@ func startNode(t *testing.T, n *heartbeat.MemNetwork, name string, opts ...nodeO
 	cc := l2chan.LabConfig()
 	cc.Self, cc.GroupID, cc.Password, cc.Label = name, 10, []byte("lab-secret"), ChannelLabel
 	cc.Links = []heartbeat.Link{n.Link("s1", name, "ha1")}
+	cc.AdmitAll = true // no heartbeats in these tests to admit the peers
 	ch, err := l2chan.New(cc)
 	if err != nil {
 		t.Fatal(err)

@@ -35,6 +35,7 @@ type Config struct {
 	// GroupID is the cluster group id; frames of other groups are dropped.
 	GroupID uint16
 	// Password is the group password the AES-GCM keys are derived from.
+	// Required: a channel never runs with a key anyone can derive.
 	Password []byte
 	// Label names this instance's keys: the HKDF salt and info prefix
 	// (see keyring), e.g. "hagent-sync-v1" for configuration sync on
@@ -83,6 +84,11 @@ type Config struct {
 	Epoch uint64
 	// Logger receives state changes; nil discards them.
 	Logger hclog.Logger
+	// AdmitAll derives keys for every sender name and epoch, as if each
+	// had been given to Admit (still rate limited and cached). For tests
+	// and tools that run channels without heartbeats; the agent never
+	// sets it: it admits the members whose heartbeats it accepts.
+	AdmitAll bool
 }
 
 // DefaultConfig returns the production defaults.
@@ -148,6 +154,20 @@ type Stats struct {
 	DroppedReplay uint64 `json:"dropped_replay"`
 	// DroppedMalformed counts undecodable frames and frames of another group.
 	DroppedMalformed uint64 `json:"dropped_malformed"`
+	// DroppedUnadmitted counts frames from a sender name and epoch not
+	// given to Admit, dropped before any cryptography.
+	DroppedUnadmitted uint64 `json:"dropped_unadmitted"`
+	// DroppedKeyLimit counts frames of an admitted sender dropped because
+	// the key derivation budget was spent.
+	DroppedKeyLimit uint64 `json:"dropped_key_limit"`
+	// KeyDerivations counts the session keys derived for senders.
+	KeyDerivations uint64 `json:"key_derivations"`
+	// DroppedFlow counts authenticated fragments not taken because the
+	// sender ignored the receive window.
+	DroppedFlow uint64 `json:"dropped_flow"`
+	// ProtocolErrors counts authenticated frames that broke the protocol
+	// (logged at most once per peer and protoLogEvery).
+	ProtocolErrors uint64 `json:"protocol_errors"`
 }
 
 type linkState struct {
@@ -217,6 +237,9 @@ type peer struct {
 	ackCount  int
 	zeroWnd   bool // we advertised a zero window to this peer
 
+	errLogAt      time.Time // protocol errors are not logged before it
+	errSuppressed int       // protocol errors not logged since the last line
+
 	// send stream
 	sndNext  uint64
 	sndUna   uint64
@@ -246,6 +269,8 @@ type Channel struct {
 	cfg   Config
 	log   hclog.Logger
 	keys  *keyring
+	adm   *admission
+	kc    keyCache
 	aead  cipher.AEAD
 	epoch uint64
 	nonce uint64
@@ -287,6 +312,11 @@ type Channel struct {
 	badAuth    atomic.Uint64
 	replays    atomic.Uint64
 	malformed  atomic.Uint64
+	unadmitted atomic.Uint64
+	keyLimited atomic.Uint64
+	derived    atomic.Uint64
+	flowDrops  atomic.Uint64
+	protoErrs  atomic.Uint64
 	linkMu     sync.Mutex // guards linkState.up/suspect for Stats
 }
 
@@ -330,9 +360,9 @@ func New(cfg Config) (*Channel, error) {
 		return nil, fmt.Errorf("l2chan: bad RTO bounds %v..%v", cfg.MinRTO, cfg.MaxRTO)
 	case cfg.MaxMessage < 0 || uint64(cfg.MaxMessage) > 1<<32-1:
 		return nil, fmt.Errorf("l2chan: max message %d out of range", cfg.MaxMessage)
-	}
-	if len(cfg.Password) == 0 {
-		cfg.Logger.Warn("control channel runs with an empty group password: frames are encrypted with a well-known key")
+	case len(cfg.Password) == 0:
+		// The key would be one anyone can derive (TestChannelConfigErrors).
+		return nil, errors.New("l2chan: empty password: the channel's keys would be known to anyone")
 	}
 	keys, err := newKeyring(cfg.Label, cfg.Password, cfg.GroupID)
 	if err != nil {
@@ -345,6 +375,7 @@ func New(cfg Config) (*Channel, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.Named("channel"),
 		keys:     keys,
+		adm:      newAdmission(cfg.AdmitAll),
 		in:       make(chan inFrame, 1024),
 		sendReq:  make(chan *outMsg),
 		cancelCh: make(chan *outMsg),
@@ -523,6 +554,12 @@ func (c *Channel) Stats() Stats {
 		DroppedAuth:      c.badAuth.Load(),
 		DroppedReplay:    c.replays.Load(),
 		DroppedMalformed: c.malformed.Load(),
+
+		DroppedUnadmitted: c.unadmitted.Load(),
+		DroppedKeyLimit:   c.keyLimited.Load(),
+		KeyDerivations:    c.derived.Load(),
+		DroppedFlow:       c.flowDrops.Load(),
+		ProtocolErrors:    c.protoErrs.Load(),
 	}
 	c.linkMu.Lock()
 	defer c.linkMu.Unlock()
@@ -581,6 +618,9 @@ func (c *Channel) readLink(i int) {
 			}
 			continue
 		}
+		if !c.prefilter(buf[:n]) {
+			continue // counted
+		}
 		if len(slab) < n {
 			slab = make([]byte, max(slabSize, n))
 		}
@@ -628,6 +668,8 @@ func (c *Channel) run() {
 		case r := <-c.rekeyCh:
 			c.rekey(r.epoch)
 			close(r.done)
+		case <-c.adm.learned:
+			c.onAdmitted(now)
 		case out <- next:
 			c.deliverQ[0] = Message{}
 			c.deliverQ = c.deliverQ[1:]

@@ -41,6 +41,7 @@ func newTestChannel(t testing.TB, n *fakeNet, self string, segs []string, opts .
 	cfg.GroupID = 10
 	cfg.Password = []byte("lab-secret")
 	cfg.Label = testLabel
+	cfg.AdmitAll = true // no heartbeats here; TestChannelAdmit covers Admit
 	for i, s := range segs {
 		cfg.Links = append(cfg.Links, n.link(s, fmt.Sprintf("ha%d", i+1)))
 	}
@@ -450,6 +451,7 @@ func TestChannelConfigErrors(t *testing.T) {
 		name string
 		cfg  Config
 	}{
+		{"no password", Config{Label: testLabel, Self: "a", Links: []heartbeat.Link{l}}},
 		{"no name", Config{Label: testLabel, Links: []heartbeat.Link{l}}},
 		{"long name", Config{Label: testLabel, Self: string(bytes.Repeat([]byte("x"), 65)), Links: []heartbeat.Link{l}}},
 		{"no label", Config{Self: "a", Links: []heartbeat.Link{l}}},
@@ -470,7 +472,7 @@ func TestChannelConfigErrors(t *testing.T) {
 // BenchmarkChannelThroughput measures bulk transfer over a clean in-memory
 // segment.
 func BenchmarkChannelThroughput(b *testing.B) {
-	for _, size := range []int{64 << 10, 1 << 20} {
+	for _, size := range []int{64 << 10, 1 << 20, 16 << 20} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
 			n := newFakeNet(10)
 			x := newTestChannel(b, n, "node-a", []string{"s1"})

@@ -26,4 +26,9 @@
 //     used again.
 //   - A peer restart (a higher source epoch) resets that peer's streams:
 //     messages not yet acknowledged are sent again from their start.
+//   - Keys are derived only for the sender names and epochs the agent
+//     admitted from authenticated heartbeats (Channel.Admit), rate limited
+//     and cached; other frames are dropped in the link readers before any
+//     cryptography. Every receive-side structure has a bound
+//     (docs/channel.md, "Admission and receive-side bounds").
 package l2chan

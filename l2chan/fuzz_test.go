@@ -40,11 +40,14 @@ func bareChannel(t testing.TB, self string, epoch uint64) (*Channel, *captureLin
 		t.Fatal(err)
 	}
 	l := &captureLink{}
-	c := &Channel{cfg: cfg, log: hclog.NewNullLogger(), keys: keys,
+	c := &Channel{cfg: cfg, log: hclog.NewNullLogger(), keys: keys, adm: newAdmission(false),
 		peers: map[string]*peer{}, links: []*linkState{{l: l, name: "ha1", up: true}}}
 	if err := c.setEpoch(epoch); err != nil {
 		t.Fatal(err)
 	}
+	// The two test nodes know each other's epochs from their heartbeats.
+	c.Admit("node-a", 1)
+	c.Admit("node-b", 2)
 	c.activeName.Store("ha1")
 	return c, l
 }
@@ -199,4 +202,111 @@ func TestSeedFramesAccepted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzReceive drives the whole receive path of a channel with a sequence
+// of operations decoded from the input: raw frames, authentic data, ack
+// and probe frames of an admitted peer with fuzzed fields (so the fuzzer
+// gets past authentication), frames of unadmitted senders, reads of the
+// delivered messages and timer expiries. Nothing may panic, and after
+// every step the receive state stays within its bounds: the queue of
+// unread messages, the out-of-order buffer (fragments and bytes), the
+// reassembly buffer against the bytes arrived, the peers.
+func FuzzReceive(f *testing.F) {
+	// Operations (see the switch below): 1 data (seq byte, 4 is the next
+	// in order; message length; offset; data length; data), 2 read, 3 ack
+	// (9: probe), 4 stranger, 5 timer, 0 raw bytes.
+	f.Add([]byte{1, 4, 0, 0, 0, 5, 0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o', 2, 1}) // a whole message, read
+	f.Add([]byte{1, 4, 0x04, 0, 0, 0, 0, 0, 0, 0, 4, 't', 'i', 'n', 'y',
+		1, 4, 0x04, 0, 0, 0, 0, 0, 0, 0, 4, 't', 'i', 'n', 'y'}) // 64 MiB announced, twice
+	f.Add([]byte{1, 5, 0, 0, 0, 4, 0, 0, 0, 0, 4, 'a', 'b', 'c', 'd',
+		1, 4, 0, 0, 0, 4, 0, 0, 0, 0, 4, 'w', 'x', 'y', 'z', 2, 3}) // out of order, then in order, read
+	f.Add([]byte{1, 4, 0, 0, 0, 9, 0, 0, 0, 0, 4, 'f', 'i', 'r', 's',
+		1, 4, 0, 0, 0, 9, 0, 0, 0, 9, 4, 'l', 'a', 's', 't'}) // a fragment out of place
+	f.Add([]byte{3, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 9, 0, 5}) // an ack, a probe, a timer
+	f.Add([]byte{0, 12, 1, 1, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 4, 6, 9}) // raw bytes, a stranger
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, _ := bareChannel(t, "node-b", 2)
+		c.cfg.MaxMessage = DefaultConfig().MaxMessage
+		m := newFrameMaker(t, "node-a", 1, "node-b", 2)
+		next := func(n int) []byte {
+			if n > len(in) {
+				n = len(in)
+			}
+			b := in[:n]
+			in = in[n:]
+			return b
+		}
+		b1 := func() byte {
+			if b := next(1); len(b) == 1 {
+				return b[0]
+			}
+			return 0
+		}
+		u32 := func() uint32 {
+			var v uint32
+			for _, x := range next(4) {
+				v = v<<8 | uint32(x)
+			}
+			return v
+		}
+		for steps := 0; len(in) > 0 && steps < 512; steps++ {
+			op := b1()
+			switch op % 6 {
+			case 0: // raw bytes
+				n := int(b1())
+				c.handleFrame(0, append([]byte(nil), next(n)...))
+			case 1: // authentic data: seq near the receive point, length, offset, data
+				p := c.peers["node-a"]
+				base := uint64(1)
+				if p != nil {
+					base = p.rcvNext
+				}
+				seq := base + uint64(b1()) - 4
+				msgLen, off := u32(), u32()
+				data := next(int(b1()))
+				fr := m.data(seq, msgLen, off, data)
+				if c.prefilter(fr) {
+					c.handleFrame(0, fr)
+				}
+			case 2: // read up to k delivered messages
+				for k := int(b1()) % 8; k > 0 && len(c.deliverQ) > 0; k-- {
+					c.deliverQ = c.deliverQ[1:]
+					c.maybeReopenWindow()
+				}
+			case 3: // authentic ack or probe with a fuzzed body
+				kind := FrameAck
+				if op&8 != 0 {
+					kind = FrameProbe
+				}
+				c.handleFrame(0, m.frame(kind, next(int(b1()))))
+			case 4: // a stranger: unadmitted name and epoch
+				c.handleFrame(0, bogusFrame(fmt.Sprintf("s-%x", next(2)), uint64(u32())))
+			case 5:
+				c.flushAcks()
+				c.onTimer(time.Now().Add(time.Duration(op) * time.Second))
+			}
+			if len(c.deliverQ) > c.maxDeliverQ() {
+				t.Fatalf("%d messages queued, bound %d", len(c.deliverQ), c.maxDeliverQ())
+			}
+			if len(c.peers) > maxPeers {
+				t.Fatalf("%d peers", len(c.peers))
+			}
+			for _, p := range c.peers {
+				oooBytes := 0
+				for _, d := range p.ooo {
+					oooBytes += len(d.Data)
+				}
+				if len(p.ooo) > c.cfg.Window || oooBytes > c.cfg.Window*c.cfg.MTU {
+					t.Fatalf("out of order: %d fragments, %d bytes", len(p.ooo), oooBytes)
+				}
+				if cap(p.asm) > asmGrowth*len(p.asm)+65536 {
+					t.Fatalf("reassembly buffer of %d for %d bytes arrived", cap(p.asm), len(p.asm))
+				}
+			}
+			if c.derived.Load() > 1 {
+				t.Fatalf("%d key derivations, want at most 1 (node-a's)", c.derived.Load())
+			}
+		}
+	})
 }

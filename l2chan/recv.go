@@ -41,9 +41,20 @@ func (c *Channel) handleFrame(li int, b []byte) {
 			c.malformed.Add(1)
 			return
 		}
-		aead, err = c.keys.session(h.Src, h.SrcEpoch)
-		if err != nil {
-			c.malformed.Add(1)
+		// A new sender or epoch: a key derivation, only for what the
+		// agent admitted (the readers checked it already; the check
+		// here covers frames handed to handleFrame directly), and only
+		// within the derivation budget (admit.go).
+		if !c.adm.admitted(b[frameFixedLen+1:frameFixedLen+1+len(h.Src)], h.SrcEpoch) {
+			c.unadmitted.Add(1)
+			return
+		}
+		if p == nil && len(c.peers) >= maxPeers {
+			c.unadmitted.Add(1) // TestPeersBounded
+			return
+		}
+		var ok bool
+		if aead, ok = c.sessionKey(h.Src, h.SrcEpoch); !ok {
 			return
 		}
 		newEpoch = true
@@ -99,12 +110,25 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	if d.Seq < p.rcvNext || d.Seq >= p.rcvNext+uint64(c.cfg.Window) {
 		return // duplicate, or beyond the window
 	}
+	if len(c.deliverQ) >= c.maxDeliverQ() {
+		// Only a sender that ignores the advertised window gets here (see
+		// maxDeliverQ): the fragment is not taken and not acknowledged.
+		c.flowDrops.Add(1)
+		return
+	}
 	if d.Seq == p.rcvNext && len(p.ooo) == 0 {
 		p.rcvNext++ // in order, nothing buffered: the common case
 		c.reassemble(p, d)
 		return
 	}
 	if _, dup := p.ooo[d.Seq]; dup {
+		return
+	}
+	if len(d.Data) > c.cfg.MTU {
+		// Out of order fragments are buffered only up to our MTU each, so
+		// p.ooo holds at most Window × MTU bytes (TestOutOfOrderBounded);
+		// a sender with a larger MTU still gets through in order.
+		c.flowDrops.Add(1)
 		return
 	}
 	// A copy: the frame's slab must not stay pinned while a gap lasts.
@@ -121,42 +145,83 @@ func (c *Channel) onData(p *peer, d DataBody) {
 	}
 }
 
-// asmPrealloc is the largest message whose reassembly buffer is allocated
-// whole when its first fragment arrives.
-const asmPrealloc = 64 << 20
+// maxDeliverQ bounds the messages received and not yet read from Recv.
+// The window closes at RecvQueue; a sender that honours it has at most
+// Window fragments (so at most Window messages) in flight when it learns
+// that, so RecvQueue + Window is never reached by one such sender. Several
+// senders at once may reach it: their fragments beyond it are not
+// acknowledged and are sent again once Recv is read. Each message is at
+// most MaxMessage bytes, every one of which has arrived
+// (TestDeliverQueueBounded).
+func (c *Channel) maxDeliverQ() int { return c.cfg.RecvQueue + c.cfg.Window }
+
+// asmGrowth is the factor by which a reassembly buffer grows: it holds at
+// most asmGrowth × the bytes of the message that have arrived (and never
+// more than the message), so announcing a large message costs nothing
+// until its bytes come (TestReassemblyAllocBounded). Growing by 4 copies a
+// message about a third of its size over in total; 1.25× (append's growth
+// for large slices) copied a 16 MiB message five times over.
+const asmGrowth = 4
 
 func (c *Channel) reassemble(p *peer, f DataBody) {
 	if f.Offset == 0 {
 		if p.asmActive {
-			c.log.Error("protocol error: new message before the previous one ended", "peer", p.name)
+			c.protoError(p, "protocol error: new message before the previous one ended")
 		}
 		p.asmDrop = false
 		if int64(f.MsgLen) > int64(c.cfg.MaxMessage) {
-			c.log.Error("dropping message above the size limit", "peer", p.name, "size", f.MsgLen, "limit", c.cfg.MaxMessage)
+			c.protoError(p, "dropping message above the size limit", "size", f.MsgLen, "limit", c.cfg.MaxMessage)
 			p.asmActive, p.asm, p.asmDrop = false, nil, true
 			return
 		}
-		p.asmActive, p.asmLen = true, f.MsgLen
-		// The whole message at once up to asmPrealloc (the sync batches),
-		// above it growing by doubling as fragments arrive.
-		p.asm = make([]byte, 0, min(int(f.MsgLen), asmPrealloc))
+		p.asmActive, p.asmLen, p.asm = true, f.MsgLen, nil
 	} else if !p.asmActive || int(f.Offset) != len(p.asm) || f.MsgLen != p.asmLen {
 		if !p.asmDrop {
-			c.log.Error("protocol error: fragment out of place", "peer", p.name, "offset", f.Offset)
+			c.protoError(p, "protocol error: fragment out of place", "offset", f.Offset)
 		}
 		p.asmActive, p.asm, p.asmDrop = false, nil, true
 		return
 	}
-	if len(p.asm)+len(f.Data) > cap(p.asm) {
-		// Double up to the message length: append's 1.25× growth of
-		// large slices copied a 16 MiB message five times over.
-		p.asm = slices.Grow(p.asm, min(max(2*cap(p.asm), len(p.asm)+len(f.Data)), int(p.asmLen))-len(p.asm))
+	if need := len(p.asm) + len(f.Data); need > cap(p.asm) {
+		if need > int(p.asmLen) {
+			c.protoError(p, "protocol error: fragment beyond the message length", "offset", f.Offset)
+			p.asmActive, p.asm, p.asmDrop = false, nil, true
+			return
+		}
+		nb := make([]byte, len(p.asm), min(max(asmGrowth*len(p.asm), need), int(p.asmLen)))
+		copy(nb, p.asm)
+		p.asm = nb
 	}
 	p.asm = append(p.asm, f.Data...)
 	if len(p.asm) == int(p.asmLen) {
+		if p.asm == nil {
+			p.asm = []byte{} // an empty message is not a nil one
+		}
 		c.deliverQ = append(c.deliverQ, Message{From: p.name, Data: p.asm})
 		p.asmActive, p.asm = false, nil
 	}
+}
+
+// protoLogEvery is how often protocol errors of one peer are logged at
+// most; the ones in between are counted (Stats.ProtocolErrors) and the
+// next line says how many were not logged (TestReassemblyAllocBounded).
+const protoLogEvery = 10 * time.Second
+
+// protoError counts a protocol error of p and logs it, at most one line
+// per protoLogEvery per peer.
+func (c *Channel) protoError(p *peer, msg string, args ...any) {
+	c.protoErrs.Add(1)
+	now := time.Now()
+	if now.Before(p.errLogAt) {
+		p.errSuppressed++
+		return
+	}
+	kv := append([]any{"peer", p.name}, args...)
+	if p.errSuppressed > 0 {
+		kv = append(kv, "not_logged_since_last", p.errSuppressed)
+	}
+	c.log.Error(msg, kv...)
+	p.errLogAt, p.errSuppressed = now.Add(protoLogEvery), 0
 }
 
 func (c *Channel) advertisedWindow() uint32 {

@@ -1,6 +1,7 @@
 package l2chan
 
 import (
+	"math"
 	"time"
 )
 
@@ -87,6 +88,11 @@ func (c *Channel) sendFrame(p *peer, kind FrameKind, link int, body []byte) {
 // the next nonce and writes the header. The caller appends the body and
 // calls frameSend, which encrypts it in place.
 func (c *Channel) frameStart(p *peer, kind FrameKind) ([]byte, bool) {
+	if c.nonce == math.MaxUint64 {
+		// Never wraps: a nonce used twice under one key breaks GCM. 2^64
+		// frames are out of reach; Rekey would start a new key.
+		return nil, false
+	}
 	c.nonce++
 	h := FrameHeader{Kind: kind, GroupID: c.cfg.GroupID, SrcEpoch: c.epoch, DstEpoch: p.epoch, Nonce: c.nonce, Src: c.cfg.Self, Dst: p.name}
 	b, err := h.appendTo(c.txBuf[:0])

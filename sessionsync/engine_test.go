@@ -26,6 +26,7 @@ func newMember(t *testing.T, nw *heartbeat.MemNetwork, name string, mod func(*Co
 	cc := l2chan.LabConfig()
 	cc.Self, cc.GroupID, cc.Password, cc.Label = name, 10, []byte("secret"), ChannelLabel
 	cc.Links = []heartbeat.Link{nw.Link("hb", name, "ha1")}
+	cc.AdmitAll = true // no heartbeats in these tests to admit the peers
 	ch, err := l2chan.New(cc)
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,7 @@ func open(t *testing.T, l *lab.Lab, node string, eth uint16, label string) *l2ch
 	cfg := l2chan.DefaultConfig()
 	cfg.Self, cfg.GroupID, cfg.Password, cfg.Label = node, 10, []byte("bench-secret"), label
 	cfg.Links = []heartbeat.Link{link}
+	cfg.AdmitAll = true // no heartbeats here to admit the peer
 	c, err := l2chan.New(cfg)
 	if err != nil {
 		link.Close()
