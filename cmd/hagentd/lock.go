@@ -81,15 +81,29 @@ func lockHolder(f *os.File) int {
 			return 0
 		}
 		if s := bytes.TrimSpace(b[:n]); len(s) > 0 {
-			pid, err := strconv.Atoi(string(s))
-			if err != nil || pid <= 0 {
-				return 0
-			}
-			return pid
+			return parsePid(s)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0
+}
+
+// parsePid returns the pid written in b, or 0 if b is not a positive
+// decimal number that fits a pid (FuzzParsePid).
+func parsePid(b []byte) int {
+	if len(b) == 0 || len(b) > 10 {
+		return 0
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+	}
+	pid, err := strconv.ParseInt(string(b), 10, 32)
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return int(pid)
 }
 
 // socketHolder reports whether something accepts connections on the

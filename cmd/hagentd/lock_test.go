@@ -131,3 +131,20 @@ func TestRunRefusedBesideRunning(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParsePid: whatever the lock file holds, parsePid returns 0 or the
+// positive number it spells, and never panics.
+func FuzzParsePid(f *testing.F) {
+	for _, s := range []string{"1", "4242", "0", "-5", "+5", "abc", "", " 7", "2147483647", "2147483648", "99999999999", "\x00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pid := parsePid(b)
+		if pid < 0 {
+			t.Fatalf("parsePid(%q) = %d", b, pid)
+		}
+		if pid > 0 && fmt.Sprint(pid) != strings.TrimLeft(string(b), "0") {
+			t.Fatalf("parsePid(%q) = %d, not what it spells", b, pid)
+		}
+	})
+}
