@@ -109,6 +109,7 @@ func (m *Manager) Guard(ctx context.Context, report func([]Restored, error)) err
 		g.vmacs[idx] = ifc.vmac
 	}
 	first := true
+	var warned time.Time // a subscription that keeps breaking warns once a minute
 	for {
 		err := g.run(ctx)
 		if ctx.Err() != nil {
@@ -118,7 +119,12 @@ func (m *Manager) Guard(ctx context.Context, report func([]Restored, error)) err
 			return err
 		}
 		first = false
-		m.log.Warn("guard: netlink subscription broke; subscribing again", "error", err)
+		if time.Since(warned) >= time.Minute {
+			warned = time.Now()
+			m.log.Warn("guard: netlink subscription broke; subscribing again and checking", "error", err)
+		} else {
+			m.log.Debug("guard: netlink subscription broke; subscribing again and checking", "error", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
