@@ -125,10 +125,6 @@ func socketHolder(path string) (pid int, answers bool) {
 	if err != nil {
 		return 0, true
 	}
-	_ = raw.Control(func(fd uintptr) {
-		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-			pid = int(cred.Pid)
-		}
-	})
+	_ = raw.Control(func(fd uintptr) { pid = peerPid(fd) })
 	return pid, true
 }
