@@ -408,6 +408,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	a.startGuards(bg, &wg) // a primary keeps its vMACs and addresses (guard.go)
 	if direct := directHBDevs(&cfg.Cluster); len(direct) > 0 {
 		wg.Add(1)
 		go func() {

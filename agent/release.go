@@ -17,7 +17,10 @@ import (
 // (the systemd unit's ExecStopPost) restores each interface's permanent MAC
 // (remembered in runDir) and removes the cluster addresses, at once, not a
 // RestartSec and a start-up later. On a node that holds nothing it changes
-// nothing.
+// nothing. It must not run beside a live agent, whose vMACs and addresses
+// it would take away: hagentd calls it only once it holds the run
+// directory's lock and no agent answers on the control socket (the same
+// holds for New, whose Reset does the same), and refuses otherwise.
 func Release(cfg *config.Config, runDir string, log hclog.Logger) error {
 	if runDir == "" {
 		runDir = DefaultRunDir

@@ -417,7 +417,7 @@ func (a *Agent) vclusterStatus(v *vcluster, cfg *config.Config, now time.Time, m
 		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
 	}
 	for _, i := range v.net.Status() {
-		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned}
+		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned, Restores: i.Restores}
 		for _, p := range i.Addresses {
 			vi.Addresses = append(vi.Addresses, p.String())
 		}

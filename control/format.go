@@ -141,7 +141,11 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 			if i.Owned {
 				own = "held"
 			}
-			fmt.Fprintf(w, "    %s: %s (%s), permanent %s, %s\n", i.Name, i.VMAC, own, i.PermMAC, strings.Join(i.Addresses, " "))
+			restored := ""
+			if i.Restores > 0 {
+				restored = fmt.Sprintf(", put back %d times", i.Restores)
+			}
+			fmt.Fprintf(w, "    %s: %s (%s), permanent %s, %s%s\n", i.Name, i.VMAC, own, i.PermMAC, strings.Join(i.Addresses, " "), restored)
 		}
 	}
 	members := append([]Member(nil), s.Members...)

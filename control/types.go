@@ -130,6 +130,9 @@ type VIface struct {
 	PermMAC   string   `json:"perm_mac"`
 	Owned     bool     `json:"owned"`
 	Addresses []string `json:"addresses"`
+	// Restores counts the times this node, primary, put the vMAC or a
+	// cluster address back after something else removed or changed it.
+	Restores uint64 `json:"restores,omitempty"`
 }
 
 // Config is the configuration-sync summary of this node.

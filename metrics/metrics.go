@@ -156,6 +156,7 @@ var (
 	descHBReplay     = prometheus.NewDesc("hagent_hbdev_replayed_frames_total", "Authentic frames of an old epoch or sequence (replays).", []string{"hbdev"}, nil)
 	descHBTxErr      = prometheus.NewDesc("hagent_hbdev_tx_errors_total", "Heartbeats the hbdev did not accept.", []string{"hbdev"}, nil)
 	descVMACHeld     = prometheus.NewDesc("hagent_vmac_held", "1 while the data interface carries its virtual MAC.", []string{"interface"}, nil)
+	descVMACRestores = prometheus.NewDesc("hagent_vmac_restores_total", "Times the primary put the virtual MAC or a cluster address back after something else removed or changed it.", []string{"interface"}, nil)
 	descSyncOn       = prometheus.NewDesc("hagent_config_sync_enabled", "1 when configuration sync runs.", nil, nil)
 	descInSync       = prometheus.NewDesc("hagent_config_in_sync", "1 when every live member has this node's configuration checksum.", nil, nil)
 	descGeneration   = prometheus.NewDesc("hagent_config_generation", "Configuration generation of this node's tree.", nil, nil)
@@ -250,6 +251,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, i := range st.Interfaces {
 		g(descVMACHeld, b2f(i.Owned), i.Name)
+		cnt(descVMACRestores, i.Restores, i.Name)
 	}
 	g(descSyncOn, b2f(st.Config.SyncOn))
 	if st.Config.SyncOn {

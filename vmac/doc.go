@@ -38,6 +38,17 @@
 //
 // Release undoes steps 1 and 2; both are idempotent.
 //
+// # Keeping what is held
+//
+// While the Manager holds the vMACs, Guard follows the namespace's address
+// and link notifications and puts back at once (Restore) a cluster address
+// that something else removed (ip addr del or flush, a network manager, the
+// kernel dropping IPv6 addresses when a link goes down) and the vMAC of an
+// interface whose MAC something else changed, then announces again.
+// Restore decides from the kernel's state under the Manager's lock, so it
+// never fights the Manager's own Take and Release. Restores are rate
+// limited: GuardBurst at once, then one per GuardRefill.
+//
 // # Link watching
 //
 // WatchLinks follows RTM_NEWLINK/RTM_DELLINK notifications and reports

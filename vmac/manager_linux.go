@@ -12,11 +12,13 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -41,6 +43,8 @@ type iface struct {
 	ip6Conn   frameWriter // nil when the interface has no IPv6 address
 	arpFrames [][]byte    // one gratuitous ARP per IPv4 address
 	naFrames  [][]byte    // one unsolicited NA per IPv6 address
+
+	restores uint64 // times Restore put something back (under Manager.mu)
 }
 
 // Manager owns the virtual MACs and cluster addresses of one vcluster's data
@@ -50,12 +54,17 @@ type Manager struct {
 	cfg Config
 	log hclog.Logger
 	h   *netlink.Handle
+	ns  netns.NsHandle // the namespace of h, which Guard watches
 
 	mu     sync.Mutex // serializes netlink use, sends and the fields below
 	ifs    []*iface
 	owned  bool
 	stop   chan struct{} // closed to cancel the running burst; nil if none
 	closed bool
+	// held mirrors owned for Guard's filter, which must not wait for mu
+	// (a Take in progress) to drop a notification about a Manager that
+	// holds nothing; Restore decides under mu.
+	held atomic.Bool
 
 	wg sync.WaitGroup // burst goroutines
 }
@@ -89,7 +98,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.Named("vmac")}
+	m := &Manager{cfg: cfg, log: cfg.Logger.Named("vmac"), ns: netns.None()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -100,6 +109,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	m.h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("vmac: netlink: %w", err)
+	}
+	if m.ns, err = netns.Get(); err != nil {
+		return nil, fmt.Errorf("vmac: network namespace: %w", err)
 	}
 	known, err := readState(cfg.StateDir)
 	if err != nil {
@@ -228,6 +240,7 @@ func (m *Manager) Take() (TakeReport, error) {
 	}
 	m.cancelBurstLocked()
 	m.owned = true
+	m.held.Store(true)
 
 	var errs []error
 	for _, ifc := range m.ifs {
@@ -411,6 +424,7 @@ func (m *Manager) Reset() error {
 func (m *Manager) releaseLocked() error {
 	m.cancelBurstLocked()
 	m.owned = false
+	m.held.Store(false)
 	var errs []error
 	for _, ifc := range m.ifs {
 		for _, a := range ifc.addrs {
@@ -459,16 +473,14 @@ func (m *Manager) Status() []IfaceStatus {
 			out = append(out, st)
 			continue
 		}
+		st.Restores = ifc.restores
 		if cur, err := m.currentMAC(ifc); err == nil {
 			st.Owned = bytes.Equal(cur, ifc.vmac)
 		}
 		if present, err := m.h.AddrList(ifc.link, netlink.FAMILY_ALL); err == nil {
 			for i, a := range ifc.addrs {
-				for _, p := range present {
-					if p.IPNet != nil && p.IP.Equal(a.IP) && bytes.Equal(p.Mask, a.Mask) {
-						st.Addresses = append(st.Addresses, ifc.prefixes[i])
-						break
-					}
+				if hasAddr(present, a) {
+					st.Addresses = append(st.Addresses, ifc.prefixes[i])
 				}
 			}
 		}
@@ -505,6 +517,9 @@ func (m *Manager) closeResources() error {
 	}
 	if m.h != nil {
 		m.h.Close()
+	}
+	if m.ns.IsOpen() {
+		m.ns.Close()
 	}
 	return errors.Join(errs...)
 }

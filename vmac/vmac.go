@@ -144,4 +144,48 @@ type IfaceStatus struct {
 	Owned bool
 	// Addresses are the cluster addresses currently present on the interface.
 	Addresses []netip.Prefix
+	// Restores counts the times the Manager put the vMAC or a cluster
+	// address back on the interface after something else had changed or
+	// removed it while this node held them (Manager.Guard).
+	Restores uint64
+}
+
+// Bounds of Guard: it restores at once up to GuardBurst times in a row,
+// then once per GuardRefill, so that something that keeps deleting an
+// address or setting a MAC (a network manager that considers them its own,
+// a script) meets at most 1/GuardRefill restores a second, each a few
+// netlink requests and one announcement round, instead of a storm.
+const (
+	GuardBurst  = 10
+	GuardRefill = 250 * time.Millisecond
+)
+
+// Restored is what one Restore put back on one interface.
+type Restored struct {
+	// Interface is the data interface.
+	Interface string
+	// Found is the MAC found on the interface instead of the vMAC; nil
+	// when the vMAC was in place.
+	Found net.HardwareAddr
+	// VMAC is the vMAC set again (when Found is set).
+	VMAC net.HardwareAddr
+	// Addresses are the cluster addresses added again.
+	Addresses []netip.Prefix
+}
+
+// String says what was put back, for logs and history: "port1: vMAC
+// 00:09:0f:09:0a:00 set again (found 02:00:00:00:00:01), 10.9.0.100/24
+// added again".
+func (r Restored) String() string {
+	var parts []string
+	if r.Found != nil {
+		parts = append(parts, fmt.Sprintf("vMAC %s set again (found %s)", r.VMAC, r.Found))
+	}
+	for _, p := range r.Addresses {
+		parts = append(parts, p.String()+" added again")
+	}
+	if len(parts) == 0 {
+		return r.Interface + ": nothing"
+	}
+	return r.Interface + ": " + strings.Join(parts, ", ")
 }

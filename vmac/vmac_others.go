@@ -40,6 +40,14 @@ func (m *Manager) Status() []IfaceStatus { return nil }
 // Close returns nil; there is nothing to close.
 func (m *Manager) Close() error { return nil }
 
+// Restore returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Restore() ([]Restored, error) { return nil, errNotImplemented }
+
+// Guard returns an error: the Manager is only implemented on Linux.
+func (m *Manager) Guard(ctx context.Context, report func([]Restored, error)) error {
+	return errNotImplemented
+}
+
 // WatchLinks returns an error: link watching is only implemented on Linux.
 func WatchLinks(ctx context.Context, names []string, fn func(name string, up bool)) error {
 	return errNotImplemented

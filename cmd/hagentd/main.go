@@ -1,7 +1,9 @@
 // Command hagentd is the hagent cluster agent: `hagentd -c FILE` runs in the
 // foreground; `hagentd -c FILE --check` validates the configuration.
 //
-// Exit codes: 0 ok (also after a graceful stop), 1 runtime failure, 2 bad
+// Exit codes: 0 ok (also after a graceful stop), 1 runtime failure
+// (including "another hagentd (pid N) is running": a second hagentd, or a
+// --release, beside a running one changes nothing and exits 1), 2 bad
 // usage or bad configuration (the message names file, line and key).
 package main
 
@@ -76,6 +78,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Name: "hagentd", Output: stderr, Level: hclog.LevelFromString(cfg.LogLevel),
 		JSONFormat: cfg.LogFormat == "json", TimeFormat: "2006-01-02T15:04:05.000Z07:00",
 	})
+	// One agent per run directory, before anything is touched: a second
+	// hagentd, or a --release by hand, beside a running one would restore
+	// the permanent MACs and remove the cluster addresses of a live
+	// primary before it found the control socket taken. The lock is held
+	// until this process ends (the deferred Close keeps the file open).
+	if flags.RunDir == "" {
+		flags.RunDir = agent.DefaultRunDir // what agent.New and Release use for ""
+	}
+	lock, err := lockRunDir(flags.RunDir)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	defer lock.Close()
+	// The same configuration with another run directory: its control
+	// socket answers.
+	if pid, ok := socketHolder(cfg.ControlSocket); ok {
+		log.Error("cannot start", "error", &runningError{pid: pid, what: "the control socket " + cfg.ControlSocket})
+		return 1
+	}
 	if flags.Release {
 		if err := agent.Release(cfg, flags.RunDir, log); err != nil {
 			log.Error("release", "error", err)
