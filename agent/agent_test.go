@@ -100,7 +100,7 @@ func testConfigLost(t *testing.T, name string, prio int, override bool, lost int
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
-	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte("s3cret-s3cret-s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	text := fmt.Sprintf(`

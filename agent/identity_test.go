@@ -250,7 +250,7 @@ func TestPasswordMismatch(t *testing.T) {
 	mem := heartbeat.NewMemNetwork()
 	ca, cb := testConfig(t, "a", 200, false), testConfig(t, "b", 100, false)
 	other := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(other, []byte("another secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(other, []byte("another secret, not the group key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cb.Cluster.PasswordFile = other

@@ -45,7 +45,7 @@ cluster:
 // and `ha synchronize` repairs a secondary's local edit.
 func TestAgentConfigSync(t *testing.T) {
 	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k-k-k-k-k-k-k-k-k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mem := heartbeat.NewMemNetwork()
