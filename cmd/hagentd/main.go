@@ -50,13 +50,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "hagentd", cli.Version)
 		return 0
 	}
-	cfg, err := config.Load(*path)
+	// LoadLocal: also refuse sync paths that cover this node's own files
+	// (the configuration, the key, the state and run directories), for
+	// --check and for a running daemon alike (TestCheck).
+	local := config.Local{StateDir: flags.StateDir, RunDir: flags.RunDir}
+	cfg, err := config.LoadLocal(*path, local)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	if flags.Check {
 		fmt.Fprintln(stdout, "ok")
+		printTrustNotes(stdout, &cfg.Cluster)
 		if cfg.Node.Serial == config.DerivedSerial() {
 			fmt.Fprintf(stdout, "note: node.serial is not set; the serial %s comes from /etc/machine-id (or the hostname).\n"+
 				"      VMs cloned from one template share it, and two members with one serial split the cluster:\n"+
@@ -132,7 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGHUP {
-				nc, err := config.Load(*path)
+				nc, err := config.LoadLocal(*path, local)
 				if err != nil {
 					log.Error("reload refused: the configuration is invalid; keeping the running one", "error", err)
 					continue
@@ -158,4 +163,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	notifySystemd("STOPPING=1")
 	return 0
+}
+
+// printTrustNotes prints what a weak setup means: heartbeats without
+// authentication, and what the key is worth when a channel uses it.
+func printTrustNotes(w io.Writer, c *config.Cluster) {
+	if !c.Auth {
+		note(w, config.NoAuthNote)
+	}
+	if c.PasswordFile != "" && (c.Sync.Enabled || c.SessionPickup.Enabled) {
+		note(w, config.KeyNote)
+	}
+}
+
+// note prints msg as a "note:" wrapped at about 100 columns.
+func note(w io.Writer, msg string) {
+	prefix, line := "note: ", ""
+	for _, word := range strings.Fields(msg) {
+		if line != "" && len(prefix)+len(line)+1+len(word) > 100 {
+			fmt.Fprintln(w, prefix+line)
+			prefix, line = "      ", ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	fmt.Fprintln(w, prefix+line)
 }
