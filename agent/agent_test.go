@@ -104,7 +104,7 @@ func testConfigLost(t *testing.T, name string, prio int, override bool, lost int
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
-	if err := os.WriteFile(key, []byte(testKey + "\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte(testKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	text := fmt.Sprintf(`
