@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
@@ -150,5 +153,30 @@ func TestNoAuthHookPushNeedsKey(t *testing.T) {
 			}
 			t.Logf("b dropped %d frames as unauthentic; its hook stays empty", status("b").Config.Channel.DroppedBadAuth)
 		})
+	}
+}
+
+// TestNoAuthWarning: the start-up warning of auth: false says what
+// hagentd --check's note says (config.NoAuthNote).
+func TestNoAuthWarning(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte(testKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logBuf bytes.Buffer
+	mem := heartbeat.NewMemNetwork()
+	a, err := New(Options{Config: noAuthConfig(t, "a", 200, key, ""), Network: &fakeNet{}, WatchLinks: (&fakeLinks{}).watch,
+		Logger:    hclog.New(&hclog.LoggerOptions{Output: &logBuf}),
+		Links:     []heartbeat.Link{mem.Link("hb", "a", "ha1")},
+		SyncLinks: []heartbeat.Link{mem.Link("l2ep", "a", "ha1")},
+		SyncRoot:  t.TempDir(), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = a.Run(ctx)
+	if !strings.Contains(logBuf.String(), "HEARTBEAT AUTHENTICATION IS DISABLED: "+config.NoAuthNote) {
+		t.Errorf("the log lacks the note:\n%s", logBuf.String())
 	}
 }
