@@ -107,31 +107,9 @@ func TestNoAuthHookPushNeedsKey(t *testing.T) {
 				name, hook string
 				prio       int
 			}{{"a", hook, 250}, {"b", "", 100}} {
-				root := t.TempDir()
-				if err := os.MkdirAll(filepath.Join(root, "etc/app"), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				a, err := New(Options{Config: noAuthConfig(t, n.name, n.prio, keys[n.name], n.hook),
-					Network: &fakeNet{}, WatchLinks: (&fakeLinks{}).watch,
-					Links:     []heartbeat.Link{mem.Link("hb", n.name, "ha1")},
-					SyncLinks: []heartbeat.Link{mem.Link("l2ep", n.name, "ha1")},
-					SyncRoot:  root, StateDir: t.TempDir()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { _ = a.Run(ctx); close(done) }()
-				t.Cleanup(func() { cancel(); <-done })
-				nodes[n.name] = a
+				nodes[n.name] = startSyncAgent(t, mem, noAuthConfig(t, n.name, n.prio, keys[n.name], n.hook), t.TempDir())
 			}
-			status := func(n string) *control.Status {
-				v, err := nodes[n].Handle(control.Request{Cmd: control.CmdStatus})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v.(*control.Status)
-			}
+			status := func(n string) *control.Status { return agentStatus(t, nodes[n]) }
 			eventually(t, 3*time.Second, "a primary (unauthenticated heartbeats)", func() bool {
 				return status("a").Role == "primary" && status("b").Primary == "a"
 			})
@@ -179,4 +157,37 @@ func TestNoAuthWarning(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "HEARTBEAT AUTHENTICATION IS DISABLED: "+config.NoAuthNote) {
 		t.Errorf("the log lacks the note:\n%s", logBuf.String())
 	}
+}
+
+// startSyncAgent starts an agent with cfg on the in-memory segment mem,
+// its config sync rooted at root (root/etc/app created), stopped at the
+// end of the test.
+func startSyncAgent(t *testing.T, mem *heartbeat.MemNetwork, cfg *config.Config, root string) *Agent {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(root, "etc/app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := cfg.Node.Name
+	a, err := New(Options{Config: cfg, Network: &fakeNet{}, WatchLinks: (&fakeLinks{}).watch,
+		Links:     []heartbeat.Link{mem.Link("hb", name, "ha1")},
+		SyncLinks: []heartbeat.Link{mem.Link("l2ep", name, "ha1")},
+		SyncRoot:  root, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a
+}
+
+// agentStatus returns a's `ha status`.
+func agentStatus(t *testing.T, a *Agent) *control.Status {
+	t.Helper()
+	v, err := a.Handle(control.Request{Cmd: control.CmdStatus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.(*control.Status)
 }
