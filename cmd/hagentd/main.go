@@ -54,7 +54,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// (the configuration, the key, the state and run directories), for
 	// --check and for a running daemon alike (TestCheck).
 	local := config.Local{StateDir: flags.StateDir, RunDir: flags.RunDir}
-	cfg, err := config.LoadLocal(*path, local)
+	load := func() (*config.Config, error) { return config.LoadLocal(*path, local) }
+	if flags.Release {
+		// --release (the unit's ExecStopPost, after any exit) needs only
+		// the interfaces: a key file made loose while the agent ran must
+		// not leave its vMACs behind (TestReleaseIgnoresKey).
+		load = func() (*config.Config, error) { return parseOnly(*path) }
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
@@ -190,4 +197,14 @@ func note(w io.Writer, msg string) {
 		line += word
 	}
 	fmt.Fprintln(w, prefix+line)
+}
+
+// parseOnly reads and validates the configuration at path without looking
+// at the key file or the node's directories.
+func parseOnly(path string) (*config.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return config.Parse(path, data)
 }

@@ -99,3 +99,30 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestReleaseIgnoresKey: hagentd --release, run after any exit of the
+// agent, does not refuse because of the key file (made loose, or
+// removed, while the agent ran): it reads only what it puts back. The
+// configuration has no data interface, so nothing is touched.
+func TestReleaseIgnoresKey(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "hagent.yaml")
+	if err := os.WriteFile(path, []byte("node: {name: a, serial: SN-A}\ncluster:\n  password_file: "+key+"\n  hbdev: [{name: ha1}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-c", path, "--check"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("--check of a loose key: exit %d, want 2", code)
+	}
+	stderr.Reset()
+	if code := run([]string{"-c", path, "--release", "--run-dir", filepath.Join(dir, "run")}, &stdout, &stderr); code != 0 {
+		t.Errorf("--release: exit %d, want 0\n%s", code, stderr.String())
+	}
+}
