@@ -251,7 +251,7 @@ func New(o Options) (*Agent, error) {
 		return nil, err
 	}
 	if !cfg.Cluster.Auth {
-		a.log.Warn("HEARTBEAT AUTHENTICATION IS DISABLED (cluster.auth: false): anyone on the hb links can take over the cluster")
+		a.log.Warn("HEARTBEAT AUTHENTICATION IS DISABLED: " + config.NoAuthNote)
 	}
 	a.codec = heartbeat.NewCodec(pw, uint16(cfg.Cluster.GroupID))
 

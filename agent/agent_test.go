@@ -95,12 +95,16 @@ func testConfig(t *testing.T, name string, prio int, override bool) *config.Conf
 	return testConfigLost(t, name, prio, override, 3)
 }
 
+// testKey is the group key of the test configurations: at least
+// config.MinKeyLen bytes.
+const testKey = "s3cret-s3cret-s3cret"
+
 // testConfigLost is testConfig with another hb_lost_threshold (× 20 ms).
 func testConfigLost(t *testing.T, name string, prio int, override bool, lost int) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
-	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte(testKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	text := fmt.Sprintf(`
@@ -313,7 +317,7 @@ func TestBadFramesCounted(t *testing.T) {
 	f := heartbeat.Frame{GroupID: 10, VCluster: 1, Role: uint8(cluster.RolePrimary), Priority: 255, Node: "evil", Serial: "ZZZ", Epoch: 1, Seq: 1}
 	send(heartbeat.NewCodec([]byte("wrong"), 10), f)
 	f.GroupID = 11
-	send(heartbeat.NewCodec([]byte("s3cret"), 11), f)
+	send(heartbeat.NewCodec([]byte(testKey), 11), f)
 	_ = evil.Send([]byte("garbage"))
 	eventually(t, time.Second, "counters", func() bool {
 		h := a.status(t).HBDevs[0]
@@ -324,7 +328,7 @@ func TestBadFramesCounted(t *testing.T) {
 		t.Fatalf("bad frames changed the cluster: %+v", st)
 	}
 	// A replayed valid frame is dropped as a replay.
-	good := heartbeat.NewCodec([]byte("s3cret"), 10)
+	good := heartbeat.NewCodec([]byte(testKey), 10)
 	f.GroupID, f.Seq, f.Priority, f.Epoch = 10, 100, 1, 5
 	b, _ := good.Append(nil, &f)
 	_ = evil.Send(b)

@@ -46,7 +46,7 @@ func TestSessionChannelFollowsEpochHint(t *testing.T) {
 func startSessPair(t *testing.T) (a, b *sessNode) {
 	t.Helper()
 	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte(testKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mem := heartbeat.NewMemNetwork()

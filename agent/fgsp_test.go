@@ -28,7 +28,7 @@ func (n *sessNode) sessions(t *testing.T) *sessionsync.Status {
 // flows sent to it kept.
 func TestAgentFGSP(t *testing.T) {
 	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k-k-k-k-k-k-k-k-k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mem := heartbeat.NewMemNetwork()

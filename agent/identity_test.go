@@ -250,7 +250,7 @@ func TestPasswordMismatch(t *testing.T) {
 	mem := heartbeat.NewMemNetwork()
 	ca, cb := testConfig(t, "a", 200, false), testConfig(t, "b", 100, false)
 	other := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(other, []byte("another secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(other, []byte("another secret, not the group key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cb.Cluster.PasswordFile = other
@@ -286,7 +286,7 @@ func TestStrayAndVersion(t *testing.T) {
 	mem := heartbeat.NewMemNetwork()
 	a := startNode(t, mem, testConfig(t, "a", 200, false))
 	inj := mem.Link("hb", "intruder", "ha1")
-	good, err := heartbeat.NewCodec([]byte("s3cret"), 10).Append(nil, &heartbeat.Frame{GroupID: 10, VCluster: 1, Role: 2, Serial: "X", Node: "x", Epoch: 1, Seq: 1})
+	good, err := heartbeat.NewCodec([]byte(testKey), 10).Append(nil, &heartbeat.Frame{GroupID: 10, VCluster: 1, Role: 2, Serial: "X", Node: "x", Epoch: 1, Seq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,9 @@ type sessionEngine struct {
 // table is the conntrack table (nil: the kernel's).
 func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, table sessionsync.Table) (*sessionEngine, error) {
 	sp := cfg.Cluster.SessionPickup
-	pw, err := cfg.Cluster.Password()
+	// The channel key, whatever cluster.auth says: never a keyless
+	// channel (TestKeylessChannelsRefused).
+	pw, err := cfg.Cluster.ChannelKey()
 	if err != nil {
 		return nil, err
 	}

@@ -176,7 +176,7 @@ func TestAgentSessionPickup(t *testing.T) {
 // higher priority takes the primary role back only after its bulk copy.
 func TestAgentSessionOverrideHold(t *testing.T) {
 	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k-k-k-k-k-k-k-k-k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mem := heartbeat.NewMemNetwork()

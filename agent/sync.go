@@ -35,7 +35,9 @@ type syncEngine struct {
 // newSyncEngine builds the engine. links are the control-channel links in
 // hbdev priority order (nil: open AF_PACKET links on eth_type.l2ep).
 func (a *Agent) newSyncEngine(cfg *config.Config, links []heartbeat.Link, stateDir, root string) (*syncEngine, error) {
-	pw, err := cfg.Cluster.Password()
+	// The channel key, whatever cluster.auth says: never a keyless
+	// channel (TestKeylessChannelsRefused).
+	pw, err := cfg.Cluster.ChannelKey()
 	if err != nil {
 		return nil, err
 	}

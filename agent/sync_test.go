@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,7 +44,7 @@ cluster:
 // and `ha synchronize` repairs a secondary's local edit.
 func TestAgentConfigSync(t *testing.T) {
 	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k-k-k-k-k-k-k-k-k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mem := heartbeat.NewMemNetwork()
@@ -57,32 +56,10 @@ func TestAgentConfigSync(t *testing.T) {
 		prio int
 		lost int
 	}{{"a", 200, 4}, {"b", 100, 3}} {
-		root := t.TempDir()
-		roots[n.name] = root
-		if err := os.MkdirAll(filepath.Join(root, "etc/app"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		cfg := syncConfig(t, n.name, n.prio, keyDir, n.lost)
-		a, err := New(Options{Config: cfg, Network: &fakeNet{}, WatchLinks: (&fakeLinks{}).watch,
-			Links:     []heartbeat.Link{mem.Link("hb", n.name, "ha1")},
-			SyncLinks: []heartbeat.Link{mem.Link("l2ep", n.name, "ha1")},
-			SyncRoot:  root, StateDir: t.TempDir()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = a.Run(ctx); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		nodes[n.name] = a
+		roots[n.name] = t.TempDir()
+		nodes[n.name] = startSyncAgent(t, mem, syncConfig(t, n.name, n.prio, keyDir, n.lost), roots[n.name])
 	}
-	status := func(n string) *control.Status {
-		v, err := nodes[n].Handle(control.Request{Cmd: control.CmdStatus})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v.(*control.Status)
-	}
+	status := func(n string) *control.Status { return agentStatus(t, nodes[n]) }
 	eventually(t, 3*time.Second, "a primary", func() bool {
 		return status("a").Role == "primary" && status("b").Primary == "a"
 	})

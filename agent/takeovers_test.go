@@ -24,7 +24,7 @@ type fakePeer struct {
 func startFakePeer(t *testing.T, mem *heartbeat.MemNetwork, f heartbeat.Frame) *fakePeer {
 	t.Helper()
 	p := &fakePeer{f: f, stop: make(chan struct{}), done: make(chan struct{}),
-		link: mem.Link("hb", f.Node, "ha1"), codec: heartbeat.NewCodec([]byte("s3cret"), 10)}
+		link: mem.Link("hb", f.Node, "ha1"), codec: heartbeat.NewCodec([]byte(testKey), 10)}
 	go func() {
 		defer close(p.done)
 		tk := time.NewTicker(20 * time.Millisecond)
@@ -76,7 +76,7 @@ func TestAgentTakeoverCounts(t *testing.T) {
 	obs := mem.Link("hb", "observer", "ha1")
 	t.Cleanup(func() { _ = obs.Close() })
 	eventually(t, 5*time.Second, "a primary of both vclusters", func() bool { return a.net.Owned() && a.net2.Owned() })
-	codec := heartbeat.NewCodec([]byte("s3cret"), 10)
+	codec := heartbeat.NewCodec([]byte(testKey), 10)
 	buf := make([]byte, 4096)
 	eventually(t, 2*time.Second, "a's frame with both counts at 1", func() bool {
 		_ = obs.(*heartbeat.MemLink).SetReadDeadline(time.Now().Add(100 * time.Millisecond))

@@ -1,11 +1,8 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"sort"
@@ -116,10 +113,15 @@ type Cluster struct {
 	GroupName string
 	// GroupID is the HA group, 0-1023 (group_id); it selects the vMAC prefix.
 	GroupID int
-	// PasswordFile holds the group password (password_file), an absolute
-	// path; required when Auth is true.
+	// PasswordFile holds the group key (password_file), an absolute
+	// path: the heartbeat authentication password when Auth is true, and
+	// always the key of the config sync and session pickup channels.
+	// Required when Auth, Sync.Enabled or SessionPickup.Enabled is true;
+	// the file must be private to root and hold at least MinKeyLen bytes
+	// (readKey).
 	PasswordFile string
-	// Auth enables heartbeat authentication (auth), default true.
+	// Auth enables heartbeat authentication (auth), default true. false
+	// turns off heartbeat authentication only (ChannelKey).
 	Auth bool
 	// Mode is the cluster mode (mode): "a-p" (active-passive, the
 	// default) or "fgsp" (ModeFGSP: every member forwards and syncs its
@@ -428,36 +430,6 @@ func (c *Cluster) HeartbeatEtherType() uint16 {
 		return c.EthType.HC
 	}
 	return c.EthType.HA
-}
-
-// Password reads the group password from PasswordFile, without its
-// trailing CR/LF characters. It returns nil, nil when Auth is false, and an
-// error when the file cannot be read, is empty or exceeds
-// MaxPasswordFileSize.
-func (c *Cluster) Password() ([]byte, error) {
-	if !c.Auth {
-		return nil, nil
-	}
-	if c.PasswordFile == "" {
-		return nil, fmt.Errorf("cluster.password_file is not set")
-	}
-	f, err := os.Open(c.PasswordFile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxPasswordFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", c.PasswordFile, err)
-	}
-	if len(b) > MaxPasswordFileSize {
-		return nil, fmt.Errorf("password file %s is larger than %d bytes", c.PasswordFile, MaxPasswordFileSize)
-	}
-	b = bytes.TrimRight(b, "\r\n")
-	if len(b) == 0 {
-		return nil, fmt.Errorf("password file %s is empty", c.PasswordFile)
-	}
-	return b, nil
 }
 
 // HBDevsByPriority returns a copy of HBDevs sorted by priority, highest

@@ -359,7 +359,7 @@ func TestValid(t *testing.T) {
 		name, yaml string
 		check      func(c *Config) bool
 	}{
-		{"auth off without password", "cluster:\n  auth: false\n  hbdev: [{name: ha1}]\n", func(c *Config) bool { return !c.Cluster.Auth && c.Cluster.PasswordFile == "" }},
+		{"auth off without password", "cluster:\n  auth: false\n  sync: {enabled: false}\n  hbdev: [{name: ha1}]\n", func(c *Config) bool { return !c.Cluster.Auth && c.Cluster.PasswordFile == "" }},
 		{"edges low", base + "  group_id: 0\n  hb_interval: 10ms\n  hb_lost_threshold: 1\n  hello_holddown: 0s\n  arps: 1\n  arps_interval: 1s\n  eth_type: {ha: 0x0600}\n",
 			func(c *Config) bool {
 				return c.Cluster.HBInterval == 10*time.Millisecond && c.Cluster.EthType.HA == 0x600
@@ -586,7 +586,7 @@ func TestLoad(t *testing.T) {
 		}
 		return p
 	}
-	key := write("key", "s3cret\n")
+	key := write("key", "s3cret-s3cret-s3cret\n")
 	empty := write("empty", "\r\n")
 	cfg := func(pw string) string {
 		return "cluster:\n  group_id: 7\n  password_file: " + pw + "\n  hbdev: [{name: ha1}]\n"
@@ -598,7 +598,8 @@ func TestLoad(t *testing.T) {
 		{"password file missing", write("missing.yaml", cfg(filepath.Join(dir, "nope"))), ":3: cluster.password_file: " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{"password file empty", write("empty.yaml", cfg(empty)), ":3: cluster.password_file: password file " + empty + " is empty"},
 		{"password file is dir", write("dir.yaml", cfg(dir)), ":3: cluster.password_file: " + dir + " is not a regular file"},
-		{"auth off", write("noauth.yaml", "cluster:\n  auth: false\n  password_file: "+filepath.Join(dir, "nope")+"\n  hbdev: [{name: ha1}]\n"), ""},
+		{"auth and sync off", write("noauth.yaml", "cluster:\n  auth: false\n  sync: {enabled: false}\n  password_file: "+filepath.Join(dir, "nope")+"\n  hbdev: [{name: ha1}]\n"), ""},
+		{"auth off, sync on", write("noauth-sync.yaml", "cluster:\n  auth: false\n  password_file: "+filepath.Join(dir, "nope")+"\n  hbdev: [{name: ha1}]\n"), ":3: cluster.password_file: " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{"no such config", filepath.Join(dir, "absent.yaml"), "absent.yaml: no such file or directory"},
 		{"too big", write("big.yaml", "#"+strings.Repeat("x", MaxFileSize)+"\n"), "big.yaml: file is larger than"},
 		{"all errors together", write("both.yaml", "log_level: loud\n"+cfg(empty)), "both.yaml:1: log_level"},
@@ -645,11 +646,12 @@ func TestPassword(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"plain", ptr("s3cret"), true, "s3cret", ""},
-		{"newline", ptr("s3cret\n"), true, "s3cret", ""},
-		{"crlf lines", ptr("s3cret\r\n\r\n"), true, "s3cret", ""},
-		{"inner spaces kept", ptr(" a b \n"), true, " a b ", ""},
-		{"binary kept", ptr("\x00\x01\xff\n"), true, "\x00\x01\xff", ""},
+		{"plain", ptr(key16), true, key16, ""},
+		{"newline", ptr(key16 + "\n"), true, key16, ""},
+		{"crlf lines", ptr(key16 + "\r\n\r\n"), true, key16, ""},
+		{"inner spaces kept", ptr(" a b " + key16 + "\n"), true, " a b " + key16, ""},
+		{"binary kept", ptr("\x00\x01\xff" + key16 + "\n"), true, "\x00\x01\xff" + key16, ""},
+		{"short", ptr(key16[1:] + "\n"), true, "", "holds 15 bytes, fewer than 16; make a good key with: (umask 077; head -c 32 /dev/urandom | base64 > "},
 		{"empty", ptr(""), true, "", "is empty"},
 		{"only newline", ptr("\r\n"), true, "", "is empty"},
 		{"absent", nil, true, "", "no such file"},
@@ -692,6 +694,9 @@ func TestPassword(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// key16 is a key of exactly MinKeyLen bytes.
+const key16 = "0123456789abcdef"
 
 func TestHBDevsByPriority(t *testing.T) {
 	tests := []struct {

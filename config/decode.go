@@ -35,10 +35,34 @@ const (
 )
 
 // Load reads, parses, defaults and validates the configuration file at
-// path. It also checks that cluster.password_file exists and is not empty
-// when auth is on. On failure the error is an *Errors holding every
-// problem found.
+// path. It also checks the key file in cluster.password_file when the key
+// is in use (the rules of ChannelKey: a private regular file of root,
+// at least MinKeyLen bytes). On failure the error is an *Errors holding
+// every problem found.
 func Load(path string) (*Config, error) {
+	return load(path, nil)
+}
+
+// Local names the node's own directories, which hagentd knows from its
+// flags and the configuration file does not.
+type Local struct {
+	// StateDir is hagentd's persistent state (--state-dir).
+	StateDir string
+	// RunDir is hagentd's runtime state (--run-dir).
+	RunDir string
+}
+
+// LoadLocal is Load plus the checks that need the node's own paths: no
+// cluster.sync.paths entry may be, contain or lie inside the
+// configuration file, the key file, the state directory or the runtime
+// directory, or a peer could rewrite this node's configuration, key or
+// state (TestSyncPathsCoverLocal). hagentd uses it for --check, at start
+// and on reload.
+func LoadLocal(path string, l Local) (*Config, error) {
+	return load(path, &l)
+}
+
+func load(path string, l *Local) (*Config, error) {
 	data, err := readFile(path)
 	if err != nil {
 		return nil, &Errors{{File: path, Msg: err.Error()}}
@@ -47,6 +71,9 @@ func Load(path string) (*Config, error) {
 	c := d.parseConfig(data)
 	if c != nil {
 		d.checkPasswordFile(&c.Cluster)
+		if l != nil {
+			d.checkLocalPaths(c, path, *l)
+		}
 	}
 	return d.result(c)
 }

@@ -26,6 +26,19 @@
 // rejected because its unit would be a guess. Ethertypes are YAML integers
 // (0x8890 or 34960) or strings ("0x8890").
 //
+// The key. [Load] checks cluster.password_file whenever the key is in use
+// (heartbeat authentication, config sync or session pickup): a regular
+// file, not a symbolic link (opened with O_NOFOLLOW and checked on the open
+// descriptor), owned by root or by the effective uid when that is not
+// root, with no permission for group or others, holding at least
+// [MinKeyLen] bytes. [Cluster.Password] is the heartbeat password (nil when
+// auth is false); [Cluster.ChannelKey] is the key of the sync and session
+// channels whatever auth says, and fails rather than return no key.
+// With auth: false and no key file, sync and session pickup are refused.
+// [LoadLocal] adds the checks that need hagentd's directories: no sync
+// path may cover the configuration file, the key file, the state or the
+// runtime directory.
+//
 // [Keys] documents every key with its type, default and range; the man page
 // hagent.yaml(5) is generated from it, and the tests fail when it and the
 // decoder disagree.

@@ -59,7 +59,7 @@ func ExampleParse() {
 	_, err := config.Parse("hagent.yaml", []byte(`node:
   name: node-a
 cluster:
-  auth: false
+  password_file: /etc/hagent/key
   hbdev: [{name: ha1, priority: 300}]
   hb_interval: 200
   hb_intervall: 1s

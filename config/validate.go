@@ -71,6 +71,18 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	case c.PasswordFile != "" && !filepath.IsAbs(c.PasswordFile):
 		d.errorf(k("password_file"), "%q is not an absolute path", c.PasswordFile)
 	}
+	// auth: false turns off heartbeat authentication only: the sync and
+	// session channels never run without a key (TestNoAuthNeedsKey).
+	if c.PasswordFile == "" && !c.Auth {
+		if c.Sync.Enabled {
+			d.errorf(k("auth"), "false without password_file: config sync would accept files and hook commands from anyone on the heartbeat segment; "+
+				"set password_file (the key of the sync channel) or sync.enabled: false")
+		}
+		if c.SessionPickup.Enabled {
+			d.errorf(k("auth"), "false without password_file: session pickup would accept connection-tracking entries from anyone on the heartbeat segment; "+
+				"set password_file (the key of the session channel) or session_pickup.enabled: false")
+		}
+	}
 	switch c.Mode {
 	case "a-p":
 	case ModeFGSP:
@@ -444,24 +456,73 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// checkPasswordFile verifies that the password file is a non-empty
-// regular file (Load only; the file is node-local state).
+// checkPasswordFile verifies, when the key is in use (KeyInUse), that
+// the key file meets the rules of readKey: a private regular file of root
+// holding at least MinKeyLen bytes (Load only; the file is node-local
+// state).
 func (d *decoder) checkPasswordFile(c *Cluster) {
-	if !c.Auth || c.PasswordFile == "" || !filepath.IsAbs(c.PasswordFile) {
+	if !c.KeyInUse() || c.PasswordFile == "" || !filepath.IsAbs(c.PasswordFile) {
 		return
 	}
-	key := "cluster.password_file"
-	fi, err := os.Stat(c.PasswordFile)
-	switch {
-	case err != nil:
-		d.errorf(key, "%s: %v", c.PasswordFile, unwrapPath(err))
-	case !fi.Mode().IsRegular():
-		d.errorf(key, "%s is not a regular file", c.PasswordFile)
-	default:
-		if _, err := c.Password(); err != nil {
-			d.errorf(key, "%v", err)
+	if _, err := readKey(c.PasswordFile); err != nil {
+		d.errorf("cluster.password_file", "%v", err)
+	}
+}
+
+// checkLocalPaths refuses sync paths that are, contain or lie inside one
+// of this node's own files and directories: the configuration file at
+// cfgPath, the key file, l.StateDir and l.RunDir. Both the paths as
+// written and, where they exist, with their symbolic links resolved are
+// compared, so a sync path reaching the key through a link is refused
+// too.
+func (d *decoder) checkLocalPaths(c *Config, cfgPath string, l Local) {
+	if abs, err := filepath.Abs(cfgPath); err == nil {
+		cfgPath = abs
+	}
+	local := []struct{ what, path string }{
+		{"the configuration file", cfgPath},
+		{"the key file (cluster.password_file)", c.Cluster.PasswordFile},
+		{"the state directory", l.StateDir},
+		{"the runtime directory", l.RunDir},
+	}
+	for i, p := range c.Cluster.Sync.Paths {
+		if checkSyncPath(p) != "" {
+			continue // reported by validateSync
+		}
+		for _, q := range local {
+			if q.path == "" || !filepath.IsAbs(q.path) {
+				continue
+			}
+			if overlaps(p, q.path) {
+				d.errorf(indexKey("cluster.sync.paths", i), "%s covers %s %s: config sync would let a peer rewrite it; sync only what the members share", p, q.what, q.path)
+				break
+			}
 		}
 	}
+}
+
+// overlaps reports whether the paths a and b (absolute) are equal or one
+// is inside the other, as written or with symbolic links resolved.
+func overlaps(a, b string) bool {
+	as, bs := withResolved(a), withResolved(b)
+	for _, x := range as {
+		for _, y := range bs {
+			if x == y || under(x, y) || under(y, x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// withResolved returns p cleaned and, when it differs and p exists, p with
+// its symbolic links resolved.
+func withResolved(p string) []string {
+	p = filepath.Clean(p)
+	if r, err := filepath.EvalSymlinks(p); err == nil && r != p {
+		return []string{p, r}
+	}
+	return []string{p}
 }
 
 // PingServerInterfaces returns the pingserver interfaces of vcluster 1

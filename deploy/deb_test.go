@@ -289,7 +289,7 @@ func TestDebInstall(t *testing.T) {
 	if err := os.WriteFile(state, []byte("7\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(r.path("/etc/hagent/key"), []byte("secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(r.path("/etc/hagent/key"), []byte("secret-secret-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r.dpkg("-r", "hagent")
@@ -407,7 +407,7 @@ func TestShippedConfig(t *testing.T) {
 		t.Fatal("no commented cluster: section")
 	}
 	key := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(key, []byte("secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte("secret-secret-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	text := strings.ReplaceAll(strings.Join(lines, "\n"), "/etc/hagent/key", key)

@@ -6,6 +6,7 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -52,8 +53,13 @@ func TestContainerlabSchema(t *testing.T) {
 // loader (the password file pointed at a temporary key).
 func TestConfigs(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "key")
-	if err := os.WriteFile(key, []byte("secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte("secret-secret-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// The lab's key is long enough; its copy is made 0600 root by the
+	// topology's cmd (git keeps no owner, and 0644).
+	if b, err := os.ReadFile("containerlab/key"); err != nil || len(bytes.TrimRight(b, "\r\n")) < config.MinKeyLen {
+		t.Errorf("containerlab/key: %d bytes, %v; want at least %d", len(bytes.TrimRight(b, "\r\n")), err, config.MinKeyLen)
 	}
 	files, _ := filepath.Glob("containerlab/node-*.yaml")
 	files = append(files, "hagent.yaml")
@@ -63,7 +69,12 @@ func TestConfigs(t *testing.T) {
 			t.Fatal(err)
 		}
 		text := strings.ReplaceAll(string(b), "/etc/hagent/key", key)
-		cfg, err := config.Parse(f, []byte(text))
+		// Load, not Parse: the key file is checked too.
+		tmp := filepath.Join(t.TempDir(), filepath.Base(f))
+		if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(tmp)
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
 			continue

@@ -117,7 +117,7 @@ func syncPaths(t *testing.T) []string {
 			t.Fatal(err)
 		}
 		key := filepath.Join(t.TempDir(), "key")
-		if err := os.WriteFile(key, []byte("k\n"), 0o600); err != nil {
+		if err := os.WriteFile(key, []byte("k-k-k-k-k-k-k-k-k\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		text := strings.ReplaceAll(string(b), "/etc/hagent/key", key)

@@ -674,7 +674,7 @@ func TestForgedHeartbeat(t *testing.T) {
 		counter  func(control.HBDev) uint64
 	}{
 		{"wrong-key", "not-the-lab-secret", groupID, func(h control.HBDev) uint64 { return h.BadAuth }},
-		{"wrong-group", "lab-secret", groupID + 1, func(h control.HBDev) uint64 { return h.Dropped }},
+		{"wrong-group", lab.DefaultPassword, groupID + 1, func(h control.HBDev) uint64 { return h.Dropped }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, a, b := twoNodes(t)
@@ -739,7 +739,7 @@ func TestForgedHeartbeat(t *testing.T) {
 func TestConfigCheck(t *testing.T) {
 	needBinaries(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "key"), []byte("secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "key"), []byte("secret-secret-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -747,7 +747,7 @@ func TestConfigCheck(t *testing.T) {
 		wantCode int
 		want     []string // substrings; FILE is the config's path
 	}{
-		{"good.yaml", 0, []string{"ok"}},
+		{"good.yaml", 0, []string{"ok", "note: the key in cluster.password_file is root on every member"}},
 		{"noserial.yaml", 0, []string{"ok", "node.serial is not set", "VMs cloned from one template share it", "sync path /srv/app is outside /etc", "ReadWritePaths=/srv/app"}},
 		{"bad.yaml", 2, []string{"FILE:10: cluster.hb_intervall: unknown key", "FILE:7: node.priority:"}},
 	} {
@@ -771,7 +771,7 @@ func TestConfigCheck(t *testing.T) {
 			if code != tc.wantCode {
 				t.Errorf("exit code %d, want %d\n%s", code, tc.wantCode, out)
 			}
-			if tc.file == "good.yaml" && strings.Contains(string(out), "note:") {
+			if tc.file == "good.yaml" && strings.Contains(string(out), "node.serial is not set") {
 				t.Errorf("a set serial gets a note:\n%s", out)
 			}
 			for _, w := range tc.want {

@@ -241,7 +241,7 @@ func TestVClusterConfigErrors(t *testing.T) {
 	needBinaries(t)
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
-	if err := os.WriteFile(key, []byte("secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(key, []byte("secret-secret-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	head := "node: {name: node-a, serial: FGVM1}\ncluster:\n  password_file: " + key + "\n  hbdev: [{name: ha1}]\n  interfaces: [{name: port1, addresses: [10.9.0.100/24]}]\n"

@@ -52,13 +52,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "hagentd", cli.Version)
 		return 0
 	}
-	cfg, err := config.Load(*path)
+	// LoadLocal: also refuse sync paths that cover this node's own files
+	// (the configuration, the key, the state and run directories), for
+	// --check and for a running daemon alike (TestCheck).
+	local := config.Local{StateDir: flags.StateDir, RunDir: flags.RunDir}
+	load := func() (*config.Config, error) { return config.LoadLocal(*path, local) }
+	if flags.Release {
+		// --release (the unit's ExecStopPost, after any exit) needs only
+		// the interfaces: a key file made loose while the agent ran must
+		// not leave its vMACs behind (TestReleaseIgnoresKey).
+		load = func() (*config.Config, error) { return parseOnly(*path) }
+	}
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	if flags.Check {
 		fmt.Fprintln(stdout, "ok")
+		printTrustNotes(stdout, &cfg.Cluster)
 		if cfg.Node.Serial == config.DerivedSerial() {
 			fmt.Fprintf(stdout, "note: node.serial is not set; the serial %s comes from /etc/machine-id (or the hostname).\n"+
 				"      VMs cloned from one template share it, and two members with one serial split the cluster:\n"+
@@ -154,7 +166,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	go func() {
 		for s := range sigs {
 			if s == syscall.SIGHUP {
-				nc, err := config.Load(*path)
+				nc, err := config.LoadLocal(*path, local)
 				if err != nil {
 					log.Error("reload refused: the configuration is invalid; keeping the running one", "error", err)
 					continue
@@ -180,4 +192,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	notifySystemd("STOPPING=1")
 	return 0
+}
+
+// printTrustNotes prints what a weak setup means: heartbeats without
+// authentication, and what the key is worth when a channel uses it.
+func printTrustNotes(w io.Writer, c *config.Cluster) {
+	if !c.Auth {
+		note(w, config.NoAuthNote)
+	}
+	if c.PasswordFile != "" && (c.Sync.Enabled || c.SessionPickup.Enabled) {
+		note(w, config.KeyNote)
+	}
+}
+
+// note prints msg as a "note:" wrapped at about 100 columns.
+func note(w io.Writer, msg string) {
+	prefix, line := "note: ", ""
+	for _, word := range strings.Fields(msg) {
+		if line != "" && len(prefix)+len(line)+1+len(word) > 100 {
+			fmt.Fprintln(w, prefix+line)
+			prefix, line = "      ", ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	fmt.Fprintln(w, prefix+line)
+}
+
+// parseOnly reads and validates the configuration at path without looking
+// at the key file or the node's directories.
+func parseOnly(path string) (*config.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return config.Parse(path, data)
 }

@@ -208,7 +208,7 @@ func dl(w io.Writer, term, text string) {
 func files(w io.Writer) {
 	fmt.Fprintln(w, ".SH FILES")
 	dl(w, cli.DefaultConfig, "the configuration, see hagent.yaml(5)")
-	dl(w, "/etc/hagent/key", "the group password (cluster.password_file), the same on every member")
+	dl(w, "/etc/hagent/key", "the group key (cluster.password_file), the same on every member: owned by root, mode 0600, at least 16 bytes")
 	dl(w, config.DefaultControlSocket, "the control socket agentctl talks to (control_socket)")
 	dl(w, "/var/lib/hagent", "persistent state (--state-dir): heartbeat epoch, sync generation")
 	dl(w, "/run/hagent", "runtime state (--run-dir): the interfaces' permanent MACs")
@@ -311,7 +311,7 @@ Below, a list item is written [] and a free mapping key [PATH].`)
 	fmt.Fprintln(w, ".fi\n.RE")
 	fmt.Fprintln(w, ".SH FILES")
 	dl(w, cli.DefaultConfig, "the configuration; installed with the cluster section commented out")
-	dl(w, "/etc/hagent/key", "the group password: head -c 32 /dev/urandom | base64 > /etc/hagent/key; chmod 600 /etc/hagent/key")
+	dl(w, "/etc/hagent/key", "the group key, the same on every member, owned by root, mode 0600, at least 16 bytes: (umask 077; head -c 32 /dev/urandom | base64 > /etc/hagent/key)")
 	fmt.Fprintln(w, ".SH SEE ALSO\n.BR hagentd (8),\n.BR agentctl (8)")
 }
 

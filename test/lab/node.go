@@ -33,6 +33,10 @@ type Node struct {
 	done chan error
 }
 
+// DefaultPassword is the lab's group key: at least config.MinKeyLen bytes
+// (hagentd refuses a shorter key), written 0600.
+const DefaultPassword = "lab-secret-lab-secret"
+
 // Params are the knobs of a generated node configuration.
 type Params struct {
 	GroupID       int
@@ -50,7 +54,7 @@ type Params struct {
 	NoIPv6        bool
 	Hooks         map[string]string // role → command
 	ClusterExtra  string            // YAML lines appended to the cluster section (indented 2)
-	Password      string            // default "lab-secret"
+	Password      string            // default DefaultPassword
 	// KeyFile is where the password is written; "" is one file shared by
 	// every node (the cluster: section is synchronized).
 	KeyFile string
@@ -113,7 +117,7 @@ func (n *Node) Config(p Params) (string, error) {
 		p.ARPsInterval = time.Second
 	}
 	if p.Password == "" {
-		p.Password = "lab-secret"
+		p.Password = DefaultPassword
 	}
 	if p.Priority == 0 {
 		p.Priority = 128
