@@ -75,13 +75,14 @@ func fieldOf(v reflect.Value, part string) (reflect.Value, bool) {
 // KeepRunning compares next with running key by key (ReloadKeys) and sets
 // every key of class restart whose value differs back to its running value
 // in next. It returns those keys in table order: they wait for a restart.
-// Keys of class live keep next's value. A key that cannot be resolved
-// (which TestReloadKeysCoverConfig rules out) is returned too, as waiting
-// for a restart.
+// Keys of class live keep next's value; any other class counts as restart
+// (a key without one, which TestKeysReloadClass rules out, is not applied
+// live by mistake). A key that cannot be resolved (which
+// TestReloadKeysCoverConfig rules out) is returned too.
 func KeepRunning(running, next *Config) []string {
 	var pending []string
 	for _, k := range ReloadKeys() {
-		if k.Reload != ReloadRestart {
+		if k.Reload == ReloadLive {
 			continue
 		}
 		r, err1 := KeyField(running, k.Path)
