@@ -114,6 +114,9 @@ type Agent struct {
 	// differs from cfg.Cluster in keys that wait for a restart. It is what
 	// configuration sync compares and sends.
 	desired config.Cluster
+	// restartNeeded are the keys the last reload could not apply (run
+	// goroutine; agent/reload.go).
+	restartNeeded []string
 
 	links []*hbLink
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/hagent/hagent/cluster"
@@ -136,6 +137,7 @@ func (a *Agent) status() *control.Status {
 	out.Problems, out.Warnings = a.problems(now)
 	out.Sessions = a.sessionsStatus()
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
+	out.RestartNeeded = slices.Clone(a.restartNeeded)
 	out.Health, _ = control.HealthOf(out)
 	return out
 }
