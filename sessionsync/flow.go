@@ -27,6 +27,34 @@ const (
 	StatusDying     = 1 << 9
 )
 
+// CopyStatus are the status bits a received copy may carry; a receiver
+// clears the others (trust.go, TestStatusMasked). Per bit
+// (nf_conntrack_common.h):
+//
+//	EXPECTED (0)       cleared: a copy has no master here; the kernel sets it
+//	                   itself for a connection an expectation matched
+//	SEEN_REPLY (1)     kept: both directions seen (TCP established)
+//	ASSURED (2)        kept: not evicted early; the kernel needs it on a copy
+//	                   of an established flow
+//	CONFIRMED (3)      kept: every copy is created confirmed (in the hash)
+//	SRC_NAT, DST_NAT   cleared: the kernel sets them from CTA_NAT_SRC/DST,
+//	 (4-5), SEQ_ADJUST which the copy's tuples give; not settable directly
+//	 (6), *_NAT_DONE
+//	 (7-8)
+//	DYING (9)          cleared: never sent (a dying flow is not copied)
+//	FIXED_TIMEOUT (10) cleared: a copy's timeout is refreshed by the sender
+//	TEMPLATE (11)      cleared: templates are not flows
+//	NAT_CLASH /        cleared: set by the kernel for its own entries only
+//	 UNTRACKED (12)
+//	HELPER (13)        cleared: a helper comes with CTA_HELP (Flow.Helper),
+//	                   which Config.Helpers limits
+//	OFFLOAD (14),      cleared: flowtable state of the sender's kernel
+//	 HW_OFFLOAD (15)
+//
+// ctnetlink itself accepts only SEEN_REPLY, ASSURED and CONFIRMED at
+// creation (kernel_linux.go writes nothing else either).
+const CopyStatus = StatusSeenReply | StatusAssured | StatusConfirmed
+
 // TCP conntrack states (enum tcp_conntrack).
 const (
 	TCPNone        = 0
