@@ -1135,8 +1135,10 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 			for _, a := range e.localAddrs() {
 				own[a] = true
 			}
+			// Only flows the sender may send may be swept by its copy
+			// (trust.go); the copies in rs.applied came from it.
 			_ = e.cfg.Table.Dump(func(f *Flow) {
-				if e.wanted(f) && !e.keeps(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+				if e.wanted(f) && !e.keeps(f) && (scope == nil || scope(f)) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
 					before = append(before, f.Key())
 				}
 			})
@@ -1175,9 +1177,7 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 				if e.keeps(&fl) {
 					continue // this node's own now (SetScope), not a stale copy
 				}
-				if scope != nil && !scope(&fl) {
-					continue // not the sender's to remove (trust.go)
-				}
+
 				stale = append(stale, Record{Op: OpDelete, Flow: fl})
 			}
 		}
