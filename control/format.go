@@ -326,16 +326,7 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	}
 	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
 		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
-	if len(s.ErrorReasons) > 0 {
-		keys := make([]string, 0, len(s.ErrorReasons))
-		for k := range s.ErrorReasons {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(w, "    refused: %s: %d\n", k, s.ErrorReasons[k])
-		}
-	}
+	formatCounts(w, "    refused: %s: %d\n", s.ErrorReasons)
 	if s.LastError != "" {
 		fmt.Fprintf(w, "    last error: %s (%s)\n", s.LastError, s.LastErrorAt)
 	}
@@ -412,15 +403,20 @@ func formatSessionTrust(w io.Writer, s *sessionsync.Status) {
 	}
 	fmt.Fprintf(w, "Trust: senders %s; refused %d, status masked %d, helpers removed %d, held %d\n",
 		senders, s.RefusedTotal, s.StatusMasked, s.HelpersRemoved, s.Held)
-	keys := make([]string, 0, len(s.Refused))
-	for k := range s.Refused {
+	formatCounts(w, "    refused: %s: %d\n", s.Refused)
+	if s.LastRefusal != "" {
+		fmt.Fprintf(w, "    last refusal: %s\n", s.LastRefusal)
+	}
+}
+
+// formatCounts prints the counters of m in the order of their names.
+func formatCounts(w io.Writer, format string, m map[string]uint64) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "    refused: %s: %d\n", k, s.Refused[k])
-	}
-	if s.LastRefusal != "" {
-		fmt.Fprintf(w, "    last refusal: %s\n", s.LastRefusal)
+		fmt.Fprintf(w, format, k, m[k])
 	}
 }
