@@ -167,12 +167,15 @@ type Engine struct {
 	// trust.go: the peers entitled to send (nil: SetSenders never
 	// called), and the messages held from peers not entitled (yet),
 	// owned by the applying goroutine.
-	trustMu   sync.Mutex
-	senders   *senderSet
-	trustWake chan struct{}
-	held      []held
-	heldBytes int
-	heldN     atomic.Int64
+	trustMu    sync.Mutex
+	senders    *senderSet
+	trustWake  chan struct{}
+	held       []held
+	heldFrom   map[string]int // messages held per peer
+	heldBytes  int
+	heldN      atomic.Int64
+	heldGen    uint64        // sendersGen at the last look at held
+	sendersGen atomic.Uint64 // SetSenders calls
 }
 
 type counters struct {
@@ -1080,7 +1083,9 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	e.recvMu.Lock()
 	e.rc.messages++
 	e.recvMu.Unlock()
-	e.flushHeld(now, m)
+	if e.flushDue(now) {
+		e.flushHeld(now, m)
+	}
 	if _, ok := e.senderScope(msg.From, now); !ok || e.holding(msg.From) {
 		e.hold(msg, now)
 		return

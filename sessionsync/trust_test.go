@@ -360,5 +360,34 @@ func FuzzReceive(f *testing.F) {
 		if len(r.e.held) > maxHeldMessages || r.e.heldBytes > maxHeldBytes || r.e.heldBytes < 0 {
 			t.Fatalf("hold %d messages %d bytes", len(r.e.held), r.e.heldBytes)
 		}
+		n := 0
+		for _, c := range r.e.heldFrom {
+			n += c
+		}
+		if n != len(r.e.held) {
+			t.Fatalf("heldFrom counts %d messages, the hold has %d", n, len(r.e.held))
+		}
 	})
+}
+
+// BenchmarkUnentitledMessage: the cost of a message (one record) from a
+// key holder that is not entitled, once the hold is full (the steady state
+// of a flood): refused and counted without decoding.
+func BenchmarkUnentitledMessage(b *testing.B) {
+	r := newReceiver(b, nil)
+	r.e.SetSenders(Senders{"node-a": nil})
+	data, _ := stream(upsert(flowN(ProtoTCP, 1))).MarshalBinary()
+	msg := l2chan.Message{From: "node-c", Data: data}
+	for range maxHeldMessages {
+		r.e.handle(msg, &r.m)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		r.e.handle(msg, &r.m)
+	}
+	b.StopTimer()
+	if n, _ := r.table.Count(); n != 0 {
+		b.Fatalf("%d flows applied", n)
+	}
 }
