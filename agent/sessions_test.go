@@ -264,14 +264,18 @@ func TestAgentSessionsDisabled(t *testing.T) {
 // the primary's are applied. Without the entitlement (every peer trusted,
 // as before) c's flow is on b.
 func TestAgentSessionsFromSecondaryRefused(t *testing.T) {
-	keyDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	mem := heartbeat.NewMemNetwork()
-	a := startSessNode(t, mem, keyDir, "a", 200, false)
-	b := startSessNode(t, mem, keyDir, "b", 100, false)
-	c := startSessNode(t, mem, keyDir, "c", 50, false)
+	var n [3]*sessNode
+	keyDir := t.TempDir()
+	for i, name := range []string{"a", "b", "c"} {
+		if i == 0 {
+			if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n[i] = startSessNode(t, mem, keyDir, name, 200-75*i, false)
+	}
+	a, b, c := n[0], n[1], n[2]
 	waitFor(t, 5*time.Second, func() error {
 		if r := a.status(t).Role; r != "primary" {
 			return fmt.Errorf("a is %s", r)
