@@ -1113,14 +1113,20 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 	scope, _ := e.senderScope(msg.From, now)
 	total := len(m.Records)
 	kept := m.Records[:0]
+	first := ""
 	for i := range m.Records {
 		r := m.Records[i]
 		if why := e.admit(&r, scope); why != "" {
 			e.rc.refused[why]++
-			e.noteRefusal(now, fmt.Sprintf("record from %s refused: %s", msg.From, why))
+			if first == "" {
+				first = why
+			}
 			continue
 		}
 		kept = append(kept, r)
+	}
+	if first != "" {
+		e.noteRefusal(now, fmt.Sprintf("%d of %d records from %s refused (the first: %s)", total-len(kept), total, msg.From, first))
 	}
 	m.Records = kept
 	e.recvMu.Unlock()
