@@ -55,6 +55,13 @@ const (
 // creation (kernel_linux.go writes nothing else either).
 const CopyStatus = StatusSeenReply | StatusAssured | StatusConfirmed
 
+// senderStatus are the bits a sender's kernel reports for a live flow it
+// copies (EXPECTED for a related connection, the NAT bits, FIXED_TIMEOUT,
+// NAT_CLASH, HELPER, OFFLOAD, HW_OFFLOAD): cleared from a copy without
+// notice. A record with any other bit outside CopyStatus (DYING, TEMPLATE,
+// an undefined bit) is no sender's: it is counted (status_masked).
+const senderStatus = CopyStatus | 1<<0 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<10 | 1<<12 | 1<<13 | 1<<14 | 1<<15
+
 // TCP conntrack states (enum tcp_conntrack).
 const (
 	TCPNone        = 0

@@ -126,16 +126,17 @@ type Status struct {
 	// refused before reaching the table; RefusedTotal is their sum.
 	Refused      map[string]uint64 `json:"refused,omitempty"`
 	RefusedTotal uint64            `json:"refused_total"`
-	// StatusMasked counts received records whose status carried bits a
-	// copy may not (cleared, CopyStatus); HelpersRemoved those whose
-	// helper this node does not allow (applied without it).
+	// StatusMasked counts received records whose status carried bits no
+	// sender's kernel reports (DYING, TEMPLATE, undefined; every bit
+	// outside CopyStatus is cleared from every copy); HelpersRemoved those
+	// whose helper this node does not allow (applied without it).
 	StatusMasked   uint64 `json:"status_masked"`
 	HelpersRemoved uint64 `json:"helpers_removed"`
 	// Held is the number of messages held from peers not entitled (yet);
-	// Senders the peers entitled to send now (absent: every peer, the
+	// Senders the peers entitled to send now (null: every peer, the
 	// library default).
 	Held        int      `json:"held_unentitled"`
-	Senders     []string `json:"senders,omitempty"`
+	Senders     []string `json:"senders"`
 	LastRefusal string   `json:"last_refusal,omitempty"`
 	BookEvicted uint64   `json:"bookkeeping_evicted,omitempty"`
 	// ErrorReasons counts refused flows by reason (errno).

@@ -33,7 +33,8 @@ import (
 //     expectation. Refused records are counted "filtered" or
 //     "expectations_off". TestReceiveFilter.
 //  3. What a copy may carry: the status bits in CopyStatus (the rest are
-//     cleared, counted status_masked), a helper Config.Helpers allows
+//     cleared; those no sender's kernel reports are counted
+//     status_masked), a helper Config.Helpers allows
 //     (another is removed from the flow, counted helpers_removed; an
 //     expectation of such a helper is refused, "helper"). Mark, zone,
 //     labels and the NAT mapping are taken as sent from an entitled
@@ -146,7 +147,10 @@ func (e *Engine) senderNames(now time.Time) []string {
 	if e.senders == nil {
 		return nil
 	}
-	names := slices.Collect(maps.Keys(e.senders.cur))
+	names := []string{} // set, if empty: not "every peer"
+	for n := range e.senders.cur {
+		names = append(names, n)
+	}
 	for n, f := range e.senders.old {
 		if now.Before(f.until) && !slices.Contains(names, n) {
 			names = append(names, n)
@@ -262,10 +266,10 @@ func (e *Engine) admit(r *Record, scope func(*Flow) bool) string {
 	if r.Op != OpUpsert {
 		return ""
 	}
-	if f.Status&^CopyStatus != 0 {
-		f.Status &= CopyStatus
+	if f.Status&^senderStatus != 0 {
 		e.rc.statusMasked++
 	}
+	f.Status &= CopyStatus
 	if f.Helper != "" && !e.helperAllowed(f.Helper) {
 		f.Helper = ""
 		e.rc.helpersRemoved++

@@ -226,6 +226,17 @@ func TestStatusMasked(t *testing.T) {
 	if st := r.e.Status(); st.StatusMasked != 1 {
 		t.Fatalf("status_masked %d, want 1", st.StatusMasked)
 	}
+	// The bits a sender's kernel reports (NAT, HELPER, OFFLOAD) are
+	// cleared too, not counted.
+	g := flowN(ProtoTCP, 2)
+	g.Status |= StatusSrcNAT | StatusDstNAT | 1<<7 | 1<<8 | 1<<13 | 1<<14
+	r.send(t, "node-a", stream(upsert(g)))
+	if got, _ := r.table.Get(g.Key()); got.Status != CopyStatus {
+		t.Fatalf("status %#x, want %#x", got.Status, CopyStatus)
+	}
+	if st := r.e.Status(); st.StatusMasked != 1 {
+		t.Fatalf("status_masked %d after a sender's usual bits, want still 1", st.StatusMasked)
+	}
 }
 
 // TestHelperRemoved: a copy carries only a helper this node allows; a flow
