@@ -45,6 +45,9 @@ type sessionEngine struct {
 	// fgsp: cluster.mode fgsp, every member sends to every live peer
 	// (agent/fgsp.go).
 	fgsp bool
+	// sendersKey is what the engine was last told of the peers entitled
+	// to send (updateSessionSenders).
+	sendersKey string
 }
 
 // newSessionEngine builds the engine. links are the channel's links
@@ -70,7 +73,8 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		}
 		a.udpSess = ul
 	}
-	if table == nil {
+	kernel := table == nil
+	if kernel {
 		k, err := sessionsync.OpenKernel()
 		if err != nil {
 			closeAll()
@@ -103,12 +107,23 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	ec.Symmetric = cfg.Cluster.Mode == config.ModeFGSP
 	ec.Logger = a.log.Named("sessions")
 	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }
+	if kernel {
+		// A copy carries only the helpers this kernel has; the sender's
+		// bookkeeping is bounded by this kernel's table size.
+		ec.Helpers = sessionsync.KernelHelper
+		if n := sessionsync.KernelMaxFlows(); n > 0 {
+			ec.MaxTracked = n
+		}
+	}
 	e, err := sessionsync.New(ec)
 	if err != nil {
 		ch.Close()
 		table.Close()
 		return nil, err
 	}
+	// Nobody may send records until the election names a primary
+	// (updateSessionSenders); what arrives before is held, bounded.
+	e.SetSenders(sessionsync.Senders{})
 	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
@@ -143,6 +158,7 @@ func (a *Agent) updateSessions() {
 	if s == nil {
 		return
 	}
+	a.updateSessionSenders() // vcsessions.go
 	if s.fgsp {
 		a.updateSessionsFGSP()
 		return

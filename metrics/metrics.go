@@ -177,6 +177,8 @@ var (
 	descSessLagP50   = prometheus.NewDesc("hagent_sessions_lag_p50_seconds", "Median replication lag, event on the sender to applied here, over the last 1024 messages.", nil, nil)
 	descSessLagP99   = prometheus.NewDesc("hagent_sessions_lag_p99_seconds", "99th percentile of the replication lag over the last 1024 messages.", nil, nil)
 	descSessCopies   = prometheus.NewDesc("hagent_sessions_copies", "Flows this node holds for a sender.", []string{"peer"}, nil)
+	descSessRefused  = prometheus.NewDesc("hagent_sessions_refused_total", "Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).", []string{"reason"}, nil)
+	descSessMasked   = prometheus.NewDesc("hagent_sessions_status_masked_total", "Received records whose status carried bits a copy may not (cleared).", nil, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
 
@@ -267,6 +269,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			cnt(descSessRecv, ss.Received)
 			cnt(descSessApplied, ss.Applied)
 			cnt(descSessErrors, ss.Errors)
+			cnt(descSessMasked, ss.StatusMasked)
+			for r, n := range ss.Refused {
+				cnt(descSessRefused, n, r)
+			}
 			g(descSessLagP50, ss.LagP50Ms/1000)
 			g(descSessLagP99, ss.LagP99Ms/1000)
 			for _, p := range ss.Peers {

@@ -25,6 +25,7 @@ func testStatus() *control.Status {
 		HBDevs:     []control.HBDev{{Name: "ha1", Up: false, Carrier: false, RX: 10, TX: 12, BadAuth: 3, Replay: 1}},
 		Interfaces: []control.VIface{{Name: "port1", Owned: true}},
 		Sessions: &sessionsync.Status{Enabled: true, LocalFlows: 1000, Events: 5, Received: 40, Applied: 39, Errors: 1,
+			Refused: map[string]uint64{"not_entitled": 3}, StatusMasked: 2,
 			LagP50Ms: 0.8, LagP99Ms: 2.5, Peers: []sessionsync.PeerStatus{{Node: "node-a", SentFlows: 17, Queued: 2}}},
 		Config: control.Config{SyncOn: true, InSync: true, Generation: 7,
 			Channel: &control.SyncChannel{FramesSent: 5, FramesReceived: 4, Retransmits: 1, DroppedReplay: 2}},
@@ -70,8 +71,11 @@ hagent_sessions_applied_flows_total 39
 # HELP hagent_sessions_sent_flows_total Flows sent to a peer.
 # TYPE hagent_sessions_sent_flows_total counter
 hagent_sessions_sent_flows_total{peer="node-a"} 17
+# HELP hagent_sessions_refused_total Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).
+# TYPE hagent_sessions_refused_total counter
+hagent_sessions_refused_total{reason="not_entitled"} 3
 `
-	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_applied_flows_total", "hagent_sessions_sent_flows_total", "hagent_role", "hagent_hbdev_bad_auth_frames_total",
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_applied_flows_total", "hagent_sessions_sent_flows_total", "hagent_sessions_refused_total", "hagent_role", "hagent_hbdev_bad_auth_frames_total",
 		"hagent_members", "hagent_config_generation", "hagent_sync_channel_dropped_frames_total"); err != nil {
 		t.Fatal(err)
 	}
