@@ -257,7 +257,7 @@ func TestAgentSessionsFromSecondaryRefused(t *testing.T) {
 	keyDir := t.TempDir()
 	for i, name := range []string{"a", "b", "c"} {
 		if i == 0 {
-			if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte("k\n"), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte(testKey+"\n"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
