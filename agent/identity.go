@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -64,7 +65,7 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 			continue
 		}
 		old := a.epoch
-		a.epoch, a.seq = h.Epoch+1, 0
+		a.epoch, a.seq = raisedEpoch(h.Epoch), 0
 		e := a.epoch
 		a.sendMu.Unlock()
 		// Persisted outside sendMu: the heartbeat sender must never wait
@@ -79,6 +80,19 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 		}
 		a.sendHeartbeat() // be heard at once, not at the next tick
 	}
+}
+
+// raisedEpoch is the epoch that takes this node above a peer's hint: the
+// hint plus one, saturated at the largest epoch. An authentic hint of
+// 2^64-1 (only a key holder can send one) must not wrap the epoch to 0,
+// which every peer would reject as a replay for good; at the ceiling the
+// epoch stays there and the peers hear this node again once its sequence
+// passes the one they saw (TestEpochHintSaturates).
+func raisedEpoch(hint uint64) uint64 {
+	if hint == math.MaxUint64 {
+		return hint
+	}
+	return hint + 1
 }
 
 // conflict is another node seen with this node's serial, or a second node
