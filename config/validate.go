@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // wellKnownEtherTypes may not be used for hagent's frames.
@@ -341,6 +342,9 @@ func checkName(name string, max int) string {
 	}
 	if len(name) > max {
 		return fmt.Sprintf("%q is longer than %d bytes", name, max)
+	}
+	if !utf8.ValidString(name) { // heartbeats carry only valid UTF-8 (heartbeat.ValidString)
+		return fmt.Sprintf("%q is not valid UTF-8", name)
 	}
 	for _, r := range name {
 		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
