@@ -371,7 +371,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 				cmd = cfg.Cluster.Hooks.Fault
 			}
 			a.hooks.run(hookJob{cmd: cmd, role: act.Role.String(), previous: act.Previous.String(),
-				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id})
+				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id, env: cfg.Cluster.Hooks.Env})
 		case cluster.ActionStopped:
 			a.hist.add(v.event(Event{Time: a.now(), Kind: "stop", Reason: act.Reason}))
 		}

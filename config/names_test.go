@@ -25,3 +25,29 @@ func TestNodeNameIsWireText(t *testing.T) {
 		t.Errorf("MaxNameLen %d exceeds what a heartbeat carries (%d)", MaxNameLen, heartbeat.MaxStringLen)
 	}
 }
+
+// TestHookEnvNames: hooks.env takes variable names, not PATH or HAGENT_*
+// (the agent sets those), and an empty list keeps the canonical bytes of
+// a section without the key.
+func TestHookEnvNames(t *testing.T) {
+	for n, bad := range map[string]bool{"TZ": false, "LANG": false, "http_proxy": false, "_X1": false,
+		"": true, "1X": true, "A-B": true, "A=B": true, "PATH": true, "HAGENT_ROLE": true} {
+		if got := checkEnvName(n) != ""; got != bad {
+			t.Errorf("checkEnvName(%q) refuses: %v, want %v", n, got, bad)
+		}
+	}
+	c := DefaultCluster()
+	plain, err := clusterNode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(plain.Content); i += 2 {
+		if plain.Content[i].Value == "hooks" {
+			for j := 0; j < len(plain.Content[i+1].Content); j += 2 {
+				if plain.Content[i+1].Content[j].Value == "env" {
+					t.Error("an empty hooks.env is written into the canonical section")
+				}
+			}
+		}
+	}
+}

@@ -207,6 +207,28 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		}
 	}
 	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
+	for i, n := range c.Hooks.Env {
+		if msg := checkEnvName(n); msg != "" {
+			d.errorf(fmt.Sprintf("%s[%d]", k("hooks.env"), i), "%s", msg)
+		}
+	}
+}
+
+// checkEnvName validates a variable name of hooks.env: a shell name that
+// is neither PATH nor HAGENT_* (the agent sets those).
+func checkEnvName(n string) string {
+	if n == "" || len(n) > 64 {
+		return fmt.Sprintf("%q: a variable name is 1-64 bytes", n)
+	}
+	for i, r := range n {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return fmt.Sprintf("%q is not a variable name (letters, digits and '_', not starting with a digit)", n)
+		}
+	}
+	if n == "PATH" || strings.HasPrefix(n, "HAGENT_") {
+		return fmt.Sprintf("%s is set by hagentd for every hook", n)
+	}
+	return ""
 }
 
 // validateSync checks the sync section and cleans its paths in place.
