@@ -1,8 +1,16 @@
 package agent
 
 import (
+	"bytes"
+	"fmt"
 	"math"
+	"math/rand/v2"
+	"net"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hagent/hagent/heartbeat"
 )
@@ -43,5 +51,71 @@ func TestEpochHintSaturates(t *testing.T) {
 	}
 	if got := a.state.startEpoch(1); got != math.MaxUint64 {
 		t.Fatalf("next start epoch after 2^64-1 = %d, want it to stay %d", got, uint64(math.MaxUint64))
+	}
+}
+
+// TestBadAuthFloodAggregated: 10 000 frames that fail authentication, from
+// random source MACs (three each, enough to make each MAC's problem
+// steady), on one hbdev within 10 s, write a bounded number of log lines
+// and history entries: the role changes recorded before stay in the
+// 256-entry history, and status names one problem.
+func TestBadAuthFloodAggregated(t *testing.T) {
+	var logs bytes.Buffer
+	a, _ := newIdleAgent(t, "a", func(o *Options) {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	})
+	t0 := a.now()
+	for i := 0; i < 5; i++ {
+		a.hist.add(Event{Time: t0, Kind: "role", Role: "primary", Reason: fmt.Sprintf("role change %d", i)})
+	}
+	logs.Reset()
+	good, err := heartbeat.NewCodec([]byte("s3cret"), 10).Append(nil, &heartbeat.Frame{GroupID: 10, VCluster: 1, Role: 2, Serial: "X", Node: "x", Epoch: 1, Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[len(bad)-1] ^= 1
+	var f heartbeat.Frame
+	derr := a.codec.Decode(bad, &f)
+	rng := rand.New(rand.NewPCG(1, 2))
+	l := a.links[0]
+	mac := make(net.HardwareAddr, 6)
+	const frames = 10000
+	at := t0
+	for i := 0; i < frames; i++ {
+		if i%3 == 0 {
+			for j := range mac {
+				mac[j] = byte(rng.Uint32())
+			}
+		}
+		at = at.Add(time.Millisecond)
+		if !a.dropped(l, mac, bad, derr, at) {
+			t.Fatal("a bad tag is not counted as bad_auth")
+		}
+		if i%50 == 0 {
+			a.housekeeping(at)
+		}
+	}
+	errs, _ := a.problems(at)
+	lines := strings.Count(logs.String(), "\n")
+	var roles, health int
+	for _, e := range a.hist.list() {
+		switch e.Kind {
+		case "role":
+			roles++
+		case "health":
+			health++
+		}
+	}
+	t.Logf("%d bad-auth frames from %d MACs over %v: %d log lines, %d health entries in history, problems %q",
+		frames, frames/3, at.Sub(t0), lines, health, errs)
+	if roles != 5 {
+		t.Errorf("%d of the 5 role changes left in history (%d health entries pushed them out)", roles, health)
+	}
+	if lines > 2 || health > 2 {
+		t.Errorf("%d log lines, %d history entries: want at most 2 each (one problem, one minute)", lines, health)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0], "fail authentication") || !strings.Contains(errs[0], "others") {
+		t.Errorf("problems %q, want one naming several senders", errs)
 	}
 }
