@@ -542,12 +542,12 @@ func (a *Agent) housekeeping(now time.Time) {
 }
 
 // problems returns what this node alone can see is wrong (health ERROR)
-// and what it warns about (run goroutine).
-func (a *Agent) problems(now time.Time) (errs, warns []string) {
+// and what it warns about, given the serial conflicts the run goroutine
+// published (any goroutine: it changes nothing).
+func (a *Agent) problems(conflicts []string, now time.Time) (errs, warns []string) {
 	cfg := a.config()
 	window := a.detection()
-	a.conf.expire(now, window)
-	errs = a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)
+	errs = append(errs, conflicts...)
 	for _, p := range a.wire.active(now, window) {
 		if p.key.isError() {
 			errs = append(errs, p.text)

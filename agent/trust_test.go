@@ -2,17 +2,23 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/hagent/hagent/cluster"
+	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/metrics"
 )
 
 // newIdleAgent builds an agent on an in-memory segment without running it:
@@ -96,7 +102,7 @@ func TestBadAuthFloodAggregated(t *testing.T) {
 			a.housekeeping(at)
 		}
 	}
-	errs, _ := a.problems(at)
+	errs, _ := a.problems(nil, at)
 	lines := strings.Count(logs.String(), "\n")
 	var roles, health int
 	for _, e := range a.hist.list() {
@@ -117,5 +123,78 @@ func TestBadAuthFloodAggregated(t *testing.T) {
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0], "fail authentication") || !strings.Contains(errs[0], "others") {
 		t.Errorf("problems %q, want one naming several senders", errs)
+	}
+}
+
+// fakeClock is a clock a test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestStatusDoesNotStepMachine: reading status (the control call and a
+// metrics scrape) neither steps the election nor waits for the run loop.
+// With the peer's last heartbeat long past and its next one queued, 100
+// status calls and scrapes leave the peer alive, the queued heartbeat in
+// the queue and the role as they were: only the run loop, which reads the
+// queue first, may judge the peer. Before, status stepped the machines to
+// now and declared the peer lost.
+func TestStatusDoesNotStepMachine(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	a, _ := newIdleAgent(t, "a", func(o *Options) { o.Now = clk.now })
+	peer := heartbeat.Frame{GroupID: 10, VCluster: 1, Role: uint8(cluster.RoleSecondary), Priority: 100,
+		Node: "b", Serial: "SN-b", NodeID: heartbeat.NodeID{2, 0, 0, 0, 0, 0xb}, Epoch: 1, Seq: 1}
+	a.stepFrame(rxFrame{at: clk.now(), frame: peer})
+	a.process()
+	a.publishStatus() // the end of the run loop's step
+	if st := a.status(); !alive(st, "b") {
+		t.Fatalf("b not alive after its heartbeat: %+v", st.Members)
+	}
+	role := a.m.Role()
+	clk.add(100 * a.detection())
+	peer.Seq = 2
+	a.rx <- rxFrame{at: clk.now(), frame: peer} // received just now, not yet stepped
+	exp := metrics.New(a.metricsStatus, "test")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 100; i++ {
+		v, err := a.Handle(control.Request{Cmd: control.CmdStatus})
+		if err != nil {
+			t.Fatalf("status call %d: %v", i, err)
+		}
+		if st := v.(*control.Status); !alive(st, "b") {
+			t.Fatalf("status call %d shows b lost: a status call stepped the election", i)
+		}
+		if _, err := a.metricsStatus(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	exp.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, `hagent_member_alive{node="b",serial="SN-b"} 1`) || !strings.Contains(body, "hagent_status_error 0") {
+		t.Errorf("scrape: %s", body)
+	}
+	for _, m := range a.m.Status().Members {
+		if m.Name == "b" && !m.Alive {
+			t.Fatal("the machine lost b: status stepped it")
+		}
+	}
+	if len(a.rx) != 1 || a.m.Role() != role {
+		t.Fatalf("queued heartbeats %d (want 1), role %s (was %s)", len(a.rx), a.m.Role(), role)
+	}
+	// The run loop's own step, which reads the queue first, keeps b.
+	a.drainRx()
+	a.stepAll(cluster.Event{Type: cluster.EventTick, Time: clk.now()})
+	a.process()
+	a.publishStatus()
+	if !alive(a.status(), "b") {
+		t.Fatal("b lost although its heartbeat was queued")
 	}
 }
