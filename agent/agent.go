@@ -338,12 +338,12 @@ func New(o Options) (*Agent, error) {
 			a.log.Warn("could not reset the data interfaces", "vcluster", v.id, "error", err)
 		}
 	}
+	a.publishStatus() // before anything can read status (the exporter does at once)
 	if cfg.MetricsListen != "" {
 		a.metrics = metrics.New(a.metricsStatus, o.Version)
 	}
 	a.hooks = newHookRunner(a.log.Named("hook"), a.hist)
 	a.publish()
-	a.publishStatus()
 	return a, nil
 }
 

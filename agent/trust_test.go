@@ -198,3 +198,14 @@ func TestStatusDoesNotStepMachine(t *testing.T) {
 		t.Fatal("b lost although its heartbeat was queued")
 	}
 }
+
+// TestMetricsAtNew: the exporter reads status as it is registered, in New,
+// before Run: the first view is published before it.
+func TestMetricsAtNew(t *testing.T) {
+	a, _ := newIdleAgent(t, "a", func(o *Options) { o.Config.MetricsListen = "127.0.0.1:9650" })
+	rec := httptest.NewRecorder()
+	a.metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "hagent_status_error 0") {
+		t.Fatalf("scrape: %s", rec.Body.String())
+	}
+}
