@@ -209,3 +209,18 @@ func TestMetricsAtNew(t *testing.T) {
 		t.Fatalf("scrape: %s", rec.Body.String())
 	}
 }
+
+// TestPublishStatusCost prints what the run loop now pays after every
+// step: publishing the status view (one peer, one vcluster). Measured, not
+// asserted.
+func TestPublishStatusCost(t *testing.T) {
+	a, _ := newIdleAgent(t, "a")
+	a.stepFrame(rxFrame{at: a.now(), frame: heartbeat.Frame{GroupID: 10, VCluster: 1, Role: 2, Node: "b", Serial: "SN-b", Epoch: 1, Seq: 1}})
+	allocs := testing.AllocsPerRun(1000, a.publishStatus)
+	const n = 10000
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		a.publishStatus()
+	}
+	t.Logf("publishStatus: %v and %.0f allocations per run loop step", time.Since(start)/n, allocs)
+}
