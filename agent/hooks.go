@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -132,12 +133,56 @@ func killGroup(pgid int) error {
 	return syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
-// groupGone reports whether no process is left in the group pgid.
-func groupGone(pgid int) bool { return syscall.Kill(-pgid, 0) == syscall.ESRCH }
+// groupGone reports whether no live process is left in the group pgid.
+// kill(-pgid, 0) succeeds while a zombie of the group waits to be reaped
+// (by init, or forever when hagentd itself is PID 1 in a container), so
+// when it does, /proc decides: zombies do not count.
+func groupGone(pgid int) bool {
+	if syscall.Kill(-pgid, 0) == syscall.ESRCH {
+		return true
+	}
+	live, err := groupLive(pgid)
+	return err == nil && !live
+}
+
+// groupLive reports whether a process of group pgid that is not a zombie
+// runs, from /proc (an error where there is no /proc).
+func groupLive(pgid int) (bool, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return false, err
+	}
+	want := strconv.Itoa(pgid)
+	for _, n := range names {
+		if n[0] < '0' || n[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + n + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == want && f[0] != "Z" && f[0] != "X" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // hookGroupPoll is how often the runner looks whether a hook's leftover
-// processes have ended.
-const hookGroupPoll = 20 * time.Millisecond
+// processes have ended (only while some are left: each look may read
+// /proc).
+const hookGroupPoll = 100 * time.Millisecond
 
 // waitGroup waits, after a hook's shell has exited, until the hook's
 // process group is empty, or until ctx ends: then it kills the group and
@@ -154,7 +199,7 @@ func waitGroup(ctx context.Context, pgid int) (killed bool) {
 				_ = killGroup(pgid)
 				killed = true
 			}
-			for i := 0; i < 50 && !groupGone(pgid); i++ {
+			for i := 0; i < 10 && !groupGone(pgid); i++ {
 				<-t.C
 			}
 			return killed
