@@ -312,8 +312,14 @@ func (a *Agent) sessionsStopSending() {
 	a.sess.e.SetRole(false, nil)
 }
 
-// sessionsStatus answers `ha sessions`.
+// sessionsStatus answers `ha sessions` (run goroutine).
 func (a *Agent) sessionsStatus() *sessionsync.Status {
+	return a.sessionsStatusOf(a.sess != nil && a.sess.held, a.m.Status().Members)
+}
+
+// sessionsStatusOf is sessionsStatus with the run goroutine's state given:
+// whether a takeover is held back, and the first vcluster's members.
+func (a *Agent) sessionsStatusOf(held bool, members []cluster.Member) *sessionsync.Status {
 	if a.sess == nil {
 		return &sessionsync.Status{Enabled: false, LocalFlows: -1}
 	}
@@ -327,11 +333,11 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 		st.Channel.Links = append(st.Channel.Links, sessionsync.ChannelLink{Name: l.Name, Up: l.Up, Alive: l.Alive,
 			Spread: spread >= 2 && i < spread, Tx: l.TxFrames, Rx: l.RxFrames})
 	}
-	if a.sess.held {
+	if held {
 		st.Holding = true
 	}
 	if a.sess.fgsp {
-		a.fgspPeerHealth(&st)
+		fgspPeerHealth(&st, members)
 	}
 	return &st
 }

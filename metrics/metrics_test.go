@@ -153,3 +153,46 @@ hagent_role{role="starting",vcluster="2"} 0
 		t.Fatal(err)
 	}
 }
+
+// TestServerBounds: the metrics server has read-header, read, write and
+// idle timeouts, and refuses a request header above MaxHeaderBytes (431)
+// instead of reading up to Go's 1 MiB default.
+func TestServerBounds(t *testing.T) {
+	e := New(func(context.Context) (*control.Status, error) { return testStatus(), nil }, "1")
+	s, err := e.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if h := s.srv; h.ReadHeaderTimeout != ReadHeaderTimeout || h.ReadTimeout != ReadTimeout ||
+		h.WriteTimeout != WriteTimeout || h.IdleTimeout != IdleTimeout || h.MaxHeaderBytes != MaxHeaderBytes {
+		t.Fatalf("server bounds: read header %v, read %v, write %v, idle %v, max header %d",
+			h.ReadHeaderTimeout, h.ReadTimeout, h.WriteTimeout, h.IdleTimeout, h.MaxHeaderBytes)
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.Addr().String()+"/metrics", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 64 KiB header: %s, want 431", resp.Status)
+	}
+}
+
+// TestInvalidLabelValue: a member name that is not valid UTF-8 (which the
+// heartbeat decoder and the config no longer let in) costs its own label
+// at most, never the other status metrics of the scrape.
+func TestInvalidLabelValue(t *testing.T) {
+	st := testStatus()
+	st.Members[1].Node = "node-\xff"
+	e := New(func(context.Context) (*control.Status, error) { return st, nil }, "1")
+	n, err := testutil.GatherAndCount(e.reg, "hagent_role", "hagent_member_alive", "hagent_hbdev_rx_frames_total")
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if n != 4+1+1 {
+		t.Fatalf("%d role, member and hbdev metrics, want 6", n)
+	}
+}
