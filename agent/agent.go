@@ -114,8 +114,8 @@ type Agent struct {
 	// differs from cfg.Cluster in keys that wait for a restart. It is what
 	// configuration sync compares and sends.
 	desired config.Cluster
-	// restartNeeded are the keys the last reload could not apply (run
-	// goroutine; agent/reload.go).
+	// restartNeeded are the keys the last reload could not apply
+	// (agent/reload.go).
 	restartNeeded []string
 
 	links []*hbLink
@@ -131,7 +131,10 @@ type Agent struct {
 	cmdCh  chan command
 
 	// snapshot for the sender goroutine
-	snap   atomic.Pointer[snapshot]
+	snap atomic.Pointer[snapshot]
+	// view is what status reads of the run goroutine's state, published
+	// after every step of the run loop (status.go).
+	view   atomic.Pointer[statusView]
 	sendMu sync.Mutex
 	seq    uint64
 	txBuf  []byte
@@ -338,6 +341,7 @@ func New(o Options) (*Agent, error) {
 			a.log.Warn("could not reset the data interfaces", "vcluster", v.id, "error", err)
 		}
 	}
+	a.publishStatus() // before anything can read status (the exporter does at once)
 	if cfg.MetricsListen != "" {
 		a.metrics = metrics.New(a.metricsStatus, o.Version)
 	}
@@ -489,11 +493,15 @@ func (a *Agent) run(ctx context.Context) error {
 		case ev := <-a.linkCh:
 			a.linkChanged(ev)
 		case c := <-a.cmdCh:
+			var r any
 			if c.cmd == cmdReload {
-				c.reply <- a.reload(c.arg.(*config.Config))
+				r = a.reload(c.arg.(*config.Config))
 			} else {
-				c.reply <- a.handle(c.cmd, c.vcluster)
+				r = a.handle(c.cmd, c.vcluster)
 			}
+			a.process()
+			a.publishStatus() // a status right after the answer sees what the command did
+			c.reply <- r
 		case <-timer.C:
 			fired = true
 			// A deadline (a peer's expiry) must never win over a heartbeat
@@ -538,6 +546,7 @@ func (a *Agent) run(ctx context.Context) error {
 		if fired || a.stopped() {
 			a.updateSync()
 		}
+		a.publishStatus()
 		if a.stopped() {
 			return nil
 		}

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/sessionsync"
 )
 
@@ -75,8 +76,8 @@ func (a *Agent) fgspDownUntilSynced(peers []string) {
 // fgspPeerHealth adds each member's heartbeat health to the session
 // status ("alive", "lost"), with a row for a member session sync never
 // copied to; a peer copied to that is no member any more is lost.
-func (a *Agent) fgspPeerHealth(st *sessionsync.Status) {
-	for _, m := range a.m.Status().Members {
+func fgspPeerHealth(st *sessionsync.Status, members []cluster.Member) {
+	for _, m := range members {
 		if m.Self {
 			continue
 		}

@@ -3,10 +3,13 @@ package agent
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -16,7 +19,8 @@ import (
 type hookJob struct {
 	cmd, role, previous, reason, node string
 	timeout                           time.Duration
-	vcluster                          int // the vcluster whose role changed
+	vcluster                          int      // the vcluster whose role changed
+	env                               []string // hooks.env: variables passed on from hagentd's environment
 }
 
 // hookRunner runs hooks one after another, in order, on a goroutine of its
@@ -63,33 +67,206 @@ func (r *hookRunner) exec(j hookJob) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", j.cmd)
-	cmd.Env = append(os.Environ(),
-		"HAGENT_ROLE="+j.role,
-		"HAGENT_PREVIOUS_ROLE="+j.previous,
-		"HAGENT_REASON="+j.reason,
-		"HAGENT_NODE="+j.node,
-		"HAGENT_VCLUSTER="+strconv.Itoa(j.vcluster),
-	)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	cmd.WaitDelay = time.Second
-	start := time.Now()
-	err := cmd.Run()
-	d := time.Since(start)
-	tail := tailOf(out.String(), 512)
-	if ctx.Err() == context.DeadlineExceeded {
-		r.log.Error("hook timed out", "role", j.role, "timeout", timeout, "output", tail)
-		r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook timed out after " + timeout.String() + ": " + tail})
-		return
-	}
+	cmd.Env = hookEnv(j, os.LookupEnv)
+	// The hook runs in a process group of its own, and the timeout kills
+	// the whole group: a hook that started children (`cmd &`, a pipeline,
+	// a subshell) leaves nothing behind, where killing /bin/sh alone
+	// would orphan them (TestHookTimeoutKillsGroup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	// The output goes to a pipe this runner reads itself (not through
+	// exec's copying goroutine, whose Wait would wait for every process
+	// that inherited the pipe), into a buffer that keeps only its tail.
+	pr, pw, err := os.Pipe()
 	if err != nil {
-		r.log.Error("hook failed", "role", j.role, "error", err, "output", tail)
-		r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook failed: " + err.Error() + ": " + tail})
+		r.failed(j, err, "")
 		return
 	}
-	r.log.Info("hook ran", "role", j.role, "duration", d)
-	r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook ran in " + d.Round(time.Millisecond).String()})
+	cmd.Stdout, cmd.Stderr = pw, pw
+	start := time.Now()
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		r.failed(j, err, "")
+		return
+	}
+	out := &tailBuffer{max: hookOutputMax}
+	read := make(chan struct{})
+	go func() { _, _ = io.Copy(out, pr); close(read) }()
+	err = cmd.Wait()
+	d := time.Since(start)
+	timedOut := ctx.Err() == context.DeadlineExceeded // the shell itself ran into the timeout
+	// The shell is gone; what it left in its group may run until the
+	// timeout, then the group is killed.
+	leftovers := waitGroup(ctx, cmd.Process.Pid) && !timedOut
+	select {
+	case <-read:
+	case <-time.After(time.Second): // a process that left the group holds the pipe
+	}
+	pr.Close()
+	<-read
+	tail := tailOf(out.String(), 512)
+	switch {
+	case timedOut:
+		r.log.Error("hook timed out; its process group was killed", "role", j.role, "timeout", timeout, "output", tail)
+		r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook timed out after " + timeout.String() + ": " + tail})
+	case err != nil:
+		r.failed(j, err, tail)
+	case leftovers:
+		r.log.Warn("hook ran, but processes it started in the background were still running at the timeout: killed", "role", j.role, "duration", d, "timeout", timeout)
+		r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook ran in " + d.Round(time.Millisecond).String() + "; its background processes were killed at the timeout (" + timeout.String() + ")"})
+	default:
+		r.log.Info("hook ran", "role", j.role, "duration", d)
+		r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook ran in " + d.Round(time.Millisecond).String()})
+	}
+}
+
+func (r *hookRunner) failed(j hookJob, err error, tail string) {
+	r.log.Error("hook failed", "role", j.role, "error", err, "output", tail)
+	r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook failed: " + err.Error() + ": " + tail})
+}
+
+// killGroup kills the process group pgid.
+func killGroup(pgid int) error {
+	// Negative pid: the group whose id is pgid (the shell's pid).
+	return syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// groupGone reports whether no live process is left in the group pgid.
+// kill(-pgid, 0) succeeds while a zombie of the group waits to be reaped
+// (by init, or forever when hagentd itself is PID 1 in a container), so
+// when it does, /proc decides: zombies do not count.
+func groupGone(pgid int) bool {
+	if syscall.Kill(-pgid, 0) == syscall.ESRCH {
+		return true
+	}
+	live, err := groupLive(pgid)
+	return err == nil && !live
+}
+
+// groupLive reports whether a process of group pgid that is not a zombie
+// runs, from /proc (an error where there is no /proc).
+func groupLive(pgid int) (bool, error) {
+	d, err := os.Open("/proc")
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return false, err
+	}
+	want := strconv.Itoa(pgid)
+	for _, n := range names {
+		if n[0] < '0' || n[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + n + "/stat")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 3 && f[2] == want && f[0] != "Z" && f[0] != "X" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// hookGroupPoll is how often the runner looks whether a hook's leftover
+// processes have ended (only while some are left: each look may read
+// /proc).
+const hookGroupPoll = 100 * time.Millisecond
+
+// waitGroup waits, after a hook's shell has exited, until the hook's
+// process group is empty, or until ctx ends: then it kills the group and
+// waits (up to a second) for it to go. It reports whether it had to kill.
+// A pgid cannot be reused while a process of the group lives, so the kill
+// cannot hit another group.
+func waitGroup(ctx context.Context, pgid int) (killed bool) {
+	t := time.NewTicker(hookGroupPoll)
+	defer t.Stop()
+	for !groupGone(pgid) {
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				_ = killGroup(pgid)
+				killed = true
+			}
+			for i := 0; i < 10 && !groupGone(pgid); i++ {
+				<-t.C
+			}
+			return killed
+		case <-t.C:
+		}
+	}
+	return false
+}
+
+// hookOutputMax bounds the output kept of one hook run (its tail): a hook
+// printing without end costs this much memory, not more.
+const hookOutputMax = 4 << 10
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if len(p) > t.max {
+		p = p[len(p)-t.max:]
+	}
+	if len(t.b)+len(p) > t.max {
+		t.b = append(t.b[:0], t.b[len(t.b)+len(p)-t.max:]...)
+	}
+	t.b = append(t.b, p...)
+	return n, nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
+}
+
+// hookPATH is the PATH of every hook: the system directories, whatever
+// PATH hagentd was started with.
+const hookPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// hookEnv is a hook's whole environment: PATH (hookPATH), the HAGENT_
+// variables of the role change, and the variables hooks.env names, taken
+// from hagentd's environment (lookup) when they are set there. Nothing
+// else of hagentd's environment (credentials of a unit, a debug variable,
+// LD_PRELOAD) reaches a hook (TestHookEnvironment).
+func hookEnv(j hookJob, lookup func(string) (string, bool)) []string {
+	env := []string{
+		"PATH=" + hookPATH,
+		"HAGENT_ROLE=" + j.role,
+		"HAGENT_PREVIOUS_ROLE=" + j.previous,
+		"HAGENT_REASON=" + j.reason,
+		"HAGENT_NODE=" + j.node,
+		"HAGENT_VCLUSTER=" + strconv.Itoa(j.vcluster),
+	}
+	for _, n := range j.env {
+		if n == "PATH" || strings.HasPrefix(n, "HAGENT_") {
+			continue // the configuration refuses them; never override ours
+		}
+		if v, ok := lookup(n); ok {
+			env = append(env, n+"="+v)
+		}
+	}
+	return env
 }
 
 // close waits up to d for queued hooks to finish.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -64,7 +65,7 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 			continue
 		}
 		old := a.epoch
-		a.epoch, a.seq = h.Epoch+1, 0
+		a.epoch, a.seq = raisedEpoch(h.Epoch), 0
 		e := a.epoch
 		a.sendMu.Unlock()
 		// Persisted outside sendMu: the heartbeat sender must never wait
@@ -82,6 +83,19 @@ func (a *Agent) takeHints(f *heartbeat.Frame) {
 		}
 		a.sendHeartbeat() // be heard at once, not at the next tick
 	}
+}
+
+// raisedEpoch is the epoch that takes this node above a peer's hint: the
+// hint plus one, saturated at the largest epoch. An authentic hint of
+// 2^64-1 (only a key holder can send one) must not wrap the epoch to 0,
+// which every peer would reject as a replay for good; at the ceiling the
+// epoch stays there and the peers hear this node again once its sequence
+// passes the one they saw (TestEpochHintSaturates).
+func raisedEpoch(hint uint64) uint64 {
+	if hint == math.MaxUint64 {
+		return hint
+	}
+	return hint + 1
 }
 
 // conflict is another node seen with this node's serial, or a second node
@@ -242,9 +256,23 @@ func joinAnd(s []string) string {
 // authentication (a password mismatch splits the cluster), frames of
 // another group (another cluster on the same wire), frames of another
 // protocol version. Safe for concurrent use (one receiver per hbdev).
+//
+// Problems are aggregated per kind and hbdev, not per sender: anyone on
+// the segment can send such frames from as many source MACs as they like,
+// and a problem per source would write a log line and history entries per
+// MAC, pushing real role changes out of the history in seconds. So a
+// problem is one entry naming up to maxWireSources senders; it writes one
+// log line when it becomes steady and then at most one per wireLogEvery,
+// and at most one history entry per wireLogEvery as it begins, and one as
+// it ends (TestBadAuthFloodAggregated). The table has at most one entry
+// per kind and hbdev (hbdevs come from the configuration).
 type wireWatch struct {
 	mu      sync.Mutex
 	entries map[wireKey]*wireEntry
+	// began is when each problem last wrote its history entry; it
+	// outlives the entry so a problem that comes and goes does not write
+	// one per episode.
+	began map[wireKey]time.Time
 }
 
 type wireKind uint8
@@ -255,118 +283,169 @@ const (
 	wireVersion
 )
 
+// wireKey names one aggregated problem.
 type wireKey struct {
 	kind  wireKind
 	hbdev string
+}
+
+// wireSource is one sender of a problem: its MAC and the group id or
+// version it sent.
+type wireSource struct {
 	from  [6]byte
-	value uint16 // group id or version
+	value uint16
 }
 
 type wireEntry struct {
 	first, last time.Time
 	count       uint64 // frames since first, without a gap of a window
-	active      bool   // reported as a problem
+	active      bool   // steady: a problem in status
+	reported    bool   // its beginning went to the log and history
 	lastLog     time.Time
+	sources     []wireSource // the first maxWireSources distinct senders
+	more        bool         // more senders than sources holds
+}
+
+// wireProblem is a steady problem as status shows it.
+type wireProblem struct {
+	key  wireKey
+	text string
 }
 
 // steadyFrames is how many frames, without a gap longer than the detection
 // time between them, make a problem steady (one stray frame is not).
 const steadyFrames = 3
 
-// maxWireEntries bounds the memory a flood of forged frames can take.
+// maxWireEntries bounds the table whatever the configuration (kinds ×
+// hbdevs is far below it).
 const maxWireEntries = 64
 
-// wireLogEvery rate-limits the log line of a problem that persists.
+// maxWireSources bounds the senders remembered per problem (for the
+// operator's sentence); the others are counted as "more".
+const maxWireSources = 4
+
+// wireLogEvery rate-limits the log line of a problem that persists, and
+// the history entries of one that comes and goes.
 const wireLogEvery = time.Minute
 
-// note records a dropped frame and returns the entry when it has just
-// become steady or is due a reminder in the log ("" otherwise).
-func (w *wireWatch) note(k wireKey, at time.Time, window time.Duration) (count uint64, report bool, first bool) {
+// wireReport is what note tells the caller to write.
+type wireReport struct {
+	log     bool   // write a log line
+	history bool   // and a history entry (the problem began)
+	count   uint64 // frames in this episode
+	text    string // the operator's sentence
+}
+
+// note records a dropped frame from src and says what to report.
+func (w *wireWatch) note(k wireKey, src wireSource, at time.Time, window time.Duration) wireReport {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.entries == nil {
-		w.entries = map[wireKey]*wireEntry{}
+		w.entries, w.began = map[wireKey]*wireEntry{}, map[wireKey]time.Time{}
 	}
 	e := w.entries[k]
 	if e == nil {
 		if len(w.entries) >= maxWireEntries {
-			w.expireLocked(at, window)
-			if len(w.entries) >= maxWireEntries {
-				return 0, false, false
-			}
+			return wireReport{}
 		}
 		e = &wireEntry{first: at}
 		w.entries[k] = e
 	}
 	if at.Sub(e.last) >= window && !e.last.IsZero() {
-		e.first, e.count, e.active = at, 0, false
+		e.first, e.count, e.active, e.reported, e.sources, e.more = at, 0, false, false, e.sources[:0], false
 	}
 	e.last = at
 	e.count++
+	if !slices.Contains(e.sources, src) {
+		if len(e.sources) < maxWireSources {
+			e.sources = append(e.sources, src)
+		} else {
+			e.more = true
+		}
+	}
 	if e.count < steadyFrames {
-		return e.count, false, false
+		return wireReport{}
 	}
 	if !e.active {
-		e.active, e.lastLog = true, at
-		return e.count, true, true
+		e.active = true
+		if b, ok := w.began[k]; ok && at.Sub(b) < wireLogEvery {
+			e.lastLog = b // it came back within the minute: reported then
+			return wireReport{}
+		}
+		e.reported, e.lastLog, w.began[k] = true, at, at
+		return wireReport{log: true, history: true, count: e.count, text: k.describe(e)}
 	}
 	if at.Sub(e.lastLog) >= wireLogEvery {
 		e.lastLog = at
-		return e.count, true, false
+		return wireReport{log: true, count: e.count, text: k.describe(e)}
 	}
-	return e.count, false, false
+	return wireReport{}
 }
 
-// expire drops entries not refreshed within window and returns the keys
-// of active ones that ended.
-func (w *wireWatch) expire(now time.Time, window time.Duration) []wireKey {
+// expire drops entries not refreshed within window and returns the
+// sentences of the active ones that ended and whose beginning was
+// reported.
+func (w *wireWatch) expire(now time.Time, window time.Duration) []wireProblem {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.expireLocked(now, window)
-}
-
-func (w *wireWatch) expireLocked(now time.Time, window time.Duration) []wireKey {
-	var ended []wireKey
+	var ended []wireProblem
 	for k, e := range w.entries {
 		if now.Sub(e.last) >= window {
-			if e.active {
-				ended = append(ended, k)
+			if e.active && e.reported {
+				ended = append(ended, wireProblem{k, k.describe(e)})
 			}
 			delete(w.entries, k)
+		}
+	}
+	for k, b := range w.began {
+		if now.Sub(b) >= wireLogEvery && w.entries[k] == nil {
+			delete(w.began, k)
 		}
 	}
 	return ended
 }
 
-// active returns the steady problems heard within window.
-func (w *wireWatch) active(now time.Time, window time.Duration) []wireKey {
+// active returns the steady problems heard within window, sorted.
+func (w *wireWatch) active(now time.Time, window time.Duration) []wireProblem {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []wireKey
+	var out []wireProblem
 	for k, e := range w.entries {
 		if e.active && now.Sub(e.last) < window {
-			out = append(out, k)
+			out = append(out, wireProblem{k, k.describe(e)})
 		}
 	}
-	slices.SortFunc(out, func(a, b wireKey) int {
-		if a.kind != b.kind {
-			return int(a.kind) - int(b.kind)
+	slices.SortFunc(out, func(a, b wireProblem) int {
+		if a.key.kind != b.key.kind {
+			return int(a.key.kind) - int(b.key.kind)
 		}
-		return strings.Compare(a.describe(), b.describe())
+		return strings.Compare(a.text, b.text)
 	})
 	return out
 }
 
-// describe is the operator's sentence for k.
-func (k wireKey) describe() string {
-	from := net.HardwareAddr(k.from[:]).String()
+// describe is the operator's sentence for k, with e's senders.
+func (k wireKey) describe(e *wireEntry) string {
+	var macs, values []string
+	for _, src := range e.sources {
+		macs = append(macs, net.HardwareAddr(src.from[:]).String())
+		if v := fmt.Sprint(src.value); !slices.Contains(values, v) {
+			values = append(values, v)
+		}
+	}
+	from := joinAnd(macs)
+	if e.more {
+		from = fmt.Sprintf("more than %d senders (%s and others)", len(macs), strings.Join(macs, ", "))
+		values = append(values, "others")
+	}
+	value := joinAnd(values)
 	switch k.kind {
 	case wireBadAuth:
 		return fmt.Sprintf("heartbeats from %s on %s fail authentication (password mismatch?)", from, k.hbdev)
 	case wireGroup:
-		return fmt.Sprintf("heartbeats of group %d from %s on %s: another cluster on the same wire (give each cluster its own group_id)", k.value, from, k.hbdev)
+		return fmt.Sprintf("heartbeats of group %s from %s on %s: another cluster on the same wire (give each cluster its own group_id)", value, from, k.hbdev)
 	default:
-		return fmt.Sprintf("heartbeats of protocol version %d from %s on %s: this node speaks version %d (upgrade one side)", k.value, from, k.hbdev, heartbeat.ProtocolVersion)
+		return fmt.Sprintf("heartbeats of protocol version %s from %s on %s: this node speaks version %d (upgrade one side)", value, from, k.hbdev, heartbeat.ProtocolVersion)
 	}
 }
 
@@ -378,28 +457,27 @@ func (k wireKey) isError() bool { return k.kind == wireBadAuth }
 // authentication (the hbdev's bad_auth counter).
 func (a *Agent) dropped(l *hbLink, from net.HardwareAddr, b []byte, err error, at time.Time) bool {
 	k := wireKey{hbdev: l.Name()}
-	copy(k.from[:], from)
+	var src wireSource
+	copy(src.from[:], from)
 	ver, group, ok := heartbeat.Peek(b)
 	switch {
 	case errors.Is(err, heartbeat.ErrBadAuth):
 		k.kind = wireBadAuth
 	case errors.Is(err, heartbeat.ErrWrongGroup) && ok:
-		k.kind, k.value = wireGroup, group
+		k.kind, src.value = wireGroup, group
 	case errors.Is(err, heartbeat.ErrVersion) && ok:
-		k.kind, k.value = wireVersion, uint16(ver)
+		k.kind, src.value = wireVersion, uint16(ver)
 	default:
 		return false
 	}
-	n, report, first := a.wire.note(k, at, a.detection())
-	if report {
-		what := k.describe()
+	if r := a.wire.note(k, src, at, a.detection()); r.log {
 		if k.isError() {
-			a.log.Error(what, "hbdev", k.hbdev, "from", net.HardwareAddr(k.from[:]).String(), "frames", n)
+			a.log.Error(r.text, "hbdev", k.hbdev, "frames", r.count)
 		} else {
-			a.log.Warn(what, "hbdev", k.hbdev, "from", net.HardwareAddr(k.from[:]).String(), "frames", n)
+			a.log.Warn(r.text, "hbdev", k.hbdev, "frames", r.count)
 		}
-		if first {
-			a.hist.add(Event{Time: at, Kind: "health", Reason: what})
+		if r.history {
+			a.hist.add(Event{Time: at, Kind: "health", Reason: r.text})
 		}
 	}
 	return k.kind == wireBadAuth
@@ -460,24 +538,24 @@ func (a *Agent) housekeeping(now time.Time) {
 		a.hist.add(Event{Time: now, Kind: "health", Reason: "serial conflict over: the other node is no longer heard"})
 	}
 	a.applyFault()
-	for _, k := range a.wire.expire(now, window) {
-		a.log.Info("no longer heard: "+k.describe(), "hbdev", k.hbdev)
-		a.hist.add(Event{Time: now, Kind: "health", Reason: "no longer heard: " + k.describe()})
+	for _, p := range a.wire.expire(now, window) {
+		a.log.Info("no longer heard: "+p.text, "hbdev", p.key.hbdev)
+		a.hist.add(Event{Time: now, Kind: "health", Reason: "no longer heard: " + p.text})
 	}
 }
 
 // problems returns what this node alone can see is wrong (health ERROR)
-// and what it warns about (run goroutine).
-func (a *Agent) problems(now time.Time) (errs, warns []string) {
+// and what it warns about, given the serial conflicts the run goroutine
+// published (any goroutine: it changes nothing).
+func (a *Agent) problems(conflicts []string, now time.Time) (errs, warns []string) {
 	cfg := a.config()
 	window := a.detection()
-	a.conf.expire(now, window)
-	errs = a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)
-	for _, k := range a.wire.active(now, window) {
-		if k.isError() {
-			errs = append(errs, k.describe())
+	errs = append(errs, conflicts...)
+	for _, p := range a.wire.active(now, window) {
+		if p.key.isError() {
+			errs = append(errs, p.text)
 		} else {
-			warns = append(warns, k.describe())
+			warns = append(warns, p.text)
 		}
 	}
 	if a.sync != nil {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -53,8 +54,8 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	a.cfgMu.Lock()
 	a.cfg = &merged
 	a.desired = newCfg.Cluster
-	a.cfgMu.Unlock()
 	a.restartNeeded = pending
+	a.cfgMu.Unlock()
 	for _, v := range a.vcs {
 		v.m.UpdateConfig(machineConfig(&merged, v.sec), a.now())
 	}
@@ -71,4 +72,12 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 		a.sync.s.Rescan() // a changed cluster: section is pushed (primary) or re-checked
 	}
 	return pending
+}
+
+// pendingRestart returns the keys the last reload could not apply; status
+// reads it from any goroutine.
+func (a *Agent) pendingRestart() []string {
+	a.cfgMu.RLock()
+	defer a.cfgMu.RUnlock()
+	return slices.Clone(a.restartNeeded)
 }

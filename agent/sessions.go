@@ -45,6 +45,9 @@ type sessionEngine struct {
 	// fgsp: cluster.mode fgsp, every member sends to every live peer
 	// (agent/fgsp.go).
 	fgsp bool
+	// sendersKey is what the engine was last told of the peers entitled
+	// to send (updateSessionSenders).
+	sendersKey string
 }
 
 // newSessionEngine builds the engine. links are the channel's links
@@ -70,7 +73,8 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 		}
 		a.udpSess = ul
 	}
-	if table == nil {
+	kernel := table == nil
+	if kernel {
 		k, err := sessionsync.OpenKernel()
 		if err != nil {
 			closeAll()
@@ -103,12 +107,23 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	ec.Symmetric = cfg.Cluster.Mode == config.ModeFGSP
 	ec.Logger = a.log.Named("sessions")
 	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }
+	if kernel {
+		// A copy carries only the helpers this kernel has; the sender's
+		// bookkeeping is bounded by this kernel's table size.
+		ec.Helpers = sessionsync.KernelHelper
+		if n := sessionsync.KernelMaxFlows(); n > 0 {
+			ec.MaxTracked = n
+		}
+	}
 	e, err := sessionsync.New(ec)
 	if err != nil {
 		ch.Close()
 		table.Close()
 		return nil, err
 	}
+	// Nobody may send records until the election names a primary
+	// (updateSessionSenders); what arrives before is held, bounded.
+	e.SetSenders(sessionsync.Senders{})
 	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
@@ -143,6 +158,7 @@ func (a *Agent) updateSessions() {
 	if s == nil {
 		return
 	}
+	a.updateSessionSenders() // vcsessions.go
 	if s.fgsp {
 		a.updateSessionsFGSP()
 		return
@@ -296,8 +312,14 @@ func (a *Agent) sessionsStopSending() {
 	a.sess.e.SetRole(false, nil)
 }
 
-// sessionsStatus answers `ha sessions`.
+// sessionsStatus answers `ha sessions` (run goroutine).
 func (a *Agent) sessionsStatus() *sessionsync.Status {
+	return a.sessionsStatusOf(a.sess != nil && a.sess.held, a.m.Status().Members)
+}
+
+// sessionsStatusOf is sessionsStatus with the run goroutine's state given:
+// whether a takeover is held back, and the first vcluster's members.
+func (a *Agent) sessionsStatusOf(held bool, members []cluster.Member) *sessionsync.Status {
 	if a.sess == nil {
 		return &sessionsync.Status{Enabled: false, LocalFlows: -1}
 	}
@@ -311,11 +333,11 @@ func (a *Agent) sessionsStatus() *sessionsync.Status {
 		st.Channel.Links = append(st.Channel.Links, sessionsync.ChannelLink{Name: l.Name, Up: l.Up, Alive: l.Alive,
 			Spread: spread >= 2 && i < spread, Tx: l.TxFrames, Rx: l.RxFrames})
 	}
-	if a.sess.held {
+	if held {
 		st.Holding = true
 	}
 	if a.sess.fgsp {
-		a.fgspPeerHealth(&st)
+		fgspPeerHealth(&st, members)
 	}
 	return &st
 }

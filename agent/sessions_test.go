@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,61 @@ func TestAgentSessionsDisabled(t *testing.T) {
 	}
 	if s := st.(*control.Status).Sessions; s == nil || s.Enabled {
 		t.Fatalf("status sessions: %+v", s)
+	}
+}
+
+// TestAgentSessionsFromSecondaryRefused: a secondary (a key holder, not
+// the primary) that sends another secondary session records gets nothing
+// applied there: the records are held, then refused and counted, while
+// the primary's are applied. Without the entitlement (every peer trusted,
+// as before) c's flow is on b.
+func TestAgentSessionsFromSecondaryRefused(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	var n [3]*sessNode
+	keyDir := t.TempDir()
+	for i, name := range []string{"a", "b", "c"} {
+		if i == 0 {
+			if err := os.WriteFile(filepath.Join(keyDir, "key"), []byte(testKey+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n[i] = startSessNode(t, mem, keyDir, name, 200-75*i, false)
+	}
+	a, b, c := n[0], n[1], n[2]
+	waitFor(t, 5*time.Second, func() error {
+		if r := a.status(t).Role; r != "primary" {
+			return fmt.Errorf("a is %s", r)
+		}
+		for _, n := range []*sessNode{b, c} {
+			if st := n.status(t); st.Role != "secondary" || st.Sessions == nil || !slices.Equal(st.Sessions.Senders, []string{"a"}) {
+				return fmt.Errorf("%s: role %s, session senders %v", st.Node, st.Role, st.Sessions.Senders)
+			}
+		}
+		return nil
+	})
+	forged := testFlow(7)
+	forged.Status = 0xffffffff
+	msg, err := (&sessionsync.Message{Kind: sessionsync.KindStream, Records: []sessionsync.Record{{Op: sessionsync.OpUpsert, Flow: forged}}}).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.a.sess.ch.Send(ctx, "b", msg); err != nil {
+		t.Fatal(err)
+	}
+	a.table.Put(testFlow(8))
+	waitFor(t, 10*time.Second, func() error {
+		st := b.status(t).Sessions
+		if _, ok := b.table.Get(testFlow(8).Key()); !ok {
+			return fmt.Errorf("the primary's flow not on b")
+		}
+		if st.Refused[sessionsync.RefusedNotEntitled] != 1 {
+			return fmt.Errorf("b: refused %v, held %d", st.Refused, st.Held)
+		}
+		return nil
+	})
+	if _, ok := b.table.Get(forged.Key()); ok {
+		t.Fatal("the secondary's record was applied on b")
 	}
 }

@@ -96,7 +96,7 @@ func openState(dir string, log hclog.Logger) *stateStore {
 func (s *stateStore) startEpoch(wall uint64) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch = max(s.epoch+1, wall)
+	s.epoch = max(raisedEpoch(s.epoch), wall) // saturates: a stored 2^64-1 stays, never wraps to 0
 	s.saveLocked()
 	return s.epoch
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
-	"slices"
 	"time"
 
 	"github.com/hagent/hagent/cluster"
@@ -15,9 +14,13 @@ import (
 )
 
 // Handle answers one control request; it is the control.Handler of the
-// agent. State is read in the run goroutine.
+// agent. Commands that act run in the run goroutine; status reads the
+// snapshot the run goroutine publishes (statusView), so it never waits for
+// the run loop and never steps the election.
 func (a *Agent) Handle(req control.Request) (any, error) {
 	switch req.Cmd {
+	case control.CmdStatus:
+		return a.status(), nil
 	case control.CmdHistory:
 		return a.hist.list(), nil
 	case control.CmdSynchronize:
@@ -34,8 +37,6 @@ func (a *Agent) Handle(req control.Request) (any, error) {
 // first).
 func (a *Agent) handle(cmd string, vcn int) any {
 	switch cmd {
-	case control.CmdStatus:
-		return a.status()
 	case control.CmdFailoverSet, control.CmdFailoverUnset:
 		return a.failover(cmd == control.CmdFailoverSet, vcn)
 	case control.CmdSessions:
@@ -51,19 +52,58 @@ func (a *Agent) handle(cmd string, vcn int) any {
 	return fmt.Errorf("unknown command %q", cmd)
 }
 
+// statusView is what status needs of the state the run goroutine owns:
+// the machines' status, the monitored links, the serial conflicts, the
+// session hold. The run goroutine publishes one after every step of its
+// loop (publishStatus; a few small allocations, no system call); status
+// combines the latest with what other goroutines keep safe for concurrent
+// reading (counters, history, sync and session engines, vMAC manager).
+// Reading it changes nothing: before, a status call or a scrape stepped
+// the machines to now, so it could declare a peer lost whose heartbeat
+// was queued (TestStatusDoesNotStepMachine).
+type statusView struct {
+	at        time.Time
+	vcs       []vcView // as a.vcs
+	conflicts []string // a.conf.problems
+	sessHeld  bool     // session pickup holds the takeover back
+}
+
+// vcView is one vcluster's part of a statusView.
+type vcView struct {
+	st      cluster.Status
+	monitor []control.Link
+}
+
+// publishStatus publishes the status view of now (run goroutine).
+func (a *Agent) publishStatus() {
+	cfg := a.config()
+	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
+	for _, vc := range a.vcs {
+		vv := vcView{st: vc.m.Status()}
+		for _, n := range vc.monitored(cfg) {
+			up, ok := vc.monitor[n]
+			vv.monitor = append(vv.monitor, control.Link{Name: n, Up: !ok || up})
+		}
+		v.vcs = append(v.vcs, vv)
+	}
+	v.sessHeld = a.sess != nil && a.sess.held
+	a.view.Store(v)
+}
+
+// status builds `ha status` from the published view; safe in any
+// goroutine, and it never steps a machine.
 func (a *Agent) status() *control.Status {
 	cfg := a.config()
 	now := a.now()
-	// Bring the machine's clock to now so uptimes are current (the run
-	// loop does not tick while nothing is due).
-	a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
-	a.process()
-	st := a.m.Status()
+	view := a.view.Load()
+	// The machines' uptimes are as of the view; they have run since.
+	since := max(now.Sub(view.at), 0)
+	st := &view.vcs[0].st
 	out := &control.Status{
 		Node: cfg.Node.Name, Serial: cfg.Node.Serial, Role: st.Role.String(), RoleSince: st.RoleSince,
 		GroupID: cfg.Cluster.GroupID, GroupName: cfg.Cluster.GroupName, VCluster: cfg.Cluster.VCluster,
 		Mode: cfg.Cluster.Mode, Primary: st.PrimaryName, Override: cfg.Node.Override, Priority: cfg.Node.Priority,
-		UptimeS: int64(st.Uptime / time.Second), Reason: st.Reason, FailoverSet: st.FailoverSet, Fault: st.Fault,
+		UptimeS: int64((st.Uptime + since) / time.Second), Reason: st.Reason, FailoverSet: st.FailoverSet, Fault: st.Fault,
 		HBIntervalM: float64(cfg.Cluster.HBInterval) / float64(time.Millisecond), LostThresh: cfg.Cluster.HBLostThreshold,
 		StartedAt: a.started, History: a.hist.last(10), Goroutines: runtime.NumGoroutine(),
 	}
@@ -82,6 +122,9 @@ func (a *Agent) status() *control.Status {
 			Node: m.Name, Serial: m.Serial, Role: m.Role.String(), Priority: int(m.Priority), Override: m.Override,
 			MonitorUp: m.MonitorUp, MonitorTotal: m.MonitorTotal, UptimeS: int64(m.Uptime / time.Second),
 			LastHeardMs: -1, Alive: m.Alive, Self: m.Self, FailoverSet: m.FailoverSet, ConfigInSync: true,
+		}
+		if m.Alive {
+			mm.UptimeS = int64((m.Uptime + since) / time.Second)
 		}
 		if !m.Self {
 			mm.LastHeardMs = now.Sub(m.LastHeard).Milliseconds()
@@ -126,34 +169,26 @@ func (a *Agent) status() *control.Status {
 			out.HBDevs[len(out.HBDevs)-1].Foreign = u.Foreign()
 		}
 	}
-	for _, v := range a.vcs {
-		out.VClusters = append(out.VClusters, a.vclusterStatus(v, cfg, now, out.Members))
+	for i, v := range a.vcs {
+		out.VClusters = append(out.VClusters, a.vclusterStatus(v, &view.vcs[i], cfg, now, since, out.Members))
 	}
 	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()
 	out.NodeID = a.nodeID.String()
-	out.Problems, out.Warnings = a.problems(now)
-	out.Sessions = a.sessionsStatus()
+	out.Problems, out.Warnings = a.problems(view.conflicts, now)
+	out.Sessions = a.sessionsStatusOf(view.sessHeld, st.Members)
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
-	out.RestartNeeded = slices.Clone(a.restartNeeded)
+	out.RestartNeeded = a.pendingRestart()
 	out.Health, _ = control.HealthOf(out)
 	return out
 }
 
-// metricsStatus is the status a metrics scrape reads, taken in the run
-// goroutine like `agentctl ha status`.
-func (a *Agent) metricsStatus(ctx context.Context) (*control.Status, error) {
-	v, err := a.call(ctx, control.CmdStatus)
-	if err != nil {
-		return nil, err
-	}
-	st, ok := v.(*control.Status)
-	if !ok {
-		return nil, fmt.Errorf("status: unexpected %T", v)
-	}
-	return st, nil
+// metricsStatus is the status a metrics scrape reads: the same as
+// `agentctl ha status`, from the published view, without the run loop.
+func (a *Agent) metricsStatus(context.Context) (*control.Status, error) {
+	return a.status(), nil
 }
 
 // exposure lists every socket and Ethertype the agent uses.

@@ -371,7 +371,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 				cmd = cfg.Cluster.Hooks.Fault
 			}
 			a.hooks.run(hookJob{cmd: cmd, role: act.Role.String(), previous: act.Previous.String(),
-				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id})
+				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id, env: cfg.Cluster.Hooks.Env})
 		case cluster.ActionStopped:
 			a.hist.add(v.event(Event{Time: a.now(), Kind: "stop", Reason: act.Reason}))
 		}
@@ -379,17 +379,18 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 	return send
 }
 
-// vclusterStatus is v's part of `ha status`; members are the shared
-// membership rows of Status.Members, in the machine's order (self first).
-func (a *Agent) vclusterStatus(v *vcluster, cfg *config.Config, now time.Time, members []control.Member) control.VCluster {
-	st := v.m.Status()
+// vclusterStatus is v's part of `ha status`, from its published view vv
+// (since: the time since the view); members are the shared membership
+// rows of Status.Members, in the machine's order (self first).
+func (a *Agent) vclusterStatus(v *vcluster, vv *vcView, cfg *config.Config, now time.Time, since time.Duration, members []control.Member) control.VCluster {
+	st := &vv.st
 	prio, override := cfg.Node.Priority, cfg.Node.Override
 	if v.sec == 2 {
 		prio, override = cfg.Node.VCluster2.Priority, cfg.Node.VCluster2.Override
 	}
 	out := control.VCluster{
 		VCluster: v.id, Role: st.Role.String(), RoleSince: st.RoleSince, Primary: st.PrimaryName,
-		Priority: prio, Override: override, UptimeS: int64(st.Uptime / time.Second), Reason: st.Reason,
+		Priority: prio, Override: override, UptimeS: int64((st.Uptime + since) / time.Second), Reason: st.Reason,
 		FailoverSet: st.FailoverSet, Fault: st.Fault,
 	}
 	shared := map[string]control.Member{}
@@ -406,16 +407,16 @@ func (a *Agent) vclusterStatus(v *vcluster, cfg *config.Config, now time.Time, m
 		}
 		mm.Role, mm.Priority, mm.Override = m.Role.String(), int(m.Priority), m.Override
 		mm.MonitorUp, mm.MonitorTotal, mm.UptimeS = m.MonitorUp, m.MonitorTotal, int64(m.Uptime/time.Second)
+		if m.Alive {
+			mm.UptimeS = int64((m.Uptime + since) / time.Second)
+		}
 		mm.FailoverSet = m.FailoverSet
 		if !m.Self && !m.Alive {
 			mm.Role = "lost"
 		}
 		out.Members = append(out.Members, mm)
 	}
-	for _, n := range v.monitored(cfg) {
-		up, ok := v.monitor[n]
-		out.Monitor = append(out.Monitor, control.Link{Name: n, Up: !ok || up})
-	}
+	out.Monitor = vv.monitor
 	for _, i := range v.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned, Restores: i.Restores}
 		for _, p := range i.Addresses {

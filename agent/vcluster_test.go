@@ -59,6 +59,11 @@ func TestTwoVClustersSplitPrimaries(t *testing.T) {
 		}
 	}
 	eventually(t, 5*time.Second, "a primary of vc1, b of vc2", split(a, b))
+	// b's heartbeat claiming vcluster 2 reaches a just after b took it.
+	eventually(t, time.Second, "a hears b's claim", func() bool {
+		st := a.status(t)
+		return len(st.VClusters) == 2 && st.VClusters[1].Primary == "b"
+	})
 	st := a.status(t)
 	if r1, r2 := roles(st); r1 != "primary" || r2 != "secondary" {
 		t.Fatalf("a: vcluster roles %s/%s, want primary/secondary", r1, r2)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -47,6 +48,60 @@ func (a *Agent) updateVCSessions() {
 		s.primary, s.peers = primary, peers
 		s.e.SetRole(primary, peers)
 	}
+}
+
+// updateSessionSenders tells the engine which peers may send it session
+// records (sessionsync.Engine.SetSenders): in a-p mode the live members
+// that claim primary, each for the flows of the vclusters it claims it in
+// (the flows of both with one vcluster); in fgsp every live peer, for
+// every flow. The engine keeps a lost entitlement for its grace period
+// (a takeover applies the last copies of the member it replaces) and holds
+// what a peer not entitled yet sends (its first heartbeat may be processed
+// after its bulk copy arrived). Runs on the run goroutine; tells the
+// engine only of changes.
+func (a *Agent) updateSessionSenders() {
+	s := a.sess
+	secs := map[string][]int{}
+	var names []string
+	for _, v := range a.vcs {
+		for _, m := range v.m.Status().Members {
+			if m.Self || !m.Alive || (!s.fgsp && m.Role != cluster.RolePrimary) {
+				continue
+			}
+			if _, ok := secs[m.Name]; !ok {
+				names = append(names, m.Name)
+			}
+			if !slices.Contains(secs[m.Name], v.sec) {
+				secs[m.Name] = append(secs[m.Name], v.sec)
+			}
+		}
+	}
+	slices.Sort(names)
+	multi := len(a.vcs) > 1 && !s.fgsp
+	var vc2 []netip.Prefix
+	key := ""
+	if multi {
+		vc2 = a.vc2Subnets()
+		key = fmt.Sprint(vc2)
+	}
+	for _, n := range names {
+		slices.Sort(secs[n])
+		key += fmt.Sprintf(" %q%v", n, secs[n])
+	}
+	if key == s.sendersKey {
+		return
+	}
+	s.sendersKey = key
+	senders := sessionsync.Senders{}
+	for _, n := range names {
+		set := secs[n]
+		if !multi || len(set) == len(a.vcs) {
+			senders[n] = nil // every flow
+			continue
+		}
+		senders[n] = func(f *sessionsync.Flow) bool { return slices.Contains(set, flowSection(f, vc2)) }
+	}
+	s.e.SetSenders(senders)
 }
 
 // sessionsRelease narrows the scope before v's addresses go (their

@@ -49,6 +49,8 @@ const (
 	MaxNameLen = 64
 	// MaxSerialLen is the longest node serial accepted, in bytes.
 	MaxSerialLen = 32
+	// MaxHookEnv is the number of variables hooks.env may name.
+	MaxHookEnv = 32
 	// MaxGroupNameLen is the longest group name accepted, in bytes.
 	MaxGroupNameLen = 32
 	// MaxPasswordFileSize bounds what Password reads.
@@ -333,6 +335,9 @@ type Hooks struct {
 	Fault string
 	// Timeout bounds each run (timeout), 1s-1h, default 30s.
 	Timeout time.Duration
+	// Env names variables of hagentd's environment passed on to hooks
+	// (env); a hook otherwise gets only PATH and the HAGENT_ variables.
+	Env []string
 }
 
 // Default returns a configuration with every default filled in, including

@@ -803,6 +803,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"secondary": func(p string, v *yaml.Node) { d.str(p, v, &h.Secondary) },
 				"fault":     func(p string, v *yaml.Node) { d.str(p, v, &h.Fault) },
 				"timeout":   dur(&h.Timeout),
+				"env":       func(p string, v *yaml.Node) { d.strList(p, v, MaxHookEnv, "variable names", &h.Env) },
 			})
 		},
 	})

@@ -112,11 +112,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"sync_dev", strSeq(c.SessionPickup.SyncDev),
 			"ignore", ignore,
 			"down_until_synced", strSeq(c.SessionPickup.DownUntilSynced)),
-		"hooks", mapNode(false,
-			"primary", strNode(c.Hooks.Primary),
-			"secondary", strNode(c.Hooks.Secondary),
-			"fault", strNode(c.Hooks.Fault),
-			"timeout", durNode(c.Hooks.Timeout)),
+		"hooks", hooksNode(&c.Hooks),
 	)
 	// vcluster2 is written only when it is not all defaults, so that the
 	// canonical bytes (and the checksum) of a single-vcluster section are
@@ -133,6 +129,21 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"pingserver", pingserverNode(&v.PingServer, targets2)))
 	}
 	return root, nil
+}
+
+// hooksNode is the hooks mapping; env is written only when set, so that
+// the canonical bytes (and the checksum) of a section without it are those
+// of the releases before it.
+func hooksNode(h *Hooks) *yaml.Node {
+	n := mapNode(false,
+		"primary", strNode(h.Primary),
+		"secondary", strNode(h.Secondary),
+		"fault", strNode(h.Fault),
+		"timeout", durNode(h.Timeout))
+	if len(h.Env) > 0 {
+		n.Content = append(n.Content, strNode("env"), strSeq(h.Env))
+	}
+	return n
 }
 
 // sectionNodes returns the interfaces and the pingserver targets of a

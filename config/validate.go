@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // wellKnownEtherTypes may not be used for hagent's frames.
@@ -218,6 +219,28 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		}
 	}
 	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
+	for i, n := range c.Hooks.Env {
+		if msg := checkEnvName(n); msg != "" {
+			d.errorf(fmt.Sprintf("%s[%d]", k("hooks.env"), i), "%s", msg)
+		}
+	}
+}
+
+// checkEnvName validates a variable name of hooks.env: a shell name that
+// is neither PATH nor HAGENT_* (the agent sets those).
+func checkEnvName(n string) string {
+	if n == "" || len(n) > 64 {
+		return fmt.Sprintf("%q: a variable name is 1-64 bytes", n)
+	}
+	for i, r := range n {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return fmt.Sprintf("%q is not a variable name (letters, digits and '_', not starting with a digit)", n)
+		}
+	}
+	if n == "PATH" || strings.HasPrefix(n, "HAGENT_") {
+		return fmt.Sprintf("%s is set by hagentd for every hook", n)
+	}
+	return ""
 }
 
 // validateSync checks the sync section and cleans its paths in place.
@@ -353,6 +376,9 @@ func checkName(name string, max int) string {
 	}
 	if len(name) > max {
 		return fmt.Sprintf("%q is longer than %d bytes", name, max)
+	}
+	if !utf8.ValidString(name) { // heartbeats carry only valid UTF-8 (heartbeat.ValidString)
+		return fmt.Sprintf("%q is not valid UTF-8", name)
 	}
 	for _, r := range name {
 		if unicode.IsSpace(r) || !unicode.IsPrint(r) {

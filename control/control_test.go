@@ -149,6 +149,17 @@ func TestFormatSessions(t *testing.T) {
 			t.Errorf("fgsp: missing %q in:\n%s", want, out)
 		}
 	}
+	// The receiver's refusals (sessionsync/trust.go).
+	b.Reset()
+	FormatSessions(&b, &sessionsync.Status{Enabled: true, Senders: []string{"node-a"}, RefusedTotal: 5, StatusMasked: 2, HelpersRemoved: 1, Held: 3,
+		Refused: map[string]uint64{"not_entitled": 4, "filtered": 1}, LastRefusal: "message from node-c refused"})
+	out = b.String()
+	for _, want := range []string{"Trust: senders node-a; refused 5, status masked 2, helpers removed 1, held 3",
+		"refused: filtered: 1", "refused: not_entitled: 4", "last refusal: message from node-c refused"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("trust: missing %q in:\n%s", want, out)
+		}
+	}
 }
 
 func TestFormatStatusVClusters(t *testing.T) {

@@ -333,19 +333,11 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	}
 	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
 		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
-	if len(s.ErrorReasons) > 0 {
-		keys := make([]string, 0, len(s.ErrorReasons))
-		for k := range s.ErrorReasons {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			fmt.Fprintf(w, "    refused: %s: %d\n", k, s.ErrorReasons[k])
-		}
-	}
+	formatCounts(w, "    refused: %s: %d\n", s.ErrorReasons)
 	if s.LastError != "" {
 		fmt.Fprintf(w, "    last error: %s (%s)\n", s.LastError, s.LastErrorAt)
 	}
+	formatSessionTrust(w, s)
 	fmt.Fprintf(w, "Replication lag (event to applied): p50 %.3fms, p99 %.3fms, last %.3fms\n", s.LagP50Ms, s.LagP99Ms, s.LagLastMs)
 	if c := s.Channel; c != nil {
 		fmt.Fprintf(w, "Channel: link %s, frames tx %d rx %d, retransmits %d, failovers %d, dropped bad_auth %d replay %d malformed %d\n",
@@ -403,4 +395,35 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// formatSessionTrust prints what the receiver refused before the table:
+// records of peers not entitled, out of their scope or of its filter, the
+// status bits and helpers a copy may not carry.
+func formatSessionTrust(w io.Writer, s *sessionsync.Status) {
+	senders := "every peer"
+	if s.Senders != nil {
+		senders = strings.Join(s.Senders, ", ")
+	}
+	if senders == "" {
+		senders = "none"
+	}
+	fmt.Fprintf(w, "Trust: senders %s; refused %d, status masked %d, helpers removed %d, held %d\n",
+		senders, s.RefusedTotal, s.StatusMasked, s.HelpersRemoved, s.Held)
+	formatCounts(w, "    refused: %s: %d\n", s.Refused)
+	if s.LastRefusal != "" {
+		fmt.Fprintf(w, "    last refusal: %s\n", s.LastRefusal)
+	}
+}
+
+// formatCounts prints the counters of m in the order of their names.
+func formatCounts(w io.Writer, format string, m map[string]uint64) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, format, k, m[k])
+	}
 }

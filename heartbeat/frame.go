@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the major version of the heartbeat wire format that
@@ -183,7 +185,39 @@ var (
 	errNoSerial  = fmt.Errorf("%w: empty serial", ErrMalformed)
 	errRole      = fmt.Errorf("%w: role 0 is invalid", ErrMalformed)
 	errExtension = fmt.Errorf("%w: broken extension TLV", ErrMalformed)
+	errText      = fmt.Errorf("%w: string is not printable UTF-8", ErrMalformed)
 )
+
+// ValidString reports whether s may be a node name, serial or primary on
+// the wire: at most MaxStringLen bytes of valid UTF-8, every rune printable
+// (unicode.IsPrint: letters, marks, numbers, punctuation, symbols and the
+// ASCII space; no control characters, no other spaces, no invalid bytes).
+// Decode drops a frame with any other string (ErrMalformed), so what a
+// peer names itself reaches logs, terminals, hook environments and
+// Prometheus labels only as clean text (TestDecodeRejectsBadStrings).
+func ValidString(s string) bool { return validText([]byte(s)) }
+
+// validText is ValidString on bytes; it does not allocate.
+func validText(b []byte) bool {
+	if len(b) > MaxStringLen {
+		return false
+	}
+	for i := 0; i < len(b); {
+		if c := b[i]; c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 || !unicode.IsPrint(r) {
+			return false
+		}
+		i += n
+	}
+	return true
+}
 
 // A Frame is one heartbeat. Its wire format (version 1) is, with all
 // integers big endian:
@@ -300,6 +334,9 @@ func (f *Frame) encodedLen() (int, error) {
 	}
 	if f.Serial == "" {
 		return 0, errNoSerial
+	}
+	if !ValidString(f.Node) || !ValidString(f.Serial) || !ValidString(f.Primary) || f.HasVC2 && !ValidString(f.VC2.Primary) {
+		return 0, errText
 	}
 	if f.Role == 0 {
 		return 0, errRole
@@ -434,6 +471,9 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 	if end > len(body) {
 		return nil, errStrings
 	}
+	if !validText(body[fixedLen:fixedLen+nl]) || !validText(body[fixedLen+nl:fixedLen+nl+sl]) || !validText(body[fixedLen+nl+sl:end]) {
+		return nil, errText
+	}
 	ext := body[end:]
 	var id NodeID
 	var hints [MaxHints]EpochHint
@@ -463,6 +503,9 @@ func parseBody(body []byte, f *Frame) ([]byte, error) {
 		case tlvVCluster:
 			if len(v) < vclusterFixed || len(v) > vclusterFixed+MaxStringLen || v[0] == 0 || v[1] == 0 {
 				return nil, errExtension
+			}
+			if !validText(v[vclusterFixed:]) {
+				return nil, errText
 			}
 			if vc == nil { // a second one is ignored
 				vc = v

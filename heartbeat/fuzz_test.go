@@ -34,6 +34,7 @@ func FuzzUnmarshal(f *testing.F) {
 			if err := c.Decode(b, &fr); err != nil {
 				continue
 			}
+			checkStrings(t, &fr)
 			wire, err := c.Append(nil, &fr)
 			if err != nil {
 				t.Fatalf("auth=%v: decoded %+v but Append failed: %v", c.auth, fr, err)
@@ -47,7 +48,9 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 		}
 		var fr Frame
-		_ = fr.UnmarshalBinary(b)
+		if fr.UnmarshalBinary(b) == nil {
+			checkStrings(t, &fr)
+		}
 		var hb Heartbeat
 		_ = hb.DecodeFromBytes(b, gopacket.NilDecodeFeedback)
 		_, _, _ = Peek(b)
@@ -57,6 +60,17 @@ func FuzzUnmarshal(f *testing.F) {
 			_ = g.Check(string(b[:8]), binary.BigEndian.Uint64(b[32:]), binary.BigEndian.Uint64(b[40:]))
 		}
 	})
+}
+
+// checkStrings fails t unless every string of a decoded frame is printable
+// UTF-8 of at most MaxStringLen bytes (ValidString).
+func checkStrings(t *testing.T, fr *Frame) {
+	t.Helper()
+	for _, s := range []string{fr.Node, fr.Serial, fr.Primary, fr.VC2.Primary} {
+		if !ValidString(s) {
+			t.Fatalf("decoded a frame with the string %q", s)
+		}
+	}
 }
 
 // fuzzSeed is one annotated seed corpus entry. want is what the
@@ -132,6 +146,10 @@ func fuzzSeeds() []fuzzSeed {
 			edit(func(b []byte) []byte { b[13], b[14], b[15] = 255, 255, 255; return b })},
 		{"huge-string-lengths-sealed", "node length 255, resealed: authentic but malformed", ErrMalformed,
 			edit(func(b []byte) []byte { b[13] = 255; return sealWith(auth, fuzzPassword, b) })},
+		{"bad-node-utf8-sealed", "node name with an invalid UTF-8 byte, resealed: authentic but malformed", ErrMalformed,
+			edit(func(b []byte) []byte { b[fixedLen] = 0xff; return sealWith(auth, fuzzPassword, b) })},
+		{"control-serial-sealed", "serial with an escape character, resealed: authentic but malformed", ErrMalformed,
+			edit(func(b []byte) []byte { b[fixedLen+int(b[13])] = 0x1b; return sealWith(auth, fuzzPassword, b) })},
 		{"broken-extension-sealed", "extension TLV overrunning the frame, resealed", ErrMalformed,
 			func(t testing.TB) []byte { return withExtensionWith(auth, fuzzPassword, valid(t), []byte{7, 200, 1}) }},
 	}

@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -50,8 +51,9 @@ func TestNodeIDAndHintsRoundTrip(t *testing.T) {
 	}
 	big := extFrame()
 	big.NumHints = MaxHints
-	big.Node, big.Serial, big.Primary = string(make([]byte, 64)), "s"+string(make([]byte, 63)), string(make([]byte, 64))
-	big.HasVC2, big.VC2 = true, VClusterState{VCluster: 2, Role: 3, Primary: string(make([]byte, 64)), Takeovers: 1}
+	long := strings.Repeat("n", MaxStringLen)
+	big.Node, big.Serial, big.Primary = long, long, long
+	big.HasVC2, big.VC2 = true, VClusterState{VCluster: 2, Role: 3, Primary: long, Takeovers: 1}
 	big.Takeovers = 1
 	if w := mustAppend(t, c, big); len(w) != MaxFrameLen {
 		t.Fatalf("largest frame %d bytes, MaxFrameLen %d", len(w), MaxFrameLen)

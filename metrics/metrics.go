@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -108,6 +109,19 @@ type Server struct {
 	srv *http.Server
 }
 
+// Bounds of the metrics server: a client that opens connections and
+// sends nothing, sends slowly, reads slowly or keeps idle connections
+// holds each for at most these times, and a request's header at most
+// MaxHeaderBytes (TestServerBounds). A scrape reads a status snapshot and
+// answers in milliseconds; these only cut off clients that misbehave.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 10 * time.Second
+	IdleTimeout       = 60 * time.Second
+	MaxHeaderBytes    = 8 << 10
+)
+
 // Listen binds addr (host:port) and serves e's metrics at /metrics.
 func (e *Exporter) Listen(addr string) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -116,7 +130,8 @@ func (e *Exporter) Listen(addr string) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", e.Handler())
-	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	s := &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout: ReadTimeout, WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes}}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
 }
@@ -177,8 +192,27 @@ var (
 	descSessLagP50   = prometheus.NewDesc("hagent_sessions_lag_p50_seconds", "Median replication lag, event on the sender to applied here, over the last 1024 messages.", nil, nil)
 	descSessLagP99   = prometheus.NewDesc("hagent_sessions_lag_p99_seconds", "99th percentile of the replication lag over the last 1024 messages.", nil, nil)
 	descSessCopies   = prometheus.NewDesc("hagent_sessions_copies", "Flows this node holds for a sender.", []string{"peer"}, nil)
+	descSessRefused  = prometheus.NewDesc("hagent_sessions_refused_total", "Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).", []string{"reason"}, nil)
+	descSessMasked   = prometheus.NewDesc("hagent_sessions_status_masked_total", "Received records whose status carried bits a copy may not (cleared).", nil, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
+
+// constMetric sends one metric. Label values are made valid UTF-8 first
+// (invalid bytes become U+FFFD): a label value that is not would fail the
+// metric, and with MustNewConstMetric panic the whole status collection,
+// so one odd name would hide every status metric (TestInvalidLabelValue).
+// Names are validated where they come in (config, heartbeat decoder);
+// this is the last line.
+func constMetric(ch chan<- prometheus.Metric, d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
+	for i, l := range labels {
+		if !utf8.ValidString(l) {
+			labels[i] = strings.ToValidUTF8(l, "\uFFFD")
+		}
+	}
+	if m, err := prometheus.NewConstMetric(d, t, v, labels...); err == nil {
+		ch <- m
+	}
+}
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
 
@@ -198,11 +232,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeErr, prometheus.GaugeValue, 0)
-	g := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
-	}
+	g := func(d *prometheus.Desc, v float64, l ...string) { constMetric(ch, d, prometheus.GaugeValue, v, l) }
 	cnt := func(d *prometheus.Desc, v uint64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+		constMetric(ch, d, prometheus.CounterValue, float64(v), l)
 	}
 	vc := strconv.Itoa(st.VCluster)
 	for _, r := range Roles {
@@ -267,6 +299,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			cnt(descSessRecv, ss.Received)
 			cnt(descSessApplied, ss.Applied)
 			cnt(descSessErrors, ss.Errors)
+			cnt(descSessMasked, ss.StatusMasked)
+			for r, n := range ss.Refused {
+				cnt(descSessRefused, n, r)
+			}
 			g(descSessLagP50, ss.LagP50Ms/1000)
 			g(descSessLagP99, ss.LagP99Ms/1000)
 			for _, p := range ss.Peers {

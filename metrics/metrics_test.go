@@ -25,6 +25,7 @@ func testStatus() *control.Status {
 		HBDevs:     []control.HBDev{{Name: "ha1", Up: false, Carrier: false, RX: 10, TX: 12, BadAuth: 3, Replay: 1}},
 		Interfaces: []control.VIface{{Name: "port1", Owned: true}},
 		Sessions: &sessionsync.Status{Enabled: true, LocalFlows: 1000, Events: 5, Received: 40, Applied: 39, Errors: 1,
+			Refused: map[string]uint64{"not_entitled": 3}, StatusMasked: 2,
 			LagP50Ms: 0.8, LagP99Ms: 2.5, Peers: []sessionsync.PeerStatus{{Node: "node-a", SentFlows: 17, Queued: 2}}},
 		Config: control.Config{SyncOn: true, InSync: true, Generation: 7,
 			Channel: &control.SyncChannel{FramesSent: 5, FramesReceived: 4, Retransmits: 1, DroppedReplay: 2}},
@@ -70,8 +71,11 @@ hagent_sessions_applied_flows_total 39
 # HELP hagent_sessions_sent_flows_total Flows sent to a peer.
 # TYPE hagent_sessions_sent_flows_total counter
 hagent_sessions_sent_flows_total{peer="node-a"} 17
+# HELP hagent_sessions_refused_total Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).
+# TYPE hagent_sessions_refused_total counter
+hagent_sessions_refused_total{reason="not_entitled"} 3
 `
-	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_applied_flows_total", "hagent_sessions_sent_flows_total", "hagent_role", "hagent_hbdev_bad_auth_frames_total",
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_applied_flows_total", "hagent_sessions_sent_flows_total", "hagent_sessions_refused_total", "hagent_role", "hagent_hbdev_bad_auth_frames_total",
 		"hagent_members", "hagent_config_generation", "hagent_sync_channel_dropped_frames_total"); err != nil {
 		t.Fatal(err)
 	}
@@ -147,5 +151,48 @@ hagent_role{role="secondary",vcluster="2"} 1
 hagent_role{role="starting",vcluster="2"} 0
 `), "hagent_role"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServerBounds: the metrics server has read-header, read, write and
+// idle timeouts, and refuses a request header above MaxHeaderBytes (431)
+// instead of reading up to Go's 1 MiB default.
+func TestServerBounds(t *testing.T) {
+	e := New(func(context.Context) (*control.Status, error) { return testStatus(), nil }, "1")
+	s, err := e.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if h := s.srv; h.ReadHeaderTimeout != ReadHeaderTimeout || h.ReadTimeout != ReadTimeout ||
+		h.WriteTimeout != WriteTimeout || h.IdleTimeout != IdleTimeout || h.MaxHeaderBytes != MaxHeaderBytes {
+		t.Fatalf("server bounds: read header %v, read %v, write %v, idle %v, max header %d",
+			h.ReadHeaderTimeout, h.ReadTimeout, h.WriteTimeout, h.IdleTimeout, h.MaxHeaderBytes)
+	}
+	req, _ := http.NewRequest("GET", "http://"+s.Addr().String()+"/metrics", nil)
+	req.Header.Set("X-Big", strings.Repeat("x", 64<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 64 KiB header: %s, want 431", resp.Status)
+	}
+}
+
+// TestInvalidLabelValue: a member name that is not valid UTF-8 (which the
+// heartbeat decoder and the config no longer let in) costs its own label
+// at most, never the other status metrics of the scrape.
+func TestInvalidLabelValue(t *testing.T) {
+	st := testStatus()
+	st.Members[1].Node = "node-\xff"
+	e := New(func(context.Context) (*control.Status, error) { return st, nil }, "1")
+	n, err := testutil.GatherAndCount(e.reg, "hagent_role", "hagent_member_alive", "hagent_hbdev_rx_frames_total")
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if n != 4+1+1 {
+		t.Fatalf("%d role, member and hbdev metrics, want 6", n)
 	}
 }

@@ -12,7 +12,10 @@
 // ChannelLabel). The receiver (each secondary) creates, updates and deletes
 // the flows in its own kernel table over ctnetlink, NAT included
 // (CTA_NAT_SRC / CTA_NAT_DST, which github.com/ti-mo/conntrack does not
-// send, are encoded here with its netfilter types).
+// send, are encoded here with its netfilter types). It applies only what
+// the peers SetSenders entitles send, within their scope, through its own
+// filter, with the status bits a copy may carry (CopyStatus) and the
+// helpers it allows (trust.go).
 //
 // The protocol (docs/sessionsync.md):
 //

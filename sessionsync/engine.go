@@ -98,6 +98,21 @@ type Config struct {
 	Symmetric bool
 	// Event, when set, receives history entries (kind "sessions").
 	Event func(msg string)
+	// Grace is how long a peer keeps the entitlement to send records it
+	// lost (SetSenders), and how long a message from a peer not entitled
+	// is held (trust.go); 0 is DefaultGrace.
+	Grace time.Duration
+	// Helpers reports whether a received copy may carry a connection
+	// tracking helper (Flow.Helper, an expectation's); nil allows every
+	// helper. The agent allows the helpers this kernel has
+	// (KernelHelper).
+	Helpers func(name string) bool
+	// MaxTracked bounds the sender's bookkeeping maps (the expiry last
+	// sent of connectionless flows, the birth times of Delay): above it
+	// their stale entries are dropped, then any (counted
+	// bookkeeping_evicted; an evicted flow is at worst re-sent once).
+	// 0 is DefaultMaxTracked.
+	MaxTracked int
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -111,6 +126,8 @@ func DefaultConfig() Config {
 		MaxQueue:     1 << 20,          // a peer this far behind gets a bulk copy
 		StallAfter:   5 * time.Second,  // unacknowledged this long: health ERROR
 		SendTimeout:  10 * time.Second, // one message
+		Grace:        DefaultGrace,
+		MaxTracked:   DefaultMaxTracked,
 	}
 }
 
@@ -146,6 +163,19 @@ type Engine struct {
 	wg      sync.WaitGroup
 
 	scope atomic.Pointer[func(*Flow) bool] // SetScope; nil: every flow
+
+	// trust.go: the peers entitled to send (nil: SetSenders never
+	// called), and the messages held from peers not entitled (yet),
+	// owned by the applying goroutine.
+	trustMu    sync.Mutex
+	senders    *senderSet
+	trustWake  chan struct{}
+	held       []held
+	heldFrom   map[string]int // messages held per peer
+	heldBytes  int
+	heldN      atomic.Int64
+	heldGen    uint64        // sendersGen at the last look at held
+	sendersGen atomic.Uint64 // SetSenders calls
 }
 
 type counters struct {
@@ -153,6 +183,7 @@ type counters struct {
 	echoes, learnedSent                                           uint64
 	expectSent                                                    uint64
 	renewed                                                       uint64
+	bookEvicted                                                   uint64
 }
 
 type recvCounters struct {
@@ -163,6 +194,12 @@ type recvCounters struct {
 	lastErrAt                                            time.Time
 	reasons                                              map[string]uint64
 	bulkDone                                             bool
+	// trust.go: records and messages refused by reason, records whose
+	// status was masked or whose helper was removed.
+	refused                      map[string]uint64
+	statusMasked, helpersRemoved uint64
+	lastRefusal                  string
+	lastRefusalAt                time.Time
 }
 
 type peerState struct {
@@ -215,6 +252,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.SendTimeout == 0 {
 		cfg.SendTimeout = d.SendTimeout
 	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = d.Grace
+	}
+	if cfg.MaxTracked <= 0 {
+		cfg.MaxTracked = d.MaxTracked
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -231,10 +274,11 @@ func New(cfg Config) (*Engine, error) {
 		cfg: cfg, log: cfg.Logger,
 		peers: map[string]*peerState{}, lastSent: map[Key]int64{},
 		born: map[Key]time.Time{}, pending: map[Key]Flow{}, known: map[Key]*known{},
-		gone:    map[string][2]uint64{},
-		recv:    map[string]*recvState{},
-		rc:      recvCounters{reasons: map[string]uint64{}},
-		readyCh: make(chan chan int),
+		gone:      map[string][2]uint64{},
+		recv:      map[string]*recvState{},
+		rc:        recvCounters{reasons: map[string]uint64{}, refused: map[string]uint64{}},
+		readyCh:   make(chan chan int),
+		trustWake: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -295,6 +339,12 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 		}
 		e.recvMu.Unlock()
 		e.renewing = nil
+		if !primary {
+			// Sender bookkeeping: a secondary sends nothing; a return to
+			// the role starts afresh (boundBook says what a missing
+			// entry costs).
+			e.lastSent, e.born = map[Key]int64{}, map[Key]time.Time{}
+		}
 	}
 	e.primary = primary
 	e.isPrimary.Store(primary)
@@ -409,6 +459,7 @@ func (e *Engine) wanted(f *Flow) bool {
 func (e *Engine) prepare(f Flow, now time.Time) Flow {
 	if f.Connectionless() {
 		e.lastSent[f.Key()] = now.UnixNano() + int64(f.Timeout)*int64(time.Second)
+		e.boundBook(now)
 		f.Timeout += uint32((2 * e.cfg.Refresh) / time.Second)
 		if f.Timeout == 0 {
 			f.Timeout = 1
@@ -486,6 +537,7 @@ func (e *Engine) onEvent(ev Event) {
 				b = now.Add(-e.cfg.Delay) // older than this process
 			}
 			e.born[k] = b
+			e.boundBook(now)
 		}
 		if now.Sub(b) < e.cfg.Delay {
 			e.pending[k] = *f
@@ -547,6 +599,9 @@ func (e *Engine) timers(ctx context.Context) {
 		primary, prune := e.primary, e.prune
 		e.prune = false
 		e.mu.Unlock()
+		if e.heldN.Load() > 0 {
+			poke(e.trustWake) // refuse what was held too long
+		}
 		if prune {
 			e.pruneKnown()
 		}
@@ -951,6 +1006,7 @@ func (e *Engine) receive(ctx context.Context) {
 		msg   l2chan.Message
 		ready chan int // a Ready marker: answered once everything before it is applied
 		n     int
+		flush bool // the entitled senders changed: go through the held messages
 	}
 	work := make(chan item, 32)
 	applied := make(chan struct{})
@@ -958,8 +1014,11 @@ func (e *Engine) receive(ctx context.Context) {
 		defer close(applied)
 		var m Message
 		for it := range work {
-			if it.ready != nil {
-				it.ready <- it.n
+			if it.ready != nil || it.flush {
+				e.flushHeld(e.cfg.Now(), &m)
+				if it.ready != nil {
+					it.ready <- it.n
+				}
 				continue
 			}
 			e.handle(it.msg, &m)
@@ -981,6 +1040,10 @@ func (e *Engine) receive(ctx context.Context) {
 			return
 		case msg, ok := <-in:
 			if !ok || !put(item{msg: msg}) {
+				return
+			}
+		case <-e.trustWake:
+			if !put(item{flush: true}) {
 				return
 			}
 		case r := <-e.readyCh:
@@ -1013,11 +1076,25 @@ func (e *Engine) receive(ctx context.Context) {
 	}
 }
 
+// handle takes one message of a peer: applied when the peer is entitled
+// to send (trust.go), held otherwise. Only the applying goroutine calls it.
 func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	now := e.cfg.Now()
 	e.recvMu.Lock()
 	e.rc.messages++
 	e.recvMu.Unlock()
+	if e.flushDue(now) {
+		e.flushHeld(now, m)
+	}
+	if _, ok := e.senderScope(msg.From, now); !ok || e.holding(msg.From) {
+		e.hold(msg, now)
+		return
+	}
+	e.apply(msg, m, now)
+}
+
+// apply applies a message of an entitled peer.
+func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 	if err := m.UnmarshalBinary(msg.Data); err != nil {
 		e.recvMu.Lock()
 		e.rc.malformed++
@@ -1031,6 +1108,27 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 		rs = &recvState{from: msg.From, applied: map[Key]struct{}{}}
 		e.recv[msg.From] = rs
 	}
+	// The records the sender may send and this node copies (trust.go);
+	// the others are refused and counted.
+	scope, _ := e.senderScope(msg.From, now)
+	total := len(m.Records)
+	kept := m.Records[:0]
+	first := ""
+	for i := range m.Records {
+		r := m.Records[i]
+		if why := e.admit(&r, scope); why != "" {
+			e.rc.refused[why]++
+			if first == "" {
+				first = why
+			}
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if first != "" {
+		e.noteRefusal(now, fmt.Sprintf("%d of %d records from %s refused (the first: %s)", total-len(kept), total, msg.From, first))
+	}
+	m.Records = kept
 	e.recvMu.Unlock()
 	switch m.Kind {
 	case KindBulkBegin:
@@ -1048,8 +1146,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			for _, a := range e.localAddrs() {
 				own[a] = true
 			}
+			// Only flows the sender may send may be swept by its copy
+			// (trust.go); the copies in rs.applied came from it.
 			_ = e.cfg.Table.Dump(func(f *Flow) {
-				if e.wanted(f) && !e.keeps(f) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
+				if e.wanted(f) && !e.keeps(f) && (scope == nil || scope(f)) && !own[f.Orig.Src] && !own[f.Orig.Dst] && !own[f.Reply.Src] && !own[f.Reply.Dst] {
 					before = append(before, f.Key())
 				}
 			})
@@ -1088,6 +1188,7 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 				if e.keeps(&fl) {
 					continue // this node's own now (SetScope), not a stale copy
 				}
+
 				stale = append(stale, Record{Op: OpDelete, Flow: fl})
 			}
 		}
@@ -1103,7 +1204,15 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 			delete(rs.applied, r.Flow.Key())
 		}
 		e.rc.swept += uint64(len(stale))
+		// Only a copy received whole, from its begin, is complete: one
+		// whose begin or part was refused (trust.go) is not.
+		complete := rs.inBulk && rs.gen == m.Gen
 		rs.inBulk, rs.seen, rs.before = false, nil, nil
+		if !complete {
+			e.recvMu.Unlock()
+			e.event("bulk session copy from %s ended incomplete (its begin or a part was not received or refused): not counted as complete", msg.From)
+			return
+		}
 		rs.bulk.State, rs.bulk.Done, rs.bulk.Duration = "done", now, now.Sub(rs.bulk.Started)
 		rs.bulk.Total = int(m.Count)
 		e.rc.bulkDone = true
@@ -1160,8 +1269,8 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	done := e.cfg.Now()
 	e.recvMu.Lock()
 	defer e.recvMu.Unlock()
-	e.rc.records += uint64(len(m.Records))
-	rs.received += uint64(len(m.Records))
+	e.rc.records += uint64(total)
+	rs.received += uint64(total)
 	for i, err := range errs {
 		k := m.Records[i].Flow.Key()
 		if x := m.Records[i].Expect; x != nil {

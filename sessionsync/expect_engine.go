@@ -39,18 +39,21 @@ func (e *Engine) onExpectEvent(ev Event, now time.Time) {
 	e.enqueue(Record{Op: op, Expect: &x}, now)
 }
 
-// wantedExpect applies the filter to an expectation: nothing of an ignored
-// prefix, nothing whose master is not copied.
+// wantedExpect applies the filter to an expectation to send: the filter,
+// and nothing whose master is not in this node's scope.
 func (e *Engine) wantedExpect(x *Expect) bool {
+	return e.filterExpect(x) && e.ownedExpect(x) // scope.go
+}
+
+// filterExpect is the filter of expectations, on either side: nothing of
+// an ignored prefix, nothing whose master is not copied.
+func (e *Engine) filterExpect(x *Expect) bool {
 	for _, p := range e.cfg.Ignore {
 		for _, a := range []netip.Addr{x.Tuple.Src, x.Tuple.Dst, x.Master.Orig.Src, x.Master.Orig.Dst} {
 			if p.Contains(a) {
 				return false
 			}
 		}
-	}
-	if !e.ownedExpect(x) { // scope.go
-		return false
 	}
 	switch x.Master.Proto {
 	case ProtoTCP:

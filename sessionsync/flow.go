@@ -27,6 +27,41 @@ const (
 	StatusDying     = 1 << 9
 )
 
+// CopyStatus are the status bits a received copy may carry; a receiver
+// clears the others (trust.go, TestStatusMasked). Per bit
+// (nf_conntrack_common.h):
+//
+//	EXPECTED (0)       cleared: a copy has no master here; the kernel sets it
+//	                   itself for a connection an expectation matched
+//	SEEN_REPLY (1)     kept: both directions seen (TCP established)
+//	ASSURED (2)        kept: not evicted early; the kernel needs it on a copy
+//	                   of an established flow
+//	CONFIRMED (3)      kept: every copy is created confirmed (in the hash)
+//	SRC_NAT, DST_NAT   cleared: the kernel sets them from CTA_NAT_SRC/DST,
+//	 (4-5), SEQ_ADJUST which the copy's tuples give; not settable directly
+//	 (6), *_NAT_DONE
+//	 (7-8)
+//	DYING (9)          cleared: never sent (a dying flow is not copied)
+//	FIXED_TIMEOUT (10) cleared: a copy's timeout is refreshed by the sender
+//	TEMPLATE (11)      cleared: templates are not flows
+//	NAT_CLASH /        cleared: set by the kernel for its own entries only
+//	 UNTRACKED (12)
+//	HELPER (13)        cleared: a helper comes with CTA_HELP (Flow.Helper),
+//	                   which Config.Helpers limits
+//	OFFLOAD (14),      cleared: flowtable state of the sender's kernel
+//	 HW_OFFLOAD (15)
+//
+// ctnetlink itself accepts only SEEN_REPLY, ASSURED and CONFIRMED at
+// creation (kernel_linux.go writes nothing else either).
+const CopyStatus = StatusSeenReply | StatusAssured | StatusConfirmed
+
+// senderStatus are the bits a sender's kernel reports for a live flow it
+// copies (EXPECTED for a related connection, the NAT bits, FIXED_TIMEOUT,
+// NAT_CLASH, HELPER, OFFLOAD, HW_OFFLOAD): cleared from a copy without
+// notice. A record with any other bit outside CopyStatus (DYING, TEMPLATE,
+// an undefined bit) is no sender's: it is counted (status_masked).
+const senderStatus = CopyStatus | 1<<0 | 1<<4 | 1<<5 | 1<<6 | 1<<7 | 1<<8 | 1<<10 | 1<<12 | 1<<13 | 1<<14 | 1<<15
+
 // TCP conntrack states (enum tcp_conntrack).
 const (
 	TCPNone        = 0

@@ -355,7 +355,7 @@ const (
 	ipctnlMsgCtNew         = 0
 	ipctnlMsgCtGet         = 1
 	ipctnlMsgCtDelete      = 2
-	settableStatus         = StatusSeenReply | StatusAssured | StatusConfirmed
+	settableStatus         = CopyStatus
 	nlmsgError             = 2
 	nlmsgHdrLen            = 16
 	netlinkRequestAckFlags = netlink.Request | netlink.Acknowledge

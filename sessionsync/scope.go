@@ -39,6 +39,12 @@ func (e *Engine) keeps(f *Flow) bool {
 // ownedExpect reports whether an expectation's master flow is in this
 // node's scope: an expectation goes with its master.
 func (e *Engine) ownedExpect(x *Expect) bool {
+	return e.owned(masterFlow(x))
+}
+
+// masterFlow is an expectation's master flow as its key gives it (the
+// reply tuple the mirror of the original).
+func masterFlow(x *Expect) *Flow {
 	m := x.Master
-	return e.owned(&Flow{Zone: m.Zone, Proto: m.Proto, Orig: m.Orig, Reply: Tuple{Src: m.Orig.Dst, Dst: m.Orig.Src}})
+	return &Flow{Zone: m.Zone, Proto: m.Proto, Orig: m.Orig, Reply: Tuple{Src: m.Orig.Dst, Dst: m.Orig.Src}}
 }

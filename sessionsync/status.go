@@ -121,6 +121,24 @@ type Status struct {
 	// SweepsSkipped counts peers' bulk copies that ended while this node
 	// was primary: its table is its own traffic and is not swept.
 	SweepsSkipped uint64 `json:"sweeps_skipped_as_primary,omitempty"`
+	// Refused counts, by reason (trust.go: not_entitled, out_of_scope,
+	// filtered, expectations_off, helper), the messages and records
+	// refused before reaching the table; RefusedTotal is their sum.
+	Refused      map[string]uint64 `json:"refused,omitempty"`
+	RefusedTotal uint64            `json:"refused_total"`
+	// StatusMasked counts received records whose status carried bits no
+	// sender's kernel reports (DYING, TEMPLATE, undefined; every bit
+	// outside CopyStatus is cleared from every copy); HelpersRemoved those
+	// whose helper this node does not allow (applied without it).
+	StatusMasked   uint64 `json:"status_masked"`
+	HelpersRemoved uint64 `json:"helpers_removed"`
+	// Held is the number of messages held from peers not entitled (yet);
+	// Senders the peers entitled to send now (null: every peer, the
+	// library default).
+	Held        int      `json:"held_unentitled"`
+	Senders     []string `json:"senders"`
+	LastRefusal string   `json:"last_refusal,omitempty"`
+	BookEvicted uint64   `json:"bookkeeping_evicted,omitempty"`
 	// ErrorReasons counts refused flows by reason (errno).
 	ErrorReasons map[string]uint64 `json:"error_reasons,omitempty"`
 	LastError    string            `json:"last_error,omitempty"`
@@ -161,6 +179,7 @@ func (e *Engine) Status() Status {
 	st.Unsupported, st.ExpectSent = e.c.unsupported, e.c.expectSent
 	st.Echoes, st.LearnedSent = e.c.echoes, e.c.learnedSent
 	st.Renewed = e.c.renewed
+	st.BookEvicted = e.c.bookEvicted
 	for name, g := range e.gone {
 		if _, live := e.peers[name]; !live && e.cfg.Symmetric { // a-p: only the members copied to now
 			st.Peers = append(st.Peers, PeerStatus{Node: name, SentFlows: g[0], SentMsgs: g[1]})
@@ -200,6 +219,14 @@ func (e *Engine) Status() Status {
 	st.Malformed, st.Swept, st.BulkDone = e.rc.malformed, e.rc.swept, e.rc.bulkDone
 	st.SweepsSkipped = e.rc.sweepsSkipped
 	st.ExpectApplied = e.rc.expectApplied
+	if len(e.rc.refused) > 0 {
+		st.Refused = map[string]uint64{}
+		for k, v := range e.rc.refused {
+			st.Refused[k] = v
+			st.RefusedTotal += v
+		}
+	}
+	st.StatusMasked, st.HelpersRemoved, st.LastRefusal = e.rc.statusMasked, e.rc.helpersRemoved, e.rc.lastRefusal
 	if len(e.rc.reasons) > 0 {
 		st.ErrorReasons = map[string]uint64{}
 		for k, v := range e.rc.reasons {
@@ -220,5 +247,7 @@ func (e *Engine) Status() Status {
 	}
 	e.recvMu.Unlock()
 	sort.Slice(st.Sources, func(i, j int) bool { return st.Sources[i].Node < st.Sources[j].Node })
+	st.Held = int(e.heldN.Load())
+	st.Senders = e.senderNames(now)
 	return st
 }

@@ -196,6 +196,7 @@ func (e *Engine) learn(from string, recs []Record, now time.Time) []bool {
 			e.lastSent[k] = max(e.lastSent[k], exp)
 		}
 	}
+	e.boundBook(now)
 	return had
 }
 

@@ -15,11 +15,16 @@
 #                         node-a, no heartbeat for 1.2s)")
 #   HAGENT_NODE           this node's name
 #   HAGENT_VCLUSTER       the virtual cluster whose role changed (1 or 2)
+#   PATH                  /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# and nothing else of hagentd's environment: name what the hook needs
+# (CLOUD_ADDRESS, CLOUD_INSTANCE, the CLI's credentials) in
+# cluster.hooks.env, e.g. env: [CLOUD_ADDRESS, CLOUD_INSTANCE, AWS_PROFILE].
+# At the timeout the hook's whole process group is killed.
 # A hook that fails is logged and in `agentctl ha history`; it is not retried.
 set -eu
 
-ADDRESS=${CLOUD_ADDRESS:-10.0.1.100}      # the address that follows the primary
-INSTANCE=${CLOUD_INSTANCE:-$HAGENT_NODE}  # this VM's id at the provider
+ADDRESS="${CLOUD_ADDRESS:-10.0.1.100}"    # the address that follows the primary
+INSTANCE="${CLOUD_INSTANCE:-$HAGENT_NODE}" # this VM's id at the provider
 
 case "$HAGENT_ROLE" in
 primary)
