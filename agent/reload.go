@@ -55,6 +55,7 @@ func (a *Agent) reload(newCfg *config.Config) []string {
 	a.cfg = &merged
 	a.desired = newCfg.Cluster
 	a.restartNeeded = pending
+	a.wanted = newCfg
 	a.cfgMu.Unlock()
 	for _, v := range a.vcs {
 		v.m.UpdateConfig(machineConfig(&merged, v.sec), a.now())
@@ -80,4 +81,18 @@ func (a *Agent) pendingRestart() []string {
 	a.cfgMu.RLock()
 	defer a.cfgMu.RUnlock()
 	return slices.Clone(a.restartNeeded)
+}
+
+// wantedConfig returns the configuration the last reload was given (the
+// running one before any): a cluster section synchronized from the
+// primary replaces its cluster part, so the node-local keys of a reloaded
+// file that wait for a restart stay reported
+// (TestReloadSyncedSectionKeepsFileKeys).
+func (a *Agent) wantedConfig() *config.Config {
+	a.cfgMu.RLock()
+	defer a.cfgMu.RUnlock()
+	if a.wanted != nil {
+		return a.wanted
+	}
+	return a.cfg
 }

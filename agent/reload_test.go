@@ -192,3 +192,35 @@ func TestReloadModeAndSessions(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReloadSyncedSectionKeepsFileKeys: a cluster section synchronized from
+// the primary after a SIGHUP does not make the node-local keys that wait
+// for a restart disappear from status: the section replaces the cluster
+// part of what this node wants, not its file.
+func TestReloadSyncedSectionKeepsFileKeys(t *testing.T) {
+	n := startNode(t, heartbeat.NewMemNetwork(), testConfig(t, "a", 200, false))
+	c := *n.a.config()
+	c.LogFormat = "json"
+	if pending, _ := n.a.Reload(context.Background(), &c); !slices.Equal(pending, []string{"log_format"}) {
+		t.Fatalf("log_format changed: reload reports %v", pending)
+	}
+	section, err := config.MarshalCluster(c.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.a.applySyncedCluster(section); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the synchronized section applied", func() bool {
+		k := 0
+		for _, e := range n.a.hist.list() {
+			if e.Kind == "config" {
+				k++
+			}
+		}
+		return k == 2
+	})
+	if got := n.status(t).RestartNeeded; !slices.Equal(got, []string{"log_format"}) {
+		t.Errorf("after a synchronized section, status restart_needed %v, want [log_format] (the file still says json)", got)
+	}
+}
