@@ -114,6 +114,10 @@ type Agent struct {
 	// differs from cfg.Cluster in keys that wait for a restart. It is what
 	// configuration sync compares and sends.
 	desired config.Cluster
+	// restartNeeded are the keys the last reload could not apply, wanted
+	// the configuration it was given (agent/reload.go).
+	restartNeeded []string
+	wanted        *config.Config
 
 	links []*hbLink
 

@@ -180,6 +180,7 @@ func (a *Agent) status() *control.Status {
 	out.Problems, out.Warnings = a.problems(view.conflicts, now)
 	out.Sessions = a.sessionsStatusOf(view.sessHeld, st.Members)
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
+	out.RestartNeeded = a.pendingRestart()
 	out.Health, _ = control.HealthOf(out)
 	return out
 }

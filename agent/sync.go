@@ -99,8 +99,7 @@ func (a *Agent) applySyncedCluster(b []byte) error {
 	if err != nil {
 		return err
 	}
-	cur := a.config()
-	merged := *cur
+	merged := *a.wantedConfig() // the file's node-local keys, not the running ones
 	merged.Cluster = c
 	select {
 	case a.applyCh <- &merged:

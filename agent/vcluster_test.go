@@ -150,8 +150,8 @@ func TestReloadVCluster2Priority(t *testing.T) {
 	})
 	c2 := c
 	c2.Cluster.VCluster2.Monitor = nil
-	if pending, _ := b.a.Reload(context.Background(), &c2); len(pending) != 1 || pending[0] != "cluster.vcluster2" {
-		t.Fatalf("a changed cluster.vcluster2: pending %v, want [cluster.vcluster2]", pending)
+	if pending, _ := b.a.Reload(context.Background(), &c2); len(pending) != 1 || pending[0] != "cluster.vcluster2.monitor" {
+		t.Fatalf("a changed cluster.vcluster2.monitor: pending %v, want [cluster.vcluster2.monitor]", pending)
 	}
 }
 

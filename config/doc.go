@@ -22,6 +22,16 @@
 // first one. A key that is absent or null takes its default; [Default]
 // returns a configuration with every default filled in.
 //
+// Reload. Every key of [Keys] has a [ReloadClass] (Key.Reload): live
+// (a running agent applies a change on SIGHUP or a synchronized cluster
+// section), restart (it keeps the running value and reports the key as
+// waiting for a restart), or per key for a mapping whose keys decide.
+// [KeepRunning] compares two configurations over [ReloadKeys], resolved to
+// fields by [KeyField], and puts the restart keys back to their running
+// values. TestKeysReloadClass fails for a key without a class and
+// TestReloadKeysCoverConfig for a field of [Config] no key reaches, so a
+// new key cannot be left out of reload.
+//
 // Durations are Go duration strings ("200ms", "20s"); a bare number is
 // rejected because its unit would be a guess. Ethertypes are YAML integers
 // (0x8890 or 34960) or strings ("0x8890").

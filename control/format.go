@@ -117,6 +117,9 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	if s.Config.LastError != "" {
 		fmt.Fprintf(w, "    sync error: %s\n", s.Config.LastError)
 	}
+	if len(s.RestartNeeded) > 0 {
+		fmt.Fprintf(w, "    restart needed: %s (changed, still running with the values above)\n", strings.Join(s.RestartNeeded, ", "))
+	}
 	fmt.Fprintf(w, "HBDEV stats:\n    %s:\n", s.Node)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	for _, h := range s.HBDevs {

@@ -55,6 +55,10 @@ type Status struct {
 	// Interfaces...), which are kept for compatibility; a node running
 	// cluster.vcluster2 has two. Absent in the status of older agents.
 	VClusters []VCluster `json:"vclusters,omitempty"`
+	// RestartNeeded are the keys whose new value the last reload could
+	// not apply live (config.Key.Reload): the agent runs with the values
+	// it has, which the fields above show, until a restart.
+	RestartNeeded []string `json:"restart_needed,omitempty"`
 }
 
 // VCluster is one virtual cluster's election as this node sees it.

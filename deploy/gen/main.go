@@ -186,7 +186,7 @@ cluster's state and controls failover.`)
 	dl(w, "1", "runtime failure")
 	dl(w, "2", "bad usage or bad configuration; every problem is printed as file:line: key: message")
 	fmt.Fprintln(w, ".SH SIGNALS")
-	dl(w, "SIGHUP", "reload the configuration: what can change live (priority, override, timers, hooks) is applied; an invalid file is refused and the running configuration kept")
+	dl(w, "SIGHUP", "reload the configuration: what can change live (priority, override, timers, hooks, log_level: \"Reload: live\" in hagent.yaml(5)) is applied; every other changed key keeps its running value and is logged and shown by agentctl ha status as restart needed; an invalid file is refused and the running configuration kept")
 	dl(w, "SIGTERM, SIGINT", "graceful stop: a primary tells its peers first, so they take over at once, then hagentd exits 0")
 	files(w)
 	fmt.Fprintln(w, ".SH SEE ALSO\n.BR agentctl (8),\n.BR hagent.yaml (5),\n.BR systemctl (1)")
@@ -300,6 +300,9 @@ Below, a list item is written [] and a free mapping key [PATH].`)
 		if k.Range != "" {
 			facts = append(facts, "Range: "+k.Range+".")
 		}
+		if r := reloadFact(k.Reload); r != "" {
+			facts = append(facts, r)
+		}
 		if len(facts) > 0 {
 			fmt.Fprintf(w, ".br\n%s\n", roff(strings.Join(facts, " ")))
 		}
@@ -382,3 +385,15 @@ func debianChangelog(w io.Writer, p page) {
 
 // maintainer is the package's maintainer, as in deploy/deb/nfpm.yaml.
 const maintainer = "hagent developers <hagent@example.org>"
+
+// reloadFact says in hagent.yaml(5) what a reload does with a changed key
+// (config.Key.Reload); a mapping of keys says nothing, its keys do.
+func reloadFact(c config.ReloadClass) string {
+	switch c {
+	case config.ReloadLive:
+		return "Reload: live."
+	case config.ReloadRestart:
+		return "Reload: restart needed."
+	}
+	return ""
+}

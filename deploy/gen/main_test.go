@@ -69,6 +69,9 @@ func TestConfigPageKeys(t *testing.T) {
 		if k.Range != "" && !strings.Contains(e, "Range: "+k.Range+".") {
 			t.Errorf("%s: the page does not give the range %s: %q", k.Path, k.Range, e)
 		}
+		if r := reloadFact(k.Reload); k.Reload != config.ReloadPerKey && (r == "" || !strings.Contains(e, r)) {
+			t.Errorf("%s: the page does not say what a reload does (%q): %q", k.Path, k.Reload, e)
+		}
 	}
 	if strings.Join(keys, "\n") != strings.Join(want, "\n") {
 		t.Errorf("hagent.yaml(5) keys:\n%s\nwant config.Keys:\n%s", strings.Join(keys, " "), strings.Join(want, " "))
