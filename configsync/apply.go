@@ -32,7 +32,12 @@ func (s *Syncer) applyLoop(ctx context.Context) {
 		go func() {
 			select {
 			case n := <-s.applyQ:
-				if independentPushes(m, n) {
+				// Written ahead only for the current primary: a push
+				// from anyone else never reaches the disk.
+				s.mu.Lock()
+				fromPrimary := s.role == RoleSecondary && s.primary == n.from
+				s.mu.Unlock()
+				if fromPrimary && independentPushes(m, n) {
 					n.preCh = make(chan *Prewritten, 1)
 					go func() { n.preCh <- s.store.PrewriteFiles(n.hdr.Entries, n.contents(), prewriteWorkers) }()
 				}
@@ -133,7 +138,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 	// A member that has just started may not know its primary yet when
 	// the primary's first push arrives (the primary heard it first): give
 	// its election a moment rather than reject a push it will want.
-	for deadline := time.Now().Add(startingGrace); role == RoleStarting && time.Now().Before(deadline) && ctx.Err() == nil; {
+	for deadline := time.Now().Add(s.grace); role == RoleStarting && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(5 * time.Millisecond)
 		s.mu.Lock()
 		role, primary = s.role, s.primary

@@ -270,6 +270,9 @@ func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCach
 	if err != nil {
 		return tempRef{}, err
 	}
+	if s.afterResolve != nil {
+		s.afterResolve(e.Path)
+	}
 	cur, err := s.stat(e.Path)
 	switch {
 	case err == nil && cur.Same(e):

@@ -271,6 +271,11 @@ type Store struct {
 	// beforeCommit, if set (tests), runs after a batch's files are
 	// durable and before its staged directories are renamed into place.
 	beforeCommit func()
+	// afterResolve, if set (tests), runs after the directory of logical
+	// path p was opened for a write and before anything is written in it:
+	// TestApplySwappedDirNotFollowed swaps the directory for a symlink
+	// there.
+	afterResolve func(p string)
 }
 
 // BeginBatch starts a batch of Apply calls: each file is still written
@@ -562,6 +567,9 @@ func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
 	}
 	defer d.close()
 	s.syncLater(created...)
+	if s.afterResolve != nil {
+		s.afterResolve(e.Path)
+	}
 	cur, err := s.stat(e.Path)
 	switch {
 	case err == nil && cur.Same(e):

@@ -199,6 +199,14 @@ type Syncer struct {
 	pendMu   sync.Mutex
 	pending  map[uint64]pendingReq
 	running  atomic.Bool
+	// serving holds a slot per request being served (maxServing);
+	// refused counts the messages dropped or refused.
+	serving chan struct{}
+	refused atomic.Uint64
+	// grace is how long a message from a member that may be becoming
+	// this node's primary waits for the role to show it (startingGrace;
+	// the receive fuzz target sets 0).
+	grace time.Duration
 	// applying is set while a push is applied; a rescan asked for then
 	// (by the watcher, seeing the push's own writes) waits for its end
 	// (deferred), as the push rescans when it is done.
@@ -294,7 +302,8 @@ func NewSyncer(cfg SyncConfig) (*Syncer, error) {
 		tr: cfg.Transport, role: RoleStarting, members: map[string]*member{},
 		commands: map[string]*CommandStatus{}, workers: map[string]*peerWorker{},
 		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, 64),
-		pending: map[uint64]pendingReq{},
+		pending: map[uint64]pendingReq{}, serving: make(chan struct{}, maxServing),
+		grace: startingGrace,
 	}
 	s.loadState()
 	if n, err := store.CleanTemp(); err != nil {
