@@ -205,3 +205,45 @@ func FuzzReceive(f *testing.F) {
 		}
 	})
 }
+
+// TestMembersBounded: heartbeats naming ever new members keep at most
+// maxTrackedMembers members' state, and never forget the primary.
+func TestMembersBounded(t *testing.T) {
+	f := newReceiveFixture(t, t.TempDir())
+	f.s.NotePeerChecksum("p", [32]byte{1}, 1)
+	for i := range 1000 {
+		f.s.NotePeerChecksum(fmt.Sprintf("n%d", i), [32]byte{byte(i)}, uint64(i))
+	}
+	f.s.mu.Lock()
+	n, primary := len(f.s.members), f.s.members["p"]
+	f.s.mu.Unlock()
+	noted := 0
+	f.s.noted.Range(func(any, any) bool { noted++; return true })
+	if n > maxTrackedMembers || noted > maxTrackedMembers || primary == nil {
+		t.Fatalf("%d members, %d noted (bound %d), primary kept: %v", n, noted, maxTrackedMembers, primary != nil)
+	}
+}
+
+// TestRequestsBounded: requests beyond maxServing at once are dropped and
+// counted, not given a goroutine each; a push from a member that is not
+// the primary is not even queued.
+func TestRequestsBounded(t *testing.T) {
+	f := newReceiveFixture(t, t.TempDir())
+	ctx := context.Background()
+	served := 0
+	req := mustEncode(t, msgManifestReq, &syncHeader{ID: 1}, nil)
+	for range 100 {
+		f.s.receive(ctx, l2chan.Message{From: "p", Data: req}, f.s.queuePush, func(*syncMsg) { served++ })
+	}
+	if served != maxServing || f.s.refused.Load() != 100-maxServing {
+		t.Fatalf("served %d, refused %d of 100; want %d served at once", served, f.s.refused.Load(), maxServing)
+	}
+	c := "x"
+	push := mustEncode(t, msgPush, &syncHeader{ID: 2, Entries: []Entry{fileEntry("/etc/app/a", c)}}, []byte(c))
+	for range 3 * applyQLen {
+		f.s.receive(ctx, l2chan.Message{From: "x", Data: push}, f.s.queuePush, nil)
+	}
+	if n := len(f.s.applyQ); n != 0 {
+		t.Fatalf("%d pushes from a non-primary queued", n)
+	}
+}

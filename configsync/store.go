@@ -412,6 +412,7 @@ func (s *Store) Scan() (Manifest, error) {
 		}
 	}
 	s.pruneFresh()
+	s.pruneCache(entries)
 	if s.cluster != nil {
 		b, err := s.cluster()
 		if err != nil {
@@ -420,6 +421,26 @@ func (s *Store) Scan() (Manifest, error) {
 		entries = append(entries, clusterEntry(b))
 	}
 	return NewManifest(entries), nil
+}
+
+// pruneCache drops the cached digests of paths a scan no longer found
+// (deleted locally): the cache holds at most one entry per file of the
+// tree.
+func (s *Store) pruneCache(entries []Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) <= len(entries) {
+		return
+	}
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		seen[e.Path] = true
+	}
+	for p := range s.cache {
+		if !seen[p] {
+			delete(s.cache, p)
+		}
+	}
 }
 
 func clusterEntry(b []byte) Entry {

@@ -213,6 +213,12 @@ type Syncer struct {
 	applying, deferred atomic.Bool
 }
 
+// applyQLen bounds the pushes received and not yet applied: the primary
+// has at most pushDepth (3) in flight per member, pushes from anyone else
+// are refused before they are queued; a full queue makes the receiver
+// wait (the channel's window then holds the sender back).
+const applyQLen = 8
+
 type pendingReq struct {
 	peer   string
 	ch     chan *syncMsg
@@ -301,7 +307,7 @@ func NewSyncer(cfg SyncConfig) (*Syncer, error) {
 		cfg: cfg, log: cfg.Logger.Named("sync").With("node", cfg.Self), store: store, now: cfg.Now,
 		tr: cfg.Transport, role: RoleStarting, members: map[string]*member{},
 		commands: map[string]*CommandStatus{}, workers: map[string]*peerWorker{},
-		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, 64),
+		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, applyQLen),
 		pending: map[uint64]pendingReq{}, serving: make(chan struct{}, maxServing),
 		grace: startingGrace,
 	}
@@ -533,9 +539,34 @@ func (s *Syncer) checkMismatch(peer string) {
 	}
 }
 
+// maxTrackedMembers bounds the members the syncer keeps state for
+// (s.members, s.noted): twice the largest cluster (4, as FGCP), so that
+// members that left are still shown for a while, while heartbeats naming
+// ever new members cannot grow it (TestMembersBounded).
+const maxTrackedMembers = 8
+
+// member returns the state of member name, created if new; s.mu is held.
+// Past maxTrackedMembers, the member heard least recently that is neither
+// the primary nor a peer is forgotten.
 func (s *Syncer) member(name string) *member {
 	m := s.members[name]
 	if m == nil {
+		if len(s.members) >= maxTrackedMembers {
+			victim := ""
+			var oldest time.Time
+			for n, o := range s.members {
+				if n == s.primary || slices.Contains(s.peers, n) {
+					continue
+				}
+				if victim == "" || o.lastHeard.Before(oldest) {
+					victim, oldest = n, o.lastHeard
+				}
+			}
+			if victim != "" {
+				delete(s.members, victim)
+				s.noted.Delete(victim)
+			}
+		}
 		m = &member{}
 		s.members[name] = m
 	}
