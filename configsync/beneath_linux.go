@@ -40,22 +40,6 @@ var noOpenat2 atomic.Bool
 // resolveFlags: nothing may leave the anchor, no symlink in any component.
 const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
-// errBelowSymlink is returned for a path with a symbolic link in a
-// component above its last.
-var errBelowSymlink = errors.New("a path component is a symbolic link")
-
-// anchorOf returns the file system path of the anchor of logical path p
-// and p relative to it; p must be covered by a sync path.
-func (s *Store) anchorOf(p string) (anchor, rel string, err error) {
-	r := s.root(p)
-	if r == "" {
-		return "", "", fmt.Errorf("configsync: %q is not below a sync path", p)
-	}
-	parent := filepath.Dir(r)
-	rel = strings.TrimPrefix(p[len(parent):], "/")
-	return filepath.Dir(s.fsPath(r)), rel, nil
-}
-
 // openAnchor opens the anchor directory (created with its parents if
 // create and missing, as MkdirAll did before: it is the administrator's
 // part of the path).
@@ -130,13 +114,6 @@ func walkBeneath(dirfd int, rel string, flags int, mkdir bool) (int, error) {
 		cur = next
 	}
 	return cur, nil
-}
-
-// dirHandle is an open directory below an anchor, found without a
-// symlink; path is its file system path (messages, fsync by syncfs).
-type dirHandle struct {
-	fd   int
-	path string
 }
 
 func (d *dirHandle) close() {

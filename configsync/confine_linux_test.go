@@ -53,11 +53,6 @@ func (f *confineFixture) outsideState(t *testing.T) string {
 	return out
 }
 
-func fileEntry(p, content string) Entry {
-	return Entry{Path: p, Kind: KindFile, Mode: 0o644, UID: -1, GID: -1, Size: int64(len(content)),
-		SHA256: sha256.Sum256([]byte(content))}
-}
-
 // withWalk runs f with openat2 and with the fd walk that replaces it on
 // kernels without it.
 func withWalk(t *testing.T, f func(t *testing.T)) {

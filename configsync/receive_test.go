@@ -12,6 +12,11 @@ import (
 	"github.com/hagent/hagent/l2chan"
 )
 
+func fileEntry(p, content string) Entry {
+	return Entry{Path: p, Kind: KindFile, Mode: 0o644, UID: -1, GID: -1, Size: int64(len(content)),
+		SHA256: sha256.Sum256([]byte(content))}
+}
+
 // captureTransport records what the syncer sends.
 type captureTransport struct {
 	mu   sync.Mutex
