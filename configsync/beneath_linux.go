@@ -350,20 +350,9 @@ func openDirAt(d *dirHandle, name string) (*dirHandle, error) {
 }
 
 // statModeBits returns the permission and special bits of st_mode as an
-// Entry's Mode.
-func statModeBits(m uint32) uint32 {
-	mode := m & 0o777
-	if m&unix.S_ISUID != 0 {
-		mode |= 0o4000
-	}
-	if m&unix.S_ISGID != 0 {
-		mode |= 0o2000
-	}
-	if m&unix.S_ISVTX != 0 {
-		mode |= 0o1000
-	}
-	return mode
-}
+// Entry's Mode (Linux's S_ISUID, S_ISGID, S_ISVTX are 04000, 02000,
+// 01000).
+func statModeBits(m uint32) uint32 { return m & 0o7777 }
 
 // loadAt is Load's slow way for name in d (logical path p): a directory,
 // a symlink (read with readlinkat, never followed), or a regular file

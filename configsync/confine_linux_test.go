@@ -53,6 +53,24 @@ func (f *confineFixture) outsideState(t *testing.T) string {
 	return out
 }
 
+// loop runs f over and over on a goroutine until the returned stop is
+// called (and returns once f is no longer running).
+func loop(f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+				f()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
 // withWalk runs f with openat2 and with the fd walk that replaces it on
 // kernels without it.
 func withWalk(t *testing.T, f func(t *testing.T)) {
@@ -154,19 +172,7 @@ func TestApplySwappedDirNotFollowed(t *testing.T) {
 			t.Fatalf("a write went through the swapped directory:\n%s", after)
 		}
 		// Racing: the swap at any moment.
-		stop, done := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				swap()
-				unswap()
-			}
-		}()
+		stop := loop(func() { swap(); unswap() })
 		for n := range 100 {
 			var es []Entry
 			var cs [][]byte
@@ -178,8 +184,7 @@ func TestApplySwappedDirNotFollowed(t *testing.T) {
 			f.s.ApplyFiles(es, cs, 2, nil)
 			f.s.Apply(es[0], cs[0])
 		}
-		close(stop)
-		<-done
+		stop()
 		if after := f.outsideState(t); after != before {
 			t.Fatalf("a write went through the swapped directory:\n%s", after)
 		}
@@ -194,24 +199,14 @@ func TestApplyDirChmodNotFollowed(t *testing.T) {
 		f := newConfineFixture(t)
 		os.Chmod(f.outside, 0o755)
 		sub := f.root + "/etc/app/sub"
-		stop, done := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				os.RemoveAll(sub)
-				os.Symlink(f.outside, sub)
-			}
-		}()
+		stop := loop(func() {
+			os.RemoveAll(sub)
+			os.Symlink(f.outside, sub)
+		})
 		for n := range 2000 {
 			f.s.Apply(Entry{Path: "/etc/app/sub", Kind: KindDir, Mode: 0o700 + uint32(n%2)*0o77, UID: -1, GID: -1}, nil)
 		}
-		close(stop)
-		<-done
+		stop()
 		fi, err := os.Stat(f.outside)
 		if err != nil || fi.Mode().Perm() != 0o755 {
 			t.Fatalf("outside directory mode %v (%v), want 0755: a chmod followed the planted symlink", fi.Mode(), err)

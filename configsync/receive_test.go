@@ -253,3 +253,18 @@ func TestRequestsBounded(t *testing.T) {
 		t.Fatalf("%d pushes from a non-primary queued", queued)
 	}
 }
+
+// TestPullAnswerOncePerPath: a pull naming one path many times gets its
+// content once, not once per mention.
+func TestPullAnswerOncePerPath(t *testing.T) {
+	f := newReceiveFixture(t, t.TempDir())
+	paths := make([]string, 1000)
+	for i := range paths {
+		paths[i] = "/etc/app/d/conf"
+	}
+	for _, r := range f.handle("p", mustEncode(t, msgPullReq, &syncHeader{ID: 1, Paths: paths}, nil)) {
+		if r.kind == msgPullResp && (len(r.hdr.Entries) != 1 || len(r.blob) != len("mine\n")) {
+			t.Fatalf("pull answer: %d entries, %d bytes", len(r.hdr.Entries), len(r.blob))
+		}
+	}
+}

@@ -77,6 +77,10 @@ func (s *Syncer) recvLoop(ctx context.Context) {
 	}
 }
 
+// maxPullBytes bounds the content of one pull answer: the largest
+// message the control channel carries by default (l2chan MaxMessage).
+const maxPullBytes = 256 << 20
+
 // maxServing bounds the requests served at once (each a goroutine that
 // may scan the tree or read files): more are dropped and counted, the
 // asker's request times out. A member asks for one thing at a time per
@@ -207,7 +211,16 @@ func (s *Syncer) serve(ctx context.Context, m *syncMsg) {
 		h := syncHeader{ID: m.hdr.ID}
 		var blob []byte
 		var errs []string
+		seen := make(map[string]bool, len(m.hdr.Paths))
 		for _, p := range m.hdr.Paths {
+			if seen[p] {
+				continue // each path once: no amplification by repetition (TestPullAnswerOncePerPath)
+			}
+			seen[p] = true
+			if len(blob) >= maxPullBytes {
+				errs = append(errs, fmt.Sprintf("pull answer reached %d bytes; %s and later paths left out", maxPullBytes, p))
+				break
+			}
 			e, content, err := s.store.Load(p)
 			if err != nil {
 				if !errors.Is(err, fs.ErrNotExist) {

@@ -208,16 +208,7 @@ func (s *Store) loadRegular(p string) (e Entry, b []byte, ok bool) {
 		n += m
 	}
 	b = b[:n]
-	mode := uint32(st.Mode & 0o777)
-	if st.Mode&unix.S_ISUID != 0 {
-		mode |= 0o4000
-	}
-	if st.Mode&unix.S_ISGID != 0 {
-		mode |= 0o2000
-	}
-	if st.Mode&unix.S_ISVTX != 0 {
-		mode |= 0o1000
-	}
+	mode := statModeBits(st.Mode)
 	return Entry{Path: p, Kind: KindFile, Mode: mode, UID: int(st.Uid), GID: int(st.Gid),
 		Size: int64(n), SHA256: sha256.Sum256(b)}, b, true
 }
