@@ -245,6 +245,56 @@ func (s *Store) prepareDir(p string, c *dirCache) (*dirHandle, dirInfo, error) {
 	return r.d, r.info, r.err
 }
 
+// maxBatchDirs bounds the directories a batch holds open (dirCache, the
+// stage's directories and the parents of its tops: one fd each until its
+// renames are done, so at most 3 × 512 fds per batch, twice that with the
+// next batch written ahead; far below the 20 000+ a daemon may open). A
+// push whose entries name more (a tree of many directories with few
+// files each) is applied without a stage and without writing ahead, its
+// files in chunks of at most maxBatchDirs directories
+// (applyFilesChunked): each file is still old or new, each chunk flushed
+// as one. A variable for TestManyDirsChunked.
+var maxBatchDirs = 512
+
+// batchDirs counts the directories a batch of entries opens: the parents
+// of its files and its directory entries.
+func batchDirs(es []Entry) int {
+	dirs := map[string]bool{}
+	for _, e := range es {
+		switch e.Kind {
+		case KindFile:
+			dirs[filepath.Dir(e.Path)] = true
+		case KindDir:
+			dirs[e.Path] = true
+		}
+	}
+	return len(dirs)
+}
+
+// applyFilesChunked is applyFiles (no stage, nothing written ahead) over
+// consecutive chunks of es that each name at most maxBatchDirs
+// directories.
+func (s *Store) applyFilesChunked(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
+	applied, errs = make([]bool, len(es)), make([]error, len(es))
+	for start := 0; start < len(es); {
+		dirs := map[string]bool{}
+		end := start
+		for ; end < len(es); end++ {
+			d := filepath.Dir(es[end].Path)
+			if !dirs[d] && len(dirs) == maxBatchDirs {
+				break
+			}
+			dirs[d] = true
+		}
+		a, e, ct := s.applyFiles(es[start:end], cs[start:end], workers, nil, nil)
+		copy(applied[start:], a)
+		copy(errs[start:], e)
+		t.Write, t.Flush, t.Rename, t.SyncDirs = t.Write+ct.Write, t.Flush+ct.Flush, t.Rename+ct.Rename, t.SyncDirs+ct.SyncDirs
+		start = end
+	}
+	return applied, errs, t
+}
+
 // BatchTimes is where the time of an ApplyFiles batch went.
 type BatchTimes struct {
 	Write    time.Duration // temporary files: create, write, fchown, fchmod

@@ -213,3 +213,57 @@ func TestApplyDirChmodNotFollowed(t *testing.T) {
 		}
 	})
 }
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(des)
+}
+
+// TestManyDirsChunked: a push whose files lie in more directories than a
+// batch holds open is applied in chunks, with at most maxBatchDirs
+// directory fds open, and completely.
+func TestManyDirsChunked(t *testing.T) {
+	defer func(n int) { maxBatchDirs = n }(maxBatchDirs)
+	maxBatchDirs = 4
+	root := t.TempDir()
+	os.MkdirAll(root+"/etc/app", 0o755)
+	s := offlineSyncer(t, root, "/etc/app")
+	var es []Entry
+	var cs [][]byte
+	for d := range 40 {
+		es = append(es, Entry{Path: fmt.Sprintf("/etc/app/d%02d", d), Kind: KindDir, Mode: 0o755, UID: -1, GID: -1})
+		cs = append(cs, nil)
+		for f := range 3 {
+			c := fmt.Sprintf("%d/%d", d, f)
+			es = append(es, fileEntry(fmt.Sprintf("/etc/app/d%02d/f%d", d, f), c))
+			cs = append(cs, []byte(c))
+		}
+	}
+	base, most := openFDs(t), 0
+	count := func() { most = max(most, openFDs(t)-base) }
+	s.store.afterResolve = func(string) { count() }
+	s.store.beforeCommit = count // a stage holds its directories open until then
+	s.scanMu.Lock()
+	_, errs := s.applyLocked(es, cs, nil, false, nil)
+	s.scanMu.Unlock()
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for i, e := range es {
+		if e.Kind == KindFile {
+			if b, err := os.ReadFile(root + e.Path); err != nil || string(b) != string(cs[i]) {
+				t.Fatalf("%s: %q %v", e.Path, b, err)
+			}
+		}
+	}
+	// maxBatchDirs directories, plus the anchor and /proc/self/fd while
+	// counted, plus what the runtime opens.
+	if most > maxBatchDirs+4 {
+		t.Fatalf("%d fds open during the batch, want at most %d", most, maxBatchDirs+4)
+	}
+	t.Logf("at most %d fds open with maxBatchDirs %d", most, maxBatchDirs)
+}

@@ -35,6 +35,8 @@ type stage struct {
 	tops   []string
 	stage  map[string]string
 	parent map[string]*dirHandle
+	// parentOf: logical directory → the open handle its tops share.
+	parentOf map[string]*dirHandle
 	// done: the result of each top's commit, and of each staged directory
 	// (by its top).
 	done map[string]error
@@ -42,7 +44,7 @@ type stage struct {
 
 func newStage() *stage {
 	return &stage{dirs: map[string]*dirHandle{}, info: map[string]dirInfo{}, stage: map[string]string{},
-		parent: map[string]*dirHandle{}}
+		parent: map[string]*dirHandle{}, parentOf: map[string]*dirHandle{}}
 }
 
 // stageWorthIt is how many files a new directory must receive in its
@@ -133,9 +135,19 @@ func (s *Store) stageDir(st *stage, e Entry) error {
 	if ph, _, ok := st.lookup(filepath.Dir(e.Path)); ok {
 		parent, name = ph, filepath.Base(e.Path)
 	} else {
-		ph, _, _, err := s.openParent(e.Path, false)
-		if err != nil {
-			return err
+		// The tops of one directory share its handle (one fd).
+		dir := filepath.Dir(e.Path)
+		st.mu.Lock()
+		ph := st.parentOf[dir]
+		st.mu.Unlock()
+		if ph == nil {
+			var err error
+			if ph, _, _, err = s.openParent(e.Path, false); err != nil {
+				return err
+			}
+			st.mu.Lock()
+			st.parentOf[dir] = ph
+			st.mu.Unlock()
 		}
 		parent, name, top = ph, tempBase(), true
 	}
@@ -143,7 +155,6 @@ func (s *Store) stageDir(st *stage, e Entry) error {
 	if err != nil {
 		if top {
 			removeAllAt(parent, name)
-			parent.close()
 		}
 		return err
 	}
@@ -152,7 +163,6 @@ func (s *Store) stageDir(st *stage, e Entry) error {
 		h.close()
 		if top {
 			removeAllAt(parent, name)
-			parent.close()
 		}
 		return err
 	}
@@ -261,7 +271,7 @@ func (st *stage) closeLocked() {
 	for _, h := range st.dirs {
 		h.close()
 	}
-	for _, h := range st.parent {
+	for _, h := range st.parentOf {
 		h.close()
 	}
 }
