@@ -32,7 +32,12 @@ func (s *Syncer) applyLoop(ctx context.Context) {
 		go func() {
 			select {
 			case n := <-s.applyQ:
-				if independentPushes(m, n) {
+				// Written ahead only for the current primary: a push
+				// from anyone else never reaches the disk.
+				s.mu.Lock()
+				fromPrimary := s.role == RoleSecondary && s.primary == n.from
+				s.mu.Unlock()
+				if fromPrimary && independentPushes(m, n) {
 					n.preCh = make(chan *Prewritten, 1)
 					go func() { n.preCh <- s.store.PrewriteFiles(n.hdr.Entries, n.contents(), prewriteWorkers) }()
 				}
@@ -69,7 +74,7 @@ func independentPushes(m, next *syncMsg) bool {
 	if m.kind != msgPush || next.kind != msgPush {
 		return false
 	}
-	if countFiles(next.hdr.Entries) < flushPerFileBelow {
+	if countFiles(next.hdr.Entries) < flushPerFileBelow || batchDirs(next.hdr.Entries) > maxBatchDirs {
 		return false
 	}
 	touched := map[string]bool{} // m's paths and their ancestors
@@ -133,7 +138,7 @@ func (s *Syncer) applyPush(ctx context.Context, m *syncMsg) {
 	// A member that has just started may not know its primary yet when
 	// the primary's first push arrives (the primary heard it first): give
 	// its election a moment rather than reject a push it will want.
-	for deadline := time.Now().Add(startingGrace); role == RoleStarting && time.Now().Before(deadline) && ctx.Err() == nil; {
+	for deadline := time.Now().Add(s.grace); role == RoleStarting && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(5 * time.Millisecond)
 		s.mu.Lock()
 		role, primary = s.role, s.primary
@@ -225,9 +230,16 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	applyErr := make([]error, len(entries))
 	// New directories are built aside and renamed into place with their
 	// files (see stage), for a batch large enough to be flushed as one.
+	manyDirs := batchDirs(entries) > maxBatchDirs
+	if manyDirs {
+		// Too many directories to hold open at once: no stage, nothing
+		// written ahead; the files go in chunks (below).
+		pre.Discard()
+		pre = nil
+	}
 	st := pre.takeStage()
 	var staged map[int]bool
-	if countFiles(entries) >= flushPerFileBelow {
+	if countFiles(entries) >= flushPerFileBelow && !manyDirs {
 		if st == nil {
 			st = newStage()
 		}
@@ -259,7 +271,14 @@ func (s *Syncer) applyLocked(entries []Entry, contents [][]byte, deleted []strin
 	for k, i := range files {
 		fileEntries[k], fileContents[k] = entries[i], contents[i]
 	}
-	fileApplied, fileErrs, times := s.store.applyFiles(fileEntries, fileContents, applyWorkers(), pre, st)
+	var fileApplied []bool
+	var fileErrs []error
+	var times BatchTimes
+	if manyDirs {
+		fileApplied, fileErrs, times = s.store.applyFilesChunked(fileEntries, fileContents, applyWorkers())
+	} else {
+		fileApplied, fileErrs, times = s.store.applyFiles(fileEntries, fileContents, applyWorkers(), pre, st)
+	}
 	for k, i := range files {
 		applied[i], applyErr[i] = fileApplied[k], fileErrs[k]
 	}

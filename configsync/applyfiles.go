@@ -47,8 +47,11 @@ func (s *Store) ApplyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 // file.
 func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten, st *stage) (applied []bool, errs []error, t BatchTimes) {
 	applied, errs = make([]bool, len(es)), make([]error, len(es))
-	tmps := make([]string, len(es))
-	staged := make([]bool, len(es)) // tmps[i] is the final name in a staged directory
+	// tmps[i]: the temporary file of es[i], in the open directory its
+	// target is renamed in (or, staged[i], the file itself with its final
+	// name in a staged directory).
+	tmps := make([]tempRef, len(es))
+	staged := make([]bool, len(es))
 	perFile := len(es) < flushPerFileBelow
 	if perFile {
 		// Files written ahead were not fsynced one by one.
@@ -56,18 +59,22 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 		pre = nil
 	}
 	dirs := newDirCache()
+	defer dirs.close()
+	defer pre.close()
 	var prewritten atomic.Int64
 	t0 := time.Now()
 	parallel(len(es), workers, func(i int) {
-		if tmp, inStage := pre.take(es[i]); tmp != "" {
+		if tmp, inStage := pre.take(es[i]); tmp.d != nil {
 			tmps[i], staged[i] = tmp, inStage
 			prewritten.Add(1)
 			return
 		}
-		if fp, di, ok := st.stagedFile(es[i].Path); ok {
+		if d, name, di, ok := st.stagedFile(es[i].Path); ok {
 			if errs[i] = checkContent(es[i], cs[i]); errs[i] == nil {
-				tmps[i], errs[i] = createFile(fp, di, cs[i], fileMode(es[i].Mode), es[i].UID, es[i].GID, perFile)
-				staged[i] = errs[i] == nil
+				errs[i] = createFile(d, name, di, cs[i], fileMode(es[i].Mode), es[i].UID, es[i].GID, perFile)
+				if errs[i] == nil {
+					tmps[i], staged[i] = tempRef{d, name}, true
+				}
 			}
 			return
 		}
@@ -78,7 +85,7 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	t.Write, t.Prewritten = t1.Sub(t0), int(prewritten.Load())
 	var written []int
 	for i, t := range tmps {
-		if t != "" && errs[i] == nil {
+		if t.d != nil && errs[i] == nil {
 			written = append(written, i)
 		}
 	}
@@ -87,7 +94,7 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	}
 	if err := s.flushTemps(tmps, written, workers, perFile, st); err != nil {
 		for _, i := range written {
-			os.Remove(tmps[i])
+			tmps[i].remove()
 			errs[i] = err
 		}
 		st.discard()
@@ -95,22 +102,22 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	}
 	t2 := time.Now()
 	t.Flush = t2.Sub(t1)
-	// Rename, and take the stat signature of the result for noteFresh
-	// (the rename changed its ctime).
+	// Rename within the open directory, and take the stat signature of
+	// the result for noteFresh (the rename changed its ctime).
 	fresh := make([]fs.FileInfo, len(es))
 	parallel(len(written), workers, func(k int) {
 		i := written[k]
 		if staged[i] {
 			return
 		}
-		fp := s.fsPath(es[i].Path)
-		if err := renameFile(tmps[i], fp); err != nil {
-			os.Remove(tmps[i])
+		tm := tmps[i]
+		if err := renameAt(tm.d, tm.name, tm.d, filepath.Base(es[i].Path)); err != nil {
+			tm.remove()
 			errs[i] = err
 			return
 		}
 		applied[i] = true
-		fresh[i], _ = os.Lstat(fp)
+		fresh[i], _ = os.Lstat(s.fsPath(es[i].Path))
 	})
 	syncs := dirs.parents
 	for _, d := range s.commitStage(st) {
@@ -129,19 +136,26 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 			syncs[d] = true
 		}
 	}
+	// The directories renamed into, fsynced through their open fds.
+	handles := map[string]*dirHandle{}
 	for _, i := range written {
 		if applied[i] && !staged[i] {
-			syncs[filepath.Dir(s.fsPath(es[i].Path))] = true
+			handles[tmps[i].d.path] = tmps[i].d
 		}
 	}
-	dirList := make([]string, 0, len(syncs))
+	var jobs []func() error
 	for d := range syncs {
-		dirList = append(dirList, d)
+		if _, ok := handles[d]; !ok {
+			jobs = append(jobs, func() error { return syncDir(d) })
+		}
+	}
+	for _, h := range handles {
+		jobs = append(jobs, func() error { return fsyncFd(h.fd, h.path) })
 	}
 	t3 := time.Now()
 	t.Rename = t3.Sub(t2)
-	dirErr := make([]error, len(dirList))
-	parallel(len(dirList), workers, func(k int) { dirErr[k] = syncDir(dirList[k]) })
+	dirErr := make([]error, len(jobs))
+	parallel(len(jobs), workers, func(k int) { dirErr[k] = jobs[k]() })
 	t.SyncDirs = time.Since(t3)
 	if err := errors.Join(dirErr...); err != nil {
 		for _, i := range written {
@@ -154,10 +168,24 @@ func (s *Store) applyFiles(es []Entry, cs [][]byte, workers int, pre *Prewritten
 	return applied, errs, t
 }
 
+// tempRef is a file written by a batch: name in the open directory d.
+type tempRef struct {
+	d    *dirHandle
+	name string
+}
+
+func (t tempRef) remove() {
+	if t.d != nil {
+		unlinkAt(t.d, t.name)
+	}
+}
+
 // dirCache remembers, for one ApplyFiles batch, the directories already
-// checked (no symlink on the way from the sync path, created if missing)
-// and what a file created in each gets: each is checked once per batch,
-// not once per file.
+// opened (without a symlink on the way from the anchor, created if
+// missing) and what a file created in each gets: each is opened once per
+// batch, not once per file, and stays open until the batch is done, so
+// its files are created and renamed through the directory that was
+// checked whatever happens to its path meanwhile.
 type dirCache struct {
 	mu sync.Mutex
 	m  map[string]dirResult // sync path, NUL, logical directory → result
@@ -171,51 +199,100 @@ func newDirCache() *dirCache {
 }
 
 type dirResult struct {
+	d    *dirHandle
 	info dirInfo
 	err  error
 }
 
-// prepareDir checks and creates the directory of logical path p once per
-// batch.
-func (s *Store) prepareDir(p string, c *dirCache) (dirInfo, error) {
+// close closes the batch's directories.
+func (c *dirCache) close() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.m {
+		r.d.close()
+	}
+}
+
+// prepareDir opens (creating it if missing) the directory of logical
+// path p once per batch.
+func (s *Store) prepareDir(p string, c *dirCache) (*dirHandle, dirInfo, error) {
 	dir := filepath.Dir(p)
-	// The check runs from the sync path that covers p: two files of one
-	// directory may be covered by different ones.
+	// The directory is reached from the anchor of the sync path that
+	// covers p: two files of one directory may be covered by different
+	// ones.
 	key := s.root(p) + "\x00" + dir
 	c.mu.Lock()
-	r, ok := c.m[key]
-	c.mu.Unlock()
-	if ok {
-		return r.info, r.err
+	defer c.mu.Unlock()
+	if r, ok := c.m[key]; ok {
+		return r.d, r.info, r.err
 	}
-	// Two workers may check the same directory at once: both get the same
-	// answer.
-	if r.err = s.checkPath(p); r.err == nil {
-		fd := s.fsPath(dir)
-		// The directories created here become durable when their parents
-		// are fsynced (ApplyFiles, with the directories renamed into).
-		var created []string
-		for d := fd; ; d = filepath.Dir(d) {
-			if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+	// Held across the open: two workers asking for one directory share
+	// one handle.
+	var r dirResult
+	var created []string
+	if r.d, _, created, r.err = s.openParent(p, true); r.err == nil {
+		r.info, r.err = lookDir(r.d)
+	}
+	// The directories created here become durable when their parents
+	// are fsynced (ApplyFiles, with the directories renamed into).
+	for _, d := range created {
+		c.parents[d] = true
+	}
+	c.m[key] = r
+	return r.d, r.info, r.err
+}
+
+// maxBatchDirs bounds the directories a batch holds open (dirCache, the
+// stage's directories and the parents of its tops: one fd each until its
+// renames are done, so at most 3 × 512 fds per batch, twice that with the
+// next batch written ahead; far below the 20 000+ a daemon may open). A
+// push whose entries name more (a tree of many directories with few
+// files each) is applied without a stage and without writing ahead, its
+// files in chunks of at most maxBatchDirs directories
+// (applyFilesChunked): each file is still old or new, each chunk flushed
+// as one. A variable for TestManyDirsChunked.
+var maxBatchDirs = 512
+
+// batchDirs counts the directories a batch of entries opens: the parents
+// of its files and its directory entries.
+func batchDirs(es []Entry) int {
+	dirs := map[string]bool{}
+	for _, e := range es {
+		switch e.Kind {
+		case KindFile:
+			dirs[filepath.Dir(e.Path)] = true
+		case KindDir:
+			dirs[e.Path] = true
+		}
+	}
+	return len(dirs)
+}
+
+// applyFilesChunked is applyFiles (no stage, nothing written ahead) over
+// consecutive chunks of es that each name at most maxBatchDirs
+// directories.
+func (s *Store) applyFilesChunked(es []Entry, cs [][]byte, workers int) (applied []bool, errs []error, t BatchTimes) {
+	applied, errs = make([]bool, len(es)), make([]error, len(es))
+	for start := 0; start < len(es); {
+		dirs := map[string]bool{}
+		end := start
+		for ; end < len(es); end++ {
+			d := filepath.Dir(es[end].Path)
+			if !dirs[d] && len(dirs) == maxBatchDirs {
 				break
 			}
-			created = append(created, filepath.Dir(d))
+			dirs[d] = true
 		}
-		if r.err = os.MkdirAll(fd, 0o755); r.err == nil {
-			r.info, r.err = lookDir(fd)
-		}
-		if len(created) > 0 {
-			c.mu.Lock()
-			for _, d := range created {
-				c.parents[d] = true
-			}
-			c.mu.Unlock()
-		}
+		a, e, ct := s.applyFiles(es[start:end], cs[start:end], workers, nil, nil)
+		copy(applied[start:], a)
+		copy(errs[start:], e)
+		t.Write, t.Flush, t.Rename, t.SyncDirs = t.Write+ct.Write, t.Flush+ct.Flush, t.Rename+ct.Rename, t.SyncDirs+ct.SyncDirs
+		start = end
 	}
-	c.mu.Lock()
-	c.m[key] = r
-	c.mu.Unlock()
-	return r.info, r.err
+	return applied, errs, t
 }
 
 // BatchTimes is where the time of an ApplyFiles batch went.
@@ -232,30 +309,37 @@ type BatchTimes struct {
 // temporary file beside the target, fsynced if syncNow; it returns the
 // temporary file's name, or "" if the file is already identical. dirs
 // holds the directories of the batch already checked.
-func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCache) (string, error) {
+func (s *Store) prepareFile(e Entry, content []byte, syncNow bool, dirs *dirCache) (tempRef, error) {
 	if s.root(e.Path) == "" {
-		return "", fmt.Errorf("configsync: %q is not below a sync path", e.Path)
+		return tempRef{}, fmt.Errorf("configsync: %q is not below a sync path", e.Path)
 	}
 	if err := checkContent(e, content); err != nil {
-		return "", err
+		return tempRef{}, err
 	}
-	di, err := s.prepareDir(e.Path, dirs)
+	d, di, err := s.prepareDir(e.Path, dirs)
 	if err != nil {
-		return "", err
+		return tempRef{}, err
+	}
+	if s.afterResolve != nil {
+		s.afterResolve(e.Path)
 	}
 	cur, err := s.stat(e.Path)
 	switch {
 	case err == nil && cur.Same(e):
-		return "", nil
+		return tempRef{}, nil
 	case err == nil && cur.Kind == KindDir:
-		if err := os.RemoveAll(s.fsPath(e.Path)); err != nil {
-			return "", err
+		if err := removeAllAt(d, filepath.Base(e.Path)); err != nil {
+			return tempRef{}, err
 		}
 		s.forget(e.Path)
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
-		return "", err
+		return tempRef{}, err
 	}
-	return createTemp(filepath.Dir(s.fsPath(e.Path)), di, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+	name, err := createTemp(d, di, content, fileMode(e.Mode), e.UID, e.GID, syncNow)
+	if err != nil {
+		return tempRef{}, err
+	}
+	return tempRef{d, name}, nil
 }
 
 // checkContent refuses a regular-file entry whose content does not match
@@ -309,42 +393,38 @@ func writeTemp(path string, data []byte, perm fs.FileMode, uid, gid int, syncNow
 // perFile: the files were fsynced as they were written; only the staged
 // directories (st) are left to fsync, so that their entries are durable
 // before they are renamed into place.
-func (s *Store) flushTemps(tmps []string, idx []int, workers int, perFile bool, st *stage) error {
+func (s *Store) flushTemps(tmps []tempRef, idx []int, workers int, perFile bool, st *stage) error {
 	stagedDirs := st.stagedDirs()
-	syncEach := func(paths []string) error {
-		errs := make([]error, len(paths))
-		parallel(len(paths), workers, func(k int) {
-			f, err := os.Open(paths[k])
-			if err == nil {
-				if err = f.Sync(); errors.Is(err, os.ErrInvalid) {
-					err = nil
-				}
-				f.Close()
-			}
-			errs[k] = err
-		})
+	syncEach := func(jobs []func() error) error {
+		errs := make([]error, len(jobs))
+		parallel(len(jobs), workers, func(k int) { errs[k] = jobs[k]() })
 		return errors.Join(errs...)
 	}
+	var dirJobs []func() error
+	for _, h := range stagedDirs {
+		dirJobs = append(dirJobs, func() error { return fsyncFd(h.fd, h.path) })
+	}
 	if perFile {
-		return syncEach(stagedDirs)
+		return syncEach(dirJobs)
 	}
 	dirs := map[string]bool{}
 	for _, i := range idx {
-		dirs[filepath.Dir(tmps[i])] = true
+		dirs[tmps[i].d.path] = true
 	}
-	for _, d := range stagedDirs {
-		dirs[d] = true
+	for _, h := range stagedDirs {
+		dirs[h.path] = true
 	}
 	if err := syncFileSystems(dirs); err == nil {
 		return nil
 	} else if !errors.Is(err, errors.ErrUnsupported) {
 		return err
 	}
-	files := make([]string, len(idx))
+	files := make([]func() error, len(idx))
 	for k, i := range idx {
-		files[k] = tmps[i]
+		t := tmps[i]
+		files[k] = func() error { return fsyncAt(t.d, t.name) }
 	}
-	return syncEach(append(files, stagedDirs...))
+	return syncEach(append(files, dirJobs...))
 }
 
 // noteFresh remembers the digests of the files just written, for the
@@ -428,7 +508,7 @@ type Prewritten struct {
 
 type prewrittenFile struct {
 	e   Entry
-	tmp string
+	tmp tempRef
 	// staged: tmp is the file's final name inside a staged directory.
 	staged bool
 }
@@ -436,15 +516,15 @@ type prewrittenFile struct {
 // take returns the file written ahead for e (and forgets it), or "" if
 // there is none for exactly this entry; staged tells that it is inside a
 // staged directory, with its final name.
-func (p *Prewritten) take(e Entry) (tmp string, staged bool) {
+func (p *Prewritten) take(e Entry) (tmp tempRef, staged bool) {
 	if p == nil {
-		return "", false
+		return tempRef{}, false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f, ok := p.tmps[e.Path]
 	if !ok || !f.e.Same(e) {
-		return "", false
+		return tempRef{}, false
 	}
 	delete(p.tmps, e.Path)
 	return f.tmp, f.staged
@@ -471,8 +551,16 @@ func (p *Prewritten) discardFiles() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, f := range p.tmps {
-		os.Remove(f.tmp)
+		f.tmp.remove()
 		delete(p.tmps, k)
+	}
+}
+
+// close closes the directories the files were written in (after
+// ApplyFiles renamed them, or after Discard).
+func (p *Prewritten) close() {
+	if p != nil {
+		p.dirs.close()
 	}
 }
 
@@ -481,6 +569,7 @@ func (p *Prewritten) discardFiles() {
 func (p *Prewritten) Discard() {
 	p.discardFiles()
 	p.takeStage().discard()
+	p.close()
 }
 
 // PrewriteFiles writes the temporary files of the regular-file entries of
@@ -501,15 +590,15 @@ func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten 
 		if e.Kind != KindFile || s.root(e.Path) == "" || checkContent(e, cs[i]) != nil {
 			return
 		}
-		if fp, di, ok := p.stage.stagedFile(e.Path); ok {
-			if _, err := createFile(fp, di, cs[i], fileMode(e.Mode), e.UID, e.GID, false); err == nil {
+		if d, name, di, ok := p.stage.stagedFile(e.Path); ok {
+			if err := createFile(d, name, di, cs[i], fileMode(e.Mode), e.UID, e.GID, false); err == nil {
 				p.mu.Lock()
-				p.tmps[e.Path] = prewrittenFile{e, fp, true}
+				p.tmps[e.Path] = prewrittenFile{e, tempRef{d, name}, true}
 				p.mu.Unlock()
 			}
 			return
 		}
-		di, err := s.prepareDir(e.Path, dirs)
+		d, di, err := s.prepareDir(e.Path, dirs)
 		if err != nil {
 			return
 		}
@@ -517,12 +606,12 @@ func (s *Store) PrewriteFiles(es []Entry, cs [][]byte, workers int) *Prewritten 
 		if (err == nil && (cur.Kind != KindFile || cur.Same(e))) || (err != nil && !errors.Is(err, fs.ErrNotExist)) {
 			return
 		}
-		tmp, err := createTemp(filepath.Dir(s.fsPath(e.Path)), di, cs[i], fileMode(e.Mode), e.UID, e.GID, false)
+		name, err := createTemp(d, di, cs[i], fileMode(e.Mode), e.UID, e.GID, false)
 		if err != nil {
 			return
 		}
 		p.mu.Lock()
-		p.tmps[e.Path] = prewrittenFile{e: e, tmp: tmp}
+		p.tmps[e.Path] = prewrittenFile{e: e, tmp: tempRef{d, name}}
 		p.mu.Unlock()
 	})
 	return p

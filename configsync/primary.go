@@ -74,6 +74,9 @@ func (s *Syncer) work(ctx context.Context, w *peerWorker) {
 func (s *Syncer) repairPeer(ctx context.Context, peer string) error {
 	t0 := time.Now()
 	resp, err := s.request(ctx, peer, msgManifestReq, &syncHeader{}, nil)
+	if err == nil && resp.hdr.Error != "" {
+		err = errors.New(resp.hdr.Error) // refused: not its primary (yet)
+	}
 	if err != nil {
 		return fmt.Errorf("manifest of %s: %w", peer, err)
 	}
@@ -309,6 +312,9 @@ func (s *Syncer) catchUp(ctx context.Context) {
 	for _, p := range peers {
 		go func() {
 			resp, err := s.request(cctx, p, msgGenReq, &syncHeader{}, nil)
+			if err == nil && resp.hdr.Error != "" {
+				err = errors.New(resp.hdr.Error)
+			}
 			if err != nil {
 				s.log.Info("member did not tell its generation", "peer", p, "error", err)
 				answers <- answer{peer: p}
@@ -330,6 +336,9 @@ func (s *Syncer) catchUp(ctx context.Context) {
 	}
 	s.log.Info("member has a newer tree, pulling it before pushing", "peer", best.peer, "peer_generation", best.gen, "generation", gen)
 	resp, err := s.request(ctx, best.peer, msgManifestReq, &syncHeader{}, nil)
+	if err == nil && resp.hdr.Error != "" {
+		err = errors.New(resp.hdr.Error)
+	}
 	if err != nil {
 		s.log.Error("cannot fetch the newer tree; keeping ours", "peer", best.peer, "error", err)
 		return
@@ -365,6 +374,17 @@ func (s *Syncer) pullFrom(ctx context.Context, peer string, theirs Manifest, gen
 			return fmt.Errorf("pull from %s: %w", peer, err)
 		}
 		entries, contents = resp.hdr.Entries, resp.contents()
+		// Only what was asked for: a member answering a pull cannot
+		// slip in other paths (or the cluster section) unasked.
+		asked := make(map[string]bool, len(fetch))
+		for _, p := range fetch {
+			asked[p] = true
+		}
+		for _, e := range entries {
+			if !asked[e.Path] {
+				return fmt.Errorf("pull from %s: answered %s, which was not asked for", peer, e.Path)
+			}
+		}
 	}
 	_, errs := s.applyLocked(entries, contents, deleted, true, nil)
 	s.noteApply(errs)

@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
-	"syscall"
 )
 
 // A stage builds the new directories of a batch aside: a directory the
@@ -24,21 +24,27 @@ import (
 // CleanTemp removes and Scan skips.
 type stage struct {
 	mu sync.Mutex
-	// dirs: logical directory (a top or below one) → its file system path
-	// inside the stage, for the directories already created there.
-	dirs map[string]string
+	// dirs: logical directory (a top or below one) → the open staged
+	// directory, for the directories already created there: files and
+	// directories below are created through it, never by path.
+	dirs map[string]*dirHandle
 	// info: what a file created in each staged directory gets.
 	info map[string]dirInfo
-	// tops: logical top → its staging directory, in creation order.
-	tops  []string
-	stage map[string]string
+	// tops: the logical tops in creation order; stage: each top's
+	// temporary name in parent, the open directory its target goes in.
+	tops   []string
+	stage  map[string]string
+	parent map[string]*dirHandle
+	// parentOf: logical directory → the open handle its tops share.
+	parentOf map[string]*dirHandle
 	// done: the result of each top's commit, and of each staged directory
 	// (by its top).
 	done map[string]error
 }
 
 func newStage() *stage {
-	return &stage{dirs: map[string]string{}, info: map[string]dirInfo{}, stage: map[string]string{}}
+	return &stage{dirs: map[string]*dirHandle{}, info: map[string]dirInfo{}, stage: map[string]string{},
+		parent: map[string]*dirHandle{}, parentOf: map[string]*dirHandle{}}
 }
 
 // stageWorthIt is how many files a new directory must receive in its
@@ -108,47 +114,83 @@ func (st *stage) any() bool {
 	return len(st.tops) > 0
 }
 
-// lookup returns the staged file system path of logical directory d and
+// lookup returns the open staged directory of logical directory d and
 // what files created in it get; ok is false if d is not staged.
-func (st *stage) lookup(d string) (fp string, di dirInfo, ok bool) {
+func (st *stage) lookup(d string) (h *dirHandle, di dirInfo, ok bool) {
 	if st == nil {
-		return "", dirInfo{}, false
+		return nil, dirInfo{}, false
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	fp, ok = st.dirs[d]
-	return fp, st.info[d], ok
+	h, ok = st.dirs[d]
+	return h, st.info[d], ok
 }
 
 // stageDir creates directory entry e in the stage: a top under a temporary
-// name beside its target, a directory below a staged one inside it.
+// name beside its target, a directory below a staged one inside it, each
+// through the open directory it goes in.
 func (s *Store) stageDir(st *stage, e Entry) error {
-	parent := filepath.Dir(e.Path)
-	var fp string
-	top := false
-	if pfp, _, ok := st.lookup(parent); ok {
-		fp = filepath.Join(pfp, filepath.Base(e.Path))
+	parent, top := (*dirHandle)(nil), false
+	var name string
+	if ph, _, ok := st.lookup(filepath.Dir(e.Path)); ok {
+		parent, name = ph, filepath.Base(e.Path)
 	} else {
-		fp, top = tempName(s.fsPath(parent)), true
+		// The tops of one directory share its handle (one fd).
+		dir := filepath.Dir(e.Path)
+		st.mu.Lock()
+		ph := st.parentOf[dir]
+		st.mu.Unlock()
+		if ph == nil {
+			var err error
+			if ph, _, _, err = s.openParent(e.Path, false); err != nil {
+				return err
+			}
+			st.mu.Lock()
+			st.parentOf[dir] = ph
+			st.mu.Unlock()
+		}
+		parent, name, top = ph, tempBase(), true
 	}
-	if _, err := applyDir(fp, fileMode(e.Mode), e.UID, e.GID); err != nil {
+	h, err := makeDir(parent, name, e)
+	if err != nil {
 		if top {
-			os.Remove(fp)
+			removeAllAt(parent, name)
 		}
 		return err
 	}
-	di, err := lookDir(fp)
+	di, err := lookDir(h)
 	if err != nil {
+		h.close()
+		if top {
+			removeAllAt(parent, name)
+		}
 		return err
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.dirs[e.Path], st.info[e.Path] = fp, di
+	st.dirs[e.Path], st.info[e.Path] = h, di
 	if top {
 		st.tops = append(st.tops, e.Path)
-		st.stage[e.Path] = fp
+		st.stage[e.Path], st.parent[e.Path] = name, parent
 	}
 	return nil
+}
+
+// makeDir creates directory name in d (or takes the one there) and sets
+// the owner and mode of entry e through its fd, which it returns open.
+func makeDir(d *dirHandle, name string, e Entry) (*dirHandle, error) {
+	if _, err := mkdirAt(d, name); err != nil {
+		return nil, err
+	}
+	h, err := openDirAt(d, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := setFdAttrs(h.fd, h.path, unixPerm(fileMode(e.Mode)), e.UID, e.GID); err != nil {
+		h.close()
+		return nil, err
+	}
+	return h, nil
 }
 
 // stageDirs creates the planned directories of es (path order) in st and
@@ -181,20 +223,21 @@ func (s *Store) stageDirs(st *stage, es []Entry, order []int) map[int]bool {
 	return handled
 }
 
-// stagedFile returns the final file system path of file p inside the
-// stage, and what it gets; ok is false if p's directory is not staged.
-func (st *stage) stagedFile(p string) (fp string, di dirInfo, ok bool) {
-	dir, di, ok := st.lookup(filepath.Dir(p))
+// stagedFile returns the open staged directory of file p and p's name
+// in it, and what it gets; ok is false if p's directory is not staged.
+func (st *stage) stagedFile(p string) (d *dirHandle, name string, di dirInfo, ok bool) {
+	d, di, ok = st.lookup(filepath.Dir(p))
 	if !ok {
-		return "", dirInfo{}, false
+		return nil, "", dirInfo{}, false
 	}
-	return filepath.Join(dir, filepath.Base(p)), di, true
+	return d, filepath.Base(p), di, true
 }
 
 // commitStage renames every top into place (their files must be durable by
 // now) and returns the file system paths of the directories they went
 // into, to be fsynced. A target that appeared meanwhile (another program,
-// or a batch applied alongside) is merged into entry by entry.
+// or a batch applied alongside) is merged into entry by entry. It closes
+// the stage's directories.
 func (s *Store) commitStage(st *stage) (parents []string) {
 	if st == nil {
 		return nil
@@ -207,19 +250,30 @@ func (s *Store) commitStage(st *stage) (parents []string) {
 	st.done = map[string]error{}
 	seen := map[string]bool{}
 	for _, top := range st.tops {
-		fp := s.fsPath(top)
-		err := renameDir(st.stage[top], fp)
+		pd, name := st.parent[top], filepath.Base(top)
+		err := renameAt(pd, st.stage[top], pd, name)
 		if err != nil {
-			err = mergeDir(st.stage[top], fp)
+			err = mergeDir(pd, st.stage[top], pd, name)
 		}
 		st.done[top] = err
-		if d := filepath.Dir(fp); !seen[d] {
+		if d := pd.path; !seen[d] {
 			seen[d] = true
 			parents = append(parents, d)
 		}
 		s.forget(top)
 	}
+	st.closeLocked()
 	return parents
+}
+
+// closeLocked closes the stage's open directories; st.mu is held.
+func (st *stage) closeLocked() {
+	for _, h := range st.dirs {
+		h.close()
+	}
+	for _, h := range st.parentOf {
+		h.close()
+	}
 }
 
 // result is the outcome of staged logical path p after commit: nil once
@@ -235,7 +289,8 @@ func (st *stage) result(p string) error {
 	return errors.New("configsync: staged directory was not committed")
 }
 
-// discard removes what was staged and not committed.
+// discard removes what was staged and not committed, and closes the
+// stage's directories.
 func (st *stage) discard() {
 	if st == nil {
 		return
@@ -244,77 +299,24 @@ func (st *stage) discard() {
 	defer st.mu.Unlock()
 	for _, top := range st.tops {
 		if _, ok := st.done[top]; !ok {
-			os.RemoveAll(st.stage[top])
+			removeAllAt(st.parent[top], st.stage[top])
 		}
 	}
+	st.closeLocked()
 }
 
-// mergeDir moves the contents of staged directory from into the existing
-// directory to, entry by entry (each still old or new: its content is
-// durable already), gives to the staged directory's owner and mode, then
-// removes from.
-func mergeDir(from, to string) error {
-	fi, err := os.Lstat(to)
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return &fs.PathError{Op: "merge", Path: to, Err: syscall.ENOTDIR}
-	}
-	sfi, err := os.Lstat(from)
-	if err != nil {
-		return err
-	}
-	uid, gid := fileOwner(sfi)
-	if err := lchown(to, uid, gid); err != nil {
-		return err
-	}
-	if err := os.Chmod(to, sfi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-		return err
-	}
-	des, err := os.ReadDir(from)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, d := range des {
-		src, dst := filepath.Join(from, d.Name()), filepath.Join(to, d.Name())
-		if d.IsDir() {
-			if dfi, err := os.Lstat(dst); err == nil && dfi.IsDir() {
-				errs = append(errs, mergeDir(src, dst))
-				continue
-			}
-			if err := renameDir(src, dst); err != nil {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		if err := renameFile(src, dst); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		os.RemoveAll(from)
-		return err
-	}
-	if err := os.Remove(from); err != nil {
-		return err
-	}
-	return syncDir(to)
-}
-
-// stagedDirs lists the file system paths of every staged directory (for
-// a flush without syncfs, which must fsync them).
-func (st *stage) stagedDirs() []string {
+// stagedDirs lists every staged directory (for a flush without syncfs,
+// which must fsync them).
+func (st *stage) stagedDirs() []*dirHandle {
 	if st == nil {
 		return nil
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := make([]string, 0, len(st.dirs))
-	for _, fp := range st.dirs {
-		out = append(out, fp)
+	out := make([]*dirHandle, 0, len(st.dirs))
+	for _, h := range st.dirs {
+		out = append(out, h)
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b *dirHandle) int { return strings.Compare(a.path, b.path) })
 	return out
 }

@@ -72,7 +72,9 @@ func lchown(path string, uid, gid int) error {
 func syncFileSystems(dirs map[string]bool) error {
 	done := map[uint64]bool{}
 	for d := range dirs {
-		f, err := os.Open(d)
+		// O_DIRECTORY: whatever replaced a directory, the open neither
+		// blocks (a FIFO) nor writes.
+		f, err := os.OpenFile(d, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 		if err != nil {
 			return err
 		}

@@ -73,6 +73,10 @@ type SyncStatus struct {
 	Members        []MemberStatus `json:"members"`
 	// OnChange lists this node's on_change runs.
 	OnChange []CommandStatus `json:"on_change,omitempty"`
+	// Refused counts the messages dropped or refused since start:
+	// undecodable, from a member not entitled to send them, or beyond
+	// the bound of requests served at once (maxServing).
+	Refused uint64 `json:"refused,omitempty"`
 }
 
 func pathStatuses(m Manifest) []PathStatus {
@@ -103,6 +107,7 @@ func (s *Syncer) status(withPaths bool) SyncStatus {
 	st := SyncStatus{
 		Node: s.cfg.Self, Role: s.role, Checksum: s.checksum, Generation: s.gen,
 		LastScanError: s.scanErr, LastApplyError: s.applyErr, InSync: true,
+		Refused: s.refused.Load(),
 	}
 	if s.role != RoleStarting {
 		st.Primary = s.primary

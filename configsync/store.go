@@ -271,6 +271,11 @@ type Store struct {
 	// beforeCommit, if set (tests), runs after a batch's files are
 	// durable and before its staged directories are renamed into place.
 	beforeCommit func()
+	// afterResolve, if set (tests), runs after the directory of logical
+	// path p was opened for a write and before anything is written in it:
+	// TestApplySwappedDirNotFollowed swaps the directory for a symlink
+	// there.
+	afterResolve func(p string)
 }
 
 // BeginBatch starts a batch of Apply calls: each file is still written
@@ -407,6 +412,7 @@ func (s *Store) Scan() (Manifest, error) {
 		}
 	}
 	s.pruneFresh()
+	s.pruneCache(entries)
 	if s.cluster != nil {
 		b, err := s.cluster()
 		if err != nil {
@@ -415,6 +421,26 @@ func (s *Store) Scan() (Manifest, error) {
 		entries = append(entries, clusterEntry(b))
 	}
 	return NewManifest(entries), nil
+}
+
+// pruneCache drops the cached digests of paths a scan no longer found
+// (deleted locally): the cache holds at most one entry per file of the
+// tree.
+func (s *Store) pruneCache(entries []Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cache) <= len(entries) {
+		return
+	}
+	seen := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		seen[e.Path] = true
+	}
+	for p := range s.cache {
+		if !seen[p] {
+			delete(s.cache, p)
+		}
+	}
 }
 
 func clusterEntry(b []byte) Entry {
@@ -447,7 +473,7 @@ func (s *Store) stat(p string) (Entry, error) {
 			e.SHA256 = c.sum
 			return e, nil
 		}
-		sum, n, err := hashFile(fp)
+		sum, n, err := s.hashFile(p)
 		if err != nil {
 			return Entry{}, err
 		}
@@ -471,8 +497,10 @@ func (s *Store) stat(p string) (Entry, error) {
 	return e, nil
 }
 
-func hashFile(p string) (Digest, int64, error) {
-	f, err := os.Open(p)
+// hashFile hashes the regular file at logical path p, opened below its
+// anchor without a symlink in any component.
+func (s *Store) hashFile(p string) (Digest, int64, error) {
+	f, err := s.openRead(p)
 	if err != nil {
 		return Digest{}, 0, err
 	}
@@ -504,40 +532,23 @@ func (s *Store) Load(p string) (Entry, []byte, error) {
 	if !s.Covers(p) {
 		return Entry{}, nil, fmt.Errorf("configsync: %s is not a sync path", p)
 	}
-	fp := s.fsPath(p)
-	if e, b, ok := loadRegular(p, fp); ok {
+	// Read below the anchor without following a symlink in any
+	// component: a directory replaced by a link to /secret is refused,
+	// not served (TestLoadRefusesSymlinkedDir).
+	if e, b, ok := s.loadRegular(p); ok {
 		return e, b, nil
 	}
-	fi, err := os.Lstat(fp)
+	d, base, _, err := s.openParent(p, false)
 	if err != nil {
 		return Entry{}, nil, err
 	}
-	uid, gid := fileOwner(fi)
-	e := Entry{Path: p, UID: uid, GID: gid}
-	switch {
-	case fi.Mode().IsRegular():
-		b, err := os.ReadFile(fp)
-		if err != nil {
-			return Entry{}, nil, err
-		}
-		e.Kind, e.Mode, e.Size, e.SHA256 = KindFile, unixMode(fi.Mode()), int64(len(b)), sha256.Sum256(b)
-		return e, b, nil
-	case fi.IsDir():
-		e.Kind, e.Mode = KindDir, unixMode(fi.Mode())
-		return e, nil, nil
-	case fi.Mode()&fs.ModeSymlink != 0:
-		t, err := os.Readlink(fp)
-		if err != nil {
-			return Entry{}, nil, err
-		}
-		e.Kind, e.Size, e.SHA256 = KindSymlink, int64(len(t)), sha256.Sum256([]byte(t))
-		return e, []byte(t), nil
-	}
-	return Entry{}, nil, fmt.Errorf("configsync: %s is not a file, directory or symlink", p)
+	defer d.close()
+	return loadAt(d, p, base)
 }
 
 // checkPath refuses a path outside the sync paths or below a symlink inside
-// them (which could redirect a write anywhere).
+// them. It only plans (planStage): the writes themselves go through
+// directory fds that refuse a symlink at the time of the write (openParent).
 func (s *Store) checkPath(p string) error {
 	r := s.root(p)
 	if r == "" {
@@ -560,55 +571,65 @@ func (s *Store) checkPath(p string) error {
 // anything changed; an identical path is left alone. The cluster section
 // cannot be applied here.
 func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
-	if err := s.checkPath(e.Path); err != nil {
-		return false, err
+	if s.root(e.Path) == "" {
+		return false, fmt.Errorf("configsync: %q is not below a sync path", e.Path)
 	}
 	if e.Kind == KindFile || e.Kind == KindSymlink {
 		if sha256.Sum256(content) != e.SHA256 || int64(len(content)) != e.Size {
 			return false, fmt.Errorf("configsync: content of %s does not match its digest", e.Path)
 		}
 	}
+	// Every write below goes through d, the directory of e.Path reached
+	// without a symlink; a component swapped for one later cannot redirect
+	// it (TestApplySwappedDirNotFollowed).
+	d, base, created, err := s.openParent(e.Path, true)
+	if err != nil {
+		return false, err
+	}
+	defer d.close()
+	s.syncLater(created...)
+	if s.afterResolve != nil {
+		s.afterResolve(e.Path)
+	}
 	cur, err := s.stat(e.Path)
 	switch {
 	case err == nil && cur.Same(e):
 		return false, nil
 	case err == nil && cur.Kind != e.Kind && (cur.Kind == KindDir || e.Kind == KindDir):
-		if err := os.RemoveAll(s.fsPath(e.Path)); err != nil {
+		if err := removeAllAt(d, base); err != nil {
 			return false, err
 		}
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return false, err
 	}
-	fp := s.fsPath(e.Path)
-	if err := os.MkdirAll(filepath.Dir(fp), 0o755); err != nil {
-		return false, err
-	}
 	switch e.Kind {
 	case KindFile:
-		s.mu.Lock()
-		batch := s.batch
-		if batch != nil {
-			batch[filepath.Dir(fp)] = true
+		var di dirInfo
+		var tmp string
+		if di, err = lookDir(d); err == nil {
+			tmp, err = createTemp(d, di, content, fileMode(e.Mode), e.UID, e.GID, true)
 		}
-		s.mu.Unlock()
-		err = writeFileAtomic(fp, content, fileMode(e.Mode), e.UID, e.GID, batch == nil)
+		if err == nil {
+			if err = renameAt(d, tmp, d, base); err != nil {
+				unlinkAt(d, tmp)
+			} else if !s.syncLater(d.path) {
+				err = fsyncFd(d.fd, d.path)
+			}
+		}
 	case KindSymlink:
-		err = symlinkAtomic(fp, string(content), e.UID, e.GID)
+		err = symlinkAt(d, base, string(content), e.UID, e.GID)
 	case KindDir:
-		var created bool
-		created, err = applyDir(fp, fileMode(e.Mode), e.UID, e.GID)
-		if err == nil && created {
+		var made bool
+		if made, err = mkdirAt(d, base); err == nil {
+			// Owner and mode through the directory's own fd, opened
+			// without following a symlink planted meanwhile
+			// (TestApplyDirChmodNotFollowed).
+			err = setDirAttrs(d, base, unixPerm(fileMode(e.Mode)), e.UID, e.GID)
+		}
+		if err == nil && made && !s.syncLater(d.path) {
 			// The new directory's entry in its parent is durable once
 			// the parent is fsynced: once per batch.
-			s.mu.Lock()
-			batch := s.batch
-			if batch != nil {
-				batch[filepath.Dir(fp)] = true
-			}
-			s.mu.Unlock()
-			if batch == nil {
-				err = syncDir(filepath.Dir(fp))
-			}
+			err = fsyncFd(d.fd, d.path)
 		}
 	default:
 		err = fmt.Errorf("configsync: cannot apply %s entry %s", e.Kind, e.Path)
@@ -629,21 +650,48 @@ func (s *Store) Apply(e Entry, content []byte) (changed bool, err error) {
 	return true, nil
 }
 
+// syncLater adds directories (file system paths) to the batch's fsyncs
+// and reports whether a batch is open; without one, it fsyncs those
+// directories now and reports false.
+func (s *Store) syncLater(dirs ...string) bool {
+	s.mu.Lock()
+	batch := s.batch
+	if batch != nil {
+		for _, d := range dirs {
+			batch[d] = true
+		}
+	}
+	s.mu.Unlock()
+	if batch == nil {
+		for _, d := range dirs {
+			_ = syncDir(d)
+		}
+	}
+	return batch != nil
+}
+
 // Remove deletes path p (a directory with everything in it) and syncs its
 // directory. It reports whether something was there.
 func (s *Store) Remove(p string) (bool, error) {
-	if err := s.checkPath(p); err != nil {
-		return false, err
+	if s.root(p) == "" {
+		return false, fmt.Errorf("configsync: %q is not below a sync path", p)
 	}
-	fp := s.fsPath(p)
-	if _, err := os.Lstat(fp); errors.Is(err, fs.ErrNotExist) {
+	d, base, _, err := s.openParent(p, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
-	if err := os.RemoveAll(fp); err != nil {
+	if err != nil {
+		return false, err
+	}
+	defer d.close()
+	if _, err := lstatAt(d, base); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err := removeAllAt(d, base); err != nil {
 		return false, err
 	}
 	s.forget(p)
-	return true, syncDir(filepath.Dir(fp))
+	return true, fsyncFd(d.fd, d.path)
 }
 
 func (s *Store) forget(p string) {
@@ -697,10 +745,13 @@ func (s *Store) CleanTemp() (removed int, err error) {
 	return removed, errors.Join(errs...)
 }
 
-func tempName(dir string) string {
+func tempName(dir string) string { return filepath.Join(dir, tempBase()) }
+
+// tempBase returns a new temporary file name.
+func tempBase() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return filepath.Join(dir, tempPrefix+hex.EncodeToString(b[:]))
+	return tempPrefix + hex.EncodeToString(b[:])
 }
 
 // WriteFileAtomic replaces path with data so that a reader sees either the
@@ -729,39 +780,10 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode, uid, gid int, s
 	return syncDir(filepath.Dir(path))
 }
 
-func symlinkAtomic(path, target string, uid, gid int) error {
-	dir := filepath.Dir(path)
-	tmp := tempName(dir)
-	if err := os.Symlink(target, tmp); err != nil {
-		return err
-	}
-	if err := lchown(tmp, uid, gid); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// applyDir creates directory path if missing and sets its owner and mode;
-// it reports whether it created it (the caller fsyncs the parent).
-func applyDir(path string, perm fs.FileMode, uid, gid int) (created bool, err error) {
-	if err := os.Mkdir(path, 0o700); err == nil {
-		created = true
-	} else if !errors.Is(err, fs.ErrExist) {
-		return false, err
-	}
-	if err := lchown(path, uid, gid); err != nil {
-		return created, err
-	}
-	return created, os.Chmod(path, perm)
-}
-
+// syncDir fsyncs directory dir, opened with O_DIRECTORY: a FIFO or file
+// put in its place is refused, not waited for.
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := os.OpenFile(dir, os.O_RDONLY|oDirectory, 0)
 	if err != nil {
 		return err
 	}

@@ -199,11 +199,25 @@ type Syncer struct {
 	pendMu   sync.Mutex
 	pending  map[uint64]pendingReq
 	running  atomic.Bool
+	// serving holds a slot per request being served (maxServing);
+	// refused counts the messages dropped or refused.
+	serving chan struct{}
+	refused atomic.Uint64
+	// grace is how long a message from a member that may be becoming
+	// this node's primary waits for the role to show it (startingGrace;
+	// the receive fuzz target sets 0).
+	grace time.Duration
 	// applying is set while a push is applied; a rescan asked for then
 	// (by the watcher, seeing the push's own writes) waits for its end
 	// (deferred), as the push rescans when it is done.
 	applying, deferred atomic.Bool
 }
+
+// applyQLen bounds the pushes received and not yet applied: the primary
+// has at most pushDepth (3) in flight per member, pushes from anyone else
+// are refused before they are queued; a full queue makes the receiver
+// wait (the channel's window then holds the sender back).
+const applyQLen = 8
 
 type pendingReq struct {
 	peer   string
@@ -293,8 +307,9 @@ func NewSyncer(cfg SyncConfig) (*Syncer, error) {
 		cfg: cfg, log: cfg.Logger.Named("sync").With("node", cfg.Self), store: store, now: cfg.Now,
 		tr: cfg.Transport, role: RoleStarting, members: map[string]*member{},
 		commands: map[string]*CommandStatus{}, workers: map[string]*peerWorker{},
-		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, 64),
-		pending: map[uint64]pendingReq{},
+		rescanCh: make(chan struct{}, 1), applyQ: make(chan *syncMsg, applyQLen),
+		pending: map[uint64]pendingReq{}, serving: make(chan struct{}, maxServing),
+		grace: startingGrace,
 	}
 	s.loadState()
 	if n, err := store.CleanTemp(); err != nil {
@@ -524,9 +539,34 @@ func (s *Syncer) checkMismatch(peer string) {
 	}
 }
 
+// maxTrackedMembers bounds the members the syncer keeps state for
+// (s.members, s.noted): twice the largest cluster (4, as FGCP), so that
+// members that left are still shown for a while, while heartbeats naming
+// ever new members cannot grow it (TestMembersBounded).
+const maxTrackedMembers = 8
+
+// member returns the state of member name, created if new; s.mu is held.
+// Past maxTrackedMembers, the member heard least recently that is neither
+// the primary nor a peer is forgotten.
 func (s *Syncer) member(name string) *member {
 	m := s.members[name]
 	if m == nil {
+		if len(s.members) >= maxTrackedMembers {
+			victim := ""
+			var oldest time.Time
+			for n, o := range s.members {
+				if n == s.primary || slices.Contains(s.peers, n) {
+					continue
+				}
+				if victim == "" || o.lastHeard.Before(oldest) {
+					victim, oldest = n, o.lastHeard
+				}
+			}
+			if victim != "" {
+				delete(s.members, victim)
+				s.noted.Delete(victim)
+			}
+		}
 		m = &member{}
 		s.members[name] = m
 	}

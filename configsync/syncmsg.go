@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 )
 
 // msgKind is the type of a sync-protocol message. The numeric values are
@@ -118,21 +120,57 @@ func decodeSyncMsg(from string, b []byte) (*syncMsg, error) {
 		return nil, fmt.Errorf("configsync: bad %s header: %w", m.kind, err)
 	}
 	m.blob = b[5+n:]
-	if m.kind == msgPush || m.kind == msgPullResp {
-		var total int64
-		for _, e := range m.hdr.Entries {
-			if e.Size < 0 {
-				return nil, fmt.Errorf("configsync: negative size for %s", e.Path)
-			}
-			if carriesContent(e.Kind) {
-				total += e.Size
-			}
+	for i := range m.hdr.Entries {
+		if err := validWireEntry(&m.hdr.Entries[i]); err != nil {
+			return nil, fmt.Errorf("configsync: bad %s entry %d: %w", m.kind, i, err)
 		}
-		if total != int64(len(m.blob)) {
-			return nil, fmt.Errorf("configsync: %s announces %d content bytes, carries %d", m.kind, total, len(m.blob))
+	}
+	if m.kind == msgPush || m.kind == msgPullResp {
+		// Each size is checked against what is left of the blob, so the
+		// sum never overflows (four sizes of 2^62 once added up to 0 and
+		// made contents panic: TestDecodeSizeOverflow).
+		left := int64(len(m.blob))
+		for _, e := range m.hdr.Entries {
+			if !carriesContent(e.Kind) {
+				continue
+			}
+			if e.Size > left {
+				return nil, fmt.Errorf("configsync: %s announces more content than the %d bytes it carries", m.kind, len(m.blob))
+			}
+			left -= e.Size
+		}
+		if left != 0 {
+			return nil, fmt.Errorf("configsync: %s carries %d content bytes no entry announces", m.kind, left)
 		}
 	}
 	return m, nil
+}
+
+// maxOwnerID is the largest uid or gid an entry may carry: IDs are 32
+// bits and 2^32-1 means "unchanged" to chown(2).
+const maxOwnerID = 1<<32 - 2
+
+// validWireEntry refuses an entry no scan produces: an invalid kind, a
+// path that is neither clean and absolute nor ClusterPath (or the cluster
+// kind on another path), a negative size, mode bits beyond 07777, an
+// owner outside -1..maxOwnerID. Each field thus reaches Store, fileMode
+// and chown within its range (FuzzSyncMsg).
+func validWireEntry(e *Entry) error {
+	switch {
+	case e.Kind == kindInvalid || e.Kind >= kindEnd:
+		return fmt.Errorf("invalid kind %d", e.Kind)
+	case (e.Path == ClusterPath) != (e.Kind == KindCluster):
+		return fmt.Errorf("%s entry with path %q", e.Kind, e.Path)
+	case e.Kind != KindCluster && (!filepath.IsAbs(e.Path) || filepath.Clean(e.Path) != e.Path || strings.IndexByte(e.Path, 0) >= 0):
+		return fmt.Errorf("path %q is not clean and absolute", e.Path)
+	case e.Size < 0:
+		return fmt.Errorf("negative size for %s", e.Path)
+	case e.Mode&^0o7777 != 0:
+		return fmt.Errorf("mode %o of %s", e.Mode, e.Path)
+	case e.UID < -1 || int64(e.UID) > maxOwnerID || e.GID < -1 || int64(e.GID) > maxOwnerID:
+		return fmt.Errorf("owner %d:%d of %s", e.UID, e.GID, e.Path)
+	}
+	return nil
 }
 
 // contents splits a push or pull response blob per entry.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,38 +24,35 @@ type dirInfo struct {
 	acl bool
 }
 
-// lookDir describes directory dir (file system path) for createTemp.
-func lookDir(dir string) (dirInfo, error) {
+// lookDir describes directory d for createTemp, through its fd.
+func lookDir(d *dirHandle) (dirInfo, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return dirInfo{}, &fs.PathError{Op: "lstat", Path: dir, Err: err}
+	if err := unix.Fstat(d.fd, &st); err != nil {
+		return dirInfo{}, &fs.PathError{Op: "fstat", Path: d.path, Err: err}
 	}
 	di := dirInfo{setgid: st.Mode&unix.S_ISGID != 0, gid: int(st.Gid)}
-	if n, err := unix.Lgetxattr(dir, "system.posix_acl_default", nil); err == nil && n > 0 {
+	if n, err := unix.Fgetxattr(d.fd, "system.posix_acl_default", nil); err == nil && n > 0 {
 		di.acl = true
 	}
 	return di, nil
 }
 
-// createTemp writes data to a new temporary file in dir (file system
-// path), with owner uid:gid (-1: any) and mode perm, fsynced if syncNow,
-// and returns its name. It issues the fewest system calls the result
-// allows: the mode is given at creation when the umask keeps it, the owner
-// is set only when the created file would not already have it.
-func createTemp(dir string, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (tmp string, err error) {
-	return createFile(tempName(dir), di, data, perm, uid, gid, syncNow)
+// createTemp writes data to a new temporary file in directory d, with
+// owner uid:gid (-1: any) and mode perm, fsynced if syncNow, and returns
+// its name in d. It issues the fewest system calls the result allows: the
+// mode is given at creation when the umask keeps it, the owner is set only
+// when the created file would not already have it.
+func createTemp(d *dirHandle, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (tmp string, err error) {
+	tmp = tempBase()
+	return tmp, createFile(d, tmp, di, data, perm, uid, gid, syncNow)
 }
 
-// createFile is createTemp with the new file's name given: path must not
-// exist (O_EXCL). ApplyFiles uses it for files in a staged directory,
-// which get their final names at once.
-func createFile(tmp string, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) (string, error) {
-	mode := uint32(perm.Perm())
-	if perm&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) != 0 {
-		mode |= unix.S_ISUID * boolBit(perm&fs.ModeSetuid != 0)
-		mode |= unix.S_ISGID * boolBit(perm&fs.ModeSetgid != 0)
-		mode |= unix.S_ISVTX * boolBit(perm&fs.ModeSticky != 0)
-	}
+// createFile is createTemp with the new file's name given: name must not
+// exist in d (O_EXCL; O_NOFOLLOW: a planted symlink is not followed).
+// ApplyFiles uses it for files in a staged directory, which get their
+// final names at once.
+func createFile(d *dirHandle, name string, di dirInfo, data []byte, perm fs.FileMode, uid, gid int, syncNow bool) error {
+	mode := unixPerm(perm)
 	ownUID, ownGID := processIDs()
 	if di.setgid {
 		ownGID = di.gid
@@ -69,16 +67,17 @@ func createFile(tmp string, di dirInfo, data []byte, perm fs.FileMode, uid, gid 
 	if needChmod {
 		createMode = 0o600
 	}
+	tmp := filepath.Join(d.path, name)
 	fd, err := retryEINTR(func() (int, error) {
-		return unix.Open(tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, createMode)
+		return unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, createMode)
 	})
 	if err != nil {
-		return "", &fs.PathError{Op: "open", Path: tmp, Err: err}
+		return &fs.PathError{Op: "open", Path: tmp, Err: err}
 	}
-	fail := func(op string, e error) (string, error) {
+	fail := func(op string, e error) error {
 		unix.Close(fd)
-		unix.Unlink(tmp)
-		return "", &fs.PathError{Op: op, Path: tmp, Err: e}
+		unix.Unlinkat(d.fd, name, 0)
+		return &fs.PathError{Op: op, Path: tmp, Err: e}
 	}
 	for b := data; len(b) > 0; {
 		n, err := unix.Write(fd, b)
@@ -110,10 +109,10 @@ func createFile(tmp string, di dirInfo, data []byte, perm fs.FileMode, uid, gid 
 		}
 	}
 	if err := unix.Close(fd); err != nil {
-		unix.Unlink(tmp)
-		return "", &fs.PathError{Op: "close", Path: tmp, Err: err}
+		unix.Unlinkat(d.fd, name, 0)
+		return &fs.PathError{Op: "close", Path: tmp, Err: err}
 	}
-	return tmp, nil
+	return nil
 }
 
 func boolBit(b bool) uint32 {
@@ -174,34 +173,14 @@ func processIDs() (uid, gid int) {
 	return idsOnce.uid, idsOnce.gid
 }
 
-// renameFile renames a file over another with one rename(2): os.Rename
-// first checks with an lstat that the target is no directory, which
-// rename(2) refuses by itself for a file (EISDIR).
-func renameFile(from, to string) error {
-	if _, err := retryEINTR(func() (int, error) { return 0, unix.Rename(from, to) }); err != nil {
-		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
-	}
-	return nil
-}
-
-// renameDir renames directory from to the missing (or empty) directory to.
-func renameDir(from, to string) error {
-	if _, err := retryEINTR(func() (int, error) { return 0, unix.Rename(from, to) }); err != nil {
-		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
-	}
-	return nil
-}
-
-// loadRegular reads the regular file fp (logical path p) with four system
-// calls (open without following a symlink, fstat, read, close) and
-// returns its entry and content; ok is false for anything else (missing,
-// a directory, a symlink, an error), which Load then looks at the slow
-// way. The entry's digest covers exactly the returned bytes.
-func loadRegular(p, fp string) (e Entry, b []byte, ok bool) {
+// loadRegular reads the regular file at logical path p, opened below its
+// anchor without a symlink in any component (openFile), and returns its
+// entry and content; ok is false for anything else (missing, a directory,
+// a symlink, an error), which Load then looks at the slow way. The entry's
+// digest covers exactly the returned bytes.
+func (s *Store) loadRegular(p string) (e Entry, b []byte, ok bool) {
 	// O_NONBLOCK: opening a FIFO must not wait for a writer.
-	fd, err := retryEINTR(func() (int, error) {
-		return unix.Open(fp, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	})
+	fd, err := s.openFile(p, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return Entry{}, nil, false
 	}
@@ -229,16 +208,7 @@ func loadRegular(p, fp string) (e Entry, b []byte, ok bool) {
 		n += m
 	}
 	b = b[:n]
-	mode := uint32(st.Mode & 0o777)
-	if st.Mode&unix.S_ISUID != 0 {
-		mode |= 0o4000
-	}
-	if st.Mode&unix.S_ISGID != 0 {
-		mode |= 0o2000
-	}
-	if st.Mode&unix.S_ISVTX != 0 {
-		mode |= 0o1000
-	}
+	mode := statModeBits(st.Mode)
 	return Entry{Path: p, Kind: KindFile, Mode: mode, UID: int(st.Uid), GID: int(st.Gid),
 		Size: int64(n), SHA256: sha256.Sum256(b)}, b, true
 }
