@@ -109,7 +109,55 @@ type Flow struct {
 	// the flow ("ftp", "sip"; CTA_HELP), "" for none: a copy gets the same
 	// helper at its creation, so the expectations it owns can be copied.
 	Helper string
+	// SeqAdj is the TCP sequence adjustment of the original ([0]) and the
+	// reply ([1]) direction (CTA_SEQ_ADJ_ORIG/REPLY, the seqadj
+	// extension); nil when the kernel reports none (IPS_SEQ_ADJUST clear).
+	// A NAT helper that rewrites a payload to another length (FTP's PORT
+	// with an address of another length) sets it, and every later packet
+	// of the connection is translated by it: a copy without it breaks the
+	// connection (TestSeqAdjCopied, TestFTPSeqAdjFailover).
+	SeqAdj *[2]SeqAdj
+	// SynProxy is the SYN proxy state (CTA_SYNPROXY); nil for none.
+	SynProxy *SynProxy
+	// SCTP is the SCTP state (CTA_PROTOINFO_SCTP); nil for other protocols.
+	SCTP *SCTPInfo
+	// DCCP is the DCCP state (CTA_PROTOINFO_DCCP); nil for other protocols
+	// (and always on a kernel without DCCP tracking).
+	DCCP *DCCPInfo
 }
+
+// SeqAdj is one direction's sequence adjustment (struct nf_ct_seqadj):
+// sequence numbers before CorrectionPos move by OffsetBefore, the others
+// by OffsetAfter.
+type SeqAdj struct {
+	CorrectionPos             uint32
+	OffsetBefore, OffsetAfter int32
+}
+
+// SynProxy is the state of a connection the SYN proxy set up (struct
+// nf_conn_synproxy): the initial sequence number, the timestamp and its
+// offset.
+type SynProxy struct {
+	ISN, ITS, TSOff uint32
+}
+
+// SCTPInfo is an SCTP association's state and verification tags.
+type SCTPInfo struct {
+	State               uint8
+	VTagOrig, VTagReply uint32
+}
+
+// DCCPInfo is a DCCP connection's state, role and handshake sequence.
+type DCCPInfo struct {
+	State, Role  uint8
+	HandshakeSeq uint64
+}
+
+// Extended reports whether the flow carries a kernel extension a plain
+// update may leave unapplied (seqadj, synproxy): ctnetlink updates them
+// only on an entry that has the extension, and silently does nothing on
+// one without it.
+func (f *Flow) Extended() bool { return f.SeqAdj != nil || f.SynProxy != nil }
 
 // Key returns the flow's key.
 func (f Flow) Key() Key { return Key{Zone: f.Zone, Proto: f.Proto, Orig: f.Orig} }
@@ -210,6 +258,20 @@ const (
 //	reply src,dst reply sport,dport [labels(16)]
 //	[tcp state(1) wscale orig(1) wscale reply(1) flags orig(2) flags reply(2)]
 //	[helper length(1) helper name]            (flags 8)
+//	[extensions length(2) extension…]          (flags 16)
+//
+// An extension is type(1) length(1) value, in ascending type order, each
+// type at most once, every one known (the encoding stays canonical):
+//
+//	1 seqadj original: correction position(4) offset before(4) offset after(4)
+//	2 seqadj reply:    the same
+//	3 synproxy:        isn(4) its(4) tsoff(4)
+//	4 SCTP:            state(1) vtag original(4) vtag reply(4)
+//	5 DCCP:            state(1) role(1) handshake sequence(8)
+//
+// A record without extensions is encoded as before they existed; a
+// receiver that predates them refuses a record that has one (flags 16
+// unknown: malformed, counted).
 //
 // A delete record carries the same fields (only the key is used). An
 // expectation record has the op's high bit set (0x81 upsert, 0x82
@@ -235,6 +297,7 @@ const (
 	flagLabel = 2
 	flagTCP   = 4
 	flagHelp  = 8
+	flagExt   = 16
 	// opExpect marks an expectation record on the wire.
 	opExpect = 0x80
 	// MaxHelperName is the longest helper name (NF_CT_HELPER_NAME_LEN - 1).
@@ -264,7 +327,111 @@ func recordLen(f *Flow) int {
 	if f.Helper != "" {
 		n += 1 + len(f.Helper)
 	}
+	if e := extLen(f); e > 0 {
+		n += 2 + e
+	}
 	return n
+}
+
+// Extension types of a record (see Message).
+const (
+	extSeqAdjOrig  = 1
+	extSeqAdjReply = 2
+	extSynProxy    = 3
+	extSCTP        = 4
+	extDCCP        = 5
+)
+
+// extSize is the value length of each extension type.
+var extSize = [...]int{extSeqAdjOrig: 12, extSeqAdjReply: 12, extSynProxy: 12, extSCTP: 9, extDCCP: 10}
+
+// extLen is the length of a flow's extensions (0: none).
+func extLen(f *Flow) int {
+	n := 0
+	if f.SeqAdj != nil {
+		n += 2 * (2 + 12)
+	}
+	if f.SynProxy != nil {
+		n += 2 + 12
+	}
+	if f.SCTP != nil {
+		n += 2 + 9
+	}
+	if f.DCCP != nil {
+		n += 2 + 10
+	}
+	return n
+}
+
+func appendExt(b []byte, f *Flow) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(extLen(f)))
+	if s := f.SeqAdj; s != nil {
+		for i, typ := range []byte{extSeqAdjOrig, extSeqAdjReply} {
+			b = append(b, typ, 12)
+			b = binary.BigEndian.AppendUint32(b, s[i].CorrectionPos)
+			b = binary.BigEndian.AppendUint32(b, uint32(s[i].OffsetBefore))
+			b = binary.BigEndian.AppendUint32(b, uint32(s[i].OffsetAfter))
+		}
+	}
+	if p := f.SynProxy; p != nil {
+		b = append(b, extSynProxy, 12)
+		b = binary.BigEndian.AppendUint32(b, p.ISN)
+		b = binary.BigEndian.AppendUint32(b, p.ITS)
+		b = binary.BigEndian.AppendUint32(b, p.TSOff)
+	}
+	if s := f.SCTP; s != nil {
+		b = append(b, extSCTP, 9, s.State)
+		b = binary.BigEndian.AppendUint32(b, s.VTagOrig)
+		b = binary.BigEndian.AppendUint32(b, s.VTagReply)
+	}
+	if d := f.DCCP; d != nil {
+		b = append(b, extDCCP, 10, d.State, d.Role)
+		b = binary.BigEndian.AppendUint64(b, d.HandshakeSeq)
+	}
+	return b
+}
+
+// decodeExt reads a record's extensions (b is exactly their bytes).
+// Unknown, repeated, out-of-order, wrongly sized or missing halves
+// (seqadj comes in both directions) are malformed.
+func decodeExt(b []byte, f *Flow) error {
+	last := 0
+	var sa [2]SeqAdj
+	nsa := 0
+	for len(b) > 0 {
+		if len(b) < 2 {
+			return fmt.Errorf("%w: extension header cut", ErrMalformed)
+		}
+		typ, l := int(b[0]), int(b[1])
+		if typ <= last || typ >= len(extSize) || extSize[typ] != l || len(b) < 2+l {
+			return fmt.Errorf("%w: extension %d of %d bytes", ErrMalformed, typ, l)
+		}
+		last = typ
+		v := b[2 : 2+l]
+		switch typ {
+		case extSeqAdjOrig, extSeqAdjReply:
+			sa[typ-extSeqAdjOrig] = SeqAdj{CorrectionPos: binary.BigEndian.Uint32(v),
+				OffsetBefore: int32(binary.BigEndian.Uint32(v[4:])), OffsetAfter: int32(binary.BigEndian.Uint32(v[8:]))}
+			nsa++
+		case extSynProxy:
+			f.SynProxy = &SynProxy{ISN: binary.BigEndian.Uint32(v), ITS: binary.BigEndian.Uint32(v[4:]), TSOff: binary.BigEndian.Uint32(v[8:])}
+		case extSCTP:
+			f.SCTP = &SCTPInfo{State: v[0], VTagOrig: binary.BigEndian.Uint32(v[1:]), VTagReply: binary.BigEndian.Uint32(v[5:])}
+		case extDCCP:
+			f.DCCP = &DCCPInfo{State: v[0], Role: v[1], HandshakeSeq: binary.BigEndian.Uint64(v[2:])}
+		}
+		b = b[2+l:]
+	}
+	switch nsa {
+	case 2:
+		f.SeqAdj = &sa
+	case 1:
+		return fmt.Errorf("%w: sequence adjustment of one direction only", ErrMalformed)
+	}
+	if last == 0 {
+		return fmt.Errorf("%w: empty extensions", ErrMalformed)
+	}
+	return nil
 }
 
 // AppendBinary appends the encoding of m to b.
@@ -341,6 +508,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if f.Helper != "" {
 		flags |= flagHelp
 	}
+	if extLen(f) > 0 {
+		flags |= flagExt
+	}
 	b = append(b, byte(r.Op), f.Proto, flags)
 	b = binary.BigEndian.AppendUint16(b, f.Zone)
 	b = binary.BigEndian.AppendUint32(b, f.Status)
@@ -363,6 +533,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if f.Helper != "" {
 		b = append(b, byte(len(f.Helper)))
 		b = append(b, f.Helper...)
+	}
+	if flags&flagExt != 0 {
+		b = appendExt(b, f)
 	}
 	return b, nil
 }
@@ -452,7 +625,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 	f := &r.Flow
 	f.Proto = b[1]
 	flags := b[2]
-	if flags&^(flagIPv6|flagLabel|flagTCP|flagHelp) != 0 {
+	if flags&^(flagIPv6|flagLabel|flagTCP|flagHelp|flagExt) != 0 {
 		return 0, fmt.Errorf("%w: flags %#x", ErrMalformed, flags)
 	}
 	f.Zone = binary.BigEndian.Uint16(b[3:])
@@ -508,6 +681,20 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 			return 0, fmt.Errorf("%w: helper name of %d bytes", ErrMalformed, len(name))
 		}
 		f.Helper = name
+		p += n
+	}
+	if flags&flagExt != 0 {
+		if len(b) < p+2 {
+			return 0, io.ErrUnexpectedEOF
+		}
+		n := int(binary.BigEndian.Uint16(b[p:]))
+		p += 2
+		if len(b) < p+n {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if err := decodeExt(b[p:p+n], f); err != nil {
+			return 0, err
+		}
 		p += n
 	}
 	return p, nil

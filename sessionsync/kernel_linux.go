@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -239,6 +240,7 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 				case !ok:
 				case ev.Type == conntrack.EventExpNew:
 					fn(Event{Type: EventNew, Expect: &x})
+					k.seqAdjOfMaster(ctx, x.Master, fn)
 				case ev.Type == conntrack.EventExpDestroy:
 					fn(Event{Type: EventDestroy, Expect: &x})
 				}
@@ -251,6 +253,14 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 			if !ok {
 				continue
 			}
+			if ev.Type != conntrack.EventDestroy && f.Status&statusSeqAdjust != 0 && f.SeqAdj == nil {
+				// An event carries the adjustment only when ctnetlink
+				// changed it (IPCT_SEQADJ); the data path changes it
+				// without one (nf_ct_seqadj_set): read the entry.
+				if g, ok := k.get(f.Key()); ok {
+					f = g
+				}
+			}
 			switch ev.Type {
 			case conntrack.EventNew:
 				fn(Event{Type: EventNew, Flow: f})
@@ -261,6 +271,68 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 			}
 		}
 	}
+}
+
+// seqAdjDelay is how long after an expectation's creation its master is
+// read a second time: the NAT helper creates the expectation
+// (nf_nat_exp_find_port) before it rewrites the payload and sets the
+// adjustment (nf_nat_mangle_tcp_packet), within the same packet.
+const seqAdjDelay = 50 * time.Millisecond
+
+// seqAdjOfMaster reports the master of a new expectation as updated when
+// it carries a sequence adjustment. A helper that rewrites a payload to
+// another length (nf_nat_ftp, nf_nat_irc, nf_nat_sip over TCP, H.323)
+// creates an expectation for the connection it announces; the adjustment
+// it sets on the master raises no conntrack event, so the expectation's
+// is the moment to read it. Read now and again after seqAdjDelay (the
+// second read is sent only when it differs).
+func (k *Kernel) seqAdjOfMaster(ctx context.Context, master Key, fn func(Event)) {
+	first, ok := k.get(master)
+	if !ok {
+		return
+	}
+	if first.SeqAdj != nil {
+		fn(Event{Type: EventUpdate, Flow: first})
+	}
+	time.AfterFunc(seqAdjDelay, func() {
+		if ctx.Err() != nil || k.quiet.Load() {
+			return
+		}
+		g, ok := k.get(master)
+		if !ok || g.SeqAdj == nil || (first.SeqAdj != nil && *g.SeqAdj == *first.SeqAdj) {
+			return
+		}
+		fn(Event{Type: EventUpdate, Flow: g})
+	})
+}
+
+// get reads one flow of the table (IPCTNL_MSG_CT_GET by its original
+// tuple); ok is false when it is not there (or cannot be read).
+func (k *Kernel) get(key Key) (Flow, bool) {
+	h := netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ipctnlMsgCtGet,
+		Family: netfilter.ProtoIPv4, Flags: netlinkRequestAckFlags}
+	if key.Orig.Src.Is6() {
+		h.Family = netfilter.ProtoIPv6
+	}
+	attrs := []netfilter.Attribute{tupleAttr(ctaTupleOrig, key.Proto, key.Orig, key.Zone)}
+	if key.Zone != 0 {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: u16(key.Zone)})
+	}
+	req, err := netfilter.MarshalNetlink(h, attrs)
+	if err != nil {
+		return Flow{}, false
+	}
+	k.xmu.Lock()
+	msgs, err := k.xc.Query(req)
+	k.xmu.Unlock()
+	if err != nil || len(msgs) == 0 {
+		return Flow{}, false
+	}
+	var ev conntrack.Event
+	if ev.Unmarshal(msgs[0]) != nil || ev.Flow == nil {
+		return Flow{}, false
+	}
+	return fromTiMo(ev.Flow)
 }
 
 // SetQuiet makes Listen drop events without decoding them (a secondary
@@ -301,24 +373,69 @@ func fromTiMo(t *conntrack.Flow) (Flow, bool) {
 	if n := t.Helper.Name; n != "" && len(n) <= MaxHelperName {
 		f.Helper = n
 	}
+	// The kernel reports both directions of the adjustment when
+	// IPS_SEQ_ADJUST is set (ctnetlink_dump_ct_seq_adj); the data path
+	// sets it only with a non-zero offset (nf_ct_seqadj_set), so all
+	// zeros is none (an event that did not carry it: Listen reads it).
+	o, r := t.SeqAdjOrig, t.SeqAdjReply
+	if f.Status&statusSeqAdjust != 0 && (o != conntrack.SequenceAdjust{Direction: o.Direction} || r != conntrack.SequenceAdjust{Direction: r.Direction}) {
+		f.SeqAdj = &[2]SeqAdj{
+			{CorrectionPos: o.Position, OffsetBefore: int32(o.OffsetBefore), OffsetAfter: int32(o.OffsetAfter)},
+			{CorrectionPos: r.Position, OffsetBefore: int32(r.OffsetBefore), OffsetAfter: int32(r.OffsetAfter)}}
+	}
+	// Every entry ctnetlink creates has the synproxy extension, dumped
+	// as zeros: only a SYN proxy's is carried.
+	if p := t.SynProxy; p != (conntrack.SynProxy{}) {
+		f.SynProxy = &SynProxy{ISN: p.ISN, ITS: p.ITS, TSOff: p.TSOff}
+	}
+	if p := t.ProtoInfo.SCTP; p != nil {
+		f.SCTP = &SCTPInfo{State: p.State, VTagOrig: p.VTagOriginal, VTagReply: p.VTagReply}
+	}
+	if p := t.ProtoInfo.DCCP; p != nil {
+		f.DCCP = &DCCPInfo{State: p.State, Role: p.Role, HandshakeSeq: p.HandshakeSeq}
+	}
 	return f, true
 }
+
+// statusSeqAdjust is IPS_SEQ_ADJUST: the entry's seqadj extension holds
+// an adjustment.
+const statusSeqAdjust = 1 << 6
 
 // ctnetlink attribute numbers not exported by ti-mo
 // (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
 const (
-	ctaTupleOrig  = 1
-	ctaTupleReply = 2
-	ctaStatus     = 3
-	ctaProtoInfo  = 4
-	ctaNATSrc     = 6
-	ctaTimeout    = 7
-	ctaMark       = 8
-	ctaNATDst     = 13
-	ctaZone       = 18
-	ctaLabels     = 22
-	ctaHelp       = 5
-	ctaHelpName   = 1
+	ctaTupleOrig   = 1
+	ctaTupleReply  = 2
+	ctaStatus      = 3
+	ctaProtoInfo   = 4
+	ctaNATSrc      = 6
+	ctaTimeout     = 7
+	ctaMark        = 8
+	ctaNATDst      = 13
+	ctaZone        = 18
+	ctaLabels      = 22
+	ctaHelp        = 5
+	ctaHelpName    = 1
+	ctaSeqAdjOrig  = 15
+	ctaSeqAdjReply = 16
+	ctaSynProxy    = 24
+
+	ctaSeqAdjPos    = 1 // CTA_SEQADJ_CORRECTION_POS
+	ctaSeqAdjBefore = 2 // CTA_SEQADJ_OFFSET_BEFORE
+	ctaSeqAdjAfter  = 3 // CTA_SEQADJ_OFFSET_AFTER
+
+	ctaSynProxyISN   = 1
+	ctaSynProxyITS   = 2
+	ctaSynProxyTSOff = 3
+
+	ctaProtoInfoDCCP    = 2
+	ctaProtoInfoSCTP    = 3
+	ctaSCTPState        = 1
+	ctaSCTPVTagOrig     = 2
+	ctaSCTPVTagReply    = 3
+	ctaDCCPState        = 1
+	ctaDCCPRole         = 2
+	ctaDCCPHandshakeSeq = 3
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
@@ -442,6 +559,7 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 	if len(f.Labels) == 16 {
 		attrs = append(attrs, netfilter.Attribute{Type: ctaLabels, Data: f.Labels})
 	}
+	pi := netfilter.Attribute{Type: ctaProtoInfo, Nested: true}
 	if t := f.TCP; t != nil {
 		tcp := netfilter.Attribute{Type: ctaProtoInfoTCP, Nested: true, Children: []netfilter.Attribute{
 			{Type: ctaTCPState, Data: []byte{t.State}},
@@ -456,7 +574,34 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 				netfilter.Attribute{Type: ctaTCPFlagsOrig, Data: fl(t.FlagsOrig)},
 				netfilter.Attribute{Type: ctaTCPFlagsReply, Data: fl(t.FlagsReply)})
 		}
-		attrs = append(attrs, netfilter.Attribute{Type: ctaProtoInfo, Nested: true, Children: []netfilter.Attribute{tcp}})
+		pi.Children = append(pi.Children, tcp)
+	}
+	if s := f.SCTP; s != nil {
+		pi.Children = append(pi.Children, netfilter.Attribute{Type: ctaProtoInfoSCTP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaSCTPState, Data: []byte{s.State}},
+			{Type: ctaSCTPVTagOrig, Data: u32(s.VTagOrig)},
+			{Type: ctaSCTPVTagReply, Data: u32(s.VTagReply)}}})
+	}
+	if d := f.DCCP; d != nil {
+		pi.Children = append(pi.Children, netfilter.Attribute{Type: ctaProtoInfoDCCP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaDCCPState, Data: []byte{d.State}},
+			{Type: ctaDCCPRole, Data: []byte{d.Role}},
+			{Type: ctaDCCPHandshakeSeq, Data: binary.BigEndian.AppendUint64(nil, d.HandshakeSeq)}}})
+	}
+	if len(pi.Children) > 0 {
+		attrs = append(attrs, pi)
+	}
+	if s := f.SeqAdj; s != nil {
+		for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
+			attrs = append(attrs, netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
+				{Type: ctaSeqAdjPos, Data: u32(s[i].CorrectionPos)},
+				{Type: ctaSeqAdjBefore, Data: u32(uint32(s[i].OffsetBefore))},
+				{Type: ctaSeqAdjAfter, Data: u32(uint32(s[i].OffsetAfter))}}})
+		}
+	}
+	if p := f.SynProxy; p != nil {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaSynProxy, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaSynProxyISN, Data: u32(p.ISN)}, {Type: ctaSynProxyITS, Data: u32(p.ITS)}, {Type: ctaSynProxyTSOff, Data: u32(p.TSOff)}}})
 	}
 	if create {
 		if f.SrcNAT() {
@@ -595,12 +740,16 @@ func (k *Kernel) Apply(recs []Record) []error {
 			}
 		}
 	}
+	var recheck []int
 	for i := 0; i < len(retry); i += kernelBatch {
 		j := min(i+kernelBatch, len(retry))
 		res := k.exchange(recs, 0, 0, retry[i:j], false)
 		for n, x := range retry[i:j] {
 			switch e := res[n]; e {
 			case 0:
+				if recs[x].Flow.Extended() {
+					recheck = append(recheck, x)
+				}
 			case unix.EBUSY:
 				// The update would clear SEEN_REPLY or ASSURED, which the
 				// kernel only lets be set: the entry is already further on
@@ -611,7 +760,71 @@ func (k *Kernel) Apply(recs []Record) []error {
 			}
 		}
 	}
+	k.recheckExt(recs, recheck, errs)
 	return errs
+}
+
+// ExtError is a flow applied without an extension it carries: the entry
+// it updated lacks the extension and could not be replaced by a copy
+// that has it. Counted by reason (Status.ErrorReasons), which names the
+// extension.
+type ExtError struct {
+	Ext string // "seqadj", "synproxy"
+	Why string // the kernel's answer
+}
+
+func (e *ExtError) Error() string { return fmt.Sprintf("%s not recreated: %s", e.Ext, e.Why) }
+
+// extMissing names the extension of want that got lacks ("" none).
+func extMissing(got, want *Flow) string {
+	if want.SeqAdj != nil && (got.SeqAdj == nil || *got.SeqAdj != *want.SeqAdj) {
+		return "seqadj"
+	}
+	if want.SynProxy != nil && (got.SynProxy == nil || *got.SynProxy != *want.SynProxy) {
+		return "synproxy"
+	}
+	return ""
+}
+
+// recheckExt reads back the entries recs[idx] updated with a seqadj or
+// synproxy extension. ctnetlink_change_seq_adj and
+// ctnetlink_change_synproxy do nothing, and report success, on an entry
+// without the extension; ctnetlink_create_conntrack adds both to every
+// entry it creates, the data path only to one with a NAT helper
+// (nf_nat_setup_info) or a SYN proxy. An entry that lacks it (this
+// node's own, created by its traffic) is replaced by a fresh copy, which
+// has it; one that still lacks it is an ExtError (TestSeqAdjUpdate).
+func (k *Kernel) recheckExt(recs []Record, idx []int, errs []error) {
+	var replace []int
+	for _, x := range idx {
+		if g, ok := k.get(recs[x].Flow.Key()); !ok || extMissing(&g, &recs[x].Flow) != "" {
+			replace = append(replace, x)
+		}
+	}
+	for i := 0; i < len(replace); i += kernelBatch / 2 {
+		part := replace[i:min(i+kernelBatch/2, len(replace))]
+		pair := make([]Record, 0, 2*len(part))
+		for _, x := range part {
+			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: recs[x].Flow})
+		}
+		res := k.exchange(pair, 0, len(pair), nil, true)
+		for n, x := range part {
+			want := &recs[x].Flow
+			g, ok := k.get(want.Key())
+			missing := "seqadj"
+			if ok {
+				missing = extMissing(&g, want)
+			}
+			if missing == "" {
+				continue
+			}
+			why := "entry without the extension, replacement lacks it too"
+			if e := res[2*n+1]; e != 0 {
+				why = "entry without the extension, replacement refused: " + e.Error()
+			}
+			errs[x] = &ExtError{Ext: missing, Why: why}
+		}
+	}
 }
 
 // encode builds the message of r with ti-mo's netfilter types: the

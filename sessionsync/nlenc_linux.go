@@ -142,18 +142,57 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 		if len(f.Labels) == 16 {
 			w.attr(ctaLabels, f.Labels)
 		}
-		if t := f.TCP; t != nil {
+		if f.TCP != nil || f.SCTP != nil || f.DCCP != nil {
 			pi := w.begin(ctaProtoInfo)
-			tcp := w.begin(ctaProtoInfoTCP)
-			w.u8(ctaTCPState, t.State)
-			w.u8(ctaTCPWScaleOrig, t.WScaleOrig)
-			w.u8(ctaTCPWScaleReply, t.WScaleReply)
-			if t.FlagsOrig != 0 || t.FlagsReply != 0 {
-				w.attr(ctaTCPFlagsOrig, []byte{byte(t.FlagsOrig >> 8), byte(t.FlagsOrig >> 8)})
-				w.attr(ctaTCPFlagsReply, []byte{byte(t.FlagsReply >> 8), byte(t.FlagsReply >> 8)})
+			if t := f.TCP; t != nil {
+				tcp := w.begin(ctaProtoInfoTCP)
+				w.u8(ctaTCPState, t.State)
+				w.u8(ctaTCPWScaleOrig, t.WScaleOrig)
+				w.u8(ctaTCPWScaleReply, t.WScaleReply)
+				if t.FlagsOrig != 0 || t.FlagsReply != 0 {
+					w.attr(ctaTCPFlagsOrig, []byte{byte(t.FlagsOrig >> 8), byte(t.FlagsOrig >> 8)})
+					w.attr(ctaTCPFlagsReply, []byte{byte(t.FlagsReply >> 8), byte(t.FlagsReply >> 8)})
+				}
+				w.end(tcp)
 			}
-			w.end(tcp)
+			if s := f.SCTP; s != nil {
+				o := w.begin(ctaProtoInfoSCTP)
+				w.u8(ctaSCTPState, s.State)
+				w.u32(ctaSCTPVTagOrig, s.VTagOrig)
+				w.u32(ctaSCTPVTagReply, s.VTagReply)
+				w.end(o)
+			}
+			if d := f.DCCP; d != nil {
+				o := w.begin(ctaProtoInfoDCCP)
+				w.u8(ctaDCCPState, d.State)
+				w.u8(ctaDCCPRole, d.Role)
+				var x [8]byte
+				binary.BigEndian.PutUint64(x[:], d.HandshakeSeq)
+				w.attr(ctaDCCPHandshakeSeq, x[:])
+				w.end(o)
+			}
 			w.end(pi)
+		}
+		// The seqadj and synproxy extensions: ctnetlink_create_conntrack
+		// adds both to every entry it creates and then applies these
+		// (ctnetlink_change_seq_adj sets IPS_SEQ_ADJUST); an update
+		// applies them only to an entry that has the extension
+		// (Kernel.Apply checks that it did).
+		if s := f.SeqAdj; s != nil {
+			for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
+				o := w.begin(typ)
+				w.u32(ctaSeqAdjPos, s[i].CorrectionPos)
+				w.u32(ctaSeqAdjBefore, uint32(s[i].OffsetBefore))
+				w.u32(ctaSeqAdjAfter, uint32(s[i].OffsetAfter))
+				w.end(o)
+			}
+		}
+		if p := f.SynProxy; p != nil {
+			o := w.begin(ctaSynProxy)
+			w.u32(ctaSynProxyISN, p.ISN)
+			w.u32(ctaSynProxyITS, p.ITS)
+			w.u32(ctaSynProxyTSOff, p.TSOff)
+			w.end(o)
 		}
 		if create {
 			v4 := f.Orig.Src.Is4()
