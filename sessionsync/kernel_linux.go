@@ -420,13 +420,9 @@ const (
 	ctaSeqAdjReply = 16
 	ctaSynProxy    = 24
 
-	ctaSeqAdjPos    = 1 // CTA_SEQADJ_CORRECTION_POS
-	ctaSeqAdjBefore = 2 // CTA_SEQADJ_OFFSET_BEFORE
-	ctaSeqAdjAfter  = 3 // CTA_SEQADJ_OFFSET_AFTER
-
-	ctaSynProxyISN   = 1
-	ctaSynProxyITS   = 2
-	ctaSynProxyTSOff = 3
+	// A seqadj direction's and CTA_SYNPROXY's children are numbered 1-3
+	// (CTA_SEQADJ_CORRECTION_POS, _OFFSET_BEFORE, _OFFSET_AFTER; ISN, ITS,
+	// TSOFF): nlw.triple and flowAttrs write them.
 
 	ctaProtoInfoDCCP    = 2
 	ctaProtoInfoSCTP    = 3
@@ -591,17 +587,17 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 	if len(pi.Children) > 0 {
 		attrs = append(attrs, pi)
 	}
+	triple := func(typ uint16, a, b, c uint32) netfilter.Attribute {
+		return netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
+			{Type: 1, Data: u32(a)}, {Type: 2, Data: u32(b)}, {Type: 3, Data: u32(c)}}}
+	}
 	if s := f.SeqAdj; s != nil {
 		for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
-			attrs = append(attrs, netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
-				{Type: ctaSeqAdjPos, Data: u32(s[i].CorrectionPos)},
-				{Type: ctaSeqAdjBefore, Data: u32(uint32(s[i].OffsetBefore))},
-				{Type: ctaSeqAdjAfter, Data: u32(uint32(s[i].OffsetAfter))}}})
+			attrs = append(attrs, triple(typ, s[i].CorrectionPos, uint32(s[i].OffsetBefore), uint32(s[i].OffsetAfter)))
 		}
 	}
 	if p := f.SynProxy; p != nil {
-		attrs = append(attrs, netfilter.Attribute{Type: ctaSynProxy, Nested: true, Children: []netfilter.Attribute{
-			{Type: ctaSynProxyISN, Data: u32(p.ISN)}, {Type: ctaSynProxyITS, Data: u32(p.ITS)}, {Type: ctaSynProxyTSOff, Data: u32(p.TSOff)}}})
+		attrs = append(attrs, triple(ctaSynProxy, p.ISN, p.ITS, p.TSOff))
 	}
 	if create {
 		if f.SrcNAT() {

@@ -31,6 +31,17 @@ func (w *nlw) u32(typ uint16, v uint32) {
 	w.attr(typ, []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// triple writes a nest of three u32 attributes numbered 1, 2 and 3: a
+// seqadj direction (CTA_SEQADJ_CORRECTION_POS, _OFFSET_BEFORE,
+// _OFFSET_AFTER) or CTA_SYNPROXY (ISN, ITS, TSOFF).
+func (w *nlw) triple(typ uint16, a, b, c uint32) {
+	o := w.begin(typ)
+	w.u32(1, a)
+	w.u32(2, b)
+	w.u32(3, c)
+	w.end(o)
+}
+
 func (w *nlw) begin(typ uint16) int {
 	off := len(w.b)
 	w.b = append(w.b, 0, 0, 0, 0)
@@ -180,19 +191,11 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 		// (Kernel.Apply checks that it did).
 		if s := f.SeqAdj; s != nil {
 			for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
-				o := w.begin(typ)
-				w.u32(ctaSeqAdjPos, s[i].CorrectionPos)
-				w.u32(ctaSeqAdjBefore, uint32(s[i].OffsetBefore))
-				w.u32(ctaSeqAdjAfter, uint32(s[i].OffsetAfter))
-				w.end(o)
+				w.triple(typ, s[i].CorrectionPos, uint32(s[i].OffsetBefore), uint32(s[i].OffsetAfter))
 			}
 		}
 		if p := f.SynProxy; p != nil {
-			o := w.begin(ctaSynProxy)
-			w.u32(ctaSynProxyISN, p.ISN)
-			w.u32(ctaSynProxyITS, p.ITS)
-			w.u32(ctaSynProxyTSOff, p.TSOff)
-			w.end(o)
+			w.triple(ctaSynProxy, p.ISN, p.ITS, p.TSOff)
 		}
 		if create {
 			v4 := f.Orig.Src.Is4()
