@@ -124,6 +124,13 @@ type Flow struct {
 	// DCCP is the DCCP state (CTA_PROTOINFO_DCCP); nil for other protocols
 	// (and always on a kernel without DCCP tracking).
 	DCCP *DCCPInfo
+	// Master is the connection this one is related to (CTA_TUPLE_MASTER:
+	// an FTP data connection's control connection), its protocol and
+	// original tuple; its Zone is the flow's. nil for none. A copy is
+	// created related to the receiver's copy of the master, which the
+	// kernel requires to exist (Kernel.Apply creates it unrelated, and
+	// counts it, when it does not).
+	Master *Key
 }
 
 // SeqAdj is one direction's sequence adjustment (struct nf_ct_seqadj):
@@ -268,6 +275,7 @@ const (
 //	3 synproxy:        isn(4) its(4) tsoff(4)
 //	4 SCTP:            state(1) vtag original(4) vtag reply(4)
 //	5 DCCP:            state(1) role(1) handshake sequence(8)
+//	6 master:          proto(1) src, dst (the flow's family) sport(2) dport(2)
 //
 // A record without extensions is encoded as before they existed; a
 // receiver that predates them refuses a record that has one (flags 16
@@ -340,10 +348,14 @@ const (
 	extSynProxy    = 3
 	extSCTP        = 4
 	extDCCP        = 5
+	extMaster      = 6 // its size depends on the family (masterSize)
 )
 
 // extSize is the value length of each extension type.
-var extSize = [...]int{extSeqAdjOrig: 12, extSeqAdjReply: 12, extSynProxy: 12, extSCTP: 9, extDCCP: 10}
+var extSize = [...]int{extSeqAdjOrig: 12, extSeqAdjReply: 12, extSynProxy: 12, extSCTP: 9, extDCCP: 10, extMaster: 0}
+
+// masterSize is the size of a master extension for addresses of alen bytes.
+func masterSize(alen int) int { return 1 + 2*alen + 4 }
 
 // extLen is the length of a flow's extensions (0: none).
 func extLen(f *Flow) int {
@@ -359,6 +371,13 @@ func extLen(f *Flow) int {
 	}
 	if f.DCCP != nil {
 		n += 2 + 10
+	}
+	if f.Master != nil {
+		alen := 4
+		if f.IPv6() {
+			alen = 16
+		}
+		n += 2 + masterSize(alen)
 	}
 	return n
 }
@@ -388,13 +407,26 @@ func appendExt(b []byte, f *Flow) []byte {
 		b = append(b, extDCCP, 10, d.State, d.Role)
 		b = binary.BigEndian.AppendUint64(b, d.HandshakeSeq)
 	}
+	if m := f.Master; m != nil {
+		v6 := f.IPv6()
+		alen := 4
+		if v6 {
+			alen = 16
+		}
+		b = append(b, extMaster, byte(masterSize(alen)), m.Proto)
+		b = appendAddr(b, m.Orig.Src, v6)
+		b = appendAddr(b, m.Orig.Dst, v6)
+		b = binary.BigEndian.AppendUint16(b, m.Orig.SrcPort)
+		b = binary.BigEndian.AppendUint16(b, m.Orig.DstPort)
+	}
 	return b
 }
 
-// decodeExt reads a record's extensions (b is exactly their bytes).
-// Unknown, repeated, out-of-order, wrongly sized or missing halves
-// (seqadj comes in both directions) are malformed.
-func decodeExt(b []byte, f *Flow) error {
+// decodeExt reads a record's extensions (b is exactly their bytes;
+// addresses of alen bytes). Unknown, repeated, out-of-order, wrongly
+// sized or missing halves (seqadj comes in both directions) are
+// malformed.
+func decodeExt(b []byte, f *Flow, alen int) error {
 	last := 0
 	var sa [2]SeqAdj
 	nsa := 0
@@ -403,7 +435,14 @@ func decodeExt(b []byte, f *Flow) error {
 			return fmt.Errorf("%w: extension header cut", ErrMalformed)
 		}
 		typ, l := int(b[0]), int(b[1])
-		if typ <= last || typ >= len(extSize) || extSize[typ] != l || len(b) < 2+l {
+		size := 0
+		if typ > 0 && typ < len(extSize) {
+			size = extSize[typ]
+		}
+		if typ == extMaster {
+			size = masterSize(alen)
+		}
+		if typ <= last || size == 0 || size != l || len(b) < 2+l {
 			return fmt.Errorf("%w: extension %d of %d bytes", ErrMalformed, typ, l)
 		}
 		last = typ
@@ -419,6 +458,16 @@ func decodeExt(b []byte, f *Flow) error {
 			f.SCTP = &SCTPInfo{State: v[0], VTagOrig: binary.BigEndian.Uint32(v[1:]), VTagReply: binary.BigEndian.Uint32(v[5:])}
 		case extDCCP:
 			f.DCCP = &DCCPInfo{State: v[0], Role: v[1], HandshakeSeq: binary.BigEndian.Uint64(v[2:])}
+		case extMaster:
+			p := 1
+			m := &Key{Zone: f.Zone, Proto: v[0]}
+			m.Orig.Src = readAddr(v, &p, alen)
+			m.Orig.Dst = readAddr(v, &p, alen)
+			m.Orig.SrcPort, m.Orig.DstPort = binary.BigEndian.Uint16(v[p:]), binary.BigEndian.Uint16(v[p+2:])
+			if m.Orig.Src.Is4In6() || m.Orig.Dst.Is4In6() {
+				return fmt.Errorf("%w: IPv4-mapped master address in an IPv6 record", ErrMalformed)
+			}
+			f.Master = m
 		}
 		b = b[2+l:]
 	}
@@ -481,7 +530,11 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	}
 	f := &r.Flow
 	v6 := f.IPv6()
-	for _, a := range []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
+	addrs := []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst}
+	if m := f.Master; m != nil {
+		addrs = append(addrs, m.Orig.Src, m.Orig.Dst)
+	}
+	for _, a := range addrs {
 		if !a.IsValid() || (a.Is6() && !a.Is4In6()) != v6 {
 			return nil, fmt.Errorf("sessionsync: flow %s: addresses of mixed or no family", f)
 		}
@@ -692,7 +745,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 		if len(b) < p+n {
 			return 0, io.ErrUnexpectedEOF
 		}
-		if err := decodeExt(b[p:p+n], f); err != nil {
+		if err := decodeExt(b[p:p+n], f, alen); err != nil {
 			return 0, err
 		}
 		p += n

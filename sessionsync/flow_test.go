@@ -26,8 +26,18 @@ func sampleMessage() *Message {
 	sctp.Proto, sctp.TCP, sctp.SCTP = 132, nil, &SCTPInfo{State: 3, VTagOrig: 0xdeadbeef, VTagReply: 42}
 	dccp := tcpFlow(5)
 	dccp.Proto, dccp.TCP, dccp.DCCP = 33, nil, &DCCPInfo{State: 4, Role: 1, HandshakeSeq: 1 << 40}
+	data := tcpFlow(6) // the FTP data connection (active mode), related to ftp
+	data.Orig = Tuple{Src: ftp.Orig.Dst, Dst: ftp.Reply.Dst, SrcPort: 20, DstPort: 50001}
+	data.Reply = Tuple{Src: ftp.Orig.Src, Dst: ftp.Orig.Dst, SrcPort: 50001, DstPort: 20}
+	m := ftp.Key()
+	data.Master = &m
+	v6data := v6
+	v6data.Orig.SrcPort, v6data.Reply.DstPort = 5004, 5004
+	vm := v6.Key()
+	v6data.Master = &vm
 	return &Message{Kind: KindStream, Gen: 3, Oldest: 1234567890, Records: []Record{
 		{Op: OpUpsert, Flow: tcpFlow(1)}, {Op: OpUpsert, Flow: v6}, {Op: OpDelete, Flow: icmp},
+		{Op: OpUpsert, Flow: data}, {Op: OpUpsert, Flow: v6data},
 		{Op: OpUpsert, Flow: ftp}, {Op: OpUpsert, Flow: sctp}, {Op: OpUpsert, Flow: dccp}, {Op: OpUpsert, Expect: sampleExpect(ftp)},
 		{Op: OpDelete, Expect: &Expect{Master: v6.Key(), Proto: ProtoUDP,
 			Tuple:   Tuple{Src: v6.Orig.Dst, Dst: v6.Orig.Src, SrcPort: 0, DstPort: 40000},

@@ -38,6 +38,9 @@ type Kernel struct {
 	xmu sync.Mutex      // xc
 	xc  *netfilter.Conn // expectation writes (rare: one query each)
 
+	extMu   sync.Mutex
+	extLost map[string]uint64 // ExtensionsLost
+
 	mu  sync.Mutex
 	fd  int
 	seq uint32
@@ -394,6 +397,14 @@ func fromTiMo(t *conntrack.Flow) (Flow, bool) {
 	if p := t.ProtoInfo.DCCP; p != nil {
 		f.DCCP = &DCCPInfo{State: p.State, Role: p.Role, HandshakeSeq: p.HandshakeSeq}
 	}
+	// The kernel reports the master of a related connection
+	// (ctnetlink_dump_master, IPS_EXPECTED).
+	if m := t.TupleMaster; m.IP.SourceAddress.IsValid() {
+		mk := Key{Zone: f.Zone, Proto: m.Proto.Protocol, Orig: conv(m)}
+		if mk.Orig.Src.Is4() == f.Orig.Src.Is4() && mk.Orig.Dst.Is4() == f.Orig.Src.Is4() {
+			f.Master = &mk
+		}
+	}
 	return f, true
 }
 
@@ -416,6 +427,7 @@ const (
 	ctaLabels      = 22
 	ctaHelp        = 5
 	ctaHelpName    = 1
+	ctaTupleMaster = 14
 	ctaSeqAdjOrig  = 15
 	ctaSeqAdjReply = 16
 	ctaSynProxy    = 24
@@ -606,6 +618,11 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 		if f.DstNAT() {
 			attrs = append(attrs, natAttr(ctaNATDst, f.Proto, f.Reply.Src, f.Reply.SrcPort))
 		}
+		if m := f.Master; m != nil {
+			// CTA_TUPLE_MASTER: only at creation, looked up in the flow's
+			// zone (ENOENT when the master is not there).
+			attrs = append(attrs, tupleAttr(ctaTupleMaster, m.Proto, m.Orig, 0))
+		}
 		if f.Helper != "" {
 			// CTA_HELP: the kernel attaches a helper only at creation.
 			attrs = append(attrs, netfilter.Attribute{Type: ctaHelp, Nested: true, Children: []netfilter.Attribute{
@@ -629,7 +646,7 @@ func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.
 // OpRenew whose flow had ended is deleted again.
 func (k *Kernel) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
-	var retry, replace, noHelper, renew, first []int
+	var retry, replace, noHelper, noMaster, renew, first []int
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := range recs {
@@ -649,6 +666,8 @@ func (k *Kernel) Apply(recs []Record) []error {
 			noHelper = append(noHelper, x)
 		case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
 			retry = append(retry, x)
+		case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && e == unix.ENOENT && recs[x].Flow.Master != nil:
+			noMaster = append(noMaster, x)
 		default:
 			op := "create"
 			if recs[x].Op == OpDelete {
@@ -681,7 +700,17 @@ func (k *Kernel) Apply(recs []Record) []error {
 		j := min(i+kernelBatch/2, len(replace))
 		pair := make([]Record, 0, 2*(j-i))
 		for _, x := range replace[i:j] {
-			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: recs[x].Flow})
+			// Created unrelated: the master may be replaced in the same
+			// batch, after it (a received copy's relation is counted lost;
+			// a renewal's own entry had none to keep before either).
+			cf := recs[x].Flow
+			if cf.Master != nil {
+				cf.Master = nil
+				if recs[x].Op == OpReplace {
+					k.noteExtLost("master")
+				}
+			}
+			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: cf})
 		}
 		res := k.exchange(pair, 0, len(pair), nil, true)
 		for n, x := range replace[i:j] {
@@ -720,6 +749,10 @@ func (k *Kernel) Apply(recs []Record) []error {
 		for n, x := range noHelper {
 			plain[n] = recs[x]
 			plain[n].Flow.Helper = ""
+			if plain[n].Flow.Master != nil {
+				plain[n].Flow.Master = nil
+				k.noteExtLost("master")
+			}
 		}
 		for i := 0; i < len(plain); i += kernelBatch {
 			j := min(i+kernelBatch, len(plain))
@@ -736,6 +769,7 @@ func (k *Kernel) Apply(recs []Record) []error {
 			}
 		}
 	}
+	k.applyUnrelated(recs, noMaster, errs, &retry)
 	var recheck []int
 	for i := 0; i < len(retry); i += kernelBatch {
 		j := min(i+kernelBatch, len(retry))
@@ -758,6 +792,76 @@ func (k *Kernel) Apply(recs []Record) []error {
 	}
 	k.recheckExt(recs, recheck, errs)
 	return errs
+}
+
+// applyUnrelated creates the related connections recs[idx] whose master
+// was not in the table (ENOENT: ctnetlink_create_conntrack looks
+// CTA_TUPLE_MASTER up): again, since a master that came later in recs
+// exists now, and, for those whose master is still missing, without it
+// (they forward the same; counted as "master" in ExtensionsLost). Those
+// that exist meanwhile join retry (TestMasterCopied).
+func (k *Kernel) applyUnrelated(recs []Record, idx []int, errs []error, retry *[]int) {
+	var missing []int
+	for i := 0; i < len(idx); i += kernelBatch {
+		part := idx[i:min(i+kernelBatch, len(idx))]
+		for n, e := range k.exchange(recs, 0, 0, part, true) {
+			switch x := part[n]; e {
+			case 0:
+			case unix.ENOENT:
+				missing = append(missing, x)
+			case unix.EEXIST:
+				*retry = append(*retry, x)
+			default:
+				errs[x] = &KernelError{Op: "create", Errno: e}
+			}
+		}
+	}
+	plain := make([]Record, len(missing))
+	for n, x := range missing {
+		plain[n] = recs[x]
+		plain[n].Flow.Master = nil
+	}
+	for i := 0; i < len(plain); i += kernelBatch {
+		j := min(i+kernelBatch, len(plain))
+		for n, e := range k.exchange(plain, i, j, nil, true) {
+			switch x := missing[i+n]; e {
+			case 0:
+				k.noteExtLost("master")
+			case unix.EEXIST:
+				*retry = append(*retry, x)
+			default:
+				errs[x] = &KernelError{Op: "create", Errno: e}
+			}
+		}
+	}
+}
+
+// noteExtLost counts a flow applied without an extension it carried.
+func (k *Kernel) noteExtLost(ext string) {
+	k.extMu.Lock()
+	if k.extLost == nil {
+		k.extLost = map[string]uint64{}
+	}
+	k.extLost[ext]++
+	k.extMu.Unlock()
+}
+
+// ExtensionsLost returns, by extension ("seqadj", "synproxy", "master"),
+// the received flows applied without one they carried: a related
+// connection whose master this table lacks is created unrelated; a
+// seqadj or synproxy extension that could not be recreated is also an
+// ExtError. Session status shows it (extensions_not_recreated).
+func (k *Kernel) ExtensionsLost() map[string]uint64 {
+	k.extMu.Lock()
+	defer k.extMu.Unlock()
+	if len(k.extLost) == 0 {
+		return nil
+	}
+	out := make(map[string]uint64, len(k.extLost))
+	for e, n := range k.extLost {
+		out[e] = n
+	}
+	return out
 }
 
 // ExtError is a flow applied without an extension it carries: the entry
@@ -819,6 +923,7 @@ func (k *Kernel) recheckExt(recs []Record, idx []int, errs []error) {
 				why = "entry without the extension, replacement refused: " + e.Error()
 			}
 			errs[x] = &ExtError{Ext: missing, Why: why}
+			k.noteExtLost(missing)
 		}
 	}
 }

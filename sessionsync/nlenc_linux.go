@@ -205,6 +205,9 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 			if f.DstNAT() {
 				w.nat(ctaNATDst, f.Proto, f.Reply.Src.As16(), v4, f.Reply.SrcPort)
 			}
+			if m := f.Master; m != nil {
+				w.tuple(ctaTupleMaster, m.Proto, m.Orig, 0)
+			}
 			if f.Helper != "" {
 				h := w.begin(ctaHelp)
 				w.b = binary.NativeEndian.AppendUint16(w.b, uint16(4+len(f.Helper)+1))

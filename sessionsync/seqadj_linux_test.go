@@ -209,3 +209,48 @@ func TestSeqAdjOfMaster(t *testing.T) {
 		}
 	})
 }
+
+// TestMasterCopied: a related connection (an FTP data connection) is
+// created related to its master (CTA_TUPLE_MASTER: the kernel sets
+// IPS_EXPECTED and reports the master's tuple), also when its record
+// comes before its master's in the same Apply; one whose master is not in
+// the table is created unrelated and counted (ExtensionsLost "master").
+func TestMasterCopied(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		msg := sampleMessage()
+		var master, child Flow
+		for _, r := range msg.Records {
+			if r.Expect == nil && r.Flow.Helper == "ftp" {
+				master = r.Flow
+			}
+			if r.Expect == nil && r.Flow.Master != nil && !r.Flow.IPv6() {
+				child = r.Flow
+			}
+		}
+		orphan := child
+		orphan.Orig.DstPort, orphan.Reply.SrcPort = 50002, 50002
+		om := tcpFlow(40).Key()
+		orphan.Master = &om
+		for i, err := range k.Apply([]Record{{Op: OpUpsert, Flow: child}, {Op: OpUpsert, Flow: master}, {Op: OpUpsert, Flow: orphan}}) {
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		got := dumpAll(t, k)
+		c := got[child.Key()]
+		if c.Master == nil || *c.Master != *child.Master || c.Status&StatusExpected == 0 {
+			t.Errorf("the child: master %+v status %#x; want %+v and IPS_EXPECTED", c.Master, c.Status, *child.Master)
+		}
+		if o, ok := got[orphan.Key()]; !ok || o.Master != nil {
+			t.Errorf("the orphan: present %v, master %+v; want it created unrelated", ok, o.Master)
+		}
+		if n := k.ExtensionsLost()["master"]; n != 1 {
+			t.Errorf("ExtensionsLost %v, want master: 1", k.ExtensionsLost())
+		}
+	})
+}
