@@ -31,16 +31,17 @@ const (
 // clears the others (trust.go, TestStatusMasked). Per bit
 // (nf_conntrack_common.h):
 //
-//	EXPECTED (0)       cleared: a copy has no master here; the kernel sets it
-//	                   itself for a connection an expectation matched
+//	EXPECTED (0)       cleared: the kernel sets it itself for a copy created
+//	                   with its master (CTA_TUPLE_MASTER, Flow.Master)
 //	SEEN_REPLY (1)     kept: both directions seen (TCP established)
 //	ASSURED (2)        kept: not evicted early; the kernel needs it on a copy
 //	                   of an established flow
 //	CONFIRMED (3)      kept: every copy is created confirmed (in the hash)
 //	SRC_NAT, DST_NAT   cleared: the kernel sets them from CTA_NAT_SRC/DST,
-//	 (4-5), SEQ_ADJUST which the copy's tuples give; not settable directly
-//	 (6), *_NAT_DONE
+//	 (4-5), *_NAT_DONE which the copy's tuples give; not settable directly
 //	 (7-8)
+//	SEQ_ADJUST (6)     cleared: the kernel sets it from CTA_SEQ_ADJ_ORIG/REPLY
+//	                   (Flow.SeqAdj)
 //	DYING (9)          cleared: never sent (a dying flow is not copied)
 //	FIXED_TIMEOUT (10) cleared: a copy's timeout is refreshed by the sender
 //	TEMPLATE (11)      cleared: templates are not flows
