@@ -334,6 +334,7 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
 		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
 	formatCounts(w, "    refused: %s: %d\n", s.ErrorReasons)
+	formatCounts(w, "    applied without: %s: %d\n", s.ExtensionsLost)
 	if s.LastError != "" {
 		fmt.Fprintf(w, "    last error: %s (%s)\n", s.LastError, s.LastErrorAt)
 	}

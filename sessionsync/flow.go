@@ -31,16 +31,17 @@ const (
 // clears the others (trust.go, TestStatusMasked). Per bit
 // (nf_conntrack_common.h):
 //
-//	EXPECTED (0)       cleared: a copy has no master here; the kernel sets it
-//	                   itself for a connection an expectation matched
+//	EXPECTED (0)       cleared: the kernel sets it itself for a copy created
+//	                   with its master (CTA_TUPLE_MASTER, Flow.Master)
 //	SEEN_REPLY (1)     kept: both directions seen (TCP established)
 //	ASSURED (2)        kept: not evicted early; the kernel needs it on a copy
 //	                   of an established flow
 //	CONFIRMED (3)      kept: every copy is created confirmed (in the hash)
 //	SRC_NAT, DST_NAT   cleared: the kernel sets them from CTA_NAT_SRC/DST,
-//	 (4-5), SEQ_ADJUST which the copy's tuples give; not settable directly
-//	 (6), *_NAT_DONE
+//	 (4-5), *_NAT_DONE which the copy's tuples give; not settable directly
 //	 (7-8)
+//	SEQ_ADJUST (6)     cleared: the kernel sets it from CTA_SEQ_ADJ_ORIG/REPLY
+//	                   (Flow.SeqAdj)
 //	DYING (9)          cleared: never sent (a dying flow is not copied)
 //	FIXED_TIMEOUT (10) cleared: a copy's timeout is refreshed by the sender
 //	TEMPLATE (11)      cleared: templates are not flows
@@ -109,7 +110,62 @@ type Flow struct {
 	// the flow ("ftp", "sip"; CTA_HELP), "" for none: a copy gets the same
 	// helper at its creation, so the expectations it owns can be copied.
 	Helper string
+	// SeqAdj is the TCP sequence adjustment of the original ([0]) and the
+	// reply ([1]) direction (CTA_SEQ_ADJ_ORIG/REPLY, the seqadj
+	// extension); nil when the kernel reports none (IPS_SEQ_ADJUST clear).
+	// A NAT helper that rewrites a payload to another length (FTP's PORT
+	// with an address of another length) sets it, and every later packet
+	// of the connection is translated by it: a copy without it breaks the
+	// connection (TestSeqAdjCopied, TestFTPSeqAdjFailover).
+	SeqAdj *[2]SeqAdj
+	// SynProxy is the SYN proxy state (CTA_SYNPROXY); nil for none.
+	SynProxy *SynProxy
+	// SCTP is the SCTP state (CTA_PROTOINFO_SCTP); nil for other protocols.
+	SCTP *SCTPInfo
+	// DCCP is the DCCP state (CTA_PROTOINFO_DCCP); nil for other protocols
+	// (and always on a kernel without DCCP tracking).
+	DCCP *DCCPInfo
+	// Master is the connection this one is related to (CTA_TUPLE_MASTER:
+	// an FTP data connection's control connection), its protocol and
+	// original tuple; its Zone is the flow's. nil for none. A copy is
+	// created related to the receiver's copy of the master, which the
+	// kernel requires to exist (Kernel.Apply creates it unrelated, and
+	// counts it, when it does not).
+	Master *Key
 }
+
+// SeqAdj is one direction's sequence adjustment (struct nf_ct_seqadj):
+// sequence numbers before CorrectionPos move by OffsetBefore, the others
+// by OffsetAfter.
+type SeqAdj struct {
+	CorrectionPos             uint32
+	OffsetBefore, OffsetAfter int32
+}
+
+// SynProxy is the state of a connection the SYN proxy set up (struct
+// nf_conn_synproxy): the initial sequence number, the timestamp and its
+// offset.
+type SynProxy struct {
+	ISN, ITS, TSOff uint32
+}
+
+// SCTPInfo is an SCTP association's state and verification tags.
+type SCTPInfo struct {
+	State               uint8
+	VTagOrig, VTagReply uint32
+}
+
+// DCCPInfo is a DCCP connection's state, role and handshake sequence.
+type DCCPInfo struct {
+	State, Role  uint8
+	HandshakeSeq uint64
+}
+
+// Extended reports whether the flow carries a kernel extension a plain
+// update may leave unapplied (seqadj, synproxy): ctnetlink updates them
+// only on an entry that has the extension, and silently does nothing on
+// one without it.
+func (f *Flow) Extended() bool { return f.SeqAdj != nil || f.SynProxy != nil }
 
 // Key returns the flow's key.
 func (f Flow) Key() Key { return Key{Zone: f.Zone, Proto: f.Proto, Orig: f.Orig} }
@@ -210,6 +266,21 @@ const (
 //	reply src,dst reply sport,dport [labels(16)]
 //	[tcp state(1) wscale orig(1) wscale reply(1) flags orig(2) flags reply(2)]
 //	[helper length(1) helper name]            (flags 8)
+//	[extensions length(2) extension…]          (flags 16)
+//
+// An extension is type(1) length(1) value, in ascending type order, each
+// type at most once, every one known (the encoding stays canonical):
+//
+//	1 seqadj original: correction position(4) offset before(4) offset after(4)
+//	2 seqadj reply:    the same
+//	3 synproxy:        isn(4) its(4) tsoff(4)
+//	4 SCTP:            state(1) vtag original(4) vtag reply(4)
+//	5 DCCP:            state(1) role(1) handshake sequence(8)
+//	6 master:          proto(1) src, dst (the flow's family) sport(2) dport(2)
+//
+// A record without extensions is encoded as before they existed; a
+// receiver that predates them refuses a record that has one (flags 16
+// unknown: malformed, counted).
 //
 // A delete record carries the same fields (only the key is used). An
 // expectation record has the op's high bit set (0x81 upsert, 0x82
@@ -235,6 +306,7 @@ const (
 	flagLabel = 2
 	flagTCP   = 4
 	flagHelp  = 8
+	flagExt   = 16
 	// opExpect marks an expectation record on the wire.
 	opExpect = 0x80
 	// MaxHelperName is the longest helper name (NF_CT_HELPER_NAME_LEN - 1).
@@ -264,7 +336,152 @@ func recordLen(f *Flow) int {
 	if f.Helper != "" {
 		n += 1 + len(f.Helper)
 	}
+	if e := extLen(f); e > 0 {
+		n += 2 + e
+	}
 	return n
+}
+
+// Extension types of a record (see Message).
+const (
+	extSeqAdjOrig  = 1
+	extSeqAdjReply = 2
+	extSynProxy    = 3
+	extSCTP        = 4
+	extDCCP        = 5
+	extMaster      = 6 // its size depends on the family (masterSize)
+)
+
+// extSize is the value length of each extension type.
+var extSize = [...]int{extSeqAdjOrig: 12, extSeqAdjReply: 12, extSynProxy: 12, extSCTP: 9, extDCCP: 10, extMaster: 0}
+
+// masterSize is the size of a master extension for addresses of alen bytes.
+func masterSize(alen int) int { return 1 + 2*alen + 4 }
+
+// extLen is the length of a flow's extensions (0: none).
+func extLen(f *Flow) int {
+	n := 0
+	if f.SeqAdj != nil {
+		n += 2 * (2 + 12)
+	}
+	if f.SynProxy != nil {
+		n += 2 + 12
+	}
+	if f.SCTP != nil {
+		n += 2 + 9
+	}
+	if f.DCCP != nil {
+		n += 2 + 10
+	}
+	if f.Master != nil {
+		alen := 4
+		if f.IPv6() {
+			alen = 16
+		}
+		n += 2 + masterSize(alen)
+	}
+	return n
+}
+
+func appendExt(b []byte, f *Flow) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(extLen(f)))
+	if s := f.SeqAdj; s != nil {
+		for i, typ := range []byte{extSeqAdjOrig, extSeqAdjReply} {
+			b = append(b, typ, 12)
+			b = binary.BigEndian.AppendUint32(b, s[i].CorrectionPos)
+			b = binary.BigEndian.AppendUint32(b, uint32(s[i].OffsetBefore))
+			b = binary.BigEndian.AppendUint32(b, uint32(s[i].OffsetAfter))
+		}
+	}
+	if p := f.SynProxy; p != nil {
+		b = append(b, extSynProxy, 12)
+		b = binary.BigEndian.AppendUint32(b, p.ISN)
+		b = binary.BigEndian.AppendUint32(b, p.ITS)
+		b = binary.BigEndian.AppendUint32(b, p.TSOff)
+	}
+	if s := f.SCTP; s != nil {
+		b = append(b, extSCTP, 9, s.State)
+		b = binary.BigEndian.AppendUint32(b, s.VTagOrig)
+		b = binary.BigEndian.AppendUint32(b, s.VTagReply)
+	}
+	if d := f.DCCP; d != nil {
+		b = append(b, extDCCP, 10, d.State, d.Role)
+		b = binary.BigEndian.AppendUint64(b, d.HandshakeSeq)
+	}
+	if m := f.Master; m != nil {
+		v6 := f.IPv6()
+		alen := 4
+		if v6 {
+			alen = 16
+		}
+		b = append(b, extMaster, byte(masterSize(alen)), m.Proto)
+		b = appendAddr(b, m.Orig.Src, v6)
+		b = appendAddr(b, m.Orig.Dst, v6)
+		b = binary.BigEndian.AppendUint16(b, m.Orig.SrcPort)
+		b = binary.BigEndian.AppendUint16(b, m.Orig.DstPort)
+	}
+	return b
+}
+
+// decodeExt reads a record's extensions (b is exactly their bytes;
+// addresses of alen bytes). Unknown, repeated, out-of-order, wrongly
+// sized or missing halves (seqadj comes in both directions) are
+// malformed.
+func decodeExt(b []byte, f *Flow, alen int) error {
+	last := 0
+	var sa [2]SeqAdj
+	nsa := 0
+	for len(b) > 0 {
+		if len(b) < 2 {
+			return fmt.Errorf("%w: extension header cut", ErrMalformed)
+		}
+		typ, l := int(b[0]), int(b[1])
+		size := 0
+		if typ > 0 && typ < len(extSize) {
+			size = extSize[typ]
+		}
+		if typ == extMaster {
+			size = masterSize(alen)
+		}
+		if typ <= last || size == 0 || size != l || len(b) < 2+l {
+			return fmt.Errorf("%w: extension %d of %d bytes", ErrMalformed, typ, l)
+		}
+		last = typ
+		v := b[2 : 2+l]
+		switch typ {
+		case extSeqAdjOrig, extSeqAdjReply:
+			sa[typ-extSeqAdjOrig] = SeqAdj{CorrectionPos: binary.BigEndian.Uint32(v),
+				OffsetBefore: int32(binary.BigEndian.Uint32(v[4:])), OffsetAfter: int32(binary.BigEndian.Uint32(v[8:]))}
+			nsa++
+		case extSynProxy:
+			f.SynProxy = &SynProxy{ISN: binary.BigEndian.Uint32(v), ITS: binary.BigEndian.Uint32(v[4:]), TSOff: binary.BigEndian.Uint32(v[8:])}
+		case extSCTP:
+			f.SCTP = &SCTPInfo{State: v[0], VTagOrig: binary.BigEndian.Uint32(v[1:]), VTagReply: binary.BigEndian.Uint32(v[5:])}
+		case extDCCP:
+			f.DCCP = &DCCPInfo{State: v[0], Role: v[1], HandshakeSeq: binary.BigEndian.Uint64(v[2:])}
+		case extMaster:
+			p := 1
+			m := &Key{Zone: f.Zone, Proto: v[0]}
+			m.Orig.Src = readAddr(v, &p, alen)
+			m.Orig.Dst = readAddr(v, &p, alen)
+			m.Orig.SrcPort, m.Orig.DstPort = binary.BigEndian.Uint16(v[p:]), binary.BigEndian.Uint16(v[p+2:])
+			if m.Orig.Src.Is4In6() || m.Orig.Dst.Is4In6() {
+				return fmt.Errorf("%w: IPv4-mapped master address in an IPv6 record", ErrMalformed)
+			}
+			f.Master = m
+		}
+		b = b[2+l:]
+	}
+	switch nsa {
+	case 2:
+		f.SeqAdj = &sa
+	case 1:
+		return fmt.Errorf("%w: sequence adjustment of one direction only", ErrMalformed)
+	}
+	if last == 0 {
+		return fmt.Errorf("%w: empty extensions", ErrMalformed)
+	}
+	return nil
 }
 
 // AppendBinary appends the encoding of m to b.
@@ -314,7 +531,11 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	}
 	f := &r.Flow
 	v6 := f.IPv6()
-	for _, a := range []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst} {
+	addrs := []netip.Addr{f.Orig.Src, f.Orig.Dst, f.Reply.Src, f.Reply.Dst}
+	if m := f.Master; m != nil {
+		addrs = append(addrs, m.Orig.Src, m.Orig.Dst)
+	}
+	for _, a := range addrs {
 		if !a.IsValid() || (a.Is6() && !a.Is4In6()) != v6 {
 			return nil, fmt.Errorf("sessionsync: flow %s: addresses of mixed or no family", f)
 		}
@@ -341,6 +562,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if f.Helper != "" {
 		flags |= flagHelp
 	}
+	if extLen(f) > 0 {
+		flags |= flagExt
+	}
 	b = append(b, byte(r.Op), f.Proto, flags)
 	b = binary.BigEndian.AppendUint16(b, f.Zone)
 	b = binary.BigEndian.AppendUint32(b, f.Status)
@@ -363,6 +587,9 @@ func appendRecord(b []byte, r *Record) ([]byte, error) {
 	if f.Helper != "" {
 		b = append(b, byte(len(f.Helper)))
 		b = append(b, f.Helper...)
+	}
+	if flags&flagExt != 0 {
+		b = appendExt(b, f)
 	}
 	return b, nil
 }
@@ -452,7 +679,7 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 	f := &r.Flow
 	f.Proto = b[1]
 	flags := b[2]
-	if flags&^(flagIPv6|flagLabel|flagTCP|flagHelp) != 0 {
+	if flags&^(flagIPv6|flagLabel|flagTCP|flagHelp|flagExt) != 0 {
 		return 0, fmt.Errorf("%w: flags %#x", ErrMalformed, flags)
 	}
 	f.Zone = binary.BigEndian.Uint16(b[3:])
@@ -508,6 +735,20 @@ func decodeRecord(b []byte, r *Record) (int, error) {
 			return 0, fmt.Errorf("%w: helper name of %d bytes", ErrMalformed, len(name))
 		}
 		f.Helper = name
+		p += n
+	}
+	if flags&flagExt != 0 {
+		if len(b) < p+2 {
+			return 0, io.ErrUnexpectedEOF
+		}
+		n := int(binary.BigEndian.Uint16(b[p:]))
+		p += 2
+		if len(b) < p+n {
+			return 0, io.ErrUnexpectedEOF
+		}
+		if err := decodeExt(b[p:p+n], f, alen); err != nil {
+			return 0, err
+		}
 		p += n
 	}
 	return p, nil

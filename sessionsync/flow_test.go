@@ -20,9 +20,25 @@ func sampleMessage() *Message {
 		Status: StatusConfirmed, Timeout: 30}
 	ftp := tcpFlow(2)
 	ftp.Orig.DstPort, ftp.Reply.SrcPort, ftp.Helper = 21, 21, "ftp"
+	ftp.SeqAdj = &[2]SeqAdj{{CorrectionPos: 0x80000001, OffsetBefore: 0, OffsetAfter: 1}, {CorrectionPos: 7, OffsetBefore: -3, OffsetAfter: -2}}
+	ftp.SynProxy = &SynProxy{ISN: 1, ITS: 2, TSOff: 0xfffffff0}
+	sctp := tcpFlow(4)
+	sctp.Proto, sctp.TCP, sctp.SCTP = 132, nil, &SCTPInfo{State: 3, VTagOrig: 0xdeadbeef, VTagReply: 42}
+	dccp := tcpFlow(5)
+	dccp.Proto, dccp.TCP, dccp.DCCP = 33, nil, &DCCPInfo{State: 4, Role: 1, HandshakeSeq: 1 << 40}
+	data := tcpFlow(6) // the FTP data connection (active mode), related to ftp
+	data.Orig = Tuple{Src: ftp.Orig.Dst, Dst: ftp.Reply.Dst, SrcPort: 20, DstPort: 50001}
+	data.Reply = Tuple{Src: ftp.Orig.Src, Dst: ftp.Orig.Dst, SrcPort: 50001, DstPort: 20}
+	m := ftp.Key()
+	data.Master = &m
+	v6data := v6
+	v6data.Orig.SrcPort, v6data.Reply.DstPort = 5004, 5004
+	vm := v6.Key()
+	v6data.Master = &vm
 	return &Message{Kind: KindStream, Gen: 3, Oldest: 1234567890, Records: []Record{
 		{Op: OpUpsert, Flow: tcpFlow(1)}, {Op: OpUpsert, Flow: v6}, {Op: OpDelete, Flow: icmp},
-		{Op: OpUpsert, Flow: ftp}, {Op: OpUpsert, Expect: sampleExpect(ftp)},
+		{Op: OpUpsert, Flow: data}, {Op: OpUpsert, Flow: v6data},
+		{Op: OpUpsert, Flow: ftp}, {Op: OpUpsert, Flow: sctp}, {Op: OpUpsert, Flow: dccp}, {Op: OpUpsert, Expect: sampleExpect(ftp)},
 		{Op: OpDelete, Expect: &Expect{Master: v6.Key(), Proto: ProtoUDP,
 			Tuple:   Tuple{Src: v6.Orig.Dst, Dst: v6.Orig.Src, SrcPort: 0, DstPort: 40000},
 			MaskSrc: netip.MustParseAddr("::"), Timeout: 60, Helper: "sip", Class: 1, Fn: "nat-follow-master"}}}}
@@ -86,6 +102,9 @@ func FuzzMessage(f *testing.F) {
 	ex, _ := (&Message{Kind: KindBulk, Records: []Record{{Op: OpUpsert, Expect: sampleExpect(tcpFlow(3))}}}).MarshalBinary()
 	f.Add(ex)             // an expectation alone
 	f.Add(ex[:len(ex)-1]) // cut in its names
+	for _, x := range extSeeds() {
+		f.Add(x)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Message
 		if err := m.UnmarshalBinary(b); err != nil {
@@ -99,6 +118,44 @@ func FuzzMessage(f *testing.F) {
 			t.Fatalf("not canonical:\n%x\n%x", b, out)
 		}
 	})
+}
+
+// extSeeds are one-record messages of a flow with extensions, valid and
+// broken: one direction of seqadj, a wrong length, an unknown type, types
+// out of order, an empty block.
+func extSeeds() [][]byte {
+	f := tcpFlow(9)
+	f.SeqAdj = &[2]SeqAdj{{CorrectionPos: 100, OffsetAfter: 1}, {}}
+	f.SCTP = &SCTPInfo{State: 3, VTagOrig: 1, VTagReply: 2}
+	good, _ := (&Message{Kind: KindStream, Records: []Record{{Op: OpUpsert, Flow: f}}}).MarshalBinary()
+	// The extensions are the record's last bytes: 2 seqadj (14 each), SCTP (11).
+	ext := len(good) - 39
+	mut := func(fn func(b []byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
+	return [][]byte{
+		good,
+		mut(func(b []byte) []byte { // the reply seqadj dropped
+			b = append(b[:ext+14], b[ext+28:]...)
+			b[ext-2], b[ext-1] = 0, 25
+			return b
+		}),
+		mut(func(b []byte) []byte { b[ext+1] = 11; return b }),                   // a wrong length
+		mut(func(b []byte) []byte { b[ext+28] = 9; return b }),                   // an unknown type
+		mut(func(b []byte) []byte { b[ext], b[ext+14] = 2, 1; return b }),        // out of order
+		mut(func(b []byte) []byte { b[ext-2], b[ext-1] = 0, 0; return b[:ext] }), // empty
+	}
+}
+
+func TestExtensionsMalformed(t *testing.T) {
+	seeds := extSeeds()
+	var m Message
+	if err := m.UnmarshalBinary(seeds[0]); err != nil || m.Records[0].Flow.SeqAdj == nil || m.Records[0].Flow.SCTP == nil {
+		t.Fatalf("the valid seed: %v %+v", err, m.Records)
+	}
+	for i, b := range seeds[1:] {
+		if err := m.UnmarshalBinary(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("broken seed %d decoded: %v", i+1, err)
+		}
+	}
 }
 
 func BenchmarkMessageMarshal(b *testing.B) {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -36,6 +37,9 @@ type Kernel struct {
 
 	xmu sync.Mutex      // xc
 	xc  *netfilter.Conn // expectation writes (rare: one query each)
+
+	extMu   sync.Mutex
+	extLost map[string]uint64 // ExtensionsLost
 
 	mu  sync.Mutex
 	fd  int
@@ -239,6 +243,7 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 				case !ok:
 				case ev.Type == conntrack.EventExpNew:
 					fn(Event{Type: EventNew, Expect: &x})
+					k.seqAdjOfMaster(ctx, x.Master, fn)
 				case ev.Type == conntrack.EventExpDestroy:
 					fn(Event{Type: EventDestroy, Expect: &x})
 				}
@@ -251,6 +256,14 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 			if !ok {
 				continue
 			}
+			if ev.Type != conntrack.EventDestroy && f.Status&statusSeqAdjust != 0 && f.SeqAdj == nil {
+				// An event carries the adjustment only when ctnetlink
+				// changed it (IPCT_SEQADJ); the data path changes it
+				// without one (nf_ct_seqadj_set): read the entry.
+				if g, ok := k.get(f.Key()); ok {
+					f = g
+				}
+			}
 			switch ev.Type {
 			case conntrack.EventNew:
 				fn(Event{Type: EventNew, Flow: f})
@@ -261,6 +274,68 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 			}
 		}
 	}
+}
+
+// seqAdjDelay is how long after an expectation's creation its master is
+// read a second time: the NAT helper creates the expectation
+// (nf_nat_exp_find_port) before it rewrites the payload and sets the
+// adjustment (nf_nat_mangle_tcp_packet), within the same packet.
+const seqAdjDelay = 50 * time.Millisecond
+
+// seqAdjOfMaster reports the master of a new expectation as updated when
+// it carries a sequence adjustment. A helper that rewrites a payload to
+// another length (nf_nat_ftp, nf_nat_irc, nf_nat_sip over TCP, H.323)
+// creates an expectation for the connection it announces; the adjustment
+// it sets on the master raises no conntrack event, so the expectation's
+// is the moment to read it. Read now and again after seqAdjDelay (the
+// second read is sent only when it differs).
+func (k *Kernel) seqAdjOfMaster(ctx context.Context, master Key, fn func(Event)) {
+	first, ok := k.get(master)
+	if !ok {
+		return
+	}
+	if first.SeqAdj != nil {
+		fn(Event{Type: EventUpdate, Flow: first})
+	}
+	time.AfterFunc(seqAdjDelay, func() {
+		if ctx.Err() != nil || k.quiet.Load() {
+			return
+		}
+		g, ok := k.get(master)
+		if !ok || g.SeqAdj == nil || (first.SeqAdj != nil && *g.SeqAdj == *first.SeqAdj) {
+			return
+		}
+		fn(Event{Type: EventUpdate, Flow: g})
+	})
+}
+
+// get reads one flow of the table (IPCTNL_MSG_CT_GET by its original
+// tuple); ok is false when it is not there (or cannot be read).
+func (k *Kernel) get(key Key) (Flow, bool) {
+	h := netfilter.Header{SubsystemID: netfilter.NFSubsysCTNetlink, MessageType: ipctnlMsgCtGet,
+		Family: netfilter.ProtoIPv4, Flags: netlinkRequestAckFlags}
+	if key.Orig.Src.Is6() {
+		h.Family = netfilter.ProtoIPv6
+	}
+	attrs := []netfilter.Attribute{tupleAttr(ctaTupleOrig, key.Proto, key.Orig, key.Zone)}
+	if key.Zone != 0 {
+		attrs = append(attrs, netfilter.Attribute{Type: ctaZone, Data: u16(key.Zone)})
+	}
+	req, err := netfilter.MarshalNetlink(h, attrs)
+	if err != nil {
+		return Flow{}, false
+	}
+	k.xmu.Lock()
+	msgs, err := k.xc.Query(req)
+	k.xmu.Unlock()
+	if err != nil || len(msgs) == 0 {
+		return Flow{}, false
+	}
+	var ev conntrack.Event
+	if ev.Unmarshal(msgs[0]) != nil || ev.Flow == nil {
+		return Flow{}, false
+	}
+	return fromTiMo(ev.Flow)
 }
 
 // SetQuiet makes Listen drop events without decoding them (a secondary
@@ -301,24 +376,74 @@ func fromTiMo(t *conntrack.Flow) (Flow, bool) {
 	if n := t.Helper.Name; n != "" && len(n) <= MaxHelperName {
 		f.Helper = n
 	}
+	// The kernel reports both directions of the adjustment when
+	// IPS_SEQ_ADJUST is set (ctnetlink_dump_ct_seq_adj); the data path
+	// sets it only with a non-zero offset (nf_ct_seqadj_set), so all
+	// zeros is none (an event that did not carry it: Listen reads it).
+	o, r := t.SeqAdjOrig, t.SeqAdjReply
+	if f.Status&statusSeqAdjust != 0 && (o != conntrack.SequenceAdjust{Direction: o.Direction} || r != conntrack.SequenceAdjust{Direction: r.Direction}) {
+		f.SeqAdj = &[2]SeqAdj{
+			{CorrectionPos: o.Position, OffsetBefore: int32(o.OffsetBefore), OffsetAfter: int32(o.OffsetAfter)},
+			{CorrectionPos: r.Position, OffsetBefore: int32(r.OffsetBefore), OffsetAfter: int32(r.OffsetAfter)}}
+	}
+	// Every entry ctnetlink creates has the synproxy extension, dumped
+	// as zeros: only a SYN proxy's is carried.
+	if p := t.SynProxy; p != (conntrack.SynProxy{}) {
+		f.SynProxy = &SynProxy{ISN: p.ISN, ITS: p.ITS, TSOff: p.TSOff}
+	}
+	if p := t.ProtoInfo.SCTP; p != nil {
+		f.SCTP = &SCTPInfo{State: p.State, VTagOrig: p.VTagOriginal, VTagReply: p.VTagReply}
+	}
+	if p := t.ProtoInfo.DCCP; p != nil {
+		f.DCCP = &DCCPInfo{State: p.State, Role: p.Role, HandshakeSeq: p.HandshakeSeq}
+	}
+	// The kernel reports the master of a related connection
+	// (ctnetlink_dump_master, IPS_EXPECTED).
+	if m := t.TupleMaster; m.IP.SourceAddress.IsValid() {
+		mk := Key{Zone: f.Zone, Proto: m.Proto.Protocol, Orig: conv(m)}
+		if mk.Orig.Src.Is4() == f.Orig.Src.Is4() && mk.Orig.Dst.Is4() == f.Orig.Src.Is4() {
+			f.Master = &mk
+		}
+	}
 	return f, true
 }
+
+// statusSeqAdjust is IPS_SEQ_ADJUST: the entry's seqadj extension holds
+// an adjustment.
+const statusSeqAdjust = 1 << 6
 
 // ctnetlink attribute numbers not exported by ti-mo
 // (include/uapi/linux/netfilter/nfnetlink_conntrack.h).
 const (
-	ctaTupleOrig  = 1
-	ctaTupleReply = 2
-	ctaStatus     = 3
-	ctaProtoInfo  = 4
-	ctaNATSrc     = 6
-	ctaTimeout    = 7
-	ctaMark       = 8
-	ctaNATDst     = 13
-	ctaZone       = 18
-	ctaLabels     = 22
-	ctaHelp       = 5
-	ctaHelpName   = 1
+	ctaTupleOrig   = 1
+	ctaTupleReply  = 2
+	ctaStatus      = 3
+	ctaProtoInfo   = 4
+	ctaNATSrc      = 6
+	ctaTimeout     = 7
+	ctaMark        = 8
+	ctaNATDst      = 13
+	ctaZone        = 18
+	ctaLabels      = 22
+	ctaHelp        = 5
+	ctaHelpName    = 1
+	ctaTupleMaster = 14
+	ctaSeqAdjOrig  = 15
+	ctaSeqAdjReply = 16
+	ctaSynProxy    = 24
+
+	// A seqadj direction's and CTA_SYNPROXY's children are numbered 1-3
+	// (CTA_SEQADJ_CORRECTION_POS, _OFFSET_BEFORE, _OFFSET_AFTER; ISN, ITS,
+	// TSOFF): nlw.triple and flowAttrs write them.
+
+	ctaProtoInfoDCCP    = 2
+	ctaProtoInfoSCTP    = 3
+	ctaSCTPState        = 1
+	ctaSCTPVTagOrig     = 2
+	ctaSCTPVTagReply    = 3
+	ctaDCCPState        = 1
+	ctaDCCPRole         = 2
+	ctaDCCPHandshakeSeq = 3
 
 	ctaTupleIP    = 1
 	ctaTupleProto = 2
@@ -442,6 +567,7 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 	if len(f.Labels) == 16 {
 		attrs = append(attrs, netfilter.Attribute{Type: ctaLabels, Data: f.Labels})
 	}
+	pi := netfilter.Attribute{Type: ctaProtoInfo, Nested: true}
 	if t := f.TCP; t != nil {
 		tcp := netfilter.Attribute{Type: ctaProtoInfoTCP, Nested: true, Children: []netfilter.Attribute{
 			{Type: ctaTCPState, Data: []byte{t.State}},
@@ -456,7 +582,34 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 				netfilter.Attribute{Type: ctaTCPFlagsOrig, Data: fl(t.FlagsOrig)},
 				netfilter.Attribute{Type: ctaTCPFlagsReply, Data: fl(t.FlagsReply)})
 		}
-		attrs = append(attrs, netfilter.Attribute{Type: ctaProtoInfo, Nested: true, Children: []netfilter.Attribute{tcp}})
+		pi.Children = append(pi.Children, tcp)
+	}
+	if s := f.SCTP; s != nil {
+		pi.Children = append(pi.Children, netfilter.Attribute{Type: ctaProtoInfoSCTP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaSCTPState, Data: []byte{s.State}},
+			{Type: ctaSCTPVTagOrig, Data: u32(s.VTagOrig)},
+			{Type: ctaSCTPVTagReply, Data: u32(s.VTagReply)}}})
+	}
+	if d := f.DCCP; d != nil {
+		pi.Children = append(pi.Children, netfilter.Attribute{Type: ctaProtoInfoDCCP, Nested: true, Children: []netfilter.Attribute{
+			{Type: ctaDCCPState, Data: []byte{d.State}},
+			{Type: ctaDCCPRole, Data: []byte{d.Role}},
+			{Type: ctaDCCPHandshakeSeq, Data: binary.BigEndian.AppendUint64(nil, d.HandshakeSeq)}}})
+	}
+	if len(pi.Children) > 0 {
+		attrs = append(attrs, pi)
+	}
+	triple := func(typ uint16, a, b, c uint32) netfilter.Attribute {
+		return netfilter.Attribute{Type: typ, Nested: true, Children: []netfilter.Attribute{
+			{Type: 1, Data: u32(a)}, {Type: 2, Data: u32(b)}, {Type: 3, Data: u32(c)}}}
+	}
+	if s := f.SeqAdj; s != nil {
+		for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
+			attrs = append(attrs, triple(typ, s[i].CorrectionPos, uint32(s[i].OffsetBefore), uint32(s[i].OffsetAfter)))
+		}
+	}
+	if p := f.SynProxy; p != nil {
+		attrs = append(attrs, triple(ctaSynProxy, p.ISN, p.ITS, p.TSOff))
 	}
 	if create {
 		if f.SrcNAT() {
@@ -464,6 +617,11 @@ func flowAttrs(f *Flow, create bool) []netfilter.Attribute {
 		}
 		if f.DstNAT() {
 			attrs = append(attrs, natAttr(ctaNATDst, f.Proto, f.Reply.Src, f.Reply.SrcPort))
+		}
+		if m := f.Master; m != nil {
+			// CTA_TUPLE_MASTER: only at creation, looked up in the flow's
+			// zone (ENOENT when the master is not there).
+			attrs = append(attrs, tupleAttr(ctaTupleMaster, m.Proto, m.Orig, 0))
 		}
 		if f.Helper != "" {
 			// CTA_HELP: the kernel attaches a helper only at creation.
@@ -488,7 +646,7 @@ func (e *KernelError) Error() string { return fmt.Sprintf("ctnetlink %s: %v", e.
 // OpRenew whose flow had ended is deleted again.
 func (k *Kernel) Apply(recs []Record) []error {
 	errs := make([]error, len(recs))
-	var retry, replace, noHelper, renew, first []int
+	var retry, replace, noHelper, noMaster, renew, first []int
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i := range recs {
@@ -508,6 +666,8 @@ func (k *Kernel) Apply(recs []Record) []error {
 			noHelper = append(noHelper, x)
 		case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && (e == unix.EEXIST || e == unix.EOPNOTSUPP):
 			retry = append(retry, x)
+		case (recs[x].Op == OpUpsert || recs[x].Op == OpReplace) && e == unix.ENOENT && recs[x].Flow.Master != nil:
+			noMaster = append(noMaster, x)
 		default:
 			op := "create"
 			if recs[x].Op == OpDelete {
@@ -540,7 +700,17 @@ func (k *Kernel) Apply(recs []Record) []error {
 		j := min(i+kernelBatch/2, len(replace))
 		pair := make([]Record, 0, 2*(j-i))
 		for _, x := range replace[i:j] {
-			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: recs[x].Flow})
+			// Created unrelated: the master may be replaced in the same
+			// batch, after it (a received copy's relation is counted lost;
+			// a renewal's own entry had none to keep before either).
+			cf := recs[x].Flow
+			if cf.Master != nil {
+				cf.Master = nil
+				if recs[x].Op == OpReplace {
+					k.noteExtLost("master")
+				}
+			}
+			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: cf})
 		}
 		res := k.exchange(pair, 0, len(pair), nil, true)
 		for n, x := range replace[i:j] {
@@ -579,6 +749,10 @@ func (k *Kernel) Apply(recs []Record) []error {
 		for n, x := range noHelper {
 			plain[n] = recs[x]
 			plain[n].Flow.Helper = ""
+			if plain[n].Flow.Master != nil {
+				plain[n].Flow.Master = nil
+				k.noteExtLost("master")
+			}
 		}
 		for i := 0; i < len(plain); i += kernelBatch {
 			j := min(i+kernelBatch, len(plain))
@@ -595,12 +769,17 @@ func (k *Kernel) Apply(recs []Record) []error {
 			}
 		}
 	}
+	k.applyUnrelated(recs, noMaster, errs, &retry)
+	var recheck []int
 	for i := 0; i < len(retry); i += kernelBatch {
 		j := min(i+kernelBatch, len(retry))
 		res := k.exchange(recs, 0, 0, retry[i:j], false)
 		for n, x := range retry[i:j] {
 			switch e := res[n]; e {
 			case 0:
+				if recs[x].Flow.Extended() {
+					recheck = append(recheck, x)
+				}
 			case unix.EBUSY:
 				// The update would clear SEEN_REPLY or ASSURED, which the
 				// kernel only lets be set: the entry is already further on
@@ -611,7 +790,142 @@ func (k *Kernel) Apply(recs []Record) []error {
 			}
 		}
 	}
+	k.recheckExt(recs, recheck, errs)
 	return errs
+}
+
+// applyUnrelated creates the related connections recs[idx] whose master
+// was not in the table (ENOENT: ctnetlink_create_conntrack looks
+// CTA_TUPLE_MASTER up): again, since a master that came later in recs
+// exists now, and, for those whose master is still missing, without it
+// (they forward the same; counted as "master" in ExtensionsLost). Those
+// that exist meanwhile join retry (TestMasterCopied).
+func (k *Kernel) applyUnrelated(recs []Record, idx []int, errs []error, retry *[]int) {
+	var missing []int
+	for i := 0; i < len(idx); i += kernelBatch {
+		part := idx[i:min(i+kernelBatch, len(idx))]
+		for n, e := range k.exchange(recs, 0, 0, part, true) {
+			switch x := part[n]; e {
+			case 0:
+			case unix.ENOENT:
+				missing = append(missing, x)
+			case unix.EEXIST:
+				*retry = append(*retry, x)
+			default:
+				errs[x] = &KernelError{Op: "create", Errno: e}
+			}
+		}
+	}
+	plain := make([]Record, len(missing))
+	for n, x := range missing {
+		plain[n] = recs[x]
+		plain[n].Flow.Master = nil
+	}
+	for i := 0; i < len(plain); i += kernelBatch {
+		j := min(i+kernelBatch, len(plain))
+		for n, e := range k.exchange(plain, i, j, nil, true) {
+			switch x := missing[i+n]; e {
+			case 0:
+				k.noteExtLost("master")
+			case unix.EEXIST:
+				*retry = append(*retry, x)
+			default:
+				errs[x] = &KernelError{Op: "create", Errno: e}
+			}
+		}
+	}
+}
+
+// noteExtLost counts a flow applied without an extension it carried.
+func (k *Kernel) noteExtLost(ext string) {
+	k.extMu.Lock()
+	if k.extLost == nil {
+		k.extLost = map[string]uint64{}
+	}
+	k.extLost[ext]++
+	k.extMu.Unlock()
+}
+
+// ExtensionsLost returns, by extension ("seqadj", "synproxy", "master"),
+// the received flows applied without one they carried: a related
+// connection whose master this table lacks is created unrelated; a
+// seqadj or synproxy extension that could not be recreated is also an
+// ExtError. Session status shows it (extensions_not_recreated).
+func (k *Kernel) ExtensionsLost() map[string]uint64 {
+	k.extMu.Lock()
+	defer k.extMu.Unlock()
+	if len(k.extLost) == 0 {
+		return nil
+	}
+	out := make(map[string]uint64, len(k.extLost))
+	for e, n := range k.extLost {
+		out[e] = n
+	}
+	return out
+}
+
+// ExtError is a flow applied without an extension it carries: the entry
+// it updated lacks the extension and could not be replaced by a copy
+// that has it. Counted by reason (Status.ErrorReasons), which names the
+// extension.
+type ExtError struct {
+	Ext string // "seqadj", "synproxy"
+	Why string // the kernel's answer
+}
+
+func (e *ExtError) Error() string { return fmt.Sprintf("%s not recreated: %s", e.Ext, e.Why) }
+
+// extMissing names the extension of want that got lacks ("" none).
+func extMissing(got, want *Flow) string {
+	if want.SeqAdj != nil && (got.SeqAdj == nil || *got.SeqAdj != *want.SeqAdj) {
+		return "seqadj"
+	}
+	if want.SynProxy != nil && (got.SynProxy == nil || *got.SynProxy != *want.SynProxy) {
+		return "synproxy"
+	}
+	return ""
+}
+
+// recheckExt reads back the entries recs[idx] updated with a seqadj or
+// synproxy extension. ctnetlink_change_seq_adj and
+// ctnetlink_change_synproxy do nothing, and report success, on an entry
+// without the extension; ctnetlink_create_conntrack adds both to every
+// entry it creates, the data path only to one with a NAT helper
+// (nf_nat_setup_info) or a SYN proxy. An entry that lacks it (this
+// node's own, created by its traffic) is replaced by a fresh copy, which
+// has it; one that still lacks it is an ExtError (TestSeqAdjUpdate).
+func (k *Kernel) recheckExt(recs []Record, idx []int, errs []error) {
+	var replace []int
+	for _, x := range idx {
+		if g, ok := k.get(recs[x].Flow.Key()); !ok || extMissing(&g, &recs[x].Flow) != "" {
+			replace = append(replace, x)
+		}
+	}
+	for i := 0; i < len(replace); i += kernelBatch / 2 {
+		part := replace[i:min(i+kernelBatch/2, len(replace))]
+		pair := make([]Record, 0, 2*len(part))
+		for _, x := range part {
+			pair = append(pair, Record{Op: OpDelete, Flow: recs[x].Flow}, Record{Op: OpUpsert, Flow: recs[x].Flow})
+		}
+		res := k.exchange(pair, 0, len(pair), nil, true)
+		for n, x := range part {
+			want := &recs[x].Flow
+			g, ok := k.get(want.Key())
+			missing := "seqadj"
+			if ok {
+				missing = extMissing(&g, want)
+			}
+			if missing == "" {
+				continue
+			}
+			why := "entry without the extension, replacement lacks it too"
+			if e := res[2*n+1]; e != 0 {
+				why = "entry without the extension, replacement refused: " + e.Error()
+			}
+			errs[x] = &ExtError{Ext: missing, Why: why}
+			k.noteExtLost(missing)
+		}
+	}
 }
 
 // encode builds the message of r with ti-mo's netfilter types: the

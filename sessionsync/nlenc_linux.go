@@ -31,6 +31,17 @@ func (w *nlw) u32(typ uint16, v uint32) {
 	w.attr(typ, []byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
+// triple writes a nest of three u32 attributes numbered 1, 2 and 3: a
+// seqadj direction (CTA_SEQADJ_CORRECTION_POS, _OFFSET_BEFORE,
+// _OFFSET_AFTER) or CTA_SYNPROXY (ISN, ITS, TSOFF).
+func (w *nlw) triple(typ uint16, a, b, c uint32) {
+	o := w.begin(typ)
+	w.u32(1, a)
+	w.u32(2, b)
+	w.u32(3, c)
+	w.end(o)
+}
+
 func (w *nlw) begin(typ uint16) int {
 	off := len(w.b)
 	w.b = append(w.b, 0, 0, 0, 0)
@@ -142,18 +153,49 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 		if len(f.Labels) == 16 {
 			w.attr(ctaLabels, f.Labels)
 		}
-		if t := f.TCP; t != nil {
+		if f.TCP != nil || f.SCTP != nil || f.DCCP != nil {
 			pi := w.begin(ctaProtoInfo)
-			tcp := w.begin(ctaProtoInfoTCP)
-			w.u8(ctaTCPState, t.State)
-			w.u8(ctaTCPWScaleOrig, t.WScaleOrig)
-			w.u8(ctaTCPWScaleReply, t.WScaleReply)
-			if t.FlagsOrig != 0 || t.FlagsReply != 0 {
-				w.attr(ctaTCPFlagsOrig, []byte{byte(t.FlagsOrig >> 8), byte(t.FlagsOrig >> 8)})
-				w.attr(ctaTCPFlagsReply, []byte{byte(t.FlagsReply >> 8), byte(t.FlagsReply >> 8)})
+			if t := f.TCP; t != nil {
+				tcp := w.begin(ctaProtoInfoTCP)
+				w.u8(ctaTCPState, t.State)
+				w.u8(ctaTCPWScaleOrig, t.WScaleOrig)
+				w.u8(ctaTCPWScaleReply, t.WScaleReply)
+				if t.FlagsOrig != 0 || t.FlagsReply != 0 {
+					w.attr(ctaTCPFlagsOrig, []byte{byte(t.FlagsOrig >> 8), byte(t.FlagsOrig >> 8)})
+					w.attr(ctaTCPFlagsReply, []byte{byte(t.FlagsReply >> 8), byte(t.FlagsReply >> 8)})
+				}
+				w.end(tcp)
 			}
-			w.end(tcp)
+			if s := f.SCTP; s != nil {
+				o := w.begin(ctaProtoInfoSCTP)
+				w.u8(ctaSCTPState, s.State)
+				w.u32(ctaSCTPVTagOrig, s.VTagOrig)
+				w.u32(ctaSCTPVTagReply, s.VTagReply)
+				w.end(o)
+			}
+			if d := f.DCCP; d != nil {
+				o := w.begin(ctaProtoInfoDCCP)
+				w.u8(ctaDCCPState, d.State)
+				w.u8(ctaDCCPRole, d.Role)
+				var x [8]byte
+				binary.BigEndian.PutUint64(x[:], d.HandshakeSeq)
+				w.attr(ctaDCCPHandshakeSeq, x[:])
+				w.end(o)
+			}
 			w.end(pi)
+		}
+		// The seqadj and synproxy extensions: ctnetlink_create_conntrack
+		// adds both to every entry it creates and then applies these
+		// (ctnetlink_change_seq_adj sets IPS_SEQ_ADJUST); an update
+		// applies them only to an entry that has the extension
+		// (Kernel.Apply checks that it did).
+		if s := f.SeqAdj; s != nil {
+			for i, typ := range [2]uint16{ctaSeqAdjOrig, ctaSeqAdjReply} {
+				w.triple(typ, s[i].CorrectionPos, uint32(s[i].OffsetBefore), uint32(s[i].OffsetAfter))
+			}
+		}
+		if p := f.SynProxy; p != nil {
+			w.triple(ctaSynProxy, p.ISN, p.ITS, p.TSOff)
 		}
 		if create {
 			v4 := f.Orig.Src.Is4()
@@ -162,6 +204,9 @@ func (w *nlw) message(r *Record, create bool, seq uint32) {
 			}
 			if f.DstNAT() {
 				w.nat(ctaNATDst, f.Proto, f.Reply.Src.As16(), v4, f.Reply.SrcPort)
+			}
+			if m := f.Master; m != nil {
+				w.tuple(ctaTupleMaster, m.Proto, m.Orig, 0)
 			}
 			if f.Helper != "" {
 				h := w.begin(ctaHelp)

@@ -48,3 +48,24 @@ func BenchmarkEncodeCreate(b *testing.B) {
 		w.message(&r, true, 1)
 	}
 }
+
+// TestFastEncoderExtensionsNoAlloc: a create and an update of a flow with
+// every extension (seqadj, synproxy, SCTP, DCCP, master) encode without
+// allocating, as a plain flow does.
+func TestFastEncoderExtensionsNoAlloc(t *testing.T) {
+	f := extFlows()[0]
+	f.SynProxy = &SynProxy{ISN: 1}
+	f.SCTP, f.DCCP = &SCTPInfo{State: 3}, &DCCPInfo{State: 1, HandshakeSeq: 9}
+	m := tcpFlow(1).Key()
+	f.Master = &m
+	r := Record{Op: OpUpsert, Flow: f}
+	w := nlw{b: make([]byte, 0, 4096)}
+	allocs := testing.AllocsPerRun(100, func() {
+		w.b = w.b[:0]
+		w.message(&r, true, 1)
+		w.message(&r, false, 2)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per create and update", allocs)
+	}
+}

@@ -139,6 +139,11 @@ type Status struct {
 	Senders     []string `json:"senders"`
 	LastRefusal string   `json:"last_refusal,omitempty"`
 	BookEvicted uint64   `json:"bookkeeping_evicted,omitempty"`
+	// ExtensionsLost counts, by extension ("seqadj", "synproxy",
+	// "master"), received flows applied without one they carried
+	// (Kernel.ExtensionsLost: a related connection whose master is not in
+	// this table is created unrelated).
+	ExtensionsLost map[string]uint64 `json:"extensions_not_recreated,omitempty"`
 	// ErrorReasons counts refused flows by reason (errno).
 	ErrorReasons map[string]uint64 `json:"error_reasons,omitempty"`
 	LastError    string            `json:"last_error,omitempty"`
@@ -247,6 +252,9 @@ func (e *Engine) Status() Status {
 	}
 	e.recvMu.Unlock()
 	sort.Slice(st.Sources, func(i, j int) bool { return st.Sources[i].Node < st.Sources[j].Node })
+	if x, ok := e.cfg.Table.(interface{ ExtensionsLost() map[string]uint64 }); ok {
+		st.ExtensionsLost = x.ExtensionsLost()
+	}
 	st.Held = int(e.heldN.Load())
 	st.Senders = e.senderNames(now)
 	return st
