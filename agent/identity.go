@@ -129,11 +129,33 @@ func newConflicts() *conflicts {
 // maxConflictSerials bounds the serials tracked (a cluster has 4 members).
 const maxConflictSerials = 64
 
+// maxConflictIDs bounds the node ids tracked per serial (this node's, or
+// a peer's): two make a conflict, a few more are cloned VMs. Beyond it
+// the one heard least recently is forgotten, so a key holder inventing
+// node ids cannot grow the tables (TestReceiveManySendersBounded).
+const maxConflictIDs = 8
+
+// oldestConflict returns the node id in m heard least recently.
+func oldestConflict(m map[heartbeat.NodeID]*conflict) heartbeat.NodeID {
+	var id heartbeat.NodeID
+	var last time.Time
+	first := true
+	for k, x := range m {
+		if first || x.last.Before(last) {
+			id, last, first = k, x.last, false
+		}
+	}
+	return id
+}
+
 // noteSelf records a frame with this node's serial from another node id
 // and reports whether that node is new (not heard within the window).
 func (c *conflicts) noteSelf(f *heartbeat.Frame, hbdev string, at time.Time) (isNew bool) {
 	x := c.self[f.NodeID]
 	if x == nil {
+		if len(c.self) >= maxConflictIDs {
+			delete(c.self, oldestConflict(c.self))
+		}
 		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
 		c.self[f.NodeID] = x
 		isNew = true
@@ -151,11 +173,33 @@ func (c *conflicts) notePeer(f *heartbeat.Frame, hbdev string, at time.Time, win
 		if len(c.peer) >= maxConflictSerials {
 			c.expire(at, window)
 		}
+		if len(c.peer) >= maxConflictSerials {
+			// All heard within the window: forget the serial heard
+			// least recently (a flood of invented serials, not members).
+			var victim string
+			var last time.Time
+			found := false
+			for s, m := range c.peer {
+				var l time.Time // when any sender of s was heard last
+				for _, x := range m {
+					if x.last.After(l) {
+						l = x.last
+					}
+				}
+				if !found || l.Before(last) {
+					victim, last, found = s, l, true
+				}
+			}
+			delete(c.peer, victim)
+		}
 		m = map[heartbeat.NodeID]*conflict{}
 		c.peer[f.Serial] = m
 	}
 	x := m[f.NodeID]
 	if x == nil {
+		if len(m) >= maxConflictIDs {
+			delete(m, oldestConflict(m))
+		}
 		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
 		m[f.NodeID] = x
 		began = len(m) == 2
