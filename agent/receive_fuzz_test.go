@@ -290,7 +290,7 @@ func (h *fuzzHarness) frame(r *fuzzReader) heartbeat.Frame {
 	if v := r.byte(); v&1 != 0 {
 		f.HasVC2 = true
 		f.VC2 = heartbeat.VClusterState{VCluster: 2 - v>>1%4/3, Role: v >> 3 % 5, Priority: r.byte(),
-			Flags: heartbeat.Flags(v>>6) & (heartbeat.FlagOverride | heartbeat.FlagFailoverSet),
+			Flags:     heartbeat.Flags(v>>6) & (heartbeat.FlagOverride | heartbeat.FlagFailoverSet),
 			MonitorUp: 1, MonitorTotal: 1, Uptime: uint64(r.byte()) * 100, Takeovers: uint64(v >> 7)}
 		if v&2 != 0 {
 			f.VC2.Primary = fuzzSerial(v)
@@ -577,7 +577,6 @@ func FuzzReceivePath(f *testing.F) {
 		h.run(prog[1:])
 	})
 }
-
 
 // TestReceivePathHarness: the fuzz harness drives the real election: a
 // silent segment makes the node primary after the hello holddown; a
