@@ -632,3 +632,18 @@ func TestReceiveManySendersBounded(t *testing.T) {
 		h.close()
 	}
 }
+
+// TestStatePeersBoundedAtTopEpoch: the persisted peer epochs stay at
+// heartbeat.MaxTrackedSerials when every sender's epoch is 2^64-1 (found
+// by FuzzReceivePath: the eviction looked for an epoch strictly below
+// 2^64-1, found none, and kept every sender).
+func TestStatePeersBoundedAtTopEpoch(t *testing.T) {
+	s := openState("", nil)
+	for i := range 3 * heartbeat.MaxTrackedSerials {
+		s.notePeer(heartbeat.Peer{Serial: fmt.Sprintf("S%d", i)}, math.MaxUint64)
+	}
+	s.wait()
+	if n := len(s.knownPeers()); n > heartbeat.MaxTrackedSerials {
+		t.Fatalf("%d peer epochs persisted, over %d", n, heartbeat.MaxTrackedSerials)
+	}
+}

@@ -132,12 +132,16 @@ func (s *stateStore) notePeer(p heartbeat.Peer, epoch uint64) {
 	}
 	s.peers[p] = epoch
 	if len(s.peers) > heartbeat.MaxTrackedSerials {
-		// Forget the oldest epoch: a member long gone.
+		// Forget the oldest epoch: a member long gone. Ties count too:
+		// with every epoch at 2^64-1 (a key holder's senders) a strict
+		// "below the lowest so far" found no victim and the table grew
+		// by one per sender (TestStatePeersBoundedAtTopEpoch).
 		var victim heartbeat.Peer
-		lowest := ^uint64(0)
+		found := false
+		var lowest uint64
 		for k, v := range s.peers {
-			if v < lowest {
-				victim, lowest = k, v
+			if !found || v < lowest {
+				victim, lowest, found = k, v, true
 			}
 		}
 		delete(s.peers, victim)
