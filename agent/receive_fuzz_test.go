@@ -60,6 +60,7 @@ const (
 	fuzzCfgNoAuth = 1 << iota // cluster.auth: false
 	fuzzCfgVC2                // cluster.vcluster2
 	fuzzCfgDirect             // ha1 is a direct hbdev (carrier detection)
+	fuzzCfgSync               // configuration sync (its channel admits the senders heard)
 	fuzzCfgs
 )
 
@@ -122,8 +123,8 @@ cluster:
   hello_holddown: 100ms
   carrier_debounce: 30ms
   monitor: [port1]
-  sync: {enabled: false}
-`, dir, bits&fuzzCfgVC2 != 0, fuzzGroup, bits&fuzzCfgNoAuth == 0, key, bits&fuzzCfgDirect != 0)
+  sync: {enabled: %v, paths: [/etc/app], period: 1s}
+`, dir, bits&fuzzCfgVC2 != 0, fuzzGroup, bits&fuzzCfgNoAuth == 0, key, bits&fuzzCfgDirect != 0, bits&fuzzCfgSync != 0)
 		if bits&fuzzCfgVC2 != 0 {
 			text += "  vcluster2: {enabled: true, monitor: [port2]}\n"
 		}
@@ -177,7 +178,7 @@ type fuzzHarness struct {
 	epoch  uint64           // the node's epoch after the last step
 }
 
-func newFuzzHarness(t *testing.T, cfg *config.Config) *fuzzHarness {
+func newFuzzHarness(t *testing.T, cfg *config.Config, syncRoot string) *fuzzHarness {
 	h := &fuzzHarness{t: t, auth: cfg.Cluster.Auth, clock: time.Unix(1_700_000_000, 0)}
 	var pw []byte
 	if h.auth {
@@ -194,8 +195,16 @@ func newFuzzHarness(t *testing.T, cfg *config.Config) *fuzzHarness {
 		links = append(links, l)
 	}
 	h.nets = []*fakeNet{{}, {}}
-	a, err := New(Options{Config: cfg, Links: links, Network: h.nets[0], Network2: h.nets[1],
-		Now: func() time.Time { return h.clock }})
+	o := Options{Config: cfg, Links: links, Network: h.nets[0], Network2: h.nets[1],
+		Now: func() time.Time { return h.clock }}
+	if cfg.Cluster.Sync.Enabled {
+		// The channel hears nothing (its link is closed at once): what
+		// is fuzzed is what heartbeats tell it (Admit, peer checksums,
+		// restarts).
+		o.SyncLinks = []heartbeat.Link{&scriptLink{name: "ha1", hw: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x20}}}
+		o.SyncRoot = syncRoot
+	}
+	a, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +214,9 @@ func newFuzzHarness(t *testing.T, cfg *config.Config) *fuzzHarness {
 }
 
 func (h *fuzzHarness) close() {
+	if h.a.sync != nil {
+		h.a.sync.ch.Close()
+	}
 	h.a.hooks.close(time.Second)
 	h.a.state.wait()
 }
@@ -566,13 +578,17 @@ func FuzzReceivePath(f *testing.F) {
 		[]byte{fuzzOpBody, 72}, make([]byte, 80)))
 	// 9. Raw garbage and a truncated frame.
 	f.Add(fuzzProgram(0, []byte{fuzzOpRaw, 8, 'H', 'A', 1, 0, 0, 10, 0, 200}))
+	// 10. Configuration sync: a peer heard, then restarted (a higher
+	// epoch) while known.
+	f.Add(fuzzProgram(fuzzCfgSync, peerB(1), fuzzFrameOp(fuzzOpFrame, 1, 3, 200, 4*9, 1, 2), tick(60)))
 
 	cfgs := fuzzConfigs(f)
+	root := f.TempDir()
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		if len(prog) == 0 {
 			return
 		}
-		h := newFuzzHarness(t, cfgs[prog[0]%fuzzCfgs])
+		h := newFuzzHarness(t, cfgs[prog[0]%fuzzCfgs], root)
 		defer h.close()
 		h.run(prog[1:])
 	})
@@ -584,7 +600,7 @@ func FuzzReceivePath(f *testing.F) {
 // release the vMAC; a forged one would not have.
 func TestReceivePathHarness(t *testing.T) {
 	cfgs := fuzzConfigs(t)
-	h := newFuzzHarness(t, cfgs[0])
+	h := newFuzzHarness(t, cfgs[0], t.TempDir())
 	defer h.close()
 	h.run([]byte{fuzzOpTime, 60, fuzzOpTime, 60})
 	if r := h.a.m.Role(); r != cluster.RolePrimary || !h.nets[0].Owned() {
@@ -613,7 +629,7 @@ func TestReceivePathHarness(t *testing.T) {
 func TestReceiveManySendersBounded(t *testing.T) {
 	cfgs := fuzzConfigs(t)
 	for _, bits := range []byte{0, fuzzCfgNoAuth} {
-		h := newFuzzHarness(t, cfgs[bits])
+		h := newFuzzHarness(t, cfgs[bits], t.TempDir())
 		var prog []byte
 		for i := range 200 {
 			// Serial S<n> (selector ≥ 4), a node id of its own, and this
