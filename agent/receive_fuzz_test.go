@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
@@ -661,5 +664,37 @@ func TestStatePeersBoundedAtTopEpoch(t *testing.T) {
 	s.wait()
 	if n := len(s.knownPeers()); n > heartbeat.MaxTrackedSerials {
 		t.Fatalf("%d peer epochs persisted, over %d", n, heartbeat.MaxTrackedSerials)
+	}
+}
+
+// TestStateSavesCoalesce: 1 000 new peer epochs and raised epochs of
+// this node, arriving while the state file is being written, cost one
+// more write (of the latest state), not one goroutine and one write each.
+func TestStateSavesCoalesce(t *testing.T) {
+	s := openState(t.TempDir(), hclog.NewNullLogger())
+	var writes atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
+	s.write = func(path string, b []byte) error {
+		if writes.Add(1) == 1 {
+			close(started)
+			<-release // the disk is slow: everything below arrives meanwhile
+		}
+		return os.WriteFile(path, b, 0o600)
+	}
+	peer := heartbeat.Peer{Serial: "SN-b"}
+	s.notePeer(peer, 1)
+	<-started
+	for i := range uint64(1000) {
+		s.notePeer(peer, 2+i)
+		s.raiseEpoch(10 + i)
+	}
+	close(release)
+	s.wait()
+	if n := writes.Load(); n != 2 {
+		t.Fatalf("%d writes of the state file, want 2 (the first, then the latest state once)", n)
+	}
+	again := openState(filepath.Dir(s.path), hclog.NewNullLogger())
+	if e := again.knownPeers()[peer]; e != 1001 || again.epoch != 1009 {
+		t.Fatalf("the file holds epoch %d of the peer and %d of this node, want 1001 and 1009", e, again.epoch)
 	}
 }
