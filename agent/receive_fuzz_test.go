@@ -698,3 +698,35 @@ func TestStateSavesCoalesce(t *testing.T) {
 		t.Fatalf("the file holds epoch %d of the peer and %d of this node, want 1001 and 1009", e, again.epoch)
 	}
 }
+
+// TestConflictFloodHistoryBounded: 60 authentic heartbeats, half with this
+// node's serial and half with a peer's, each under a new node id, write
+// one history entry per kind of serial conflict, not one per frame (31
+// before the limit), and leave the node's takeover in the history.
+func TestConflictFloodHistoryBounded(t *testing.T) {
+	cfgs := fuzzConfigs(t)
+	h := newFuzzHarness(t, cfgs[0], t.TempDir())
+	defer h.close()
+	h.run([]byte{fuzzOpTime, 60, fuzzOpTime, 60}) // primary: a takeover entry
+	var prog []byte
+	for i := range 60 {
+		sel := byte(0) // this node's serial
+		if i%2 == 1 {
+			sel = 1 // SN-b's
+		}
+		prog = append(prog, fuzzFrameOp(fuzzOpFrame, sel, 2, 100, 4, byte(i), byte(2+4*i))...)
+	}
+	h.run(prog)
+	health, takeover := 0, 0
+	for _, e := range h.a.hist.list() {
+		switch e.Kind {
+		case "health":
+			health++
+		case "takeover":
+			takeover++
+		}
+	}
+	if health > 2 || takeover != 1 {
+		t.Fatalf("%d health entries (want at most 2: one per kind of conflict), %d takeovers (want 1)", health, takeover)
+	}
+}

@@ -21,9 +21,9 @@ const maxSenders = heartbeat.MaxTrackedSerials
 // election does not know: the carrier state of serials that are no
 // machine's member (it only matters for members: checkCarrier and
 // noteLosses read it for them; a serial that joins is recorded again by
-// the frame that makes it join), and the epochs of senders the replay
-// guard has let go of (least recently heard first), then the lowest
-// epochs of non-members. Run goroutine.
+// the frame that makes it join), and the epochs of the senders the replay
+// guard has let go of (it keeps the maxSenders heard most recently).
+// Run goroutine.
 func (a *Agent) boundSenders() {
 	c := &a.cstate
 	if len(a.peerEpochs) <= maxSenders && len(c.heardOn) <= maxSenders && len(c.names) <= maxSenders &&
@@ -46,22 +46,22 @@ func (a *Agent) boundSenders() {
 		forget(c.lostAt, member)
 	}
 	if len(a.peerEpochs) > maxSenders {
+		// Keyed by (serial, node id): a member's serial under invented
+		// node ids is not the member, so the guard decides, not the
+		// machines.
 		for p := range a.peerEpochs {
-			if _, tracked := a.guard.Epoch(p); !tracked && !member(p.Serial) {
+			if _, tracked := a.guard.Epoch(p); !tracked {
 				delete(a.peerEpochs, p)
 			}
 		}
 	}
-	for len(a.peerEpochs) > maxSenders {
+	for len(a.peerEpochs) > maxSenders { // the guard tracks as many: not reached
 		var victim heartbeat.Peer
 		lowest, found := uint64(0), false
 		for p, e := range a.peerEpochs {
-			if !member(p.Serial) && (!found || e < lowest) {
+			if !found || e < lowest {
 				victim, lowest, found = p, e, true
 			}
-		}
-		if !found {
-			break // only members: at most cluster.MaxMembers-1 per vcluster
 		}
 		delete(a.peerEpochs, victim)
 	}
