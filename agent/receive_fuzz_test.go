@@ -67,14 +67,12 @@ const (
 	fuzzCfgs
 )
 
-const (
-	// fuzzMaxSteps bounds one program, so that an iteration stays well
-	// under a millisecond or so.
-	fuzzMaxSteps = 64
-)
+// fuzzMaxSteps bounds one program, so that an iteration stays around a
+// millisecond (a few at most).
+const fuzzMaxSteps = 64
 
-// fuzzTestKey is the group key of the fuzzed node and of its signed
-// frames; fuzzOtherKey signs forgeries.
+// fuzzGroup is the fuzzed node's group; its key is testKey, which signs
+// the program's frames; fuzzOtherKey signs forgeries.
 var (
 	fuzzGroup    = uint16(10)
 	fuzzOtherKey = []byte("not-the-group-key-at-all")
@@ -244,9 +242,9 @@ func (h *fuzzHarness) after(fired bool) {
 	h.a.publishStatus()
 }
 
-// fuzzSerials and fuzzNames are the senders a program picks from: the
-// node's own serial (a conflict), a few peers, and many generated ones
-// (past every bound).
+// fuzzSerial is the serial a program picks with sel: the node's own (a
+// conflict), one of three peers, or one of 128 generated ones (past every
+// bound). The node name is "n<sel>".
 func fuzzSerial(sel byte) string {
 	switch sel % 8 {
 	case 0:
