@@ -515,19 +515,7 @@ func (a *Agent) run(ctx context.Context) error {
 				runtime.Gosched()
 				a.drainRx()
 			}
-			now := a.now()
-			for _, v := range a.vcs {
-				if !v.faultUntil.IsZero() && !now.Before(v.faultUntil) {
-					v.faultUntil = time.Time{}
-					a.log.Info("retrying after the failed takeover", "vcluster", v.id)
-					v.takeoverFault = ""
-					a.applyFault()
-				}
-			}
-			a.housekeeping(now)
-			a.checkCarrier(now)
-			a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
-			a.noteLosses(now)
+			a.tick(a.now())
 		case <-done:
 			done = nil
 			a.log.Info("graceful stop: handing over")
@@ -696,6 +684,7 @@ func (a *Agent) stepFrame(r rxFrame) {
 		a.peerEpochs[key] = r.frame.Epoch
 		a.state.notePeer(key, r.frame.Epoch)
 	}
+	a.boundSenders()
 	// The channels derive keys only for the members and epochs heard here
 	// (l2chan.Channel.Admit): a frame from any other name costs them no
 	// cryptography. Both channels run on the heartbeat's epoch.

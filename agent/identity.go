@@ -120,23 +120,75 @@ type conflict struct {
 type conflicts struct {
 	self map[heartbeat.NodeID]*conflict            // nodes with this node's serial
 	peer map[string]map[heartbeat.NodeID]*conflict // serial → senders
+	// reported is when each kind of conflict (this node's serial, a
+	// peer's serial, one that ended) last went to the log and history.
+	reported map[string]time.Time
 }
 
 func newConflicts() *conflicts {
-	return &conflicts{self: map[heartbeat.NodeID]*conflict{}, peer: map[string]map[heartbeat.NodeID]*conflict{}}
+	return &conflicts{self: map[heartbeat.NodeID]*conflict{}, peer: map[string]map[heartbeat.NodeID]*conflict{},
+		reported: map[string]time.Time{}}
+}
+
+// due reports whether a conflict of kind key may write its log line and
+// history entry at at, and if so notes that it does: at most one per
+// wireLogEvery per kind. Authentic heartbeats with a serial and ever new
+// node ids (a key holder, or anyone on the segment with cluster.auth:
+// false) otherwise wrote one of each per frame and pushed the role
+// changes out of the history (TestConflictFloodHistoryBounded). The
+// fault, the election and the status problems still see every conflict.
+func (c *conflicts) due(key string, at time.Time) bool {
+	if t, ok := c.reported[key]; ok && at.Sub(t) < wireLogEvery {
+		return false
+	}
+	if len(c.reported) > maxConflictSerials {
+		for k, t := range c.reported {
+			if at.Sub(t) >= wireLogEvery {
+				delete(c.reported, k)
+			}
+		}
+		if len(c.reported) > maxConflictSerials {
+			return false // 65 kinds within a minute: enough said
+		}
+	}
+	c.reported[key] = at
+	return true
 }
 
 // maxConflictSerials bounds the serials tracked (a cluster has 4 members).
 const maxConflictSerials = 64
 
+// maxConflictIDs bounds the node ids tracked per serial (this node's, or
+// a peer's): two make a conflict, a few more are cloned VMs. Beyond it
+// the one heard least recently is forgotten, so a key holder inventing
+// node ids cannot grow the tables (TestReceiveManySendersBounded).
+const maxConflictIDs = 8
+
+// oldestConflict returns the node id in m heard least recently.
+func oldestConflict(m map[heartbeat.NodeID]*conflict) heartbeat.NodeID {
+	var id heartbeat.NodeID
+	var last time.Time
+	first := true
+	for k, x := range m {
+		if first || x.last.Before(last) {
+			id, last, first = k, x.last, false
+		}
+	}
+	return id
+}
+
 // noteSelf records a frame with this node's serial from another node id
-// and reports whether that node is new (not heard within the window).
+// and reports whether that node is new (not heard within the window) and
+// its conflict is due to be reported (due).
 func (c *conflicts) noteSelf(f *heartbeat.Frame, hbdev string, at time.Time) (isNew bool) {
 	x := c.self[f.NodeID]
 	if x == nil {
+		if len(c.self) >= maxConflictIDs {
+			delete(c.self, oldestConflict(c.self))
+		}
 		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
 		c.self[f.NodeID] = x
-		isNew = true
+		isNew = c.due("self", at)
 	}
 	x.name, x.hbdev, x.last = f.Node, hbdev, at
 	return isNew
@@ -144,21 +196,44 @@ func (c *conflicts) noteSelf(f *heartbeat.Frame, hbdev string, at time.Time) (is
 
 // notePeer records a peer frame and reports whether the election should
 // see it (false for a sender that shares its serial with a higher NodeID
-// heard within window) and whether a conflict just began.
+// heard within window) and whether a conflict just began and is due to
+// be reported (due).
 func (c *conflicts) notePeer(f *heartbeat.Frame, hbdev string, at time.Time, window time.Duration) (see, began bool) {
 	m := c.peer[f.Serial]
 	if m == nil {
 		if len(c.peer) >= maxConflictSerials {
 			c.expire(at, window)
 		}
+		if len(c.peer) >= maxConflictSerials {
+			// All heard within the window: forget the serial heard
+			// least recently (a flood of invented serials, not members).
+			var victim string
+			var last time.Time
+			found := false
+			for s, m := range c.peer {
+				var l time.Time // when any sender of s was heard last
+				for _, x := range m {
+					if x.last.After(l) {
+						l = x.last
+					}
+				}
+				if !found || l.Before(last) {
+					victim, last, found = s, l, true
+				}
+			}
+			delete(c.peer, victim)
+		}
 		m = map[heartbeat.NodeID]*conflict{}
 		c.peer[f.Serial] = m
 	}
 	x := m[f.NodeID]
 	if x == nil {
+		if len(m) >= maxConflictIDs {
+			delete(m, oldestConflict(m))
+		}
 		x = &conflict{serial: f.Serial, id: f.NodeID, first: at}
 		m[f.NodeID] = x
-		began = len(m) == 2
+		began = len(m) == 2 && c.due("peer "+f.Serial, at)
 	}
 	x.name, x.hbdev, x.last = f.Node, hbdev, at
 	if len(m) == 1 {
@@ -533,7 +608,7 @@ func (a *Agent) housekeeping(now time.Time) {
 	window := a.detection()
 	before := len(a.conf.self)
 	a.conf.expire(now, window)
-	if len(a.conf.self) < before {
+	if len(a.conf.self) < before && a.conf.due("over", now) {
 		a.log.Info("serial conflict over: the other node is no longer heard")
 		a.hist.add(Event{Time: now, Kind: "health", Reason: "serial conflict over: the other node is no longer heard"})
 	}

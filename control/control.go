@@ -102,9 +102,20 @@ func (s *Server) Serve() error {
 func (s *Server) serve(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	s.answer(c, c)
+}
+
+// maxRequest bounds what is read of a request: a request is a few dozen
+// bytes of JSON; nothing past the bound is read (FuzzAnswer).
+const maxRequest = 64 << 10
+
+// answer reads one request from r, calls the handler if it decodes, and
+// writes one response to w. Malformed input is answered with an error and
+// never reaches the handler.
+func (s *Server) answer(r io.Reader, w io.Writer) {
 	var req Request
-	if err := json.NewDecoder(io.LimitReader(c, 64<<10)).Decode(&req); err != nil {
-		_ = json.NewEncoder(c).Encode(Response{Error: "bad request: " + err.Error()})
+	if err := json.NewDecoder(io.LimitReader(r, maxRequest)).Decode(&req); err != nil {
+		_ = json.NewEncoder(w).Encode(Response{Error: "bad request: " + err.Error()})
 		return
 	}
 	var resp Response
@@ -118,7 +129,7 @@ func (s *Server) serve(c net.Conn) {
 		}
 		resp.Data = raw
 	}
-	_ = json.NewEncoder(c).Encode(resp)
+	_ = json.NewEncoder(w).Encode(resp)
 }
 
 // Close stops the server and removes the socket.

@@ -14,7 +14,7 @@ import (
 )
 
 // pair binds 127.0.0.1 and 127.0.0.2 on one free port.
-func pair(t *testing.T, onForeign func(netip.AddrPort)) (*Link, *Link) {
+func pair(t testing.TB, onForeign func(netip.AddrPort)) (*Link, *Link) {
 	t.Helper()
 	a1, a2 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
 	for try := 0; try < 20; try++ {
