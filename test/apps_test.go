@@ -23,16 +23,36 @@ import (
 )
 
 // appsKnownBroken are the applications expected not to survive a failover
-// with session pickup today, and why. Their failure is reported (in the
-// table and the summary) without failing the test; HAGENT_APPS_STRICT=1
-// counts them as failures. Remove an entry when its fix lands: the suite
-// then requires the application to survive.
+// with session pickup today, and why: "app" for every failover kind,
+// "app/kind" for one. Their failure is reported (in the table and the
+// summary) without failing the test; HAGENT_APPS_STRICT=1 counts them as
+// failures. Remove an entry when its fix lands: the suite then requires
+// the application to survive.
+//
+// HAGENT_APPS_KINDS=crash,link,… runs only those failover kinds (and
+// control-crash only if named), to chase one.
 var appsKnownBroken = map[string]string{
 	// The helper's rewrite of PORT 10,9,0,10,… to 10,9,2,100,… adds a
 	// byte: the entry's sequence adjustment (the conntrack seqadj
 	// extension) is not copied, so the new primary translates the control
-	// connection's sequence numbers wrongly.
+	// connection's sequence numbers wrongly (vsftpd reads "YPE I": 500).
 	"ftp-active": "seqadj not copied: the PORT rewrite changes the length",
+	// A race, seen in about half the runs on a loaded machine: when
+	// node-a releases the virtual MAC after `failover set`, node-b renews
+	// its TCP entries (sessionsync/renew.go: delete and create), and the
+	// delete of the control connection takes with it the expectation the
+	// helper has just created for the PORT sent after the takeover: the
+	// server's data connection is refused (425).
+	"ftp-active-samelen/failover-set": "renewal after the vMAC release drops the new expectation (race)",
+}
+
+// knownBroken returns why app is expected to fail the kind failover, or
+// "".
+func knownBroken(app, kind string) string {
+	if why, ok := appsKnownBroken[app+"/"+kind]; ok {
+		return why
+	}
+	return appsKnownBroken[app]
 }
 
 // appsNoControl are the applications a failover without session pickup
@@ -113,6 +133,9 @@ func TestApplicationsFailover(t *testing.T) {
 		{"link", func(t *testing.T) { setPorts(t, a, false) }, func(t *testing.T) { setPorts(t, a, true) }},
 		{"failover-set", func(t *testing.T) { mustCtl(a, "ha", "failover", "set") }, func(t *testing.T) { mustCtl(a, "ha", "failover", "unset") }},
 	} {
+		if only := os.Getenv("HAGENT_APPS_KINDS"); only != "" && !strings.Contains(","+only+",", ","+k.name+",") {
+			continue
+		}
 		t.Run(k.name, func(t *testing.T) {
 			res := appsRound(t, l, srv, a, b, true, k.fail)
 			k.restore(t)
@@ -120,13 +143,13 @@ func TestApplicationsFailover(t *testing.T) {
 				row := appsRow{kind: k.name, res: r, result: "ok"}
 				if !r.OK {
 					row.result = "FAIL"
-					if why, known := appsKnownBroken[r.App]; known && !strict {
+					if why := knownBroken(r.App, k.name); why != "" && !strict {
 						row.result = "FAIL (known: " + why + ")"
 					} else {
 						t.Errorf("%s did not survive the %s failover: %s (%s)", r.App, k.name, r.Detail, r.Figure)
 					}
-				} else if _, known := appsKnownBroken[r.App]; known {
-					row.result = "ok (listed in appsKnownBroken: remove it)"
+				} else if knownBroken(r.App, k.name) != "" {
+					row.result = "ok (listed in appsKnownBroken)"
 				}
 				rows = append(rows, row)
 			}
@@ -135,6 +158,9 @@ func TestApplicationsFailover(t *testing.T) {
 		})
 	}
 	t.Run("control-crash", func(t *testing.T) {
+		if only := os.Getenv("HAGENT_APPS_KINDS"); only != "" && !strings.Contains(","+only+",", ",control-crash,") {
+			t.Skip("not in HAGENT_APPS_KINDS")
+		}
 		b.Kill()
 		start(t, b, appsParams(100, false))
 		eventually(t, 15*time.Second, "node-b back as secondary without session pickup", func() error { return agree("node-a", a, b) })
@@ -169,11 +195,14 @@ func TestApplicationsFailover(t *testing.T) {
 	t.Logf("measured: apps: suite took %v", time.Since(began).Round(time.Second))
 }
 
-// appsParams are the pair's parameters: 100 ms heartbeats × 3 on a direct
-// cable, override (node-a takes the role back after each round).
+// appsParams are the pair's parameters: 100 ms heartbeats on a direct
+// cable (a crash is seen by the carrier at once), 8 lost before a peer is
+// (a loaded machine starves the agents for 0.5 s at times: no failover
+// of its own in the middle of a round), override (node-a takes the role
+// back after each round).
 func appsParams(prio int, pickup bool) lab.Params {
 	p := params(prio, true)
-	p.HBInterval, p.LostThreshold, p.Direct, p.NoIPv6 = 100*time.Millisecond, 3, true, true
+	p.HBInterval, p.LostThreshold, p.Direct, p.NoIPv6 = 100*time.Millisecond, 8, true, true
 	p.ClusterExtra = fmt.Sprintf(appsPickup, pickup)
 	return p
 }

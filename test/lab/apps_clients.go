@@ -127,6 +127,18 @@ func (p *lineProc) waitLine(from int, prefix string, timeout time.Duration) (sta
 	}
 }
 
+// waitLineAfter is waitLine for a line read after t.
+func (p *lineProc) waitLineAfter(t time.Time, prefix string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for from := 0; ; {
+		l, i, err := p.waitLine(from, prefix, time.Until(deadline))
+		if err != nil || l.at.After(t) {
+			return err
+		}
+		from = i + 1
+	}
+}
+
 // snapshot returns the lines read so far.
 func (p *lineProc) snapshot() []stampedLine {
 	p.mu.Lock()
@@ -504,6 +516,8 @@ func (a *DNS) Start() error {
 func (a *DNS) Finish(fault, settle time.Time) AppResult {
 	r := AppResult{App: a.Name()}
 	time.Sleep(time.Until(settle))
+	// A starved loop may not have asked since: give it a bounded while.
+	a.p.waitLineAfter(fault, "ok", 8*time.Second)
 	end := time.Now()
 	a.p.kill()
 	var oks []time.Time
