@@ -194,6 +194,33 @@ func longestGap(start, end time.Time, stamps []time.Time) time.Duration {
 
 func round(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
 
+// client is what every App holds: the lab, its process and when it
+// started.
+type client struct {
+	l     *Lab
+	p     *lineProc
+	start time.Time
+}
+
+// run starts args in the client namespace and waits until it prints a
+// line starting with first.
+func (c *client) run(first string, args ...string) error {
+	var err error
+	if c.p, err = startLineProc(c.l.Client, false, args...); err != nil {
+		return err
+	}
+	c.start = time.Now()
+	_, _, err = c.p.waitLine(0, first, 10*time.Second)
+	return err
+}
+
+// Kill ends the client's processes.
+func (c *client) Kill() {
+	if c.p != nil {
+		c.p.kill()
+	}
+}
+
 // ---- iperf3 ----
 
 // Iperf is an iperf3 stream from the server to the client (-R: the
@@ -201,11 +228,9 @@ func round(d time.Duration) string { return d.Round(10 * time.Millisecond).Strin
 // 20 Mbit/s or UDP at 2 Mbit/s (1000-byte datagrams). Limited rates: the
 // two cores also run both agents.
 type Iperf struct {
-	l       *Lab
-	UDP     bool
-	Dur     time.Duration
-	p       *lineProc
-	started time.Time
+	client
+	UDP bool
+	Dur time.Duration
 }
 
 func (a *Iperf) Name() string {
@@ -223,7 +248,7 @@ func (a *Iperf) Start() error {
 	} else {
 		args = append(args, "-p", strconv.Itoa(IperfTCPPort), "-b", "20M")
 	}
-	a.started = time.Now()
+	a.start = time.Now()
 	var err error
 	a.p, err = startLineProc(a.l.Client, false, args...)
 	return err
@@ -252,7 +277,7 @@ type iperfReport struct {
 
 func (a *Iperf) Finish(fault, settle time.Time) AppResult {
 	r := AppResult{App: a.Name()}
-	if !a.p.waitExit(time.Until(a.started.Add(a.Dur + 8*time.Second))) {
+	if !a.p.waitExit(time.Until(a.start.Add(a.Dur + 8*time.Second))) {
 		a.p.kill()
 		r.Detail = "did not complete"
 	}
@@ -267,7 +292,7 @@ func (a *Iperf) Finish(fault, settle time.Time) AppResult {
 	}
 	// The longest run of 0.1 s intervals with nothing received, and what
 	// arrived after the failover (the client's clock starts at its start).
-	faultAt := fault.Sub(a.started).Seconds()
+	faultAt := fault.Sub(a.start).Seconds()
 	var gap, run float64
 	var after int64
 	for _, iv := range rep.Intervals {
@@ -302,24 +327,16 @@ func (a *Iperf) Finish(fault, settle time.Time) AppResult {
 	return r
 }
 
-func (a *Iperf) Kill() {
-	if a.p != nil {
-		a.p.kill()
-	}
-}
-
 // ---- OpenSSH ----
 
 // SSH is an interactive OpenSSH session: a shell loop on the server
 // echoing each line the client sends, one every 100 ms.
 type SSH struct {
-	l   *Lab
+	client
 	Key string // the client's private key
 
-	p     *lineProc
-	start time.Time
-	stop  chan struct{}
-	sent  sync.WaitGroup
+	stop chan struct{}
+	sent sync.WaitGroup
 }
 
 func (a *SSH) Name() string { return "ssh" }
@@ -390,12 +407,6 @@ func (a *SSH) Finish(fault, settle time.Time) AppResult {
 	return r
 }
 
-func (a *SSH) Kill() {
-	if a.p != nil {
-		a.p.kill()
-	}
-}
-
 // ---- FTP ----
 
 // ftpClient is a Python ftplib client: it logs in (anonymous), fetches
@@ -428,12 +439,11 @@ except Exception as e:
 // FTP is an FTP session, active or passive, logged in and transferring
 // before the failover, transferring again after it.
 type FTP struct {
-	l       *Lab
+	client
 	Passive bool
 	// Source is the client's address for the session, "" for its own
 	// (ClientIPv4).
 	Source string
-	p      *lineProc
 }
 
 func (a *FTP) Name() string {
@@ -483,34 +493,18 @@ func (a *FTP) Finish(fault, settle time.Time) AppResult {
 	return r
 }
 
-func (a *FTP) Kill() {
-	if a.p != nil {
-		a.p.kill()
-	}
-}
-
 // ---- DNS ----
 
 // DNS is dig in a loop (one query each 100 ms, each from a new source
 // port: a new flow each), one try with a 1 s timeout each.
-type DNS struct {
-	l     *Lab
-	p     *lineProc
-	start time.Time
-}
+type DNS struct{ client }
 
 func (a *DNS) Name() string { return "dns" }
 
 func (a *DNS) Start() error {
 	loop := fmt.Sprintf(`while :; do if [ "$(dig @%s +tries=1 +timeout=1 +short %s A)" = %s ]; then echo ok; else echo fail; fi; sleep 0.1; done`,
 		ServerIPv4, AppDNSName, ServerIPv4)
-	var err error
-	if a.p, err = startLineProc(a.l.Client, false, "sh", "-c", loop); err != nil {
-		return err
-	}
-	a.start = time.Now()
-	_, _, err = a.p.waitLine(0, "ok", 10*time.Second)
-	return err
+	return a.run("ok", "sh", "-c", loop)
 }
 
 func (a *DNS) Finish(fault, settle time.Time) AppResult {
@@ -543,31 +537,15 @@ func (a *DNS) Finish(fault, settle time.Time) AppResult {
 	return r
 }
 
-func (a *DNS) Kill() {
-	if a.p != nil {
-		a.p.kill()
-	}
-}
-
 // ---- ICMP echo ----
 
 // Ping is iputils ping every 50 ms (-D stamps each reply).
-type Ping struct {
-	l     *Lab
-	p     *lineProc
-	start time.Time
-}
+type Ping struct{ client }
 
 func (a *Ping) Name() string { return "icmp-echo" }
 
 func (a *Ping) Start() error {
-	var err error
-	if a.p, err = startLineProc(a.l.Client, false, "ping", "-D", "-n", "-i", "0.05", "-W", "1", ServerIPv4); err != nil {
-		return err
-	}
-	a.start = time.Now()
-	_, _, err = a.p.waitLine(0, "[", 10*time.Second)
-	return err
+	return a.run("[", "ping", "-D", "-n", "-i", "0.05", "-W", "1", ServerIPv4)
 }
 
 func (a *Ping) Finish(fault, settle time.Time) AppResult {
@@ -603,28 +581,24 @@ func (a *Ping) Finish(fault, settle time.Time) AppResult {
 	return r
 }
 
-func (a *Ping) Kill() {
-	if a.p != nil {
-		a.p.kill()
-	}
-}
-
 // Apps returns the suite's clients but the iperf3 streams: an OpenSSH
 // session, active FTP from ClientIPv4 (the helper's PORT rewrite to
 // WANClusterIPv4 changes the length) and from FTPSameLengthClient (it
 // keeps it), passive FTP, DNS and ICMP echo.
 func (s *AppServers) Apps() []App {
+	c := client{l: s.l}
 	return []App{
-		&SSH{l: s.l, Key: s.ClientKey},
-		&FTP{l: s.l},
-		&FTP{l: s.l, Source: FTPSameLengthClient},
-		&FTP{l: s.l, Passive: true},
-		&DNS{l: s.l},
-		&Ping{l: s.l},
+		&SSH{client: c, Key: s.ClientKey},
+		&FTP{client: c},
+		&FTP{client: c, Source: FTPSameLengthClient},
+		&FTP{client: c, Passive: true},
+		&DNS{c},
+		&Ping{c},
 	}
 }
 
 // Streams returns the iperf3 TCP and UDP streams of dur.
 func (s *AppServers) Streams(dur time.Duration) []App {
-	return []App{&Iperf{l: s.l, Dur: dur}, &Iperf{l: s.l, UDP: true, Dur: dur}}
+	c := client{l: s.l}
+	return []App{&Iperf{client: c, Dur: dur}, &Iperf{client: c, UDP: true, Dur: dur}}
 }
