@@ -242,7 +242,7 @@ func (a *Iperf) Name() string {
 
 func (a *Iperf) Start() error {
 	args := []string{"iperf3", "-c", ServerIPv4, "-R", "-J", "-i", "0.1", "-t", strconv.Itoa(int(a.Dur / time.Second)),
-		"--connect-timeout", "3000", "--rcv-timeout", "3000"}
+		"--connect-timeout", "3000", "--rcv-timeout", "6000"}
 	if a.UDP {
 		args = append(args, "-p", strconv.Itoa(IperfUDPPort), "-u", "-b", "2M", "-l", "1000")
 	} else {
@@ -293,13 +293,13 @@ func (a *Iperf) Finish(fault, settle time.Time) AppResult {
 	// The longest run of 0.1 s intervals with nothing received, and what
 	// arrived after the failover (the client's clock starts at its start).
 	faultAt := fault.Sub(a.start).Seconds()
-	var gap, run float64
+	var gap, run, last float64
 	var after int64
 	for _, iv := range rep.Intervals {
 		if iv.Sum.Bytes == 0 {
 			run += iv.Sum.Seconds
 		} else {
-			run = 0
+			run, last = 0, iv.Sum.Start+iv.Sum.Seconds
 		}
 		gap = max(gap, run)
 		if iv.Sum.Start >= faultAt {
@@ -312,6 +312,11 @@ func (a *Iperf) Finish(fault, settle time.Time) AppResult {
 	} else {
 		r.Figure = fmt.Sprintf("gap %.1fs, %.1f Mbit/s", gap, rep.End.SumReceived.BitsPerSec/1e6)
 	}
+	defer func() {
+		if !r.OK {
+			r.Detail += fmt.Sprintf(" (failover at %.1fs, last data at %.1fs, %d intervals)", faultAt, last, len(rep.Intervals))
+		}
+	}()
 	switch {
 	case rep.Error != "":
 		r.Detail = strings.TrimSpace(r.Detail + " " + rep.Error)
