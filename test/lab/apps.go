@@ -76,6 +76,7 @@ type AppServers struct {
 
 	mu    sync.Mutex
 	procs []*exec.Cmd
+	iperf []*exec.Cmd // this run's iperf3 servers
 }
 
 // StartAppServers starts sshd, vsftpd and dnsmasq in the lab's server
@@ -205,22 +206,27 @@ syslog_enable=NO
 // spawn starts a server in the server namespace, its output in
 // Dir/<name>.out.
 func (s *AppServers) spawn(name string, args ...string) error {
+	_, err := s.spawnCmd(name, args...)
+	return err
+}
+
+func (s *AppServers) spawnCmd(name string, args ...string) (*exec.Cmd, error) {
 	out, err := os.OpenFile(filepath.Join(s.Dir, name+".out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", s.l.Server}, args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		out.Close()
-		return fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	go func() { cmd.Wait(); out.Close() }()
 	s.mu.Lock()
 	s.procs = append(s.procs, cmd)
 	s.mu.Unlock()
-	return nil
+	return cmd, nil
 }
 
 // waitListening waits until the server namespace listens on every port
@@ -241,12 +247,34 @@ func (s *AppServers) waitListening(proto string, ports ...int) error {
 }
 
 // StartIperfServers starts two one-off iperf3 servers (IperfTCPPort,
-// IperfUDPPort) and waits until they listen.
+// IperfUDPPort) and waits until they listen. The previous run's servers
+// (still busy with a test whose client died) are killed first, and their
+// ports waited free.
 func (s *AppServers) StartIperfServers() error {
+	s.mu.Lock()
+	old := s.iperf
+	s.iperf = nil
+	s.mu.Unlock()
+	for _, c := range old {
+		_ = c.Process.Kill()
+	}
+	if err := EventuallyEvery(10*time.Second, 50*time.Millisecond, func() error {
+		out, err := Exec(s.l.Server, "ss", "-Hltn", fmt.Sprintf("( sport = :%d or sport = :%d )", IperfTCPPort, IperfUDPPort))
+		if err == nil && strings.TrimSpace(out) != "" {
+			err = fmt.Errorf("the last run's iperf3 servers still listen: %s", out)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
 	for _, p := range []int{IperfTCPPort, IperfUDPPort} {
-		if err := s.spawn(fmt.Sprintf("iperf3-%d", p), "iperf3", "-s", "-1", "-B", ServerIPv4, "-p", fmt.Sprint(p)); err != nil {
+		c, err := s.spawnCmd(fmt.Sprintf("iperf3-%d", p), "iperf3", "-s", "-1", "-B", ServerIPv4, "-p", fmt.Sprint(p))
+		if err != nil {
 			return err
 		}
+		s.mu.Lock()
+		s.iperf = append(s.iperf, c)
+		s.mu.Unlock()
 	}
 	return s.waitListening("tcp", IperfTCPPort, IperfUDPPort)
 }
