@@ -175,11 +175,16 @@ LogLevel ERROR
 	// vsftpd as LAB-NOTES has it in a namespace: listen=YES with a
 	// listen_address, no seccomp sandbox, an existing secure_chroot_dir.
 	// log_ftp_protocol records the PORT commands as the server gets them.
+	// No isolation: vsftpd would give each session a network namespace of
+	// its own, out of reach of KillNamespaceProcs (seen: sessions of dead
+	// clients outliving the lab).
 	vsftpd := fmt.Sprintf(`listen=YES
 listen_ipv6=NO
 listen_address=%s
 background=NO
 seccomp_sandbox=NO
+isolate=NO
+isolate_network=NO
 secure_chroot_dir=%s
 anonymous_enable=YES
 no_anon_password=YES
@@ -292,6 +297,24 @@ func (s *AppServers) Close() {
 	s.procs = nil
 	KillNamespaceProcs(s.l.Server)
 	KillNamespaceProcs(s.l.Client)
+	killNamingDir(s.Dir)
+}
+
+// killNamingDir kills the processes whose command line names dir (this
+// run's scratch directory, unique to it): what left the namespace, as a
+// vsftpd session in a namespace of its own would.
+func killNamingDir(dir string) {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		b, err := os.ReadFile(c)
+		if err != nil || !strings.Contains(string(b), dir) {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(filepath.Base(filepath.Dir(c)), &pid); err == nil && pid != os.Getpid() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // KillNamespaceProcs kills the processes still running in namespace ns
