@@ -414,12 +414,12 @@ func (a *SSH) Finish(fault, settle time.Time) AppResult {
 
 // ---- FTP ----
 
-// ftpClient is a Python ftplib client: it logs in (anonymous), fetches
+// appsFTPClient is a Python ftplib client: it logs in (anonymous), fetches
 // FTPFile once, says "before", waits for a line on stdin (the failover has
 // happened), fetches it again and says "after <bytes>". An active client
 // announces its control connection's local address (argv[4] if given) in
 // PORT.
-const ftpClient = `
+const appsFTPClient = `
 import ftplib, io, sys
 host, mode, name = sys.argv[1], sys.argv[2], sys.argv[3]
 src = (sys.argv[4], 0) if len(sys.argv) > 4 else None
@@ -466,7 +466,7 @@ func (a *FTP) Start() error {
 	if a.Passive {
 		mode = "passive"
 	}
-	args := []string{"python3", "-c", ftpClient, ServerIPv4, mode, FTPFile}
+	args := []string{"python3", "-c", appsFTPClient, ServerIPv4, mode, FTPFile}
 	if a.Source != "" {
 		args = append(args, a.Source)
 	}
