@@ -185,10 +185,10 @@ func TestApplicationsFailover(t *testing.T) {
 		}
 	})
 
-	t.Logf("measured: apps: %-12s %-17s %-40s %s", "application", "failover", "result", "gap/figure")
+	t.Logf("measured: apps: %-18s %-16s %-36s %s", "application", "failover", "result", "gap/figure")
 	var known []string
 	for _, r := range rows {
-		t.Logf("measured: apps: %-12s %-17s %-40s %s", r.res.App, r.kind, r.result, r.res.Figure)
+		t.Logf("measured: apps: %-18s %-16s %-36s %s", r.res.App, r.kind, r.result, r.res.Figure)
 		if !r.res.OK && r.res.Detail != "" {
 			t.Logf("measured: apps:   (%s, %s: %s)", r.res.App, r.kind, r.res.Detail)
 		}
