@@ -48,6 +48,15 @@ const (
 	bulkWindow   = 4
 )
 
+// bulkRetryMin and bulkRetryMax bound the wait before a failed bulk copy
+// is sent again: it doubles from the first to the second while copies
+// keep failing (an unreachable peer costs a dump every bulkRetryMax at
+// most), and starts again from the first once one completes.
+const (
+	bulkRetryMin = 500 * time.Millisecond
+	bulkRetryMax = 8 * time.Second
+)
+
 // Config configures an Engine. Zero values take DefaultConfig's.
 type Config struct {
 	// Self is this node's name.
@@ -655,6 +664,7 @@ func maps2(m map[Key]int64) map[Key]int64 {
 func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 	buf := make([]byte, 0, 64<<10)
 	poke(p.wake)
+	retry := bulkRetryMin
 	for {
 		select {
 		case <-ctx.Done():
@@ -669,12 +679,23 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 					if ctx.Err() != nil {
 						return
 					}
+					// The copy is sent again, whole, until one completes:
+					// bulk cleared needBulk when it began, and a copy cut
+					// short (a lost acknowledgement, a send error, the peer
+					// unreachable) leaves the peer without part of the
+					// table (TestBulkRetriedAfterFailure).
 					e.sendFailed(p, "bulk copy", err)
+					e.mu.Lock()
+					p.needBulk, p.queue = true, nil
+					e.mu.Unlock()
 					select {
 					case <-ctx.Done():
 						return
-					case <-time.After(500 * time.Millisecond):
+					case <-time.After(retry):
 					}
+					retry = min(2*retry, bulkRetryMax)
+				} else {
+					retry = bulkRetryMin
 				}
 				continue
 			}
