@@ -582,3 +582,31 @@ func TestBulkRetriedAfterFailure(t *testing.T) {
 		t.Fatalf("node-a's peers %+v, want its copy to node-b done", st)
 	}
 }
+
+// TestBulkEndWithoutBeginIgnored: a bulk end whose begin this receiver
+// never saw (it restarted in the middle of the copy, or the begin of that
+// generation was lost) does not count as a complete copy, which would end
+// an override hold early; a whole copy after it does. Before, every bulk
+// end set BulkDone.
+func TestBulkEndWithoutBeginIgnored(t *testing.T) {
+	r := newReceiver(t, nil)
+	r.e.SetSenders(Senders{"node-a": nil})
+	// Restarted mid-copy: the rest of generation 1, no begin.
+	r.send(t, "node-a", &Message{Kind: KindBulk, Gen: 1, Records: []Record{upsert(flowN(ProtoTCP, 1))}})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 1, Count: 2})
+	if r.e.BulkDone() {
+		t.Fatal("a bulk end without its begin counted as a complete copy")
+	}
+	// The begin of generation 2 lost: the end of 3 follows the begin of 2.
+	r.send(t, "node-a", &Message{Kind: KindBulkBegin, Gen: 2})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 3, Count: 0})
+	if r.e.BulkDone() {
+		t.Fatal("a bulk end of another generation than its begin counted as a complete copy")
+	}
+	r.send(t, "node-a", &Message{Kind: KindBulkBegin, Gen: 4})
+	r.send(t, "node-a", &Message{Kind: KindBulk, Gen: 4, Records: []Record{upsert(flowN(ProtoTCP, 1)), upsert(flowN(ProtoTCP, 2))}})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 4, Count: 2})
+	if !r.e.BulkDone() {
+		t.Fatal("a whole copy not counted as complete")
+	}
+}
