@@ -122,6 +122,10 @@ type Config struct {
 	// bookkeeping_evicted; an evicted flow is at worst re-sent once).
 	// 0 is DefaultMaxTracked.
 	MaxTracked int
+	// VerifyInterval is how often a secondary compares its table with its
+	// primary's in the background (verify.go); 0 is DefaultVerifyInterval,
+	// negative never.
+	VerifyInterval time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -185,6 +189,8 @@ type Engine struct {
 	heldN      atomic.Int64
 	heldGen    uint64        // sendersGen at the last look at held
 	sendersGen atomic.Uint64 // SetSenders calls
+
+	vfy verifier // verify.go
 }
 
 type counters struct {
@@ -267,6 +273,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxTracked <= 0 {
 		cfg.MaxTracked = d.MaxTracked
 	}
+	if cfg.VerifyInterval == 0 {
+		cfg.VerifyInterval = DefaultVerifyInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -311,7 +320,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.startPeer(p)
 	}
 	e.mu.Unlock()
-	e.wg.Add(3)
+	e.wg.Add(4)
+	go func() { defer e.wg.Done(); e.verifyRun(ctx) }()
 	go func() {
 		defer e.wg.Done()
 		if err := e.cfg.Table.Listen(ctx, e.onEvent); err != nil && ctx.Err() == nil {
@@ -1106,6 +1116,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	e.recvMu.Unlock()
 	if e.flushDue(now) {
 		e.flushHeld(now, m)
+	}
+	if isVerify(msg.Data) {
+		e.handleVerify(msg) // changes no table: no trust check (verify.go)
+		return
 	}
 	if _, ok := e.senderScope(msg.From, now); !ok || e.holding(msg.From) {
 		e.hold(msg, now)
