@@ -45,7 +45,7 @@ func TestAgentSessionsVerify(t *testing.T) {
 	})
 	f := testFlow(7)
 	f.Mark = 0x42
-	b.table.Put(f) // a secondary ignores its table's events: nothing repairs it
+	b.table.Put(f)          // a secondary ignores its table's events: nothing repairs it
 	time.Sleep(time.Second) // a's bound between two verifies it answers
 	rs, out, err := verify(b)
 	if err != nil {
