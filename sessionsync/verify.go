@@ -397,7 +397,7 @@ func (v *verifyMsg) unmarshal(b []byte) error {
 	}
 	switch {
 	case !v.reply && v.level == verifyLevelBuckets:
-		if len(b) < 1 || len(b) != 1+16*int(b[0]) {
+		if len(b) < 1 || int(b[0]) > verifyMaxAddrs || len(b) != 1+16*int(b[0]) {
 			return ErrMalformed
 		}
 		for i := range int(b[0]) {
@@ -534,6 +534,20 @@ type VerifyResult struct {
 // InSync reports whether the comparison ran and found no difference.
 func (r *VerifyResult) InSync() bool {
 	return r.Error == "" && r.DifferingBuckets == 0 && r.Compared == r.Local
+}
+
+// String summarizes r (its first differences included) for logs and
+// test failures.
+func (r VerifyResult) String() string {
+	if r.Error != "" {
+		return fmt.Sprintf("verify with %s: %s", r.Peer, r.Error)
+	}
+	s := fmt.Sprintf("verify with %s: %d flows there, %d here, %d differing buckets, %d missing here, %d extra, %d differing, %d persistent",
+		r.Peer, r.Compared, r.Local, r.DifferingBuckets, r.Missing, r.Extra, r.Differing, r.Persistent)
+	for _, d := range r.First {
+		s += fmt.Sprintf("; %s %s %v", d.What, d.Flow, d.Fields)
+	}
+	return s
 }
 
 // Differences is the number of differing flows found.
