@@ -1062,6 +1062,9 @@ func (e *Engine) verifyLag() time.Duration { return max(2*e.cfg.Delay, verifyLag
 // round only). It returns whether a difference was seen: the next round
 // comes sooner.
 func (e *Engine) verifyRound(ctx context.Context, now time.Time) bool {
+	if e.copying() {
+		return false // the table is still arriving: nothing to judge yet
+	}
 	res, err := e.Verify(ctx)
 	e.vfy.mu.Lock()
 	defer e.vfy.mu.Unlock()
@@ -1094,6 +1097,22 @@ func (e *Engine) verifyRound(ctx context.Context, now time.Time) bool {
 		e.vfy.last[r.Peer] = r
 	}
 	return seen
+}
+
+// copying reports whether no bulk copy was received whole yet, or one is
+// under way.
+func (e *Engine) copying() bool {
+	e.recvMu.Lock()
+	defer e.recvMu.Unlock()
+	if !e.rc.bulkDone {
+		return true
+	}
+	for _, rs := range e.recv {
+		if rs.inBulk {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyLoop runs verifyRound every Config.VerifyInterval, and after

@@ -177,6 +177,16 @@ func TestVerifyPersistentDifferenceWarns(t *testing.T) {
 	f := flowN(ProtoTCP, 50)
 	f.Mark = 99
 	b.table.Put(f)
+	// While a bulk copy is under way nothing is judged.
+	b.e.recvMu.Lock()
+	b.e.recv["node-a"].inBulk = true
+	b.e.recvMu.Unlock()
+	if b.e.verifyRound(ctx, t0) || len(b.e.Status().Verify) != 0 {
+		t.Fatal("a round ran during a bulk copy")
+	}
+	b.e.recvMu.Lock()
+	b.e.recv["node-a"].inBulk = false
+	b.e.recvMu.Unlock()
 	if !b.e.verifyRound(ctx, t0) {
 		t.Fatal("the first round saw no difference")
 	}
