@@ -91,6 +91,31 @@ var verifyFields = []verifyField{
 	{"labels", func(b []byte, f *Flow) []byte { return appendLabels(b, f.Labels) }},
 	{"helper", func(b []byte, f *Flow) []byte { return append(b, f.Helper...) }},
 	{"tcp state", func(b []byte, f *Flow) []byte { return appendTCPState(b, f.TCP) }},
+	{"seqadj", func(b []byte, f *Flow) []byte { return appendOpt(b, f.SeqAdj) }},
+	{"synproxy", func(b []byte, f *Flow) []byte { return appendOpt(b, f.SynProxy) }},
+	{"sctp", func(b []byte, f *Flow) []byte { return appendOpt(b, f.SCTP) }},
+	{"dccp", func(b []byte, f *Flow) []byte { return appendOpt(b, f.DCCP) }},
+	{"master", func(b []byte, f *Flow) []byte { return appendMaster(b, f.Master) }},
+}
+
+// appendOpt encodes an optional fixed-size field: nothing for none, its
+// value (binary.Append, big endian) otherwise.
+func appendOpt[T any](b []byte, v *T) []byte {
+	if v == nil {
+		return b
+	}
+	b, err := binary.Append(append(b, 1), binary.BigEndian, v)
+	if err != nil { // not a fixed-size type: a programming error
+		panic(err)
+	}
+	return b
+}
+
+func appendMaster(b []byte, k *Key) []byte {
+	if k == nil {
+		return b
+	}
+	return appendVerifyKey(append(b, 1), k)
 }
 
 // The fields of Flow left out of the digest, and why: Timeout (a copy's

@@ -134,7 +134,8 @@ func TestVerifyNamesDifferences(t *testing.T) {
 	}
 	t.Logf("verify with 3 differences: %d bytes on the channel", r.Bytes)
 	// Each field is compared: a helper, labels, the reply tuple, the
-	// status a copy carries, the TCP state (one flow each).
+	// status a copy carries, the TCP state, the sequence adjustment (one
+	// flow each).
 	b.table.Put(flowN(ProtoTCP, 20))
 	want := map[string]string{}
 	for i, mod := range []struct {
@@ -146,6 +147,7 @@ func TestVerifyNamesDifferences(t *testing.T) {
 		{"reply tuple (NAT)", func(f *Flow) { f.Reply.DstPort++ }},
 		{"status", func(f *Flow) { f.Status &^= StatusAssured }},
 		{"tcp state", func(f *Flow) { f.TCP = &TCPInfo{State: TCPSynSent} }},
+		{"seqadj", func(f *Flow) { f.SeqAdj = &[2]SeqAdj{{CorrectionPos: 5, OffsetAfter: 3}} }},
 	} {
 		f := flowN(ProtoTCP, 30+i)
 		mod.mod(&f)
@@ -154,8 +156,8 @@ func TestVerifyNamesDifferences(t *testing.T) {
 	}
 	time.Sleep(verifyMinInterval) // node-a's bound between two verifies
 	r = verifyOne(t, b)
-	if r.Differing != 5 {
-		t.Fatalf("%+v: want 5 differing", r)
+	if r.Differing != 6 {
+		t.Fatalf("%+v: want 6 differing", r)
 	}
 	for _, d := range r.First {
 		if d.What == "differs" && (len(d.Fields) != 1 || !strings.HasPrefix(d.Fields[0], want[d.Flow]+":")) {
@@ -287,6 +289,17 @@ func TestVerifyFieldsCoverFlow(t *testing.T) {
 			f.Helper = "sip"
 		case "Status":
 			f.Status ^= StatusSeenReply
+		case "SeqAdj":
+			f.SeqAdj = &[2]SeqAdj{{CorrectionPos: 1}}
+		case "SynProxy":
+			f.SynProxy = &SynProxy{ISN: 1}
+		case "SCTP":
+			f.SCTP = &SCTPInfo{State: 1}
+		case "DCCP":
+			f.DCCP = &DCCPInfo{Role: 1}
+		case "Master":
+			k := base.Key()
+			f.Master = &k
 		default:
 			switch v.Kind() {
 			case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
