@@ -29,6 +29,8 @@ func (a *Agent) Handle(req control.Request) (any, error) {
 		return a.checksums()
 	case control.CmdExposure:
 		return a.exposure(), nil
+	case control.CmdSessionsVerify:
+		return a.sessionsVerify() // verify.go
 	}
 	return a.callVC(context.Background(), req.Cmd, req.VCluster)
 }
@@ -180,6 +182,7 @@ func (a *Agent) status() *control.Status {
 	out.Problems, out.Warnings = a.problems(view.conflicts, now)
 	out.Sessions = a.sessionsStatusOf(view.sessHeld, st.Members)
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
+	out.Warnings = append(out.Warnings, out.Sessions.Warnings...)
 	out.RestartNeeded = a.pendingRestart()
 	out.Health, _ = control.HealthOf(out)
 	return out

@@ -30,6 +30,9 @@ const (
 	CmdChecksum       = "checksum"
 	CmdExposure       = "exposure"
 	CmdSessions       = "sessions"
+	// CmdSessionsVerify compares this member's session table with its
+	// primary's (`ha sessions verify`): []sessionsync.VerifyResult.
+	CmdSessionsVerify = "sessions-verify"
 )
 
 // Request is one operator command.

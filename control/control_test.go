@@ -212,3 +212,36 @@ func TestFormatHistoryVCluster(t *testing.T) {
 		t.Errorf("history:\n%s", b.String())
 	}
 }
+
+// TestFormatVerify: in sync prints one line with the flows compared;
+// differences name the primary, the counts and the first flows with their
+// fields; a persistent difference makes `ha sessions` health WARN.
+func TestFormatVerify(t *testing.T) {
+	var b strings.Builder
+	FormatVerify(&b, []sessionsync.VerifyResult{{Peer: "node-a", Compared: 1200, Local: 1200}}, 0)
+	if got := b.String(); got != "verify: in sync (1200 flows compared)\n" {
+		t.Fatalf("in sync: %q", got)
+	}
+	diff := sessionsync.VerifyResult{Peer: "node-a", Compared: 1200, Local: 1199, DifferingBuckets: 2, Missing: 1, Differing: 1, Persistent: 2,
+		First: []sessionsync.VerifyDiff{{What: "differs", Flow: "proto 6 10.0.0.1:1 -> 10.0.0.2:80 zone 0", Fields: []string{"mark: here 00000001, on node-a 00000002"}},
+			{What: "missing here", Flow: "proto 6 10.0.0.3:1 -> 10.0.0.2:80 zone 0"}}}
+	b.Reset()
+	FormatVerify(&b, []sessionsync.VerifyResult{diff, {Peer: "node-c", Error: "node-c did not answer"}}, 0)
+	out := b.String()
+	for _, want := range []string{"verify: with node-a: differs: 1200 flows there, 1199 here; 1 missing here, 0 extra here, 1 differing; 2 for longer than the sync lag",
+		"    differs: proto 6 10.0.0.1:1 -> 10.0.0.2:80 zone 0\n        mark: here 00000001, on node-a 00000002",
+		"    missing here: proto 6 10.0.0.3:1", "verify: with node-c: not compared: node-c did not answer"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	FormatSessions(&b, &sessionsync.Status{Enabled: true, Warnings: []string{"session table differs from node-a's for over 5s"},
+		Verify: []sessionsync.VerifyResult{diff}})
+	out = b.String()
+	for _, want := range []string{"health WARN", "warning: session table differs from node-a's", "Last verify (", "differs: proto 6 10.0.0.1:1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sessions: missing %q in:\n%s", want, out)
+		}
+	}
+}

@@ -296,10 +296,19 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	health := "OK"
 	if len(s.Problems) > 0 {
 		health = "ERROR"
+	} else if len(s.Warnings) > 0 {
+		health = "WARN"
 	}
 	fmt.Fprintf(w, "Session pickup: enable, %s, health %s\n", role, health)
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "    %s\n", p)
+	}
+	for _, p := range s.Warnings {
+		fmt.Fprintf(w, "    warning: %s\n", p)
+	}
+	for _, r := range s.Verify {
+		fmt.Fprintf(w, "Last verify (%s): ", r.At.Format(time.RFC3339))
+		FormatVerify(w, []sessionsync.VerifyResult{r}, 3)
 	}
 	if s.Holding {
 		fmt.Fprintln(w, "    holding back (override) until the bulk copy is complete")
@@ -426,5 +435,49 @@ func formatCounts(w io.Writer, format string, m map[string]uint64) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		fmt.Fprintf(w, format, k, m[k])
+	}
+}
+
+// FormatVerify prints `agentctl ha sessions verify`: "verify: in sync (N
+// flows compared)", or per primary what differs and the first
+// differences (at most max of them; 0: all the result names).
+func FormatVerify(w io.Writer, rs []sessionsync.VerifyResult, max int) {
+	inSync, n := true, 0
+	for i := range rs {
+		inSync = inSync && rs[i].InSync()
+		n += rs[i].Compared
+	}
+	if inSync && len(rs) > 0 {
+		fmt.Fprintf(w, "verify: in sync (%d flows compared)\n", n)
+		return
+	}
+	for i := range rs {
+		r := &rs[i]
+		switch {
+		case r.Error != "":
+			fmt.Fprintf(w, "verify: with %s: not compared: %s\n", r.Peer, r.Error)
+			continue
+		case r.InSync():
+			fmt.Fprintf(w, "verify: with %s: in sync (%d flows compared)\n", r.Peer, r.Compared)
+			continue
+		}
+		fmt.Fprintf(w, "verify: with %s: differs: %d flows there, %d here; %d missing here, %d extra here, %d differing",
+			r.Peer, r.Compared, r.Local, r.Missing, r.Extra, r.Differing)
+		if r.Partial {
+			fmt.Fprintf(w, " (counted in the buckets examined: %d of 256 differ)", r.DifferingBuckets)
+		}
+		if r.Persistent > 0 {
+			fmt.Fprintf(w, "; %d for longer than the sync lag", r.Persistent)
+		}
+		fmt.Fprintln(w)
+		for j, d := range r.First {
+			if max > 0 && j >= max {
+				break
+			}
+			fmt.Fprintf(w, "    %s: %s\n", d.What, d.Flow)
+			for _, f := range d.Fields {
+				fmt.Fprintf(w, "        %s\n", f)
+			}
+		}
 	}
 }

@@ -194,6 +194,8 @@ var (
 	descSessCopies   = prometheus.NewDesc("hagent_sessions_copies", "Flows this node holds for a sender.", []string{"peer"}, nil)
 	descSessRefused  = prometheus.NewDesc("hagent_sessions_refused_total", "Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).", []string{"reason"}, nil)
 	descSessMasked   = prometheus.NewDesc("hagent_sessions_status_masked_total", "Received records whose status carried bits a copy may not (cleared).", nil, nil)
+	descSessVerify   = prometheus.NewDesc("hagent_sessions_verify_differences", "Flows that differ between this member's table and the primary's at the last verify (missing, extra, differing; in the buckets examined).", []string{"peer"}, nil)
+	descSessVerifyP  = prometheus.NewDesc("hagent_sessions_verify_persistent_differences", "Of them, flows that differed for longer than the sync lag (health WARN).", []string{"peer"}, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
 
@@ -311,6 +313,12 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			for _, src := range ss.Sources {
 				g(descSessCopies, float64(src.Copies), src.Node)
+			}
+			for _, r := range ss.Verify {
+				if r.Error == "" {
+					g(descSessVerify, float64(r.Differences()), r.Peer)
+					g(descSessVerifyP, float64(r.Persistent), r.Peer)
+				}
 			}
 		}
 	}

@@ -196,3 +196,29 @@ func TestInvalidLabelValue(t *testing.T) {
 		t.Fatalf("%d role, member and hbdev metrics, want 6", n)
 	}
 }
+
+// TestVerifyMetrics: the last verify's differences per primary, and those
+// that persisted past the sync lag; a verify that could not run gives no
+// series (not a false 0).
+func TestVerifyMetrics(t *testing.T) {
+	st := testStatus()
+	st.Sessions.Verify = []sessionsync.VerifyResult{
+		{Peer: "node-a", Compared: 10, Local: 9, Missing: 1, Differing: 2, Persistent: 1},
+		{Peer: "node-c", Error: "node-c did not answer"},
+	}
+	e := New(func(context.Context) (*control.Status, error) { return st, nil }, "1.2.3")
+	if problems, err := testutil.GatherAndLint(e.reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %+v", err, problems)
+	}
+	want := `
+# HELP hagent_sessions_verify_differences Flows that differ between this member's table and the primary's at the last verify (missing, extra, differing; in the buckets examined).
+# TYPE hagent_sessions_verify_differences gauge
+hagent_sessions_verify_differences{peer="node-a"} 3
+# HELP hagent_sessions_verify_persistent_differences Of them, flows that differed for longer than the sync lag (health WARN).
+# TYPE hagent_sessions_verify_persistent_differences gauge
+hagent_sessions_verify_persistent_differences{peer="node-a"} 1
+`
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want), "hagent_sessions_verify_differences", "hagent_sessions_verify_persistent_differences"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -48,6 +48,15 @@ const (
 	bulkWindow   = 4
 )
 
+// bulkRetryMin and bulkRetryMax bound the wait before a failed bulk copy
+// is sent again: it doubles from the first to the second while copies
+// keep failing (an unreachable peer costs a dump every bulkRetryMax at
+// most), and starts again from the first once one completes.
+const (
+	bulkRetryMin = 500 * time.Millisecond
+	bulkRetryMax = 8 * time.Second
+)
+
 // Config configures an Engine. Zero values take DefaultConfig's.
 type Config struct {
 	// Self is this node's name.
@@ -113,6 +122,10 @@ type Config struct {
 	// bookkeeping_evicted; an evicted flow is at worst re-sent once).
 	// 0 is DefaultMaxTracked.
 	MaxTracked int
+	// VerifyInterval is how often a secondary compares its table with its
+	// primary's in the background (verify.go); 0 is DefaultVerifyInterval,
+	// negative never.
+	VerifyInterval time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -176,6 +189,8 @@ type Engine struct {
 	heldN      atomic.Int64
 	heldGen    uint64        // sendersGen at the last look at held
 	sendersGen atomic.Uint64 // SetSenders calls
+
+	vfy verifier // verify.go
 }
 
 type counters struct {
@@ -258,6 +273,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.MaxTracked <= 0 {
 		cfg.MaxTracked = d.MaxTracked
 	}
+	if cfg.VerifyInterval == 0 {
+		cfg.VerifyInterval = DefaultVerifyInterval
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -302,7 +320,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.startPeer(p)
 	}
 	e.mu.Unlock()
-	e.wg.Add(3)
+	e.wg.Add(4)
+	go func() { defer e.wg.Done(); e.verifyRun(ctx) }()
 	go func() {
 		defer e.wg.Done()
 		if err := e.cfg.Table.Listen(ctx, e.onEvent); err != nil && ctx.Err() == nil {
@@ -655,6 +674,7 @@ func maps2(m map[Key]int64) map[Key]int64 {
 func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 	buf := make([]byte, 0, 64<<10)
 	poke(p.wake)
+	retry := bulkRetryMin
 	for {
 		select {
 		case <-ctx.Done():
@@ -669,12 +689,23 @@ func (e *Engine) sendLoop(ctx context.Context, p *peerState) {
 					if ctx.Err() != nil {
 						return
 					}
+					// The copy is sent again, whole, until one completes:
+					// bulk cleared needBulk when it began, and a copy cut
+					// short (a lost acknowledgement, a send error, the peer
+					// unreachable) leaves the peer without part of the
+					// table (TestBulkRetriedAfterFailure).
 					e.sendFailed(p, "bulk copy", err)
+					e.mu.Lock()
+					p.needBulk, p.queue = true, nil
+					e.mu.Unlock()
 					select {
 					case <-ctx.Done():
 						return
-					case <-time.After(500 * time.Millisecond):
+					case <-time.After(retry):
 					}
+					retry = min(2*retry, bulkRetryMax)
+				} else {
+					retry = bulkRetryMin
 				}
 				continue
 			}
@@ -1085,6 +1116,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	e.recvMu.Unlock()
 	if e.flushDue(now) {
 		e.flushHeld(now, m)
+	}
+	if isVerify(msg.Data) {
+		e.handleVerify(msg) // changes no table: no trust check (verify.go)
+		return
 	}
 	if _, ok := e.senderScope(msg.From, now); !ok || e.holding(msg.From) {
 		e.hold(msg, now)

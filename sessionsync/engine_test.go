@@ -2,9 +2,11 @@ package sessionsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -525,5 +527,86 @@ func TestExpectations(t *testing.T) {
 				t.Fatalf("node-b applied %d expectation records, want 2 (new, delete)", st.ExpectApplied)
 			}
 		})
+	}
+}
+
+// lossyTransport is a Transport (synchronous: no SendAsync) that reports
+// its first bulk record message as not acknowledged after delivering it:
+// the acknowledgement was lost.
+type lossyTransport struct {
+	Transport
+	mu   sync.Mutex
+	lost int
+}
+
+func (l *lossyTransport) Send(ctx context.Context, peer string, msg []byte) error {
+	err := l.Transport.Send(ctx, peer, msg)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && len(msg) > 3 && Kind(msg[3]) == KindBulk && l.lost == 0 {
+		l.lost++
+		return errors.New("no acknowledgement (lost)")
+	}
+	return err
+}
+
+// TestBulkRetriedAfterFailure: a bulk copy whose acknowledgement is lost
+// is sent again until one completes; the receiver ends with the whole
+// table and a complete copy. Before, the failure cleared the need for a
+// copy and nothing was sent again: BulkDone stayed false.
+func TestBulkRetriedAfterFailure(t *testing.T) {
+	nw := heartbeat.NewMemNetwork()
+	var lt *lossyTransport
+	a := newMember(t, nw, "node-a", func(c *Config) {
+		lt = &lossyTransport{Transport: c.Transport}
+		c.Transport = lt
+		c.BatchRecords = 10
+	})
+	for i := 0; i < 50; i++ {
+		a.table.Put(flowN(ProtoTCP, i))
+	}
+	b := newMember(t, nw, "node-b", nil)
+	a.e.SetRole(true, []string{"node-b"})
+	eventually(t, 10*time.Second, func() error {
+		if !b.e.BulkDone() {
+			return fmt.Errorf("no complete bulk copy received (status of node-a: %+v)", a.e.Status().Peers)
+		}
+		return sameKeys(a.table, b.table, nil)
+	})
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	if lt.lost != 1 {
+		t.Fatalf("%d acknowledgements lost, want 1", lt.lost)
+	}
+	if st := a.e.Status().Peers; len(st) != 1 || st[0].Bulk.State != "done" {
+		t.Fatalf("node-a's peers %+v, want its copy to node-b done", st)
+	}
+}
+
+// TestBulkEndWithoutBeginIgnored: a bulk end whose begin this receiver
+// never saw (it restarted in the middle of the copy, or the begin of that
+// generation was lost) does not count as a complete copy, which would end
+// an override hold early; a whole copy after it does. Before, every bulk
+// end set BulkDone.
+func TestBulkEndWithoutBeginIgnored(t *testing.T) {
+	r := newReceiver(t, nil)
+	r.e.SetSenders(Senders{"node-a": nil})
+	// Restarted mid-copy: the rest of generation 1, no begin.
+	r.send(t, "node-a", &Message{Kind: KindBulk, Gen: 1, Records: []Record{upsert(flowN(ProtoTCP, 1))}})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 1, Count: 2})
+	if r.e.BulkDone() {
+		t.Fatal("a bulk end without its begin counted as a complete copy")
+	}
+	// The begin of generation 2 lost: the end of 3 follows the begin of 2.
+	r.send(t, "node-a", &Message{Kind: KindBulkBegin, Gen: 2})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 3, Count: 0})
+	if r.e.BulkDone() {
+		t.Fatal("a bulk end of another generation than its begin counted as a complete copy")
+	}
+	r.send(t, "node-a", &Message{Kind: KindBulkBegin, Gen: 4})
+	r.send(t, "node-a", &Message{Kind: KindBulk, Gen: 4, Records: []Record{upsert(flowN(ProtoTCP, 1)), upsert(flowN(ProtoTCP, 2))}})
+	r.send(t, "node-a", &Message{Kind: KindBulkEnd, Gen: 4, Count: 2})
+	if !r.e.BulkDone() {
+		t.Fatal("a whole copy not counted as complete")
 	}
 }

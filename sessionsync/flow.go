@@ -248,6 +248,10 @@ const (
 	KindBulkBegin Kind = 2 // a bulk copy starts (no records)
 	KindBulk      Kind = 3 // records of a bulk copy
 	KindBulkEnd   Kind = 4 // the bulk copy is complete (Count = flows in it)
+	// A verify request and its answer (verify.go; Message does not
+	// decode them). A peer that predates them counts them as malformed.
+	KindVerifyRequest Kind = 5
+	KindVerifyReply   Kind = 6
 )
 
 // Message is one message of the session channel.

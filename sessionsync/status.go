@@ -164,6 +164,14 @@ type Status struct {
 	// Problems are what makes the health ERROR.
 	Problems    []string `json:"problems,omitempty"`
 	ListenError string   `json:"listen_error,omitempty"`
+	// Warnings make the health WARN: a table that differs from its
+	// primary's for longer than the sync lag (verify.go). Verify are the
+	// latest comparisons with the primary; VerifyDropped counts verify
+	// messages dropped (requests while one was answered or too soon,
+	// stray and malformed answers).
+	Warnings      []string       `json:"warnings,omitempty"`
+	Verify        []VerifyResult `json:"verify,omitempty"`
+	VerifyDropped uint64         `json:"verify_dropped,omitempty"`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -257,5 +265,6 @@ func (e *Engine) Status() Status {
 	}
 	st.Held = int(e.heldN.Load())
 	st.Senders = e.senderNames(now)
+	e.verifyStatus(&st)
 	return st
 }

@@ -130,6 +130,15 @@ func pickupFailover(t *testing.T, l *lab.Lab, a, b *lab.Node, n int, pickup bool
 			}
 			return nil
 		})
+		// The proof that node-b is ready: its table verifies in sync with
+		// node-a's (a flow in flight may differ for a moment).
+		eventually(t, 10*time.Second, "ha sessions verify on node-b says in sync", func() error {
+			out, err := b.Ctl("ha", "sessions", "verify")
+			if err != nil || !strings.HasPrefix(out, "verify: in sync (") {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
 	}
 	time.Sleep(500 * time.Millisecond) // steady traffic before the fault
 	if r := load.Report(time.Second); r.Errors > 0 || r.Stalled > 0 {

@@ -1,6 +1,6 @@
 // Command agentctl is the operator CLI of hagentd: `agentctl ha status`,
 // `ha failover set|unset|status`, `ha history`, `ha synchronize`,
-// `ha checksum`, `ha exposure`. It talks to the agent's unix socket.
+// `ha checksum`, `ha exposure`, `ha sessions [verify]`. It talks to the agent's unix socket.
 package main
 
 import (
@@ -151,6 +151,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		control.FormatChecksums(stdout, &c)
 	case "sessions":
+		if len(extra) == 1 && extra[0] == "verify" {
+			var rs []sessionsync.VerifyResult
+			if !call(control.CmdSessionsVerify, &rs) {
+				return 1
+			}
+			if asJSON {
+				return printJSON(rs)
+			}
+			control.FormatVerify(stdout, rs, 0)
+			for i := range rs {
+				if !rs[i].InSync() {
+					return 1
+				}
+			}
+			return 0
+		}
+		if len(extra) != 0 {
+			fmt.Fprintln(stderr, "agentctl: ha sessions [verify] [--json]")
+			return 2
+		}
 		var s sessionsync.Status
 		if !call(control.CmdSessions, &s) {
 			return 1

@@ -80,6 +80,8 @@ type Command struct {
 	// Args are the words that may follow, one of them at a time
 	// ("set", "unset", "status"); none for most commands.
 	Args []string
+	// Optional is true when the command also runs without one of Args.
+	Optional bool
 	// Options are the optional flags besides --json, as usage text
 	// ("[--vcluster N]").
 	Options string
@@ -93,7 +95,9 @@ type Command struct {
 // or "[--json]".
 func (c Command) Synopsis() string {
 	var parts []string
-	if len(c.Args) > 0 {
+	if len(c.Args) > 0 && c.Optional {
+		parts = append(parts, "["+strings.Join(c.Args, "|")+"]")
+	} else if len(c.Args) > 0 {
 		parts = append(parts, strings.Join(c.Args, "|"))
 	}
 	if c.Options != "" {
@@ -113,7 +117,7 @@ var AgentctlCommands = []Command{
 	{Name: "synchronize", Summary: "force a full configuration sync now"},
 	{Name: "checksum", JSON: true, Summary: "configuration checksums per member"},
 	{Name: "exposure", JSON: true, Summary: "every socket and Ethertype the agent uses"},
-	{Name: "sessions", JSON: true, Summary: "session pickup: bulk copies, counters, lag, errors"},
+	{Name: "sessions", Args: []string{"verify"}, Optional: true, JSON: true, Summary: "session pickup: bulk copies, counters, lag, errors; verify: compare this member's table with its primary's (exit 1 when they differ)"},
 }
 
 // AgentctlUsage is the text agentctl prints before its flags on a usage

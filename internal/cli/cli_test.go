@@ -51,4 +51,7 @@ func TestAgentctlUsage(t *testing.T) {
 	if got := AgentctlCommands[1].Synopsis(); got != "set|unset|status [--vcluster N] [--json]" {
 		t.Errorf("failover synopsis = %q", got)
 	}
+	if !strings.Contains(u, "\n  sessions [verify] [--json] ") {
+		t.Errorf("usage lacks ha sessions [verify]:\n%s", u)
+	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package sessionsync
+
+const raceOn = false
