@@ -41,7 +41,7 @@ cluster:
   password_file: %s/key
   hbdev: [{name: ha1, priority: 50}]
   hb_interval: 20ms
-  hb_lost_threshold: 4
+  hb_lost_threshold: 10
   hello_holddown: 200ms
   sync: {enabled: false}
   session_pickup: {enabled: true, connectionless: true}
