@@ -54,11 +54,10 @@ type instance struct {
 
 // script is a vrrp_script.
 type script struct {
-	name, command      string
-	line               int
-	interval, timeout  time.Duration
-	fall, rise, weight int
-	hasWeight          bool
+	name, command     string
+	line              int
+	interval, timeout time.Duration
+	fall, rise        int
 }
 
 type converter struct {
@@ -139,12 +138,19 @@ func (c *converter) top(s *Stmt) {
 	case "static_ipaddress", "static_routes", "static_rules":
 		c.skip(s, "static addresses, routes and rules are not hagent's: keep them in the system's network configuration")
 	default:
-		if strings.HasPrefix(s.Name, "@") || strings.HasPrefix(s.Name, "$") {
-			c.skip(s, "conditional or parameter line not evaluated")
-			return
-		}
-		c.skip(s, "not translated")
+		c.other(s)
 	}
+}
+
+// other notes a directive the converter does not know; a conditional line
+// (@ID, keepalived -i ID) or a parameter definition ($NAME) is named as
+// such: which value applies depends on how keepalived was started.
+func (c *converter) other(s *Stmt) {
+	if strings.HasPrefix(s.Name, "@") || strings.HasPrefix(s.Name, "$") {
+		c.skip(s, "conditional or parameter line not evaluated: write this node's value by hand ("+strings.Join(s.Args, " ")+")")
+		return
+	}
+	c.skip(s, "not translated")
 }
 
 // seconds reads k's one argument as keepalived seconds (decimals allowed);
@@ -256,7 +262,7 @@ func (c *converter) instance(s *Stmt) {
 		case "use_vmac", "vmac_xmit_base":
 			c.note(k.Line, "%s: not needed; hagent always moves a virtual MAC with the addresses", k.Name)
 		default:
-			c.skip(k, "not translated")
+			c.other(k)
 		}
 	}
 	if in.iface == "" {
@@ -379,13 +385,13 @@ func (c *converter) script(s *Stmt) {
 		case "rise":
 			sc.rise, _ = c.integer(k, 1, 1000)
 		case "weight":
-			if n, err := strconv.Atoi(strings.Join(k.Args[:min(1, len(k.Args))], "")); err == nil {
-				sc.weight, sc.hasWeight = n, true
-			}
 			c.note(k.Line, "vrrp_script %s weight: hagent's checks fail the node, they do not weigh", sc.name)
 		default:
-			c.skip(k, "not translated")
+			c.other(k)
 		}
+	}
+	if sc.command == "" {
+		c.note(s.Line, "vrrp_script %s has no script: its command is left empty", sc.name)
 	}
 	c.note(s.Line, "vrrp_script %s: written as a commented cluster.checks item (not a key of this hagent yet)", sc.name)
 	if _, dup := c.scripts[sc.name]; !dup {
