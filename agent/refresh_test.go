@@ -71,6 +71,22 @@ func TestARPsRefresh(t *testing.T) {
 		if r == nil || r.EveryMs != 1000 || r.Sent != uint64(len(at)) || r.LastAgoMs < 0 || r.LastAgoMs > 1200 {
 			t.Fatalf("status arps_refresh %+v, want every 1000ms, sent %d, last within 1.2s", r, len(at))
 		}
+		// A live reload to 0s stops it (Key.Reload is live), and status
+		// no longer shows it.
+		off := *h.a.config()
+		off.Cluster.ARPsRefresh = 0
+		if pending := h.a.reload(&off); len(pending) != 0 {
+			t.Fatalf("reload of arps_refresh waits for a restart: %v", pending)
+		}
+		_, _, _, before := h.nets[0].counts()
+		for range 250 {
+			h.clock = h.clock.Add(step)
+			h.a.tick(h.clock)
+			h.after(true)
+		}
+		if _, _, _, n := h.nets[0].counts(); n != before || h.a.status().ARPsRefresh != nil {
+			t.Fatalf("after a reload to 0s: %d more announcements, status %+v", n-before, h.a.status().ARPsRefresh)
+		}
 		if s := r.String(); !strings.HasPrefix(s, "arps_refresh: 1s, last ") || !strings.HasSuffix(s, fmt.Sprintf(" ago, sent %d", len(at))) {
 			t.Errorf("status line %q", s)
 		}
