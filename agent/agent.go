@@ -737,6 +737,7 @@ func (a *Agent) nextWake() time.Duration {
 	for _, v := range a.vcs {
 		min(v.m.NextDeadline())
 		min(v.faultUntil)
+		min(v.refresh.next) // arps_refresh on time, not at the next heartbeat
 	}
 	min(a.conf.nextExpiry(a.detection()))
 	min(a.carrierDeadline())

@@ -74,6 +74,7 @@ type statusView struct {
 type vcView struct {
 	st      cluster.Status
 	monitor []control.Link
+	refresh arpsRefresh
 }
 
 // publishStatus publishes the status view of now (run goroutine).
@@ -81,7 +82,7 @@ func (a *Agent) publishStatus() {
 	cfg := a.config()
 	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
 	for _, vc := range a.vcs {
-		vv := vcView{st: vc.m.Status()}
+		vv := vcView{st: vc.m.Status(), refresh: vc.refresh}
 		for _, n := range vc.monitored(cfg) {
 			up, ok := vc.monitor[n]
 			vv.monitor = append(vv.monitor, control.Link{Name: n, Up: !ok || up})
@@ -175,6 +176,7 @@ func (a *Agent) status() *control.Status {
 		out.VClusters = append(out.VClusters, a.vclusterStatus(v, &view.vcs[i], cfg, now, since, out.Members))
 	}
 	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
+	out.ARPsRefresh = out.VClusters[0].ARPsRefresh
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()

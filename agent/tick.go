@@ -9,7 +9,8 @@ import (
 // tick is what the run loop does when its timer fires, after the queued
 // heartbeats have been stepped: end takeover faults that are due, expire
 // conflicts and wire problems, check direct hbdevs' carrier, let the
-// machines expire peers, record the losses, and keep the per-sender
+// machines expire peers, record the losses, send the periodic
+// re-announcements that are due (refresh.go), and keep the per-sender
 // tables bounded. It is a method of its own
 // so that the receive path's fuzz target (FuzzReceivePath) drives the same
 // code synchronously, with a clock of its own.
@@ -26,5 +27,6 @@ func (a *Agent) tick(now time.Time) {
 	a.checkCarrier(now)
 	a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
 	a.noteLosses(now)
+	a.refreshARPs(now)
 	a.boundSenders()
 }

@@ -48,6 +48,8 @@ type vcluster struct {
 	// operatorFailoverSet is `ha failover set` given by the operator (the
 	// session hold sets failover too, and must not clear the operator's).
 	operatorFailoverSet bool
+	// refresh is the periodic re-announcement (refresh.go).
+	refresh arpsRefresh
 }
 
 // section returns the interfaces, monitor and pingserver v runs.
@@ -417,6 +419,7 @@ func (a *Agent) vclusterStatus(v *vcluster, vv *vcView, cfg *config.Config, now 
 		out.Members = append(out.Members, mm)
 	}
 	out.Monitor = vv.monitor
+	out.ARPsRefresh = refreshStatus(cfg.Cluster.ARPsRefresh, vv.refresh, now)
 	for _, i := range v.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned, Restores: i.Restores}
 		for _, p := range i.Addresses {

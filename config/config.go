@@ -169,6 +169,10 @@ type Cluster struct {
 	ARPs int
 	// ARPsInterval is the gap between them (arps_interval), 1s-20s, default 8s.
 	ARPsInterval time.Duration
+	// ARPsRefresh is the period at which the primary re-announces every
+	// cluster address after the takeover burst (arps_refresh): 0 (off,
+	// the default) or 1s-1h, jittered by ±10% (agent: TestARPsRefresh).
+	ARPsRefresh time.Duration
 	// Sync configures file synchronization (sync).
 	Sync Sync
 	// SessionPickup configures connection-tracking sync (session_pickup).

@@ -749,6 +749,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		},
 		"arps":          num(&c.ARPs),
 		"arps_interval": dur(&c.ARPsInterval),
+		"arps_refresh":  dur(&c.ARPsRefresh),
 		"sync": func(p string, v *yaml.Node) {
 			s := &c.Sync
 			d.mapping(p, v, map[string]field{

@@ -146,6 +146,8 @@ var Keys = []Key{
 		Doc: "Gratuitous ARPs (and unsolicited neighbour advertisements) sent per address on takeover."},
 	{Path: "cluster.arps_interval", Reload: ReloadRestart, Type: "duration", Default: "8s", Range: "1s-20s",
 		Doc: "Gap between them; the first goes out at once."},
+	{Path: "cluster.arps_refresh", Reload: ReloadLive, Type: "duration", Default: "0s", Range: "0s or 1s-1h",
+		Doc: "Period at which the primary re-announces every cluster address (a gratuitous ARP per IPv4 address, an unsolicited NA per IPv6 address) after the takeover burst, jittered by ±10%, so switches that age their MAC tables faster than hosts age ARP entries keep the port of a quiet primary (FGCP gratuitous-arps, keepalived vrrp_garp_master_refresh). 0s is off. Status shows it with the time of the last round and the rounds sent."},
 	{Path: "cluster.sync", Reload: ReloadPerKey, Type: "mapping",
 		Doc: "Configuration synchronization from the primary over the 0x8893 channel."},
 	{Path: "cluster.sync.enabled", Reload: ReloadRestart, Type: "boolean", Default: "true",

@@ -163,7 +163,16 @@ func TestKeysRanges(t *testing.T) {
 		if k.Type != "integer" && k.Type != "duration" {
 			continue
 		}
-		lo, hi, ok := strings.Cut(k.Range, "-")
+		rng := k.Range
+		if rest, off := strings.CutPrefix(rng, "0s or "); off && k.Type == "duration" {
+			// 0s (off) is accepted beside the range.
+			data, key := withKey(t, k.Path, "0s")
+			if msgs := keyErrors(t, data, key); len(msgs) > 0 {
+				t.Errorf("%s: 0s is documented as accepted (%s) but rejected: %v", k.Path, k.Range, msgs)
+			}
+			rng = rest
+		}
+		lo, hi, ok := strings.Cut(rng, "-")
 		if !ok {
 			t.Errorf("%s: range %q is not LOW-HIGH", k.Path, k.Range)
 			continue

@@ -98,6 +98,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"priority", intNode(c.UnicastHB.Priority)),
 		"arps", intNode(c.ARPs),
 		"arps_interval", durNode(c.ARPsInterval),
+		"arps_refresh", durNode(c.ARPsRefresh),
 		"sync", mapNode(false,
 			"enabled", boolNode(c.Sync.Enabled),
 			"paths", strSeq(c.Sync.Paths),

@@ -172,6 +172,13 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 
 	d.intRange(k("arps"), c.ARPs, 1, 60)
 	d.durRange(k("arps_interval"), c.ARPsInterval, time.Second, 20*time.Second)
+	// 0 is off. Below 1s the refresh would be a broadcast flood that no
+	// switch needs (MAC tables age in minutes; keepalived's
+	// vrrp_garp_master_refresh counts whole seconds); above 1h it would
+	// outlive every MAC and ARP ageing timer it is meant to beat.
+	if c.ARPsRefresh != 0 {
+		d.durRange(k("arps_refresh"), c.ARPsRefresh, time.Second, time.Hour)
+	}
 
 	d.validateSync(k("sync"), &c.Sync)
 

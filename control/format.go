@@ -151,6 +151,9 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 			fmt.Fprintf(w, "    %s: %s (%s), permanent %s, %s%s\n", i.Name, i.VMAC, own, i.PermMAC, strings.Join(i.Addresses, " "), restored)
 		}
 	}
+	if r := s.ARPsRefresh; r != nil {
+		fmt.Fprintf(w, "    %s\n", r)
+	}
 	members := append([]Member(nil), s.Members...)
 	sort.SliceStable(members, func(i, j int) bool {
 		return rank(members[i].Role) < rank(members[j].Role)
@@ -394,6 +397,9 @@ func formatVClusters(w io.Writer, s *Status) {
 			}
 			fmt.Fprintf(w, "    vMAC %s: %s (%s) %s\n", i.Name, i.VMAC, own, strings.Join(i.Addresses, " "))
 		}
+		if v.ARPsRefresh != nil {
+			fmt.Fprintf(w, "    %s\n", v.ARPsRefresh)
+		}
 		for _, l := range v.Monitor {
 			fmt.Fprintf(w, "    monitor %s: %s\n", l.Name, updown(l.Up))
 		}
@@ -480,4 +486,14 @@ func FormatVerify(w io.Writer, rs []sessionsync.VerifyResult, max int) {
 			}
 		}
 	}
+}
+
+// String is the status line of the periodic re-announcement:
+// "arps_refresh: 30s, last 12s ago, sent 4".
+func (r *ARPsRefresh) String() string {
+	last := "none yet"
+	if r.LastAgoMs >= 0 {
+		last = "last " + (time.Duration(r.LastAgoMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
+	}
+	return fmt.Sprintf("arps_refresh: %s, %s, sent %d", time.Duration(r.EveryMs)*time.Millisecond, last, r.Sent)
 }

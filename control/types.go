@@ -34,16 +34,18 @@ type Status struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Epoch is this run's heartbeat epoch (persisted; only grows), NodeID
 	// the node id sent beside the serial (the lowest hbdev MAC).
-	Epoch       uint64    `json:"epoch"`
-	NodeID      string    `json:"node_id"`
-	Members     []Member  `json:"members"`
-	HBDevs      []HBDev   `json:"hbdevs"`
-	Monitor     []Link    `json:"monitor"`
-	Interfaces  []VIface  `json:"interfaces"`
-	Config      Config    `json:"config"`
-	HBIntervalM float64   `json:"hb_interval_ms"`
-	LostThresh  int       `json:"hb_lost_threshold"`
-	StartedAt   time.Time `json:"started_at"`
+	Epoch      uint64   `json:"epoch"`
+	NodeID     string   `json:"node_id"`
+	Members    []Member `json:"members"`
+	HBDevs     []HBDev  `json:"hbdevs"`
+	Monitor    []Link   `json:"monitor"`
+	Interfaces []VIface `json:"interfaces"`
+	// ARPsRefresh is vcluster 1's periodic re-announcement; nil when off.
+	ARPsRefresh *ARPsRefresh `json:"arps_refresh,omitempty"`
+	Config      Config       `json:"config"`
+	HBIntervalM float64      `json:"hb_interval_ms"`
+	LostThresh  int          `json:"hb_lost_threshold"`
+	StartedAt   time.Time    `json:"started_at"`
 	// Goroutines is the agent process's goroutine count (leak checks: the
 	// chaos campaign compares it across thousands of role changes).
 	Goroutines int     `json:"goroutines,omitempty"`
@@ -79,6 +81,16 @@ type VCluster struct {
 	Members    []Member `json:"members"`
 	Monitor    []Link   `json:"monitor"`
 	Interfaces []VIface `json:"interfaces"`
+	// ARPsRefresh is the periodic re-announcement (cluster.arps_refresh);
+	// nil when off.
+	ARPsRefresh *ARPsRefresh `json:"arps_refresh,omitempty"`
+}
+
+// ARPsRefresh is the state of the primary's periodic re-announcement.
+type ARPsRefresh struct {
+	EveryMs   int64  `json:"every_ms"`    // the configured period (jittered ±10%)
+	LastAgoMs int64  `json:"last_ago_ms"` // since the last round; -1 none yet
+	Sent      uint64 `json:"sent"`        // rounds sent while primary
 }
 
 // Member is one cluster member as this node sees it.

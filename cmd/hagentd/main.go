@@ -25,6 +25,7 @@ import (
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/internal/cli"
+	"github.com/hagent/hagent/internal/kaimport"
 )
 
 // clockOffset shifts the agent's clock by a duration ("-1h"). It is empty
@@ -37,6 +38,9 @@ var clockOffset string
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "import" {
+		return kaimport.Command(args[1:], os.Stdin, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("hagentd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := cli.HagentdFlags(fs)
