@@ -175,6 +175,10 @@ type Cluster struct {
 	SessionPickup SessionPickup
 	// Hooks are commands run on role changes (hooks).
 	Hooks Hooks
+	// Checks are the health checks (checks), at most MaxChecks. They
+	// belong to the node, not to a vcluster: a failed check counts as a
+	// failed monitored link in every vcluster the node runs.
+	Checks []Check
 	// VCluster2 is the second virtual cluster (vcluster2): its own data
 	// interfaces, monitored links and pingserver, elected separately over
 	// the same heartbeats. The keys above (interfaces, monitor, pingserver)
