@@ -181,6 +181,9 @@ func (a *Agent) status() *control.Status {
 	out.Sessions = a.sessionsStatusOf(view.sessHeld, st.Members)
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
 	out.RestartNeeded = a.pendingRestart()
+	for _, k := range a.checks {
+		out.Checks = append(out.Checks, k.status())
+	}
 	out.Health, _ = control.HealthOf(out)
 	return out
 }

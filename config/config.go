@@ -206,6 +206,9 @@ type VClusterSection struct {
 	Interfaces []Interface
 	Monitor    []string
 	PingServer PingServer
+	// Checks are the node's health checks (cluster.checks): they count in
+	// every vcluster the node runs.
+	Checks []Check
 }
 
 // Section returns the interfaces, monitor and pingserver of vcluster n (1
@@ -216,9 +219,9 @@ func (c *Cluster) Section(n int) VClusterSection {
 			return VClusterSection{}
 		}
 		v := &c.VCluster2
-		return VClusterSection{Interfaces: v.Interfaces, Monitor: v.Monitor, PingServer: v.PingServer}
+		return VClusterSection{Interfaces: v.Interfaces, Monitor: v.Monitor, PingServer: v.PingServer, Checks: c.Checks}
 	}
-	return VClusterSection{Interfaces: c.Interfaces, Monitor: c.Monitor, PingServer: c.PingServer}
+	return VClusterSection{Interfaces: c.Interfaces, Monitor: c.Monitor, PingServer: c.PingServer, Checks: c.Checks}
 }
 
 // HBDev is one heartbeat device.

@@ -194,6 +194,7 @@ var (
 	descSessCopies   = prometheus.NewDesc("hagent_sessions_copies", "Flows this node holds for a sender.", []string{"peer"}, nil)
 	descSessRefused  = prometheus.NewDesc("hagent_sessions_refused_total", "Received messages and records refused before the table, by reason (not_entitled, out_of_scope, filtered, expectations_off, helper).", []string{"reason"}, nil)
 	descSessMasked   = prometheus.NewDesc("hagent_sessions_status_masked_total", "Received records whose status carried bits a copy may not (cleared).", nil, nil)
+	descCheckUp      = prometheus.NewDesc("hagent_check_up", "1 while the health check counts as up, 0 once it failed fall times in a row (until it passes rise times).", []string{"check"}, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
 
@@ -284,6 +285,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, i := range st.Interfaces {
 		g(descVMACHeld, b2f(i.Owned), i.Name)
 		cnt(descVMACRestores, i.Restores, i.Name)
+	}
+	for _, c := range st.Checks {
+		g(descCheckUp, b2f(c.State == "up"), c.Name)
 	}
 	g(descSyncOn, b2f(st.Config.SyncOn))
 	if st.Config.SyncOn {
