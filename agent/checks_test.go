@@ -249,6 +249,9 @@ func TestCheckFailsOver(t *testing.T) {
 	if !hasEvent(a, "link", "health check check:svc down") {
 		t.Fatalf("history lacks the check: %+v", a.a.hist.list())
 	}
+	if r := a.status(t).Reason; !strings.HasSuffix(r, "(health check svc down)") {
+		t.Fatalf("a's status reason %q does not name the check", r)
+	}
 	if !hasEvent(a, "role", "(health check svc down)") {
 		t.Fatalf("the role change does not name the check: %+v", a.a.hist.list())
 	}

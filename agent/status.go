@@ -80,6 +80,9 @@ func (a *Agent) publishStatus() {
 	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
 	for _, vc := range a.vcs {
 		vv := vcView{st: vc.m.Status()}
+		if vv.st.Reason == vc.checkReason[0] {
+			vv.st.Reason = vc.checkReason[1] // the role change names its health check
+		}
 		for _, n := range vc.monitored(cfg) {
 			up, ok := vc.monitor[n]
 			vv.monitor = append(vv.monitor, control.Link{Name: n, Up: !ok || up})

@@ -55,6 +55,9 @@ type vcluster struct {
 	checkCause   string
 	checkCauseUp bool
 	checkCauseAt time.Time // when it changed: the time of the step it caused
+	// checkReason is the last role change's reason as the election gave
+	// it and as status shows it, naming the health check that caused it.
+	checkReason [2]string
 }
 
 // cause is the health check that caused the role change act, or "": the
@@ -385,11 +388,12 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			}
 			a.log.Debug("re-announced the virtual MACs", "vcluster", v.id, "reason", act.Reason)
 		case cluster.ActionRoleChange:
+			v.checkReason = [2]string{act.Reason, v.withCheck(act)}
 			st := v.m.Status()
 			a.log.Info("role change", "vcluster", v.id, "role", act.Role.String(), "previous", act.Previous.String(),
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(v.event(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
-				Primary: st.PrimaryName, Reason: v.withCheck(act)}))
+				Primary: st.PrimaryName, Reason: v.checkReason[1]}))
 			if a.metrics != nil && act.Role == cluster.RolePrimary {
 				a.metrics.Failover(act.Reason)
 			}
