@@ -127,8 +127,8 @@ func checkOffset(name string, interval time.Duration) time.Duration {
 
 // run runs the check once and records the result; it reports whether
 // the state changed and the new state.
-func (k *checker) run() (changed, up bool) {
-	result, out := k.probe()
+func (k *checker) run(ctx context.Context) (changed, up bool) {
+	result, out := k.probe(ctx)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.result, k.output, k.lastRun = result, out, time.Now()
@@ -138,7 +138,7 @@ func (k *checker) run() (changed, up bool) {
 
 // probe runs the check: its result (pass, fail, timeout, error) and the
 // tail of its output.
-func (k *checker) probe() (string, string) {
+func (k *checker) probe(ctx context.Context) (string, string) {
 	if k.cfg.Kind() == "memory" {
 		avail, total, err := k.mem()
 		if err != nil || total == 0 || avail > total {
@@ -151,7 +151,7 @@ func (k *checker) probe() (string, string) {
 		}
 		return "pass", out
 	}
-	res := runInGroup(k.argv, k.env, k.cfg.Timeout)
+	res := runInGroup(ctx, k.argv, k.env, k.cfg.Timeout)
 	switch {
 	case !res.started:
 		return "error", res.err.Error()
@@ -237,7 +237,11 @@ func (a *Agent) checkLoop(ctx context.Context, k *checker) {
 	t := time.NewTicker(k.cfg.Interval)
 	defer t.Stop()
 	for {
-		if changed, up := k.run(); changed {
+		changed, up := k.run(ctx)
+		if ctx.Err() != nil {
+			return // the run was cut short: not a result
+		}
+		if changed {
 			st := k.status()
 			a.log.Info("health check changed", "check", k.cfg.Name, "up", up, "result", st.Last, "count", st.Count, "output", st.Output)
 			select {

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
@@ -83,7 +86,7 @@ func TestCheckRunnerCommand(t *testing.T) {
 	}
 	step := func(wantChanged, wantUp bool, wantLast string) {
 		t.Helper()
-		changed, up := k.run()
+		changed, up := k.run(context.Background())
 		if st := k.status(); changed != wantChanged || up != wantUp || st.Last != wantLast {
 			t.Fatalf("run: changed %v up %v, status %+v; want changed %v up %v last %s", changed, up, st, wantChanged, wantUp, wantLast)
 		}
@@ -106,7 +109,7 @@ func TestCheckRunnerCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.run()
+	k.run(context.Background())
 	if st := k.status(); st.Output != "$HOME; x" || st.Last != "pass" {
 		t.Fatalf("no-shell check: %+v", st)
 	}
@@ -116,7 +119,7 @@ func TestCheckRunnerCommand(t *testing.T) {
 	if k, err = newChecker(c, "a", nil); err != nil {
 		t.Fatal(err)
 	}
-	k.run()
+	k.run(context.Background())
 	if st := k.status(); st.Output != "sh a" || st.Last != "fail" {
 		t.Fatalf("shell check: %+v", st)
 	}
@@ -124,7 +127,7 @@ func TestCheckRunnerCommand(t *testing.T) {
 	if k, err = newChecker(testCheck("none", "/nonexistent/x"), "a", nil); err != nil {
 		t.Fatal(err)
 	}
-	k.run()
+	k.run(context.Background())
 	if st := k.status(); st.Last != "error" || st.Count != 1 {
 		t.Fatalf("missing program: %+v", st)
 	}
@@ -140,7 +143,7 @@ func TestCheckTimeoutKillsGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.run()
+	k.run(context.Background())
 	if st := k.status(); st.Last != "timeout" {
 		t.Fatalf("status %+v, want a timeout", st)
 	}
@@ -165,18 +168,18 @@ func TestMemoryCheck(t *testing.T) {
 	}
 	avail := uint64(500)
 	k.mem = func() (uint64, uint64, error) { return avail, 1000, nil }
-	if _, up := k.run(); !up || k.status().Last != "pass" {
+	if _, up := k.run(context.Background()); !up || k.status().Last != "pass" {
 		t.Fatalf("50%% in use: %+v", k.status())
 	}
 	avail = 50 // 95% in use
-	if changed, up := k.run(); !changed || up {
+	if changed, up := k.run(context.Background()); !changed || up {
 		t.Fatalf("95%% in use: %+v", k.status())
 	}
 	if out := k.status().Output; !strings.Contains(out, "95.0% of memory in use") {
 		t.Fatalf("output %q", out)
 	}
 	avail = 2000 // a reading that makes no sense fails, never divides by zero
-	k.run()
+	k.run(context.Background())
 	if k.status().Last != "error" {
 		t.Fatalf("bad reading: %+v", k.status())
 	}
@@ -265,5 +268,30 @@ func TestCheckFailsOver(t *testing.T) {
 	})
 	if !hasEvent(a, "role", "(health check svc up)") {
 		t.Fatalf("the role change back does not name the check: %+v", a.a.hist.list())
+	}
+}
+
+// TestCheckNoOverlap: a check whose run lasts longer than its interval
+// never runs twice at once (the ticks it misses are dropped, not queued).
+func TestCheckNoOverlap(t *testing.T) {
+	dir := t.TempDir()
+	c := testCheck("slow", "mkdir "+dir+"/lock || touch "+dir+"/overlap; sleep 0.25; rmdir "+dir+"/lock; echo x >> "+dir+"/runs")
+	c.Shell, c.Interval = true, 50*time.Millisecond
+	k, err := newChecker(c, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{log: hclog.NewNullLogger(), linkCh: make(chan linkEvent, 64)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.checkLoop(ctx, k); close(done) }()
+	eventually(t, 10*time.Second, "3 runs", func() bool {
+		b, _ := os.ReadFile(dir + "/runs")
+		return strings.Count(string(b), "x") >= 3
+	})
+	cancel()
+	<-done
+	if _, err := os.Stat(dir + "/overlap"); err == nil {
+		t.Fatal("two runs of the check overlapped")
 	}
 }

@@ -65,7 +65,7 @@ func (r *hookRunner) exec(j hookJob) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	res := runInGroup([]string{"/bin/sh", "-c", j.cmd}, hookEnv(j, os.LookupEnv), timeout)
+	res := runInGroup(context.Background(), []string{"/bin/sh", "-c", j.cmd}, hookEnv(j, os.LookupEnv), timeout)
 	if !res.started {
 		r.failed(j, res.err, "")
 		return
@@ -104,8 +104,10 @@ type groupRun struct {
 // runInGroup runs argv with the environment env in a process group of its
 // own, the group killed at the timeout; hooks and health checks run this
 // way.
-func runInGroup(argv, env []string, timeout time.Duration) groupRun {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// Ending parent kills the group too (an agent that stops does not wait
+// for a check's timeout).
+func runInGroup(parent context.Context, argv, env []string, timeout time.Duration) groupRun {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = env
@@ -216,11 +218,9 @@ func waitGroup(ctx context.Context, pgid int) (killed bool) {
 	defer t.Stop()
 	for !groupGone(pgid) {
 		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				_ = killGroup(pgid)
-				killed = true
-			}
+		case <-ctx.Done(): // the timeout, or the caller gave up
+			_ = killGroup(pgid)
+			killed = true
 			for i := 0; i < 10 && !groupGone(pgid); i++ {
 				<-t.C
 			}
