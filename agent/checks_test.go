@@ -295,3 +295,18 @@ func TestCheckNoOverlap(t *testing.T) {
 		t.Fatal("two runs of the check overlapped")
 	}
 }
+
+// FuzzParseMeminfo: any /proc/meminfo text gives a reading or an error,
+// never a panic; a reading has both fields.
+func FuzzParseMeminfo(f *testing.F) {
+	f.Add([]byte("MemTotal:       16000000 kB\nMemFree:  1 kB\nMemAvailable:    4000000 kB\n"))
+	f.Add([]byte("MemTotal:\nMemAvailable: x kB\n"))
+	f.Add([]byte("MemAvailable: 18446744073709551615 kB\nMemTotal: 1 kB\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k := &checker{cfg: config.Check{Memory: true, MemoryThreshold: 90}}
+		k.mem = func() (uint64, uint64, error) { return parseMeminfo(b) }
+		if r, _ := k.probe(context.Background()); r != "pass" && r != "fail" && r != "error" {
+			t.Fatalf("result %q", r)
+		}
+	})
+}
