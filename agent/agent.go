@@ -151,6 +151,7 @@ type Agent struct {
 	carrier    sync.Map // hbdev name → bool
 
 	probers map[string]prober // pingserver, by interface
+	checks  []*checker        // health checks (checks.go)
 
 	sync    *syncEngine                    // config sync (nil when disabled)
 	sess    *sessionEngine                 // session pickup (nil when disabled)
@@ -316,6 +317,15 @@ func New(o Options) (*Agent, error) {
 			return nil, fmt.Errorf("pingserver: %w", err)
 		}
 	}
+	for _, c := range cfg.Cluster.Checks {
+		k, err := newChecker(c, cfg.Node.Name, cfg.Cluster.Hooks.Env)
+		if err != nil {
+			a.closeLinks()
+			a.closeNets()
+			return nil, fmt.Errorf("check %s: %w", c.Name, err)
+		}
+		a.checks = append(a.checks, k)
+	}
 	if cfg.Cluster.Sync.Enabled {
 		e, err := a.newSyncEngine(cfg, o.SyncLinks, o.StateDir, o.SyncRoot)
 		if err != nil {
@@ -444,6 +454,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if items := a.pingItems(cfg); len(items) > 0 && a.probers != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); a.pingLoop(bg, items, a.probers) }()
+	}
+
+	for _, k := range a.checks {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.checkLoop(bg, k) }()
 	}
 
 	err := a.run(ctx)

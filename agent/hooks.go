@@ -18,6 +18,7 @@ import (
 // hookJob is one hook run.
 type hookJob struct {
 	cmd, role, previous, reason, node string
+	check                             string // the health check that caused the role change, if one did
 	timeout                           time.Duration
 	vcluster                          int      // the vcluster whose role changed
 	env                               []string // hooks.env: variables passed on from hagentd's environment
@@ -64,49 +65,12 @@ func (r *hookRunner) exec(j hookJob) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", j.cmd)
-	cmd.Env = hookEnv(j, os.LookupEnv)
-	// The hook runs in a process group of its own, and the timeout kills
-	// the whole group: a hook that started children (`cmd &`, a pipeline,
-	// a subshell) leaves nothing behind, where killing /bin/sh alone
-	// would orphan them (TestHookTimeoutKillsGroup).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
-	// The output goes to a pipe this runner reads itself (not through
-	// exec's copying goroutine, whose Wait would wait for every process
-	// that inherited the pipe), into a buffer that keeps only its tail.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		r.failed(j, err, "")
+	res := runInGroup(context.Background(), []string{"/bin/sh", "-c", j.cmd}, hookEnv(j, os.LookupEnv), timeout)
+	if !res.started {
+		r.failed(j, res.err, "")
 		return
 	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	start := time.Now()
-	err = cmd.Start()
-	pw.Close()
-	if err != nil {
-		pr.Close()
-		r.failed(j, err, "")
-		return
-	}
-	out := &tailBuffer{max: hookOutputMax}
-	read := make(chan struct{})
-	go func() { _, _ = io.Copy(out, pr); close(read) }()
-	err = cmd.Wait()
-	d := time.Since(start)
-	timedOut := ctx.Err() == context.DeadlineExceeded // the shell itself ran into the timeout
-	// The shell is gone; what it left in its group may run until the
-	// timeout, then the group is killed.
-	leftovers := waitGroup(ctx, cmd.Process.Pid) && !timedOut
-	select {
-	case <-read:
-	case <-time.After(time.Second): // a process that left the group holds the pipe
-	}
-	pr.Close()
-	<-read
-	tail := tailOf(out.String(), 512)
+	err, d, timedOut, leftovers, tail := res.err, res.d, res.timedOut, res.leftovers, res.tail
 	switch {
 	case timedOut:
 		r.log.Error("hook timed out; its process group was killed", "role", j.role, "timeout", timeout, "output", tail)
@@ -125,6 +89,66 @@ func (r *hookRunner) exec(j hookJob) {
 func (r *hookRunner) failed(j hookJob, err error, tail string) {
 	r.log.Error("hook failed", "role", j.role, "error", err, "output", tail)
 	r.hist.add(Event{Time: time.Now(), Kind: "hook", Role: j.role, Reason: "hook failed: " + err.Error() + ": " + tail})
+}
+
+// groupRun is the outcome of one runInGroup.
+type groupRun struct {
+	started   bool          // the command started (else err says why not)
+	err       error         // the start error, or the exit status
+	timedOut  bool          // the command itself ran into the timeout: its group was killed
+	leftovers bool          // it exited, but what it left in its group was killed at the timeout
+	d         time.Duration // how long the command ran
+	tail      string        // the end of its output (standard output and error)
+}
+
+// runInGroup runs argv with the environment env in a process group of its
+// own, the group killed at the timeout; hooks and health checks run this
+// way.
+// Ending parent kills the group too (an agent that stops does not wait
+// for a check's timeout).
+func runInGroup(parent context.Context, argv, env []string, timeout time.Duration) groupRun {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
+	// The command runs in a process group of its own, and the timeout
+	// kills the whole group: a command that started children (`cmd &`, a
+	// pipeline, a subshell) leaves nothing behind, where killing the
+	// command alone would orphan them (TestHookTimeoutKillsGroup).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	// The output goes to a pipe this runner reads itself (not through
+	// exec's copying goroutine, whose Wait would wait for every process
+	// that inherited the pipe), into a buffer that keeps only its tail.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return groupRun{err: err}
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	start := time.Now()
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return groupRun{err: err}
+	}
+	out := &tailBuffer{max: hookOutputMax}
+	read := make(chan struct{})
+	go func() { _, _ = io.Copy(out, pr); close(read) }()
+	err = cmd.Wait()
+	res := groupRun{started: true, err: err, d: time.Since(start)}
+	res.timedOut = ctx.Err() == context.DeadlineExceeded // the command itself ran into the timeout
+	// The command is gone; what it left in its group may run until the
+	// timeout, then the group is killed.
+	res.leftovers = waitGroup(ctx, cmd.Process.Pid) && !res.timedOut
+	select {
+	case <-read:
+	case <-time.After(time.Second): // a process that left the group holds the pipe
+	}
+	pr.Close()
+	<-read
+	res.tail = tailOf(out.String(), 512)
+	return res
 }
 
 // killGroup kills the process group pgid.
@@ -194,11 +218,9 @@ func waitGroup(ctx context.Context, pgid int) (killed bool) {
 	defer t.Stop()
 	for !groupGone(pgid) {
 		select {
-		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				_ = killGroup(pgid)
-				killed = true
-			}
+		case <-ctx.Done(): // the timeout, or the caller gave up
+			_ = killGroup(pgid)
+			killed = true
 			for i := 0; i < 10 && !groupGone(pgid); i++ {
 				<-t.C
 			}
@@ -250,15 +272,22 @@ const hookPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 // else of hagentd's environment (credentials of a unit, a debug variable,
 // LD_PRELOAD) reaches a hook (TestHookEnvironment).
 func hookEnv(j hookJob, lookup func(string) (string, bool)) []string {
-	env := []string{
-		"PATH=" + hookPATH,
-		"HAGENT_ROLE=" + j.role,
-		"HAGENT_PREVIOUS_ROLE=" + j.previous,
-		"HAGENT_REASON=" + j.reason,
-		"HAGENT_NODE=" + j.node,
-		"HAGENT_VCLUSTER=" + strconv.Itoa(j.vcluster),
-	}
-	for _, n := range j.env {
+	return minimalEnv(lookup, j.env,
+		"HAGENT_ROLE="+j.role,
+		"HAGENT_PREVIOUS_ROLE="+j.previous,
+		"HAGENT_REASON="+j.reason,
+		"HAGENT_NODE="+j.node,
+		"HAGENT_VCLUSTER="+strconv.Itoa(j.vcluster),
+		"HAGENT_CHECK="+j.check,
+	)
+}
+
+// minimalEnv is the environment of a hook or a health check: PATH
+// (hookPATH), the HAGENT_ variables given, and the variables names lists
+// (hooks.env) taken from hagentd's environment (lookup) when set there.
+func minimalEnv(lookup func(string) (string, bool), names []string, hagent ...string) []string {
+	env := append([]string{"PATH=" + hookPATH}, hagent...)
+	for _, n := range names {
 		if n == "PATH" || strings.HasPrefix(n, "HAGENT_") {
 			continue // the configuration refuses them; never override ours
 		}

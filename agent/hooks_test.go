@@ -77,7 +77,7 @@ func TestHookEnvironment(t *testing.T) {
 	defer r.close(time.Second)
 	out := filepath.Join(dir, "env")
 	r.exec(hookJob{cmd: "env > " + out, role: "primary", previous: "secondary", reason: "x; $(touch pwned)",
-		node: "a", vcluster: 1, timeout: 5 * time.Second, env: []string{"PASS_ME", "NOT_SET", "PATH", "HAGENT_ROLE"}})
+		node: "a", vcluster: 1, check: "nginx", timeout: 5 * time.Second, env: []string{"PASS_ME", "NOT_SET", "PATH", "HAGENT_ROLE"}})
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestHookEnvironment(t *testing.T) {
 		delete(got, k)
 	}
 	want := map[string]string{"PATH": hookPATH, "HAGENT_ROLE": "primary", "HAGENT_PREVIOUS_ROLE": "secondary",
-		"HAGENT_REASON": "x; $(touch pwned)", "HAGENT_NODE": "a", "HAGENT_VCLUSTER": "1", "PASS_ME": "passed"}
+		"HAGENT_REASON": "x; $(touch pwned)", "HAGENT_NODE": "a", "HAGENT_VCLUSTER": "1", "HAGENT_CHECK": "nginx", "PASS_ME": "passed"}
 	var keys []string
 	for k := range got {
 		keys = append(keys, k)

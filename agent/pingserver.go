@@ -44,14 +44,14 @@ func (a *Agent) pingItems(cfg *config.Config) []pingItem {
 }
 
 // monitoredOf lists what counts toward a vcluster's
-// monitor_up/monitor_total: the monitored interfaces, then the pingserver
-// checks.
+// monitor_up/monitor_total: the monitored interfaces, the pingserver
+// checks, then the health checks (checks.go).
 func monitoredOf(s config.VClusterSection) []string {
 	names := append([]string(nil), s.Monitor...)
 	for _, p := range pingItemsOf(s) {
 		names = append(names, p.name)
 	}
-	return names
+	return append(names, checkNames(s.Checks)...)
 }
 
 // prober checks one target; vmac.ARPProber in the daemon.

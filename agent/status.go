@@ -83,6 +83,9 @@ func (a *Agent) publishStatus() {
 	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
 	for _, vc := range a.vcs {
 		vv := vcView{st: vc.m.Status(), refresh: vc.refresh}
+		if vv.st.Reason == vc.checkReason[0] {
+			vv.st.Reason = vc.checkReason[1] // the role change names its health check
+		}
 		for _, n := range vc.monitored(cfg) {
 			up, ok := vc.monitor[n]
 			vv.monitor = append(vv.monitor, control.Link{Name: n, Up: !ok || up})
@@ -186,6 +189,9 @@ func (a *Agent) status() *control.Status {
 	out.Problems = append(out.Problems, out.Sessions.Problems...)
 	out.Warnings = append(out.Warnings, out.Sessions.Warnings...)
 	out.RestartNeeded = a.pendingRestart()
+	for _, k := range a.checks {
+		out.Checks = append(out.Checks, k.status())
+	}
 	out.Health, _ = control.HealthOf(out)
 	return out
 }

@@ -50,6 +50,38 @@ type vcluster struct {
 	operatorFailoverSet bool
 	// refresh is the periodic re-announcement (refresh.go).
 	refresh arpsRefresh
+	// checkCause is the health check whose change was the last change of
+	// v's monitored items (monitorChanged; "" when it was a link or a
+	// pingserver target): a role change decided on monitored items names
+	// it in its reason and in the hooks' HAGENT_CHECK.
+	checkCause   string
+	checkCauseUp bool
+	checkCauseAt time.Time // when it changed: the time of the step it caused
+	// checkReason is the last role change's reason as the election gave
+	// it and as status shows it, naming the health check that caused it.
+	checkReason [2]string
+}
+
+// cause is the health check that caused the role change act, or "": the
+// change came in the step of the check's change (a check that rose again
+// gives the role back on priority or uptime), or the election decided on
+// monitored items and the last of them to change was a check.
+func (v *vcluster) cause(act cluster.Action) string {
+	if !act.Time.Equal(v.checkCauseAt) && !strings.Contains(act.Reason, "monitored") {
+		return ""
+	}
+	return v.checkCause
+}
+
+// withCheck is reason naming the health check that caused it, if one did:
+// the election decided on monitored items, and the last of them to change
+// was a check.
+func (v *vcluster) withCheck(act cluster.Action) string {
+	reason := act.Reason
+	if v.cause(act) == "" {
+		return reason
+	}
+	return reason + " (health check " + v.checkCause + " " + updown(v.checkCauseUp) + ")"
 }
 
 // section returns the interfaces, monitor and pingserver v runs.
@@ -237,12 +269,19 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 			}
 		}
 		what := "monitored link"
-		if strings.Contains(name, ">") {
+		v.checkCause = ""
+		switch {
+		case strings.HasPrefix(name, checkPrefix):
+			what = "health check"
+			v.checkCause, v.checkCauseUp = strings.TrimPrefix(name, checkPrefix), up
+		case strings.Contains(name, ">"):
 			what = "pingserver target"
 		}
 		a.log.Info(what+" changed", "vcluster", v.id, "link", name, "up", up, "monitor_up", n, "monitor_total", len(monitored))
-		a.hist.add(v.event(Event{Time: a.now(), Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))}))
-		_ = v.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: a.now(), MonitorUp: n})
+		now := a.now()
+		v.checkCauseAt = now
+		a.hist.add(v.event(Event{Time: now, Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))}))
+		_ = v.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: now, MonitorUp: n})
 	}
 }
 
@@ -351,11 +390,12 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			}
 			a.log.Debug("re-announced the virtual MACs", "vcluster", v.id, "reason", act.Reason)
 		case cluster.ActionRoleChange:
+			v.checkReason = [2]string{act.Reason, v.withCheck(act)}
 			st := v.m.Status()
 			a.log.Info("role change", "vcluster", v.id, "role", act.Role.String(), "previous", act.Previous.String(),
 				"primary", st.PrimaryName, "reason", act.Reason)
 			a.hist.add(v.event(Event{Time: act.Time, Kind: "role", Role: act.Role.String(), Previous: act.Previous.String(),
-				Primary: st.PrimaryName, Reason: act.Reason}))
+				Primary: st.PrimaryName, Reason: v.checkReason[1]}))
 			if a.metrics != nil && act.Role == cluster.RolePrimary {
 				a.metrics.Failover(act.Reason)
 			}
@@ -373,7 +413,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 				cmd = cfg.Cluster.Hooks.Fault
 			}
 			a.hooks.run(hookJob{cmd: cmd, role: act.Role.String(), previous: act.Previous.String(),
-				reason: act.Reason, node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id, env: cfg.Cluster.Hooks.Env})
+				reason: v.withCheck(act), check: v.cause(act), node: cfg.Node.Name, timeout: cfg.Cluster.Hooks.Timeout, vcluster: v.id, env: cfg.Cluster.Hooks.Env})
 		case cluster.ActionStopped:
 			a.hist.add(v.event(Event{Time: a.now(), Kind: "stop", Reason: act.Reason}))
 		}

@@ -179,6 +179,10 @@ type Cluster struct {
 	SessionPickup SessionPickup
 	// Hooks are commands run on role changes (hooks).
 	Hooks Hooks
+	// Checks are the health checks (checks), at most MaxChecks. They
+	// belong to the node, not to a vcluster: a failed check counts as a
+	// failed monitored link in every vcluster the node runs.
+	Checks []Check
 	// VCluster2 is the second virtual cluster (vcluster2): its own data
 	// interfaces, monitored links and pingserver, elected separately over
 	// the same heartbeats. The keys above (interfaces, monitor, pingserver)
@@ -206,6 +210,9 @@ type VClusterSection struct {
 	Interfaces []Interface
 	Monitor    []string
 	PingServer PingServer
+	// Checks are the node's health checks (cluster.checks): they count in
+	// every vcluster the node runs.
+	Checks []Check
 }
 
 // Section returns the interfaces, monitor and pingserver of vcluster n (1
@@ -216,9 +223,9 @@ func (c *Cluster) Section(n int) VClusterSection {
 			return VClusterSection{}
 		}
 		v := &c.VCluster2
-		return VClusterSection{Interfaces: v.Interfaces, Monitor: v.Monitor, PingServer: v.PingServer}
+		return VClusterSection{Interfaces: v.Interfaces, Monitor: v.Monitor, PingServer: v.PingServer, Checks: c.Checks}
 	}
-	return VClusterSection{Interfaces: c.Interfaces, Monitor: c.Monitor, PingServer: c.PingServer}
+	return VClusterSection{Interfaces: c.Interfaces, Monitor: c.Monitor, PingServer: c.PingServer, Checks: c.Checks}
 }
 
 // HBDev is one heartbeat device.

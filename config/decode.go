@@ -725,6 +725,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"interfaces":  func(p string, v *yaml.Node) { d.interfaces(p, v, &c.Interfaces) },
 		"monitor":     func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &c.Monitor) },
 		"pingserver":  func(p string, v *yaml.Node) { d.pingserver(p, v, &c.PingServer) },
+		"checks":      func(p string, v *yaml.Node) { d.checks(p, v, &c.Checks) },
 		"vcluster2": func(p string, v *yaml.Node) {
 			vc := &c.VCluster2
 			d.mapping(p, v, map[string]field{

@@ -75,13 +75,15 @@ func withKey(t *testing.T, path string, val any) ([]byte, string) {
 		list := strings.HasSuffix(p, "[]")
 		p = strings.TrimSuffix(p, "[]")
 		if i == len(parts)-1 {
-			m[p] = val
+			if _, skip := val.(omitted); !skip {
+				m[p] = val
+			}
 			break
 		}
 		if list {
 			items, _ := m[p].([]any)
 			if len(items) == 0 {
-				items = []any{map[string]any{}}
+				items = []any{listSeed(path)}
 				m[p] = items
 			}
 			m = items[0].(map[string]any)
@@ -99,6 +101,23 @@ func withKey(t *testing.T, path string, val any) ([]byte, string) {
 		t.Fatal(err)
 	}
 	return out, strings.ReplaceAll(path, "[]", "[0]")
+}
+
+// omitted, given to withKey, leaves the key out (the list items on the
+// way are still created).
+type omitted struct{}
+
+// listSeed is what a list item that withKey creates holds besides the
+// probed key, so that the item is valid without it: a health check needs
+// a name and exactly one of command, memory and systemd.
+func listSeed(path string) map[string]any {
+	switch {
+	case strings.HasPrefix(path, "cluster.checks[].memory"):
+		return map[string]any{"name": "probe"}
+	case strings.HasPrefix(path, "cluster.checks[]."):
+		return map[string]any{"name": "probe", "command": "true"}
+	}
+	return map[string]any{}
 }
 
 // keyErrors returns the messages of the errors Parse reports for key.
@@ -124,14 +143,17 @@ func keyErrors(t *testing.T, data []byte, key string) []string {
 // explicitly must give the same configuration as leaving the key out.
 func TestKeysDefaults(t *testing.T) {
 	withIdentity(t, "box1", testMachineID)
-	base, err := Parse("probe.yaml", []byte(minimal))
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
 	for _, k := range Keys {
 		if k.Default == "" || strings.HasPrefix(k.Default, "(") {
 			continue
+		}
+		// The base is the same file without the key (with the list item
+		// it is in, if any).
+		baseData, _ := withKey(t, k.Path, omitted{})
+		base, err := Parse("probe.yaml", baseData)
+		if err != nil {
+			t.Fatalf("%s: %v", k.Path, err)
 		}
 		var v any
 		if err := yaml.Unmarshal([]byte(k.Default), &v); err != nil {

@@ -115,6 +115,9 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 			"down_until_synced", strSeq(c.SessionPickup.DownUntilSynced)),
 		"hooks", hooksNode(&c.Hooks),
 	)
+	if n := checksNode(c.Checks); n != nil {
+		root.Content = append(root.Content, strNode("checks"), n)
+	}
 	// vcluster2 is written only when it is not all defaults, so that the
 	// canonical bytes (and the checksum) of a single-vcluster section are
 	// those of the releases before it.

@@ -226,6 +226,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		}
 	}
 	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
+	d.validateChecks(k, c.Checks)
 	for i, n := range c.Hooks.Env {
 		if msg := checkEnvName(n); msg != "" {
 			d.errorf(fmt.Sprintf("%s[%d]", k("hooks.env"), i), "%s", msg)

@@ -245,3 +245,18 @@ func TestFormatVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatStatusChecks: the human status lists each health check with
+// its state, last result, count and output tail.
+func TestFormatStatusChecks(t *testing.T) {
+	st := &Status{Node: "node-a", Serial: "SA", Role: "secondary",
+		Checks: []Check{{Name: "nginx", Kind: "command", State: "down", Last: "fail", Count: 4, Output: "connection refused"},
+			{Name: "memory", Kind: "memory", State: "up"}}}
+	var b bytes.Buffer
+	FormatStatus(&b, st, time.Now())
+	for _, want := range []string{"Health checks:", `nginx (command): down, last fail x4: "connection refused"`, "memory (memory): up, last none x0"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -137,6 +137,16 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 			fmt.Fprintf(w, "        %s: %s\n", l.Name, updown(l.Up))
 		}
 	}
+	if len(s.Checks) > 0 {
+		fmt.Fprintf(w, "Health checks:\n")
+		for _, c := range s.Checks {
+			fmt.Fprintf(w, "    %s (%s): %s, last %s x%d", c.Name, c.Kind, c.State, orNone(c.Last), c.Count)
+			if c.Output != "" {
+				fmt.Fprintf(w, ": %q", c.Output)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if len(s.Interfaces) > 0 {
 		fmt.Fprintf(w, "Virtual MACs:\n")
 		for _, i := range s.Interfaces {

@@ -61,6 +61,27 @@ type Status struct {
 	// not apply live (config.Key.Reload): the agent runs with the values
 	// it has, which the fields above show, until a restart.
 	RestartNeeded []string `json:"restart_needed,omitempty"`
+	// Checks are the health checks (cluster.checks), in configuration
+	// order; each also counts in Monitor as "check:NAME".
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one health check's state.
+type Check struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"` // command, memory or systemd
+	// State is "up" (counts as an up monitored link) or "down" (failed
+	// fall times in a row, until it passes rise times in a row).
+	State string `json:"state"`
+	// Last is the last run's result: pass, fail, timeout or error (the
+	// command could not start); "" before the first run.
+	Last string `json:"last"`
+	// Count is how many runs in a row had the Last result.
+	Count   int       `json:"count"`
+	Runs    uint64    `json:"runs"`
+	LastRun time.Time `json:"last_run,omitzero"`
+	// Output is the tail of the last run's output (at most 512 bytes).
+	Output string `json:"output,omitempty"`
 }
 
 // VCluster is one virtual cluster's election as this node sees it.

@@ -196,6 +196,7 @@ var (
 	descSessMasked   = prometheus.NewDesc("hagent_sessions_status_masked_total", "Received records whose status carried bits a copy may not (cleared).", nil, nil)
 	descSessVerify   = prometheus.NewDesc("hagent_sessions_verify_differences", "Flows that differ between this member's table and the primary's at the last verify (missing, extra, differing; in the buckets examined).", []string{"peer"}, nil)
 	descSessVerifyP  = prometheus.NewDesc("hagent_sessions_verify_persistent_differences", "Of them, flows that differed for longer than the sync lag (health WARN).", []string{"peer"}, nil)
+	descCheckUp      = prometheus.NewDesc("hagent_check_up", "1 while the health check counts as up, 0 once it failed fall times in a row (until it passes rise times).", []string{"check"}, nil)
 	descScrapeErr    = prometheus.NewDesc("hagent_status_error", "1 when the agent did not answer the scrape's status request in time.", nil, nil)
 )
 
@@ -286,6 +287,9 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, i := range st.Interfaces {
 		g(descVMACHeld, b2f(i.Owned), i.Name)
 		cnt(descVMACRestores, i.Restores, i.Name)
+	}
+	for _, c := range st.Checks {
+		g(descCheckUp, b2f(c.State == "up"), c.Name)
 	}
 	g(descSyncOn, b2f(st.Config.SyncOn))
 	if st.Config.SyncOn {

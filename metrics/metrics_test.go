@@ -222,3 +222,19 @@ hagent_sessions_verify_persistent_differences{peer="node-a"} 1
 		t.Fatal(err)
 	}
 }
+
+// TestCheckUp: hagent_check_up is 1 for a health check that counts as up,
+// 0 for one that failed fall times.
+func TestCheckUp(t *testing.T) {
+	st := testStatus()
+	st.Checks = []control.Check{{Name: "nginx", State: "up"}, {Name: "memory", State: "down"}}
+	e := New(func(context.Context) (*control.Status, error) { return st, nil }, "x")
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(`
+# HELP hagent_check_up 1 while the health check counts as up, 0 once it failed fall times in a row (until it passes rise times).
+# TYPE hagent_check_up gauge
+hagent_check_up{check="memory"} 0
+hagent_check_up{check="nginx"} 1
+`), "hagent_check_up"); err != nil {
+		t.Fatal(err)
+	}
+}
