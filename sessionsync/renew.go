@@ -169,6 +169,7 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 		}
 		e.mu.Unlock()
 		xs := e.expectsOf(chunk)
+		e.refreshMasters(chunk, recs)
 		errs := e.cfg.Table.Apply(recs)
 		k, l := e.restoreExpects(xs, chunk, errs)
 		kept, lost = kept+k, lost+l
@@ -266,6 +267,34 @@ func (e *Engine) expectsOf(flows []Flow) []Expect {
 		return nil
 	}
 	return xs
+}
+
+// flowGetter is a Table that reads one flow (the kernel's).
+type flowGetter interface {
+	get(Key) (Flow, bool)
+}
+
+// refreshMasters reads the flows of chunk that have a helper again, just
+// before their renewal, into recs: the table's dump may be tens of
+// milliseconds old by then, and a helper that rewrote a command to
+// another length meanwhile (an FTP PORT sent just after a takeover) has
+// changed the entry's sequence adjustment, which a copy of the dump's
+// would undo: every later packet of the control connection translated
+// wrongly, the session stalls (TestKernelRenewReadsMastersAgain). A flow
+// that ended meanwhile keeps its record (the renewal finds it gone).
+func (e *Engine) refreshMasters(chunk []Flow, recs []Record) {
+	g, ok := e.cfg.Table.(flowGetter)
+	if !ok {
+		return
+	}
+	for n := range chunk {
+		if chunk[n].Helper == "" {
+			continue
+		}
+		if f, ok := g.get(chunk[n].Key()); ok {
+			recs[n].Flow = f
+		}
+	}
 }
 
 // restoreExpects creates xs again, related to the new entries of their

@@ -116,23 +116,7 @@ func TestKernelRenewKeepsExpectations(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer k.Close()
-		nw := heartbeat.NewMemNetwork()
-		cc := l2chan.LabConfig()
-		cc.Self, cc.GroupID, cc.Password, cc.Label = "node-b", 10, []byte("secret"), ChannelLabel
-		cc.Links = []heartbeat.Link{nw.Link("hb", "node-b", "ha1")}
-		cc.AdmitAll = true
-		ch, err := l2chan.New(cc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ch.Close()
-		cfg := DefaultConfig()
-		cfg.Self, cfg.Table, cfg.Transport = "node-b", k, ch
-		e, err := New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.SetRole(true, nil)
+		e := renewEngine(t, k)
 		master := extFlows()[0] // an FTP control connection, helper ftp
 		other := tcpFlow(3)
 		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: master}, {Op: OpUpsert, Flow: other}}); errs[0] != nil || errs[1] != nil {
@@ -174,4 +158,76 @@ func TestKernelRenewKeepsExpectations(t *testing.T) {
 		}
 		t.Logf("the expectation survived Renew and KeepFlows: %+v", expects()[0])
 	})
+}
+
+// staleDump is a kernel table whose dump gives stale a instead of the
+// entry of the same key: a helper changed the entry after the renewal's
+// dump.
+type staleDump struct {
+	*Kernel
+	stale Flow
+}
+
+func (s staleDump) Dump(fn func(*Flow)) error {
+	return s.Kernel.Dump(func(f *Flow) {
+		if f.Key() == s.stale.Key() {
+			c := s.stale
+			fn(&c)
+			return
+		}
+		fn(f)
+	})
+}
+
+// TestKernelRenewReadsMastersAgain: a master whose sequence adjustment a
+// helper changed after the renewal's dump (an FTP PORT rewritten to
+// another length just after a takeover) is renewed with the adjustment
+// it has, not the dump's: a copy of the dump's would translate every
+// later packet of the control connection wrongly.
+func TestKernelRenewReadsMastersAgain(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		live := extFlows()[0]
+		stale := live
+		stale.SeqAdj = &[2]SeqAdj{{CorrectionPos: 1, OffsetBefore: 0, OffsetAfter: 0}, {}}
+		e := renewEngine(t, staleDump{k, stale})
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: live}}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		if renewed, total, err := e.Renew(context.Background(), "test"); err != nil || renewed != 1 || total != 1 {
+			t.Fatalf("Renew: %d of %d renewed, %v; want 1 of 1", renewed, total, err)
+		}
+		g := dumpAll(t, k)[live.Key()]
+		if g.SeqAdj == nil || *g.SeqAdj != *live.SeqAdj {
+			t.Fatalf("renewed master's adjustment %+v, want the entry's %+v (the dump's was %+v)", g.SeqAdj, *live.SeqAdj, *stale.SeqAdj)
+		}
+	})
+}
+
+// renewEngine is a primary's engine on table t, not running (Renew and
+// KeepFlows need no Run).
+func renewEngine(t *testing.T, tab Table) *Engine {
+	t.Helper()
+	nw := heartbeat.NewMemNetwork()
+	cc := l2chan.LabConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Label = "node-b", 10, []byte("secret"), ChannelLabel
+	cc.Links = []heartbeat.Link{nw.Link("hb", "node-b", "ha1")}
+	cc.AdmitAll = true
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	cfg := DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = "node-b", tab, ch
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetRole(true, nil)
+	return e
 }
