@@ -1,8 +1,12 @@
 package sessionsync
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"syscall"
 	"time"
 )
 
@@ -129,12 +133,17 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 	}); err != nil {
 		return 0, 0, fmt.Errorf("dump: %w", err)
 	}
+	// Masters first: their expectations are read just before their
+	// chunk's Apply, and the sooner their entries are replaced after that
+	// read, the shorter the moment in which a helper's new expectation
+	// (a PORT command on the wire) is lost uncopied.
+	slices.SortStableFunc(flows, func(a, b Flow) int { return cmp.Compare(helperLast(&a), helperLast(&b)) })
 	dumped := e.cfg.Now()
 	op := OpReplace
 	if live {
 		op = OpRenew
 	}
-	failed := 0
+	failed, kept, lost := 0, 0, 0
 	if live {
 		e.mu.Lock()
 		for k, m := range e.renewing { // events lost (an overrun)
@@ -159,7 +168,11 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 			}
 		}
 		e.mu.Unlock()
+		xs := e.expectsOf(chunk)
+		e.refreshMasters(chunk, recs)
 		errs := e.cfg.Table.Apply(recs)
+		k, l := e.restoreExpects(xs, chunk, errs)
+		kept, lost = kept+k, lost+l
 		e.mu.Lock()
 		for n, err := range errs {
 			if err == nil {
@@ -181,6 +194,9 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 		end.Sub(start).Round(time.Microsecond), dumped.Sub(start).Round(time.Microsecond))
 	if failed > 0 {
 		msg += fmt.Sprintf(", %d refused", failed)
+	}
+	if kept+lost > 0 {
+		msg += fmt.Sprintf(", %d of %d expectations of their masters kept", kept, kept+lost)
 	}
 	if renewed+failed < len(flows) {
 		msg += " (stopped at the deadline)"
@@ -212,4 +228,104 @@ func (e *Engine) renewalEvent(typ EventType, k Key, now time.Time) bool {
 		delete(e.renewing, k)
 	}
 	return true
+}
+
+// helperLast is 0 for a flow with a helper (a master of expectations),
+// 1 for the others: the order of a renewal.
+func helperLast(f *Flow) int {
+	if f.Helper != "" {
+		return 0
+	}
+	return 1
+}
+
+// expectsOf returns the expectations of the table whose master is one of
+// flows (none if no flow has a helper, or the table holds none). The
+// kernel removes a master's expectations when the master's entry is
+// deleted (nf_ct_remove_expectations), and a renewal deletes it: an FTP
+// control connection renewed just after its PORT command lost the
+// expectation of the data connection, which the server then opened in
+// vain (TestKernelRenewKeepsExpectations).
+func (e *Engine) expectsOf(flows []Flow) []Expect {
+	xt, ok := e.cfg.Table.(ExpectTable)
+	if !ok || !slices.ContainsFunc(flows, func(f Flow) bool { return f.Helper != "" }) {
+		return nil
+	}
+	masters := map[Key]struct{}{}
+	for i := range flows {
+		if flows[i].Helper != "" {
+			masters[flows[i].Key()] = struct{}{}
+		}
+	}
+	var xs []Expect
+	if err := xt.DumpExpect(func(x *Expect) {
+		if _, ok := masters[x.Master]; ok {
+			xs = append(xs, *x)
+		}
+	}); err != nil {
+		e.event("renewal: the expectations of %d masters not read: %v", len(masters), err)
+		return nil
+	}
+	return xs
+}
+
+// flowGetter is a Table that reads one flow (the kernel's).
+type flowGetter interface {
+	get(Key) (Flow, bool)
+}
+
+// refreshMasters reads the flows of chunk that have a helper again, just
+// before their renewal, into recs: the table's dump may be tens of
+// milliseconds old by then, and a helper that rewrote a command to
+// another length meanwhile (an FTP PORT sent just after a takeover) has
+// changed the entry's sequence adjustment, which a copy of the dump's
+// would undo: every later packet of the control connection translated
+// wrongly, the session stalls (TestKernelRenewReadsMastersAgain). A flow
+// that ended meanwhile keeps its record (the renewal finds it gone).
+func (e *Engine) refreshMasters(chunk []Flow, recs []Record) {
+	g, ok := e.cfg.Table.(flowGetter)
+	if !ok {
+		return
+	}
+	for n := range chunk {
+		if chunk[n].Helper == "" {
+			continue
+		}
+		if f, ok := g.get(chunk[n].Key()); ok {
+			recs[n].Flow = f
+		}
+	}
+}
+
+// restoreExpects creates xs again, related to the new entries of their
+// masters (those of flows whose renewal errs says succeeded), and returns
+// how many were kept and lost. A master that had ended (the renewal
+// created it and deleted it again) takes its expectations with it: not
+// counted; neither is one the helper created again meanwhile.
+func (e *Engine) restoreExpects(xs []Expect, flows []Flow, errs []error) (kept, lost int) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	xt := e.cfg.Table.(ExpectTable) // expectsOf found xs in it
+	done := map[Key]bool{}
+	for i := range flows {
+		done[flows[i].Key()] = errs[i] == nil
+	}
+	var recs []Record
+	for i := range xs {
+		if done[xs[i].Master] {
+			recs = append(recs, Record{Op: OpUpsert, Expect: &xs[i]})
+		}
+	}
+	for _, err := range xt.ApplyExpect(recs) {
+		var ke *KernelError
+		switch {
+		case err == nil:
+			kept++
+		case errors.As(err, &ke) && (ke.Errno == syscall.ENOENT || ke.Errno == syscall.EEXIST):
+		default:
+			lost++
+		}
+	}
+	return kept, lost
 }

@@ -1,8 +1,12 @@
 package sessionsync
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
 )
 
 // TestKernelRenew: OpRenew deletes an existing entry and creates it
@@ -95,4 +99,135 @@ func kernelEvents(t *testing.T, evs chan Event, n int, keys ...Key) []seen {
 		}
 	}
 	return out()
+}
+
+// TestKernelRenewKeepsExpectations: the kernel removes a master's
+// expectations when the master entry is deleted (nf_ct_remove_expectations),
+// so a renewal (delete and create) of an FTP control connection used to
+// take with it the expectation its helper had just created for a PORT
+// command, and the server's data connection was refused (the real
+// application suite's active FTP after a graceful takeover). Renew and
+// KeepFlows re-create them, related to the new master entry; a master
+// without expectations and one that ended are renewed as before.
+func TestKernelRenewKeepsExpectations(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		e := renewEngine(t, k)
+		master := extFlows()[0] // an FTP control connection, helper ftp
+		other := tcpFlow(3)
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: master}, {Op: OpUpsert, Flow: other}}); errs[0] != nil || errs[1] != nil {
+			t.Fatal(errs)
+		}
+		x := sampleExpect(master)
+		if err := k.ApplyExpect([]Record{{Op: OpUpsert, Expect: x}})[0]; err != nil {
+			t.Fatal(err)
+		}
+		expects := func() []Expect {
+			var xs []Expect
+			if err := k.DumpExpect(func(x *Expect) { xs = append(xs, *x) }); err != nil {
+				t.Fatal(err)
+			}
+			return xs
+		}
+		if n := len(expects()); n != 1 {
+			t.Fatalf("%d expectations before the renewal, want 1", n)
+		}
+		for _, renew := range []struct {
+			name string
+			run  func() (int, int, error)
+		}{
+			{"Renew", func() (int, int, error) { return e.Renew(context.Background(), "test") }},
+			{"KeepFlows", func() (int, int, error) { return e.KeepFlows(context.Background(), "test", nil) }},
+		} {
+			renewed, total, err := renew.run()
+			if err != nil || renewed != 2 || total != 2 {
+				t.Fatalf("%s: %d of %d renewed, %v; want 2 of 2", renew.name, renewed, total, err)
+			}
+			xs := expects()
+			if len(xs) != 1 {
+				t.Fatalf("after %s: %d expectations, want 1: the master's delete took its expectation with it", renew.name, len(xs))
+			}
+			got := xs[0]
+			if got.Master != x.Master || got.Tuple != x.Tuple || got.Helper != x.Helper || got.NAT != x.NAT || got.NATAddr != x.NATAddr || got.NATPort != x.NATPort {
+				t.Fatalf("after %s: expectation %+v, want %+v", renew.name, got, *x)
+			}
+		}
+		t.Logf("the expectation survived Renew and KeepFlows: %+v", expects()[0])
+	})
+}
+
+// staleDump is a kernel table whose dump gives stale a instead of the
+// entry of the same key: a helper changed the entry after the renewal's
+// dump.
+type staleDump struct {
+	*Kernel
+	stale Flow
+}
+
+func (s staleDump) Dump(fn func(*Flow)) error {
+	return s.Kernel.Dump(func(f *Flow) {
+		if f.Key() == s.stale.Key() {
+			c := s.stale
+			fn(&c)
+			return
+		}
+		fn(f)
+	})
+}
+
+// TestKernelRenewReadsMastersAgain: a master whose sequence adjustment a
+// helper changed after the renewal's dump (an FTP PORT rewritten to
+// another length just after a takeover) is renewed with the adjustment
+// it has, not the dump's: a copy of the dump's would translate every
+// later packet of the control connection wrongly.
+func TestKernelRenewReadsMastersAgain(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		live := extFlows()[0]
+		stale := live
+		stale.SeqAdj = &[2]SeqAdj{{CorrectionPos: 1, OffsetBefore: 0, OffsetAfter: 0}, {}}
+		e := renewEngine(t, staleDump{k, stale})
+		if errs := k.Apply([]Record{{Op: OpUpsert, Flow: live}}); errs[0] != nil {
+			t.Fatal(errs[0])
+		}
+		if renewed, total, err := e.Renew(context.Background(), "test"); err != nil || renewed != 1 || total != 1 {
+			t.Fatalf("Renew: %d of %d renewed, %v; want 1 of 1", renewed, total, err)
+		}
+		g := dumpAll(t, k)[live.Key()]
+		if g.SeqAdj == nil || *g.SeqAdj != *live.SeqAdj {
+			t.Fatalf("renewed master's adjustment %+v, want the entry's %+v (the dump's was %+v)", g.SeqAdj, *live.SeqAdj, *stale.SeqAdj)
+		}
+	})
+}
+
+// renewEngine is a primary's engine on table t, not running (Renew and
+// KeepFlows need no Run).
+func renewEngine(t *testing.T, tab Table) *Engine {
+	t.Helper()
+	nw := heartbeat.NewMemNetwork()
+	cc := l2chan.LabConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Label = "node-b", 10, []byte("secret"), ChannelLabel
+	cc.Links = []heartbeat.Link{nw.Link("hb", "node-b", "ha1")}
+	cc.AdmitAll = true
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	cfg := DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = "node-b", tab, ch
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetRole(true, nil)
+	return e
 }

@@ -33,25 +33,17 @@ import (
 // HAGENT_APPS_KINDS=crash,link,… runs only those failover kinds (and
 // control-crash only if named), to chase one.
 var appsKnownBroken = map[string]string{
-	// A race, seen on a loaded machine (2 of 9 rounds; 0 of 9 with the
-	// transfer started 1 s after the takeover): when node-a releases the
-	// virtual MAC (every kind but a crash: the log says "session entries
-	// renewed (node-a released the virtual MAC)"), node-b renews the TCP
-	// entries it forwards (sessionsync/renew.go: delete and create), and
-	// the delete of the FTP control connection takes with it, as far as
-	// we can tell, the expectation the helper created for the PORT sent
-	// just after the takeover: the server's data connection is refused
-	// (425). (Active FTP with a length-changing PORT rewrite, the seqadj
-	// extension copied, otherwise survives every kind.)
-	"ftp-active/sigterm":              renewalRace,
-	"ftp-active/link":                 renewalRace,
-	"ftp-active/failover-set":         renewalRace,
-	"ftp-active-samelen/sigterm":      renewalRace,
-	"ftp-active-samelen/link":         renewalRace,
-	"ftp-active-samelen/failover-set": renewalRace,
+	// Empty: active FTP across sigterm, link and failover-set (a race on
+	// a loaded machine, 2 of 9 rounds) was lost when node-b renewed the
+	// entries it forwards once node-a released the virtual MAC: deleting
+	// the FTP control connection's entry took the expectation of a PORT
+	// sent just after the takeover with it (425), and a PORT rewritten
+	// during the renewal's dump had its sequence adjustment undone by the
+	// dump's copy (a timeout). The renewal re-creates the expectations of
+	// the masters it replaces and reads each master again just before
+	// (sessionsync.TestKernelRenewKeepsExpectations,
+	// TestKernelRenewReadsMastersAgain).
 }
-
-const renewalRace = "the renewal after the vMAC release drops the new expectation (race)"
 
 // knownBroken returns why app is expected to fail the kind failover, or
 // "".
