@@ -63,11 +63,13 @@ type vcluster struct {
 }
 
 // cause is the health check that caused the role change act, or "": the
-// change came in the step of the check's change (a check that rose again
-// gives the role back on priority or uptime), or the election decided on
-// monitored items and the last of them to change was a check.
+// change came in the step of the check's change or in the step where that
+// change counted after monitor_holddown (a check that rose again gives the
+// role back on priority or uptime), or the election decided on monitored
+// items and the last of them to change was a check.
 func (v *vcluster) cause(act cluster.Action) string {
-	if !act.Time.Equal(v.checkCauseAt) && !strings.Contains(act.Reason, "monitored") {
+	rose := v.m.MonitorRoseAt()
+	if !act.Time.Equal(v.checkCauseAt) && (rose.IsZero() || !act.Time.Equal(rose)) && !strings.Contains(act.Reason, "monitored") {
 		return ""
 	}
 	return v.checkCause
@@ -113,6 +115,7 @@ func machineConfig(cfg *config.Config, sec int) cluster.Config {
 		HBInterval: c.HBInterval, LostThreshold: c.HBLostThreshold,
 		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
 		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(monitoredOf(c.Section(sec))),
+		MonitorHolddown: c.MonitorHolddown, OverrideWaitTime: c.OverrideWaitTime,
 	}
 }
 

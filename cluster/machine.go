@@ -27,6 +27,7 @@ type Machine struct {
 	// once it has held still for MonitorHolddown (promoteMonitor).
 	monitorSeen   int
 	monitorSeenAt time.Time
+	monitorRoseAt time.Time // the step in which the last rise counted
 	// winSince is when this node, not primary, started winning the
 	// election continuously (zero when it does not win); the
 	// override_wait_time runs from it.
@@ -79,6 +80,12 @@ func New(cfg Config, now time.Time) *Machine {
 		peers:       make(map[string]*peer),
 	}
 }
+
+// MonitorRoseAt is the time of the step in which a rise of the monitored
+// items up last counted, after its hold-down: the actions of that step
+// carry this time, so the daemon can name the item whose change caused
+// them (zero before any).
+func (m *Machine) MonitorRoseAt() time.Time { return m.monitorRoseAt }
 
 // Role returns the current role.
 func (m *Machine) Role() Role { return m.role }
@@ -423,6 +430,7 @@ func (m *Machine) promoteMonitor(now time.Time) {
 		return
 	}
 	m.monitorUp = m.monitorSeen
+	m.monitorRoseAt = now
 	why := fmt.Sprintf("monitored links up %d/%d", m.monitorUp, m.cfg.MonitorTotal)
 	if m.cfg.MonitorHolddown > 0 {
 		why += fmt.Sprintf(" (stable for monitor_holddown %s)", m.cfg.MonitorHolddown)

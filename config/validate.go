@@ -130,6 +130,8 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("carrier_debounce"), c.CarrierDebounce, 0, time.Second)
 	d.durRange(k("uptime_diff_margin"), c.UptimeDiffMargin, 0, 65535*time.Second)
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
+	d.durRange(k("monitor_holddown"), c.MonitorHolddown, 0, 60*time.Second)
+	d.durRange(k("override_wait_time"), c.OverrideWaitTime, 0, 3600*time.Second)
 
 	// Ethertypes.
 	ets := []struct {
