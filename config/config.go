@@ -290,6 +290,12 @@ type PingServer struct {
 	// FailoverThreshold is how many lost pings mark the path down
 	// (failover_threshold), 1-100, default 5.
 	FailoverThreshold int
+	// FlipTimeout (flip_timeout, FGCP pingserver-flip-timeout), 0-24h,
+	// default 0 (off): a node that took the primary role because it had
+	// more monitored items up does not count its own pingserver targets
+	// going down until it has been primary this long, so two members that
+	// both lose a remote target do not hand the role back and forth.
+	FlipTimeout time.Duration
 }
 
 // UnicastHB carries the heartbeats and the channels in UDP between the

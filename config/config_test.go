@@ -263,6 +263,8 @@ func TestValidation(t *testing.T) {
 		{"monitor_holddown", base + "  monitor_holddown: 61s\n", "t.yaml:4: cluster.monitor_holddown: 61s is out of range 0s-1m"},
 		{"monitor_holddown negative", base + "  monitor_holddown: -1s\n", "t.yaml:4: cluster.monitor_holddown: -1s is out of range"},
 		{"override_wait_time", base + "  override_wait_time: 3601s\n", "t.yaml:4: cluster.override_wait_time: 3601s is out of range 0s-1h"},
+		{"pingserver flip_timeout", base + "  pingserver: {flip_timeout: 25h}\n", "t.yaml:4: cluster.pingserver.flip_timeout: 25h is out of range 0s-24h"},
+		{"vcluster2 pingserver flip_timeout", base + "  vcluster2: {pingserver: {flip_timeout: -1s}}\n", "cluster.vcluster2.pingserver.flip_timeout: -1s is out of range"},
 
 		// Ethertypes.
 		{"eth_type ipv4", base + "  eth_type: {ha: 0x0800}\n", "t.yaml:4: cluster.eth_type.ha: 0x0800 is the IPv4 Ethertype"},

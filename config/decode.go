@@ -897,5 +897,6 @@ func (d *decoder) pingserver(path string, n *yaml.Node, ps *PingServer) {
 		},
 		"interval":           dur(&ps.Interval),
 		"failover_threshold": func(p string, v *yaml.Node) { d.integer(p, v, &ps.FailoverThreshold) },
+		"flip_timeout":       dur(&ps.FlipTimeout),
 	})
 }

@@ -146,6 +146,8 @@ var Keys = []Key{
 		Doc: "Probe period."},
 	{Path: "cluster.pingserver.failover_threshold", Reload: ReloadRestart, Type: "integer", Default: "5", Range: "1-100",
 		Doc: "Missed probes after which a target counts as a failed monitored link."},
+	{Path: "cluster.pingserver.flip_timeout", Reload: ReloadLive, Type: "duration", Default: "0s", Range: "0s-24h",
+		Doc: "After this node took the primary role because it had more monitored items up (a failover), its own pingserver targets going down count only once it has been primary this long (FGCP pingserver-flip-timeout), so two members that both lose a remote target do not hand the role back and forth; links and checks still count at once. 0 turns it off."},
 	{Path: "cluster.checks", Reload: ReloadRestart, Type: "list", Range: "0-16 items",
 		Doc: "Health checks (keepalived track_script, FGCP memory-based failover): each runs every interval, spread over it, at most one run at a time. A check that failed fall times in a row counts as a failed monitored link in the election of every vcluster of the node until it has passed rise times in a row; status, history, hagent_check_up and HAGENT_CHECK of the hooks name it."},
 	{Path: "cluster.checks[].name", Reload: ReloadRestart, Type: "string", Range: "1-32 of A-Z a-z 0-9 . _ -, unique",
@@ -238,4 +240,6 @@ var Keys = []Key{
 		Doc: "Probe period."},
 	{Path: "cluster.vcluster2.pingserver.failover_threshold", Reload: ReloadRestart, Type: "integer", Default: "5", Range: "1-100",
 		Doc: "Missed probes after which a target counts as a failed monitored link of vcluster 2."},
+	{Path: "cluster.vcluster2.pingserver.flip_timeout", Reload: ReloadLive, Type: "duration", Default: "0s", Range: "0s-24h",
+		Doc: "As cluster.pingserver.flip_timeout, for vcluster 2."},
 }

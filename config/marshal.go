@@ -169,7 +169,8 @@ func pingserverNode(ps *PingServer, targets *yaml.Node) *yaml.Node {
 		"interfaces", strSeq(ps.Interfaces),
 		"targets", targets,
 		"interval", durNode(ps.Interval),
-		"failover_threshold", intNode(ps.FailoverThreshold))
+		"failover_threshold", intNode(ps.FailoverThreshold),
+		"flip_timeout", durNode(ps.FlipTimeout))
 }
 
 func ifacesNode(list []Interface) (*yaml.Node, error) {

@@ -170,6 +170,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		ps := &c.VCluster2.PingServer
 		d.durRange(k("vcluster2.pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
 		d.intRange(k("vcluster2.pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
+		d.durRange(k("vcluster2.pingserver.flip_timeout"), ps.FlipTimeout, 0, 24*time.Hour)
 	}
 
 	d.intRange(k("arps"), c.ARPs, 1, 60)
@@ -706,4 +707,5 @@ func (d *decoder) validateSection(path, sub string, s VClusterSection, hbdevs ma
 	}
 	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
 	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
+	d.durRange(k("pingserver.flip_timeout"), ps.FlipTimeout, 0, 24*time.Hour)
 }
