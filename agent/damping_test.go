@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/heartbeat"
 )
 
@@ -67,5 +68,52 @@ func TestMonitorFlapStormAgent(t *testing.T) {
 				t.Fatalf("%d role changes with the default hold-down, want <= 3: %+v", n, a.a.hist.list())
 			}
 		})
+	}
+}
+
+// TestPingFlipTimeout: after a failover decided on monitored items, the
+// new primary's pingserver targets going down count as up until it has
+// been primary for flip_timeout; a monitored link counts at once; a role
+// change on another criterion opens no window; leaving the primary role
+// closes it.
+func TestPingFlipTimeout(t *testing.T) {
+	cfg := testConfig(t, "a", 200, false)
+	cfg.Cluster.PingServer.FlipTimeout = time.Minute
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := cluster.New(cluster.Config{Name: "a", Serial: "SN-a", MonitorTotal: 2, HBInterval: 20 * time.Millisecond, LostThreshold: 3}, t0)
+	_ = m.Step(cluster.Event{Type: cluster.EventTick, Time: t0})
+	if m.Role() != cluster.RolePrimary {
+		t.Fatalf("machine role %s", m.Role())
+	}
+	v := &vcluster{id: 1, sec: 1, m: m, monitor: map[string]bool{}}
+	monitored := []string{"port1", "port1>10.9.0.254"}
+	took := t0.Add(time.Second)
+	v.startFlip(cfg, cluster.Action{Type: cluster.ActionRoleChange, Time: took, Role: cluster.RolePrimary,
+		Reason: "a is selected as the primary because it has the most connected monitored interfaces"})
+	if !v.flipUntil.Equal(took.Add(time.Minute)) {
+		t.Fatalf("flip window until %v", v.flipUntil)
+	}
+	v.monitor["port1>10.9.0.254"] = false
+	if n, held := v.monitorUp(monitored, took.Add(time.Second)); n != 2 || held != 1 {
+		t.Fatalf("target down inside the window: %d up, %d held; want 2, 1", n, held)
+	}
+	v.monitor["port1"] = false
+	if n, held := v.monitorUp(monitored, took.Add(time.Second)); n != 1 || held != 1 {
+		t.Fatalf("link down inside the window: %d up, %d held; want 1, 1", n, held)
+	}
+	if n, held := v.monitorUp(monitored, took.Add(time.Minute)); n != 0 || held != 0 {
+		t.Fatalf("after the window: %d up, %d held; want 0, 0", n, held)
+	}
+	// Leaving the primary role closes the window at once.
+	v.startFlip(cfg, cluster.Action{Type: cluster.ActionRoleChange, Time: took.Add(2 * time.Second), Role: cluster.RoleSecondary})
+	if !v.flipUntil.Equal(took.Add(2 * time.Second)) {
+		t.Fatalf("window not closed on leaving primary: %v", v.flipUntil)
+	}
+	// A takeover on priority (not a failover) opens none.
+	v.flipUntil = time.Time{}
+	v.startFlip(cfg, cluster.Action{Type: cluster.ActionRoleChange, Time: took, Role: cluster.RolePrimary,
+		Reason: "a is selected as the primary because it has the largest value of priority"})
+	if !v.flipUntil.IsZero() {
+		t.Fatalf("window opened by a priority takeover: %v", v.flipUntil)
 	}
 }

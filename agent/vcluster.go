@@ -60,6 +60,9 @@ type vcluster struct {
 	// checkReason is the last role change's reason as the election gave
 	// it and as status shows it, naming the health check that caused it.
 	checkReason [2]string
+	// flipUntil ends the pingserver flip_timeout window (flip.go); zero
+	// when none is open.
+	flipUntil time.Time
 }
 
 // cause is the health check that caused the role change act, or "": the
@@ -265,12 +268,8 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 			continue
 		}
 		v.monitor[name] = up
-		n := 0
-		for _, m := range monitored {
-			if s, ok := v.monitor[m]; !ok || s {
-				n++
-			}
-		}
+		now := a.now()
+		n, held := v.monitorUp(monitored, now)
 		what := "monitored link"
 		v.checkCause = ""
 		switch {
@@ -281,9 +280,12 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 			what = "pingserver target"
 		}
 		a.log.Info(what+" changed", "vcluster", v.id, "link", name, "up", up, "monitor_up", n, "monitor_total", len(monitored))
-		now := a.now()
 		v.checkCauseAt = now
-		a.hist.add(v.event(Event{Time: now, Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))}))
+		reason := fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))
+		if held > 0 {
+			reason += fmt.Sprintf(" (%d pingserver target(s) down held by flip_timeout until %s)", held, v.flipUntil.Format("15:04:05"))
+		}
+		a.hist.add(v.event(Event{Time: now, Kind: "link", Reason: reason}))
 		_ = v.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: now, MonitorUp: n})
 	}
 }
@@ -393,6 +395,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			}
 			a.log.Debug("re-announced the virtual MACs", "vcluster", v.id, "reason", act.Reason)
 		case cluster.ActionRoleChange:
+			v.startFlip(a.config(), act)
 			v.checkReason = [2]string{act.Reason, v.withCheck(act)}
 			st := v.m.Status()
 			a.log.Info("role change", "vcluster", v.id, "role", act.Role.String(), "previous", act.Previous.String(),
