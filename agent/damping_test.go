@@ -117,3 +117,37 @@ func TestPingFlipTimeout(t *testing.T) {
 		t.Fatalf("window opened by a priority takeover: %v", v.flipUntil)
 	}
 }
+
+// TestOverrideWaitTimeAgent: cluster.override_wait_time reaches the
+// election: node a (override, higher priority) returns to a cluster where b
+// serves, stays secondary with its status naming the wait, and takes the
+// role once the wait is over.
+func TestOverrideWaitTimeAgent(t *testing.T) {
+	mem := heartbeat.NewMemNetwork()
+	const wait = 600 * time.Millisecond
+	ca, cb := testConfig(t, "a", 200, true), testConfig(t, "b", 100, true)
+	ca.Cluster.OverrideWaitTime, cb.Cluster.OverrideWaitTime = wait, wait
+	b := startNode(t, mem, cb)
+	eventually(t, 3*time.Second, "b primary alone", func() bool { return b.status(t).Role == "primary" })
+	a := startNode(t, mem, ca)
+	eventually(t, 3*time.Second, "a secondary, waiting", func() bool {
+		st := a.status(t)
+		return st.Role == "secondary" && st.OverrideWaitUntil != nil
+	})
+	if b.status(t).Role != "primary" {
+		t.Fatal("b lost the role while a waits")
+	}
+	eventually(t, 5*time.Second, "a primary after override_wait_time", func() bool {
+		return a.status(t).Role == "primary" && b.status(t).Role == "secondary"
+	})
+	var started, took time.Time
+	for _, e := range a.a.hist.list() {
+		switch {
+		case e.Kind == "start":
+			started = e.Time
+		case e.Kind == "role" && e.Role == "primary":
+			took = e.Time
+		}
+	}
+	t.Logf("measured: a took the role %v after it started (override_wait_time %s)", took.Sub(started).Round(time.Millisecond), wait)
+}
