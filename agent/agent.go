@@ -753,6 +753,7 @@ func (a *Agent) nextWake() time.Duration {
 		min(v.m.NextDeadline())
 		min(v.faultUntil)
 		min(v.refresh.next) // arps_refresh on time, not at the next heartbeat
+		min(v.flipUntil)    // pingserver flip_timeout (flip.go)
 	}
 	min(a.conf.nextExpiry(a.detection()))
 	min(a.carrierDeadline())

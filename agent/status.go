@@ -113,6 +113,14 @@ func (a *Agent) status() *control.Status {
 		HBIntervalM: float64(cfg.Cluster.HBInterval) / float64(time.Millisecond), LostThresh: cfg.Cluster.HBLostThreshold,
 		StartedAt: a.started, History: a.hist.last(10), Goroutines: runtime.NumGoroutine(),
 	}
+	if !st.MonitorHeldUntil.IsZero() {
+		until := st.MonitorHeldUntil
+		out.MonitorHeldUp, out.MonitorHeldUntil = st.MonitorHeld, &until
+	}
+	if !st.OverrideWaitUntil.IsZero() {
+		until := st.OverrideWaitUntil
+		out.OverrideWaitUntil = &until
+	}
 	sv := a.syncStatus()
 	if sv != nil {
 		out.Config = control.Config{Checksum: sv.sum, Generation: sv.gen, SyncOn: true, InSync: true, LastError: sv.lastErr}

@@ -25,6 +25,7 @@ func (a *Agent) tick(now time.Time) {
 	}
 	a.housekeeping(now)
 	a.checkCarrier(now)
+	a.endFlips(now)
 	a.stepAll(cluster.Event{Type: cluster.EventTick, Time: now})
 	a.noteLosses(now)
 	a.refreshARPs(now)

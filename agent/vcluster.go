@@ -60,14 +60,19 @@ type vcluster struct {
 	// checkReason is the last role change's reason as the election gave
 	// it and as status shows it, naming the health check that caused it.
 	checkReason [2]string
+	// flipUntil ends the pingserver flip_timeout window (flip.go); zero
+	// when none is open.
+	flipUntil time.Time
 }
 
 // cause is the health check that caused the role change act, or "": the
-// change came in the step of the check's change (a check that rose again
-// gives the role back on priority or uptime), or the election decided on
-// monitored items and the last of them to change was a check.
+// change came in the step of the check's change or in the step where that
+// change counted after monitor_holddown (a check that rose again gives the
+// role back on priority or uptime), or the election decided on monitored
+// items and the last of them to change was a check.
 func (v *vcluster) cause(act cluster.Action) string {
-	if !act.Time.Equal(v.checkCauseAt) && !strings.Contains(act.Reason, "monitored") {
+	rose := v.m.MonitorRoseAt()
+	if !act.Time.Equal(v.checkCauseAt) && (rose.IsZero() || !act.Time.Equal(rose)) && !strings.Contains(act.Reason, "monitored") {
 		return ""
 	}
 	return v.checkCause
@@ -113,6 +118,7 @@ func machineConfig(cfg *config.Config, sec int) cluster.Config {
 		HBInterval: c.HBInterval, LostThreshold: c.HBLostThreshold,
 		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
 		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(monitoredOf(c.Section(sec))),
+		MonitorHolddown: c.MonitorHolddown, OverrideWaitTime: c.OverrideWaitTime,
 	}
 }
 
@@ -262,12 +268,8 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 			continue
 		}
 		v.monitor[name] = up
-		n := 0
-		for _, m := range monitored {
-			if s, ok := v.monitor[m]; !ok || s {
-				n++
-			}
-		}
+		now := a.now()
+		n, held := v.monitorUp(monitored, now)
 		what := "monitored link"
 		v.checkCause = ""
 		switch {
@@ -278,9 +280,12 @@ func (a *Agent) monitorChanged(cfg *config.Config, name string, up bool) {
 			what = "pingserver target"
 		}
 		a.log.Info(what+" changed", "vcluster", v.id, "link", name, "up", up, "monitor_up", n, "monitor_total", len(monitored))
-		now := a.now()
 		v.checkCauseAt = now
-		a.hist.add(v.event(Event{Time: now, Kind: "link", Reason: fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))}))
+		reason := fmt.Sprintf("%s %s %s (%d/%d up)", what, name, updown(up), n, len(monitored))
+		if held > 0 {
+			reason += fmt.Sprintf(" (%d pingserver target(s) down held by flip_timeout until %s)", held, v.flipUntil.Format("15:04:05"))
+		}
+		a.hist.add(v.event(Event{Time: now, Kind: "link", Reason: reason}))
 		_ = v.m.Step(cluster.Event{Type: cluster.EventMonitor, Time: now, MonitorUp: n})
 	}
 }
@@ -390,6 +395,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			}
 			a.log.Debug("re-announced the virtual MACs", "vcluster", v.id, "reason", act.Reason)
 		case cluster.ActionRoleChange:
+			v.startFlip(a.config(), act)
 			v.checkReason = [2]string{act.Reason, v.withCheck(act)}
 			st := v.m.Status()
 			a.log.Info("role change", "vcluster", v.id, "role", act.Role.String(), "previous", act.Previous.String(),

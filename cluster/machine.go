@@ -18,10 +18,20 @@ type Machine struct {
 	reason     string // why the primary was selected
 	lastChange time.Time
 
-	startedAt   time.Time
-	upSince     time.Time // HA uptime origin; reset on monitored-link failure
-	heardPeers  bool
-	monitorUp   int
+	startedAt  time.Time
+	upSince    time.Time // HA uptime origin; reset on monitored-link failure
+	heardPeers bool
+	monitorUp  int // as counted in the election
+	// monitorSeen is the number last reported by EventMonitor and
+	// monitorSeenAt when it last changed; a rise above monitorUp counts
+	// once it has held still for MonitorHolddown (promoteMonitor).
+	monitorSeen   int
+	monitorSeenAt time.Time
+	monitorRoseAt time.Time // the step in which the last rise counted
+	// winSince is when this node, not primary, started winning the
+	// election continuously (zero when it does not win); the
+	// override_wait_time runs from it.
+	winSince    time.Time
 	failoverSet bool
 	fault       string
 
@@ -59,16 +69,23 @@ func New(cfg Config, now time.Time) *Machine {
 		cfg.HBInterval = 200 * time.Millisecond
 	}
 	return &Machine{
-		cfg:       cfg,
-		role:      RoleStarting,
-		roleSince: now,
-		startedAt: now,
-		upSince:   now,
-		monitorUp: cfg.MonitorTotal,
-		now:       now,
-		peers:     make(map[string]*peer),
+		cfg:         cfg,
+		role:        RoleStarting,
+		roleSince:   now,
+		startedAt:   now,
+		upSince:     now,
+		monitorUp:   cfg.MonitorTotal,
+		monitorSeen: cfg.MonitorTotal,
+		now:         now,
+		peers:       make(map[string]*peer),
 	}
 }
+
+// MonitorRoseAt is the time of the step in which a rise of the monitored
+// items up last counted, after its hold-down: the actions of that step
+// carry this time, so the daemon can name the item whose change caused
+// them (zero before any).
+func (m *Machine) MonitorRoseAt() time.Time { return m.monitorRoseAt }
 
 // Role returns the current role.
 func (m *Machine) Role() Role { return m.role }
@@ -125,6 +142,7 @@ func (m *Machine) Step(ev Event) error {
 	default:
 		return ErrBadEvent
 	}
+	m.promoteMonitor(now)
 	m.decide(now)
 	return nil
 }
@@ -176,6 +194,12 @@ func (m *Machine) NextDeadline() time.Time {
 	if m.leaving {
 		min(m.leaveDeadline)
 	}
+	if m.monitorSeen > m.monitorUp {
+		future(m.monitorSeenAt.Add(m.cfg.MonitorHolddown))
+	}
+	if m.cfg.OverrideWaitTime > 0 && !m.winSince.IsZero() {
+		future(m.winSince.Add(m.cfg.OverrideWaitTime))
+	}
 	return d
 }
 
@@ -215,6 +239,12 @@ func (m *Machine) Status() Status {
 		MonitorTotal: m.cfg.MonitorTotal,
 		FailoverSet:  m.failoverSet,
 		Fault:        m.fault,
+	}
+	if m.monitorSeen > m.monitorUp {
+		st.MonitorHeld, st.MonitorHeldUntil = m.monitorSeen, m.monitorSeenAt.Add(m.cfg.MonitorHolddown)
+	}
+	if m.cfg.OverrideWaitTime > 0 && !m.winSince.IsZero() && m.role != RolePrimary {
+		st.OverrideWaitUntil = m.winSince.Add(m.cfg.OverrideWaitTime)
 	}
 	st.Members = append(st.Members, Member{Advert: m.Advert(), Self: true, Alive: true})
 	for _, serial := range m.peerSerials() {
@@ -268,6 +298,7 @@ func (m *Machine) UpdateConfig(cfg Config, now time.Time) {
 	}
 	if cfg.MonitorTotal != m.cfg.MonitorTotal {
 		m.monitorUp = cfg.MonitorTotal
+		m.monitorSeen = cfg.MonitorTotal
 	}
 	m.cfg = cfg
 	if now.After(m.now) {
@@ -375,15 +406,36 @@ func (m *Machine) monitorChanged(up int, now time.Time) {
 	if up > m.cfg.MonitorTotal {
 		up = m.cfg.MonitorTotal
 	}
-	if up == m.monitorUp {
+	if up == m.monitorSeen {
 		return
 	}
-	if up < m.monitorUp {
-		// FGCP: a monitored-interface failure resets the HA uptime.
-		m.upSince = now
+	// Any change restarts the hold-down: a rise counts only once the
+	// links have held still (promoteMonitor).
+	m.monitorSeen, m.monitorSeenAt = up, now
+	if up >= m.monitorUp {
+		return
 	}
+	// A fall counts at once (fast failover). FGCP: a monitored-interface
+	// failure resets the HA uptime.
+	m.upSince = now
 	m.monitorUp = up
 	m.emit(Action{Type: ActionHeartbeat, Reason: fmt.Sprintf("monitored links up %d/%d", up, m.cfg.MonitorTotal)})
+}
+
+// promoteMonitor counts a rise of the monitored links up once the reported
+// number has held still for MonitorHolddown: a port that flaps keeps its
+// member down until it is stable (TestMonitorFlapStorm).
+func (m *Machine) promoteMonitor(now time.Time) {
+	if m.monitorSeen <= m.monitorUp || now.Before(m.monitorSeenAt.Add(m.cfg.MonitorHolddown)) {
+		return
+	}
+	m.monitorUp = m.monitorSeen
+	m.monitorRoseAt = now
+	why := fmt.Sprintf("monitored links up %d/%d", m.monitorUp, m.cfg.MonitorTotal)
+	if m.cfg.MonitorHolddown > 0 {
+		why += fmt.Sprintf(" (stable for monitor_holddown %s)", m.cfg.MonitorHolddown)
+	}
+	m.emit(Action{Type: ActionHeartbeat, Reason: why})
 }
 
 func (m *Machine) setFault(fault bool, reason string) {
@@ -658,6 +710,11 @@ func (m *Machine) decide(now time.Time) {
 	w, why := m.elect(cs)
 	reason := fmt.Sprintf("%s is selected as the primary because %s", w.name, why)
 
+	if !w.self || m.role == RolePrimary {
+		m.winSince = time.Time{}
+	} else if m.winSince.IsZero() {
+		m.winSince = now
+	}
 	if w.self {
 		switch {
 		case m.role == RolePrimary:
@@ -666,6 +723,13 @@ func (m *Machine) decide(now time.Time) {
 			// wait in hello state
 		case m.holdBlocks(now):
 			// failover_hold_time: a primary exists and the last change is too recent
+		case m.overrideWaits(w, now):
+			// override_wait_time: a serving primary keeps the role a while
+			if m.role == RoleStarting {
+				claim, _ := m.claimant(now)
+				m.setPrimary(claim, reason)
+				m.become(RoleSecondary, now, fmt.Sprintf("%s waits override_wait_time %s before taking the primary role", m.cfg.Name, m.cfg.OverrideWaitTime))
+			}
 		default:
 			if m.role == RoleStarting && !m.heardPeers {
 				reason = fmt.Sprintf("%s is selected as the primary because it is the only member (hello_holddown %s expired)", m.cfg.Name, m.cfg.HelloHolddown)
@@ -737,6 +801,25 @@ func (m *Machine) holdBlocks(now time.Time) bool {
 		return false
 	}
 	return now.Before(m.lastChange.Add(m.cfg.FailoverHoldTime))
+}
+
+// overrideWaits: with override on, a winner that beats the serving primary
+// by priority rather than by monitored links waits OverrideWaitTime,
+// winning all along, before it takes the role (TestOverrideWaitTime).
+func (m *Machine) overrideWaits(w candidate, now time.Time) bool {
+	if m.cfg.OverrideWaitTime <= 0 || m.winSince.IsZero() || !now.Before(m.winSince.Add(m.cfg.OverrideWaitTime)) {
+		return false
+	}
+	claim, claimed := m.claimant(now)
+	if !claimed {
+		return false
+	}
+	p := m.peers[claim]
+	if !p.adv.Override && !m.cfg.Override {
+		return false
+	}
+	// More monitored links up is a failover, never delayed.
+	return w.monitorUp <= p.adv.MonitorUp
 }
 
 // become switches role and emits the actions for it, in the order that

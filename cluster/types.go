@@ -35,6 +35,16 @@ type Config struct {
 	UptimeDiffMargin time.Duration // uptime differences up to this count as equal
 	FailoverHoldTime time.Duration // minimum time between two changes of primary
 	MonitorTotal     int           // number of monitored links configured
+	// MonitorHolddown is how long the number of monitored links up must
+	// stay unchanged before a rise counts in the election; a fall counts
+	// at once. 0 counts a rise at once. It turns a flapping port into one
+	// failover (TestMonitorFlapStorm).
+	MonitorHolddown time.Duration
+	// OverrideWaitTime: with override on, a member that wins by priority
+	// against a serving primary (not by more monitored links) waits this
+	// long, winning all along, before it takes the role
+	// (TestOverrideWaitTime). 0 takes it at once.
+	OverrideWaitTime time.Duration
 }
 
 // LostAfter is how long a peer may stay silent before it is lost.
@@ -172,7 +182,15 @@ type Status struct {
 	Uptime       time.Duration
 	MonitorUp    int
 	MonitorTotal int
-	FailoverSet  bool
-	Fault        string // non-empty while faulted
-	Members      []Member
+	// MonitorHeld is the number of monitored links up as last reported
+	// while a rise is still in its hold-down (0 when none is); the rise
+	// counts at MonitorHeldUntil.
+	MonitorHeld      int
+	MonitorHeldUntil time.Time
+	// OverrideWaitUntil is when this node takes the primary role back by
+	// override priority (zero when it is not waiting).
+	OverrideWaitUntil time.Time
+	FailoverSet       bool
+	Fault             string // non-empty while faulted
+	Members           []Member
 }

@@ -28,6 +28,14 @@ const (
 	DefaultCarrierDebounce  = 4 * time.Millisecond
 	DefaultUptimeDiffMargin = 300 * time.Second
 	DefaultFailoverHoldTime = time.Duration(0)
+	// DefaultMonitorHolddown is how long the monitored links up must hold
+	// still before a rise counts in the election (monitor_holddown). 1s
+	// outlasts a port's flap storm (30 down/up in 50 ms) and an
+	// autonegotiation bounce by far, so such a storm costs one failover
+	// and one takeback; yet a link repaired by hand counts again about as
+	// fast as a peer is declared lost (6 × 200 ms).
+	DefaultMonitorHolddown  = time.Second
+	DefaultOverrideWaitTime = time.Duration(0)
 	DefaultPingInterval     = time.Second
 	DefaultPingThreshold    = 5
 	DefaultARPs             = 5
@@ -147,6 +155,14 @@ type Cluster struct {
 	// FailoverHoldTime delays a new failover after one
 	// (failover_hold_time), 0-300s, default 0.
 	FailoverHoldTime time.Duration
+	// MonitorHolddown is how long the number of monitored items up must
+	// hold still before a rise counts in the election; a fall counts at
+	// once (monitor_holddown), 0-60s, default 1s.
+	MonitorHolddown time.Duration
+	// OverrideWaitTime: with override, how long a member that wins by
+	// priority waits before it takes the primary role from a serving
+	// primary (override_wait_time), 0-3600s, default 0.
+	OverrideWaitTime time.Duration
 	// UnicastHB is the unicast heartbeat (unicast_hb).
 	UnicastHB UnicastHB
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay
@@ -274,6 +290,12 @@ type PingServer struct {
 	// FailoverThreshold is how many lost pings mark the path down
 	// (failover_threshold), 1-100, default 5.
 	FailoverThreshold int
+	// FlipTimeout (flip_timeout, FGCP pingserver-flip-timeout), 0-24h,
+	// default 0 (off): a node that took the primary role because it had
+	// more monitored items up does not count its own pingserver targets
+	// going down until it has been primary this long, so two members that
+	// both lose a remote target do not hand the role back and forth.
+	FlipTimeout time.Duration
 }
 
 // UnicastHB carries the heartbeats and the channels in UDP between the
@@ -377,6 +399,8 @@ func DefaultCluster() Cluster {
 		HelloHolddown:    DefaultHelloHolddown,
 		UptimeDiffMargin: DefaultUptimeDiffMargin,
 		FailoverHoldTime: DefaultFailoverHoldTime,
+		MonitorHolddown:  DefaultMonitorHolddown,
+		OverrideWaitTime: DefaultOverrideWaitTime,
 		CarrierDebounce:  DefaultCarrierDebounce,
 		UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 		EthType: EthTypes{

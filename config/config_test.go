@@ -55,6 +55,7 @@ func TestDefault(t *testing.T) {
 			HelloHolddown:    20 * time.Second,
 			UptimeDiffMargin: 300 * time.Second,
 			CarrierDebounce:  4 * time.Millisecond,
+			MonitorHolddown:  time.Second,
 			UnicastHB:        UnicastHB{Port: 6065, SyncPort: 6066, SessionPort: 6067},
 			EthType:          EthTypes{HA: 0x8890, HC: 0x8891, L2EP: 0x8893, Session: 0x8892},
 			PingServer:       PingServer{Interval: time.Second, FailoverThreshold: 5},
@@ -259,6 +260,11 @@ func TestValidation(t *testing.T) {
 		{"hello_holddown negative", base + "  hello_holddown: -1ms\n", "t.yaml:4: cluster.hello_holddown: -1ms is out of range"},
 		{"uptime_diff_margin", base + "  uptime_diff_margin: 65536s\n", "t.yaml:4: cluster.uptime_diff_margin: 65536s is out of range 0s-65535s"},
 		{"failover_hold_time", base + "  failover_hold_time: 5m1s\n", "t.yaml:4: cluster.failover_hold_time: 301s is out of range 0s-5m"},
+		{"monitor_holddown", base + "  monitor_holddown: 61s\n", "t.yaml:4: cluster.monitor_holddown: 61s is out of range 0s-1m"},
+		{"monitor_holddown negative", base + "  monitor_holddown: -1s\n", "t.yaml:4: cluster.monitor_holddown: -1s is out of range"},
+		{"override_wait_time", base + "  override_wait_time: 3601s\n", "t.yaml:4: cluster.override_wait_time: 3601s is out of range 0s-1h"},
+		{"pingserver flip_timeout", base + "  pingserver: {flip_timeout: 25h}\n", "t.yaml:4: cluster.pingserver.flip_timeout: 25h is out of range 0s-24h"},
+		{"vcluster2 pingserver flip_timeout", base + "  vcluster2: {pingserver: {flip_timeout: -1s}}\n", "cluster.vcluster2.pingserver.flip_timeout: -1s is out of range"},
 
 		// Ethertypes.
 		{"eth_type ipv4", base + "  eth_type: {ha: 0x0800}\n", "t.yaml:4: cluster.eth_type.ha: 0x0800 is the IPv4 Ethertype"},
@@ -364,9 +370,10 @@ func TestValid(t *testing.T) {
 			func(c *Config) bool {
 				return c.Cluster.HBInterval == 10*time.Millisecond && c.Cluster.EthType.HA == 0x600
 			}},
-		{"edges high", "node: {priority: 255}\n" + base + "  group_id: 1023\n  hb_interval: 60s\n  hb_lost_threshold: 60\n  hello_holddown: 300s\n  uptime_diff_margin: 65535s\n  failover_hold_time: 5m\n  arps: 60\n  arps_interval: 20s\n  vcluster: 2\n  eth_type: {ha: 0xffff}\n",
+		{"edges high", "node: {priority: 255}\n" + base + "  group_id: 1023\n  hb_interval: 60s\n  hb_lost_threshold: 60\n  hello_holddown: 300s\n  uptime_diff_margin: 65535s\n  failover_hold_time: 5m\n  monitor_holddown: 60s\n  override_wait_time: 3600s\n  arps: 60\n  arps_interval: 20s\n  vcluster: 2\n  eth_type: {ha: 0xffff}\n",
 			func(c *Config) bool {
-				return c.Node.Priority == 255 && c.Cluster.GroupID == 1023 && c.Cluster.VCluster == 2 && c.Cluster.UptimeDiffMargin == 65535*time.Second
+				return c.Node.Priority == 255 && c.Cluster.GroupID == 1023 && c.Cluster.VCluster == 2 && c.Cluster.UptimeDiffMargin == 65535*time.Second &&
+					c.Cluster.MonitorHolddown == time.Minute && c.Cluster.OverrideWaitTime == time.Hour
 			}},
 		{"node priority zero", "node: {priority: 0}\n" + base, func(c *Config) bool { return c.Node.Priority == 0 }},
 		{"ethertype forms", base + "  eth_type: {ha: 36864, hc: \"0x9001\", l2ep: 0x9002, session: \"36867\"}\n",

@@ -711,6 +711,8 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"hello_holddown":     dur(&c.HelloHolddown),
 		"uptime_diff_margin": dur(&c.UptimeDiffMargin),
 		"failover_hold_time": dur(&c.FailoverHoldTime),
+		"monitor_holddown":   dur(&c.MonitorHolddown),
+		"override_wait_time": dur(&c.OverrideWaitTime),
 		"carrier_debounce":   dur(&c.CarrierDebounce),
 		"eth_type": func(p string, v *yaml.Node) {
 			et := func(out *uint16) field { return func(p string, v *yaml.Node) { d.ethertype(p, v, out) } }
@@ -895,5 +897,6 @@ func (d *decoder) pingserver(path string, n *yaml.Node, ps *PingServer) {
 		},
 		"interval":           dur(&ps.Interval),
 		"failover_threshold": func(p string, v *yaml.Node) { d.integer(p, v, &ps.FailoverThreshold) },
+		"flip_timeout":       dur(&ps.FlipTimeout),
 	})
 }

@@ -79,6 +79,8 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"hello_holddown", durNode(c.HelloHolddown),
 		"uptime_diff_margin", durNode(c.UptimeDiffMargin),
 		"failover_hold_time", durNode(c.FailoverHoldTime),
+		"monitor_holddown", durNode(c.MonitorHolddown),
+		"override_wait_time", durNode(c.OverrideWaitTime),
 		"carrier_debounce", durNode(c.CarrierDebounce),
 		"eth_type", mapNode(true,
 			"ha", hexNode(c.EthType.HA),
@@ -167,7 +169,8 @@ func pingserverNode(ps *PingServer, targets *yaml.Node) *yaml.Node {
 		"interfaces", strSeq(ps.Interfaces),
 		"targets", targets,
 		"interval", durNode(ps.Interval),
-		"failover_threshold", intNode(ps.FailoverThreshold))
+		"failover_threshold", intNode(ps.FailoverThreshold),
+		"flip_timeout", durNode(ps.FlipTimeout))
 }
 
 func ifacesNode(list []Interface) (*yaml.Node, error) {

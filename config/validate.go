@@ -130,6 +130,8 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("carrier_debounce"), c.CarrierDebounce, 0, time.Second)
 	d.durRange(k("uptime_diff_margin"), c.UptimeDiffMargin, 0, 65535*time.Second)
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
+	d.durRange(k("monitor_holddown"), c.MonitorHolddown, 0, 60*time.Second)
+	d.durRange(k("override_wait_time"), c.OverrideWaitTime, 0, 3600*time.Second)
 
 	// Ethertypes.
 	ets := []struct {
@@ -168,6 +170,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 		ps := &c.VCluster2.PingServer
 		d.durRange(k("vcluster2.pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
 		d.intRange(k("vcluster2.pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
+		d.durRange(k("vcluster2.pingserver.flip_timeout"), ps.FlipTimeout, 0, 24*time.Hour)
 	}
 
 	d.intRange(k("arps"), c.ARPs, 1, 60)
@@ -704,4 +707,5 @@ func (d *decoder) validateSection(path, sub string, s VClusterSection, hbdevs ma
 	}
 	d.durRange(k("pingserver.interval"), ps.Interval, 100*time.Millisecond, 60*time.Second)
 	d.intRange(k("pingserver.failover_threshold"), ps.FailoverThreshold, 1, 100)
+	d.durRange(k("pingserver.flip_timeout"), ps.FlipTimeout, 0, 24*time.Hour)
 }

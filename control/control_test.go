@@ -260,3 +260,17 @@ func TestFormatStatusChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatStatusDamping: a rise held by monitor_holddown and a pending
+// override_wait_time show in the human status.
+func TestFormatStatusDamping(t *testing.T) {
+	until := time.Date(2026, 1, 1, 10, 0, 1, 500e6, time.UTC)
+	st := &Status{Node: "node-a", Serial: "SA", Role: "secondary", MonitorHeldUp: 2, MonitorHeldUntil: &until, OverrideWaitUntil: &until}
+	var b bytes.Buffer
+	FormatStatus(&b, st, time.Now())
+	for _, want := range []string{"Monitor hold-down: 2 up counts from 10:00:01.500", "Override wait: takes the primary role at 10:00:01.500"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status output lacks %q:\n%s", want, b.String())
+		}
+	}
+}

@@ -137,6 +137,12 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 			fmt.Fprintf(w, "        %s: %s\n", l.Name, updown(l.Up))
 		}
 	}
+	if s.MonitorHeldUntil != nil {
+		fmt.Fprintf(w, "Monitor hold-down: %d up counts from %s\n", s.MonitorHeldUp, s.MonitorHeldUntil.Format("15:04:05.000"))
+	}
+	if s.OverrideWaitUntil != nil {
+		fmt.Fprintf(w, "Override wait: takes the primary role at %s\n", s.OverrideWaitUntil.Format("15:04:05.000"))
+	}
 	if len(s.Checks) > 0 {
 		fmt.Fprintf(w, "Health checks:\n")
 		for _, c := range s.Checks {

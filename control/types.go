@@ -34,12 +34,20 @@ type Status struct {
 	Warnings []string `json:"warnings,omitempty"`
 	// Epoch is this run's heartbeat epoch (persisted; only grows), NodeID
 	// the node id sent beside the serial (the lowest hbdev MAC).
-	Epoch      uint64   `json:"epoch"`
-	NodeID     string   `json:"node_id"`
-	Members    []Member `json:"members"`
-	HBDevs     []HBDev  `json:"hbdevs"`
-	Monitor    []Link   `json:"monitor"`
-	Interfaces []VIface `json:"interfaces"`
+	Epoch   uint64   `json:"epoch"`
+	NodeID  string   `json:"node_id"`
+	Members []Member `json:"members"`
+	HBDevs  []HBDev  `json:"hbdevs"`
+	Monitor []Link   `json:"monitor"`
+	// MonitorHeldUp is the number of monitored items up while a rise is
+	// held by cluster.monitor_holddown, counted in the election from
+	// MonitorHeldUntil; absent when none is held.
+	MonitorHeldUp    int        `json:"monitor_held_up,omitempty"`
+	MonitorHeldUntil *time.Time `json:"monitor_held_until,omitempty"`
+	// OverrideWaitUntil: this node wins by override priority and takes
+	// the primary role then (cluster.override_wait_time).
+	OverrideWaitUntil *time.Time `json:"override_wait_until,omitempty"`
+	Interfaces        []VIface   `json:"interfaces"`
 	// ARPsRefresh is vcluster 1's periodic re-announcement; nil when off.
 	ARPsRefresh *ARPsRefresh `json:"arps_refresh,omitempty"`
 	Config      Config       `json:"config"`
