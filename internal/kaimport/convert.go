@@ -203,7 +203,10 @@ func (c *converter) instance(s *Stmt) {
 			in.preempt = true
 		case "preempt_delay":
 			in.preemptDelay = c.seconds(k, 0)
-			c.note(k.Line, "preempt_delay %s: hagent has no override wait yet; override takes the primary role back at once (the wait is kept as a comment)", in.preemptDelay)
+			if in.preemptDelay > time.Hour {
+				c.note(k.Line, "preempt_delay %s: above override_wait_time's 1h: not translated", in.preemptDelay)
+				in.preemptDelay = 0
+			}
 		case "advert_int":
 			in.advert = c.seconds(k, time.Second)
 		case "virtual_router_id":
@@ -393,7 +396,6 @@ func (c *converter) script(s *Stmt) {
 	if sc.command == "" {
 		c.note(s.Line, "vrrp_script %s has no script: its command is left empty", sc.name)
 	}
-	c.note(s.Line, "vrrp_script %s: written as a commented cluster.checks item (not a key of this hagent yet)", sc.name)
 	if _, dup := c.scripts[sc.name]; !dup {
 		c.sorder = append(c.sorder, sc.name)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hagent/hagent/config"
 )
 
 // q is s as a YAML scalar (quoted when it must be).
@@ -132,18 +134,18 @@ func (c *converter) emit() string {
 	prio, override, delay := pd(vcs[0])
 	w("  priority: %d\n", prio)
 	w("  override: %v  # keepalived %s\n", override, map[bool]string{true: "preempts (the default)", false: "nopreempt"}[override])
-	if delay > 0 {
-		w("  # keepalived preempt_delay %s: hagent has no override wait yet\n", delay)
-	}
 	if len(vcs) == 2 {
 		p2, o2, d2 := pd(vcs[1])
 		w("  vcluster2: {priority: %d, override: %v}\n", p2, o2)
 		if d2 > 0 {
-			w("  # vcluster 2: keepalived preempt_delay %s: hagent has no override wait yet\n", d2)
+			w("  # vcluster 2: keepalived preempt_delay %s: hagent's override_wait_time (cluster:) applies to both vclusters\n", d2)
 		}
 	}
 
 	w("cluster:\n")
+	if delay > 0 && delay <= time.Hour {
+		w("  override_wait_time: %s  # keepalived preempt_delay\n", fmtDur(delay))
+	}
 	if first.vrid > 0 {
 		w("  group_id: %d  # virtual_router_id of %s\n", first.vrid, first.name)
 	}
@@ -277,9 +279,10 @@ func names(v *vc) string {
 	return strings.Join(out, ", ")
 }
 
-// emitChecks writes the vrrp_scripts the instances track as a commented
-// cluster.checks block: the key is being added to hagent; uncomment it
-// under cluster: once it is there.
+// emitChecks writes the vrrp_scripts the instances track as
+// cluster.checks items (keepalived execs a script's words without a shell,
+// as a check does). A script a check cannot express (its name, command or
+// timings out of a check's ranges) is written commented, with a note.
 func (c *converter) emitChecks(w func(string, ...any)) {
 	var used []string
 	for _, in := range c.insts {
@@ -298,22 +301,61 @@ func (c *converter) emitChecks(w func(string, ...any)) {
 			c.note(c.scripts[n].line, "vrrp_script %s: tracked by no instance", n)
 		}
 	}
-	if len(used) == 0 {
-		return
-	}
-	w("# cluster.checks: keepalived's track_script/vrrp_script, for hagent's health\n")
-	w("# checks (not a key of this hagent yet; move under cluster: when it is):\n")
-	w("#  checks:\n")
+	var ok, bad []string
 	for _, n := range used {
-		s := c.scripts[n]
-		w("#    - name: %s\n", q(n))
-		w("#      command: %s\n", q(s.command))
-		w("#      interval: %s\n", fmtDur(s.interval))
-		if s.timeout > 0 {
-			w("#      timeout: %s\n", fmtDur(s.timeout))
+		if why := checkable(c.scripts[n]); why != "" {
+			c.note(c.scripts[n].line, "vrrp_script %s: written commented: %s", n, why)
+			bad = append(bad, n)
+			continue
 		}
-		w("#      fall: %d\n#      rise: %d\n", max(s.fall, 1), max(s.rise, 1))
+		ok = append(ok, n)
 	}
+	item := func(prefix, n string) {
+		s := c.scripts[n]
+		w("%s  - name: %s\n", prefix, q(n))
+		w("%s    command: %s\n", prefix, q(s.command))
+		w("%s    interval: %s\n", prefix, fmtDur(s.interval))
+		if s.timeout > 0 {
+			w("%s    timeout: %s\n", prefix, fmtDur(s.timeout))
+		}
+		w("%s    fall: %d\n%s    rise: %d\n", prefix, max(s.fall, 1), prefix, max(s.rise, 1))
+	}
+	if len(ok) > 0 {
+		w("  checks:  # track_script/vrrp_script: a failed check fails this member, as a failed monitored link\n")
+		for _, n := range ok {
+			item("  ", n)
+		}
+	}
+	if len(bad) > 0 {
+		w("# vrrp_scripts a check cannot express as they are (see the notes); fix, then move under checks:\n")
+		for _, n := range bad {
+			item("#", n)
+		}
+	}
+}
+
+// checkable says why script s cannot be a cluster.checks item as it is,
+// or "" when it can: a name of 1-32 of A-Z a-z 0-9 . _ -, a command that
+// splits into words, and timings within a check's ranges.
+func checkable(s *script) string {
+	switch {
+	case s.name == "" || len(s.name) > 32 || strings.ContainsFunc(s.name, func(r rune) bool {
+		return !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}):
+		return "its name is not 1-32 of A-Z a-z 0-9 . _ -"
+	case strings.TrimSpace(s.command) == "":
+		return "it has no script"
+	case s.interval < 100*time.Millisecond || s.interval > time.Hour:
+		return "its interval is outside 100ms-1h"
+	case s.timeout != 0 && (s.timeout < 10*time.Millisecond || s.timeout > time.Minute):
+		return "its timeout is outside 10ms-1m"
+	case s.fall > 100 || s.rise > 100:
+		return "its fall or rise is above 100"
+	}
+	if _, err := config.SplitCommand(s.command); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // fmtDur writes d as Go does (1s, 200ms, 1m30s), which hagent.yaml reads.

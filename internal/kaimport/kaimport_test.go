@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -190,4 +191,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("output of %q is not YAML: %v\n%s", src, err, res.YAML)
 		}
 	})
+}
+
+// TestCheckable: a vrrp_script becomes a cluster.checks item only when a
+// check can express it; the others are written commented with a note.
+func TestCheckable(t *testing.T) {
+	ok := script{name: "chk_web", command: "/usr/bin/curl -fs http://127.0.0.1/", interval: 2 * time.Second, fall: 3, rise: 2}
+	for _, tc := range []struct {
+		name string
+		edit func(*script)
+		want bool
+	}{
+		{"plain", func(*script) {}, true},
+		{"name with a space", func(s *script) { s.name = "chk web" }, false},
+		{"name too long", func(s *script) { s.name = strings.Repeat("c", 33) }, false},
+		{"no script", func(s *script) { s.command = " " }, false},
+		{"unbalanced quote", func(s *script) { s.command = `/bin/check "web` }, false},
+		{"interval too short", func(s *script) { s.interval = 50 * time.Millisecond }, false},
+		{"timeout too long", func(s *script) { s.timeout = 2 * time.Minute }, false},
+		{"fall above 100", func(s *script) { s.fall = 101 }, false},
+	} {
+		s := ok
+		tc.edit(&s)
+		if why := checkable(&s); (why == "") != tc.want {
+			t.Errorf("%s: checkable = %q, want ok %v", tc.name, why, tc.want)
+		}
+	}
 }
