@@ -142,18 +142,27 @@ func (d *decoder) percent(path string, n *yaml.Node, out *int) {
 	*out = v
 }
 
+// CheckNameProblem says what is wrong with name as a health check's name,
+// or "" when it is one: 1-32 bytes of A-Z a-z 0-9 . _ -.
+func CheckNameProblem(name string) string {
+	switch {
+	case name == "" || len(name) > 32:
+		return "a check name is 1-32 bytes"
+	case strings.ContainsFunc(name, func(r rune) bool {
+		return !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}):
+		return "a check name is made of A-Z a-z 0-9 . _ -"
+	}
+	return ""
+}
+
 // validateChecks validates cluster.checks (k: the cluster key prefixer).
 func (d *decoder) validateChecks(k func(string) string, list []Check) {
 	names := map[string]int{}
 	for i, c := range list {
 		p := indexKey(k("checks"), i)
-		switch {
-		case c.Name == "" || len(c.Name) > 32:
-			d.errorf(p+".name", "%q: a check name is 1-32 bytes", c.Name)
-		case strings.ContainsFunc(c.Name, func(r rune) bool {
-			return !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-		}):
-			d.errorf(p+".name", "%q: a check name is made of A-Z a-z 0-9 . _ -", c.Name)
+		if msg := CheckNameProblem(c.Name); msg != "" {
+			d.errorf(p+".name", "%q: %s", c.Name, msg)
 		}
 		if first, dup := names[c.Name]; dup && c.Name != "" {
 			d.errorf(p+".name", "%s is already checks[%d]", c.Name, first)

@@ -338,11 +338,10 @@ func (c *converter) emitChecks(w func(string, ...any)) {
 // or "" when it can: a name of 1-32 of A-Z a-z 0-9 . _ -, a command that
 // splits into words, and timings within a check's ranges.
 func checkable(s *script) string {
+	if msg := config.CheckNameProblem(s.name); msg != "" {
+		return msg
+	}
 	switch {
-	case s.name == "" || len(s.name) > 32 || strings.ContainsFunc(s.name, func(r rune) bool {
-		return !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}):
-		return "its name is not 1-32 of A-Z a-z 0-9 . _ -"
 	case strings.TrimSpace(s.command) == "":
 		return "it has no script"
 	case s.interval < 100*time.Millisecond || s.interval > time.Hour:
