@@ -49,6 +49,9 @@ func (l *Lab) StartVsftpd(size int) (*Vsftpd, error) {
 		"anonymous_enable=YES", "no_anon_password=YES", "anon_root=" + root, "local_enable=NO", "write_enable=NO",
 		"port_enable=YES", "connect_from_port_20=NO", "pasv_enable=YES",
 		"seccomp_sandbox=NO", "secure_chroot_dir=" + empty, "xferlog_enable=NO", "dirmessage_enable=NO",
+		// No isolation: a session in a network namespace of its own
+		// outlives Stop (apps.go says the same of its vsftpd).
+		"isolate=NO", "isolate_network=NO",
 	}, "\n") + "\n"
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		return nil, err
