@@ -37,7 +37,8 @@ unit:
 	$(GO) test -race -count=1 $(PKGS)
 
 integration: build
-	HAGENT_BIN=$(BIN) $(GO) test -p 1 -count=1 -timeout 18m -v ./test/... 2>&1 | tee /tmp/hagent-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|measured' ; exit $${PIPESTATUS[0]}
+	HAGENT_BIN=$(BIN) $(GO) test -p 1 -count=1 -timeout 18m -v ./test/... 2>&1 | tee /tmp/hagent-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|measured' ; \
+	rc=$${PIPESTATUS[0]}; [ $$rc = 0 ] || bash test/failed-output.sh /tmp/hagent-integration.log; exit $$rc
 
 # make lab: the 2-node failover demo in network namespaces.
 # LAB_ARGS="-direct -probe 1ms": the same crash over a direct hb cable.

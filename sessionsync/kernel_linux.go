@@ -2,16 +2,12 @@ package sessionsync
 
 import (
 	"cmp"
-	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
@@ -32,7 +28,7 @@ type Kernel struct {
 	dfd    int        // dumps, streamed
 	dseq   uint32
 	drx    []byte
-	events *netfilter.Conn
+	events *eventSocket
 	quiet  atomic.Bool // events are read and dropped undecoded
 
 	xmu sync.Mutex      // xc
@@ -75,13 +71,7 @@ func OpenKernel() (*Kernel, error) {
 	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
 	// The event socket is opened here, in the caller's network namespace
 	// (Listen may run on any thread).
-	ev, err := netfilter.Dial(nil)
-	if err == nil {
-		_ = ev.SetReadBuffer(8 << 20)
-		if err = ev.JoinGroups(append(slices.Clone(netfilter.GroupsCT), netfilter.GroupCTExpNew, netfilter.GroupCTExpDestroy)); err != nil {
-			ev.Close()
-		}
-	}
+	ev, err := openEvents()
 	if err != nil {
 		unix.Close(fd)
 		d.Close()
@@ -173,26 +163,17 @@ func (k *Kernel) Dump(fn func(*Flow)) error {
 		if err != nil {
 			return fmt.Errorf("ctnetlink dump: %w", err)
 		}
-		b := k.drx[:n]
-		for len(b) >= nlmsgHdrLen {
-			l := int(binary.NativeEndian.Uint32(b))
-			if l < nlmsgHdrLen || l > len(b) {
-				return fmt.Errorf("ctnetlink dump: bad message length %d", l)
-			}
-			m := netlink.Message{Header: netlink.Header{Length: uint32(l),
-				Type:     netlink.HeaderType(binary.NativeEndian.Uint16(b[4:])),
-				Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(b[6:])),
-				Sequence: binary.NativeEndian.Uint32(b[8:]), PID: binary.NativeEndian.Uint32(b[12:])}, Data: b[nlmsgHdrLen:l]}
+		done, err := nlSplit(k.drx[:n], func(m netlink.Message) (bool, error) {
 			switch {
 			case m.Header.Type == netlink.Done:
-				return nil
+				return true, nil
 			case m.Header.Type == netlink.Error:
-				if l >= nlmsgHdrLen+4 {
-					if code := int32(binary.NativeEndian.Uint32(b[16:])); code < 0 {
-						return fmt.Errorf("ctnetlink dump: %w", syscall.Errno(-code))
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data)); code < 0 {
+						return true, syscall.Errno(-code)
 					}
 				}
-				return nil
+				return true, nil
 			case m.Header.Sequence == k.dseq:
 				var ev conntrack.Event
 				if ev.Unmarshal(m) == nil && ev.Flow != nil {
@@ -201,112 +182,36 @@ func (k *Kernel) Dump(fn func(*Flow)) error {
 					}
 				}
 			}
-			if a := (l + 3) &^ 3; a < len(b) {
-				b = b[a:]
-			} else {
-				b = nil
-			}
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("ctnetlink dump: %w", err)
 		}
-	}
-}
-
-// Listen implements Table; it may be called once (it closes the event
-// socket when ctx is done). An overrun of the event socket (ENOBUFS) is
-// reported as EventOverrun and listening goes on.
-func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
-	c := k.events
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	for {
-		msgs, err := c.Receive()
-		if ctx.Err() != nil {
+		if done {
 			return nil
 		}
-		if errors.Is(err, unix.ENOBUFS) {
-			fn(Event{Type: EventOverrun})
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("ctnetlink events: %w", err)
-		}
-		if k.quiet.Load() {
-			continue
-		}
-		for _, m := range msgs {
-			var ev conntrack.Event
-			if err := ev.Unmarshal(m); err != nil {
-				continue
-			}
-			if ev.Expect != nil {
-				x, ok := fromTiMoExpect(ev.Expect)
-				switch {
-				case !ok:
-				case ev.Type == conntrack.EventExpNew:
-					fn(Event{Type: EventNew, Expect: &x})
-					k.seqAdjOfMaster(ctx, x.Master, fn)
-				case ev.Type == conntrack.EventExpDestroy:
-					fn(Event{Type: EventDestroy, Expect: &x})
-				}
-				continue
-			}
-			if ev.Flow == nil {
-				continue
-			}
-			f, ok := fromTiMo(ev.Flow)
-			if !ok {
-				continue
-			}
-			if ev.Type != conntrack.EventDestroy && f.Status&statusSeqAdjust != 0 && f.SeqAdj == nil {
-				// An event carries the adjustment only when ctnetlink
-				// changed it (IPCT_SEQADJ); the data path changes it
-				// without one (nf_ct_seqadj_set): read the entry.
-				if g, ok := k.get(f.Key()); ok {
-					f = g
-				}
-			}
-			switch ev.Type {
-			case conntrack.EventNew:
-				fn(Event{Type: EventNew, Flow: f})
-			case conntrack.EventUpdate:
-				fn(Event{Type: EventUpdate, Flow: f})
-			case conntrack.EventDestroy:
-				fn(Event{Type: EventDestroy, Flow: f})
-			}
-		}
 	}
 }
 
-// seqAdjDelay is how long after an expectation's creation its master is
-// read a second time: the NAT helper creates the expectation
-// (nf_nat_exp_find_port) before it rewrites the payload and sets the
-// adjustment (nf_nat_mangle_tcp_packet), within the same packet.
-const seqAdjDelay = 50 * time.Millisecond
-
-// seqAdjOfMaster reports the master of a new expectation as updated when
-// it carries a sequence adjustment. A helper that rewrites a payload to
-// another length (nf_nat_ftp, nf_nat_irc, nf_nat_sip over TCP, H.323)
-// creates an expectation for the connection it announces; the adjustment
-// it sets on the master raises no conntrack event, so the expectation's
-// is the moment to read it. Read now and again after seqAdjDelay (the
-// second read is sent only when it differs).
-func (k *Kernel) seqAdjOfMaster(ctx context.Context, master Key, fn func(Event)) {
-	first, ok := k.get(master)
-	if !ok {
-		return
-	}
-	if first.SeqAdj != nil {
-		fn(Event{Type: EventUpdate, Flow: first})
-	}
-	time.AfterFunc(seqAdjDelay, func() {
-		if ctx.Err() != nil || k.quiet.Load() {
-			return
+// nlSplit calls fn for each netlink message of b, a datagram read from a
+// netlink socket, until fn reports done or an error; a length that does
+// not fit is an error.
+func nlSplit(b []byte, fn func(m netlink.Message) (done bool, err error)) (bool, error) {
+	for len(b) >= nlmsgHdrLen {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < nlmsgHdrLen || l > len(b) {
+			return false, fmt.Errorf("bad message length %d", l)
 		}
-		g, ok := k.get(master)
-		if !ok || g.SeqAdj == nil || (first.SeqAdj != nil && *g.SeqAdj == *first.SeqAdj) {
-			return
+		m := netlink.Message{Header: netlink.Header{Length: uint32(l),
+			Type:     netlink.HeaderType(binary.NativeEndian.Uint16(b[4:])),
+			Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(b[6:])),
+			Sequence: binary.NativeEndian.Uint32(b[8:]), PID: binary.NativeEndian.Uint32(b[12:])}, Data: b[nlmsgHdrLen:l]}
+		if done, err := fn(m); done || err != nil {
+			return done, err
 		}
-		fn(Event{Type: EventUpdate, Flow: g})
-	})
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return false, nil
 }
 
 // get reads one flow of the table (IPCTNL_MSG_CT_GET by its original

@@ -256,12 +256,16 @@ func TestFGSPDownUntilSynced(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fgspConns + extraFlows
-	eventually(t, 20*time.Second, "node-b holds node-a's flows", func() error {
+	if err := lab.Eventually(20*time.Second, func() error {
 		if c, err := b.FlowCount(); err != nil || c < want {
 			return fmt.Errorf("node-b has %d flows (%v), want ≥ %d", c, err, want)
 		}
 		return nil
-	})
+	}); err != nil {
+		ca, _ := a.FlowCount()
+		t.Logf("node-a holds %d flows; node-a sessions:\n%s\nnode-b sessions:\n%s", ca, mustCtl(a, "ha", "sessions"), mustCtl(b, "ha", "sessions"))
+		t.Fatalf("node-b holds node-a's flows: %v", err)
+	}
 	// A reboot: node-b dies, its table is emptied, its heartbeat link
 	// comes back, its data links stay down, hagentd starts again.
 	b.Crash()

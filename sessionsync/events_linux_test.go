@@ -1,0 +1,91 @@
+package sessionsync
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestKernelOverrunReportedAfterCongestion: an overrun is reported only
+// once the event socket takes events again, so a table dump started on
+// the report misses nothing. The listener is held while 30000 flows are
+// created (the queue overflows); on the overrun report a probe flow is
+// created, and its event must arrive. Reported at the ENOBUFS, while the
+// queue still holds the backlog, the probe's event is dropped with the
+// rest (the kernel drops every event until the queue has been drained).
+func TestKernelOverrunReportedAfterCongestion(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		w, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		const n = 30000
+		probe := tcpFlow(n) // a tuple none of the n others has
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		release := make(chan struct{})
+		var (
+			mu        sync.Mutex
+			overruns  int
+			probeSeen bool
+			applyErr  error
+			first     = true
+		)
+		go k.Listen(ctx, func(ev Event) {
+			if first {
+				first = false
+				<-release
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case ev.Type == EventOverrun:
+				overruns++
+				if overruns == 1 {
+					applyErr = w.Apply([]Record{{Op: OpUpsert, Flow: probe}})[0]
+				}
+			case ev.Expect == nil && ev.Flow.Key() == probe.Key():
+				probeSeen = true
+			}
+		})
+		time.Sleep(50 * time.Millisecond) // the listener joins its groups
+		recs := make([]Record, n)
+		for i := range recs {
+			recs[i] = Record{Op: OpUpsert, Flow: tcpFlow(i)}
+		}
+		for i, err := range w.Apply(recs) {
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		close(release)
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			done := probeSeen
+			mu.Unlock()
+			if done {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if applyErr != nil {
+			t.Fatalf("probe flow: %v", applyErr)
+		}
+		if overruns != 1 {
+			t.Fatalf("%d overruns reported, want 1 (the queue must overflow once)", overruns)
+		}
+		if !probeSeen {
+			t.Fatal("the event of a flow created when the overrun was reported never arrived: reported while the socket still dropped events")
+		}
+	})
+}
