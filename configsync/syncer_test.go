@@ -523,3 +523,85 @@ func TestSyncFirstEventAtOnce(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // a quiet gap: the next change starts a burst
 	}
 }
+
+// TestWatchRenameOverTargetAtOnce: a change written the way editors and
+// configuration tools write it (a temporary file beside the target,
+// written, then renamed over the target) is pushed at once, though the
+// rename is not the first event of its burst (the temporary file's
+// creation and write are). The debounce is an hour: a push waiting for it
+// never comes.
+func TestWatchRenameOverTargetAtOnce(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
+	a.write(t, "/etc/app/app.conf", "v0\n", 0o644)
+	eventually(t, 10*time.Second, "initial sync", func() bool { return b.read("/etc/app/app.conf") == "v0\n" })
+	for i, content := range []string{"v1\n", "v2\n", "v3\n"} {
+		time.Sleep(20 * time.Millisecond)
+		tmp, err := os.CreateTemp(a.root+"/etc/app", ".app.conf.tmp-*") // as ansible and install do
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tmp.WriteString(content); err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp.Name(), a.root+"/etc/app/app.conf"); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, fmt.Sprintf("rename-write %d on node-b without waiting for the debounce", i+1), func() bool {
+			return b.read("/etc/app/app.conf") == content
+		})
+	}
+}
+
+// TestWatchBurstCoalesces: a burst of 1000 changes, rename-writes and
+// in-place writes in turn, is pushed in fewer generations than changes
+// (at most one rescan at once per maxKickGap, the rest coalesced) and
+// ends in sync, the last in-place write included (only the coalescing
+// rescan after Debounce pushes it).
+func TestWatchBurstCoalesces(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
+	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	gen0 := a.s.Status().Generation
+	const changes = 1000
+	start := time.Now()
+	for i := range changes {
+		target := fmt.Sprintf("%s/etc/app/f%d.conf", a.root, i%50)
+		if i%2 == 1 { // in place: only the coalescing pushes these
+			if err := os.WriteFile(target, fmt.Appendf(nil, "change %d\n", i), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		tmp, err := os.CreateTemp(a.root+"/etc/app", ".tmp-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(tmp, "change %d\n", i)
+		tmp.Close()
+		if err := os.Rename(tmp.Name(), target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	// The burst's tail: an in-place write after a pause, so that no
+	// rescan asked for at once can see it: only the coalescing one does.
+	time.Sleep(50 * time.Millisecond)
+	if err := os.WriteFile(a.root+"/etc/app/f0.conf", []byte("tail\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the burst's tail on node-b", func() bool { return b.read("/etc/app/f0.conf") == "tail\n" })
+	eventually(t, 20*time.Second, "in sync after the burst", inSync(a, b))
+	if got := b.read("/etc/app/f49.conf"); got != fmt.Sprintf("change %d\n", changes-1) {
+		t.Fatalf("node-b's f49.conf is %q after the burst", got)
+	}
+	pushes := a.s.Status().Generation - gen0
+	t.Logf("measured: %d changes in %v pushed in %d generations", changes, took.Round(time.Millisecond), pushes)
+	// One rescan at once per maxKickGap and one per Debounce at most:
+	// however slow the loop, fewer than one push per two changes unless
+	// a change took longer than maxKickGap/2 to write.
+	if limit := max(changes/4, int(took/maxKickGap)+int(took/(10*time.Millisecond))+2); int(pushes) > limit {
+		t.Fatalf("%d changes pushed in %d generations, want at most %d: not coalesced", changes, pushes, limit)
+	}
+}

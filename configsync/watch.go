@@ -12,8 +12,8 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// burstGap is the quiet time after which a file event starts a new burst.
-const burstGap = 5 * time.Millisecond
+// maxKickGap bounds the time between two rescans asked for at once.
+const maxKickGap = 5 * time.Millisecond
 
 // watch follows the sync paths with fsnotify (directories recursively, new
 // ones as they appear) and asks for a rescan on any change: at once for
@@ -53,18 +53,28 @@ func (s *Syncer) watch(ctx context.Context) {
 	s.lastEvent.Store(time.Now().UnixNano())
 	s.watchSince.Store(time.Now().UnixNano())
 	defer s.watchSince.Store(0)
-	// The first event of a burst (after a quiet burstGap, or Debounce/4
-	// if shorter) that names a complete change (a file renamed or moved
-	// into place, removed, its mode or owner changed, a new non-empty
-	// file) rescans at once; the rest of the burst is coalesced into one
-	// more rescan at most every Debounce. An in-place write (or a new,
-	// still empty file) waits for Debounce: the writer may not be done.
-	// Later events do not extend the window, so a file rewritten without
-	// pause is still pushed every Debounce.
+	// An event that names a complete change (a file renamed or moved into
+	// place, removed, its mode or owner changed, a new non-empty file)
+	// rescans at once, unless a rescan was asked for at once less than
+	// kickGap ago; everything else is coalesced into one more rescan at
+	// most every Debounce. An in-place write (or a new, still empty file)
+	// waits for Debounce: the writer may not be done.
+	//
+	// "At once" is not only for the first event of a burst: an editor or
+	// a configuration tool writes a temporary file beside the target and
+	// renames it over the target (vim, ansible, puppet, install), and the
+	// temporary file's creation and writes come first, so the rename that
+	// completes the change is never a burst's first event
+	// (TestWatchRenameOverTargetAtOnce: it waited the whole Debounce).
+	// A burst of many complete changes still costs at most one rescan
+	// per kickGap and one per Debounce (and rescans asked for while one
+	// runs are one). Later events do not extend the window, so a file
+	// rewritten without pause is still pushed every Debounce.
+	kickGap := min(s.cfg.Debounce/4, maxKickGap)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed, dirty := false, false
-	var last time.Time // the previous event
+	var lastKick time.Time // the last rescan asked for at once
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,10 +112,8 @@ func (s *Syncer) watch(ctx context.Context) {
 			if ev.Has(fsnotify.Write) {
 				complete = false
 			}
-			now := time.Now()
-			first := now.Sub(last) > min(s.cfg.Debounce/4, burstGap) // a gap: a new burst
-			last = now
-			if first && complete {
+			if now := time.Now(); complete && now.Sub(lastKick) >= kickGap {
+				lastKick = now
 				kick(s.rescanCh)
 			} else {
 				dirty = true
