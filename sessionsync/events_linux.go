@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -33,7 +34,10 @@ import (
 // TestFGSPDownUntilSynced before this). Listen reports the overrun only
 // once the congestion is over, judged by the queue's size (SO_MEMINFO):
 // empty, or grown since the last read (nothing is queued while congested),
-// or no datagram for overrunIdle; overrunSettle bounds the wait.
+// or no datagram for overrunIdle. The wait is bounded without a timer of
+// its own: while congested nothing is queued, so every read shortens the
+// queue until it is empty (a time bound would report too early on a slow
+// reader: 7 s to drain under the race detector).
 
 const (
 	// eventBuffer is the event socket's receive buffer (SO_RCVBUFFORCE).
@@ -44,8 +48,6 @@ const (
 	// overrunIdle: a congested queue that yields nothing for this long
 	// is empty.
 	overrunIdle = 20 * time.Millisecond
-	// overrunSettle bounds the wait for the congestion to end.
-	overrunSettle = time.Second
 )
 
 // eventSocket is the ctnetlink multicast socket for conntrack and
@@ -54,6 +56,10 @@ type eventSocket struct {
 	c   *socket.Conn
 	buf []byte
 	mi  []byte
+
+	mu     sync.Mutex
+	joined bool
+	failed error // a join or leave that failed: Listen returns it
 }
 
 // openEvents opens the event socket in the caller's network namespace.
@@ -67,18 +73,60 @@ func openEvents() (*eventSocket, error) {
 		return nil, err
 	}
 	_ = c.SetReadBuffer(eventBuffer) // SO_RCVBUFFORCE as root
-	groups := append([]netfilter.NetlinkGroup{}, netfilter.GroupsCT...)
-	groups = append(groups, netfilter.GroupCTExpNew, netfilter.GroupCTExpDestroy)
-	for _, g := range groups {
-		if err := c.SetsockoptInt(unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, int(g)); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("join group %d: %w", g, err)
+	s := &eventSocket{c: c, buf: make([]byte, eventDatagram), mi: make([]byte, 4*unix.SK_MEMINFO_VARS)}
+	if err := s.subscribe(true); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// eventGroups are the multicast groups a sender needs: conntrack new,
+// update and destroy, expectation new and destroy (not expectation
+// updates, which carry nothing a copy uses).
+var eventGroups = append(append([]netfilter.NetlinkGroup{}, netfilter.GroupsCT...), netfilter.GroupCTExpNew, netfilter.GroupCTExpDestroy)
+
+// subscribe joins or leaves the event groups. Left, the kernel builds no
+// event for this socket at all: with no listener left in the namespace,
+// not even the message (a secondary's creates cost less, and its queue
+// cannot overrun; TestKernelQuietSubscribesNothing).
+func (s *eventSocket) subscribe(join bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.joined == join {
+		return nil
+	}
+	opt := unix.NETLINK_DROP_MEMBERSHIP
+	if join {
+		opt = unix.NETLINK_ADD_MEMBERSHIP
+	}
+	for _, g := range eventGroups {
+		if err := s.c.SetsockoptInt(unix.SOL_NETLINK, opt, int(g)); err != nil {
+			return fmt.Errorf("ctnetlink events: group %d (join %v): %w", g, join, err)
 		}
 	}
-	return &eventSocket{c: c, buf: make([]byte, eventDatagram), mi: make([]byte, 4*unix.SK_MEMINFO_VARS)}, nil
+	s.joined = join
+	return nil
 }
 
 func (s *eventSocket) Close() error { return s.c.Close() }
+
+// subscribeOrFail is subscribe; a failure closes the socket, so that
+// Listen ends with it rather than a primary silently hearing nothing.
+func (s *eventSocket) subscribeOrFail(join bool) {
+	if err := s.subscribe(join); err != nil {
+		s.mu.Lock()
+		s.failed = err
+		s.mu.Unlock()
+		s.c.Close()
+	}
+}
+
+func (s *eventSocket) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
 
 // queued is the receive queue's size in bytes (-1 if unknown).
 func (s *eventSocket) queued() int {
@@ -92,18 +140,17 @@ func (s *eventSocket) queued() int {
 // overrun follows one overrun of the event socket until its congestion is
 // over (see above).
 type overrun struct {
-	on    bool
-	since time.Time
-	last  int // queue size at the last read
+	on   bool
+	last int // queue size at the last read
 }
 
 func (o *overrun) begin(queued int) {
-	o.on, o.since, o.last = true, time.Now(), queued
+	o.on, o.last = true, queued
 }
 
 // settled reports, after a read, whether the congestion is over.
 func (o *overrun) settled(queued int) bool {
-	if queued <= 0 || queued >= o.last || time.Since(o.since) >= overrunSettle {
+	if queued <= 0 || queued >= o.last {
 		o.on = false
 		return true
 	}
@@ -143,6 +190,9 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 			fn(Event{Type: EventOverrun})
 			continue
 		case err != nil:
+			if f := s.failure(); f != nil {
+				return f
+			}
 			return fmt.Errorf("ctnetlink events: %w", err)
 		}
 		if flags&unix.MSG_TRUNC == 0 && !k.quiet.Load() {

@@ -66,7 +66,7 @@ func TestKernelOverrunReportedAfterCongestion(t *testing.T) {
 			}
 		}
 		close(release)
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
 			mu.Lock()
 			done := probeSeen
@@ -87,5 +87,55 @@ func TestKernelOverrunReportedAfterCongestion(t *testing.T) {
 		if !probeSeen {
 			t.Fatal("the event of a flow created when the overrun was reported never arrived: reported while the socket still dropped events")
 		}
+	})
+}
+
+// TestKernelQuietSubscribesNothing pins what the kernel delivers to the
+// event socket: nothing at all while quiet (the groups are left, so the
+// kernel does not even build the events), the sender's groups otherwise.
+func TestKernelQuietSubscribesNothing(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		w, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		w.SetQuiet(true) // the writer's own socket must not listen either
+		read := func() (int, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			n, _, _, _, err := k.events.c.Recvmsg(ctx, k.events.buf, nil, 0)
+			return n, err
+		}
+		apply := func(from, n int) time.Duration {
+			recs := make([]Record, n)
+			for i := range recs {
+				recs[i] = Record{Op: OpUpsert, Flow: tcpFlow(from + i)}
+			}
+			t0 := time.Now()
+			for i, err := range w.Apply(recs) {
+				if err != nil {
+					t.Fatalf("record %d: %v", i, err)
+				}
+			}
+			return time.Since(t0)
+		}
+		k.SetQuiet(true)
+		quiet := apply(0, 10000)
+		if n, err := read(); err == nil {
+			t.Fatalf("quiet: the event socket received a datagram of %d bytes", n)
+		}
+		k.SetQuiet(false)
+		loud := apply(10000, 10000)
+		if _, err := read(); err != nil {
+			t.Fatalf("listening: no event arrived: %v", err)
+		}
+		t.Logf("measured: 10000 creates in %v with no listener, %v with one (%.0f / %.0f flows/s)",
+			quiet.Round(time.Millisecond), loud.Round(time.Millisecond), 10000/quiet.Seconds(), 10000/loud.Seconds())
 	})
 }

@@ -243,9 +243,20 @@ func (k *Kernel) get(key Key) (Flow, bool) {
 	return fromTiMo(ev.Flow)
 }
 
-// SetQuiet makes Listen drop events without decoding them (a secondary
-// needs none; its own creates would cost a decode each).
-func (k *Kernel) SetQuiet(q bool) { k.quiet.Store(q) }
+// SetQuiet makes Listen drop events without decoding them, and leaves the
+// event groups so that the kernel does not build them (a secondary needs
+// none; its own creates would cost an event each). Leaving quiet, the
+// groups are joined before the events count again; a failure to join
+// ends Listen with the error (the engine reports it as a problem).
+func (k *Kernel) SetQuiet(q bool) {
+	if !q {
+		k.events.subscribeOrFail(true)
+	}
+	k.quiet.Store(q)
+	if q {
+		k.events.subscribeOrFail(false)
+	}
+}
 
 // fromTiMo converts a ti-mo flow; ok is false for what sessionsync does
 // not carry (no tuples).

@@ -181,6 +181,19 @@ func TestPrimaryDoesNotSweep(t *testing.T) {
 func TestKeepFlows(t *testing.T) {
 	a, b := quietPair(t)
 	mixedFlows(t, a, b, tcpClose)
+	// b holds the copies before every record sent has arrived (the bulk
+	// copy and the stream both carry them): wait for the rest, or it is
+	// counted as sent by a secondary below.
+	eventually(t, 5*time.Second, func() error {
+		var sent uint64
+		for _, p := range a.e.Status().Peers {
+			sent += p.SentFlows
+		}
+		if got := b.e.Status().Received; got != sent {
+			return fmt.Errorf("node-b received %d of the %d records sent", got, sent)
+		}
+		return nil
+	})
 	a.e.SetRole(false, nil)
 	before := b.e.Status().Received
 	skip := flowN(ProtoTCP, 2).Key()
