@@ -148,9 +148,13 @@ func (o *overrun) begin(queued int) {
 	o.on, o.last = true, queued
 }
 
-// settled reports, after a read, whether the congestion is over.
-func (o *overrun) settled(queued int) bool {
-	if queued <= 0 || queued >= o.last {
+// settled reports whether the congestion is over, given the queue's size
+// after a read (read) or after overrunIdle without a datagram: empty, or
+// grown by a read (a read takes a datagram off a congested queue and
+// nothing is added). A wait that ended without a read proves nothing
+// more than the size does (the reader may just not have run).
+func (o *overrun) settled(queued int, read bool) bool {
+	if queued <= 0 || (read && queued >= o.last) {
 		o.on = false
 		return true
 	}
@@ -161,33 +165,37 @@ func (o *overrun) settled(queued int) bool {
 // Listen implements Table; it may be called once (it closes the event
 // socket when ctx is done). An overrun of the event socket (ENOBUFS) is
 // reported as EventOverrun once its congestion is over (see above), after
-// the events still queued; listening goes on.
+// the events still queued; listening goes on. Reads take no context: a
+// cancellable one costs a goroutine per read (mdlayher/socket); closing
+// the socket ends a read.
 func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 	s := k.events
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	var ov overrun
 	for {
-		rctx, cancel := ctx, context.CancelFunc(nil)
 		if ov.on {
-			rctx, cancel = context.WithTimeout(ctx, overrunIdle)
+			_ = s.c.SetReadDeadline(time.Now().Add(overrunIdle))
 		}
-		n, _, flags, _, err := s.c.Recvmsg(rctx, s.buf, nil, 0)
-		if cancel != nil {
-			cancel()
-		}
+		n, _, flags, _, err := s.c.Recvmsg(context.Background(), s.buf, nil, 0)
 		if ctx.Err() != nil {
 			return nil
 		}
 		switch {
 		case errors.Is(err, unix.ENOBUFS):
 			if !ov.on {
-				ov.begin(s.queued())
+				q := s.queued()
+				ov.begin(q)
+				if ov.settled(q, false) {
+					fn(Event{Type: EventOverrun})
+				}
 			}
 			continue
-		case ov.on && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)):
-			ov.on = false
-			fn(Event{Type: EventOverrun})
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			_ = s.c.SetReadDeadline(time.Time{})
+			if ov.on && ov.settled(s.queued(), false) {
+				fn(Event{Type: EventOverrun})
+			}
 			continue
 		case err != nil:
 			if f := s.failure(); f != nil {
@@ -201,7 +209,8 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 				return false, nil
 			})
 		}
-		if ov.on && ov.settled(s.queued()) {
+		if ov.on && ov.settled(s.queued(), true) {
+			_ = s.c.SetReadDeadline(time.Time{})
 			fn(Event{Type: EventOverrun})
 		}
 	}
