@@ -75,6 +75,7 @@ type vcView struct {
 	st      cluster.Status
 	monitor []control.Link
 	refresh arpsRefresh
+	signal  linkSignal
 }
 
 // publishStatus publishes the status view of now (run goroutine).
@@ -82,7 +83,7 @@ func (a *Agent) publishStatus() {
 	cfg := a.config()
 	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
 	for _, vc := range a.vcs {
-		vv := vcView{st: vc.m.Status(), refresh: vc.refresh}
+		vv := vcView{st: vc.m.Status(), refresh: vc.refresh, signal: vc.signal}
 		if vv.st.Reason == vc.checkReason[0] {
 			vv.st.Reason = vc.checkReason[1] // the role change names its health check
 		}
@@ -188,6 +189,7 @@ func (a *Agent) status() *control.Status {
 	}
 	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
 	out.ARPsRefresh = out.VClusters[0].ARPsRefresh
+	out.LinkFailedSignal = out.VClusters[0].LinkFailedSignal
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()

@@ -163,6 +163,12 @@ type Cluster struct {
 	// priority waits before it takes the primary role from a serving
 	// primary (override_wait_time), 0-3600s, default 0.
 	OverrideWaitTime time.Duration
+	// LinkFailedSignal (link_failed_signal, FGCP link-failed-signal),
+	// 0-60s, default 0 (off): a member that loses the primary role
+	// because a monitored link of its failed sets its other monitored
+	// links down this long, then up again, so the switches they lead to
+	// flush the MAC addresses they learnt on them.
+	LinkFailedSignal time.Duration
 	// UnicastHB is the unicast heartbeat (unicast_hb).
 	UnicastHB UnicastHB
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay

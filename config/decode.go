@@ -713,6 +713,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"failover_hold_time": dur(&c.FailoverHoldTime),
 		"monitor_holddown":   dur(&c.MonitorHolddown),
 		"override_wait_time": dur(&c.OverrideWaitTime),
+		"link_failed_signal": dur(&c.LinkFailedSignal),
 		"carrier_debounce":   dur(&c.CarrierDebounce),
 		"eth_type": func(p string, v *yaml.Node) {
 			et := func(out *uint16) field { return func(p string, v *yaml.Node) { d.ethertype(p, v, out) } }

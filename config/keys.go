@@ -100,6 +100,8 @@ var Keys = []Key{
 		Doc: "Flap damping for monitored items (links, pingserver targets, checks): a fall in the number up counts in the election at once, a rise only once the number has held still this long. A port flapping 30 times in 50 ms costs one failover and one takeback. 0 counts a rise at once."},
 	{Path: "cluster.override_wait_time", Reload: ReloadLive, Type: "duration", Default: "0s", Range: "0s-3600s",
 		Doc: "With override: a member that wins by priority (not by more monitored items up) waits this long, winning all along, before it takes the primary role from the serving primary (FGCP override-wait-time)."},
+	{Path: "cluster.link_failed_signal", Reload: ReloadLive, Type: "duration", Default: "0s", Range: "0s-60s",
+		Doc: "FGCP link-failed-signal: a member that loses the primary role because one of its monitored links failed sets its other monitored links (those up, not hbdevs, sync_dev or the management interface) down this long, then up again, so the switches they lead to flush the MAC addresses learnt on them and send to the new primary at once. Not on a graceful stop, nor on a loss by priority or a health check. Counted in status, recorded in history. 0s is off."},
 	{Path: "cluster.unicast_hb", Reload: ReloadPerKey, Type: "mapping",
 		Doc: "Heartbeats, the configuration-sync channel and the session channel in UDP between the members' addresses (FGCP unicast-hb), for VMs and clouds where raw Ethertypes do not pass. Each socket is bound to this node's address only; datagrams from other addresses are dropped before any cryptography."},
 	{Path: "cluster.unicast_hb.enabled", Reload: ReloadRestart, Type: "boolean", Default: "false",

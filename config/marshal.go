@@ -81,6 +81,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"failover_hold_time", durNode(c.FailoverHoldTime),
 		"monitor_holddown", durNode(c.MonitorHolddown),
 		"override_wait_time", durNode(c.OverrideWaitTime),
+		"link_failed_signal", durNode(c.LinkFailedSignal),
 		"carrier_debounce", durNode(c.CarrierDebounce),
 		"eth_type", mapNode(true,
 			"ha", hexNode(c.EthType.HA),

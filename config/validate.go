@@ -132,6 +132,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
 	d.durRange(k("monitor_holddown"), c.MonitorHolddown, 0, 60*time.Second)
 	d.durRange(k("override_wait_time"), c.OverrideWaitTime, 0, 3600*time.Second)
+	d.durRange(k("link_failed_signal"), c.LinkFailedSignal, 0, 60*time.Second)
 
 	// Ethertypes.
 	ets := []struct {

@@ -170,6 +170,9 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	if r := s.ARPsRefresh; r != nil {
 		fmt.Fprintf(w, "    %s\n", r)
 	}
+	if r := s.LinkFailedSignal; r != nil {
+		fmt.Fprintf(w, "%s\n", r)
+	}
 	members := append([]Member(nil), s.Members...)
 	sort.SliceStable(members, func(i, j int) bool {
 		return rank(members[i].Role) < rank(members[j].Role)
@@ -416,6 +419,9 @@ func formatVClusters(w io.Writer, s *Status) {
 		if v.ARPsRefresh != nil {
 			fmt.Fprintf(w, "    %s\n", v.ARPsRefresh)
 		}
+		if v.LinkFailedSignal != nil {
+			fmt.Fprintf(w, "    %s\n", v.LinkFailedSignal)
+		}
 		for _, l := range v.Monitor {
 			fmt.Fprintf(w, "    monitor %s: %s\n", l.Name, updown(l.Up))
 		}
@@ -512,4 +518,11 @@ func (r *ARPsRefresh) String() string {
 		last = "last " + (time.Duration(r.LastAgoMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 	}
 	return fmt.Sprintf("arps_refresh: %s, %s, sent %d", time.Duration(r.EveryMs)*time.Millisecond, last, r.Sent)
+}
+
+// String is its status line: "link_failed_signal: 2 sent, last 12s ago
+// (port2)".
+func (r *LinkFailedSignal) String() string {
+	return fmt.Sprintf("link_failed_signal: %d sent, last %s ago (%s)", r.Count,
+		(time.Duration(r.LastAgoMs) * time.Millisecond).Round(100*time.Millisecond), strings.Join(r.Ports, ", "))
 }
