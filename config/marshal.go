@@ -121,6 +121,11 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 	if n := checksNode(c.Checks); n != nil {
 		root.Content = append(root.Content, strNode("checks"), n)
 	}
+	// Written only when set, like checks: a section without one keeps the
+	// canonical bytes of the releases before it.
+	if c.MgmtInterface != "" {
+		root.Content = append(root.Content, strNode("mgmt_interface"), strNode(c.MgmtInterface))
+	}
 	// vcluster2 is written only when it is not all defaults, so that the
 	// canonical bytes (and the checksum) of a single-vcluster section are
 	// those of the releases before it.

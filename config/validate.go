@@ -56,6 +56,7 @@ func (d *decoder) validate(c *Config) {
 	d.intRange("node.vcluster2.priority", n.VCluster2.Priority, 0, 255)
 
 	d.validateCluster("cluster", &c.Cluster)
+	d.validateMgmt(c)
 }
 
 // validateCluster checks a cluster section; path is its key ("cluster").
@@ -231,6 +232,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	}
 	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
 	d.validateChecks(k, c.Checks)
+	d.validateMgmtInterface(k, c)
 	for i, n := range c.Hooks.Env {
 		if msg := checkEnvName(n); msg != "" {
 			d.errorf(fmt.Sprintf("%s[%d]", k("hooks.env"), i), "%s", msg)
