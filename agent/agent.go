@@ -156,6 +156,7 @@ type Agent struct {
 	probers map[string]prober // pingserver, by interface
 	checks  []*checker        // health checks (checks.go)
 	lfs     *linkSignaler     // link_failed_signal (linksignal.go)
+	mgmt    *mgmtRouting      // the management interface's routing (mgmt.go); nil without one
 
 	sync    *syncEngine                    // config sync (nil when disabled)
 	sess    *sessionEngine                 // session pickup (nil when disabled)
@@ -251,6 +252,7 @@ func New(o Options) (*Agent, error) {
 		applyCh:    make(chan *config.Config, 1),
 		txBuf:      make([]byte, 0, heartbeat.MaxFrameLen),
 		lfs:        newLinkSignaler(o.SetLink),
+		mgmt:       newMgmtRouting(cfg),
 	}
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
@@ -432,6 +434,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.startGuards(bg, &wg) // a primary keeps its vMACs and addresses (guard.go)
+	if m := a.mgmt; m != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.mgmtGuard(bg, m) }()
+	}
 	if direct := directHBDevs(&cfg.Cluster); len(direct) > 0 {
 		wg.Add(1)
 		go func() {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/hagent/hagent/cluster"
@@ -190,6 +191,7 @@ func (a *Agent) status() *control.Status {
 	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
 	out.ARPsRefresh = out.VClusters[0].ARPsRefresh
 	out.LinkFailedSignal = out.VClusters[0].LinkFailedSignal
+	out.Mgmt = a.mgmtStatus(cfg)
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()
@@ -251,6 +253,10 @@ func (a *Agent) exposure() *control.Exposure {
 		if v6 {
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: i.Name, EtherType: "0x86dd", Direction: "tx", Purpose: "unsolicited neighbour advertisement"})
 		}
+	}
+	if m := a.mgmtStatus(cfg); m != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "tx",
+			Purpose: fmt.Sprintf("management interface %s (%s): its addresses, policy rules and routing table %d; no socket listens there, its MAC is never changed", m.Interface, strings.Join(m.Addresses, " "), m.Table)})
 	}
 	for ifname := range a.probers {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})

@@ -53,10 +53,13 @@ type Status struct {
 	// LinkFailedSignal is vcluster 1's link_failed_signal record; nil
 	// before the first signal.
 	LinkFailedSignal *LinkFailedSignal `json:"link_failed_signal,omitempty"`
-	Config           Config            `json:"config"`
-	HBIntervalM      float64           `json:"hb_interval_ms"`
-	LostThresh       int               `json:"hb_lost_threshold"`
-	StartedAt        time.Time         `json:"started_at"`
+	// Mgmt is the management interface (cluster.mgmt_interface with
+	// node.mgmt); nil without one.
+	Mgmt        *Mgmt     `json:"mgmt,omitempty"`
+	Config      Config    `json:"config"`
+	HBIntervalM float64   `json:"hb_interval_ms"`
+	LostThresh  int       `json:"hb_lost_threshold"`
+	StartedAt   time.Time `json:"started_at"`
 	// Goroutines is the agent process's goroutine count (leak checks: the
 	// chaos campaign compares it across thousands of role changes).
 	Goroutines int     `json:"goroutines,omitempty"`
@@ -119,6 +122,21 @@ type VCluster struct {
 	// LinkFailedSignal is the link_failed_signal record
 	// (cluster.link_failed_signal); nil before the first signal.
 	LinkFailedSignal *LinkFailedSignal `json:"link_failed_signal,omitempty"`
+}
+
+// Mgmt is the management interface: this node's own, never taken over.
+type Mgmt struct {
+	Interface string   `json:"interface"`
+	MAC       string   `json:"mac"` // its MAC now: the permanent one, never a virtual MAC
+	Addresses []string `json:"addresses,omitempty"`
+	Gateway   string   `json:"gateway,omitempty"`
+	Table     int      `json:"table,omitempty"`
+	// Routed says the policy rules and the table's routes were all in
+	// place at the last check (every second); Restores counts what was
+	// put back since the start.
+	Routed    bool   `json:"routed"`
+	Restores  uint64 `json:"restores"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // LinkFailedSignal counts the signals of a member that lost the primary
