@@ -72,7 +72,7 @@ func signalPorts(cfg *config.Config, sec int, monitor map[string]bool, act clust
 	c := &cfg.Cluster
 	keep := func(n string) bool {
 		return slices.ContainsFunc(c.HBDevs, func(h config.HBDev) bool { return h.Name == n }) ||
-			slices.Contains(c.SessionPickup.SyncDev, n)
+			slices.Contains(c.SessionPickup.SyncDev, n) || (c.MgmtInterface != "" && n == c.MgmtInterface)
 	}
 	var up []string
 	failed := false
