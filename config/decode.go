@@ -632,19 +632,22 @@ func (d *decoder) ethertype(path string, n *yaml.Node, out *uint16) {
 // one that did not parse, so indexes stay aligned).
 func (d *decoder) addrList(path string, n *yaml.Node, max int, what, example string, out *[]netip.Addr) {
 	var list []netip.Addr
-	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
-		var s string
-		d.str(p, v, &s)
-		var a netip.Addr
-		if !d.bad[p] {
-			var err error
-			if a, err = netip.ParseAddr(s); err != nil {
-				d.typeErr(p, v, "an IP address such as "+example)
-			}
-		}
-		list = append(list, a)
-	})
+	d.seq(path, n, max, what, func(p string, v *yaml.Node) { list = append(list, d.addr(p, v, example)) })
 	*out = list
+}
+
+// addr decodes an IP address; the invalid Addr when it is not one.
+func (d *decoder) addr(path string, n *yaml.Node, example string) netip.Addr {
+	var s string
+	d.str(path, n, &s)
+	if d.bad[path] {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		d.typeErr(path, n, "an IP address such as "+example)
+	}
+	return a
 }
 
 func (d *decoder) strList(path string, n *yaml.Node, max int, what string, out *[]string) {
@@ -685,20 +688,8 @@ func (d *decoder) node(path string, n *yaml.Node, c *Node) {
 			m := &c.Mgmt
 			d.mapping(p, v, map[string]field{
 				"addresses": func(p string, v *yaml.Node) { d.prefixList(p, v, MaxMgmtAddresses, "10.8.0.11/24", &m.Addresses) },
-				"gateway": func(p string, v *yaml.Node) {
-					var s string
-					d.str(p, v, &s)
-					if d.bad[p] {
-						return
-					}
-					a, err := netip.ParseAddr(s)
-					if err != nil {
-						d.typeErr(p, v, "an IP address such as 10.8.0.1")
-						return
-					}
-					m.Gateway = a
-				},
-				"table": func(p string, v *yaml.Node) { d.integer(p, v, &m.Table) },
+				"gateway":   func(p string, v *yaml.Node) { m.Gateway = d.addr(p, v, "10.8.0.1") },
+				"table":     func(p string, v *yaml.Node) { d.integer(p, v, &m.Table) },
 			})
 		},
 	})

@@ -24,6 +24,25 @@ func writeMeminfo(t *testing.T, path string, availKB int) {
 	}
 }
 
+// checkFailoverTime prints how long a check's failover took after its
+// cause and fails beyond fall × interval + one heartbeat interval, or
+// before fall runs could have failed.
+func checkFailoverTime(t *testing.T, what, cause string, took, interval time.Duration, fall int) {
+	t.Helper()
+	bound := time.Duration(fall)*interval + hbInterval
+	t.Logf("measured: %s %v after %s (fall %d x interval %v + hb_interval %v = %v)",
+		what, took.Round(time.Millisecond), cause, fall, interval, hbInterval, bound)
+	// The first failing run comes at most one interval after the cause,
+	// the fall-th (fall-1) intervals later, so (fall-2) intervals is a
+	// floor.
+	if took < time.Duration(fall-2)*interval {
+		t.Errorf("failover after %v: before fall failed runs", took)
+	}
+	if took > bound+300*time.Millisecond { // 300ms: the runs themselves and a loaded machine
+		t.Errorf("failover after %v, beyond fall x interval + hb_interval (%v)", took, bound)
+	}
+}
+
 // TestMemoryCheckFailover: the memory check (memory: {threshold: 90%},
 // FGCP memory-based failover) reads an injected meminfo on each member
 // (HAGENT_TEST_MEMINFO, the agent's test seam). The primary's reading
@@ -62,16 +81,7 @@ func TestMemoryCheckFailover(t *testing.T) {
 	writeMeminfo(t, files["node-a"], 800000) // 95% in use
 	cut := time.Now()
 	poll(t, 5*time.Second, 10*time.Millisecond, "node-b takes over on node-a's memory", func() error { return agree("node-b", a, b) })
-	took := time.Since(cut)
-	bound := fall*interval + hbInterval
-	t.Logf("measured: memory check failover %v after the reading went to 95%% (fall %d x interval %v + hb_interval %v = %v)",
-		took.Round(time.Millisecond), fall, interval, hbInterval, bound)
-	if took < (fall-2)*interval {
-		t.Errorf("failover after %v: before fall failed runs", took)
-	}
-	if took > bound+300*time.Millisecond { // 300ms: a loaded machine, as TestHealthCheckFailover
-		t.Errorf("failover after %v, beyond fall x interval + hb_interval (%v)", took, bound)
-	}
+	checkFailoverTime(t, "memory check failover", "the reading went to 95%", time.Since(cut), interval, fall)
 	st := status(t, a)
 	if c := st.Checks[0]; c.State != "down" || c.Last != "fail" || !strings.Contains(c.Output, "95.0% of memory in use (threshold 90%)") {
 		t.Errorf("node-a's memory check %+v", c)
