@@ -24,8 +24,9 @@ import (
 // link of this member down: a graceful stop hands over with the links
 // up, a loss by priority, uptime or override is no failure, and a failed
 // health check or pingserver target leaves the switch ports healthy.
-// hbdevs, sync_dev and the management interface are never set down: the
-// member must stay heard and reachable. TestLinkFailedSignal shows the
+// hbdevs, sync_dev, the management interface and the other vcluster's
+// data interfaces are never set down: the member must stay heard and
+// reachable, and may be the other vcluster's primary. TestLinkFailedSignal shows the
 // carrier loss on the switch side and its absence with 0s.
 
 // linkSignal is one vcluster's record of the signal (run goroutine).
@@ -61,7 +62,8 @@ func (s *linkSignaler) close() {
 // signalPorts returns the ports a loss of the primary role by act signals
 // on (none when it does not fire): the monitored links of section sec
 // that are up (monitor: v.monitor), less the hbdevs, the session sync
-// devices and the management interface. down reports whether one of the
+// devices, the management interface and the data interfaces of the
+// other vcluster (whose primary this node may be). down reports whether one of the
 // monitored links is down, the condition of the signal
 // (TestSignalPorts).
 func signalPorts(cfg *config.Config, sec int, monitor map[string]bool, act cluster.Action) []string {
@@ -70,8 +72,10 @@ func signalPorts(cfg *config.Config, sec int, monitor map[string]bool, act clust
 		return nil
 	}
 	c := &cfg.Cluster
+	other := c.Section(3 - sec).Interfaces // the other vcluster's: this node may be its primary
 	keep := func(n string) bool {
 		return slices.ContainsFunc(c.HBDevs, func(h config.HBDev) bool { return h.Name == n }) ||
+			slices.ContainsFunc(other, func(i config.Interface) bool { return i.Name == n }) ||
 			slices.Contains(c.SessionPickup.SyncDev, n) || (c.MgmtInterface != "" && n == c.MgmtInterface)
 	}
 	var up []string

@@ -11,12 +11,14 @@ import (
 
 // TestSignalPorts: link_failed_signal fires only on a loss of the primary
 // role decided on monitored items with a monitored link of this member
-// down, and never sets an hbdev or a sync_dev down.
+// down, and never sets an hbdev, a sync_dev or a data interface of the
+// other vcluster down.
 func TestSignalPorts(t *testing.T) {
 	cfg := config.Default()
 	cfg.Cluster.HBDevs = []config.HBDev{{Name: "ha1"}}
 	cfg.Cluster.SessionPickup.SyncDev = []string{"sync0"}
-	cfg.Cluster.Monitor = []string{"port1", "port2", "port3", "ha1", "sync0"}
+	cfg.Cluster.Monitor = []string{"port1", "port2", "port3", "ha1", "sync0", "port9"}
+	cfg.Cluster.VCluster2 = config.VCluster2{Enabled: true, Interfaces: []config.Interface{{Name: "port9"}}}
 	cfg.Cluster.LinkFailedSignal = time.Second
 	lost := cluster.Action{Type: cluster.ActionRoleChange, Previous: cluster.RolePrimary, Role: cluster.RoleSecondary,
 		Reason: "node-b is selected as the primary because it has the most connected monitored interfaces"}
