@@ -120,6 +120,9 @@ func TestMgmtInterface(t *testing.T) {
 	if st.Mgmt == nil || st.Mgmt.Interface != "mgmt" || st.Mgmt.MAC != perm["node-a"] || !st.Mgmt.Routed {
 		t.Fatalf("node-a's status: mgmt %+v", st.Mgmt)
 	}
+	if out, _ := a.Ctl("ha", "status"); !strings.Contains(out, "Management interface: mgmt "+perm["node-a"]) || !strings.Contains(out, "table 200, routed") {
+		t.Fatalf("ha status does not show the management interface:\n%s", out)
+	}
 	if out, _ := a.Ctl("ha", "exposure"); !strings.Contains(out, "management interface mgmt") {
 		t.Fatalf("ha exposure does not show the management interface:\n%s", out)
 	}
