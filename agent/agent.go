@@ -91,6 +91,9 @@ type Options struct {
 	SessionTable sessionsync.Table
 	// Version labels hagent_build_info (metrics_listen).
 	Version string
+	// SetLink sets an interface up or down (cluster.link_failed_signal);
+	// nil is netlink.
+	SetLink func(name string, up bool) error
 }
 
 // Agent is one running hagentd.
@@ -152,6 +155,8 @@ type Agent struct {
 
 	probers map[string]prober // pingserver, by interface
 	checks  []*checker        // health checks (checks.go)
+	lfs     *linkSignaler     // link_failed_signal (linksignal.go)
+	mgmt    *mgmtRouting      // the management interface's routing (mgmt.go); nil without one
 
 	sync    *syncEngine                    // config sync (nil when disabled)
 	sess    *sessionEngine                 // session pickup (nil when disabled)
@@ -246,6 +251,8 @@ func New(o Options) (*Agent, error) {
 		watch:      o.WatchLinks,
 		applyCh:    make(chan *config.Config, 1),
 		txBuf:      make([]byte, 0, heartbeat.MaxFrameLen),
+		lfs:        newLinkSignaler(o.SetLink),
+		mgmt:       newMgmtRouting(cfg),
 	}
 	if a.watch == nil {
 		a.watch = vmac.WatchLinks
@@ -427,6 +434,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.startGuards(bg, &wg) // a primary keeps its vMACs and addresses (guard.go)
+	if m := a.mgmt; m != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.mgmtGuard(bg, m) }()
+	}
 	if direct := directHBDevs(&cfg.Cluster); len(direct) > 0 {
 		wg.Add(1)
 		go func() {
@@ -463,6 +474,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	err := a.run(ctx)
 
+	a.lfs.close() // no port stays down past the stop
 	stopBG()
 	if a.sync != nil {
 		a.sync.ch.Close()

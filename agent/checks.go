@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -90,7 +91,7 @@ type checker struct {
 // newChecker prepares c; node and env are what the check's environment
 // carries (HAGENT_NODE, hooks.env).
 func newChecker(c config.Check, node string, env []string) (*checker, error) {
-	k := &checker{cfg: c, st: checkState{fall: c.Fall, rise: c.Rise}, mem: procMeminfo,
+	k := &checker{cfg: c, st: checkState{fall: c.Fall, rise: c.Rise}, mem: meminfoFile(os.Getenv(testMeminfoEnv)),
 		offset: checkOffset(c.Name, c.Interval)}
 	switch c.Kind() {
 	case "command":
@@ -182,13 +183,35 @@ func (k *checker) status() control.Check {
 		Runs: k.st.runs, LastRun: k.lastRun, Output: k.output}
 }
 
-// procMeminfo reads MemAvailable and MemTotal of /proc/meminfo (kB).
-func procMeminfo() (available, total uint64, err error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, 0, err
+// testMeminfoEnv names a file the memory check reads instead of
+// /proc/meminfo. It is a test seam, not a setting: TestMemoryCheckFailover
+// gives each member's hagentd its own file (the checks are in the
+// synchronized cluster section, so a path there would be the same file
+// on every member) and writes a low MemAvailable into the primary's.
+const testMeminfoEnv = "HAGENT_TEST_MEMINFO"
+
+// maxMeminfo bounds what the memory check reads: /proc/meminfo is about
+// 1.5 KiB.
+const maxMeminfo = 64 << 10
+
+// meminfoFile returns the reading of MemAvailable and MemTotal (kB) of
+// path, /proc/meminfo when path is "".
+func meminfoFile(path string) memReading {
+	if path == "" {
+		path = "/proc/meminfo"
 	}
-	return parseMeminfo(b)
+	return func() (available, total uint64, err error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxMeminfo))
+		if err != nil {
+			return 0, 0, err
+		}
+		return parseMeminfo(b)
+	}
 }
 
 func parseMeminfo(b []byte) (available, total uint64, err error) {

@@ -190,7 +190,7 @@ func TestMemoryCheck(t *testing.T) {
 	if _, _, err := parseMeminfo([]byte("MemTotal: 5 kB\n")); err == nil {
 		t.Fatal("parseMeminfo accepted a file without MemAvailable")
 	}
-	if _, _, err := procMeminfo(); err != nil {
+	if _, _, err := meminfoFile("")(); err != nil {
 		t.Fatal(err)
 	}
 }

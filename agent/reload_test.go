@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
@@ -43,6 +44,12 @@ func (s *syncBuffer) take() string {
 // maps are new ones, so the running configuration is left as it is.
 func otherValue(t *testing.T, path string, v reflect.Value) reflect.Value {
 	t.Helper()
+	if a, ok := v.Interface().(netip.Addr); ok { // node.mgmt.gateway
+		if !a.IsValid() {
+			return reflect.ValueOf(netip.MustParseAddr("192.0.2.1"))
+		}
+		return reflect.ValueOf(a.Next())
+	}
 	n := reflect.New(v.Type()).Elem()
 	switch v.Kind() {
 	case reflect.Bool:

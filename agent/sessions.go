@@ -103,7 +103,7 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	ec := sessionsync.DefaultConfig()
 	ec.Self, ec.Table, ec.Transport = cfg.Node.Name, table, ch
 	ec.Connectionless, ec.NAT, ec.Expectation, ec.Delay = sp.Connectionless, sp.NAT, sp.Expectation, sp.Delay
-	ec.Ignore = sp.Ignore
+	ec.Ignore = mgmtIgnore(cfg)
 	ec.Symmetric = cfg.Cluster.Mode == config.ModeFGSP
 	ec.Logger = a.log.Named("sessions")
 	ec.Event = func(msg string) { a.hist.add(Event{Time: a.now(), Kind: "sessions", Reason: msg}) }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/hagent/hagent/cluster"
@@ -75,6 +76,7 @@ type vcView struct {
 	st      cluster.Status
 	monitor []control.Link
 	refresh arpsRefresh
+	signal  linkSignal
 }
 
 // publishStatus publishes the status view of now (run goroutine).
@@ -82,7 +84,7 @@ func (a *Agent) publishStatus() {
 	cfg := a.config()
 	v := &statusView{at: a.now(), conflicts: a.conf.problems(cfg.Node.Name, cfg.Node.Serial, a.nodeID)}
 	for _, vc := range a.vcs {
-		vv := vcView{st: vc.m.Status(), refresh: vc.refresh}
+		vv := vcView{st: vc.m.Status(), refresh: vc.refresh, signal: vc.signal}
 		if vv.st.Reason == vc.checkReason[0] {
 			vv.st.Reason = vc.checkReason[1] // the role change names its health check
 		}
@@ -188,6 +190,8 @@ func (a *Agent) status() *control.Status {
 	}
 	out.Monitor, out.Interfaces = out.VClusters[0].Monitor, out.VClusters[0].Interfaces
 	out.ARPsRefresh = out.VClusters[0].ARPsRefresh
+	out.LinkFailedSignal = out.VClusters[0].LinkFailedSignal
+	out.Mgmt = a.mgmtStatus(cfg)
 	a.sendMu.Lock()
 	out.Epoch = a.epoch
 	a.sendMu.Unlock()
@@ -249,6 +253,10 @@ func (a *Agent) exposure() *control.Exposure {
 		if v6 {
 			e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: i.Name, EtherType: "0x86dd", Direction: "tx", Purpose: "unsolicited neighbour advertisement"})
 		}
+	}
+	if m := a.mgmtStatus(cfg); m != nil {
+		e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_ROUTE", Direction: "tx",
+			Purpose: fmt.Sprintf("management interface %s (%s): its addresses, policy rules and routing table %d; no socket listens there, its MAC is never changed", m.Interface, strings.Join(m.Addresses, " "), m.Table)})
 	}
 	for ifname := range a.probers {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: ifname, EtherType: "0x0806", Direction: "rx/tx", Purpose: "pingserver ARP probes"})

@@ -63,6 +63,8 @@ type vcluster struct {
 	// flipUntil ends the pingserver flip_timeout window (flip.go); zero
 	// when none is open.
 	flipUntil time.Time
+	// signal is the link_failed_signal record (linksignal.go).
+	signal linkSignal
 }
 
 // cause is the health check that caused the role change act, or "": the
@@ -396,6 +398,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 			a.log.Debug("re-announced the virtual MACs", "vcluster", v.id, "reason", act.Reason)
 		case cluster.ActionRoleChange:
 			v.startFlip(a.config(), act)
+			a.linkFailedSignal(v, act)
 			v.checkReason = [2]string{act.Reason, v.withCheck(act)}
 			st := v.m.Status()
 			a.log.Info("role change", "vcluster", v.id, "role", act.Role.String(), "previous", act.Previous.String(),
@@ -466,6 +469,7 @@ func (a *Agent) vclusterStatus(v *vcluster, vv *vcView, cfg *config.Config, now 
 	}
 	out.Monitor = vv.monitor
 	out.ARPsRefresh = refreshStatus(cfg.Cluster.ARPsRefresh, vv.refresh, now)
+	out.LinkFailedSignal = signalStatus(vv.signal, now)
 	for _, i := range v.net.Status() {
 		vi := control.VIface{Name: i.Name, VMAC: i.VMAC.String(), PermMAC: i.PermMAC.String(), Owned: i.Owned, Restores: i.Restores}
 		for _, p := range i.Addresses {

@@ -61,6 +61,15 @@ const (
 	MaxHookEnv = 32
 	// MaxGroupNameLen is the longest group name accepted, in bytes.
 	MaxGroupNameLen = 32
+	// MaxMgmtAddresses is the number of node.mgmt.addresses accepted.
+	MaxMgmtAddresses = 8
+	// DefaultMgmtTable is node.mgmt.table: the routing table of the
+	// management traffic.
+	DefaultMgmtTable = 200
+	// MgmtRulePriority is the priority of the policy rules that send what
+	// leaves from a management address to node.mgmt.table: before the
+	// main table (32766).
+	MgmtRulePriority = 1000
 	// MaxPasswordFileSize bounds what Password reads.
 	MaxPasswordFileSize = 64 << 10
 )
@@ -107,6 +116,27 @@ type Node struct {
 	// VCluster2 is this node's election weight in virtual cluster 2
 	// (vcluster2); used only when cluster.vcluster2.enabled is true.
 	VCluster2 NodeVCluster
+	// Mgmt is this node's side of the management interface (mgmt): its
+	// addresses and gateway on cluster.mgmt_interface.
+	Mgmt NodeMgmt
+}
+
+// NodeMgmt is a node's own addressing of the management interface
+// (cluster.mgmt_interface, FGCP ha-mgmt-interfaces). It belongs to the
+// node: each member has its own management addresses, never taken over
+// nor synchronized. hagentd adds the addresses to the interface and routes
+// what leaves from them through a table of their own (agent/mgmt.go).
+type NodeMgmt struct {
+	// Addresses are the node's management addresses with their prefix
+	// length (addresses), at most MaxMgmtAddresses.
+	Addresses []netip.Prefix
+	// Gateway is the management network's router (gateway): the default
+	// route of Table. Invalid (absent) for none: only the management
+	// subnets are reachable.
+	Gateway netip.Addr
+	// Table is the routing table of the management traffic (table),
+	// 1-252, default DefaultMgmtTable.
+	Table int
 }
 
 // NodeVCluster is a node's election weight in one virtual cluster.
@@ -163,6 +193,12 @@ type Cluster struct {
 	// priority waits before it takes the primary role from a serving
 	// primary (override_wait_time), 0-3600s, default 0.
 	OverrideWaitTime time.Duration
+	// LinkFailedSignal (link_failed_signal, FGCP link-failed-signal),
+	// 0-60s, default 0 (off): a member that loses the primary role
+	// because a monitored link of its failed sets its other monitored
+	// links down this long, then up again, so the switches they lead to
+	// flush the MAC addresses they learnt on them.
+	LinkFailedSignal time.Duration
 	// UnicastHB is the unicast heartbeat (unicast_hb).
 	UnicastHB UnicastHB
 	// CarrierDebounce is how long the carrier of a direct hbdev must stay
@@ -199,6 +235,12 @@ type Cluster struct {
 	// belong to the node, not to a vcluster: a failed check counts as a
 	// failed monitored link in every vcluster the node runs.
 	Checks []Check
+	// MgmtInterface is the reserved management interface
+	// (mgmt_interface, FGCP ha-mgmt-interfaces), "" for none: it keeps its
+	// permanent MAC, never carries a cluster address, is neither a data,
+	// monitored, heartbeat nor session interface; each node's addresses
+	// on it are node.mgmt's.
+	MgmtInterface string
 	// VCluster2 is the second virtual cluster (vcluster2): its own data
 	// interfaces, monitored links and pingserver, elected separately over
 	// the same heartbeats. The keys above (interfaces, monitor, pingserver)
@@ -381,7 +423,7 @@ func Default() Config {
 		ControlSocket: DefaultControlSocket,
 		LogFormat:     DefaultLogFormat,
 		LogLevel:      DefaultLogLevel,
-		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}},
+		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}, Mgmt: NodeMgmt{Table: DefaultMgmtTable}},
 		Cluster:       DefaultCluster(),
 	}
 	c.Node.Name, c.Node.Serial = defaultIdentity()

@@ -44,7 +44,7 @@ func TestDefault(t *testing.T) {
 			Name:      "box1",
 			Serial:    "HAGT0123456789AB",
 			Priority:  128,
-			VCluster2: NodeVCluster{Priority: 128},
+			VCluster2: NodeVCluster{Priority: 128}, Mgmt: NodeMgmt{Table: 200},
 		},
 		Cluster: Cluster{
 			Auth:             true,

@@ -358,7 +358,7 @@ func (d *decoder) parseConfig(data []byte) *Config {
 		ControlSocket: DefaultControlSocket,
 		LogFormat:     DefaultLogFormat,
 		LogLevel:      DefaultLogLevel,
-		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}},
+		Node:          Node{Priority: DefaultNodePriority, VCluster2: NodeVCluster{Priority: DefaultNodePriority}, Mgmt: NodeMgmt{Table: DefaultMgmtTable}},
 		Cluster:       DefaultCluster(),
 		Path:          d.file,
 	}
@@ -632,19 +632,22 @@ func (d *decoder) ethertype(path string, n *yaml.Node, out *uint16) {
 // one that did not parse, so indexes stay aligned).
 func (d *decoder) addrList(path string, n *yaml.Node, max int, what, example string, out *[]netip.Addr) {
 	var list []netip.Addr
-	d.seq(path, n, max, what, func(p string, v *yaml.Node) {
-		var s string
-		d.str(p, v, &s)
-		var a netip.Addr
-		if !d.bad[p] {
-			var err error
-			if a, err = netip.ParseAddr(s); err != nil {
-				d.typeErr(p, v, "an IP address such as "+example)
-			}
-		}
-		list = append(list, a)
-	})
+	d.seq(path, n, max, what, func(p string, v *yaml.Node) { list = append(list, d.addr(p, v, example)) })
 	*out = list
+}
+
+// addr decodes an IP address; the invalid Addr when it is not one.
+func (d *decoder) addr(path string, n *yaml.Node, example string) netip.Addr {
+	var s string
+	d.str(path, n, &s)
+	if d.bad[path] {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		d.typeErr(path, n, "an IP address such as "+example)
+	}
+	return a
 }
 
 func (d *decoder) strList(path string, n *yaml.Node, max int, what string, out *[]string) {
@@ -681,6 +684,14 @@ func (d *decoder) node(path string, n *yaml.Node, c *Node) {
 				"override": func(p string, v *yaml.Node) { d.boolean(p, v, &c.VCluster2.Override) },
 			})
 		},
+		"mgmt": func(p string, v *yaml.Node) {
+			m := &c.Mgmt
+			d.mapping(p, v, map[string]field{
+				"addresses": func(p string, v *yaml.Node) { d.prefixList(p, v, MaxMgmtAddresses, "10.8.0.11/24", &m.Addresses) },
+				"gateway":   func(p string, v *yaml.Node) { m.Gateway = d.addr(p, v, "10.8.0.1") },
+				"table":     func(p string, v *yaml.Node) { d.integer(p, v, &m.Table) },
+			})
+		},
 	})
 }
 
@@ -713,6 +724,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 		"failover_hold_time": dur(&c.FailoverHoldTime),
 		"monitor_holddown":   dur(&c.MonitorHolddown),
 		"override_wait_time": dur(&c.OverrideWaitTime),
+		"link_failed_signal": dur(&c.LinkFailedSignal),
 		"carrier_debounce":   dur(&c.CarrierDebounce),
 		"eth_type": func(p string, v *yaml.Node) {
 			et := func(out *uint16) field { return func(p string, v *yaml.Node) { d.ethertype(p, v, out) } }
@@ -723,11 +735,12 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"session": et(&c.EthType.Session),
 			})
 		},
-		"transparent": func(p string, v *yaml.Node) { d.boolean(p, v, &c.Transparent) },
-		"interfaces":  func(p string, v *yaml.Node) { d.interfaces(p, v, &c.Interfaces) },
-		"monitor":     func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &c.Monitor) },
-		"pingserver":  func(p string, v *yaml.Node) { d.pingserver(p, v, &c.PingServer) },
-		"checks":      func(p string, v *yaml.Node) { d.checks(p, v, &c.Checks) },
+		"transparent":    func(p string, v *yaml.Node) { d.boolean(p, v, &c.Transparent) },
+		"interfaces":     func(p string, v *yaml.Node) { d.interfaces(p, v, &c.Interfaces) },
+		"monitor":        func(p string, v *yaml.Node) { d.strList(p, v, maxMonitor, "monitored interfaces", &c.Monitor) },
+		"pingserver":     func(p string, v *yaml.Node) { d.pingserver(p, v, &c.PingServer) },
+		"checks":         func(p string, v *yaml.Node) { d.checks(p, v, &c.Checks) },
+		"mgmt_interface": func(p string, v *yaml.Node) { d.str(p, v, &c.MgmtInterface) },
 		"vcluster2": func(p string, v *yaml.Node) {
 			vc := &c.VCluster2
 			d.mapping(p, v, map[string]field{
@@ -863,24 +876,30 @@ func (d *decoder) interfaces(path string, n *yaml.Node, out *[]Interface) {
 	d.seq(path, n, MaxInterfaces, "interfaces", func(p string, v *yaml.Node) {
 		var ifc Interface
 		d.mapping(p, v, map[string]field{
-			"name": func(p string, v *yaml.Node) { d.str(p, v, &ifc.Name) },
-			"addresses": func(p string, v *yaml.Node) {
-				d.seq(p, v, maxAddresses, "addresses", func(p string, v *yaml.Node) {
-					var s string
-					d.str(p, v, &s)
-					if d.bad[p] {
-						ifc.Addresses = append(ifc.Addresses, netip.Prefix{})
-						return
-					}
-					pfx, err := netip.ParsePrefix(s)
-					if err != nil {
-						d.typeErr(p, v, "an address with its prefix length such as 10.9.0.100/24")
-					}
-					ifc.Addresses = append(ifc.Addresses, pfx)
-				})
-			},
+			"name":      func(p string, v *yaml.Node) { d.str(p, v, &ifc.Name) },
+			"addresses": func(p string, v *yaml.Node) { d.prefixList(p, v, maxAddresses, "10.9.0.100/24", &ifc.Addresses) },
 		})
 		*out = append(*out, ifc)
+	})
+}
+
+// prefixList decodes a list of addresses with their prefix length (an
+// invalid Prefix stands in for one that did not parse, so indexes stay
+// aligned).
+func (d *decoder) prefixList(path string, n *yaml.Node, max int, example string, out *[]netip.Prefix) {
+	*out = nil
+	d.seq(path, n, max, "addresses", func(p string, v *yaml.Node) {
+		var s string
+		d.str(p, v, &s)
+		if d.bad[p] {
+			*out = append(*out, netip.Prefix{})
+			return
+		}
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			d.typeErr(p, v, "an address with its prefix length such as "+example)
+		}
+		*out = append(*out, pfx)
 	})
 }
 

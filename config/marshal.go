@@ -81,6 +81,7 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 		"failover_hold_time", durNode(c.FailoverHoldTime),
 		"monitor_holddown", durNode(c.MonitorHolddown),
 		"override_wait_time", durNode(c.OverrideWaitTime),
+		"link_failed_signal", durNode(c.LinkFailedSignal),
 		"carrier_debounce", durNode(c.CarrierDebounce),
 		"eth_type", mapNode(true,
 			"ha", hexNode(c.EthType.HA),
@@ -119,6 +120,11 @@ func clusterNode(c Cluster) (*yaml.Node, error) {
 	)
 	if n := checksNode(c.Checks); n != nil {
 		root.Content = append(root.Content, strNode("checks"), n)
+	}
+	// Written only when set, like checks: a section without one keeps the
+	// canonical bytes of the releases before it.
+	if c.MgmtInterface != "" {
+		root.Content = append(root.Content, strNode("mgmt_interface"), strNode(c.MgmtInterface))
 	}
 	// vcluster2 is written only when it is not all defaults, so that the
 	// canonical bytes (and the checksum) of a single-vcluster section are

@@ -56,6 +56,7 @@ func (d *decoder) validate(c *Config) {
 	d.intRange("node.vcluster2.priority", n.VCluster2.Priority, 0, 255)
 
 	d.validateCluster("cluster", &c.Cluster)
+	d.validateMgmt(c)
 }
 
 // validateCluster checks a cluster section; path is its key ("cluster").
@@ -132,6 +133,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	d.durRange(k("failover_hold_time"), c.FailoverHoldTime, 0, 300*time.Second)
 	d.durRange(k("monitor_holddown"), c.MonitorHolddown, 0, 60*time.Second)
 	d.durRange(k("override_wait_time"), c.OverrideWaitTime, 0, 3600*time.Second)
+	d.durRange(k("link_failed_signal"), c.LinkFailedSignal, 0, 60*time.Second)
 
 	// Ethertypes.
 	ets := []struct {
@@ -230,6 +232,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	}
 	d.durRange(k("hooks.timeout"), c.Hooks.Timeout, time.Second, time.Hour)
 	d.validateChecks(k, c.Checks)
+	d.validateMgmtInterface(k, c)
 	for i, n := range c.Hooks.Env {
 		if msg := checkEnvName(n); msg != "" {
 			d.errorf(fmt.Sprintf("%s[%d]", k("hooks.env"), i), "%s", msg)

@@ -170,6 +170,12 @@ func formatBody(w io.Writer, s *Status, now time.Time) {
 	if r := s.ARPsRefresh; r != nil {
 		fmt.Fprintf(w, "    %s\n", r)
 	}
+	if r := s.LinkFailedSignal; r != nil {
+		fmt.Fprintf(w, "%s\n", r)
+	}
+	if m := s.Mgmt; m != nil {
+		fmt.Fprintf(w, "%s\n", m)
+	}
 	members := append([]Member(nil), s.Members...)
 	sort.SliceStable(members, func(i, j int) bool {
 		return rank(members[i].Role) < rank(members[j].Role)
@@ -416,6 +422,9 @@ func formatVClusters(w io.Writer, s *Status) {
 		if v.ARPsRefresh != nil {
 			fmt.Fprintf(w, "    %s\n", v.ARPsRefresh)
 		}
+		if v.LinkFailedSignal != nil {
+			fmt.Fprintf(w, "    %s\n", v.LinkFailedSignal)
+		}
 		for _, l := range v.Monitor {
 			fmt.Fprintf(w, "    monitor %s: %s\n", l.Name, updown(l.Up))
 		}
@@ -512,4 +521,34 @@ func (r *ARPsRefresh) String() string {
 		last = "last " + (time.Duration(r.LastAgoMs) * time.Millisecond).Round(100*time.Millisecond).String() + " ago"
 	}
 	return fmt.Sprintf("arps_refresh: %s, %s, sent %d", time.Duration(r.EveryMs)*time.Millisecond, last, r.Sent)
+}
+
+// String is its status line: "link_failed_signal: 2 sent, last 12s ago
+// (port2)".
+func (r *LinkFailedSignal) String() string {
+	return fmt.Sprintf("link_failed_signal: %d sent, last %s ago (%s)", r.Count,
+		(time.Duration(r.LastAgoMs) * time.Millisecond).Round(100*time.Millisecond), strings.Join(r.Ports, ", "))
+}
+
+// String is the management interface's status line: "Management
+// interface: mgmt 02:…, permanent MAC, 10.8.0.11/24 via 10.8.0.1 (table
+// 200, routed, put back 0 times)".
+func (m *Mgmt) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Management interface: %s %s (own MAC, never a cluster address)", m.Interface, m.MAC)
+	if len(m.Addresses) > 0 {
+		fmt.Fprintf(&b, ", %s", strings.Join(m.Addresses, " "))
+		if m.Gateway != "" {
+			fmt.Fprintf(&b, " via %s", m.Gateway)
+		}
+		state := "routed"
+		if !m.Routed {
+			state = "NOT routed"
+		}
+		fmt.Fprintf(&b, " (table %d, %s, put back %d times)", m.Table, state, m.Restores)
+	}
+	if m.LastError != "" {
+		fmt.Fprintf(&b, ": %s", m.LastError)
+	}
+	return b.String()
 }

@@ -50,10 +50,16 @@ type Status struct {
 	Interfaces        []VIface   `json:"interfaces"`
 	// ARPsRefresh is vcluster 1's periodic re-announcement; nil when off.
 	ARPsRefresh *ARPsRefresh `json:"arps_refresh,omitempty"`
-	Config      Config       `json:"config"`
-	HBIntervalM float64      `json:"hb_interval_ms"`
-	LostThresh  int          `json:"hb_lost_threshold"`
-	StartedAt   time.Time    `json:"started_at"`
+	// LinkFailedSignal is vcluster 1's link_failed_signal record; nil
+	// before the first signal.
+	LinkFailedSignal *LinkFailedSignal `json:"link_failed_signal,omitempty"`
+	// Mgmt is the management interface (cluster.mgmt_interface with
+	// node.mgmt); nil without one.
+	Mgmt        *Mgmt     `json:"mgmt,omitempty"`
+	Config      Config    `json:"config"`
+	HBIntervalM float64   `json:"hb_interval_ms"`
+	LostThresh  int       `json:"hb_lost_threshold"`
+	StartedAt   time.Time `json:"started_at"`
 	// Goroutines is the agent process's goroutine count (leak checks: the
 	// chaos campaign compares it across thousands of role changes).
 	Goroutines int     `json:"goroutines,omitempty"`
@@ -113,6 +119,33 @@ type VCluster struct {
 	// ARPsRefresh is the periodic re-announcement (cluster.arps_refresh);
 	// nil when off.
 	ARPsRefresh *ARPsRefresh `json:"arps_refresh,omitempty"`
+	// LinkFailedSignal is the link_failed_signal record
+	// (cluster.link_failed_signal); nil before the first signal.
+	LinkFailedSignal *LinkFailedSignal `json:"link_failed_signal,omitempty"`
+}
+
+// Mgmt is the management interface: this node's own, never taken over.
+type Mgmt struct {
+	Interface string   `json:"interface"`
+	MAC       string   `json:"mac"` // its MAC now: the permanent one, never a virtual MAC
+	Addresses []string `json:"addresses,omitempty"`
+	Gateway   string   `json:"gateway,omitempty"`
+	Table     int      `json:"table,omitempty"`
+	// Routed says the policy rules and the table's routes were all in
+	// place at the last check (every second); Restores counts what was
+	// put back since the start.
+	Routed    bool   `json:"routed"`
+	Restores  uint64 `json:"restores"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// LinkFailedSignal counts the signals of a member that lost the primary
+// role by a failed monitored link: its other monitored ports set down for
+// cluster.link_failed_signal so that the switches flush them.
+type LinkFailedSignal struct {
+	Count     uint64   `json:"count"`
+	LastAgoMs int64    `json:"last_ago_ms"` // since the last signal began
+	Ports     []string `json:"ports"`       // the ports of the last one
 }
 
 // ARPsRefresh is the state of the primary's periodic re-announcement.

@@ -50,18 +50,7 @@ func TestHealthCheckFailover(t *testing.T) {
 	}
 	cut := time.Now()
 	poll(t, 5*time.Second, 10*time.Millisecond, "node-b takes over on node-a's failed check", func() error { return agree("node-b", a, b) })
-	took := time.Since(cut)
-	bound := fall*interval + hbInterval
-	t.Logf("measured: health check failover %v after the command started failing (fall %d x interval %v + hb_interval %v = %v)",
-		took.Round(time.Millisecond), fall, interval, hbInterval, bound)
-	// The first failing run comes at most one interval after the cut, the
-	// fall-th (fall-1) intervals later, so (fall-2) intervals is a floor.
-	if took < (fall-2)*interval {
-		t.Errorf("failover after %v: before fall failed runs", took)
-	}
-	if took > bound+300*time.Millisecond { // 300ms: the runs themselves and a loaded machine
-		t.Errorf("failover after %v, beyond fall x interval + hb_interval (%v)", took, bound)
-	}
+	checkFailoverTime(t, "health check failover", "the command started failing", time.Since(cut), interval, fall)
 	st = status(t, a)
 	if st.Checks[0].State != "down" || st.Checks[0].Last != "fail" || st.Checks[0].Count < fall {
 		t.Errorf("node-a's check %+v", st.Checks[0])

@@ -54,6 +54,7 @@ type Params struct {
 	NoIPv6        bool
 	Hooks         map[string]string // role → command
 	ClusterExtra  string            // YAML lines appended to the cluster section (indented 2)
+	NodeExtra     string            // YAML lines appended to the node section (indented 2)
 	Password      string            // default DefaultPassword
 	// KeyFile is where the password is written; "" is one file shared by
 	// every node (the cluster: section is synchronized).
@@ -141,6 +142,11 @@ func (n *Node) Config(p Params) (string, error) {
 	}
 	fmt.Fprintf(&b, "node:\n  name: %s\n  serial: %s\n  priority: %d\n  override: %v\n  realtime: %v\n",
 		n.Name, p.Serial, p.Priority, p.Override, p.Realtime)
+	if p.NodeExtra != "" {
+		for _, line := range strings.Split(strings.TrimRight(p.NodeExtra, "\n"), "\n") {
+			b.WriteString("  " + line + "\n")
+		}
+	}
 	fmt.Fprintf(&b, "cluster:\n  group_name: lab\n  group_id: %d\n  password_file: %s\n", p.GroupID, key)
 	if n.lab.Spec.RoutedHB {
 		b.WriteString("  hbdev: []\n  unicast_hb:\n    enabled: true\n    peers: [")
