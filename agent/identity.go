@@ -155,8 +155,9 @@ func (c *conflicts) due(key string, at time.Time) bool {
 	return true
 }
 
-// maxConflictSerials bounds the serials tracked (a cluster has 4 members).
-const maxConflictSerials = 64
+// maxConflictSerials bounds the serials tracked: four times the largest
+// cluster (16 members in mode fgsp).
+const maxConflictSerials = 4 * cluster.MaxMembers
 
 // maxConflictIDs bounds the node ids tracked per serial (this node's, or
 // a peer's): two make a conflict, a few more are cloned VMs. Beyond it

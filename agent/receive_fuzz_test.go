@@ -420,7 +420,7 @@ func (h *fuzzHarness) checkInvariants(step string) {
 	}
 	for _, v := range a.vcs {
 		st := v.m.Status()
-		if len(st.Members) > cluster.MaxMembers {
+		if len(st.Members) > config.MaxMembers(a.config().Cluster.Mode) {
 			t.Fatalf("%s: vcluster %d has %d members", step, v.id, len(st.Members))
 		}
 		for _, m := range st.Members {

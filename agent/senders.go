@@ -7,9 +7,10 @@ import (
 )
 
 // maxSenders bounds what the run goroutine remembers per heartbeat sender
-// beside the election machines (which hold at most cluster.MaxMembers-1
-// peers each): the last epoch per (serial, node id) and the carrier
-// bookkeeping per serial. A cluster has at most 3 peers, but anyone
+// beside the election machines (which hold at most the mode's member
+// limit less one peers each): the last epoch per (serial, node id) and
+// the carrier bookkeeping per serial. A cluster has at most 15 peers
+// (cluster.MaxMembers, mode fgsp), but anyone
 // holding the key (anyone on the segment with cluster.auth: false) can
 // send authentic heartbeats under as many serials and node ids as they
 // like; without a bound each one stayed for good, a map entry per frame.

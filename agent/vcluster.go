@@ -121,6 +121,7 @@ func machineConfig(cfg *config.Config, sec int) cluster.Config {
 		HelloHolddown: c.HelloHolddown, UptimeDiffMargin: c.UptimeDiffMargin,
 		FailoverHoldTime: c.FailoverHoldTime, MonitorTotal: len(monitoredOf(c.Section(sec))),
 		MonitorHolddown: c.MonitorHolddown, OverrideWaitTime: c.OverrideWaitTime,
+		MaxMembers: config.MaxMembers(c.Mode),
 	}
 }
 

@@ -287,9 +287,10 @@ func (m *Machine) AliveSerials(dst []string) []string {
 
 // UpdateConfig applies a new configuration (priority, override, timers,
 // number of monitored links) live, as after a SIGHUP or a synchronized
-// cluster section, and re-runs the election. Name and serial cannot change.
+// cluster section, and re-runs the election. Name, serial and the member
+// limit (the mode's: a restart) cannot change.
 func (m *Machine) UpdateConfig(cfg Config, now time.Time) {
-	cfg.Name, cfg.Serial = m.cfg.Name, m.cfg.Serial
+	cfg.Name, cfg.Serial, cfg.MaxMembers = m.cfg.Name, m.cfg.Serial, m.cfg.MaxMembers
 	if cfg.LostThreshold < 1 {
 		cfg.LostThreshold = 1
 	}
@@ -354,7 +355,7 @@ func (m *Machine) heard(adv Advert, now time.Time) error {
 	}
 	p, known := m.peers[adv.Serial]
 	if !known {
-		if len(m.peers) >= MaxMembers-1 && !m.evictDead() {
+		if len(m.peers) >= m.cfg.memberLimit()-1 && !m.evictDead() {
 			return ErrClusterFull
 		}
 		p = &peer{}

@@ -5,14 +5,25 @@ import (
 	"time"
 )
 
-// MaxMembers is the largest cluster hagent forms, as FGCP: this node and
-// three peers.
-const MaxMembers = 4
+// Member limits. In active-passive mode a cluster has at most
+// MaxMembersFGCP members, as FGCP: this node and three peers. In mode
+// fgsp (every member forwards) it has at most MaxMembersFGSP, as FGSP.
+// Config.MaxMembers picks one; everything kept per member before the
+// mode is known (the heartbeat frame's epoch hints, the tables of
+// senders) is bounded by MaxMembers, the largest of them
+// (TestMemberLimitPerMode).
+const (
+	MaxMembersFGCP = 4
+	MaxMembersFGSP = 16
+	// MaxMembers is the largest cluster of any mode.
+	MaxMembers = max(MaxMembersFGCP, MaxMembersFGSP)
+)
 
 // Errors returned by Step. The event is dropped; nothing else changes.
 var (
-	// ErrClusterFull: a fifth member was heard; it is ignored.
-	ErrClusterFull = errors.New("cluster: already 4 members, ignoring another")
+	// ErrClusterFull: a member beyond Config.MaxMembers was heard (a
+	// fifth in mode a-p, a 17th in mode fgsp); it is ignored.
+	ErrClusterFull = errors.New("cluster: the member limit is reached, ignoring another member")
 	// ErrSameSerial: a peer advertises this node's own serial.
 	ErrSameSerial = errors.New("cluster: peer uses this node's serial")
 	// ErrBadEvent: the event is malformed (unknown type, empty serial, invalid role).
@@ -45,6 +56,20 @@ type Config struct {
 	// long, winning all along, before it takes the role
 	// (TestOverrideWaitTime). 0 takes it at once.
 	OverrideWaitTime time.Duration
+	// MaxMembers is the largest cluster this node forms, itself included:
+	// MaxMembersFGCP (also when 0) or MaxMembersFGSP. A member heard
+	// beyond it is refused with ErrClusterFull while every known peer is
+	// alive.
+	MaxMembers int
+}
+
+// memberLimit is c.MaxMembers, MaxMembersFGCP when unset, never above
+// MaxMembers.
+func (c *Config) memberLimit() int {
+	if c.MaxMembers <= 0 {
+		return MaxMembersFGCP
+	}
+	return min(c.MaxMembers, MaxMembers)
 }
 
 // LostAfter is how long a peer may stay silent before it is lost.

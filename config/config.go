@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hagent/hagent/cluster"
 )
 
 // Defaults and limits. The numeric limits are enforced by validation; the
@@ -78,6 +80,15 @@ const (
 // (SPEC §8): no virtual MAC, no cluster address, every member syncs its
 // flows to every other.
 const ModeFGSP = "fgsp"
+
+// MaxMembers is the largest cluster of mode: 16 in mode fgsp (as FGSP), 4
+// otherwise (active-passive, as FGCP).
+func MaxMembers(mode string) int {
+	if mode == ModeFGSP {
+		return cluster.MaxMembersFGSP
+	}
+	return cluster.MaxMembersFGCP
+}
 
 // Config is a whole hagent configuration file.
 type Config struct {
@@ -348,7 +359,8 @@ type UnicastHB struct {
 	Enabled bool
 	// Peers are every member's address, this node's included (peers): each
 	// node binds the one configured on it and sends to the others; the
-	// same list on every member. 2-4 unicast addresses.
+	// same list on every member. 2-4 unicast addresses (2-16 in mode
+	// fgsp: MaxMembers).
 	Peers []netip.Addr
 	// Port carries heartbeats (port), default 6065; SyncPort the
 	// configuration-sync channel (sync_port), default 6066; SessionPort the

@@ -755,7 +755,7 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 			d.mapping(p, v, map[string]field{
 				"enabled": func(p string, v *yaml.Node) { d.boolean(p, v, &u.Enabled) },
 				"peers": func(p string, v *yaml.Node) {
-					d.addrList(p, v, 4, "peers", "10.99.1.1", &u.Peers)
+					d.addrList(p, v, MaxMembers(ModeFGSP), "peers", "10.99.1.1", &u.Peers)
 				},
 				"port":         num(&u.Port),
 				"sync_port":    num(&u.SyncPort),

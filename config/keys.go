@@ -116,7 +116,7 @@ var Keys = []Key{
 		Doc: "Heartbeats, the configuration-sync channel and the session channel in UDP between the members' addresses (FGCP unicast-hb), for VMs and clouds where raw Ethertypes do not pass. Each socket is bound to this node's address only; datagrams from other addresses are dropped before any cryptography."},
 	{Path: "cluster.unicast_hb.enabled", Reload: ReloadRestart, Type: "boolean", Default: "false",
 		Doc: "Use the unicast heartbeat (beside the hbdevs, or instead of them when hbdev is empty)."},
-	{Path: "cluster.unicast_hb.peers", Reload: ReloadRestart, Type: "list", Range: "2-4 unicast addresses, distinct",
+	{Path: "cluster.unicast_hb.peers", Reload: ReloadRestart, Type: "list", Range: "2-4 unicast addresses (2-16 in mode fgsp), distinct",
 		Doc: "Every member's address, this node's included: each node binds the one configured on it and sends to the others."},
 	{Path: "cluster.unicast_hb.port", Reload: ReloadRestart, Type: "integer", Default: "6065", Range: "1-65535",
 		Doc: "UDP port of the heartbeats."},

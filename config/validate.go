@@ -111,7 +111,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	if len(c.HBDevs) == 0 && !c.UnicastHB.Enabled {
 		d.errorf(k("hbdev"), "at least one hbdev is required")
 	}
-	d.unicastHB(k("unicast_hb"), &c.UnicastHB)
+	d.unicastHB(k("unicast_hb"), &c.UnicastHB, c.Mode)
 	hbdevs := map[string]int{}
 	for i, h := range c.HBDevs {
 		p := indexKey(k("hbdev"), i)
@@ -592,7 +592,7 @@ func (s VClusterSection) PingServerInterfaces(target netip.Addr) []string {
 }
 
 // unicastHB checks cluster.unicast_hb.
-func (d *decoder) unicastHB(p string, u *UnicastHB) {
+func (d *decoder) unicastHB(p string, u *UnicastHB, mode string) {
 	ports := map[int]string{}
 	for _, x := range []struct {
 		key  string
@@ -621,6 +621,10 @@ func (d *decoder) unicastHB(p string, u *UnicastHB) {
 	}
 	if u.Enabled && len(u.Peers) < 2 {
 		d.errorf(p+".peers", "every member's address, this node's included: at least 2")
+	}
+	// The decoder allows the largest cluster of any mode (fgsp's).
+	if n := MaxMembers(mode); len(u.Peers) > n {
+		d.errorf(p+".peers", "%d addresses; a cluster in mode %s has at most %d members (%d in mode fgsp)", len(u.Peers), mode, n, MaxMembers(ModeFGSP))
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/l2chan"
 	"github.com/hashicorp/go-hclog"
 )
@@ -540,10 +541,11 @@ func (s *Syncer) checkMismatch(peer string) {
 }
 
 // maxTrackedMembers bounds the members the syncer keeps state for
-// (s.members, s.noted): twice the largest cluster (4, as FGCP), so that
-// members that left are still shown for a while, while heartbeats naming
-// ever new members cannot grow it (TestMembersBounded).
-const maxTrackedMembers = 8
+// (s.members, s.noted): twice the largest cluster (16 members in mode
+// fgsp), so that members that left are still shown for a while, while
+// heartbeats naming ever new members cannot grow it (TestMembersBounded,
+// TestSixteenMembersTracked).
+const maxTrackedMembers = 2 * cluster.MaxMembers
 
 // member returns the state of member name, created if new; s.mu is held.
 // Past maxTrackedMembers, the member heard least recently that is neither

@@ -7,6 +7,8 @@ import (
 	"io"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/hagent/hagent/cluster"
 )
 
 // ProtocolVersion is the major version of the heartbeat wire format that
@@ -55,9 +57,11 @@ const (
 
 	// MaxStringLen is the longest Node, Serial or Primary string, in bytes.
 	MaxStringLen = 64
-	// MaxHints is the largest number of epoch hints a frame carries (a
-	// cluster has at most 4 members: 3 peers, and one spare).
-	MaxHints = 4
+	// MaxHints is the largest number of epoch hints a frame carries and
+	// reads: the largest cluster's peers, and one spare (mode fgsp: 15
+	// peers). Receivers of older releases read the first 4 and skip the
+	// others (TestHintsOfSixteen).
+	MaxHints = cluster.MaxMembers
 	// MaxFrameLen is the longest frame that Append produces: fixed part,
 	// three maximal strings, the node id, MaxHints epoch hints, the second
 	// vcluster's state, both takeover counts, and the tag.

@@ -98,6 +98,10 @@ func fuzzSeeds() []fuzzSeed {
 			}},
 		{"valid-node-id-hints", "authentic frame with a node id and two epoch hints (TLVs 1 and 2)", nil,
 			func(t testing.TB) []byte { return mustAppend(t, auth, extFrame()) }},
+		{"valid-17-hints", "authentic frame with 17 epoch hints: 16 are read (a cluster of 16 in mode fgsp), the 17th skipped", nil,
+			func(t testing.TB) []byte {
+				return withExtensionWith(auth, fuzzPassword, valid(t), moreHints(MaxHints+1))
+			}},
 		{"valid-vcluster2", "authentic frame with vcluster 2's state (TLV 3)", nil,
 			func(t testing.TB) []byte { return mustAppend(t, auth, vc2Frame()) }},
 		{"valid-takeovers", "authentic frame with takeover counts of both vclusters (TLVs 4 and 5)", nil,

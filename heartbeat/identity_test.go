@@ -72,7 +72,7 @@ func TestKnownExtensionLengths(t *testing.T) {
 		{"node id too long", []byte{tlvNodeID, 7, 1, 2, 3, 4, 5, 6, 7}, ErrMalformed},
 		{"hint too short", []byte{tlvEpochHint, 13, 1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 1}, ErrMalformed},
 		{"node id", []byte{tlvNodeID, 6, 1, 2, 3, 4, 5, 6}, nil},
-		{"five hints: the fifth is ignored", slices.Concat(hintTLV(1), hintTLV(2), hintTLV(3), hintTLV(4), hintTLV(5)), nil},
+		{"MaxHints+1 hints: the last is ignored", moreHints(MaxHints + 1), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +91,15 @@ func TestKnownExtensionLengths(t *testing.T) {
 			}
 		})
 	}
+}
+
+// moreHints is n hint TLVs with the epochs 1..n.
+func moreHints(n int) []byte {
+	var b []byte
+	for i := range n {
+		b = slices.Concat(b, hintTLV(uint64(i+1)))
+	}
+	return b
 }
 
 func hintTLV(epoch uint64) []byte {
@@ -169,12 +178,12 @@ func TestReplayGuardPeers(t *testing.T) {
 	if n != 3 || h[0].NodeID != c.NodeID || h[0].Epoch != 2000 {
 		t.Fatalf("hints %d %+v", n, h)
 	}
-	for i := 0; i < 6; i++ {
+	for i := 0; i < MaxHints+2; i++ {
 		if err := g.CheckPeer(Peer{Serial: "x", NodeID: NodeID{3, byte(i)}}, 1, 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n := g.Hints(&h); n != MaxHints || h[0].NodeID != (NodeID{3, 5}) || h[3].NodeID != (NodeID{3, 2}) {
+	if n := g.Hints(&h); n != MaxHints || h[0].NodeID != (NodeID{3, MaxHints + 1}) || h[MaxHints-1].NodeID != (NodeID{3, 2}) {
 		t.Fatalf("hints %d %+v", n, h)
 	}
 	if allocs := testing.AllocsPerRun(50, func() { g.Hints(&h) }); allocs != 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/hagent/hagent/cluster"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 )
@@ -19,9 +20,11 @@ const (
 	// of the default qdisc, ahead of bulk traffic on a shared hbdev.
 	socketPriority = 7
 	// rcvBuf and sndBuf size the socket buffers. A heartbeat is a few
-	// hundred bytes (about 1 KiB of kernel accounting each); 1 MiB absorbs
-	// a long scheduling stall of the receiver with 4 members at 10 ms.
-	rcvBuf = 1 << 20
+	// hundred bytes (about 1 KiB of kernel accounting each); 256 KiB per
+	// peer of the largest cluster (3.75 MiB for 15 peers) absorbs a
+	// scheduling stall of the receiver of 2.5 s with every peer at 10 ms.
+	// It is an upper bound of the kernel's accounting, not an allocation.
+	rcvBuf = (cluster.MaxMembers - 1) * 256 << 10
 	sndBuf = 256 << 10
 )
 

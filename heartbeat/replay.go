@@ -3,6 +3,8 @@ package heartbeat
 import (
 	"errors"
 	"sync"
+
+	"github.com/hagent/hagent/cluster"
 )
 
 // Errors returned by ReplayGuard.Check.
@@ -21,10 +23,12 @@ const (
 	// accepted from a serial are still accepted (once each), to tolerate
 	// reordering between hbdevs.
 	ReplayWindow = 64
-	// MaxTrackedSerials bounds the memory of a ReplayGuard. A cluster has
-	// at most 4 members; when a further serial is seen, the least recently
-	// seen one is forgotten.
-	MaxTrackedSerials = 16
+	// MaxTrackedSerials bounds the memory of a ReplayGuard: four times the
+	// largest cluster (16 members in mode fgsp), so members that restarted
+	// under a new node id or left are kept a while; when a further sender
+	// is seen, the least recently seen one is forgotten
+	// (TestReplayGuardEviction).
+	MaxTrackedSerials = 4 * cluster.MaxMembers
 )
 
 // Peer identifies a sender to a ReplayGuard: its serial and, when it sends

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hagent/hagent/cluster"
 )
 
 // Admission: a frame from a sender epoch the channel does not know yet
@@ -63,9 +65,10 @@ type admission struct {
 	fresh   []keyID
 }
 
-// maxFresh bounds the admissions waiting for run's probe; beyond it the
-// peers are reached by the usual probes.
-const maxFresh = 16
+// maxFresh bounds the admissions waiting for run's probe: every peer of
+// the largest cluster (mode fgsp) twice, its current and a new epoch;
+// beyond it the peers are reached by the usual probes.
+const maxFresh = 2 * cluster.MaxMembers
 
 func newAdmission(all bool) *admission {
 	return &admission{all: all, names: map[string]*admitEntry{}, learned: make(chan struct{}, 1)}

@@ -1196,6 +1196,15 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 		return
 	case KindBulkEnd:
 		e.recvMu.Lock()
+		if rs.inBulk && rs.gen != m.Gen {
+			// The end of a copy the sender gave up for the one in
+			// progress: it lost this peer and found it again, and the
+			// old copy's goroutine still sent its end after the new
+			// copy's begin. It ends nothing; the copy in progress still
+			// completes (TestSupersededBulkEnd).
+			e.recvMu.Unlock()
+			return
+		}
 		var stale []Record
 		// A primary never sweeps: its table holds the flows it forwards
 		// (a peer that began the copy while this node was secondary, or

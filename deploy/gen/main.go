@@ -166,7 +166,8 @@ func hagentdPage(w io.Writer, p page) {
 	fmt.Fprintln(w, ".SH NAME\nhagentd \\- FGCP\\-style active\\-passive HA cluster agent")
 	fmt.Fprintf(w, ".SH SYNOPSIS\n.B hagentd\n%s\n", synopsis(hagentdFlags()))
 	fmt.Fprintln(w, ".SH DESCRIPTION")
-	para(w, `hagentd runs on each of two to four Linux nodes. The agents exchange
+	para(w, `hagentd runs on each of two to four Linux nodes (up to sixteen in mode
+fgsp). The agents exchange
 authenticated raw-Ethernet heartbeats on the heartbeat devices, elect one
 primary by FortiGate's FGCP rules (monitored links, override, priority, HA
 uptime, serial), and the primary takes the cluster's virtual MACs and

@@ -49,6 +49,11 @@ func (l *Lab) SetupFGSP(extra ...string) error {
 	if _, err := exec.LookPath("nft"); err != nil {
 		return fmt.Errorf("lab: needs nftables (nft)")
 	}
+	// Node index 9 would get .10, the client's LAN and the server's WAN
+	// address.
+	if len(l.Nodes) > 9 {
+		return fmt.Errorf("lab: the FGSP addresses take at most 9 nodes, not %d", len(l.Nodes))
+	}
 	for _, n := range l.Nodes {
 		if err := ipAll([][]string{
 			{"-n", n.NS, "addr", "add", FGSPLANAddr(n.Index) + "/24", "dev", "port1"},
