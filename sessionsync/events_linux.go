@@ -216,8 +216,17 @@ func (k *Kernel) Listen(ctx context.Context, fn func(Event)) error {
 	}
 }
 
-// deliver decodes one event message and hands it to fn.
+// deliver decodes one event message and hands it to fn: a plain flow's
+// on the fast path (evdecode_linux.go), the rest with ti-mo.
 func (k *Kernel) deliver(ctx context.Context, m netlink.Message, fn func(Event)) {
+	if f, typ, valid, ok := decodeEvent(m); ok {
+		k.decodedFast.Add(1)
+		if valid {
+			k.emitFlow(typ, f, fn)
+		}
+		return
+	}
+	k.decodedSlow.Add(1)
 	var ev conntrack.Event
 	if err := ev.Unmarshal(m); err != nil {
 		return
@@ -241,7 +250,19 @@ func (k *Kernel) deliver(ctx context.Context, m netlink.Message, fn func(Event))
 	if !ok {
 		return
 	}
-	if ev.Type != conntrack.EventDestroy && f.Status&statusSeqAdjust != 0 && f.SeqAdj == nil {
+	switch ev.Type {
+	case conntrack.EventNew:
+		k.emitFlow(EventNew, f, fn)
+	case conntrack.EventUpdate:
+		k.emitFlow(EventUpdate, f, fn)
+	case conntrack.EventDestroy:
+		k.emitFlow(EventDestroy, f, fn)
+	}
+}
+
+// emitFlow hands a decoded flow event to fn.
+func (k *Kernel) emitFlow(typ EventType, f Flow, fn func(Event)) {
+	if typ != EventDestroy && f.Status&statusSeqAdjust != 0 && f.SeqAdj == nil {
 		// An event carries the adjustment only when ctnetlink changed it
 		// (IPCT_SEQADJ); the data path changes it without one
 		// (nf_ct_seqadj_set): read the entry.
@@ -249,14 +270,7 @@ func (k *Kernel) deliver(ctx context.Context, m netlink.Message, fn func(Event))
 			f = g
 		}
 	}
-	switch ev.Type {
-	case conntrack.EventNew:
-		fn(Event{Type: EventNew, Flow: f})
-	case conntrack.EventUpdate:
-		fn(Event{Type: EventUpdate, Flow: f})
-	case conntrack.EventDestroy:
-		fn(Event{Type: EventDestroy, Flow: f})
-	}
+	fn(Event{Type: typ, Flow: f})
 }
 
 // seqAdjDelay is how long after an expectation's creation its master is

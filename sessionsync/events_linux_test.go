@@ -139,3 +139,55 @@ func TestKernelQuietSubscribesNothing(t *testing.T) {
 			quiet.Round(time.Millisecond), loud.Round(time.Millisecond), 10000/quiet.Seconds(), 10000/loud.Seconds())
 	})
 }
+
+// TestKernelEventsDecodedFast pins what the kernel sends for a plain
+// flow to the fast decoder's shape: new, update and destroy events of
+// TCP (NATed), UDP over IPv6 and labeled flows are all decoded on the
+// fast path, with the flow the kernel holds.
+func TestKernelEventsDecodedFast(t *testing.T) {
+	inNetns(t, func(t *testing.T) {
+		k, evs := listeningKernel(t)
+		w, err := OpenKernel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		w.SetQuiet(true)
+		var recs []Record
+		for i := 0; i < 50; i++ {
+			recs = append(recs, Record{Op: OpUpsert, Flow: tcpFlow(i)})
+		}
+		labeled := tcpFlow(60)
+		labeled.Labels = make([]byte, 16)
+		labeled.Labels[15] = 5
+		recs = append(recs, Record{Op: OpUpsert, Flow: labeled})
+		for _, m := range eventMessages(t) { // the UDP/IPv6 and ICMP flows
+			if f, _, valid, ok := decodeEvent(m); ok && valid && f.Proto != ProtoTCP {
+				recs = append(recs, Record{Op: OpUpsert, Flow: f})
+			}
+		}
+		upd := tcpFlow(0)
+		upd.Mark = 99
+		recs = append(recs, Record{Op: OpUpsert, Flow: upd}, Record{Op: OpDelete, Flow: tcpFlow(1)})
+		for i, err := range w.Apply(recs) {
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		}
+		got := map[EventType]int{}
+		deadline := time.After(10 * time.Second)
+		for got[EventNew] < len(recs)-2 || got[EventUpdate] < 1 || got[EventDestroy] < 1 {
+			select {
+			case ev := <-evs:
+				got[ev.Type]++
+			case <-deadline:
+				t.Fatalf("events after 10s: %v", got)
+			}
+		}
+		fast, slow := k.decodedFast.Load(), k.decodedSlow.Load()
+		t.Logf("measured: events %v: %d decoded on the fast path, %d by ti-mo", got, fast, slow)
+		if slow != 0 || fast == 0 {
+			t.Fatalf("%d events decoded by ti-mo, %d on the fast path: the kernel's events no longer have the fast path's shape", slow, fast)
+		}
+	})
+}

@@ -30,6 +30,9 @@ type Kernel struct {
 	drx    []byte
 	events *eventSocket
 	quiet  atomic.Bool // events are read and dropped undecoded
+	// decodedFast and decodedSlow count the events decoded on the fast
+	// path and by ti-mo (TestKernelEventsDecodedFast).
+	decodedFast, decodedSlow atomic.Uint64
 
 	xmu sync.Mutex      // xc
 	xc  *netfilter.Conn // expectation writes (rare: one query each)
