@@ -14,10 +14,12 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/hagent/hagent/internal/paths"
 )
 
 // DefaultSocket is where hagentd listens unless control_socket says otherwise.
-const DefaultSocket = "/run/hagent/hagent.sock"
+const DefaultSocket = paths.Socket
 
 // Commands understood by the server.
 const (

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hagent/hagent/internal/paths"
 )
 
 // Defaults applied by NewManager to zero Config fields; they are the SPEC §2
@@ -17,7 +19,7 @@ import (
 const (
 	DefaultARPs        = 5
 	DefaultARPInterval = 8 * time.Second
-	DefaultStateDir    = "/run/hagent"
+	DefaultStateDir    = paths.RunDir
 )
 
 // StateFile is the name of the file, inside Config.StateDir, that remembers
