@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/internal/testutil"
 )
 
 // TestSyncApplyErrorReported: a secondary whose disk is full cannot apply
@@ -27,7 +29,7 @@ func TestSyncApplyErrorReported(t *testing.T) {
 			c.Event = func(kind, msg string) { mu.Lock(); events = append(events, kind+": "+msg); mu.Unlock() }
 		}
 	})
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 	// A full file system under node-b's /etc/app. The ballast that fills
 	// it lies on the same tmpfs but outside the synced tree: inside, it is
 	// a file the primary does not have, and node-b's periodic sync deletes
@@ -59,7 +61,7 @@ func TestSyncApplyErrorReported(t *testing.T) {
 		t.Fatalf("filling the tmpfs: %v", err)
 	}
 	a.write(t, "/etc/app/big.conf", strings.Repeat("x", 64<<10), 0o644)
-	eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
+	testutil.Eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
 		return strings.Contains(b.s.Status().LastApplyError, "no space left on device")
 	})
 	if ga, gb := a.s.Generation(), b.s.Generation(); gb >= ga {
@@ -82,9 +84,9 @@ func TestSyncApplyErrorReported(t *testing.T) {
 	if err := os.Remove(fs + "/ballast"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
-	eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
-	eventually(t, 5*time.Second, "generation caught up", func() bool { return b.s.Generation() == a.s.Generation() })
+	testutil.Eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
+	testutil.Eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
+	testutil.Eventually(t, 5*time.Second, "generation caught up", func() bool { return b.s.Generation() == a.s.Generation() })
 	if !has("apply: applying the primary's files works again") {
 		t.Errorf("no history event for the recovery: %q", events)
 	}
