@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hagent/hagent/test/bench"
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 // Config is one campaign.
@@ -335,7 +335,7 @@ func (nm *nemesis) resources(m *member) Resources {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := Resources{At: time.Now(), PID: m.n.PID(), RoleMoves: nm.rec.moves()}
-	r.RSSKB, _ = bench.RSSKB(r.PID)
+	r.RSSKB, _ = proc.RSSKB(r.PID)
 	if st, err := m.n.Status(); err == nil {
 		r.Goroutines = st.Goroutines
 	}
