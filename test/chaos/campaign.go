@@ -74,7 +74,8 @@ const syncPeriod = 3 * time.Second
 // warmUp runs the workloads before the first fault.
 const warmUp = 12 * time.Second
 
-// vMAC of port1 for groupID (SPEC §5).
+// vMAC of port1 for groupID: interface index 0 of vcluster 1
+// (vmac.MAC).
 var vmac = fmt.Sprintf("00:09:0f:09:%02x:00", groupID)
 
 // Result is a finished campaign.
