@@ -27,6 +27,7 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/paths"
 	"github.com/hagent/hagent/metrics"
 	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/udplink"
@@ -37,9 +38,9 @@ import (
 // RuntimeDirectory=hagent).
 const (
 	// DefaultStateDir keeps what must survive reboots.
-	DefaultStateDir = "/var/lib/hagent"
+	DefaultStateDir = paths.StateDir
 	// DefaultRunDir keeps runtime-only state and the control socket.
-	DefaultRunDir = "/run/hagent"
+	DefaultRunDir = paths.RunDir
 )
 
 // Network is what the agent needs from the virtual-MAC manager (vmac.Manager

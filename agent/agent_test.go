@@ -13,6 +13,7 @@ import (
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/hagent/hagent/vmac"
 )
 
@@ -172,16 +173,9 @@ func (n *testNode) status(t *testing.T) *control.Status {
 	return v.(*control.Status)
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+// eventually is testutil.Eventually under the name this package's tests
+// use.
+var eventually = testutil.Eventually[func() bool]
 
 func TestAgentsElectAndFailOver(t *testing.T) {
 	mem := heartbeat.NewMemNetwork()

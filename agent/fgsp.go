@@ -9,7 +9,7 @@ import (
 	"github.com/hagent/hagent/sessionsync"
 )
 
-// FGSP (cluster.mode fgsp, SPEC §8): every member forwards with its own
+// FGSP (cluster.mode fgsp, docs/sessionsync.md §7): every member forwards with its own
 // addresses, so there is no vMAC and no cluster address to take over (the
 // agent runs with noNetwork: config rejects interfaces in this mode). The
 // election still runs, for configuration sync from the elected primary

@@ -24,7 +24,7 @@ const sessionReadyTimeout = 200 * time.Millisecond
 // (failover set) waiting for its bulk session copy.
 const sessionHoldMax = 60 * time.Second
 
-// sessionEngine drives session pickup (SPEC §8): the 0x8892 channel on the
+// sessionEngine drives session pickup (docs/sessionsync.md): the 0x8892 channel on the
 // sync_dev interfaces and the hbdevs, and the sessionsync.Engine.
 type sessionEngine struct {
 	ch    *l2chan.Channel
@@ -248,8 +248,9 @@ func (a *Agent) sessionHold() {
 }
 
 // sessionsReady applies what the session channel has delivered before a
-// takeover touches the vMAC (SPEC §8: sessions in place → vMAC →
-// addresses → GARP). It returns how long it took.
+// takeover touches the vMAC: the takeover order is sessions in place →
+// vMAC → addresses → GARP, so a flow never reaches a new primary that
+// lacks its entry (docs/reference.md §5, TestAgentSessionPickup). It returns how long it took.
 func (a *Agent) sessionsReady() (time.Duration, int) {
 	if a.sess == nil {
 		return 0, 0

@@ -14,6 +14,7 @@ import (
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/hagent/hagent/sessionsync"
 )
 
@@ -103,13 +104,7 @@ func testFlow(i int) sessionsync.Flow {
 
 func waitFor(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	var last error
-	defer func() {
-		if t.Failed() && last != nil {
-			t.Log("last:", last)
-		}
-	}()
-	eventually(t, d, "the condition", func() bool { last = cond(); return last == nil })
+	testutil.Eventually(t, d, "the condition", cond)
 }
 
 // TestAgentSessionPickup: the primary's flows reach the secondary; after

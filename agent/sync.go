@@ -19,7 +19,7 @@ import (
 	"github.com/hagent/hagent/udplink"
 )
 
-// syncEngine drives configuration sync (SPEC §6) for the agent: the 0x8893
+// syncEngine drives configuration sync (docs/configsync.md) for the agent: the 0x8893
 // control channel on the hbdevs and the configsync.Syncer. Blocking work
 // (a full sync) never runs on the run goroutine.
 type syncEngine struct {

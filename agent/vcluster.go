@@ -18,7 +18,7 @@ import (
 
 // vcluster is one virtual cluster's election and what it drives: its own
 // pure cluster.Machine, its vMACs and addresses, its monitored links and
-// its fault state (SPEC §9, FGCP virtual clustering). A node has one, or
+// its fault state (FGCP virtual clustering, docs/design.md). A node has one, or
 // two with cluster.vcluster2. Everything else is the node's and shared:
 // the heartbeats (one frame carries both vclusters' state, TLV 3), the
 // membership and peer loss, serial conflicts, configuration sync, hooks
@@ -330,7 +330,7 @@ func (a *Agent) processVC(v *vcluster) (send bool) {
 		switch act.Type {
 		case cluster.ActionTakeover:
 			// Sessions in place first: every copy received is applied
-			// before the vMAC moves (SPEC §8).
+			// before the vMAC moves (docs/reference.md §5).
 			sessDur, sessN := a.sessionsReady()
 			rep, err := v.net.Take()
 			if err != nil {

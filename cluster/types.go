@@ -33,7 +33,8 @@ var (
 )
 
 // Config is what the election needs to know about this node and the
-// cluster's timers. Durations are those of SPEC §2.
+// cluster's timers. Durations are those of the configuration keys of the
+// same names (config.Cluster).
 type Config struct {
 	Name     string // node name, for reasons and status
 	Serial   string // unique member id and last tie-breaker

@@ -51,7 +51,8 @@ const (
 	DefaultEthTypeL2EP    uint16 = 0x8893
 
 	// MaxInterfaces is the number of data interfaces a vcluster can have:
-	// the virtual MAC has one hex digit for the interface index (SPEC §5).
+	// the virtual MAC has one hex digit for the interface index
+	// (vmac.MAC, docs/reference.md §5).
 	MaxInterfaces = 16
 	// MaxHBDevs is the number of heartbeat devices accepted.
 	MaxHBDevs = 16
@@ -77,7 +78,7 @@ const (
 )
 
 // ModeFGSP is cluster.mode fgsp, active-active with shared sessions
-// (SPEC §8): no virtual MAC, no cluster address, every member syncs its
+// (docs/sessionsync.md §7): no virtual MAC, no cluster address, every member syncs its
 // flows to every other.
 const ModeFGSP = "fgsp"
 
@@ -385,7 +386,7 @@ type Sync struct {
 	OnChange map[string]string
 }
 
-// SessionPickup configures session pickup (SPEC §8): the primary copies
+// SessionPickup configures session pickup (docs/sessionsync.md): the primary copies
 // its kernel connection-tracking table to the secondaries over the
 // eth_type.session channel.
 type SessionPickup struct {

@@ -1,5 +1,6 @@
 // Package config loads, validates and serializes hagent's YAML configuration
-// (SPEC §2).
+// (every key with its default: testdata/example.yaml; the contract:
+// docs/reference.md §2).
 //
 // A configuration file has three parts:
 //

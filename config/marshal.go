@@ -12,7 +12,7 @@ import (
 )
 
 // MarshalCluster returns the canonical YAML of a cluster section: every key
-// in the order of SPEC §2, defaults included, durations as strings ("200ms",
+// in one fixed order (clusterNode's), defaults included, durations as strings ("200ms",
 // "5m"), Ethertypes in hex (0x8890) and on_change sorted by path. Equal
 // values give identical bytes, so the result can be checksummed; it reads
 // back with ParseCluster. It fails only on values YAML cannot carry (an

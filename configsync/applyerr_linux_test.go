@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/internal/testutil"
 )
 
 // TestSyncApplyErrorReported: a secondary whose disk is full cannot apply
@@ -27,14 +29,27 @@ func TestSyncApplyErrorReported(t *testing.T) {
 			c.Event = func(kind, msg string) { mu.Lock(); events = append(events, kind+": "+msg); mu.Unlock() }
 		}
 	})
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
-	// A full file system under node-b's /etc/app.
-	dir := b.root + "/etc/app"
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	// A full file system under node-b's /etc/app. The ballast that fills
+	// it lies on the same tmpfs but outside the synced tree: inside, it is
+	// a file the primary does not have, and node-b's periodic sync deletes
+	// it, which freed the space before the push (no ENOSPC) or before the
+	// test removed it. The tmpfs is mounted beside the tree and its app/
+	// directory bind-mounted onto node-b's /etc/app.
+	fs := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", fs).CombinedOutput(); err != nil {
 		t.Skipf("mount tmpfs: %v: %s", err, out)
 	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", fs).Run() })
+	if err := os.Mkdir(fs+"/app", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := b.root + "/etc/app"
+	if out, err := exec.Command("mount", "--bind", fs+"/app", dir).CombinedOutput(); err != nil {
+		t.Fatalf("bind mount: %v: %s", err, out)
+	}
 	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	ballast, err := os.Create(dir + "/.ballast")
+	ballast, err := os.Create(fs + "/ballast")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +61,7 @@ func TestSyncApplyErrorReported(t *testing.T) {
 		t.Fatalf("filling the tmpfs: %v", err)
 	}
 	a.write(t, "/etc/app/big.conf", strings.Repeat("x", 64<<10), 0o644)
-	eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
+	testutil.Eventually(t, 10*time.Second, "node-b reports the failed apply", func() bool {
 		return strings.Contains(b.s.Status().LastApplyError, "no space left on device")
 	})
 	if ga, gb := a.s.Generation(), b.s.Generation(); gb >= ga {
@@ -66,12 +81,12 @@ func TestSyncApplyErrorReported(t *testing.T) {
 		t.Errorf("no history event for the failing apply: %q", events)
 	}
 	// Freed: the periodic compare repairs it, and the error goes.
-	if err := os.Remove(dir + "/.ballast"); err != nil {
+	if err := os.Remove(fs + "/ballast"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
-	eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
-	eventually(t, 5*time.Second, "generation caught up", func() bool { return b.s.Generation() == a.s.Generation() })
+	testutil.Eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/app/big.conf") == a.read("/etc/app/big.conf") })
+	testutil.Eventually(t, 5*time.Second, "error cleared", func() bool { return b.s.Status().LastApplyError == "" })
+	testutil.Eventually(t, 5*time.Second, "generation caught up", func() bool { return b.s.Generation() == a.s.Generation() })
 	if !has("apply: applying the primary's files works again") {
 		t.Errorf("no history event for the recovery: %q", events)
 	}

@@ -1,6 +1,7 @@
 // Package configsync keeps the configuration of hagent cluster members
 // identical: the cluster: section of the configuration and every file under
-// sync.paths, pushed by the primary to the secondaries (SPEC §6).
+// sync.paths, pushed by the primary to the secondaries
+// (docs/configsync.md).
 //
 // It has three layers, the lowest in a package of its own:
 //

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/internal/testutil"
 )
 
 // TestChecksumDoesNotWaitForTheSyncer: the agent reads Checksum and
@@ -14,10 +16,10 @@ import (
 // must come without the mutex, and still follow every change.
 func TestChecksumDoesNotWaitForTheSyncer(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 	gen := a.s.Generation()
 	a.write(t, "/etc/nft.conf", "table inet filter {}\n", 0o644)
-	eventually(t, 10*time.Second, "the change is published", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the change is published", func() bool {
 		return a.s.Generation() > gen && a.s.Checksum() == b.s.Checksum()
 	})
 
@@ -47,7 +49,7 @@ func TestChecksumDoesNotWaitForTheSyncer(t *testing.T) {
 // still takes it.
 func TestNotePeerChecksumFastPath(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 	sum, gen := a.s.Checksum(), a.s.Generation()
 	a.s.NotePeerChecksum("node-b", sum, gen) // agrees: remembered
 	// note reports whether a note returns while the mutex is held; the
@@ -78,7 +80,7 @@ func TestNotePeerChecksumFastPath(t *testing.T) {
 		t.Fatal("an agreeing note after a disagreeing one skipped the mutex")
 	}
 	a.write(t, "/etc/nft.conf", "table inet filter {}\n", 0o644)
-	eventually(t, 10*time.Second, "the change is published", func() bool { return a.s.Generation() > gen })
+	testutil.Eventually(t, 10*time.Second, "the change is published", func() bool { return a.s.Generation() > gen })
 	if note(sum, gen) {
 		t.Fatal("a note against an older published tree skipped the mutex")
 	}
@@ -89,15 +91,15 @@ func TestNotePeerChecksumFastPath(t *testing.T) {
 // its last event; a live watcher records a change as an event.
 func TestManifestCurrent(t *testing.T) {
 	_, a, _ := pair(t, 0)
-	eventually(t, 5*time.Second, "the watcher follows the tree", func() bool { return a.s.watchSince.Load() != 0 })
+	testutil.Eventually(t, 5*time.Second, "the watcher follows the tree", func() bool { return a.s.watchSince.Load() != 0 })
 	// (A primary that is still catching up keeps its manifest: retry.)
-	eventually(t, 5*time.Second, "a scan after the watcher started and after its last event is current", func() bool {
+	testutil.Eventually(t, 5*time.Second, "a scan after the watcher started and after its last event is current", func() bool {
 		a.s.rescan()
 		return a.s.manifestCurrent()
 	})
 	before := a.s.lastEvent.Load()
 	a.write(t, "/etc/app/new.conf", "x", 0o644)
-	eventually(t, 5*time.Second, "the watcher saw the change", func() bool { return a.s.lastEvent.Load() > before })
+	testutil.Eventually(t, 5*time.Second, "the watcher saw the change", func() bool { return a.s.lastEvent.Load() > before })
 	for _, c := range []struct {
 		name                        string
 		watchSince, lastEvent, from int64
@@ -126,7 +128,7 @@ func TestManifestCurrent(t *testing.T) {
 func TestSummary(t *testing.T) {
 	_, a, b := pair(t, 0)
 	a.write(t, "/etc/app/x.conf", "x", 0o644)
-	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+	testutil.Eventually(t, 5*time.Second, "in sync", inSync(a, b))
 	full, sum := a.s.Status(), a.s.Summary()
 	if len(full.Members[0].Paths) == 0 {
 		t.Fatal("Status lists no paths of its own tree")

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hagent/hagent/internal/testutil"
 )
 
 func writeFile(t testing.TB, path, content string, mode fs.FileMode) {
@@ -255,7 +257,7 @@ func TestAtomicWriteSurvivesKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	eventually(t, 10*time.Second, "writer created the file", func() bool {
+	testutil.Eventually(t, 10*time.Second, "writer created the file", func() bool {
 		_, err := os.Stat(target)
 		return err == nil
 	})

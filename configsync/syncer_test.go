@@ -13,21 +13,10 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/hagent/hagent/l2chan"
 	"github.com/hashicorp/go-hclog"
 )
-
-// eventually polls cond every 5 ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // testNode is one cluster member of a syncer test: a channel on the shared
 // in-memory segment s1, a temp dir standing for "/", and a Syncer.
@@ -176,14 +165,14 @@ func TestSyncIncremental(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, a, b := pair(t, tt.loss, func(c *SyncConfig) { c.Period = time.Hour })
-			eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+			testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 			gen0 := a.s.Generation()
 
 			a.write(t, "/etc/nft.conf", "table inet filter {}\n", 0o640)
-			eventually(t, 10*time.Second, "nft.conf on node-b", func() bool {
+			testutil.Eventually(t, 10*time.Second, "nft.conf on node-b", func() bool {
 				return b.read("/etc/nft.conf") == "table inet filter {}\n"
 			})
-			eventually(t, 10*time.Second, "on_change ran on node-b", func() bool { return b.runs("nft") == 1 })
+			testutil.Eventually(t, 10*time.Second, "on_change ran on node-b", func() bool { return b.runs("nft") == 1 })
 			fi, err := os.Stat(b.root + "/etc/nft.conf")
 			if err != nil || fi.Mode().Perm() != 0o640 {
 				t.Fatalf("mode on node-b = %v (%v), want 0640", fi.Mode(), err)
@@ -198,12 +187,12 @@ func TestSyncIncremental(t *testing.T) {
 			// A new subdirectory is watched too.
 			os.MkdirAll(a.root+"/etc/app/conf.d", 0o750)
 			a.write(t, "/etc/app/conf.d/10-x.conf", "x=1\n", 0o600)
-			eventually(t, 10*time.Second, "new subdirectory file on node-b", func() bool {
+			testutil.Eventually(t, 10*time.Second, "new subdirectory file on node-b", func() bool {
 				return b.read("/etc/app/conf.d/10-x.conf") == "x=1\n"
 			})
-			eventually(t, 10*time.Second, "trees equal", inSync(a, b))
-			eventually(t, 5*time.Second, "generations equal", func() bool { return a.s.Generation() == b.s.Generation() })
-			eventually(t, 5*time.Second, "primary status in sync", func() bool {
+			testutil.Eventually(t, 10*time.Second, "trees equal", inSync(a, b))
+			testutil.Eventually(t, 5*time.Second, "generations equal", func() bool { return a.s.Generation() == b.s.Generation() })
+			testutil.Eventually(t, 5*time.Second, "primary status in sync", func() bool {
 				st := a.s.Status()
 				return st.InSync && len(st.Members) == 2 && st.Members[1].InSync && st.Members[1].Node == "node-b"
 			})
@@ -221,16 +210,16 @@ func TestSyncIncremental(t *testing.T) {
 func TestSyncDeletion(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
 	a.write(t, "/etc/app/old.conf", "old", 0o644)
-	eventually(t, 10*time.Second, "file on node-b", func() bool { return b.read("/etc/app/old.conf") == "old" })
-	eventually(t, 5*time.Second, "on_change for the new file", func() bool { return b.runs("app") == 1 })
+	testutil.Eventually(t, 10*time.Second, "file on node-b", func() bool { return b.read("/etc/app/old.conf") == "old" })
+	testutil.Eventually(t, 5*time.Second, "on_change for the new file", func() bool { return b.runs("app") == 1 })
 	runs := b.runs("app")
 	os.Remove(a.root + "/etc/app/old.conf")
-	eventually(t, 10*time.Second, "file gone on node-b", func() bool {
+	testutil.Eventually(t, 10*time.Second, "file gone on node-b", func() bool {
 		_, err := os.Stat(b.root + "/etc/app/old.conf")
 		return os.IsNotExist(err)
 	})
-	eventually(t, 5*time.Second, "on_change after deletion", func() bool { return b.runs("app") == runs+1 })
-	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+	testutil.Eventually(t, 5*time.Second, "on_change after deletion", func() bool { return b.runs("app") == runs+1 })
+	testutil.Eventually(t, 5*time.Second, "in sync", inSync(a, b))
 }
 
 // TestSyncRepairsDrift: local edits on the secondary are overwritten, by
@@ -244,7 +233,7 @@ func TestSyncRepairsDrift(t *testing.T) {
 		{name: "periodic", period: 300 * time.Millisecond, repair: func(*testing.T, *testNode, *testNode) {}},
 		{name: "heartbeat checksum", period: time.Hour, repair: func(t *testing.T, a, b *testNode) {
 			b.s.Rescan()
-			eventually(t, 5*time.Second, "drift seen on node-b", func() bool { return a.s.Checksum() != b.s.Checksum() })
+			testutil.Eventually(t, 5*time.Second, "drift seen on node-b", func() bool { return a.s.Checksum() != b.s.Checksum() })
 			// Heartbeats keep reporting the mismatch.
 			stop := make(chan struct{})
 			defer close(stop)
@@ -258,7 +247,7 @@ func TestSyncRepairsDrift(t *testing.T) {
 					}
 				}
 			}()
-			eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+			testutil.Eventually(t, 10*time.Second, "repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
 		}},
 		{name: "SyncNow on primary", period: time.Hour, repair: func(t *testing.T, a, b *testNode) {
 			if err := a.s.SyncNow(context.Background()); err != nil {
@@ -281,13 +270,13 @@ func TestSyncRepairsDrift(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = tt.period })
 			a.write(t, "/etc/nft.conf", "good\n", 0o644)
-			eventually(t, 10*time.Second, "initial content", func() bool { return b.read("/etc/nft.conf") == "good\n" })
-			eventually(t, 5*time.Second, "in sync", inSync(a, b))
+			testutil.Eventually(t, 10*time.Second, "initial content", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+			testutil.Eventually(t, 5*time.Second, "in sync", inSync(a, b))
 			runs := b.runs("nft")
 			b.write(t, "/etc/nft.conf", "evil\n", 0o666)
 			tt.repair(t, a, b)
-			eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
-			eventually(t, 10*time.Second, "in sync", inSync(a, b))
+			testutil.Eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "good\n" })
+			testutil.Eventually(t, 10*time.Second, "in sync", inSync(a, b))
 			fi, _ := os.Stat(b.root + "/etc/nft.conf")
 			if fi.Mode().Perm() != 0o644 {
 				t.Errorf("mode after repair %v, want 0644", fi.Mode())
@@ -310,8 +299,8 @@ func TestSyncOnChangeFailure(t *testing.T) {
 	})
 	_ = root
 	a.write(t, "/etc/nft.conf", "broken\n", 0o644)
-	eventually(t, 10*time.Second, "command ran", func() bool { return b.runs("nft") == 1 })
-	eventually(t, 5*time.Second, "failure in node-b status", func() bool {
+	testutil.Eventually(t, 10*time.Second, "command ran", func() bool { return b.runs("nft") == 1 })
+	testutil.Eventually(t, 5*time.Second, "failure in node-b status", func() bool {
 		for _, c := range b.s.Status().OnChange {
 			if strings.Contains(c.Command, "ran-nft") && !c.OK && c.ExitCode == 3 && strings.Contains(c.StderrTail, "syntax error") {
 				return true
@@ -319,7 +308,7 @@ func TestSyncOnChangeFailure(t *testing.T) {
 		}
 		return false
 	})
-	eventually(t, 5*time.Second, "failure in primary's member status", func() bool {
+	testutil.Eventually(t, 5*time.Second, "failure in primary's member status", func() bool {
 		for _, m := range a.s.Status().Members {
 			if m.Node == "node-b" && len(m.OnChange) == 1 && m.OnChange[0].ExitCode == 3 {
 				return true
@@ -329,14 +318,14 @@ func TestSyncOnChangeFailure(t *testing.T) {
 	})
 	// Several periods and a drift back to the same content: no rerun.
 	b.write(t, "/etc/nft.conf", "local edit\n", 0o644)
-	eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "broken\n" })
+	testutil.Eventually(t, 10*time.Second, "drift repaired", func() bool { return b.read("/etc/nft.conf") == "broken\n" })
 	time.Sleep(4 * LabSyncConfig().Period / 5)
 	if n := b.runs("nft"); n != 1 {
 		t.Fatalf("failing command ran %d times for the same content, want 1", n)
 	}
 	// New content: it runs again.
 	a.write(t, "/etc/nft.conf", "fixed\n", 0o644)
-	eventually(t, 10*time.Second, "rerun for new content", func() bool { return b.runs("nft") == 2 })
+	testutil.Eventually(t, 10*time.Second, "rerun for new content", func() bool { return b.runs("nft") == 2 })
 }
 
 // TestSyncCluster: the cluster: section travels as a pseudo-path.
@@ -344,11 +333,11 @@ func TestSyncCluster(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
 	a.cluster.set("group_id: 10\nhb_interval: 100ms\n")
 	a.s.Rescan()
-	eventually(t, 10*time.Second, "cluster section applied on node-b", func() bool {
+	testutil.Eventually(t, 10*time.Second, "cluster section applied on node-b", func() bool {
 		d, _ := b.cluster.get()
 		return string(d) == "group_id: 10\nhb_interval: 100ms\n"
 	})
-	eventually(t, 5*time.Second, "checksums equal", inSync(a, b))
+	testutil.Eventually(t, 5*time.Second, "checksums equal", inSync(a, b))
 	found := false
 	for _, p := range b.s.Status().Members[0].Paths {
 		found = found || p.Path == ClusterPath
@@ -367,7 +356,7 @@ func TestSyncRejectsNonPrimary(t *testing.T) {
 	b.s.SetRole(false, []string{"node-c"})
 	a.write(t, "/etc/nft.conf", "intruder\n", 0o644)
 	a.s.SetRole(true, []string{"node-b"})
-	eventually(t, 10*time.Second, "rejection reported", func() bool {
+	testutil.Eventually(t, 10*time.Second, "rejection reported", func() bool {
 		for _, m := range a.s.Status().Members {
 			if m.Node == "node-b" && (strings.Contains(m.LastError, "does not accept") || strings.Contains(m.LastError, "only to its primary")) {
 				return true
@@ -385,15 +374,15 @@ func TestSyncRejectsNonPrimary(t *testing.T) {
 func TestSyncGenerationRule(t *testing.T) {
 	n, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
 	a.write(t, "/etc/nft.conf", "v1\n", 0o644)
-	eventually(t, 10*time.Second, "v1 on node-b", func() bool { return b.read("/etc/nft.conf") == "v1\n" })
-	eventually(t, 5*time.Second, "in sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "v1 on node-b", func() bool { return b.read("/etc/nft.conf") == "v1\n" })
+	testutil.Eventually(t, 5*time.Second, "in sync", inSync(a, b))
 
 	// node-b is cut off while node-a changes the tree.
 	n.Cut("s1")
 	genB := b.s.Generation()
 	a.write(t, "/etc/nft.conf", "v2\n", 0o644)
 	a.write(t, "/etc/app/new.conf", "new\n", 0o644)
-	eventually(t, 5*time.Second, "node-a generation moves on", func() bool { return a.s.Generation() > genB })
+	testutil.Eventually(t, 5*time.Second, "node-a generation moves on", func() bool { return a.s.Generation() > genB })
 
 	// Roles swap before the link returns.
 	a.s.SetRole(false, []string{"node-b"})
@@ -401,9 +390,9 @@ func TestSyncGenerationRule(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	n.Heal("s1")
 
-	eventually(t, 10*time.Second, "node-b pulled v2", func() bool { return b.read("/etc/nft.conf") == "v2\n" })
-	eventually(t, 10*time.Second, "node-b has the new file", func() bool { return b.read("/etc/app/new.conf") == "new\n" })
-	eventually(t, 10*time.Second, "in sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "node-b pulled v2", func() bool { return b.read("/etc/nft.conf") == "v2\n" })
+	testutil.Eventually(t, 10*time.Second, "node-b has the new file", func() bool { return b.read("/etc/app/new.conf") == "new\n" })
+	testutil.Eventually(t, 10*time.Second, "in sync", inSync(a, b))
 	if got := a.read("/etc/nft.conf"); got != "v2\n" {
 		t.Fatalf("node-a's newer tree was overwritten: %q", got)
 	}
@@ -412,7 +401,7 @@ func TestSyncGenerationRule(t *testing.T) {
 	}
 	// The new primary now pushes its changes.
 	b.write(t, "/etc/nft.conf", "v3\n", 0o644)
-	eventually(t, 10*time.Second, "v3 on node-a", func() bool { return a.read("/etc/nft.conf") == "v3\n" })
+	testutil.Eventually(t, 10*time.Second, "v3 on node-a", func() bool { return a.read("/etc/nft.conf") == "v3\n" })
 }
 
 // TestSyncStateFile: the generation survives a restart.
@@ -422,7 +411,7 @@ func TestSyncStateFile(t *testing.T) {
 	n := heartbeat.NewMemNetworkSeed(13)
 	a := startNode(t, n, "node-a", func(c *SyncConfig) { c.StateFile = state; c.Period = time.Hour })
 	a.s.SetRole(true, nil)
-	eventually(t, 5*time.Second, "catch-up over", func() bool {
+	testutil.Eventually(t, 5*time.Second, "catch-up over", func() bool {
 		a.write(t, "/etc/nft.conf", time.Now().String(), 0o644)
 		return a.s.Generation() > 0
 	})
@@ -514,10 +503,10 @@ func (s *silentTransport) Recv() <-chan l2chan.Message                          
 // not after the debounce (an hour here: a push waiting for it never comes).
 func TestSyncFirstEventAtOnce(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 	for i, content := range []string{"first\n", "second\n"} {
 		a.write(t, "/etc/nft.conf", content, 0o644)
-		eventually(t, 10*time.Second, fmt.Sprintf("change %d on node-b without waiting for the debounce", i+1), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("change %d on node-b without waiting for the debounce", i+1), func() bool {
 			return b.read("/etc/nft.conf") == content
 		})
 		time.Sleep(10 * time.Millisecond) // a quiet gap: the next change starts a burst
@@ -533,7 +522,7 @@ func TestSyncFirstEventAtOnce(t *testing.T) {
 func TestWatchRenameOverTargetAtOnce(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
 	a.write(t, "/etc/app/app.conf", "v0\n", 0o644)
-	eventually(t, 10*time.Second, "initial sync", func() bool { return b.read("/etc/app/app.conf") == "v0\n" })
+	testutil.Eventually(t, 10*time.Second, "initial sync", func() bool { return b.read("/etc/app/app.conf") == "v0\n" })
 	for i, content := range []string{"v1\n", "v2\n", "v3\n"} {
 		time.Sleep(20 * time.Millisecond)
 		tmp, err := os.CreateTemp(a.root+"/etc/app", ".app.conf.tmp-*") // as ansible and install do
@@ -549,7 +538,7 @@ func TestWatchRenameOverTargetAtOnce(t *testing.T) {
 		if err := os.Rename(tmp.Name(), a.root+"/etc/app/app.conf"); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, fmt.Sprintf("rename-write %d on node-b without waiting for the debounce", i+1), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("rename-write %d on node-b without waiting for the debounce", i+1), func() bool {
 			return b.read("/etc/app/app.conf") == content
 		})
 	}
@@ -562,7 +551,7 @@ func TestWatchRenameOverTargetAtOnce(t *testing.T) {
 // rescan after Debounce pushes it).
 func TestWatchBurstCoalesces(t *testing.T) {
 	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period = time.Hour })
-	eventually(t, 10*time.Second, "initial sync", inSync(a, b))
+	testutil.Eventually(t, 10*time.Second, "initial sync", inSync(a, b))
 	gen0 := a.s.Status().Generation
 	const changes = 1000
 	start := time.Now()
@@ -591,8 +580,8 @@ func TestWatchBurstCoalesces(t *testing.T) {
 	if err := os.WriteFile(a.root+"/etc/app/f0.conf", []byte("tail\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the burst's tail on node-b", func() bool { return b.read("/etc/app/f0.conf") == "tail\n" })
-	eventually(t, 20*time.Second, "in sync after the burst", inSync(a, b))
+	testutil.Eventually(t, 20*time.Second, "the burst's tail on node-b", func() bool { return b.read("/etc/app/f0.conf") == "tail\n" })
+	testutil.Eventually(t, 20*time.Second, "in sync after the burst", inSync(a, b))
 	if got := b.read("/etc/app/f49.conf"); got != fmt.Sprintf("change %d\n", changes-1) {
 		t.Fatalf("node-b's f49.conf is %q after the burst", got)
 	}

@@ -1,6 +1,7 @@
 // Package control is hagentd's operator interface: a unix socket (mode 0600)
 // speaking one JSON request and one JSON response per connection, and the
-// types of what travels on it (the status object of SPEC §1, history,
+// types of what travels on it (the status object, docs/reference.md §3;
+// history,
 // checksums, exposure). agentctl is its client.
 package control
 
@@ -14,10 +15,12 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/hagent/hagent/internal/paths"
 )
 
 // DefaultSocket is where hagentd listens unless control_socket says otherwise.
-const DefaultSocket = "/run/hagent/hagent.sock"
+const DefaultSocket = paths.Socket
 
 // Commands understood by the server.
 const (

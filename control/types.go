@@ -6,7 +6,8 @@ import (
 	"github.com/hagent/hagent/sessionsync"
 )
 
-// Status is the object printed by `agentctl ha status --json` (SPEC §1).
+// Status is the object printed by `agentctl ha status --json`; its fields
+// are only ever added (docs/reference.md §3 lists those scripts rely on).
 type Status struct {
 	Node        string    `json:"node"`
 	Serial      string    `json:"serial"`
@@ -64,7 +65,8 @@ type Status struct {
 	// chaos campaign compares it across thousands of role changes).
 	Goroutines int     `json:"goroutines,omitempty"`
 	History    []Event `json:"history,omitempty"` // the last few, newest last
-	// Sessions is session pickup's state (`ha sessions`, SPEC §8).
+	// Sessions is session pickup's state, the object of `ha sessions`
+	// (nil when session pickup is off).
 	Sessions *sessionsync.Status `json:"sessions"`
 	// VClusters are the node's virtual clusters, the first being the one
 	// of the fields above (Role, Primary, Members' roles, Monitor,

@@ -110,7 +110,7 @@ func (u unit) writable(dir string) bool {
 // syncPaths are the sync paths of the shipped and example configurations.
 func syncPaths(t *testing.T) []string {
 	t.Helper()
-	paths := []string{"/etc/nftables.conf"} // SPEC §2's example
+	paths := []string{"/etc/nftables.conf"} // the README's example
 	for _, f := range []string{"hagent.yaml", "../config/testdata/example.yaml"} {
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -2,8 +2,7 @@
 // authenticated frames that cluster members broadcast every hb_interval on
 // each heartbeat device (hbdev), and the links that carry them.
 //
-// The protocol follows SPEC §3 and is documented byte by byte in
-// docs/protocol.md. In short:
+// The protocol is documented byte by byte in docs/protocol.md. In short:
 //
 //   - A Frame is a raw Ethernet payload of Ethertype EtherTypeHA (0x8890),
 //     or EtherTypeHC (0x8891) in transparent mode. It carries the sender's

@@ -17,7 +17,7 @@ import (
 // made with extension TLVs, which older receivers skip.
 const ProtocolVersion = 1
 
-// Ethertypes of heartbeat frames (SPEC §2 eth_type). The numeric values are
+// Ethertypes of heartbeat frames (the eth_type configuration keys). The numeric values are
 // defaults of the configuration and part of the protocol.
 const (
 	// EtherTypeHA carries heartbeats in the normal (NAT/route) mode.
@@ -34,7 +34,7 @@ type Flags uint8
 // Flag bits.
 const (
 	// FlagOverride is set when the sender has override enabled, which
-	// changes the order of the primary election (SPEC §4).
+	// changes the order of the primary election (docs/reference.md §4).
 	FlagOverride Flags = 1 << iota
 	// FlagFailoverSet is set while the operator has run `ha failover set`
 	// on the sender: it steps down and stays out while others are healthy.

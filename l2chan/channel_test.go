@@ -13,19 +13,8 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/testutil"
 )
-
-// eventually polls cond every 5 ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // testLabel is the HKDF label of the test channels.
 const testLabel = "hagent-test-v1"
@@ -274,7 +263,7 @@ func TestChannelReplay(t *testing.T) {
 	for _, f := range frames {
 		attacker.inject(f)
 	}
-	eventually(t, 2*time.Second, "replays counted", func() bool {
+	testutil.Eventually(t, 2*time.Second, "replays counted", func() bool {
 		return b.Stats().DroppedReplay >= before.DroppedReplay+uint64(len(frames))
 	})
 	select {
@@ -344,7 +333,7 @@ func TestChannelFailover(t *testing.T) {
 			n.seg("s1").setCut(false)
 			a.SetLinkUp("ha1", true)
 			b.SetLinkUp("ha1", true)
-			eventually(t, 5*time.Second, "back on ha1", func() bool {
+			testutil.Eventually(t, 5*time.Second, "back on ha1", func() bool {
 				return a.Stats().ActiveLink == "ha1"
 			})
 			tx := a.Stats().Links[0].TxFrames
@@ -619,7 +608,7 @@ func TestChannelSpread(t *testing.T) {
 	b.SetLinkUp("ha1", true)
 	a.SetLinkUp("ha2", true)
 	b.SetLinkUp("ha2", true)
-	eventually(t, 5*time.Second, "back on the group", func() bool { return a.Stats().ActiveLink == "ha1" })
+	testutil.Eventually(t, 5*time.Second, "back on the group", func() bool { return a.Stats().ActiveLink == "ha1" })
 	before = tx()
 	send("group back")
 	after = tx()

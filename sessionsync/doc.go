@@ -1,4 +1,4 @@
-// Package sessionsync is hagent's session pickup (SPEC §8): it copies the
+// Package sessionsync is hagent's session pickup (docs/sessionsync.md): it copies the
 // kernel's connection-tracking table of the primary into the kernel table
 // of every secondary, so that a member taking over already has an entry,
 // with the same NAT mapping, for every established connection.

@@ -133,7 +133,7 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
-		NAT:          true,             // SPEC §8: NAT to the cluster address survives failover
+		NAT:          true,             // NAT to the cluster address survives failover
 		Refresh:      5 * time.Second,  // re-send busy UDP/ICMP flows this often
 		BatchRecords: 1024,             // ~60-120 KB per message
 		MaxQueue:     1 << 20,          // a peer this far behind gets a bulk copy

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/hagent/hagent/l2chan"
 )
 
@@ -88,19 +89,10 @@ func flowN(proto uint8, i int) Flow {
 	return f
 }
 
+// eventually is testutil.Eventually for a condition that says what it saw.
 func eventually(t *testing.T, d time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, "the condition", cond)
 }
 
 func sameKeys(a, b *MemTable, filter func(*Flow) bool) error {

@@ -1,6 +1,6 @@
 package test
 
-// FGSP (cluster.mode fgsp, SPEC §8): two members that both forward, each
+// FGSP (cluster.mode fgsp, docs/sessionsync.md §7): two members that both forward, each
 // with addresses of its own, and share their sessions. The lab's routes
 // (lab.RouteVia) play the upstream router: they choose which member each
 // direction of the traffic goes through. Both members run the strict

@@ -38,7 +38,7 @@ const (
 	gracefulOutage = 100 * time.Millisecond
 )
 
-// vMAC of port1 (index 0) in vcluster 1 for groupID (SPEC §5).
+// vMAC of port1 (index 0) in vcluster 1 for groupID (vmac.MAC).
 var vmac = fmt.Sprintf("00:09:0f:09:%02x:00", groupID)
 
 // crashOutage is the bound on a client's outage after a crash: detection

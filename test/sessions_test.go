@@ -1,6 +1,6 @@
 package test
 
-// Session pickup (SPEC §8) on a stateful firewall pair: a client on the
+// Session pickup (docs/sessionsync.md) on a stateful firewall pair: a client on the
 // LAN switch, node-a/node-b forwarding and masquerading to the WAN cluster
 // address, a server on the WAN switch, a forward chain that accepts only
 // established/related from the WAN, and nf_conntrack_tcp_loose=0 (the

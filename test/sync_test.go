@@ -1,6 +1,6 @@
 package test
 
-// Configuration sync (SPEC §6) end to end: every node has its own copy of
+// Configuration sync (docs/configsync.md) end to end: every node has its own copy of
 // the synchronized directory at the same absolute path (lab.SyncDir binds
 // /etc/netns/<ns>/<dir> over /etc/<dir> for hagentd), and the test reads
 // and writes the copies on the host.

@@ -16,8 +16,8 @@ import (
 	"github.com/hagent/hagent/test/lab"
 )
 
-// vMACs of the two vclusters' first interfaces for groupID (SPEC §5: vcx 0
-// for vcluster 1, 2 for vcluster 2).
+// vMACs of the two vclusters' first interfaces for groupID (vmac.MAC:
+// vcx 0 for vcluster 1, 2 for vcluster 2).
 var (
 	vmacVC1 = fmt.Sprintf("00:09:0f:09:%02x:00", groupID)
 	vmacVC2 = fmt.Sprintf("00:09:0f:09:%02x:20", groupID)
@@ -116,7 +116,7 @@ func lostAfterFirst(s []lab.Sample) (lost, total int) {
 	return lost, total
 }
 
-// Virtual clustering (SPEC §9): node-a is primary of vcluster 1 (port1),
+// Virtual clustering (FGCP vcluster1/vcluster2, docs/design.md): node-a is primary of vcluster 1 (port1),
 // node-b of vcluster 2 (port2), each vMAC on the right box and clients on
 // both sides answered. node-a crashes: vcluster 1 moves to node-b within
 // the detection time and vcluster 2 loses no probe. node-a returns with

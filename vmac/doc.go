@@ -3,7 +3,7 @@
 // neighbour advertisements that move traffic to the new primary, and the
 // netlink link watching that feeds link-failover monitoring.
 //
-// # Virtual MACs (SPEC §5)
+// # Virtual MACs
 //
 // Every data interface of a vcluster gets a virtual MAC derived from the
 // group id, the vcluster and the interface's position among the data

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/vishvananda/netlink"
 )
 
@@ -118,8 +119,8 @@ func TestGuardRestores(t *testing.T) {
 	}
 	// ip addr del
 	tp.delAddr(t, "port1", v4a)
-	eventually(t, 5*time.Second, "10.9.0.100/24 back on port1", hasAll("port1", v4a, v6a))
-	eventually(t, 5*time.Second, "a gratuitous ARP after the restore", func() bool { return cap1.garps(vmac1, v4a.Addr()) > 0 })
+	testutil.Eventually(t, 5*time.Second, "10.9.0.100/24 back on port1", hasAll("port1", v4a, v6a))
+	testutil.Eventually(t, 5*time.Second, "a gratuitous ARP after the restore", func() bool { return cap1.garps(vmac1, v4a.Addr()) > 0 })
 	// ip addr flush dev port1
 	list, err := tp.nodeH.AddrList(tp.link(t, "port1"), netlink.FAMILY_ALL)
 	if err != nil {
@@ -128,17 +129,17 @@ func TestGuardRestores(t *testing.T) {
 	for _, a := range list {
 		_ = tp.nodeH.AddrDel(tp.link(t, "port1"), &a)
 	}
-	eventually(t, 5*time.Second, "both cluster addresses back on port1 after a flush", hasAll("port1", v4a, v6a))
+	testutil.Eventually(t, 5*time.Second, "both cluster addresses back on port1 after a flush", hasAll("port1", v4a, v6a))
 	// ip link set dev port1 address <permanent>
 	if err := tp.nodeH.LinkSetHardwareAddr(tp.link(t, "port1"), tp.origMAC["port1"]); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the vMAC back on port1", func() bool { return bytes.Equal(tp.mac(t, "port1"), vmac1) })
+	testutil.Eventually(t, 5*time.Second, "the vMAC back on port1", func() bool { return bytes.Equal(tp.mac(t, "port1"), vmac1) })
 	// Each change made by hand is one restore, or two for the flush (its
 	// two deletions may be seen apart); the 41 Takes and Releases before
 	// them caused none.
 	var rs []Restored
-	eventually(t, 5*time.Second, "the vMAC's restore reported", func() bool {
+	testutil.Eventually(t, 5*time.Second, "the vMAC's restore reported", func() bool {
 		rs, _ = g.get()
 		return len(rs) > 0 && rs[len(rs)-1].Found != nil
 	})

@@ -15,7 +15,8 @@ const MaxGroupID = 1023
 
 // MAC returns the virtual MAC of data interface idx (the 0-based position of
 // the interface among the vcluster's data interfaces sorted by name) in
-// vcluster vc (1 or 2) of HA group groupID (0-1023), per SPEC §5:
+// vcluster vc (1 or 2) of HA group groupID (0-1023), as FGCP forms it
+// (docs/reference.md §5):
 //
 //	00:09:0f:09:<group hex>:<vcx><idx hex>
 //

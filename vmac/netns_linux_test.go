@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -308,18 +309,6 @@ func (c *capture) nas(mac net.HardwareAddr, ip netip.Addr) (int, decodedNA) {
 	return n, last
 }
 
-// eventually polls cond every 10ms until it is true or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // steady checks that count stays at want for d (polled, no bare sleep).
 func steady(t *testing.T, d time.Duration, what string, want int, count func() int) {
 	t.Helper()
@@ -405,7 +394,7 @@ func TestTakeRelease(t *testing.T) {
 	// Exactly ARPs gratuitous ARPs per address, then silence.
 	garps1 := func() int { return cap1.garps(vmac1, v4a.Addr()) }
 	garps2 := func() int { return cap2.garps(vmac2, v4b.Addr()) }
-	eventually(t, 5*time.Second, "3 GARPs on peer1", func() bool { return garps1() >= 3 && garps2() >= 3 })
+	testutil.Eventually(t, 5*time.Second, "3 GARPs on peer1", func() bool { return garps1() >= 3 && garps2() >= 3 })
 	steady(t, 3*interval, "GARPs on peer1 after the burst", 3, garps1)
 	if n := garps2(); n != 3 {
 		t.Errorf("GARPs on peer2: %d, want 3", n)
@@ -433,13 +422,13 @@ func TestTakeRelease(t *testing.T) {
 	if err := m.Announce(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 2*time.Second, "4th GARP after Announce", func() bool { return garps1() == 4 })
+	testutil.Eventually(t, 2*time.Second, "4th GARP after Announce", func() bool { return garps1() == 4 })
 
 	// Take again restarts the burst (idempotent on MAC and addresses).
 	if _, err := m.Take(); err != nil {
 		t.Fatalf("second Take: %v", err)
 	}
-	eventually(t, 2*time.Second, "GARP after second Take", func() bool { return garps1() >= 5 })
+	testutil.Eventually(t, 2*time.Second, "GARP after second Take", func() bool { return garps1() >= 5 })
 
 	// Release cancels the burst, removes the addresses, restores the MACs.
 	for i := 0; i < 2; i++ {
@@ -646,5 +635,5 @@ func TestTakeAfterLinkFlap(t *testing.T) {
 	if err != nil || rep.AnnounceErr != nil {
 		t.Fatalf("Take after the flap: %v / %v", err, rep.AnnounceErr)
 	}
-	eventually(t, time.Second, "GARP after the flap", func() bool { return cap1.garps(vmac1, v4a.Addr()) >= 1 })
+	testutil.Eventually(t, time.Second, "GARP after the flap", func() bool { return cap1.garps(vmac1, v4a.Addr()) >= 1 })
 }

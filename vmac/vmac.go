@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/hagent/hagent/internal/paths"
 )
 
-// Defaults applied by NewManager to zero Config fields; they are the SPEC §2
-// defaults of arps and arps_interval.
+// Defaults applied by NewManager to zero Config fields; they are the
+// defaults of the configuration keys arps and arps_interval.
 const (
 	DefaultARPs        = 5
 	DefaultARPInterval = 8 * time.Second
-	DefaultStateDir    = "/run/hagent"
+	DefaultStateDir    = paths.RunDir
 )
 
 // StateFile is the name of the file, inside Config.StateDir, that remembers

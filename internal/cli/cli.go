@@ -11,8 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hagent/hagent/agent"
-	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/internal/paths"
 )
 
 // Version is hagent's version, set at build time from git describe:
@@ -22,7 +21,7 @@ var Version = "0.1.0-dev"
 
 // DefaultConfig is the configuration file hagentd reads unless -c says
 // otherwise.
-const DefaultConfig = "/etc/hagent/hagent.yaml"
+const DefaultConfig = paths.Config
 
 // Hagentd holds hagentd's parsed flags.
 type Hagentd struct {
@@ -42,8 +41,8 @@ func HagentdFlags(fs *flag.FlagSet) *Hagentd {
 	fs.BoolVar(&h.Check, "check", false, "validate the configuration, print ok or the errors, and exit")
 	fs.BoolVar(&h.Release, "release", false, "release what a hagentd that died left on this node (the data interfaces' virtual MACs and cluster addresses) and exit; the systemd unit runs it as ExecStopPost")
 	fs.BoolVar(&h.Version, "version", false, "print the version and exit")
-	fs.StringVar(&h.StateDir, "state-dir", agent.DefaultStateDir, "`dir`ectory of the persistent state: heartbeat epoch, sync generation (kept across reboots)")
-	fs.StringVar(&h.RunDir, "run-dir", agent.DefaultRunDir, "`dir`ectory of the runtime state: the interfaces' permanent MACs (cleared at boot)")
+	fs.StringVar(&h.StateDir, "state-dir", paths.StateDir, "`dir`ectory of the persistent state: heartbeat epoch, sync generation (kept across reboots)")
+	fs.StringVar(&h.RunDir, "run-dir", paths.RunDir, "`dir`ectory of the runtime state: the interfaces' permanent MACs (cleared at boot)")
 	return h
 }
 
@@ -63,7 +62,7 @@ type Agentctl struct {
 // function that finds nothing, so the pages show the built-in default).
 func AgentctlFlags(fs *flag.FlagSet, getenv func(string) string) *Agentctl {
 	a := &Agentctl{}
-	sock := control.DefaultSocket
+	sock := paths.Socket
 	if v := getenv(SocketEnv); v != "" {
 		sock = v
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 const probeEvery = time.Millisecond
@@ -372,22 +373,22 @@ func measureResources(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 	}
 	defer k.stop()
 	time.Sleep(time.Second) // past start-up
-	type proc struct {
+	type sysProc struct {
 		sys   system
 		node  *lab.Node
 		pids  []int
 		ticks int64
 	}
-	var procs []*proc
+	var procs []*sysProc
 	for _, sys := range []system{h, k} {
 		for _, n := range nodesOf(nodesLab(sys)) {
-			procs = append(procs, &proc{sys: sys, node: n, pids: sys.pids(n)})
+			procs = append(procs, &sysProc{sys: sys, node: n, pids: sys.pids(n)})
 		}
 	}
-	sum := func(p *proc) int64 {
+	sum := func(p *sysProc) int64 {
 		var s int64
 		for _, pid := range p.pids {
-			x, _ := CPUTicks(pid)
+			x, _ := proc.CPUTicks(pid)
 			s += x
 		}
 		return s
@@ -403,7 +404,7 @@ func measureResources(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 		d := sum(p) - p.ticks
 		var rss int64
 		for _, pid := range p.pids {
-			x, _ := RSSKB(pid)
+			x, _ := proc.RSSKB(pid)
 			rss += x
 		}
 		role := "secondary"
@@ -411,7 +412,7 @@ func measureResources(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 			role = "primary"
 		}
 		out = append(out, Resource{System: p.sys.name(), Node: p.node.Name, Role: role, PIDs: p.pids,
-			RSSKB: rss, CPUPct: 100 * float64(d) / clkTck / el, Window: el, Setting: "200ms, idle"})
+			RSSKB: rss, CPUPct: 100 * float64(d) / proc.ClkTck / el, Window: el, Setting: "200ms, idle"})
 	}
 	return out
 }
@@ -432,7 +433,7 @@ func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 	before := map[string]int64{}
 	for _, n := range nodesOf(l) {
 		for _, pid := range h.pids(n) {
-			x, _ := CPUTicks(pid)
+			x, _ := proc.CPUTicks(pid)
 			before[n.Name] += x
 		}
 	}
@@ -441,9 +442,9 @@ func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 	for _, n := range nodesOf(l) {
 		var ticks, rss int64
 		for _, pid := range h.pids(n) {
-			x, _ := CPUTicks(pid)
+			x, _ := proc.CPUTicks(pid)
 			ticks += x
-			r, _ := RSSKB(pid)
+			r, _ := proc.RSSKB(pid)
 			rss += r
 		}
 		role := "secondary"
@@ -451,7 +452,7 @@ func measureDirectCPU(t *testing.T, l *lab.Lab, window time.Duration) []Resource
 			role = "primary"
 		}
 		out = append(out, Resource{System: "hagent", Node: n.Name, Role: role, PIDs: h.pids(n), RSSKB: rss,
-			CPUPct: 100 * float64(ticks-before[n.Name]) / clkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (carrier read every 2 ms)"})
+			CPUPct: 100 * float64(ticks-before[n.Name]) / proc.ClkTck / el, Window: el, Setting: "200ms, idle, direct hbdev (carrier read every 2 ms)"})
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 // TestSoak is `make soak`: a 10 ms × 3 cluster (realtime) for
@@ -105,7 +106,7 @@ func TestSoak(t *testing.T) {
 			fmt.Fprintf(&b, "  - %s\n", w)
 		}
 		for _, pid := range h.pids(n) {
-			rss, _ := RSSKB(pid)
+			rss, _ := proc.RSSKB(pid)
 			fmt.Fprintf(&b, "- %s hagentd pid %d RSS %.1f MB\n", n.Name, pid, float64(rss)/1024)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 // system is one HA implementation driven in a two-node lab: it starts a
@@ -198,7 +199,7 @@ func (h *hagentSys) takeover(n *lab.Node, since time.Time) (time.Time, int64, bo
 }
 
 func (h *hagentSys) pids(n *lab.Node) []int {
-	pids, _ := FindPIDs("hagentd", n.ConfigPath())
+	pids, _ := proc.FindPIDs("hagentd", n.ConfigPath())
 	return pids
 }
 

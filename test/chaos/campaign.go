@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hagent/hagent/test/bench"
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 // Config is one campaign.
@@ -74,7 +74,8 @@ const syncPeriod = 3 * time.Second
 // warmUp runs the workloads before the first fault.
 const warmUp = 12 * time.Second
 
-// vMAC of port1 for groupID (SPEC §5).
+// vMAC of port1 for groupID: interface index 0 of vcluster 1
+// (vmac.MAC).
 var vmac = fmt.Sprintf("00:09:0f:09:%02x:00", groupID)
 
 // Result is a finished campaign.
@@ -335,7 +336,7 @@ func (nm *nemesis) resources(m *member) Resources {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := Resources{At: time.Now(), PID: m.n.PID(), RoleMoves: nm.rec.moves()}
-	r.RSSKB, _ = bench.RSSKB(r.PID)
+	r.RSSKB, _ = proc.RSSKB(r.PID)
 	if st, err := m.n.Status(); err == nil {
 		r.Goroutines = st.Goroutines
 	}

@@ -172,8 +172,9 @@ KbdInteractiveAuthentication no
 UseDNS no
 LogLevel ERROR
 `, ServerIPv4, host, filepath.Join(s.Dir, "sshd.pid"), auth)
-	// vsftpd as LAB-NOTES has it in a namespace: listen=YES with a
-	// listen_address, no seccomp sandbox, an existing secure_chroot_dir.
+	// vsftpd runs in a network namespace with listen=YES and a
+	// listen_address, no seccomp sandbox and a secure_chroot_dir that
+	// exists.
 	// log_ftp_protocol records the PORT commands as the server gets them.
 	// No isolation: vsftpd would give each session a network namespace of
 	// its own, out of reach of KillNamespaceProcs (seen: sessions of dead

@@ -25,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hagent/hagent/internal/testutil"
 	"github.com/vishvananda/netns"
 )
 
@@ -351,17 +352,7 @@ func Eventually(timeout time.Duration, cond func() error) error {
 
 // EventuallyEvery is Eventually with a polling period of its own.
 func EventuallyEvery(timeout, every time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %v: %w", timeout, err)
-		}
-		time.Sleep(every)
-	}
+	return testutil.Poll(timeout, every, cond)
 }
 
 // buildRouted adds the router namespace and each node's hbu link to it.

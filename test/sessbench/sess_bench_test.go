@@ -17,8 +17,8 @@ import (
 
 	"github.com/hagent/hagent/control"
 	"github.com/hagent/hagent/sessionsync"
-	"github.com/hagent/hagent/test/bench"
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 func needBench(t *testing.T) {
@@ -385,7 +385,7 @@ func TestSessionBenchRate(t *testing.T) {
 			pids := []int{a.PID(), b.PID()}
 			t0 := []int64{0, 0}
 			for i, p := range pids {
-				t0[i], _ = bench.CPUTicks(p)
+				t0[i], _ = proc.CPUTicks(p)
 			}
 			w0 := time.Now()
 			before := kernelCount(b)
@@ -394,8 +394,8 @@ func TestSessionBenchRate(t *testing.T) {
 			time.Sleep(time.Second)
 			got := kernelCount(b) - before
 			el := time.Since(w0).Seconds()
-			t1, _ := bench.CPUTicks(pids[0])
-			rss, _ := bench.RSSKB(pids[0])
+			t1, _ := proc.CPUTicks(pids[0])
+			rss, _ := proc.RSSKB(pids[0])
 			s, _ := sessions(b)
 			x := res{rate: r, made: made, got: got, cpu: float64(t1-t0[0]) / el, rss: rss}
 			if s != nil {
@@ -417,7 +417,7 @@ func TestSessionBenchRate(t *testing.T) {
 		cb := startConntrackd(t, b, a)
 		from := 0
 		for _, r := range rates {
-			t0, _ := bench.CPUTicks(ca.PID())
+			t0, _ := proc.CPUTicks(ca.PID())
 			w0 := time.Now()
 			before, _ := externalCount(cb)
 			made := drive(a, r, from)
@@ -425,8 +425,8 @@ func TestSessionBenchRate(t *testing.T) {
 			time.Sleep(time.Second)
 			after, _ := externalCount(cb)
 			el := time.Since(w0).Seconds()
-			t1, _ := bench.CPUTicks(ca.PID())
-			rss, _ := bench.RSSKB(ca.PID())
+			t1, _ := proc.CPUTicks(ca.PID())
+			rss, _ := proc.RSSKB(ca.PID())
 			x := res{rate: r, made: made, got: after - before, cpu: float64(t1-t0) / el, rss: rss}
 			cres = append(cres, x)
 			t.Logf("conntrackd at %d flows/s: %d made, %d in node-b's external cache 1 s later, primary conntrackd CPU %.1f%%, RSS %d kB",

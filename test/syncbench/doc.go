@@ -1,4 +1,4 @@
-// Package syncbench benchmarks hagent's configuration sync (SPEC §6) in the
+// Package syncbench benchmarks hagent's configuration sync (docs/configsync.md) in the
 // netns lab of package lab, against rsync over ssh between the same two
 // namespaces in the same run:
 //

@@ -1,4 +1,7 @@
-package bench
+// Package proc reads what the benchmarks and the chaos campaign measure of
+// a process from /proc: its resident memory, its CPU time, and the
+// processes of a given executable and command line.
+package proc
 
 import (
 	"bytes"
@@ -10,9 +13,9 @@ import (
 	"strings"
 )
 
-// clkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat; it is
-// 100 on every Linux architecture Go supports.
-const clkTck = 100
+// ClkTck is USER_HZ, the unit of utime and stime in /proc/PID/stat (and so
+// of CPUTicks); it is 100 on every Linux architecture Go supports.
+const ClkTck = 100
 
 // FindPIDs returns the processes whose executable's base name is exe and
 // whose command line contains every one of args.
