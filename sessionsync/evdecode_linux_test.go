@@ -9,14 +9,20 @@ import (
 	"github.com/ti-mo/conntrack"
 )
 
+// labeledFlow is tcpFlow(i) with conntrack label 5 set.
+func labeledFlow(i int) Flow {
+	f := tcpFlow(i)
+	f.Labels = make([]byte, 16)
+	f.Labels[15] = 5
+	return f
+}
+
 // eventMessages are conntrack messages as the kernel sends them in
 // events: new (create flags), update and destroy of plain flows, TCP,
 // UDP, ICMP, IPv6, with a zone, a mark and labels.
 func eventMessages(t testing.TB) []netlink.Message {
 	t.Helper()
-	labeled := tcpFlow(7)
-	labeled.Labels = make([]byte, 16)
-	labeled.Labels[15] = 5
+	labeled := labeledFlow(7)
 	zoned := tcpFlow(8)
 	zoned.Zone = 4
 	udp6 := Flow{Proto: ProtoUDP, Orig: Tuple{Src: netip.MustParseAddr("2001:db8::10"), Dst: netip.MustParseAddr("2001:db8:2::10"), SrcPort: 5000, DstPort: 53},

@@ -7,6 +7,18 @@ import (
 	"time"
 )
 
+// openKernel opens the namespace's table for the test (closed when it
+// ends).
+func openKernel(t *testing.T) *Kernel {
+	t.Helper()
+	k, err := OpenKernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
 // TestKernelOverrunReportedAfterCongestion: an overrun is reported only
 // once the event socket takes events again, so a table dump started on
 // the report misses nothing. The listener is held while 30000 flows are
@@ -16,16 +28,7 @@ import (
 // rest (the kernel drops every event until the queue has been drained).
 func TestKernelOverrunReportedAfterCongestion(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		k, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.Close()
-		w, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
+		k, w := openKernel(t), openKernel(t)
 		const n = 30000
 		probe := tcpFlow(n) // a tuple none of the n others has
 		ctx, cancel := context.WithCancel(context.Background())
@@ -95,16 +98,7 @@ func TestKernelOverrunReportedAfterCongestion(t *testing.T) {
 // kernel does not even build the events), the sender's groups otherwise.
 func TestKernelQuietSubscribesNothing(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
-		k, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer k.Close()
-		w, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
+		k, w := openKernel(t), openKernel(t)
 		w.SetQuiet(true) // the writer's own socket must not listen either
 		read := func() (int, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -147,19 +141,13 @@ func TestKernelQuietSubscribesNothing(t *testing.T) {
 func TestKernelEventsDecodedFast(t *testing.T) {
 	inNetns(t, func(t *testing.T) {
 		k, evs := listeningKernel(t)
-		w, err := OpenKernel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
+		w := openKernel(t)
 		w.SetQuiet(true)
 		var recs []Record
 		for i := 0; i < 50; i++ {
 			recs = append(recs, Record{Op: OpUpsert, Flow: tcpFlow(i)})
 		}
-		labeled := tcpFlow(60)
-		labeled.Labels = make([]byte, 16)
-		labeled.Labels[15] = 5
+		labeled := labeledFlow(60)
 		recs = append(recs, Record{Op: OpUpsert, Flow: labeled})
 		for _, m := range eventMessages(t) { // the UDP/IPv6 and ICMP flows
 			if f, _, valid, ok := decodeEvent(m); ok && valid && f.Proto != ProtoTCP {
