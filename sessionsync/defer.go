@@ -130,6 +130,27 @@ func (e *Engine) Defer(f *Flow) bool {
 	return true
 }
 
+// deferNATFix: a flow Defer sent went as its packet showed it at
+// FORWARD, before source NAT (POSTROUTING). When its confirm event shows
+// a NAT mapping, the peers' copy is deleted before the event's record
+// creates it again: the kernel refuses NAT changes of an entry, so an
+// update would keep the copy unmapped (e.mu held). TestDeferNATReplaced.
+func (e *Engine) deferNATFix(t EventType, f *Flow, now time.Time) {
+	if t != EventNew || e.dfr == nil || !f.NAT() {
+		return
+	}
+	k := f.Key()
+	d := e.dfr
+	_, w := d.waits[k]
+	_, a := d.acked[k]
+	_, o := d.ackedOld[k]
+	if !w && !a && !o {
+		return
+	}
+	plain := Flow{Zone: k.Zone, Proto: k.Proto, Orig: k.Orig, Reply: Tuple{Src: k.Orig.Dst, Dst: k.Orig.Src, SrcPort: k.Orig.DstPort, DstPort: k.Orig.SrcPort}}
+	e.enqueue(Record{Op: OpDelete, Flow: plain}, now)
+}
+
 // minDeferTimeout is the least timeout (s) a deferred flow's copy gets:
 // TCP's SYN_SENT timeout, so the copy outlives the handshake.
 const minDeferTimeout = 120
@@ -339,4 +360,46 @@ func decodeApplied(b []byte) ([]Key, error) {
 		return nil, errAppliedMalformed
 	}
 	return keys, nil
+}
+
+// DeferStatus is the hold of FGSP defer as `ha sessions` shows it (the
+// agent fills it from package deferq).
+type DeferStatus struct {
+	// MaxMs is defer; Rule the state of hagent's NFQUEUE rule.
+	MaxMs float64 `json:"max_ms"`
+	Rule  string  `json:"rule"`
+	// Held counts the packets held; ReleasedAcked those let go once every
+	// live peer had their flow, ReleasedTimeout those let go at defer,
+	// Bypassed those not held because the hold was full; Holding the
+	// packets held now.
+	Held            uint64 `json:"held"`
+	ReleasedAcked   uint64 `json:"released_acked"`
+	ReleasedTimeout uint64 `json:"released_timeout"`
+	Bypassed        uint64 `json:"bypassed"`
+	Holding         int    `json:"holding"`
+	// KernelPassed counts the packets the kernel let pass unqueued (no
+	// consumer, or its queue full: fail-open), -1 unknown; Undecoded the
+	// queued packets without a flow hagent reads (let go at once).
+	KernelPassed int64  `json:"kernel_passed"`
+	Received     uint64 `json:"received"`
+	Undecoded    uint64 `json:"undecoded"`
+	// HoldP50Ms, HoldP99Ms (of the last 1 024 released flows) and
+	// HoldMaxMs (since start): how long flows' first packets waited.
+	HoldP50Ms float64 `json:"hold_p50_ms"`
+	HoldP99Ms float64 `json:"hold_p99_ms"`
+	HoldMaxMs float64 `json:"hold_max_ms"`
+	// FlowsSent counts the flows Defer sent ahead of their events;
+	// Acks the applied acknowledgements that released a wait.
+	FlowsSent uint64 `json:"flows_sent"`
+	Acks      uint64 `json:"acks"`
+}
+
+// DeferCounts returns the engine's defer counters (flows sent ahead, acks).
+func (e *Engine) DeferCounts() (sent, acks uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dfr == nil {
+		return 0, 0
+	}
+	return e.dfr.sent, e.dfr.acks
 }

@@ -187,3 +187,57 @@ func TestAppliedEncoding(t *testing.T) {
 		}
 	}
 }
+
+// natKeepingTable keeps an existing flow's reply tuple on an upsert, as
+// the kernel refuses NAT changes of an entry.
+type natKeepingTable struct{ *MemTable }
+
+func (n natKeepingTable) Apply(recs []Record) []error {
+	var errs []error
+	for _, r := range recs { // in order, as the kernel takes a batch
+		if old, ok := n.MemTable.Get(r.Flow.Key()); ok && r.Op == OpUpsert {
+			r.Flow.Reply = old.Reply
+		}
+		errs = append(errs, n.MemTable.Apply([]Record{r})...)
+	}
+	return errs
+}
+
+// TestDeferNATReplaced: a flow Defer sent without NAT (its packet, before
+// source NAT) whose confirm event shows a mapping reaches the peer with
+// the mapping: its plain copy is deleted first.
+func TestDeferNATReplaced(t *testing.T) {
+	log := &ackLog{}
+	a, b := newSymmetricPairMod(t, func(c *Config) {
+		if c.Self == "node-a" {
+			c.OnAcked = log.onAcked
+		} else {
+			c.Table = natKeepingTable{c.Table.(*MemTable)}
+		}
+	})
+	f := flowN(ProtoTCP, 11)
+	f.TCP = &TCPInfo{State: TCPSynSent}
+	f.Reply = Tuple{Src: f.Orig.Dst, Dst: f.Orig.Src, SrcPort: f.Orig.DstPort, DstPort: f.Orig.SrcPort} // as its packet shows it
+	if !a.e.Defer(&f) {
+		t.Fatal("Defer: false")
+	}
+	eventually(t, 5*time.Second, func() error {
+		if ks, _ := log.get(); len(ks) == 0 {
+			return fmt.Errorf("not acknowledged")
+		}
+		return nil
+	})
+	nat := f
+	nat.Reply.Dst = netip.MustParseAddr("10.9.2.100") // masqueraded
+	if f.NAT() || !nat.NAT() {
+		t.Fatal("test flows: want f plain, nat NATed")
+	}
+	a.table.Put(nat)
+	eventually(t, 5*time.Second, func() error {
+		g, ok := b.table.Get(f.Key())
+		if !ok || g.Reply != nat.Reply {
+			return fmt.Errorf("node-b's copy: %v (present %v), want reply %v", g.Reply, ok, nat.Reply)
+		}
+		return nil
+	})
+}

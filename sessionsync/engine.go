@@ -571,6 +571,7 @@ func (e *Engine) onEvent(ev Event) {
 			return
 		}
 	}
+	e.deferNATFix(ev.Type, f, now) // defer.go
 	e.enqueue(Record{Op: OpUpsert, Flow: e.prepare(*f, now)}, now)
 }
 

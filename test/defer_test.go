@@ -1,0 +1,234 @@
+package test
+
+// FGSP defer (cluster.session_pickup.defer) in the asymmetric lab of
+// fgsp_test.go: the client's packets through node-a, the server's replies
+// through node-b, strict firewalls, nf_conntrack_tcp_loose=0. node-a holds
+// each new connection's SYN until node-b has the flow in its kernel.
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hagent/hagent/sessionsync"
+	"github.com/hagent/hagent/test/lab"
+)
+
+// deferPort is the port of the defer tests' echo server.
+const deferPort = lab.LoadPort + 1
+
+// echoServer accepts connections in the server's namespace and echoes.
+func echoServer(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	var ln net.Listener
+	if err := lab.InNS(l.Server, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", net.JoinHostPort(lab.ServerIPv4, fmt.Sprint(deferPort)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+}
+
+// dialResult is one connection of dialAll.
+type dialResult struct {
+	took time.Duration
+	err  error
+}
+
+// dialAll opens n connections from the client at once, each within
+// timeout, checks that each carries one echo, and closes them; it returns
+// each connection's connect time.
+func dialAll(l *lab.Lab, n int, timeout time.Duration) []dialResult {
+	res := make([]dialResult, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i].err = lab.InNS(l.Client, func() error {
+				d := net.Dialer{Timeout: timeout}
+				t0 := time.Now()
+				c, err := d.Dial("tcp4", net.JoinHostPort(lab.ServerIPv4, fmt.Sprint(deferPort)))
+				res[i].took = time.Since(t0)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write([]byte("x")); err != nil {
+					return fmt.Errorf("write: %w", err)
+				}
+				b := make([]byte, 1)
+				if _, err := io.ReadFull(c, b); err != nil {
+					return fmt.Errorf("no echo: %w", err)
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// connectTimes are the connect times of the connections that opened and
+// carried their echo: p50, p99, max, and the failures.
+func connectTimes(res []dialResult) (p50, p99, mx time.Duration, failed []error) {
+	var ds []time.Duration
+	for _, r := range res {
+		if r.err != nil {
+			failed = append(failed, r.err)
+			continue
+		}
+		ds = append(ds, r.took)
+	}
+	if len(ds) == 0 {
+		return 0, 0, 0, failed
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2], ds[len(ds)*99/100], ds[len(ds)-1], failed
+}
+
+// deferRules lists the node's rules of hagent's chain (iptables-save).
+func deferRules(t *testing.T, n *lab.Node) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", n.NS, "iptables-save", "-t", "security").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables-save on %s: %v: %s", n.Name, err, out)
+	}
+	var rules []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "HAGENT-DEFER") {
+			rules = append(rules, line)
+		}
+	}
+	return strings.Join(rules, "\n")
+}
+
+func deferOf(t *testing.T, n *lab.Node) *sessionsync.DeferStatus {
+	t.Helper()
+	st := sessionsOf(t, n)
+	if st.Defer == nil {
+		t.Fatalf("%s: ha sessions has no defer section", n.Name)
+	}
+	return st.Defer
+}
+
+// deferPair is fgspPair with session_pickup.defer set to d.
+func deferPair(t *testing.T, d string) (*lab.Lab, *lab.Node, *lab.Node) {
+	t.Helper()
+	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
+	if err := l.SetupFGSP(); err != nil {
+		t.Fatal(err)
+	}
+	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
+	startFGSP(t, "enabled: true, defer: "+d, "", a, b)
+	eventually(t, 10*time.Second, "bulk copies both ways", func() error {
+		for _, n := range []*lab.Node{a, b} {
+			if st := sessionsOf(t, n); !st.BulkDone {
+				return fmt.Errorf("%s: bulk copy not done", n.Name)
+			}
+		}
+		return nil
+	})
+	echoServer(t, l)
+	if err := l.RouteVia(a, b); err != nil {
+		t.Fatal(err)
+	}
+	return l, a, b
+}
+
+// TestFGSPDefer: 200 asymmetric connections at once. Without defer (the
+// control) their SYN-ACKs reach node-b before node-a's copy of the flow,
+// are dropped as invalid, and each connection waits for the client's SYN
+// retransmission (1 s). With defer, node-a holds each SYN until node-b
+// has the flow: every connection opens without a retransmission. The rule
+// is hagent's own, shown by `ha exposure`, and gone when hagentd stops.
+func TestFGSPDefer(t *testing.T) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Fatal("needs iptables (iptables-nft): .ci/run installs it")
+	}
+	t.Run("control defer off", func(t *testing.T) {
+		l, a, _ := deferPair(t, "0s")
+		if r := deferRules(t, a); r != "" {
+			t.Errorf("defer off, yet node-a has rules:\n%s", r)
+		}
+		p50, p99, mx, failed := connectTimes(dialAll(l, fgspConns, 10*time.Second))
+		t.Logf("measured: defer off: %d connections, connect p50 %v p99 %v max %v, %d failed", fgspConns, p50, p99, mx, len(failed))
+		if len(failed) > 0 {
+			t.Fatalf("%d connections failed, first: %v", len(failed), failed[0])
+		}
+		// The race this feature removes: without it the SYN-ACKs are
+		// dropped and the connections wait for the SYN retransmission.
+		if mx < 900*time.Millisecond {
+			t.Errorf("defer off: every connection opened within %v; the control should wait for retransmissions (~1s)", mx)
+		}
+	})
+	t.Run("defer on", func(t *testing.T) {
+		l, a, b := deferPair(t, "20ms")
+		eventually(t, 5*time.Second, "the rule installed", func() error {
+			if r := deferRules(t, a); !strings.Contains(r, "NFQUEUE") {
+				return fmt.Errorf("node-a's rules: %q", r)
+			}
+			return nil
+		})
+		// One at a time first: the hold of an idle member.
+		var seq []dialResult
+		for range 20 {
+			seq = append(seq, dialAll(l, 1, 10*time.Second)...)
+		}
+		sp50, sp99, smx, sfailed := connectTimes(seq)
+		d := deferOf(t, a)
+		t.Logf("measured: defer 20ms, one connection at a time: connect p50 %v p99 %v max %v, %d failed; hold p50 %.3fms p99 %.3fms max %.3fms, released by ack %d, by timeout %d",
+			sp50, sp99, smx, len(sfailed), d.HoldP50Ms, d.HoldP99Ms, d.HoldMaxMs, d.ReleasedAcked, d.ReleasedTimeout)
+		p50, p99, mx, failed := connectTimes(dialAll(l, fgspConns, 10*time.Second))
+		d = deferOf(t, a)
+		t.Logf("measured: defer 20ms: %d connections, connect p50 %v p99 %v max %v, %d failed; node-a held %d, released by ack %d, by timeout %d, bypassed %d, hold p50 %.3fms p99 %.3fms max %.3fms",
+			fgspConns, p50, p99, mx, len(failed), d.Held, d.ReleasedAcked, d.ReleasedTimeout, d.Bypassed, d.HoldP50Ms, d.HoldP99Ms, d.HoldMaxMs)
+		if len(failed) > 0 {
+			t.Fatalf("%d connections failed, first: %v", len(failed), failed[0])
+		}
+		if mx >= 900*time.Millisecond {
+			t.Errorf("defer on: a connection took %v to open: it waited for a SYN retransmission", mx)
+		}
+		if d.Held < fgspConns || d.ReleasedAcked+d.ReleasedTimeout != d.Held-uint64(d.Holding) {
+			t.Errorf("node-a's hold: %+v, want ≥ %d held, each released", d, fgspConns)
+		}
+		if d.HoldMaxMs > 20+20 { // defer, plus the timer's lateness on a loaded machine
+			t.Errorf("a packet was held %.3fms, defer is 20ms", d.HoldMaxMs)
+		}
+		out := mustCtl(a, "ha", "sessions")
+		for _, want := range []string{"Defer 20ms (rule installed)", "released by ack"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("ha sessions lacks %q:\n%s", want, out)
+			}
+		}
+		if out := mustCtl(a, "ha", "exposure"); !strings.Contains(out, "NFQUEUE --queue-num") {
+			t.Errorf("ha exposure does not show the rule:\n%s", out)
+		}
+		_ = b
+		// Stopped, hagentd leaves no rule.
+		if err := a.Stop(10 * time.Second); err != nil {
+			t.Fatalf("stop node-a: %v", err)
+		}
+		if r := deferRules(t, a); r != "" {
+			t.Errorf("hagentd stopped, its rules are left:\n%s", r)
+		}
+	})
+}
