@@ -30,6 +30,11 @@ type Runner struct {
 	received, undecoded, verdictErrs atomic.Uint64
 	ruleErr                          atomic.Pointer[string]
 	installed                        atomic.Bool
+
+	hitsMu sync.Mutex
+	hitsAt time.Time
+	hitsN  uint64
+	hitsOK bool
 }
 
 // NewRunner returns a runner; Run starts it.
@@ -216,11 +221,23 @@ func (r *Runner) Status() Status {
 	}
 	st.KernelPassed = -1
 	if r.installed.Load() {
-		if hits, err := ruleHits(r.cfg.QueueNum); err == nil {
+		if hits, ok := r.hits(); ok {
 			st.KernelPassed = max(int64(hits)-int64(st.Received), 0)
 		}
 	}
 	return st
+}
+
+// hits reads the rule's packet counter, at most once a second (it runs
+// iptables; a status is asked for often).
+func (r *Runner) hits() (uint64, bool) {
+	r.hitsMu.Lock()
+	defer r.hitsMu.Unlock()
+	if time.Since(r.hitsAt) >= time.Second {
+		h, err := ruleHits(r.cfg.QueueNum)
+		r.hitsAt, r.hitsN, r.hitsOK = time.Now(), h, err == nil
+	}
+	return r.hitsN, r.hitsOK
 }
 
 var tools = []string{"iptables", "ip6tables"}
