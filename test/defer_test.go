@@ -134,20 +134,7 @@ func deferOf(t *testing.T, n *lab.Node) *sessionsync.DeferStatus {
 // deferPair is fgspPair with session_pickup.defer set to d.
 func deferPair(t *testing.T, d string) (*lab.Lab, *lab.Node, *lab.Node) {
 	t.Helper()
-	l := newLab(t, lab.Spec{Nodes: []string{"node-a", "node-b"}, WAN: true})
-	if err := l.SetupFGSP(); err != nil {
-		t.Fatal(err)
-	}
-	a, b := l.Nodes["node-a"], l.Nodes["node-b"]
-	startFGSP(t, "enabled: true, defer: "+d, "", a, b)
-	eventually(t, 10*time.Second, "bulk copies both ways", func() error {
-		for _, n := range []*lab.Node{a, b} {
-			if st := sessionsOf(t, n); !st.BulkDone {
-				return fmt.Errorf("%s: bulk copy not done", n.Name)
-			}
-		}
-		return nil
-	})
+	l, a, b := fgspPairSP(t, true, "defer: "+d, "")
 	echoServer(t, l)
 	if err := l.RouteVia(a, b); err != nil {
 		t.Fatal(err)
