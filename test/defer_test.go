@@ -220,14 +220,16 @@ func TestFGSPDefer(t *testing.T) {
 		}
 	})
 	t.Run("peer killed mid-run", func(t *testing.T) {
-		// node-b dies while 200 connections open: node-a waits for it no
-		// longer than defer (its packets go at their deadline, then not
-		// at all once node-b is lost), and goes on forwarding.
+		// node-b's agent dies (SIGKILL; its links stay up, so node-a's
+		// records go unanswered until the heartbeat says it is lost)
+		// while 200 connections open: node-a waits for it no longer than
+		// defer (its packets go at their deadline, then are not held at
+		// all once node-b is lost), and goes on forwarding.
 		l, a, b := deferPair(t, "20ms")
 		done := make(chan []dialResult, 1)
 		go func() { done <- dialAll(l, fgspConns, 10*time.Second) }()
 		time.Sleep(20 * time.Millisecond)
-		b.Crash()
+		b.Kill()
 		if err := l.RouteVia(a, a); err != nil {
 			t.Fatal(err)
 		}
