@@ -19,29 +19,30 @@ import (
 //     entry, not confirmed yet: its event comes only once the packet goes
 //     on), queues the flow's record for every live peer at once and
 //     remembers which peers must acknowledge it.
-//   - With Config.OnAcked set, stream messages are KindStreamAck: the
-//     receiver applies them as a stream and answers with KindApplied, the
+//   - With Config.OnAcked set, stream messages carry genAckApplied: the
+//     receiver applies them as usual and answers with KindApplied, the
 //     keys of the flows its kernel accepted (after the kernel's answer,
 //     not at the message's arrival: the channel's own acknowledgement
-//     comes before the apply).
+//     comes before the apply). A receiver that predates it ignores the
+//     bit (a stream message's generation is not read) and applies the
+//     message: its flows are released at defer, not lost.
 //   - An applied acknowledgement from the last peer a flow waits for, or
 //     the last such peer leaving the live set (SetRole), calls OnAcked.
 //
 // TestDeferAcked and TestDeferPeerGone prove the engine's part; the netns
 // TestFGSPDefer the whole.
 
-// Message kinds of defer (the numeric values are part of the protocol).
-const (
-	// KindStreamAck is a stream message whose applied flows the receiver
-	// acknowledges with KindApplied.
-	KindStreamAck Kind = 7
-	// KindApplied lists the keys of the flows of a KindStreamAck message
-	// the receiver's kernel accepted. Layout: the message header (gen and
-	// oldest zero, count the number of keys), then per key flags(1: 1
-	// IPv6) proto(1) zone(2) src dst (4 or 16 bytes each) sport(2)
-	// dport(2).
-	KindApplied Kind = 8
-)
+// KindApplied lists the keys of the flows of a stream message with
+// genAckApplied that the receiver's kernel accepted. Layout: the message
+// header (gen and oldest zero, count the number of keys), then per key
+// flags(1: 1 IPv6) proto(1) zone(2) src dst (4 or 16 bytes each) sport(2)
+// dport(2). (Kind 7 is not used.) The numeric value is part of the
+// protocol.
+const KindApplied Kind = 8
+
+// genAckApplied, set in a stream message's generation, asks the receiver
+// for a KindApplied answer (bulk generations never reach it).
+const genAckApplied uint32 = 1 << 31
 
 // maxAppliedKeys bounds the keys of one KindApplied message (a stream
 // message has at most BatchRecords records, 1 024 by default).
@@ -261,7 +262,8 @@ func (e *Engine) handleApplied(msg l2chan.Message) {
 	e.notifyAcked(done)
 }
 
-// sendApplied acknowledges to peer the flows of a KindStreamAck message
+// sendApplied acknowledges to peer the flows of a stream message with
+// genAckApplied
 // its kernel accepted (the applying goroutine; the send does not wait).
 func (e *Engine) sendApplied(peer string, recs []Record, errs []error) {
 	keys := make([]Key, 0, len(recs))

@@ -758,7 +758,7 @@ func (e *Engine) nextStream(p *peerState) *Message {
 	}
 	m := &Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
 	if e.cfg.OnAcked != nil {
-		m.Kind = KindStreamAck // defer.go: the peer acknowledges the applied flows
+		m.Gen |= genAckApplied // defer.go: the peer acknowledges the applied flows
 	}
 	p.queue = p.queue[n:]
 	if len(p.queue) == 0 {
@@ -1318,8 +1318,8 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 		e.recvMu.Unlock()
 	}
 	errs := e.applyRecords(recs)
-	if m.Kind == KindStreamAck {
-		e.sendApplied(msg.From, recs, errs)
+	if m.Kind == KindStream && m.Gen&genAckApplied != 0 {
+		e.sendApplied(msg.From, recs, errs) // defer.go
 	}
 	if e.cfg.Symmetric {
 		e.forgetRefused(recs, had, errs)

@@ -611,7 +611,7 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w %d", ErrBadVersion, b[2])
 	}
 	m.Kind = Kind(b[3])
-	if (m.Kind < KindStream || m.Kind > KindBulkEnd) && m.Kind != KindStreamAck {
+	if m.Kind < KindStream || m.Kind > KindBulkEnd {
 		return fmt.Errorf("sessionsync: unknown message kind %d", b[3])
 	}
 	m.Gen = binary.BigEndian.Uint32(b[4:])
