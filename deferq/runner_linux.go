@@ -16,16 +16,21 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
+// stopDrain is how long a stopping runner keeps reading what the kernel
+// queued before the rule was removed.
+const stopDrain = 10 * time.Millisecond
+
 // Runner holds the packets hagent's NFQUEUE rule sends it until the
 // engine reports the flow in every live peer's kernel (Acked), or Max.
 type Runner struct {
 	cfg RunnerConfig
 	log hclog.Logger
 
-	mu   sync.Mutex
-	q    *Queue[sessionsync.Key]
-	nf   *nfqueue.Nfqueue
-	wake chan struct{}
+	mu       sync.Mutex
+	stopping bool // Run is returning: nothing more is held
+	q        *Queue[sessionsync.Key]
+	nf       *nfqueue.Nfqueue
+	wake     chan struct{}
 
 	received, undecoded, verdictErrs atomic.Uint64
 	ruleErr                          atomic.Pointer[string]
@@ -85,10 +90,17 @@ func (r *Runner) Run(ctx context.Context, e Engine) error {
 	qctx, cancel := context.WithCancel(context.Background())
 	defer func() {
 		r.removeRules()
-		r.mu.Lock()
-		vs := r.q.Flush(time.Now(), nil)
-		r.mu.Unlock()
-		r.verdicts(vs)
+		// Nothing is held from now on; what the kernel queued before the
+		// rule went is still read (and let go) for a moment: the unbind
+		// drops what is left in the kernel's queue.
+		for range 2 {
+			r.mu.Lock()
+			r.stopping = true
+			vs := r.q.Flush(time.Now(), nil)
+			r.mu.Unlock()
+			r.verdicts(vs)
+			time.Sleep(stopDrain)
+		}
 		cancel()
 		r.mu.Lock()
 		r.nf = nil
@@ -143,7 +155,7 @@ func (r *Runner) packet(e Engine, a nfqueue.Attribute) {
 	now := time.Now()
 	r.mu.Lock()
 	first := !r.q.Holding(k)
-	held := r.q.Hold(now, id, k)
+	held := !r.stopping && r.q.Hold(now, id, k)
 	r.mu.Unlock()
 	if !held {
 		r.accept(id)
