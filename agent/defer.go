@@ -24,7 +24,11 @@ import (
 // newDeferRunner returns the runner when defer is on, nil otherwise.
 func (a *Agent) newDeferRunner(cfg *config.Config, kernel bool) *deferq.Runner {
 	sp := cfg.Cluster.SessionPickup
-	if !kernel || sp.Defer <= 0 || cfg.Cluster.Mode != config.ModeFGSP {
+	if !kernel {
+		return nil
+	}
+	if sp.Defer <= 0 || cfg.Cluster.Mode != config.ModeFGSP {
+		deferq.RemoveStale() // an earlier process's, killed before it removed it
 		return nil
 	}
 	protos := []string{"tcp"}

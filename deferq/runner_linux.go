@@ -312,6 +312,17 @@ func (r *Runner) removeRules() {
 	r.installed.Store(false)
 }
 
+// RemoveStale removes a rule an earlier hagentd left (it was killed)
+// when this one runs without defer: with no consumer the rule only lets
+// packets pass, but it is not left behind.
+func RemoveStale() {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err == nil && ipt(tool, "-n", "-L", Chain) == nil {
+			removeTool(tool)
+		}
+	}
+}
+
 func removeTool(tool string) {
 	for i := 0; i < 16 && ipt(tool, "-D", "FORWARD", "-j", Chain) == nil; i++ {
 	}

@@ -23,6 +23,9 @@ func (r *Runner) Run(ctx context.Context, e Engine) error {
 	return errors.New("defer needs Linux (nfnetlink_queue)")
 }
 
+// RemoveStale does nothing: no rule is installed here.
+func RemoveStale() {}
+
 // Status says the rule is not installed.
 func (r *Runner) Status() Status {
 	return Status{Defer: r.cfg.Max, Rule: "not installed: not Linux", KernelPassed: -1}

@@ -320,6 +320,16 @@ func TestFGSPDefer(t *testing.T) {
 		if len(failed) > 0 {
 			t.Fatalf("%d connections failed without a consumer, first: %v", len(failed), failed[0])
 		}
+		// Started again with defer off, hagentd removes the rule it left.
+		if err := a.StartFGSP(fgspParams(200, "enabled: true, defer: 0s", "")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the stale rule removed", func() error {
+			if r := deferRules(t, a); r != "" {
+				return fmt.Errorf("node-a's rules: %q", r)
+			}
+			return nil
+		})
 	})
 }
 
