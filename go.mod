@@ -3,6 +3,7 @@ module github.com/hagent/hagent
 go 1.26.8
 
 require (
+	github.com/florianl/go-nfqueue/v2 v2.0.0
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/gopacket/gopacket v1.7.7
 	github.com/hashicorp/go-hclog v1.6.3

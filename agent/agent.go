@@ -462,6 +462,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.startSessions()
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = a.sess.e.Run(bg) }()
+		a.runDefer(bg, &wg) // defer.go
 	}
 	if items := a.pingItems(cfg); len(items) > 0 && a.probers != nil {
 		wg.Add(1)

@@ -9,6 +9,7 @@ import (
 	"github.com/hagent/hagent/cluster"
 	"github.com/hagent/hagent/config"
 	"github.com/hagent/hagent/control"
+	"github.com/hagent/hagent/deferq"
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/l2chan"
 	"github.com/hagent/hagent/sessionsync"
@@ -48,6 +49,9 @@ type sessionEngine struct {
 	// sendersKey is what the engine was last told of the peers entitled
 	// to send (updateSessionSenders).
 	sendersKey string
+	// dq holds new flows' first packets (session_pickup.defer, defer.go);
+	// nil when off.
+	dq *deferq.Runner
 }
 
 // newSessionEngine builds the engine. links are the channel's links
@@ -115,6 +119,10 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 			ec.MaxTracked = n
 		}
 	}
+	dq := a.newDeferRunner(cfg, kernel) // defer.go
+	if dq != nil {
+		ec.OnAcked = dq.Acked
+	}
 	e, err := sessionsync.New(ec)
 	if err != nil {
 		ch.Close()
@@ -124,7 +132,7 @@ func (a *Agent) newSessionEngine(cfg *config.Config, links []heartbeat.Link, tab
 	// Nobody may send records until the election names a primary
 	// (updateSessionSenders); what arrives before is held, bounded.
 	e.SetSenders(sessionsync.Senders{})
-	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric}
+	se := &sessionEngine{ch: ch, table: table, e: e, down: slices.Clone(sp.DownUntilSynced), fgsp: ec.Symmetric, dq: dq}
 	for _, l := range links {
 		se.links = append(se.links, l.Name())
 	}
@@ -340,6 +348,7 @@ func (a *Agent) sessionsStatusOf(held bool, members []cluster.Member) *sessionsy
 	if a.sess.fgsp {
 		fgspPeerHealth(&st, members)
 	}
+	a.deferStatus(&st) // defer.go
 	return &st
 }
 
@@ -357,6 +366,7 @@ func (a *Agent) sessionExposure(e *control.Exposure) {
 		e.Sockets = append(e.Sockets, control.Socket{Kind: "packet", Address: n, EtherType: et, Direction: "rx/tx", Purpose: "session pickup (AES-GCM)"})
 	}
 	e.Sockets = append(e.Sockets, control.Socket{Kind: "netlink", Address: "NETLINK_NETFILTER", Direction: "rx/tx", Purpose: "conntrack events, dumps and writes (ctnetlink)"})
+	a.deferExposure(e)
 }
 
 // setLinkUp sets an interface up or down (down_until_synced).

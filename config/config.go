@@ -403,6 +403,11 @@ type SessionPickup struct {
 	// Delay copies a flow only once it has lived this long (delay),
 	// 0-3600s, default 0s.
 	Delay time.Duration
+	// Defer holds the packet that creates a new flow (and the packets of
+	// that flow that follow while it is held) until every live peer has
+	// the flow in its kernel, or this long (defer), 0s-1s, 0 off; default
+	// DefaultDefer of the mode: 20ms in fgsp, 0s in a-p.
+	Defer time.Duration
 	// SyncDev are dedicated interfaces for the session channel (sync_dev);
 	// empty: the hbdevs.
 	SyncDev []string
@@ -478,6 +483,21 @@ func DefaultCluster() Cluster {
 			FailoverThreshold: DefaultPingThreshold,
 		}},
 	}
+}
+
+// DefaultFGSPDefer is session_pickup.defer's default in mode fgsp: the
+// first packet of a new flow waits at most this long for the peers'
+// copies (OpenBSD's pfsync defer waits at most 20 ms too).
+const DefaultFGSPDefer = 20 * time.Millisecond
+
+// DefaultDefer is session_pickup.defer's default in mode: DefaultFGSPDefer
+// in fgsp, where a flow's reply may cross another member; 0 (off) in a-p,
+// where one member forwards both directions.
+func DefaultDefer(mode string) time.Duration {
+	if mode == ModeFGSP {
+		return DefaultFGSPDefer
+	}
+	return 0
 }
 
 // Seams for tests.

@@ -698,6 +698,12 @@ func (d *decoder) node(path string, n *yaml.Node, c *Node) {
 func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 	dur := func(out *time.Duration) field { return func(p string, v *yaml.Node) { d.duration(p, v, out) } }
 	num := func(out *int) field { return func(p string, v *yaml.Node) { d.integer(p, v, out) } }
+	deferSet := false // session_pickup.defer's default depends on the mode
+	defer func() {
+		if !deferSet {
+			c.SessionPickup.Defer = DefaultDefer(c.Mode)
+		}
+	}()
 	d.mapping(path, n, map[string]field{
 		"group_name":    func(p string, v *yaml.Node) { d.str(p, v, &c.GroupName) },
 		"group_id":      num(&c.GroupID),
@@ -785,6 +791,10 @@ func (d *decoder) cluster(path string, n *yaml.Node, c *Cluster) {
 				"expectation":    func(p string, v *yaml.Node) { d.boolean(p, v, &sp.Expectation) },
 				"nat":            func(p string, v *yaml.Node) { d.boolean(p, v, &sp.NAT) },
 				"delay":          dur(&sp.Delay),
+				"defer": func(p string, v *yaml.Node) {
+					deferSet = true
+					d.duration(p, v, &sp.Defer)
+				},
 				"sync_dev": func(p string, v *yaml.Node) {
 					d.strList(p, v, MaxHBDevs, "session sync devices", &sp.SyncDev)
 				},

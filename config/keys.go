@@ -212,6 +212,8 @@ var Keys = []Key{
 		Doc: "Also NATed flows, with their mapping (FGCP's default is off; with a vMAC and shared cluster addresses NAT to the cluster address survives failover)."},
 	{Path: "cluster.session_pickup.delay", Reload: ReloadRestart, Type: "duration", Default: "0s", Range: "0s-1h",
 		Doc: "Copy a flow only once it has lived this long (FGCP session-pickup-delay uses 30s)."},
+	{Path: "cluster.session_pickup.defer", Reload: ReloadRestart, Type: "duration", Default: "(20ms in mode fgsp, 0s in a-p)", Range: "0s-1s",
+		Doc: "Hold the packet that creates a new forwarded flow (and its followers) until every live peer has the flow in its kernel, at most this long (pfsync defer); 0s is off. hagent installs an NFQUEUE rule (--queue-bypass) of its own in the security table's FORWARD chain while it runs."},
 	{Path: "cluster.session_pickup.sync_dev", Reload: ReloadRestart, Type: "list", Range: "0-8 interface names, not hbdevs",
 		Doc: "Dedicated interfaces for the session channel; when all are down it falls back to the hbdevs."},
 	{Path: "cluster.session_pickup.ignore", Reload: ReloadRestart, Type: "list", Range: "0-256 prefixes or addresses",

@@ -190,6 +190,7 @@ func (d *decoder) validateCluster(path string, c *Cluster) {
 	// Session pickup.
 	sp := &c.SessionPickup
 	d.durRange(k("session_pickup.delay"), sp.Delay, 0, 3600*time.Second)
+	d.durRange(k("session_pickup.defer"), sp.Defer, 0, time.Second)
 	d.nameList(k("session_pickup.sync_dev"), sp.SyncDev)
 	d.nameList(k("session_pickup.down_until_synced"), sp.DownUntilSynced)
 	for i, n := range sp.SyncDev {

@@ -365,6 +365,7 @@ func FormatSessions(w io.Writer, s *sessionsync.Status) {
 	if s.Mode == "fgsp" {
 		fmt.Fprintf(w, "FGSP: echoes of applied flows not sent back %d, changes of learned flows sent %d\n", s.Echoes, s.LearnedSent)
 	}
+	formatDefer(w, s.Defer)
 	fmt.Fprintf(w, "Receiver: messages %d, flows %d, applied %d, errors %d, malformed %d, stale removed %d\n",
 		s.Messages, s.Received, s.Applied, s.Errors, s.Malformed, s.Swept)
 	formatCounts(w, "    refused: %s: %d\n", s.ErrorReasons)

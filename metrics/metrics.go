@@ -311,6 +311,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			g(descSessLagP50, ss.LagP50Ms/1000)
 			g(descSessLagP99, ss.LagP99Ms/1000)
+			collectDefer(g, cnt, ss.Defer) // defer.go
 			for _, p := range ss.Peers {
 				cnt(descSessSent, p.SentFlows, p.Node)
 				g(descSessQueued, float64(p.Queued), p.Node)

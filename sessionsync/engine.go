@@ -128,6 +128,10 @@ type Config struct {
 	VerifyInterval time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// OnAcked, when set, turns FGSP defer on (defer.go): stream messages
+	// ask for applied acknowledgements, and OnAcked(k) is called once
+	// every live peer has a flow Defer queued in its kernel (or left).
+	OnAcked func(k Key)
 }
 
 // DefaultConfig returns the production defaults.
@@ -162,6 +166,7 @@ type Engine struct {
 	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
 	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
 	renewing  map[Key]*renewMark   // flows Renew replaced, their events to come (renew.go)
+	dfr       *deferState          // FGSP defer: flows waiting for acknowledgements (defer.go)
 	c         counters
 	listenErr string
 
@@ -343,6 +348,8 @@ func (e *Engine) Run(ctx context.Context) error {
 // Becoming secondary stops sending at once (before the caller releases
 // the addresses, whose removal destroys the masqueraded flows locally).
 func (e *Engine) SetRole(primary bool, peers []string) {
+	var released []Key // defer: flows that waited only for peers gone
+	defer func() { e.notifyAcked(released) }()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if primary != e.primary && !e.cfg.Symmetric {
@@ -383,6 +390,7 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 			g := e.gone[name]
 			e.gone[name] = [2]uint64{g[0] + p.sentRecs, g[1] + p.sentMsgs}
 			delete(e.peers, name)
+			released = append(released, e.peersLeft([]string{name})...)
 		}
 	}
 	for _, name := range peers {
@@ -563,6 +571,7 @@ func (e *Engine) onEvent(ev Event) {
 			return
 		}
 	}
+	e.deferNATFix(ev.Type, f, now) // defer.go
 	e.enqueue(Record{Op: OpUpsert, Flow: e.prepare(*f, now)}, now)
 }
 
@@ -748,6 +757,9 @@ func (e *Engine) nextStream(p *peerState) *Message {
 		return nil
 	}
 	m := &Message{Kind: KindStream, Gen: p.bulk.Gen, Oldest: p.queueOldest, Records: p.queue[:n:n]}
+	if e.cfg.OnAcked != nil {
+		m.Gen |= genAckApplied // defer.go: the peer acknowledges the applied flows
+	}
 	p.queue = p.queue[n:]
 	if len(p.queue) == 0 {
 		p.queue = nil
@@ -1070,6 +1082,10 @@ func (e *Engine) receive(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case msg, ok := <-in:
+			if ok && isApplied(msg.Data) {
+				e.handleApplied(msg) // defer.go: not behind the applies
+				continue
+			}
 			if !ok || !put(item{msg: msg}) {
 				return
 			}
@@ -1119,6 +1135,10 @@ func (e *Engine) handle(msg l2chan.Message, m *Message) {
 	}
 	if isVerify(msg.Data) {
 		e.handleVerify(msg) // changes no table: no trust check (verify.go)
+		return
+	}
+	if isApplied(msg.Data) {
+		e.handleApplied(msg) // (one handed over by Ready's drain)
 		return
 	}
 	if _, ok := e.senderScope(msg.From, now); !ok || e.holding(msg.From) {
@@ -1307,6 +1327,9 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 		e.recvMu.Unlock()
 	}
 	errs := e.applyRecords(recs)
+	if m.Kind == KindStream && m.Gen&genAckApplied != 0 {
+		e.sendApplied(msg.From, recs, errs) // defer.go
+	}
 	if e.cfg.Symmetric {
 		e.forgetRefused(recs, had, errs)
 	}

@@ -107,6 +107,8 @@ type Status struct {
 	// this member's traffic, which were.
 	Echoes      uint64 `json:"echoes_not_sent,omitempty"`
 	LearnedSent uint64 `json:"learned_updates_sent,omitempty"`
+	// Defer is FGSP defer's hold (session_pickup.defer); nil when off.
+	Defer *DeferStatus `json:"defer,omitempty"`
 	// ExpectSent counts expectation records queued to the peers (creations
 	// and removals); ExpectApplied those received and applied here.
 	ExpectSent    uint64 `json:"expectations_sent"`
