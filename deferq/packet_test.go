@@ -69,3 +69,38 @@ func TestFlowOfPacket(t *testing.T) {
 		})
 	}
 }
+
+// FuzzFlowOfPacket: any bytes (the packet comes from the network) give
+// no panic, and a flow only for a first TCP SYN or a UDP datagram, whose
+// reply tuple mirrors the original and whose addresses are the header's.
+func FuzzFlowOfPacket(f *testing.F) {
+	f.Add(ipv4(6, tcp(0x02)))
+	f.Add(ipv4(17, []byte{0, 53, 0, 53, 0, 8, 0, 0}))
+	f.Add(ipv6(6, tcp(0x02)))
+	f.Add(ipv6(6, tcp(0x12)))
+	f.Add([]byte{0x4f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fl, ok := FlowOfPacket(b)
+		if !ok {
+			return
+		}
+		if fl.Proto != sessionsync.ProtoTCP && fl.Proto != sessionsync.ProtoUDP {
+			t.Fatalf("a flow of protocol %d", fl.Proto)
+		}
+		if fl.Reply.Src != fl.Orig.Dst || fl.Reply.Dst != fl.Orig.Src || fl.Reply.SrcPort != fl.Orig.DstPort || fl.Reply.DstPort != fl.Orig.SrcPort {
+			t.Fatalf("reply %+v does not mirror %+v", fl.Reply, fl.Orig)
+		}
+		var src, dst netip.Addr
+		if b[0]>>4 == 4 {
+			src, dst = netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20]))
+		} else {
+			src, dst = netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40]))
+		}
+		if fl.Orig.Src != src || fl.Orig.Dst != dst {
+			t.Fatalf("addresses %v → %v, the header says %v → %v", fl.Orig.Src, fl.Orig.Dst, src, dst)
+		}
+		if fl.Proto == sessionsync.ProtoTCP && (fl.TCP == nil || fl.TCP.State != sessionsync.TCPSynSent) {
+			t.Fatalf("a TCP flow not in SYN_SENT: %+v", fl.TCP)
+		}
+	})
+}
