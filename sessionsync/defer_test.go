@@ -1,6 +1,7 @@
 package sessionsync
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
@@ -269,4 +270,26 @@ func TestDeferRoundTrip(t *testing.T) {
 	}
 	slices.Sort(ds)
 	t.Logf("measured: Defer to OnAcked over the in-memory channel: p50 %v, p99 %v, max %v (%d flows, one at a time)", ds[len(ds)/2], ds[len(ds)*99/100], ds[len(ds)-1], len(ds))
+}
+
+// FuzzAppliedDecode: a peer's acknowledgement decodes without a panic,
+// to at most maxAppliedKeys keys, and what decodes encodes to the same
+// bytes.
+func FuzzAppliedDecode(f *testing.F) {
+	f.Add(appendApplied(nil, []Key{flowN(ProtoTCP, 1).Key()}))
+	f.Add(appendApplied(nil, nil))
+	f.Add(appendApplied(nil, []Key{{Zone: 3, Proto: ProtoUDP, Orig: Tuple{
+		Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), SrcPort: 1, DstPort: 2}}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		keys, err := decodeApplied(b)
+		if err != nil {
+			return
+		}
+		if len(keys) > maxAppliedKeys {
+			t.Fatalf("%d keys, bound %d", len(keys), maxAppliedKeys)
+		}
+		if again := appendApplied(nil, keys); !bytes.Equal(again, b) {
+			t.Fatalf("decoded %v re-encodes to\n%x\nnot\n%x", keys, again, b)
+		}
+	})
 }
