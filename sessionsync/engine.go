@@ -162,6 +162,7 @@ type Engine struct {
 	gone      map[string][2]uint64 // flows and messages sent to peers no longer live
 	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
 	renewing  map[Key]*renewMark   // flows Renew replaced, their events to come (renew.go)
+	renewGen  atomic.Uint64        // the renewal under way; a newer one stops it (renew.go)
 	c         counters
 	listenErr string
 
