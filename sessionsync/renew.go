@@ -154,7 +154,11 @@ func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Fl
 func (e *Engine) renewNow(wanted func() bool, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
 	start := e.cfg.Now()
 	var flows []Flow
-	if err := e.cfg.Table.Dump(func(f *Flow) {
+	dump := e.cfg.Table.Dump
+	if a, ok := e.cfg.Table.(asideDumper); ok {
+		dump = a.dumpAside // not behind a bulk copy's dump
+	}
+	if err := dump(func(f *Flow) {
 		if f.Status&StatusDying != 0 || !e.wanted(f) || !keep(f) || !renewable(f) || (live && f.Proto != ProtoTCP) {
 			return
 		}
@@ -240,6 +244,13 @@ func (e *Engine) renewNow(wanted func() bool, why string, live bool, keep func(*
 	}
 	e.event("%s", msg)
 	return renewed, len(flows), nil
+}
+
+// asideDumper is a Table with a second dump socket (the kernel's): a
+// renewal's dump need not wait for a bulk copy's, which holds the first
+// while it sends.
+type asideDumper interface {
+	dumpAside(fn func(*Flow)) error
 }
 
 // renewalEvent reports whether an event of flow k is one of a renewal's
