@@ -1,6 +1,7 @@
 package sessbench
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hagent/hagent/heartbeat"
+	"github.com/hagent/hagent/l2chan"
+	"github.com/hagent/hagent/sessionsync"
 	"github.com/hagent/hagent/test/bench"
 	"github.com/hagent/hagent/test/lab"
 )
@@ -107,16 +111,15 @@ func settledRSS(pid int, d time.Duration) (first, last int64, cpu float64) {
 	return first, last, float64(t1-t0) / time.Since(w0).Seconds()
 }
 
-var renewedRe = regexp.MustCompile(`own session entries kept as copies before the release: (\d+) of (\d+) flows renewed in (\S+) \(dump (\S+)\)`)
+var renewedRe = regexp.MustCompile(`(own session entries kept as copies before the release|session entries renewed \([^)]*\)): \d+ of \d+ flows renewed in [^:]*`)
 
 // TestSessionBenchMillion: 1 000 000 flows in the primary's table (the
 // conntrack max raised kernel-wide). A fresh secondary's bulk copy into
 // its kernel; each agent's RSS after it (per 100 000 flows) and its idle
 // CPU; a crash failover with long-lived connections through the pair (the
-// stall); the old primary back as secondary (a second bulk copy, onto its
-// own million entries), then a graceful failover back to it, whose
-// release renews (keeps as copies) the whole table of the releasing node
-// in the background. The agents run with a 1 s lost threshold: with
+// stall); the old primary back (it takes the role back by itself, or
+// after its bulk copy with ha failover set on node-b), and the renewals
+// of node-b's table as it lets the role go, as far as they got. The agents run with a 1 s lost threshold: with
 // 300 ms, heartbeats delayed on the loaded two-core machine while a
 // million flows were dumped, sent and written made the pair split again
 // and again, each time restarting the bulk copy. hagent only: conntrackd's rows are the 100 000-flow
@@ -233,25 +236,79 @@ func TestSessionBenchMillion(t *testing.T) {
 	} else {
 		t.Logf("node-a took the role back by itself %v after its start", time.Since(start).Round(time.Millisecond))
 	}
-	var m []string // the last renewal of node-b's table; wait for a complete one
-	err = lab.EventuallyEvery(180*time.Second, 200*time.Millisecond, func() error {
-		all := renewedRe.FindAllStringSubmatch(b.Tail(2000), -1)
-		if len(all) == 0 {
-			return fmt.Errorf("no renewal in node-b's log")
-		}
-		m = all[len(all)-1]
-		if m[1] != m[2] {
-			return fmt.Errorf("the last renewal: %s", m[0])
-		}
-		return nil
-	})
-	if m == nil {
+	// The renewals of node-b's table as it let the role go, as far as
+	// they got (a role change stops one; TestSessionBenchRenewMillion
+	// measures a whole one).
+	time.Sleep(5 * time.Second)
+	for _, m := range renewedRe.FindAllString(b.Tail(2000), -1) {
+		t.Logf("node-b: %s", m)
+	}
+}
+
+// TestSessionBenchRenewMillion: the renewal of a primary's table of
+// 1 000 000 flows (sessionsync.Engine.Renew on the kernel table of a lab
+// namespace, no agents: on the loaded lab machine the pair of
+// TestSessionBenchMillion lost heartbeats for a second now and then, and
+// each role change stops a renewal). The caller waits 200 ms, as the
+// agent does; the renewal goes on in the background until every flow is
+// renewed.
+func TestSessionBenchRenewMillion(t *testing.T) {
+	needBench(t)
+	const n = millionFlows
+	raiseConntrack(t, "nf_conntrack_max", 2*n+200000)
+	raiseConntrack(t, "nf_conntrack_buckets", 1<<20)
+	l, err := lab.New(lab.Spec{Nodes: []string{"node-a"}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if m[1] != m[2] {
-		t.Logf("node-b's log:\n%s", b.Tail(60))
+	t.Cleanup(l.Close)
+	a := l.Nodes["node-a"]
+	if err := a.ApplyFlows(flows(0, n)); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("measured: node-b's release renewed %s of %s flows in %s (dump %s) in the background", m[1], m[2], m[3], m[4])
-	addRow(t, row{what: fmt.Sprintf("renewal of a releasing node's table of %d flows (in the background, 50 000 flows/s)", n),
-		hagent: fmt.Sprintf("%s of %s in %s (dump %s)", m[1], m[2], m[3], m[4]), conntrackd: "n/a", ratio: "–"})
+	var k *sessionsync.Kernel
+	if err := lab.InNS(a.NS, func() (err error) { k, err = sessionsync.OpenKernel(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	cc := l2chan.LabConfig()
+	cc.Self, cc.GroupID, cc.Password, cc.Label = "node-a", 10, []byte("secret"), sessionsync.ChannelLabel
+	cc.Links = []heartbeat.Link{heartbeat.NewMemNetwork().Link("hb", "node-a", "ha1")}
+	ch, err := l2chan.New(cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	done := make(chan string, 4)
+	cfg := sessionsync.DefaultConfig()
+	cfg.Self, cfg.Table, cfg.Transport = "node-a", k, ch
+	cfg.Event = func(msg string) {
+		if strings.HasPrefix(msg, "bench:") {
+			done <- msg
+		}
+	}
+	e, err := sessionsync.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetRole(true, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, _, err := e.Renew(ctx, "bench"); err != nil {
+		t.Fatal(err)
+	}
+	waited := time.Since(start)
+	var msg string
+	select {
+	case msg = <-done:
+	case <-time.After(10 * time.Minute):
+		t.Fatal("no end of the renewal in 10 minutes")
+	}
+	t.Logf("measured: Renew returned after %v; %s", waited.Round(time.Millisecond), msg)
+	if want := fmt.Sprintf("%d of %d flows renewed", n, n); !strings.Contains(msg, want) {
+		t.Fatalf("%q, want %q", msg, want)
+	}
+	addRow(t, row{what: fmt.Sprintf("renewal of a primary's table of %d flows (the caller waits 200 ms, the rest in the background at ≤ 50 000 flows/s)", n),
+		hagent: strings.TrimPrefix(msg, "bench: "), conntrackd: "n/a", ratio: "–"})
 }
