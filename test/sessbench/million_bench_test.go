@@ -191,6 +191,9 @@ func TestSessionBenchMillion(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		r := load.Report(time.Second)
 		t.Logf("measured: %s with %d flows: %s", what, n, r)
+		if r.Stalled > 0 {
+			t.Logf("%s holds %d entries; its log:\n%s", taker.Name, conntrackCount(taker), taker.Tail(40))
+		}
 		addRow(t, row{what: fmt.Sprintf("connections of %d surviving a %s with %d flows", conns, what, n),
 			hagent:     fmt.Sprintf("%d (%d resets, longest stall %v)", conns-max(r.Stalled, r.Errors), r.Resets, r.MaxStall.Round(time.Millisecond)),
 			conntrackd: "not run", ratio: "–"})
