@@ -64,7 +64,7 @@ bench: build ## benchmarks; results in bench-results/ (root)
 	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 30m -v -run 'TestBench' ./test/bench/
 	HAGENT_BENCH=1 HAGENT_SYNC_BENCH_REPS=3 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSyncBench' ./test/syncbench/
 	HAGENT_BENCH=1 $(GO) test -count=1 -timeout 10m -v -run 'TestChannelBench' ./test/chanbench/
-	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 20m -v -run 'TestSessionBench' ./test/sessbench/ | grep -E '^(=== RUN|--- |ok|FAIL)|measured'; exit $${PIPESTATUS[0]}
+	HAGENT_BENCH=1 HAGENT_BIN=$(BIN) $(GO) test -count=1 -timeout 40m -v -run 'TestSessionBench' ./test/sessbench/ | grep -E '^(=== RUN|--- |ok|FAIL)|measured'; exit $${PIPESTATUS[0]}
 
 # make soak: 10 minutes at 10ms x 3 under CPU load, counting false failovers.
 soak: build ## 10 minutes at 10ms x 3 under CPU load (root)

@@ -274,12 +274,17 @@ func (a *Agent) sessionsReady() (time.Duration, int) {
 }
 
 // sessionRenewTimeout bounds how long a release or an announce waits for
-// the session entries to be renewed (sessionsync/renew.go).
+// the session entries to be renewed (sessionsync/renew.go): a small
+// table's renewal is done before the announce (or the addresses go); a
+// large one's goes on in the background, rate-bounded, until it covered
+// the whole table (sessionsync.TestRenewCoversTable), so the takeover
+// path never waits for a million flows.
 const sessionRenewTimeout = 200 * time.Millisecond
 
 // sessionsRenew renews this primary's TCP entries after another member
 // held the vMAC for a moment (its forwarding left their windows behind).
-// Runs on the run goroutine, before the announce.
+// Runs on the run goroutine, before the announce; waits at most
+// sessionRenewTimeout.
 func (a *Agent) sessionsRenew(why string) {
 	if a.sess == nil || a.sess.fgsp {
 		return
@@ -294,7 +299,7 @@ func (a *Agent) sessionsRenew(why string) {
 // sessionsKeep makes this node's own entries of v plain copies before v's
 // addresses go (after the engine stopped sending them): the masquerade
 // cleanup of the removal spares them, so a quick return to the role finds
-// them. Runs on the run goroutine, bounded by sessionRenewTimeout.
+// them. Runs on the run goroutine, waits at most sessionRenewTimeout.
 func (a *Agent) sessionsKeep(v *vcluster, multi bool) {
 	if a.sess == nil || a.sess.fgsp {
 		return

@@ -167,6 +167,7 @@ type Engine struct {
 	prune     bool                 // Symmetric: an overrun lost destroy events; prune known
 	renewing  map[Key]*renewMark   // flows Renew replaced, their events to come (renew.go)
 	dfr       *deferState          // FGSP defer: flows waiting for acknowledgements (defer.go)
+	renewGen  atomic.Uint64        // the renewal under way; a newer one stops it (renew.go)
 	c         counters
 	listenErr string
 
@@ -242,8 +243,8 @@ type recvState struct {
 	from    string
 	gen     uint32
 	inBulk  bool
-	seen    map[Key]struct{}
-	applied map[Key]struct{}
+	seen    keySet // keyset.go
+	applied keySet
 	// received counts the records received from this peer.
 	received uint64
 	// bulkDone: a complete bulk copy came from this peer.
@@ -361,7 +362,7 @@ func (e *Engine) SetRole(primary bool, peers []string) {
 		// (handle), whatever this node received while it was primary.
 		e.recvMu.Lock()
 		for _, rs := range e.recv {
-			rs.applied, rs.seen, rs.inBulk = map[Key]struct{}{}, nil, false
+			rs.applied, rs.seen, rs.inBulk = keySet{}, nil, false
 		}
 		e.recvMu.Unlock()
 		e.renewing = nil
@@ -1160,7 +1161,7 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 	e.recvMu.Lock()
 	rs := e.recv[msg.From]
 	if rs == nil {
-		rs = &recvState{from: msg.From, applied: map[Key]struct{}{}}
+		rs = &recvState{from: msg.From, applied: keySet{}}
 		e.recv[msg.From] = rs
 	}
 	// The records the sender may send and this node copies (trust.go);
@@ -1210,7 +1211,7 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 			})
 		}
 		e.recvMu.Lock()
-		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, map[Key]struct{}{}, before
+		rs.gen, rs.inBulk, rs.seen, rs.before = m.Gen, true, keySet{}, before
 		rs.bulk = BulkStatus{State: "running", Gen: m.Gen, Started: now}
 		e.recvMu.Unlock()
 		return
@@ -1239,11 +1240,11 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 			del := map[Key]bool{}
 			for k := range rs.applied {
 				if _, ok := rs.seen[k]; !ok {
-					del[k] = true
+					del[k.key()] = true
 				}
 			}
 			for _, k := range rs.before {
-				if _, ok := rs.seen[k]; !ok {
+				if !rs.seen.has(k) {
 					del[k] = true
 				}
 			}
@@ -1265,7 +1266,7 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 		}
 		e.recvMu.Lock()
 		for _, r := range stale {
-			delete(rs.applied, r.Flow.Key())
+			rs.applied.del(r.Flow.Key())
 		}
 		e.rc.swept += uint64(len(stale))
 		// Only a copy received whole, from its begin, is complete: one
@@ -1317,7 +1318,7 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 			if recs[i].Op != OpUpsert || recs[i].Expect != nil {
 				continue
 			}
-			if _, ok := rs.applied[recs[i].Flow.Key()]; !ok {
+			if !rs.applied.has(recs[i].Flow.Key()) {
 				if !cloned {
 					recs, cloned = slices.Clone(m.Records), true
 				}
@@ -1358,23 +1359,23 @@ func (e *Engine) apply(msg l2chan.Message, m *Message, now time.Time) {
 		}
 		e.rc.applied++
 		if m.Records[i].Op == OpDelete {
-			delete(rs.applied, k)
+			rs.applied.del(k)
 			continue
 		}
 		if asPrimary && e.owned(&m.Records[i].Flow) {
 			continue
 		}
-		rs.applied[k] = struct{}{}
+		rs.applied.add(k)
 		if e.cfg.Symmetric {
 			// The copy is this peer's now, not another's.
 			for _, o := range e.recv {
 				if o != rs {
-					delete(o.applied, k)
+					o.applied.del(k)
 				}
 			}
 		}
 		if rs.inBulk {
-			rs.seen[k] = struct{}{}
+			rs.seen.add(k)
 		}
 	}
 	if m.Kind == KindBulk {

@@ -30,9 +30,19 @@ import (
 //     (measured: all 200 connections stalled after a 30 ms demotion, and
 //     the empty bulk copy it then sent swept every copy on a peer).
 
-// renewChunk is how many flows one Apply call renews; the deadline is
-// checked between chunks.
+// renewChunk is how many flows one Apply call renews; whether the
+// renewal is still wanted is checked between chunks.
 const renewChunk = 1024
+
+// renewRate bounds how many flows a renewal replaces per second. Each
+// costs the primary's kernel two writes and its event socket two events
+// (the old entry's destroy, the new one's creation), which the engine
+// reads and drops; unbounded (80 000 flows/s here) a table of a million
+// flows would flood that socket while the new traffic's events share it,
+// and an overrun costs a bulk copy to every member. At this rate the
+// caller's usual wait (200 ms) still covers ~10 000 flows, and a table of
+// 1 000 000 is covered in ~20 s (TestRenewCoversTable).
+var renewRate = 50000
 
 // renewHold is how long the events of a flow Renew replaced are taken as
 // the renewal's own (not sent to the peers).
@@ -53,9 +63,11 @@ type renewMark struct {
 // timeout kept: their window tracking restarts from the next packet. A
 // flow that ended meanwhile stays gone; the replacements' own events are
 // not sent (the peers' copies stay as they are). It returns the flows
-// renewed and the flows to renew, or 0, 0 at ctx's deadline (the renewal
-// stops at its next chunk; its history entry says how far it got). Only a
-// primary renews (a secondary's entries are copies).
+// renewed and the flows to renew, or 0, 0 at ctx's deadline: ctx bounds
+// the caller's wait, not the renewal, which goes on in the background
+// until it covered the table (its history entry says so), unless a newer
+// renewal, a role change or the end of Run stops it first. Only a primary
+// renews (a secondary's entries are copies).
 func (e *Engine) Renew(ctx context.Context, why string) (renewed, total int, err error) {
 	if !e.isPrimary.Load() || e.cfg.Symmetric {
 		return 0, 0, nil
@@ -101,17 +113,32 @@ const (
 
 // renew runs renewNow on a goroutine of its own and waits for it until
 // ctx is done: the table's dump may wait for a bulk copy's, which holds
-// it while it sends, and the caller is the agent's run goroutine. Past
-// the deadline the renewal stops at its next chunk (and says so in its
-// history entry); renew returns 0, 0 then.
+// it while it sends, the renewal of a large table takes seconds at
+// renewRate, and the caller is the agent's run goroutine (a takeover
+// must not wait for it). Past the deadline renew returns 0, 0; the
+// renewal goes on to the end of the table. It stops at its next chunk
+// when a newer renewal starts (the newer one dumps the table afresh),
+// when the node's role changes (a renewal of a primary's entries is
+// wrong on a secondary, and a copy's keeping wrong on a primary), or when
+// Run ends.
 func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
 	type result struct {
 		renewed, total int
 		err            error
 	}
+	e.mu.Lock()
+	run := e.runCtx
+	e.mu.Unlock()
+	if run == nil {
+		run = context.Background() // not running (tests): nothing ends it
+	}
+	gen, primary := e.renewGen.Add(1), e.isPrimary.Load()
+	wanted := func() bool {
+		return run.Err() == nil && e.renewGen.Load() == gen && e.isPrimary.Load() == primary
+	}
 	done := make(chan result, 1)
 	go func() {
-		r, n, err := e.renewNow(ctx, why, live, keep)
+		r, n, err := e.renewNow(wanted, why, live, keep)
 		done <- result{r, n, err}
 	}()
 	select {
@@ -122,10 +149,16 @@ func (e *Engine) renew(ctx context.Context, why string, live bool, keep func(*Fl
 	}
 }
 
-func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
+// renewNow renews at renewRate while wanted reports true (checked
+// between chunks).
+func (e *Engine) renewNow(wanted func() bool, why string, live bool, keep func(*Flow) bool) (renewed, total int, err error) {
 	start := e.cfg.Now()
 	var flows []Flow
-	if err := e.cfg.Table.Dump(func(f *Flow) {
+	dump := e.cfg.Table.Dump
+	if a, ok := e.cfg.Table.(asideDumper); ok {
+		dump = a.dumpAside // not behind a bulk copy's dump
+	}
+	if err := dump(func(f *Flow) {
 		if f.Status&StatusDying != 0 || !e.wanted(f) || !keep(f) || !renewable(f) || (live && f.Proto != ProtoTCP) {
 			return
 		}
@@ -138,7 +171,7 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 	// read, the shorter the moment in which a helper's new expectation
 	// (a PORT command on the wire) is lost uncopied.
 	slices.SortStableFunc(flows, func(a, b Flow) int { return cmp.Compare(helperLast(&a), helperLast(&b)) })
-	dumped := e.cfg.Now()
+	dumped, paced := e.cfg.Now(), time.Now()
 	op := OpReplace
 	if live {
 		op = OpRenew
@@ -153,7 +186,15 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 		}
 		e.mu.Unlock()
 	}
-	for i := 0; i < len(flows) && ctx.Err() == nil; i += renewChunk {
+	for i := 0; i < len(flows) && wanted(); i += renewChunk {
+		if i > 0 {
+			// The rate: chunk i starts no earlier than i/renewRate
+			// seconds after the first.
+			time.Sleep(time.Until(paced.Add(time.Duration(i) * time.Second / time.Duration(renewRate))))
+			if !wanted() {
+				break
+			}
+		}
 		chunk := flows[i:min(i+renewChunk, len(flows))]
 		recs := make([]Record, len(chunk))
 		now := e.cfg.Now()
@@ -199,10 +240,17 @@ func (e *Engine) renewNow(ctx context.Context, why string, live bool, keep func(
 		msg += fmt.Sprintf(", %d of %d expectations of their masters kept", kept, kept+lost)
 	}
 	if renewed+failed < len(flows) {
-		msg += " (stopped at the deadline)"
+		msg += " (stopped: a newer renewal, a role change or the engine's end)"
 	}
 	e.event("%s", msg)
 	return renewed, len(flows), nil
+}
+
+// asideDumper is a Table with a second dump socket (the kernel's): a
+// renewal's dump need not wait for a bulk copy's, which holds the first
+// while it sends.
+type asideDumper interface {
+	dumpAside(fn func(*Flow)) error
 }
 
 // renewalEvent reports whether an event of flow k is one of a renewal's

@@ -211,27 +211,3 @@ func TestKeepFlows(t *testing.T) {
 		t.Fatalf("node-b received %d records from a secondary", got-before)
 	}
 }
-
-// TestRenewStopsAtDeadline: a renewal stops between chunks once its
-// context is done.
-func TestRenewStopsAtDeadline(t *testing.T) {
-	a, _ := newPair(t)
-	for i := 0; i < 3*renewChunk; i++ {
-		a.table.Put(flowN(ProtoTCP, i))
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a.table.Refuse = func(*Flow) error { cancel(); return nil }
-	if _, _, err := a.e.Renew(ctx, "test"); err != nil {
-		t.Fatal(err)
-	}
-	// Renew returned at the deadline; the renewal ends after its chunk.
-	eventually(t, 5*time.Second, func() error {
-		if n := a.e.Status().Renewed; n != renewChunk {
-			return fmt.Errorf("renewed %d, want %d (one chunk)", n, renewChunk)
-		}
-		return nil
-	})
-	if n := a.table.Renewed(); n != renewChunk {
-		t.Fatalf("table renewed %d, want %d", n, renewChunk)
-	}
-}

@@ -251,17 +251,7 @@ func TestSessionBenchBulk(t *testing.T) {
 	var hd, cd, cdCache time.Duration
 	t.Run("hagent", func(t *testing.T) {
 		_, a, b := firewallLab(t)
-		if err := a.Start(hagentParams(200)); err != nil {
-			t.Fatal(err)
-		}
-		if err := lab.Eventually(10*time.Second, func() error {
-			if a.Role() != "primary" {
-				return fmt.Errorf("node-a is %s", a.Role())
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		startPrimary(t, a, hagentParams(200))
 		if err := a.ApplyFlows(flows(0, n)); err != nil {
 			t.Fatal(err)
 		}
@@ -269,21 +259,7 @@ func TestSessionBenchBulk(t *testing.T) {
 		if err := b.Start(hagentParams(100)); err != nil {
 			t.Fatal(err)
 		}
-		if err := lab.EventuallyEvery(120*time.Second, 20*time.Millisecond, func() error {
-			s, err := sessions(b)
-			if err != nil {
-				return err
-			}
-			for _, src := range s.Sources {
-				if src.Bulk.State == "done" && src.Bulk.Total >= n {
-					return nil
-				}
-			}
-			return fmt.Errorf("bulk not done")
-		}); err != nil {
-			t.Fatal(err)
-		}
-		hd = time.Since(start)
+		hd = waitBulk(t, b, n, start)
 		if c := kernelCount(b); c != n {
 			t.Fatalf("node-b's kernel has %d of %d flows", c, n)
 		}
