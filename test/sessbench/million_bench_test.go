@@ -13,8 +13,8 @@ import (
 	"github.com/hagent/hagent/heartbeat"
 	"github.com/hagent/hagent/l2chan"
 	"github.com/hagent/hagent/sessionsync"
-	"github.com/hagent/hagent/test/proc"
 	"github.com/hagent/hagent/test/lab"
+	"github.com/hagent/hagent/test/proc"
 )
 
 // millionFlows is the table of TestSessionBenchMillion.
