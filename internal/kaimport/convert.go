@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Note is a directive that was not translated (or only in part), with the
@@ -87,8 +88,19 @@ func display(s *Stmt) string {
 	return s.Name
 }
 
-// Convert parses a keepalived.conf and converts its VRRP part.
+// Convert parses a keepalived.conf and converts its VRRP part. A file
+// that is not UTF-8 is refused, naming the first line that is not: what
+// it would carry (a command, a name) cannot be written into an
+// hagent.yaml as it is (FuzzParse found a notify command whose bytes
+// came out as a YAML !!binary block that broke the output).
 func Convert(src string) (*Result, error) {
+	if !utf8.ValidString(src) {
+		for i, l := range strings.Split(src, "\n") {
+			if !utf8.ValidString(l) {
+				return nil, fmt.Errorf("line %d: not valid UTF-8", i+1)
+			}
+		}
+	}
 	stmts, err := Parse(src)
 	if err != nil {
 		return nil, err

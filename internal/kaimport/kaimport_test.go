@@ -218,3 +218,14 @@ func TestCheckable(t *testing.T) {
 		}
 	}
 }
+
+// TestNotUTF8Refused: a file with bytes that are not UTF-8 is refused
+// naming the line (its command could not be written into hagent.yaml as
+// it is; the fuzz seed f733ee72… is the notify command that broke the
+// output).
+func TestNotUTF8Refused(t *testing.T) {
+	_, err := Convert("vrrp_instance VI_1 {\n  notify_backup \"/bin/x\x84\"\n}\n")
+	if err == nil || err.Error() != "line 2: not valid UTF-8" {
+		t.Fatalf("Convert: %v, want line 2: not valid UTF-8", err)
+	}
+}
