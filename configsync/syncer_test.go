@@ -594,3 +594,22 @@ func TestWatchBurstCoalesces(t *testing.T) {
 		t.Fatalf("%d changes pushed in %d generations, want at most %d: not coalesced", changes, pushes, limit)
 	}
 }
+
+// TestWatchCompleteWithinGap: a complete change that comes within
+// maxKickGap of one rescanned at once (here a new file, then a
+// rename-write right after it) is rescanned when the gap is over, not
+// after the debounce (an hour here).
+func TestWatchCompleteWithinGap(t *testing.T) {
+	_, a, b := pair(t, 0, func(c *SyncConfig) { c.Period, c.Debounce = time.Hour, time.Hour })
+	a.write(t, "/etc/app/app.conf", "v0\n", 0o644)
+	testutil.Eventually(t, 10*time.Second, "initial sync", func() bool { return b.read("/etc/app/app.conf") == "v0\n" })
+	for i := range 3 {
+		time.Sleep(20 * time.Millisecond)
+		first, second := fmt.Sprintf("first %d\n", i), fmt.Sprintf("second %d\n", i)
+		a.write(t, fmt.Sprintf("/etc/app/other-%d.conf", i), first, 0o644) // rescanned at once
+		a.write(t, "/etc/app/app.conf", second, 0o644)                     // within the gap
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("change %d's second file on node-b", i), func() bool {
+			return b.read("/etc/app/app.conf") == second
+		})
+	}
+}
