@@ -33,8 +33,8 @@ import (
 // has not been drained yet, reaches no peer (20037 of 20200 flows in
 // TestFGSPDownUntilSynced before this). Listen reports the overrun only
 // once the congestion is over, judged by the queue's size (SO_MEMINFO):
-// empty, or grown since the last read (nothing is queued while congested),
-// or no datagram for overrunIdle. The wait is bounded without a timer of
+// empty, or grown since the last read (nothing is queued while congested);
+// a read waits at most overrunIdle before the size is looked at again. The wait is bounded without a timer of
 // its own: while congested nothing is queued, so every read shortens the
 // queue until it is empty (a time bound would report too early on a slow
 // reader: 7 s to drain under the race detector).
@@ -45,8 +45,9 @@ const (
 	// eventDatagram is the largest event read whole: larger ones (there
 	// are none: an event is under a page) are counted and dropped.
 	eventDatagram = 64 << 10
-	// overrunIdle: a congested queue that yields nothing for this long
-	// is empty.
+	// overrunIdle: while an overrun is followed, a read waits at most
+	// this long before the queue's size is looked at again (a wait that
+	// ends without a datagram proves nothing by itself).
 	overrunIdle = 20 * time.Millisecond
 )
 
