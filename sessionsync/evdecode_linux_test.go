@@ -57,7 +57,7 @@ func slowDecode(m netlink.Message) (Flow, EventType, bool) {
 		return Flow{}, 0, false
 	}
 	f, ok := fromTiMo(ev.Flow)
-	typ := map[uint8]EventType{uint8(conntrack.EventNew): EventNew, uint8(conntrack.EventUpdate): EventUpdate, uint8(conntrack.EventDestroy): EventDestroy}[uint8(ev.Type)]
+	typ, _ := flowEventType(ev)
 	return f, typ, ok
 }
 

@@ -251,14 +251,22 @@ func (k *Kernel) deliver(ctx context.Context, m netlink.Message, fn func(Event))
 	if !ok {
 		return
 	}
+	if typ, ok := flowEventType(ev); ok {
+		k.emitFlow(typ, f, fn)
+	}
+}
+
+// flowEventType is the type of a ti-mo flow event in sessionsync's terms.
+func flowEventType(ev conntrack.Event) (EventType, bool) {
 	switch ev.Type {
 	case conntrack.EventNew:
-		k.emitFlow(EventNew, f, fn)
+		return EventNew, true
 	case conntrack.EventUpdate:
-		k.emitFlow(EventUpdate, f, fn)
+		return EventUpdate, true
 	case conntrack.EventDestroy:
-		k.emitFlow(EventDestroy, f, fn)
+		return EventDestroy, true
 	}
+	return 0, false
 }
 
 // emitFlow hands a decoded flow event to fn.
